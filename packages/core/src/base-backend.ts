@@ -1,0 +1,199 @@
+import type {
+  ListPageOptions,
+  PersistentBackend,
+  SnapshotPage,
+  TaskResultWriteOptions,
+  WriteOptions,
+} from "./backend.js";
+import type { AvailableTask, ClaimedTask, Fence, TaskClaim } from "./claims.js";
+import { BackendError, toBackendError, ValidationError } from "./errors.js";
+import type { WorkflowSnapshot } from "./snapshot.js";
+import {
+  validateBytes,
+  validateDuration,
+  validateFence,
+  validateId,
+  validateLimit,
+  validateMaxPayloadBytes,
+  validateSnapshot,
+  validateTtl,
+} from "./validation.js";
+
+export interface BaseBackendOptions {
+  /** Largest single byte value accepted (default 32 MiB). Larger ones give PayloadTooLargeError. */
+  maxPayloadBytes?: number;
+}
+
+/**
+ * Validates every argument before any I/O, wraps driver failures as BackendError and refuses
+ * calls after close(), then hands clean arguments to the adapter's `do*` methods. Adapters
+ * extend it so that every backend rejects the same inputs with the same codes.
+ */
+export abstract class BaseBackend implements PersistentBackend {
+  protected readonly maxPayloadBytes: number;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: BaseBackendOptions = {}) {
+    this.maxPayloadBytes = validateMaxPayloadBytes(options.maxPayloadBytes);
+  }
+
+  /** Secrets (passwords) to scrub from wrapped driver messages. */
+  protected secrets(): readonly string[] {
+    return [];
+  }
+
+  protected abstract doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void>;
+  protected abstract doSaveTaskResult(
+    instanceId: string,
+    taskId: string,
+    output: Uint8Array,
+    fence: Fence | undefined,
+  ): Promise<void>;
+  protected abstract doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot>;
+  protected abstract doDeleteSnapshot(instanceId: string): Promise<void>;
+  protected abstract doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage>;
+  protected abstract doClaimTask(
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+    ttlMs: number | null,
+  ): Promise<TaskClaim | null>;
+  protected abstract doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void>;
+  protected abstract doExtendTaskClaim(
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+    durationMs: number,
+  ): Promise<TaskClaim>;
+  protected abstract doFindAvailableTasks(workerId: string, limit: number): Promise<AvailableTask[]>;
+  protected abstract doClaimAvailableTasks(
+    workerId: string,
+    limit: number,
+    ttlMs: number | null,
+  ): Promise<ClaimedTask[]>;
+  protected abstract doClose(): Promise<void>;
+
+  /** Runs one operation: refused after close, driver errors wrapped, PersistenceErrors untouched. */
+  protected async run<T>(operation: string, body: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new BackendError(`${operation}: the backend is closed`);
+    try {
+      return await body();
+    } catch (error) {
+      throw toBackendError(operation, error, this.secrets());
+    }
+  }
+
+  async saveSnapshot(snapshot: WorkflowSnapshot, options?: WriteOptions): Promise<void> {
+    const valid = validateSnapshot(snapshot, this.maxPayloadBytes);
+    const fence = validateFence(options?.claim, valid.instanceId);
+    return this.run("saveSnapshot", () => this.doSaveSnapshot(valid, fence));
+  }
+
+  async saveTaskResult(
+    instanceId: string,
+    taskId: string,
+    output: Uint8Array,
+    options?: TaskResultWriteOptions,
+  ): Promise<void> {
+    validateId("instanceId", instanceId);
+    validateId("taskId", taskId);
+    const bytes = validateBytes("output", output, this.maxPayloadBytes);
+    const fence = validateFence(options?.claim, instanceId, taskId);
+    const plain = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return this.run("saveTaskResult", () => this.doSaveTaskResult(instanceId, taskId, plain, fence));
+  }
+
+  async loadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
+    validateId("instanceId", instanceId);
+    return this.run("loadSnapshot", () => this.doLoadSnapshot(instanceId));
+  }
+
+  async deleteSnapshot(instanceId: string): Promise<void> {
+    validateId("instanceId", instanceId);
+    return this.run("deleteSnapshot", () => this.doDeleteSnapshot(instanceId));
+  }
+
+  async listSnapshots(): Promise<string[]> {
+    return this.run("listSnapshots", async () => {
+      const ids: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: SnapshotPage = await this.doListSnapshotsPage(cursor, 1000);
+        ids.push(...page.instanceIds);
+        cursor = page.nextCursor;
+      } while (cursor !== null);
+      return ids;
+    });
+  }
+
+  async listSnapshotsPage(options: ListPageOptions): Promise<SnapshotPage> {
+    const limit = validateLimit(options?.limit);
+    const cursor = options.cursor ?? null;
+    if (cursor !== null && (typeof cursor !== "string" || cursor.length === 0 || !cursor.isWellFormed())) {
+      throw new ValidationError("cursor must be a string returned by listSnapshotsPage");
+    }
+    return this.run("listSnapshotsPage", () => this.doListSnapshotsPage(cursor, limit));
+  }
+
+  async claimTask(
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+    ttlMs?: number | null,
+  ): Promise<TaskClaim | null> {
+    validateId("instanceId", instanceId);
+    validateId("taskId", taskId);
+    validateId("workerId", workerId);
+    const ttl = validateTtl(ttlMs);
+    return this.run("claimTask", () => this.doClaimTask(instanceId, taskId, workerId, ttl));
+  }
+
+  async releaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
+    validateId("instanceId", instanceId);
+    validateId("taskId", taskId);
+    validateId("workerId", workerId);
+    return this.run("releaseTaskClaim", () => this.doReleaseTaskClaim(instanceId, taskId, workerId));
+  }
+
+  async extendTaskClaim(
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+    durationMs: number,
+  ): Promise<TaskClaim> {
+    validateId("instanceId", instanceId);
+    validateId("taskId", taskId);
+    validateId("workerId", workerId);
+    const duration = validateDuration("durationMs", durationMs);
+    return this.run("extendTaskClaim", () => this.doExtendTaskClaim(instanceId, taskId, workerId, duration));
+  }
+
+  async findAvailableTasks(workerId: string, limit: number): Promise<AvailableTask[]> {
+    validateId("workerId", workerId);
+    const n = validateLimit(limit);
+    return this.run("findAvailableTasks", () => this.doFindAvailableTasks(workerId, n));
+  }
+
+  async claimAvailableTasks(workerId: string, limit: number, ttlMs?: number | null): Promise<ClaimedTask[]> {
+    validateId("workerId", workerId);
+    const n = validateLimit(limit);
+    const ttl = validateTtl(ttlMs);
+    return this.run("claimAvailableTasks", () => this.doClaimAvailableTasks(workerId, n, ttl));
+  }
+
+  /** Idempotent: a second close waits for the first and does nothing more. */
+  async close(): Promise<void> {
+    if (this.#closing === undefined) {
+      this.#closed = true;
+      this.#closing = this.doClose().catch((error: unknown) => {
+        throw toBackendError("close", error, this.secrets());
+      });
+    }
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { ErrorCode } from "../../errors.js";
+import { eventually, rejection, sleep, uid, useSubject } from "../harness.js";
+import type { ConformanceOptions } from "../types.js";
+
+// Expiry is judged on the backend's clock; the client's may differ by a little.
+const SKEW_MS = 250;
+
+export function expiryGroup(options: ConformanceOptions): void {
+  describe("expiry", () => {
+    it("another worker takes over a claim after its 200 ms ttl, with a larger token", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      const first = await backend.claimTask(id, "t1", "worker-1", 200);
+      expect(first).not.toBeNull();
+      expect(await backend.claimTask(id, "t1", "worker-2", 200)).toBeNull();
+      const second = await eventually("the expired claim to be taken over", async () => {
+        return (await backend.claimTask(id, "t1", "worker-2", 10_000)) ?? undefined;
+      });
+      expect(Date.now() - (first?.claimedAt ?? 0)).toBeGreaterThanOrEqual(200 - SKEW_MS);
+      expect(second.workerId).toBe("worker-2");
+      expect(second.token).toBeGreaterThan(first?.token ?? Number.POSITIVE_INFINITY);
+      // The former holder has lost it for good.
+      expect(await rejection(backend.releaseTaskClaim(id, "t1", "worker-1"))).toMatchObject({
+        code: ErrorCode.ClaimLost,
+      });
+    });
+
+    it("a claim without ttl never expires", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      expect(await backend.claimTask(id, "t1", "worker-1")).not.toBeNull();
+      await sleep(400);
+      expect(await backend.claimTask(id, "t1", "worker-2", 1000)).toBeNull();
+    });
+
+    it("extend renews to now + duration (not old expiry + duration) and keeps the claim alive", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      const claim = await backend.claimTask(id, "t1", "worker-1", 300);
+      await sleep(150);
+      const requested = Date.now();
+      const extended = await backend.extendTaskClaim(id, "t1", "worker-1", 1_000);
+      expect(extended.token).toBe(claim?.token);
+      const expiresAt = extended.expiresAt ?? 0;
+      expect(expiresAt).toBeGreaterThanOrEqual(requested + 1_000 - SKEW_MS);
+      expect(expiresAt).toBeLessThanOrEqual(Date.now() + 1_000 + SKEW_MS);
+      // Past the original 300 ms ttl, the claim is still held.
+      await sleep(300);
+      expect(await backend.claimTask(id, "t1", "worker-2", 1000)).toBeNull();
+      // Renewal, not addition: a short extension can shorten the lease.
+      const shortened = await backend.extendTaskClaim(id, "t1", "worker-1", 100);
+      expect(shortened.expiresAt ?? 0).toBeLessThan(expiresAt);
+      await eventually("the shortened claim to lapse", async () =>
+        (await backend.claimTask(id, "t1", "worker-2", 10_000)) ? true : undefined,
+      );
+    });
+
+    it("an expired claim is not revived by extend (ClaimLostError), even if nobody took it", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      await backend.claimTask(id, "t1", "worker-1", 150);
+      await sleep(150 + SKEW_MS + 100);
+      expect(await rejection(backend.extendTaskClaim(id, "t1", "worker-1", 10_000))).toMatchObject({
+        code: ErrorCode.ClaimLost,
+      });
+      expect(await backend.claimTask(id, "t1", "worker-2", 10_000)).not.toBeNull();
+    });
+
+    it("the holder may release its own expired claim that nobody took over", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      await backend.claimTask(id, "t1", "worker-1", 150);
+      await sleep(150 + SKEW_MS + 100);
+      await backend.releaseTaskClaim(id, "t1", "worker-1");
+      expect(await rejection(backend.releaseTaskClaim(id, "t1", "worker-1"))).toMatchObject({
+        code: ErrorCode.NotFound,
+      });
+    });
+  });
+}

@@ -1,0 +1,74 @@
+import { describe } from "vitest";
+import { claimNextGroup } from "./groups/claim-next.js";
+import { claimsGroup } from "./groups/claims.js";
+import { concurrencyGroup } from "./groups/concurrency.js";
+import { discoveryGroup } from "./groups/discovery.js";
+import { durabilityGroup } from "./groups/durability.js";
+import { errorsGroup } from "./groups/errors.js";
+import { expiryGroup } from "./groups/expiry.js";
+import { fencingGroup } from "./groups/fencing.js";
+import { sizesGroup } from "./groups/sizes.js";
+import { snapshotsGroup } from "./groups/snapshots.js";
+import { taskResultsGroup } from "./groups/task-results.js";
+import { validationGroup } from "./groups/validation.js";
+import type { ConformanceOptions, GroupName } from "./types.js";
+
+export { atTask, comparable, finished, inProgress } from "./fixtures.js";
+export {
+  allByteValues,
+  eventually,
+  patternBytes,
+  rejection,
+  sleep,
+  text,
+  uid,
+  useSubject,
+} from "./harness.js";
+export type {
+  BackendCapabilities,
+  ConformanceOptions,
+  ConformanceSubject,
+  GroupName,
+  SubjectOptions,
+} from "./types.js";
+export { GROUP_NAMES } from "./types.js";
+export {
+  claimNextGroup,
+  claimsGroup,
+  concurrencyGroup,
+  discoveryGroup,
+  durabilityGroup,
+  errorsGroup,
+  expiryGroup,
+  fencingGroup,
+  sizesGroup,
+  snapshotsGroup,
+  taskResultsGroup,
+  validationGroup,
+};
+
+/** Each group by name, so an adapter can run one group in a test file of its own. */
+export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) => void> = {
+  snapshots: snapshotsGroup,
+  "task results": taskResultsGroup,
+  claims: claimsGroup,
+  expiry: expiryGroup,
+  fencing: fencingGroup,
+  "claim-next": claimNextGroup,
+  discovery: discoveryGroup,
+  validation: validationGroup,
+  errors: errorsGroup,
+  sizes: sizesGroup,
+  concurrency: concurrencyGroup,
+  durability: durabilityGroup,
+};
+
+/**
+ * Registers every conformance group for one backend. Call it at the top level of a vitest
+ * test file. Groups skip only from `capabilities`.
+ */
+export function runConformance(options: ConformanceOptions): void {
+  describe(`conformance: ${options.name}`, () => {
+    for (const group of Object.values(conformanceGroups)) group(options);
+  });
+}

@@ -1,0 +1,102 @@
+/** Stable error codes: assert on these, never on messages. */
+export const ErrorCode = {
+  NotFound: "NOT_FOUND",
+  Serialization: "SERIALIZATION",
+  Backend: "BACKEND",
+  Validation: "VALIDATION",
+  ClaimLost: "CLAIM_LOST",
+  Conflict: "CONFLICT",
+  PayloadTooLarge: "PAYLOAD_TOO_LARGE",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Base class of every error a backend raises on purpose. */
+export class PersistenceError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(redactSecrets(message), options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** The instance, claim or record asked for does not exist. */
+export class NotFoundError extends PersistenceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.NotFound, message, options);
+  }
+}
+
+/** Stored data could not be decoded (unknown format version or corrupt bytes). */
+export class SerializationError extends PersistenceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Serialization, message, options);
+  }
+}
+
+/** The database or its driver failed; the driver's error is the `cause`. */
+export class BackendError extends PersistenceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Backend, message, options);
+  }
+}
+
+/** An argument is invalid; raised before any I/O. */
+export class ValidationError extends PersistenceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Validation, message, options);
+  }
+}
+
+/** The caller's claim is no longer the live one (expired, released, taken over, or someone else's). */
+export class ClaimLostError extends PersistenceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.ClaimLost, message, options);
+  }
+}
+
+/** The write contradicts the stored state (for example it would reopen a finished workflow). */
+export class ConflictError extends PersistenceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Conflict, message, options);
+  }
+}
+
+/** A byte payload is larger than the backend's configured maximum; nothing was written. */
+export class PayloadTooLargeError extends PersistenceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.PayloadTooLarge, message, options);
+  }
+}
+
+export function isPersistenceError(error: unknown): error is PersistenceError {
+  return error instanceof PersistenceError;
+}
+
+// Connection strings end up in driver messages (for example "connect ECONNREFUSED" with the
+// URL, or an auth failure echoing the DSN). Strip userinfo passwords and password=... pairs.
+const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*):([^@/\s]*)@/gi;
+const KEY_PASSWORD = /\b(password|pass|pwd)=([^&\s;]+)/gi;
+
+/** Removes passwords that appear in connection strings inside a text. */
+export function redactSecrets(text: string, extraSecrets: readonly string[] = []): string {
+  let out = text.replace(URL_PASSWORD, "$1:***@").replace(KEY_PASSWORD, "$1=***");
+  for (const secret of extraSecrets) {
+    if (secret.length >= 3) out = out.split(secret).join("***");
+  }
+  return out;
+}
+
+/**
+ * Wraps a driver failure as a BackendError, keeping the original as `cause`.
+ * PersistenceErrors pass through unchanged so adapters can call this in a catch-all.
+ */
+export function toBackendError(
+  operation: string,
+  error: unknown,
+  secrets: readonly string[] = [],
+): PersistenceError {
+  if (error instanceof PersistenceError) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new BackendError(redactSecrets(`${operation} failed: ${detail}`, secrets), { cause: error });
+}

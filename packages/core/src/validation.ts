@@ -1,0 +1,230 @@
+import type { Fence } from "./claims.js";
+import { PayloadTooLargeError, ValidationError } from "./errors.js";
+import type { ExecutionPosition, WorkflowSnapshot } from "./snapshot.js";
+
+/** Longest accepted id, in UTF-16 code units (JavaScript string length). */
+export const MAX_ID_LENGTH = 512;
+/** Largest `limit` accepted by discovery and claim-next. */
+export const MAX_LIMIT = 10_000;
+/** Longest accepted ttl or extension: one year, so that now + duration stays a safe integer everywhere. */
+export const MAX_DURATION_MS = 365 * 24 * 60 * 60 * 1000;
+/** Default largest single byte value (task output, initial input, final output, error text). */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+
+function describe(value: unknown): string {
+  if (typeof value === "string") return `a string of length ${value.length}`;
+  if (value === null) return "null";
+  return typeof value;
+}
+
+/**
+ * Ids are non-empty, at most 512 UTF-16 code units, well-formed Unicode (no lone surrogate,
+ * which no UTF-8 database can store) and free of U+0000 (which C-string based servers truncate at).
+ */
+export function validateId(
+  kind: "instanceId" | "taskId" | "workerId" | "definitionHash",
+  value: unknown,
+): string {
+  if (typeof value !== "string")
+    throw new ValidationError(`${kind} must be a string, got ${describe(value)}`);
+  if (value.length === 0) throw new ValidationError(`${kind} must not be empty`);
+  if (value.length > MAX_ID_LENGTH) {
+    throw new ValidationError(`${kind} must be at most ${MAX_ID_LENGTH} characters, got ${value.length}`);
+  }
+  if (value.includes("\u0000")) throw new ValidationError(`${kind} must not contain U+0000`);
+  if (!value.isWellFormed())
+    throw new ValidationError(`${kind} must be well-formed Unicode (no lone surrogates)`);
+  return value;
+}
+
+export function validateLimit(value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_LIMIT) {
+    throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}, got ${String(value)}`);
+  }
+  return value;
+}
+
+export function validateDuration(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_DURATION_MS) {
+    throw new ValidationError(
+      `${name} must be an integer number of milliseconds from 1 to ${MAX_DURATION_MS}`,
+    );
+  }
+  return value;
+}
+
+/** A ttl is optional: undefined or null mean "never expires". */
+export function validateTtl(value: unknown): number | null {
+  if (value === undefined || value === null) return null;
+  return validateDuration("ttlMs", value);
+}
+
+export function validateBytes(name: string, value: unknown, maxPayloadBytes: number): Uint8Array {
+  if (!(value instanceof Uint8Array))
+    throw new ValidationError(`${name} must be a Uint8Array, got ${describe(value)}`);
+  if (value.byteLength > maxPayloadBytes) {
+    throw new PayloadTooLargeError(`${name} is ${value.byteLength} bytes; the maximum is ${maxPayloadBytes}`);
+  }
+  return value;
+}
+
+export function validateMaxPayloadBytes(value: unknown): number {
+  if (value === undefined) return DEFAULT_MAX_PAYLOAD_BYTES;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+    throw new ValidationError("maxPayloadBytes must be a positive integer");
+  }
+  return value;
+}
+
+function validateTimestamp(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new ValidationError(`${name} must be a non-negative integer (epoch milliseconds)`);
+  }
+  return value;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return (
+    typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)
+  );
+}
+
+function validateBranches(name: string, value: unknown): string[] {
+  if (!Array.isArray(value)) throw new ValidationError(`${name} must be an array of ids`);
+  return value.map((id) => validateId("taskId", id));
+}
+
+function validatePosition(value: unknown): ExecutionPosition {
+  if (!isPlainObject(value)) throw new ValidationError("state.position must be an object");
+  switch (value.kind) {
+    case "NotStarted":
+      return { kind: "NotStarted" };
+    case "AtTask":
+      return { kind: "AtTask", taskId: validateId("taskId", value.taskId) };
+    case "AtFork":
+      return {
+        kind: "AtFork",
+        branchId: validateId("taskId", value.branchId),
+        completedBranches: validateBranches("completedBranches", value.completedBranches),
+      };
+    case "AtJoin":
+      return {
+        kind: "AtJoin",
+        joinId: validateId("taskId", value.joinId),
+        completedBranches: validateBranches("completedBranches", value.completedBranches),
+      };
+    default:
+      throw new ValidationError(`unknown position kind ${JSON.stringify(String(value.kind))}`);
+  }
+}
+
+/**
+ * Checks a snapshot from a possibly untyped caller and returns a normalised copy (plain
+ * Uint8Arrays, no extra fields). Throws ValidationError or PayloadTooLargeError; never does I/O.
+ */
+export function validateSnapshot(value: unknown, maxPayloadBytes: number): WorkflowSnapshot {
+  if (!isPlainObject(value)) throw new ValidationError("snapshot must be an object");
+  const instanceId = validateId("instanceId", value.instanceId);
+  if (typeof value.definitionHash !== "string") throw new ValidationError("definitionHash must be a string");
+  if (value.definitionHash.length > 4096 || !value.definitionHash.isWellFormed()) {
+    throw new ValidationError("definitionHash must be well-formed and at most 4096 characters");
+  }
+  const createdAt = validateTimestamp("createdAt", value.createdAt);
+  const updatedAt = validateTimestamp("updatedAt", value.updatedAt);
+  const snapshot: WorkflowSnapshot = {
+    instanceId,
+    definitionHash: value.definitionHash,
+    createdAt,
+    updatedAt,
+    state: { kind: "Failed", error: "" },
+  };
+  if (value.initialInput !== undefined) {
+    snapshot.initialInput = toPlain(validateBytes("initialInput", value.initialInput, maxPayloadBytes));
+  }
+  const state = value.state;
+  if (!isPlainObject(state)) throw new ValidationError("state must be an object");
+  switch (state.kind) {
+    case "Completed":
+      snapshot.state = {
+        kind: "Completed",
+        finalOutput: toPlain(validateBytes("finalOutput", state.finalOutput, maxPayloadBytes)),
+      };
+      break;
+    case "Failed": {
+      if (typeof state.error !== "string") throw new ValidationError("state.error must be a string");
+      if (!state.error.isWellFormed()) throw new ValidationError("state.error must be well-formed Unicode");
+      if (Buffer.byteLength(state.error) > maxPayloadBytes) {
+        throw new PayloadTooLargeError(`state.error is longer than ${maxPayloadBytes} bytes`);
+      }
+      snapshot.state = { kind: "Failed", error: state.error };
+      break;
+    }
+    case "InProgress": {
+      const position = validatePosition(state.position);
+      if (!isPlainObject(state.completedTasks))
+        throw new ValidationError("state.completedTasks must be an object");
+      const completedTasks: Record<string, { taskId: string; output: Uint8Array }> = {};
+      for (const [key, result] of Object.entries(state.completedTasks)) {
+        validateId("taskId", key);
+        if (!isPlainObject(result))
+          throw new ValidationError(`completedTasks[${JSON.stringify(key)}] must be an object`);
+        if (result.taskId !== key) {
+          throw new ValidationError(`completedTasks[${JSON.stringify(key)}].taskId must equal its key`);
+        }
+        completedTasks[key] = {
+          taskId: key,
+          output: toPlain(validateBytes(`output of task ${key}`, result.output, maxPayloadBytes)),
+        };
+      }
+      const last =
+        state.lastCompletedTaskId === undefined || state.lastCompletedTaskId === null
+          ? null
+          : validateId("taskId", state.lastCompletedTaskId);
+      if (last !== null) {
+        if (!Object.hasOwn(completedTasks, last)) {
+          throw new ValidationError("lastCompletedTaskId must name a task in completedTasks");
+        }
+      }
+      snapshot.state = { kind: "InProgress", position, completedTasks, lastCompletedTaskId: last };
+      break;
+    }
+    default:
+      throw new ValidationError(`unknown state kind ${JSON.stringify(String(state.kind))}`);
+  }
+  return snapshot;
+}
+
+function toPlain(bytes: Uint8Array): Uint8Array {
+  return Object.getPrototypeOf(bytes) === Uint8Array.prototype
+    ? bytes
+    : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Normalises the `claim` write option: a TaskClaim or a { taskId, token } fence. */
+export function validateFence(value: unknown, instanceId: string, defaultTaskId?: string): Fence | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === "number") {
+    if (defaultTaskId === undefined) {
+      throw new ValidationError(
+        "a bare token needs a task id: pass { claim } with its taskId for saveSnapshot",
+      );
+    }
+    return { taskId: defaultTaskId, token: validateToken(value) };
+  }
+  if (!isPlainObject(value)) throw new ValidationError("claim must be a TaskClaim or { taskId, token }");
+  const taskId = validateId("taskId", value.taskId ?? defaultTaskId);
+  if (value.instanceId !== undefined && value.instanceId !== instanceId) {
+    throw new ValidationError("the claim belongs to another instance than the one being written");
+  }
+  if (defaultTaskId !== undefined && taskId !== defaultTaskId) {
+    throw new ValidationError("the claim is for another task than the result being saved");
+  }
+  return { taskId, token: validateToken(value.token), instanceId };
+}
+
+function validateToken(value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+    throw new ValidationError("claim token must be a positive safe integer");
+  }
+  return value;
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# ./dev test: install, build, lint, typecheck, then every package's tests against real servers,
+# then one summary table and the totals line `tests: N passed, N failed`. Exits non-zero if
+# anything failed. CI runs exactly this (see .ci/run).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=bootstrap.sh
+source tooling/bootstrap.sh
+export TURBO_TELEMETRY_DISABLED=1 TURBO_NO_UPDATE_NOTIFIER=1 NO_COLOR=1 FORCE_COLOR=0
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+fail() {
+  echo "FAILED: $1" >&2
+  # CI reads the last line: say plainly that nothing was tested past the failed step.
+  echo "tests: 0 passed, 1 failed"
+  exit 1
+}
+
+started=$(date +%s)
+step "install dependencies"
+pnpm install --frozen-lockfile --reporter=append-only || fail "pnpm install"
+step "install test servers"
+node tooling/test-servers/src/install.ts || fail "installing the test servers"
+step "build"
+pnpm turbo run build --output-logs=errors-only || fail "build"
+step "lint (biome, publint, are-the-types-wrong)"
+pnpm run lint || fail "lint"
+step "typecheck"
+pnpm turbo run typecheck --output-logs=errors-only || fail "typecheck"
+step "tests"
+rm -rf .reports
+# Every package's tests run even when one fails, so the summary shows all of them.
+pnpm turbo run test --continue --concurrency="${SAYIIR_TEST_CONCURRENCY:-2}" --output-logs=full
+turbo_status=$?
+step "summary ($(( $(date +%s) - started )) s in all)"
+node tooling/test-servers/src/summary.ts
+summary_status=$?
+if [ "$turbo_status" -ne 0 ] && [ "$summary_status" -eq 0 ]; then
+  echo "turbo reported a failing test task that the summary did not count" >&2
+  exit 1
+fi
+exit "$summary_status"
