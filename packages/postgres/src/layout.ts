@@ -1,0 +1,58 @@
+/**
+ * Where the data lives: one schema holding three tables, a sequence and the migrations table.
+ * Every name is quoted, so a schema name may hold any character (quotes included); ids are
+ * only ever bound as parameters, never spliced into SQL.
+ *
+ *   snapshots     one row per instance: encoded header (bytea), initial input, ready_task_id, updated_at
+ *   task_results  one row per (instance, task): the output (bytea)
+ *   claims        one row per (instance, task) claim: worker, fencing token, server-clock timestamps
+ *   claim_tokens  global sequence of fencing tokens
+ */
+
+/** Quotes an identifier for SQL: `"` doubled, wrapped in `"`. */
+export function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** Quotes a string literal for SQL (standard_conforming_strings is on since Postgres 9.1). */
+export function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+export const TABLES = {
+  snapshots: "snapshots",
+  taskResults: "task_results",
+  claims: "claims",
+  migrations: "sayiir_migrations",
+} as const;
+export const TOKEN_SEQUENCE = "claim_tokens";
+/** The partial index over ready tasks that discovery and claim-next read. */
+export const READY_INDEX = "snapshots_ready_idx";
+
+export interface Layout {
+  schema: string;
+  /** Quoted schema. */
+  s: string;
+  snapshots: string;
+  taskResults: string;
+  claims: string;
+  migrations: string;
+  /** Quoted, qualified sequence name as a regclass literal, for nextval(). */
+  tokenSequence: string;
+  readyIndex: string;
+}
+
+export function layoutFor(schema: string): Layout {
+  const s = quoteIdentifier(schema);
+  const q = (name: string) => `${s}.${quoteIdentifier(name)}`;
+  return {
+    schema,
+    s,
+    snapshots: q(TABLES.snapshots),
+    taskResults: q(TABLES.taskResults),
+    claims: q(TABLES.claims),
+    migrations: q(TABLES.migrations),
+    tokenSequence: `${quoteLiteral(q(TOKEN_SEQUENCE))}::regclass`,
+    readyIndex: READY_INDEX,
+  };
+}

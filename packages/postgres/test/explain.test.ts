@@ -1,0 +1,84 @@
+import { atTask, inProgress } from "@sayiir/persistence-core/conformance";
+import type {} from "@sayiir/test-servers";
+import { afterAll, describe, expect, inject, it } from "vitest";
+import { READY_INDEX } from "../src/index.js";
+import { layoutFor, quoteIdentifier } from "../src/layout.js";
+import { statements } from "../src/sql.js";
+import { adminPool, closeAdminPools, postgresSubject, serverName } from "./subject.js";
+
+const servers = inject("postgres");
+afterAll(closeAdminPools);
+
+function planText(rows: Array<Record<string, string>>): string {
+  return rows.map((r) => Object.values(r)[0]).join("\n");
+}
+
+describe.skipIf(servers.length === 0)("discovery plan", () => {
+  for (const server of servers) {
+    it(`${serverName(server)}: discovery and claim-next read the partial index, never scan snapshots`, async () => {
+      const subject = await postgresSubject(server.url);
+      try {
+        const { backend, schema } = subject;
+        const s = quoteIdentifier(schema);
+        const admin = adminPool(server.url);
+        // 5,000 rows that are not ready (finished, at a fork, or their task done), bulk-inserted.
+        await admin.query(
+          `INSERT INTO ${s}.snapshots (instance_id, definition_hash, header, finished, ready_task_id, updated_at)
+           SELECT 'bulk-' || g, 'h', '\\x00'::bytea, g % 2 = 0, NULL, 1700000000000 + g FROM generate_series(1, 5000) g`,
+        );
+        for (let i = 0; i < 40; i++) {
+          await backend.saveSnapshot(
+            atTask(`ready-${String(i).padStart(2, "0")}`, "t1", { updatedAt: 1_700_000_000_000 + i }),
+          );
+        }
+        await backend.saveSnapshot(inProgress("not-started"));
+        for (let i = 0; i < 5; i++)
+          await backend.claimTask(`ready-${String(i).padStart(2, "0")}`, "t1", "other", 60_000);
+        // 3,000 claims on other tasks, so that the claims table is not trivially small either.
+        await admin.query(
+          `INSERT INTO ${s}.claims (instance_id, task_id, worker_id, token, claimed_at, expires_at)
+           SELECT 'bulk-' || g, 't1', 'w', nextval(${"'"}${s.replaceAll("'", "''")}.claim_tokens'), now(), now() + interval '1 hour'
+           FROM generate_series(1, 3000) g`,
+        );
+        await admin.query(`ANALYZE ${s}.snapshots`);
+        await admin.query(`ANALYZE ${s}.claims`);
+
+        const sql = statements(layoutFor(schema));
+        const client = await admin.connect();
+        try {
+          // The discovery part alone: a Limit over the partial index, in index order (no Sort at all).
+          const discovery = planText((await client.query(`EXPLAIN ${sql.readyCandidates}`, [10])).rows);
+          expect(discovery).toMatch(
+            new RegExp(`Limit[^\\n]*\\n\\s*->  Index Scan using ${READY_INDEX} on snapshots`),
+          );
+          expect(discovery).not.toMatch(/Sort/);
+          const find = planText((await client.query(`EXPLAIN ${sql.find}`, [10])).rows);
+          const claimNext = planText(
+            (await client.query(`EXPLAIN ${sql.claimNext}`, ["w", 10, 30_000])).rows,
+          );
+          console.log(
+            `[${serverName(server)}] EXPLAIN discovery:\n${discovery}\n\nEXPLAIN findAvailableTasks:\n${find}\n\nEXPLAIN claimAvailableTasks:\n${claimNext}`,
+          );
+          for (const plan of [find, claimNext]) {
+            expect(plan).toContain(READY_INDEX);
+            expect(plan).not.toMatch(/Seq Scan on snapshots/);
+            // The only Sort is over the at most `limit` rows already picked (the CTE), never over snapshots.
+            expect(plan).toMatch(
+              /CTE k\n\s*-> {2}Limit[^\n]*\n\s*-> {2}(LockRows[^\n]*\n\s*-> {2})?Index Scan using snapshots_ready_idx/,
+            );
+          }
+        } finally {
+          client.release();
+        }
+        // And the statements return the right rows over that data.
+        const found = await backend.findAvailableTasks("w", 3);
+        expect(found.map((t) => t.instanceId)).toEqual(["ready-05", "ready-06", "ready-07"]);
+        const claimed = await backend.claimAvailableTasks("w", 2, 30_000);
+        expect(claimed.map((t) => t.instanceId)).toEqual(["ready-05", "ready-06"]);
+        await backend.close();
+      } finally {
+        await subject.cleanup?.();
+      }
+    });
+  }
+});

@@ -1,0 +1,134 @@
+import { type BaseBackendOptions, ValidationError } from "@sayiir/persistence-core";
+import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
+
+export interface RedisBackendOptions extends BaseBackendOptions {
+  /** A redis:// or rediss:// URL: the backend opens (and closes) its own standalone client. */
+  url?: string;
+  /** ioredis options for a standalone client the backend opens (and closes). */
+  redis?: RedisOptions;
+  /** Seed nodes (and options) of a Redis Cluster the backend connects to (and closes). */
+  cluster?: { nodes: ClusterNode[]; options?: ClusterOptions };
+  /** An existing ioredis client (Redis or Cluster); close() leaves it open. */
+  client?: Redis | Cluster;
+  /**
+   * Start of every key (inside the hash tag), so several applications can share one Redis.
+   * Default "sayiir". Must not contain "{" or "}".
+   */
+  keyPrefix?: string;
+  /**
+   * Number of shards of the ready index and of the instance-id index (default 16). Every client
+   * of one store must use the same value. In a cluster, each shard is one slot, so this is also
+   * the most masters the data can spread over.
+   */
+  shards?: number;
+  /**
+   * Upper bound on any single operation's wait for Redis, in ms (default 10,000). Also used as
+   * ioredis's commandTimeout and connectTimeout on clients the backend opens. An operation that
+   * times out fails with BackendError; like any timed-out write its outcome is unknown.
+   */
+  operationTimeoutMs?: number;
+}
+
+export interface NormalizedOptions {
+  keyPrefix: string;
+  shards: number;
+  operationTimeoutMs: number;
+  /** The client, and whether the backend owns it (then close() quits it). */
+  client: Redis | Cluster;
+  owned: boolean;
+  secrets: string[];
+}
+
+export const DEFAULT_KEY_PREFIX = "sayiir";
+export const DEFAULT_SHARDS = 16;
+export const DEFAULT_OPERATION_TIMEOUT_MS = 10_000;
+
+function retryDelay(times: number): number {
+  return Math.min(50 * times, 1000);
+}
+
+/** ioredis settings that make every command fail within a bounded time while Redis is away. */
+function standaloneDefaults(timeoutMs: number): RedisOptions {
+  return {
+    commandTimeout: timeoutMs,
+    connectTimeout: timeoutMs,
+    // A command waits for at most one reconnect attempt, then fails; reconnecting goes on forever.
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: true,
+    retryStrategy: retryDelay,
+  };
+}
+
+function positiveInt(name: string, value: unknown, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new ValidationError(`${name} must be an integer from 1 to ${max}`);
+  }
+  return value;
+}
+
+export function normalizeOptions(options: RedisBackendOptions): NormalizedOptions {
+  const keyPrefix = options.keyPrefix ?? DEFAULT_KEY_PREFIX;
+  if (
+    typeof keyPrefix !== "string" ||
+    keyPrefix.length === 0 ||
+    /[{}\0]/.test(keyPrefix) ||
+    !keyPrefix.isWellFormed()
+  ) {
+    throw new ValidationError('keyPrefix must be a non-empty string without "{", "}" or U+0000');
+  }
+  const shards = positiveInt("shards", options.shards, DEFAULT_SHARDS, 16_384);
+  const operationTimeoutMs = positiveInt(
+    "operationTimeoutMs",
+    options.operationTimeoutMs,
+    DEFAULT_OPERATION_TIMEOUT_MS,
+    3_600_000,
+  );
+  const sources = [options.url, options.redis, options.cluster, options.client].filter(
+    (s) => s !== undefined,
+  );
+  if (sources.length !== 1) {
+    throw new ValidationError("give exactly one of url, redis, cluster or client");
+  }
+  const defaults = standaloneDefaults(operationTimeoutMs);
+  const secrets: string[] = [];
+  let client: Redis | Cluster;
+  let owned = true;
+  if (options.client !== undefined) {
+    client = options.client;
+    owned = false;
+  } else if (options.url !== undefined) {
+    if (typeof options.url !== "string") throw new ValidationError("url must be a string");
+    try {
+      const password = decodeURIComponent(new URL(options.url).password);
+      if (password) secrets.push(password);
+    } catch {
+      throw new ValidationError("url is not a valid redis:// URL");
+    }
+    client = new Redis(options.url, defaults);
+  } else if (options.redis !== undefined) {
+    if (typeof options.redis.password === "string" && options.redis.password)
+      secrets.push(options.redis.password);
+    client = new Redis({ ...defaults, ...options.redis });
+  } else {
+    const cluster = options.cluster as { nodes: ClusterNode[]; options?: ClusterOptions };
+    const given = cluster.options ?? {};
+    const password = given.redisOptions?.password;
+    if (typeof password === "string" && password) secrets.push(password);
+    client = new Cluster(cluster.nodes, {
+      enableOfflineQueue: true,
+      clusterRetryStrategy: retryDelay,
+      ...given,
+      redisOptions: { ...defaults, ...given.redisOptions },
+    });
+  }
+  const clientPrefix = (client.options as { keyPrefix?: string }).keyPrefix;
+  const nodePrefix = (client.options as ClusterOptions).redisOptions?.keyPrefix;
+  if (clientPrefix || nodePrefix) {
+    if (owned) client.disconnect();
+    throw new ValidationError(
+      "the ioredis keyPrefix option is not supported: use the backend's keyPrefix option",
+    );
+  }
+  return { keyPrefix, shards, operationTimeoutMs, client, owned, secrets };
+}

@@ -1,0 +1,107 @@
+import type { DatabaseSync } from "node:sqlite";
+import { BackendError } from "@sayiir/persistence-core";
+import type { Tables } from "./layout.js";
+import { immediate, isBusy } from "./transaction.js";
+
+/** The schema version this release writes and reads. */
+export const SCHEMA_VERSION = 1;
+
+/** Each migration takes the schema from version i to i + 1. Never edit a released one: append. */
+function migrations(t: Tables): string[] {
+  return [
+    `
+    CREATE TABLE ${t.tokenSequence} (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      last_token INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO ${t.tokenSequence} (id, last_token) VALUES (1, 0);
+
+    CREATE TABLE ${t.snapshots} (
+      instance_id TEXT COLLATE BINARY PRIMARY KEY NOT NULL,
+      header BLOB NOT NULL,
+      status TEXT NOT NULL CHECK (status IN ('in_progress', 'completed', 'failed')),
+      definition_hash TEXT NOT NULL,
+      initial_input BLOB,
+      last_completed_task_id TEXT COLLATE BINARY,
+      ready_task_id TEXT COLLATE BINARY,
+      updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX ${t.readyIndex} ON ${t.snapshots} (updated_at, instance_id)
+      WHERE ready_task_id IS NOT NULL;
+
+    CREATE TABLE ${t.results} (
+      instance_id TEXT COLLATE BINARY NOT NULL,
+      task_id TEXT COLLATE BINARY NOT NULL,
+      output BLOB NOT NULL,
+      PRIMARY KEY (instance_id, task_id)
+    ) STRICT;
+
+    CREATE TABLE ${t.claims} (
+      instance_id TEXT COLLATE BINARY NOT NULL,
+      task_id TEXT COLLATE BINARY NOT NULL,
+      worker_id TEXT COLLATE BINARY NOT NULL,
+      token INTEGER NOT NULL,
+      claimed_at INTEGER NOT NULL,
+      expires_at INTEGER,
+      PRIMARY KEY (instance_id, task_id)
+    ) STRICT, WITHOUT ROWID;
+    `,
+  ];
+}
+
+/**
+ * Brings the schema to SCHEMA_VERSION. Idempotent, and safe when several processes run it at
+ * once: everything happens in one BEGIN IMMEDIATE transaction, so the first one in does the
+ * work and the others wait (busy_timeout), then find the version already applied.
+ */
+export async function migrate(db: DatabaseSync, tables: Tables, busyTimeoutMs: number): Promise<void> {
+  await useWal(db, busyTimeoutMs);
+  immediate(db, () => {
+    db.exec(
+      `CREATE TABLE IF NOT EXISTS ${tables.schemaVersion} (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+      ) STRICT`,
+    );
+    const row = db.prepare(`SELECT version FROM ${tables.schemaVersion} WHERE id = 1`).get() as
+      | { version: number }
+      | undefined;
+    const current = row?.version ?? 0;
+    if (current > SCHEMA_VERSION) {
+      throw new BackendError(
+        `the database schema is at version ${current}; this release knows up to ${SCHEMA_VERSION}: upgrade the package`,
+      );
+    }
+    const steps = migrations(tables);
+    for (let version = current; version < SCHEMA_VERSION; version++) {
+      db.exec(steps[version] as string);
+    }
+    if (current < SCHEMA_VERSION) {
+      db.prepare(
+        `INSERT INTO ${tables.schemaVersion} (id, version) VALUES (1, ?)
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version`,
+      ).run(SCHEMA_VERSION);
+    }
+  });
+}
+
+/**
+ * Switches the file to WAL (a property of the file, kept by every later connection). Asking
+ * when it is already on is a no-op; a ":memory:" database stays in "memory" mode. The switch
+ * needs an exclusive lock and SQLite reports SQLITE_BUSY at once, without its busy handler,
+ * when processes race for it, so this retries until the busy timeout has passed.
+ */
+async function useWal(db: DatabaseSync, busyTimeoutMs: number): Promise<void> {
+  const deadline = Date.now() + busyTimeoutMs;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    try {
+      const mode = db.prepare("PRAGMA journal_mode").get() as { journal_mode: string } | undefined;
+      if (mode?.journal_mode === "wal" || mode?.journal_mode === "memory") return;
+      db.exec("PRAGMA journal_mode = WAL");
+      return;
+    } catch (error) {
+      if (!isBusy(error) || Date.now() >= deadline) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
