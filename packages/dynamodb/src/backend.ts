@@ -1,0 +1,1216 @@
+import {
+  type AttributeValue,
+  DeleteItemCommand,
+  DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  QueryCommand,
+  type QueryCommandOutput,
+  ScanCommand,
+  type ScanCommandOutput,
+  type TransactWriteItem,
+  TransactWriteItemsCommand,
+  UpdateItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import {
+  type AvailableTask,
+  BackendError,
+  BaseBackend,
+  type ClaimedTask,
+  ClaimLostError,
+  ConflictError,
+  decodeSnapshotHeader,
+  EMPTY_BYTES,
+  encodeSnapshotHeader,
+  type Fence,
+  NotFoundError,
+  type SnapshotPage,
+  type TaskClaim,
+  type TaskResult,
+  ValidationError,
+  type WorkflowSnapshot,
+} from "@sayiir/persistence-core";
+import { Chunks, chunkSetOf, MissingChunkError, readRef, refAttributes, type ValueRef } from "./chunks.js";
+import {
+  type AnyCommand,
+  backoff,
+  batchGet,
+  batchWrite,
+  cancellationReasons,
+  expressions,
+  type Item,
+  isConditionFailed,
+  isConflictOnly,
+  type Key,
+  N,
+  num,
+  S,
+  sendRetrying,
+  str,
+} from "./dynamo.js";
+import { ATTR, freshId, HEAD_SK, hashId, Layout, LIST_INDEX, READY_INDEX } from "./layout.js";
+import { type DynamoDBBackendOptions, type NormalizedOptions, normalizeOptions } from "./options.js";
+import { ensureTable, TTL_ATTRIBUTE } from "./table.js";
+
+/** How long a released or deleted claim's tombstone (which keeps its last token) is kept. */
+const TOMBSTONE_SECONDS = 7 * 24 * 60 * 60;
+/** Attempts of the optimistic loops (re-read and retry after losing a race). */
+const RACE_ATTEMPTS = 50;
+
+const quote = (id: string): string => JSON.stringify(id);
+
+interface Head {
+  pk: string;
+  instanceId: string;
+  generation: string;
+  finished: boolean;
+  positionTaskId: string | undefined;
+  lastCompletedTaskId: string | undefined;
+  updatedAt: number;
+  definitionHash: string;
+  ready: boolean;
+  header: ValueRef | undefined;
+}
+
+interface StoredClaim {
+  token: number;
+  workerId: string | undefined;
+  claimedAt: number | undefined;
+  expiresAt: number | undefined;
+}
+
+interface Candidate {
+  pk: string;
+  instanceId: string;
+  taskId: string;
+  updatedAt: number;
+}
+
+/** One shard of the ready index, read page by page in (updatedAt, instance id) order. */
+class ShardCursor {
+  buffer: Candidate[] = [];
+  #startKey: Record<string, AttributeValue> | undefined;
+  #done = false;
+  constructor(
+    private readonly fetch: (
+      startKey: Record<string, AttributeValue> | undefined,
+    ) => Promise<QueryCommandOutput>,
+  ) {}
+
+  get exhausted(): boolean {
+    return this.#done && this.buffer.length === 0;
+  }
+
+  async fill(): Promise<void> {
+    while (this.buffer.length === 0 && !this.#done) {
+      const out = await this.fetch(this.#startKey);
+      this.#startKey = out.LastEvaluatedKey;
+      if (this.#startKey === undefined) this.#done = true;
+      for (const item of out.Items ?? []) {
+        const instanceId = str(item, "iid");
+        const taskId = str(item, "pos");
+        const updatedAt = num(item, "upd");
+        const pk = str(item, ATTR.pk);
+        if (instanceId !== undefined && taskId !== undefined && updatedAt !== undefined && pk !== undefined) {
+          this.buffer.push({ pk, instanceId, taskId, updatedAt });
+        }
+      }
+    }
+  }
+}
+
+const before = (a: Candidate, b: Candidate): boolean =>
+  a.updatedAt < b.updatedAt || (a.updatedAt === b.updatedAt && a.instanceId < b.instanceId);
+
+/**
+ * Sayiir persistence on one DynamoDB table (single-table design; see the README for the layout).
+ * Claims, releases, extensions and fenced writes are conditional writes judged on the client
+ * clock, with `clockSkewBudgetMs` of tolerance between clients.
+ */
+export class DynamoDBBackend extends BaseBackend {
+  readonly client: DynamoDBClient;
+  readonly tableName: string;
+  readonly #ownsClient: boolean;
+  readonly #o: NormalizedOptions;
+  readonly #layout: Layout;
+  readonly #chunks: Chunks;
+
+  constructor(options: DynamoDBBackendOptions) {
+    super(options);
+    this.#o = normalizeOptions(options);
+    this.tableName = this.#o.tableName;
+    this.#layout = new Layout(this.#o.keyPrefix, this.#o.shards);
+    if (options.client !== undefined) {
+      this.client = options.client;
+      this.#ownsClient = false;
+    } else {
+      this.client = new DynamoDBClient({
+        maxAttempts: this.#o.maxAttempts,
+        requestHandler: {
+          requestTimeout: this.#o.requestTimeoutMs,
+          connectionTimeout: Math.min(5_000, this.#o.requestTimeoutMs),
+        },
+        ...options.clientConfig,
+      });
+      this.#ownsClient = true;
+    }
+    this.#chunks = new Chunks(this.client, this.tableName, this.#layout, this.#o.clock);
+  }
+
+  /** The key layout (exposed for tests and tooling). */
+  get layout(): Layout {
+    return this.#layout;
+  }
+
+  /** Creates the table and its indexes if missing and waits until they are ACTIVE. Idempotent. */
+  async migrate(): Promise<void> {
+    return this.run("migrate", () => ensureTable(this.client, this.tableName));
+  }
+
+  #now(): number {
+    return this.#o.clock();
+  }
+
+  #send<T>(command: AnyCommand | (() => AnyCommand)): Promise<T> {
+    return sendRetrying<T>(this.client, command, this.#o.conflictRetries);
+  }
+
+  // ---------------------------------------------------------------- items
+
+  #headKey(pk: string): Key {
+    return { [ATTR.pk]: S(pk), [ATTR.sk]: S(HEAD_SK) };
+  }
+
+  #parseHead(item: Item | undefined, instanceId: string): Head | undefined {
+    if (item === undefined || str(item, ATTR.pk) === undefined) return undefined;
+    const iid = str(item, "iid");
+    if (iid !== instanceId) {
+      throw new BackendError(
+        `the head item of ${quote(instanceId)} belongs to another instance id (hash collision?)`,
+      );
+    }
+    return {
+      pk: str(item, ATTR.pk) as string,
+      instanceId: iid,
+      generation: str(item, "gen") ?? "",
+      finished: str(item, "st") === "F",
+      positionTaskId: str(item, "pos"),
+      lastCompletedTaskId: str(item, "last"),
+      updatedAt: num(item, "upd") ?? 0,
+      definitionHash: str(item, "def") ?? "",
+      ready: str(item, ATTR.readyPk) !== undefined,
+      header: readRef(item, "h"),
+    };
+  }
+
+  async #getHead(instanceId: string): Promise<Head | undefined> {
+    const pk = this.#layout.instancePk(instanceId);
+    const out = await this.#send<{ Item?: Item }>(
+      new GetItemCommand({ TableName: this.tableName, Key: this.#headKey(pk), ConsistentRead: true }),
+    );
+    return this.#parseHead(out.Item, instanceId);
+  }
+
+  #claimKey(pk: string, taskId: string): Key {
+    return { [ATTR.pk]: S(pk), [ATTR.sk]: S(this.#layout.claimSk(taskId)) };
+  }
+
+  #parseClaim(item: Item | undefined): StoredClaim | undefined {
+    const token = num(item, "tok");
+    if (item === undefined || token === undefined) return undefined;
+    return { token, workerId: str(item, "w"), claimedAt: num(item, "ca"), expiresAt: num(item, "exp") };
+  }
+
+  async #getClaim(pk: string, taskId: string): Promise<StoredClaim | undefined> {
+    const out = await this.#send<{ Item?: Item }>(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: this.#claimKey(pk, taskId),
+        ConsistentRead: true,
+      }),
+    );
+    return this.#parseClaim(out.Item);
+  }
+
+  /** Held, and not yet takeable by others: others wait `expiresAt + skew budget` on their clock. */
+  #liveForOthers(claim: StoredClaim | undefined, now: number): boolean {
+    return (
+      claim !== undefined &&
+      claim.workerId !== undefined &&
+      (claim.expiresAt === undefined || claim.expiresAt + this.#o.skewMs > now)
+    );
+  }
+
+  /** Live for its holder: the holder stops trusting its claim at `expiresAt` on its own clock. */
+  #liveForHolder(claim: StoredClaim | undefined, now: number): boolean {
+    return (
+      claim !== undefined &&
+      claim.workerId !== undefined &&
+      (claim.expiresAt === undefined || claim.expiresAt > now)
+    );
+  }
+
+  /** The condition a fenced write puts on the claim item (evaluated in the same transaction). */
+  #fenceCheck(pk: string, fence: Fence, now: number): TransactWriteItem {
+    return {
+      ConditionCheck: {
+        TableName: this.tableName,
+        Key: this.#claimKey(pk, fence.taskId),
+        ...expressions(
+          {
+            ConditionExpression:
+              "#tok = :tok AND attribute_exists(#w) AND (attribute_not_exists(#exp) OR #exp > :now)",
+          },
+          { ":tok": N(fence.token), ":now": N(now) },
+        ),
+        ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+      },
+    };
+  }
+
+  async #fenceHolds(pk: string, fence: Fence): Promise<boolean> {
+    const claim = await this.#getClaim(pk, fence.taskId);
+    return this.#liveForHolder(claim, this.#now()) && claim?.token === fence.token;
+  }
+
+  #lost(instanceId: string, fence: Fence): ClaimLostError {
+    return new ClaimLostError(
+      `claim token ${fence.token} on task ${quote(fence.taskId)} of ${quote(instanceId)} is no longer live`,
+    );
+  }
+
+  async #queryAll(input: ConstructorParameters<typeof QueryCommand>[0]): Promise<Item[]> {
+    const items: Item[] = [];
+    let startKey: Record<string, AttributeValue> | undefined;
+    do {
+      const out = await this.#send<QueryCommandOutput>(
+        new QueryCommand({ ...input, ExclusiveStartKey: startKey }),
+      );
+      items.push(...(out.Items ?? []));
+      startKey = out.LastEvaluatedKey;
+    } while (startKey !== undefined);
+    return items;
+  }
+
+  async #resultItems(pk: string, generation: string): Promise<Item[]> {
+    return this.#queryAll({
+      TableName: this.tableName,
+      ConsistentRead: true,
+      ...expressions(
+        { KeyConditionExpression: "#PK = :pk AND begins_with(#SK, :prefix)" },
+        { ":pk": S(pk), ":prefix": S(this.#layout.resultPrefix(generation)) },
+      ),
+    });
+  }
+
+  /** Best effort: deletes the result items of one generation and every chunk set they or a header used. */
+  async #dropGeneration(pk: string, generation: string, header: ValueRef | undefined): Promise<void> {
+    const items = await this.#resultItems(pk, generation);
+    const sets = items.map((item) => chunkSetOf(readRef(item))).filter((s) => s !== undefined);
+    const headerSet = chunkSetOf(header);
+    if (headerSet) sets.push(headerSet);
+    await batchWrite(
+      this.client,
+      this.tableName,
+      items.map((item) => ({
+        DeleteRequest: { Key: { [ATTR.pk]: item[ATTR.pk]!, [ATTR.sk]: item[ATTR.sk]! } },
+      })),
+    );
+    await this.#chunks.delete(sets);
+  }
+
+  async #quietly(work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch {
+      // Left for cleanup(): orphans never change what a reader sees.
+    }
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
+    const id = snapshot.instanceId;
+    const pk = this.#layout.instancePk(id);
+    const state = snapshot.state;
+    const inProgress = state.kind === "InProgress";
+    const generation = freshId();
+    const now = this.#now();
+    const written: ValueRef[] = [];
+    let resultKeys: Key[] = [];
+    let committed = false;
+    let definite = true;
+    try {
+      // 1. Everything the new head will point at, under keys nobody reads yet.
+      const header = await this.#chunks.write(encodeSnapshotHeader(snapshot), pk);
+      written.push(header);
+      const results = inProgress ? Object.values(state.completedTasks) : [];
+      const resultItems: Item[] = [];
+      for (const result of results) {
+        const ref = await this.#chunks.write(result.output, pk);
+        written.push(ref);
+        resultItems.push({
+          [ATTR.pk]: S(pk),
+          [ATTR.sk]: S(this.#layout.resultSk(generation, result.taskId)),
+          tid: S(result.taskId),
+          gen: S(generation),
+          at: N(now),
+          ...refAttributes(ref),
+        });
+      }
+      resultKeys = resultItems.map((item) => ({ [ATTR.pk]: item[ATTR.pk]!, [ATTR.sk]: item[ATTR.sk]! }));
+      await batchWrite(
+        this.client,
+        this.tableName,
+        resultItems.map((Item) => ({ PutRequest: { Item } })),
+      );
+
+      // 2. The head: its conditional write is the commit point.
+      const positionTaskId =
+        inProgress && state.position.kind === "AtTask" ? state.position.taskId : undefined;
+      const ready =
+        positionTaskId !== undefined && inProgress && !Object.hasOwn(state.completedTasks, positionTaskId);
+      const shard = this.#layout.shardOf(id);
+      const headItem: Item = {
+        ...this.#headKey(pk),
+        iid: S(id),
+        gen: S(generation),
+        st: S(inProgress ? "P" : "F"),
+        upd: N(snapshot.updatedAt),
+        def: S(snapshot.definitionHash),
+        [ATTR.listPk]: S(this.#layout.listPk(shard)),
+        [ATTR.listSk]: S(hashId(id)),
+        ...refAttributes(header, "h"),
+      };
+      if (positionTaskId !== undefined) headItem.pos = S(positionTaskId);
+      if (inProgress && state.lastCompletedTaskId !== null) headItem.last = S(state.lastCompletedTaskId);
+      if (ready) {
+        headItem[ATTR.readyPk] = S(this.#layout.readyPk(shard));
+        headItem[ATTR.readySk] = S(this.#layout.readySk(snapshot.updatedAt, id));
+      }
+
+      let previous = await this.#getHead(id);
+      for (let attempt = 0; ; attempt++) {
+        if (attempt >= RACE_ATTEMPTS)
+          throw new BackendError(`saveSnapshot of ${quote(id)} kept losing races`);
+        if (fence !== undefined && !(await this.#fenceHolds(pk, fence))) throw this.#lost(id, fence);
+        if (previous?.finished && inProgress) {
+          throw new ConflictError(`workflow ${quote(id)} is finished; it cannot go back to InProgress`);
+        }
+        const condition = expressions(
+          {
+            ConditionExpression:
+              previous === undefined ? "attribute_not_exists(#PK)" : "attribute_exists(#PK) AND #gen = :gen",
+          },
+          previous === undefined ? {} : { ":gen": S(previous.generation) },
+        );
+        try {
+          definite = false;
+          if (fence === undefined) {
+            await this.#send(
+              new PutItemCommand({
+                TableName: this.tableName,
+                Item: headItem,
+                ...condition,
+                ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+              }),
+            );
+          } else {
+            const check = this.#fenceCheck(pk, fence, this.#now());
+            await this.#send(
+              () =>
+                new TransactWriteItemsCommand({
+                  ClientRequestToken: freshId(),
+                  TransactItems: [
+                    check,
+                    {
+                      Put: {
+                        TableName: this.tableName,
+                        Item: headItem,
+                        ...condition,
+                        ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+                      },
+                    },
+                  ],
+                }),
+            );
+          }
+          committed = true;
+          break;
+        } catch (error) {
+          let current: Item | undefined;
+          if (isConditionFailed(error)) {
+            current = error.Item;
+          } else {
+            const reasons = cancellationReasons(error);
+            if (reasons === undefined) throw error;
+            // Conflicts that outlasted the retries: the transaction did not apply.
+            definite = true;
+            if (isConflictOnly(error)) throw error;
+            if (reasons[0]?.Code === "ConditionalCheckFailed") {
+              throw this.#lost(id, fence as Fence);
+            }
+            if (reasons[1]?.Code === "ConditionalCheckFailed") current = reasons[1].Item;
+            else if (reasons.some((r) => r.Code === "TransactionConflict")) {
+              await backoff(attempt);
+              current = (
+                await this.#send<{ Item?: Item }>(
+                  new GetItemCommand({
+                    TableName: this.tableName,
+                    Key: this.#headKey(pk),
+                    ConsistentRead: true,
+                  }),
+                )
+              ).Item;
+            } else throw error;
+          }
+          definite = true;
+          const head = this.#parseHead(current, id);
+          // An SDK retry of a write that did land: the head already carries our generation.
+          if (head?.generation === generation) {
+            committed = true;
+            break;
+          }
+          previous = head;
+        }
+      }
+
+      // 3. The replaced generation is garbage now (nobody can make it current again).
+      if (previous !== undefined) {
+        const old = previous;
+        await this.#quietly(() => this.#dropGeneration(pk, old.generation, old.header));
+      }
+    } catch (error) {
+      if (!committed && definite) {
+        await this.#quietly(async () => {
+          await batchWrite(
+            this.client,
+            this.tableName,
+            resultKeys.map((Key) => ({ DeleteRequest: { Key } })),
+          );
+          await this.#chunks.delete(written.map(chunkSetOf).filter((s) => s !== undefined));
+        });
+      }
+      throw error;
+    }
+  }
+
+  protected async doSaveTaskResult(
+    instanceId: string,
+    taskId: string,
+    output: Uint8Array,
+    fence: Fence | undefined,
+  ): Promise<void> {
+    const pk = this.#layout.instancePk(instanceId);
+    let head = await this.#getHead(instanceId);
+    if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+    const ref = await this.#chunks.write(output, pk);
+    let done = false;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+        if (attempt >= RACE_ATTEMPTS)
+          throw new BackendError(`saveTaskResult on ${quote(instanceId)} kept losing races`);
+        if (head.finished) {
+          if (fence !== undefined && !(await this.#fenceHolds(pk, fence)))
+            throw this.#lost(instanceId, fence);
+          throw new ConflictError(`workflow ${quote(instanceId)} is finished; its task results are final`);
+        }
+        const now = this.#now();
+        const updatedAt = Math.max(head.updatedAt, now);
+        const values: Record<string, AttributeValue> = {
+          ":gen": S(head.generation),
+          ":P": S("P"),
+          ":upd": N(updatedAt),
+          ":last": S(taskId),
+        };
+        let update = "SET #last = :last, #upd = :upd";
+        if (head.ready && head.positionTaskId === taskId)
+          update += ` REMOVE #${ATTR.readyPk}, #${ATTR.readySk}`;
+        else if (head.ready) {
+          update += `, #${ATTR.readySk} = :gsk`;
+          values[":gsk"] = S(this.#layout.readySk(updatedAt, instanceId));
+        }
+        const condition =
+          "attribute_exists(#PK) AND #gen = :gen AND #st = :P AND #upd <= :upd AND " +
+          (head.ready ? `attribute_exists(#${ATTR.readyPk})` : `attribute_not_exists(#${ATTR.readyPk})`);
+        const items: TransactWriteItem[] = [
+          {
+            Update: {
+              TableName: this.tableName,
+              Key: this.#headKey(pk),
+              ...expressions({ UpdateExpression: update, ConditionExpression: condition }, values),
+              ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+            },
+          },
+          {
+            Put: {
+              TableName: this.tableName,
+              Item: {
+                [ATTR.pk]: S(pk),
+                [ATTR.sk]: S(this.#layout.resultSk(head.generation, taskId)),
+                tid: S(taskId),
+                gen: S(head.generation),
+                at: N(now),
+                ...refAttributes(ref),
+              },
+            },
+          },
+        ];
+        if (fence !== undefined) items.push(this.#fenceCheck(pk, fence, now));
+        // The result item may replace an earlier output of the same task: find its chunks first.
+        const replaced = await this.#replacedChunks(pk, head, taskId);
+        try {
+          await this.#send(
+            () => new TransactWriteItemsCommand({ ClientRequestToken: freshId(), TransactItems: items }),
+          );
+          done = true;
+          await this.#quietly(() => this.#chunks.delete(replaced));
+          return;
+        } catch (error) {
+          const reasons = cancellationReasons(error);
+          if (reasons === undefined || isConflictOnly(error)) throw error;
+          const headReason = reasons[0];
+          if (headReason?.Code === "ConditionalCheckFailed") {
+            head = this.#parseHead(headReason.Item, instanceId);
+            if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+          }
+          if (fence !== undefined && reasons[2]?.Code === "ConditionalCheckFailed")
+            throw this.#lost(instanceId, fence);
+          if (headReason?.Code !== "ConditionalCheckFailed") {
+            if (!reasons.some((r) => r.Code === "TransactionConflict")) throw error;
+            await backoff(attempt);
+            head = await this.#getHead(instanceId);
+          }
+        }
+      }
+    } finally {
+      if (!done) {
+        const set = chunkSetOf(ref);
+        if (set) await this.#quietly(() => this.#chunks.delete([set]));
+      }
+    }
+  }
+
+  async #replacedChunks(
+    pk: string,
+    head: Head,
+    taskId: string,
+  ): Promise<Array<{ chunkSetId: string; count: number }>> {
+    const out = await this.#send<{ Item?: Item }>(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: { [ATTR.pk]: S(pk), [ATTR.sk]: S(this.#layout.resultSk(head.generation, taskId)) },
+        ConsistentRead: true,
+        ...expressions({ ProjectionExpression: "#c, #n, #l" }),
+      }),
+    );
+    const set = out.Item === undefined ? undefined : chunkSetOf(readRef(out.Item));
+    return set ? [set] : [];
+  }
+
+  protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
+    for (let attempt = 0; ; attempt++) {
+      const head = await this.#getHead(instanceId);
+      if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+      try {
+        const header = head.header === undefined ? EMPTY_BYTES : await this.#chunks.read(head.header);
+        let results: TaskResult[] = [];
+        let racy = head.header !== undefined && "chunkSetId" in head.header;
+        if (!head.finished) {
+          const items = await this.#resultItems(head.pk, head.generation);
+          racy ||= items.length > 0;
+          results = await Promise.all(
+            items.map(async (item) => {
+              const ref = readRef(item);
+              const output = ref === undefined ? EMPTY_BYTES : await this.#chunks.read(ref);
+              return { taskId: str(item, "tid") ?? "", output };
+            }),
+          );
+        }
+        // The generation read is still current: nothing of it can have been deleted under us.
+        if (
+          racy &&
+          attempt < RACE_ATTEMPTS &&
+          (await this.#getHead(instanceId))?.generation !== head.generation
+        )
+          continue;
+        return decodeSnapshotHeader(header, instanceId, {
+          results,
+          lastCompletedTaskId: head.lastCompletedTaskId ?? null,
+          updatedAt: head.updatedAt,
+        });
+      } catch (error) {
+        if (error instanceof MissingChunkError && attempt < RACE_ATTEMPTS) continue;
+        throw error;
+      }
+    }
+  }
+
+  protected async doDeleteSnapshot(instanceId: string): Promise<void> {
+    const pk = this.#layout.instancePk(instanceId);
+    let head = await this.#getHead(instanceId);
+    for (let attempt = 0; ; attempt++) {
+      if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+      if (attempt >= RACE_ATTEMPTS)
+        throw new BackendError(`deleteSnapshot of ${quote(instanceId)} kept losing races`);
+      try {
+        await this.#send(
+          new DeleteItemCommand({
+            TableName: this.tableName,
+            Key: this.#headKey(pk),
+            ...expressions({ ConditionExpression: "#gen = :gen" }, { ":gen": S(head.generation) }),
+            ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+          }),
+        );
+        break;
+      } catch (error) {
+        if (!isConditionFailed(error)) throw error;
+        head = this.#parseHead(error.Item, instanceId);
+      }
+    }
+    // Committed. Its results and chunks are garbage; its claims become tombstones (keeping tokens).
+    const deleted = head;
+    await this.#quietly(() => this.#dropGeneration(pk, deleted.generation, deleted.header));
+    const claims = await this.#queryAll({
+      TableName: this.tableName,
+      ConsistentRead: true,
+      ...expressions(
+        {
+          KeyConditionExpression: "#PK = :pk AND begins_with(#SK, :prefix)",
+          ProjectionExpression: "#PK, #SK, #w",
+        },
+        { ":pk": S(pk), ":prefix": S("L#") },
+      ),
+    });
+    await Promise.all(
+      claims
+        .filter((item) => str(item, "w") !== undefined)
+        .map((item) =>
+          this.#send(
+            new UpdateItemCommand({
+              TableName: this.tableName,
+              Key: { [ATTR.pk]: item[ATTR.pk]!, [ATTR.sk]: item[ATTR.sk]! },
+              ...expressions(
+                {
+                  UpdateExpression: `REMOVE #w, #ca, #exp SET #${TTL_ATTRIBUTE} = :ttl`,
+                  ConditionExpression: "attribute_exists(#PK)",
+                },
+                { ":ttl": N(Math.floor(this.#now() / 1000) + TOMBSTONE_SECONDS) },
+              ),
+            }),
+          ).catch((error: unknown) => {
+            if (!isConditionFailed(error)) throw error;
+          }),
+        ),
+    );
+  }
+
+  protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
+    let shard = 0;
+    let startKey: Record<string, AttributeValue> | undefined;
+    if (cursor !== null) {
+      const decoded = this.#layout.decodeCursor(cursor);
+      if (decoded === undefined)
+        throw new ValidationError("cursor must be a string returned by listSnapshotsPage");
+      shard = decoded.shard;
+      startKey = {
+        [ATTR.pk]: S(`${this.#layout.base}I#${decoded.lastHash}`),
+        [ATTR.sk]: S(HEAD_SK),
+        [ATTR.listPk]: S(this.#layout.listPk(shard)),
+        [ATTR.listSk]: S(decoded.lastHash),
+      };
+    }
+    const instanceIds: string[] = [];
+    let last: { shard: number; hash: string } | undefined;
+    while (shard < this.#o.shards && instanceIds.length < limit) {
+      const out = await this.#send<QueryCommandOutput>(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: LIST_INDEX,
+          Limit: limit - instanceIds.length,
+          ExclusiveStartKey: startKey,
+          ...expressions(
+            { KeyConditionExpression: "#LPK = :lpk" },
+            { ":lpk": S(this.#layout.listPk(shard)) },
+          ),
+        }),
+      );
+      for (const item of out.Items ?? []) {
+        const id = str(item, "iid");
+        const hash = str(item, ATTR.listSk);
+        if (id === undefined || hash === undefined) continue;
+        instanceIds.push(id);
+        last = { shard, hash };
+      }
+      startKey = out.LastEvaluatedKey;
+      if (startKey === undefined) shard++;
+    }
+    const more = instanceIds.length >= limit && shard < this.#o.shards && last !== undefined;
+    return {
+      instanceIds,
+      nextCursor: more && last ? this.#layout.encodeCursor(last.shard, last.hash) : null,
+    };
+  }
+
+  // ---------------------------------------------------------------- claims
+
+  #toClaim(instanceId: string, taskId: string, workerId: string, claim: StoredClaim): TaskClaim {
+    return {
+      instanceId,
+      taskId,
+      workerId,
+      claimedAt: claim.claimedAt ?? 0,
+      expiresAt: claim.expiresAt ?? null,
+      token: claim.token,
+    };
+  }
+
+  /**
+   * Claims (instance, task) with a conditional write on the claim item. With `ready`, the head must
+   * still show this exact ready state in the same transaction (claim-next).
+   */
+  async #tryClaim(
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+    ttlMs: number | null,
+    ready?: Head,
+  ): Promise<TaskClaim | null> {
+    const pk = this.#layout.instancePk(instanceId);
+    let current = await this.#getClaim(pk, taskId);
+    for (let attempt = 0; attempt < RACE_ATTEMPTS; attempt++) {
+      const now = this.#now();
+      if (this.#liveForOthers(current, now)) return null;
+      const claim: StoredClaim = {
+        token: Math.max((current?.token ?? 0) + 1, now * 1000),
+        workerId,
+        claimedAt: now,
+        expiresAt: ttlMs === null ? undefined : now + ttlMs,
+      };
+      const item: Item = {
+        ...this.#claimKey(pk, taskId),
+        iid: S(instanceId),
+        tid: S(taskId),
+        tok: N(claim.token),
+        w: S(workerId),
+        ca: N(now),
+      };
+      if (claim.expiresAt !== undefined) item.exp = N(claim.expiresAt);
+      const condition = expressions(
+        {
+          ConditionExpression:
+            current === undefined
+              ? "attribute_not_exists(#PK)"
+              : "#tok = :old AND (attribute_not_exists(#w) OR #exp <= :cut)",
+        },
+        current === undefined ? {} : { ":old": N(current.token), ":cut": N(now - this.#o.skewMs) },
+      );
+      try {
+        if (ready === undefined) {
+          await this.#send(
+            new PutItemCommand({
+              TableName: this.tableName,
+              Item: item,
+              ...condition,
+              ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+            }),
+          );
+        } else {
+          const headCondition =
+            `attribute_exists(#${ATTR.readyPk}) AND #gen = :gen AND #pos = :pos AND ` +
+            (ready.lastCompletedTaskId === undefined ? "attribute_not_exists(#last)" : "#last = :last");
+          await this.#send(
+            () =>
+              new TransactWriteItemsCommand({
+                ClientRequestToken: freshId(),
+                TransactItems: [
+                  {
+                    ConditionCheck: {
+                      TableName: this.tableName,
+                      Key: this.#headKey(pk),
+                      ...expressions(
+                        { ConditionExpression: headCondition },
+                        {
+                          ":gen": S(ready.generation),
+                          ":pos": S(taskId),
+                          ":last": S(ready.lastCompletedTaskId ?? ""),
+                        },
+                      ),
+                    },
+                  },
+                  {
+                    Put: {
+                      TableName: this.tableName,
+                      Item: item,
+                      ...condition,
+                      ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+                    },
+                  },
+                ],
+              }),
+          );
+        }
+        return this.#toClaim(instanceId, taskId, workerId, claim);
+      } catch (error) {
+        if (isConditionFailed(error)) {
+          current = this.#parseClaim(error.Item);
+        } else {
+          const reasons = cancellationReasons(error);
+          if (reasons === undefined || isConflictOnly(error)) throw error;
+          // The task is no longer in the state the caller saw: not ready, nothing to claim.
+          if (reasons[0]?.Code === "ConditionalCheckFailed") return null;
+          if (reasons[1]?.Code === "ConditionalCheckFailed") current = this.#parseClaim(reasons[1].Item);
+          else if (reasons.some((r) => r.Code === "TransactionConflict")) {
+            await backoff(attempt);
+            current = await this.#getClaim(pk, taskId);
+          } else throw error;
+        }
+        // An SDK retry of a put that did land.
+        if (current?.token === claim.token && current.workerId === workerId) {
+          return this.#toClaim(instanceId, taskId, workerId, claim);
+        }
+      }
+    }
+    return null;
+  }
+
+  protected async doClaimTask(
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+    ttlMs: number | null,
+  ): Promise<TaskClaim | null> {
+    return this.#tryClaim(instanceId, taskId, workerId, ttlMs);
+  }
+
+  #ownedClaim(
+    claim: StoredClaim | undefined,
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+  ): StoredClaim {
+    if (claim === undefined || claim.workerId === undefined) {
+      throw new NotFoundError(`no claim on task ${quote(taskId)} of ${quote(instanceId)}`);
+    }
+    if (claim.workerId !== workerId) {
+      throw new ClaimLostError(`task ${quote(taskId)} of ${quote(instanceId)} is claimed by another worker`);
+    }
+    return claim;
+  }
+
+  protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
+    const pk = this.#layout.instancePk(instanceId);
+    let current = await this.#getClaim(pk, taskId);
+    for (let attempt = 0; attempt < RACE_ATTEMPTS; attempt++) {
+      const claim = this.#ownedClaim(current, instanceId, taskId, workerId);
+      try {
+        // A tombstone, not a delete: it keeps the last token so the next claim's is larger.
+        await this.#send(
+          new UpdateItemCommand({
+            TableName: this.tableName,
+            Key: this.#claimKey(pk, taskId),
+            ...expressions(
+              {
+                UpdateExpression: `REMOVE #w, #ca, #exp SET #${TTL_ATTRIBUTE} = :ttl`,
+                ConditionExpression: "#tok = :tok AND #w = :w",
+              },
+              {
+                ":tok": N(claim.token),
+                ":w": S(workerId),
+                ":ttl": N(Math.floor(this.#now() / 1000) + TOMBSTONE_SECONDS),
+              },
+            ),
+            ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+          }),
+        );
+        return;
+      } catch (error) {
+        if (!isConditionFailed(error)) throw error;
+        current = this.#parseClaim(error.Item);
+        // An SDK retry of an update that did land: the tombstone of our own token.
+        if (current?.token === claim.token && current.workerId === undefined) return;
+      }
+    }
+    throw new BackendError(`releaseTaskClaim on ${quote(instanceId)} kept losing races`);
+  }
+
+  protected async doExtendTaskClaim(
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+    durationMs: number,
+  ): Promise<TaskClaim> {
+    const pk = this.#layout.instancePk(instanceId);
+    let current = await this.#getClaim(pk, taskId);
+    for (let attempt = 0; attempt < RACE_ATTEMPTS; attempt++) {
+      const claim = this.#ownedClaim(current, instanceId, taskId, workerId);
+      const now = this.#now();
+      if (!this.#liveForHolder(claim, now)) {
+        throw new ClaimLostError(`the claim on task ${quote(taskId)} of ${quote(instanceId)} has expired`);
+      }
+      if (claim.expiresAt === undefined) return this.#toClaim(instanceId, taskId, workerId, claim);
+      const expiresAt = now + durationMs;
+      try {
+        await this.#send(
+          new UpdateItemCommand({
+            TableName: this.tableName,
+            Key: this.#claimKey(pk, taskId),
+            ...expressions(
+              {
+                UpdateExpression: "SET #exp = :exp",
+                ConditionExpression: "#tok = :tok AND #w = :w AND #exp > :now",
+              },
+              { ":exp": N(expiresAt), ":tok": N(claim.token), ":w": S(workerId), ":now": N(now) },
+            ),
+            ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+          }),
+        );
+        return this.#toClaim(instanceId, taskId, workerId, { ...claim, expiresAt });
+      } catch (error) {
+        if (!isConditionFailed(error)) throw error;
+        current = this.#parseClaim(error.Item);
+      }
+    }
+    throw new BackendError(`extendTaskClaim on ${quote(instanceId)} kept losing races`);
+  }
+
+  // ---------------------------------------------------------------- discovery
+
+  /** Ready-index candidates of every shard, merged into (updatedAt, instance id) order. */
+  async *#candidates(pageSize: number): AsyncGenerator<Candidate, void, undefined> {
+    const cursors = Array.from(
+      { length: this.#o.shards },
+      (_, shard) =>
+        new ShardCursor((startKey) =>
+          this.#send<QueryCommandOutput>(
+            new QueryCommand({
+              TableName: this.tableName,
+              IndexName: READY_INDEX,
+              Limit: pageSize,
+              ExclusiveStartKey: startKey,
+              ...expressions(
+                { KeyConditionExpression: "#GPK = :gpk" },
+                { ":gpk": S(this.#layout.readyPk(shard)) },
+              ),
+            }),
+          ),
+        ),
+    );
+    for (;;) {
+      await Promise.all(cursors.map((c) => c.fill()));
+      let best: ShardCursor | undefined;
+      for (const c of cursors) {
+        const head = c.buffer[0];
+        if (head !== undefined && (best === undefined || before(head, best.buffer[0] as Candidate))) best = c;
+      }
+      if (best === undefined) return;
+      yield best.buffer.shift() as Candidate;
+    }
+  }
+
+  /**
+   * Ready tasks in index order, verified on the base table (the index is eventually consistent):
+   * the head still ready at that task, and no claim another worker must respect.
+   */
+  async *#verified(
+    pageSize: number,
+  ): AsyncGenerator<Array<{ candidate: Candidate; head: Head }>, void, undefined> {
+    const batchSize = Math.min(pageSize, 50);
+    let batch: Candidate[] = [];
+    const seen = new Set<string>();
+    const flush = async (): Promise<Array<{ candidate: Candidate; head: Head }>> => {
+      const keys: Key[] = [];
+      for (const c of batch) keys.push(this.#headKey(c.pk), this.#claimKey(c.pk, c.taskId));
+      const items = await batchGet(this.client, this.tableName, keys, 100, 2);
+      const byKey = new Map(items.map((item) => [`${str(item, ATTR.pk)}\u0000${str(item, ATTR.sk)}`, item]));
+      const now = this.#now();
+      const out: Array<{ candidate: Candidate; head: Head }> = [];
+      for (const c of batch) {
+        const headItem = byKey.get(`${c.pk}\u0000${HEAD_SK}`);
+        if (headItem === undefined || str(headItem, "iid") !== c.instanceId) continue;
+        const head = this.#parseHead(headItem, c.instanceId) as Head;
+        if (!head.ready || head.finished || head.positionTaskId !== c.taskId) continue;
+        const claim = this.#parseClaim(byKey.get(`${c.pk}\u0000${this.#layout.claimSk(c.taskId)}`));
+        if (this.#liveForOthers(claim, now)) continue;
+        out.push({ candidate: c, head });
+      }
+      batch = [];
+      return out;
+    };
+    for await (const candidate of this.#candidates(Math.min(Math.max(pageSize, 10), 200))) {
+      if (seen.has(candidate.pk)) continue;
+      seen.add(candidate.pk);
+      batch.push(candidate);
+      if (batch.length >= batchSize) yield await flush();
+    }
+    if (batch.length > 0) yield await flush();
+  }
+
+  /** The input of a ready task: the last completed task's output, else the initial input, else empty. */
+  async #input(head: Head): Promise<Uint8Array | undefined> {
+    if (head.lastCompletedTaskId !== undefined) {
+      const out = await this.#send<{ Item?: Item }>(
+        new GetItemCommand({
+          TableName: this.tableName,
+          Key: {
+            [ATTR.pk]: S(head.pk),
+            [ATTR.sk]: S(this.#layout.resultSk(head.generation, head.lastCompletedTaskId)),
+          },
+          ConsistentRead: true,
+        }),
+      );
+      const ref = out.Item === undefined ? undefined : readRef(out.Item);
+      if (ref === undefined) return undefined;
+      try {
+        return await this.#chunks.read(ref);
+      } catch (error) {
+        if (error instanceof MissingChunkError) return undefined;
+        throw error;
+      }
+    }
+    if (head.header === undefined) return undefined;
+    try {
+      const header = await this.#chunks.read(head.header);
+      const snapshot = decodeSnapshotHeader(header, head.instanceId, {
+        results: [],
+        lastCompletedTaskId: null,
+      });
+      return snapshot.initialInput ?? EMPTY_BYTES;
+    } catch (error) {
+      if (error instanceof MissingChunkError) return undefined;
+      throw error;
+    }
+  }
+
+  protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
+    const found: AvailableTask[] = [];
+    for await (const batch of this.#verified(limit)) {
+      const inputs = await Promise.all(batch.map(({ head }) => this.#input(head)));
+      for (const [i, { candidate, head }] of batch.entries()) {
+        const input = inputs[i];
+        if (input === undefined || found.length >= limit) continue;
+        found.push({
+          instanceId: candidate.instanceId,
+          taskId: candidate.taskId,
+          input,
+          workflowDefinitionHash: head.definitionHash,
+        });
+      }
+      if (found.length >= limit) break;
+    }
+    return found;
+  }
+
+  protected async doClaimAvailableTasks(
+    workerId: string,
+    limit: number,
+    ttlMs: number | null,
+  ): Promise<ClaimedTask[]> {
+    const claimed: ClaimedTask[] = [];
+    for await (const batch of this.#verified(limit)) {
+      let pending = batch;
+      while (pending.length > 0 && claimed.length < limit) {
+        const take = pending.slice(0, limit - claimed.length);
+        pending = pending.slice(take.length);
+        const got = await Promise.all(
+          take.map(async ({ candidate, head }) => {
+            const input = await this.#input(head);
+            if (input === undefined) return undefined;
+            const claim = await this.#tryClaim(candidate.instanceId, candidate.taskId, workerId, ttlMs, head);
+            if (claim === null) return undefined;
+            const task: ClaimedTask = {
+              instanceId: candidate.instanceId,
+              taskId: candidate.taskId,
+              input,
+              workflowDefinitionHash: head.definitionHash,
+              claim,
+            };
+            return task;
+          }),
+        );
+        for (const task of got) if (task !== undefined) claimed.push(task);
+      }
+      if (claimed.length >= limit) break;
+    }
+    return claimed;
+  }
+
+  // ---------------------------------------------------------------- maintenance
+
+  /**
+   * Deletes what interrupted writes left behind: result items of a generation that is not (or no
+   * longer) current, and chunk items that no head or current result points at. Only items older than
+   * `graceMs` (default 15 minutes) are touched, so writes in flight are safe. It scans the table
+   * (filtered to this backend's key prefix): run it off-peak.
+   */
+  async cleanup(options: { graceMs?: number } = {}): Promise<{ deletedItems: number }> {
+    return this.run("cleanup", async () => {
+      const graceMs = options.graceMs ?? 15 * 60_000;
+      const cutoff = this.#now() - graceMs;
+      const heads = new Map<string, string>();
+      const referenced = new Set<string>();
+      const results: Array<{ key: Key; pk: string; gen: string; at: number; chunkSetId?: string }> = [];
+      const chunks: Array<{ key: Key; chunkSetId: string; at: number }> = [];
+      let startKey: Record<string, AttributeValue> | undefined;
+      const base = this.#layout.base;
+      do {
+        const out: ScanCommandOutput = await this.#send(
+          new ScanCommand({
+            TableName: this.tableName,
+            ExclusiveStartKey: startKey,
+            ConsistentRead: true,
+            ...expressions(
+              {
+                FilterExpression: "begins_with(#PK, :base)",
+                ProjectionExpression: "#PK, #SK, #gen, #at, #c, #hc",
+              },
+              { ":base": S(base) },
+            ),
+          }),
+        );
+        startKey = out.LastEvaluatedKey;
+        for (const item of out.Items ?? []) {
+          const pk = str(item, ATTR.pk) as string;
+          const sk = str(item, ATTR.sk) as string;
+          const key = { [ATTR.pk]: S(pk), [ATTR.sk]: S(sk) };
+          if (sk === HEAD_SK) {
+            heads.set(pk, str(item, "gen") ?? "");
+            const hc = str(item, "hc");
+            if (hc) referenced.add(hc);
+          } else if (sk.startsWith("R#")) {
+            const entry: (typeof results)[number] = {
+              key,
+              pk,
+              gen: str(item, "gen") ?? "",
+              at: num(item, "at") ?? 0,
+            };
+            const c = str(item, "c");
+            if (c !== undefined) entry.chunkSetId = c;
+            results.push(entry);
+          } else if (pk.startsWith(`${base}C#`)) {
+            const rest = pk.slice(base.length + 2);
+            chunks.push({ key, chunkSetId: rest.slice(0, rest.lastIndexOf("#")), at: num(item, "at") ?? 0 });
+          }
+        }
+      } while (startKey !== undefined);
+      const garbage: Key[] = [];
+      for (const r of results) {
+        if (heads.get(r.pk) === r.gen || r.at > cutoff) {
+          if (r.chunkSetId) referenced.add(r.chunkSetId);
+        } else garbage.push(r.key);
+      }
+      for (const c of chunks) if (!referenced.has(c.chunkSetId) && c.at <= cutoff) garbage.push(c.key);
+      await batchWrite(
+        this.client,
+        this.tableName,
+        garbage.map((Key) => ({ DeleteRequest: { Key } })),
+      );
+      return { deletedItems: garbage.length };
+    });
+  }
+
+  protected async doClose(): Promise<void> {
+    if (this.#ownsClient) this.client.destroy();
+  }
+}

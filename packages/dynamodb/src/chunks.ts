@@ -1,0 +1,100 @@
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { B, batchGet, batchWrite, bin, type Item, N, num, S, str } from "./dynamo.js";
+import { ATTR, CHUNK_BYTES, CHUNK_SK, freshId, INLINE_MAX_BYTES, type Layout } from "./layout.js";
+
+/** Where a byte value lives: inline in its item, or in `count` chunk items under a fresh id. */
+export type ValueRef = { inline: Uint8Array } | { chunkSetId: string; count: number; length: number };
+
+/** A chunk set's items were not all found: the value was replaced (or deleted) under the reader. */
+export class MissingChunkError extends Error {}
+
+/** Attribute names of a ValueRef inside an item: d (inline), c/n/l (chunk set id, count, length). */
+export function refAttributes(ref: ValueRef, prefix = ""): Item {
+  if ("inline" in ref) return { [`${prefix}d`]: B(ref.inline) };
+  return { [`${prefix}c`]: S(ref.chunkSetId), [`${prefix}n`]: N(ref.count), [`${prefix}l`]: N(ref.length) };
+}
+
+export function readRef(item: Item, prefix = ""): ValueRef | undefined {
+  const inline = bin(item, `${prefix}d`);
+  if (inline !== undefined) return { inline };
+  const chunkSetId = str(item, `${prefix}c`);
+  const count = num(item, `${prefix}n`);
+  const length = num(item, `${prefix}l`);
+  if (chunkSetId === undefined || count === undefined || length === undefined) return undefined;
+  return { chunkSetId, count, length };
+}
+
+export function chunkSetOf(ref: ValueRef | undefined): { chunkSetId: string; count: number } | undefined {
+  return ref !== undefined && "chunkSetId" in ref ? ref : undefined;
+}
+
+export class Chunks {
+  constructor(
+    private readonly client: DynamoDBClient,
+    private readonly tableName: string,
+    private readonly layout: Layout,
+    private readonly clock: () => number,
+  ) {}
+
+  /**
+   * Stores a value: small ones stay inline (nothing written yet), large ones are written now as
+   * chunk items under a fresh id. The write of the item that points at them is the commit point.
+   */
+  async write(bytes: Uint8Array, ownerPk: string): Promise<ValueRef> {
+    if (bytes.byteLength <= INLINE_MAX_BYTES) return { inline: new Uint8Array(bytes) };
+    const chunkSetId = freshId();
+    const count = Math.ceil(bytes.byteLength / CHUNK_BYTES);
+    const at = this.clock();
+    const requests = Array.from({ length: count }, (_, i) => ({
+      PutRequest: {
+        Item: {
+          [ATTR.pk]: S(this.layout.chunkPk(chunkSetId, i)),
+          [ATTR.sk]: S(CHUNK_SK),
+          own: S(ownerPk),
+          at: N(at),
+          d: B(bytes.subarray(i * CHUNK_BYTES, Math.min(bytes.byteLength, (i + 1) * CHUNK_BYTES))),
+        },
+      },
+    }));
+    // Ten chunks (3.5 MB) per request stays well under BatchWriteItem's 16 MB.
+    await batchWrite(this.client, this.tableName, requests, 10, 3);
+    return { chunkSetId, count, length: bytes.byteLength };
+  }
+
+  async read(ref: ValueRef): Promise<Uint8Array> {
+    if ("inline" in ref) return ref.inline;
+    const keys = Array.from({ length: ref.count }, (_, i) => ({
+      [ATTR.pk]: S(this.layout.chunkPk(ref.chunkSetId, i)),
+      [ATTR.sk]: S(CHUNK_SK),
+    }));
+    // 30 chunks (10.5 MB) per request stays under BatchGetItem's 16 MB response.
+    const items = await batchGet(this.client, this.tableName, keys, 30, 3);
+    const out = new Uint8Array(ref.length);
+    let seen = 0;
+    for (const item of items) {
+      const pk = str(item, ATTR.pk) ?? "";
+      const index = Number(pk.slice(pk.lastIndexOf("#") + 1));
+      const data = bin(item, "d");
+      if (data === undefined || !Number.isInteger(index) || index < 0 || index >= ref.count) continue;
+      const offset = index * CHUNK_BYTES;
+      if (offset + data.byteLength > ref.length)
+        throw new MissingChunkError(`chunk ${index} overflows the value`);
+      out.set(data, offset);
+      seen++;
+    }
+    if (seen !== ref.count)
+      throw new MissingChunkError(`found ${seen} of ${ref.count} chunks of ${ref.chunkSetId}`);
+    return out;
+  }
+
+  async delete(sets: Array<{ chunkSetId: string; count: number }>): Promise<void> {
+    const requests = sets.flatMap((set) =>
+      Array.from({ length: set.count }, (_, i) => ({
+        DeleteRequest: {
+          Key: { [ATTR.pk]: S(this.layout.chunkPk(set.chunkSetId, i)), [ATTR.sk]: S(CHUNK_SK) },
+        },
+      })),
+    );
+    if (requests.length > 0) await batchWrite(this.client, this.tableName, requests, 25, 4);
+  }
+}

@@ -1,0 +1,98 @@
+import { randomUUID } from "node:crypto";
+import { type Db, MongoServerError } from "mongodb";
+import { type CollectionNames, INDEX } from "./layout.js";
+
+/** What the connected server can do, found by probing it (never by its name or version). */
+export interface ServerFeatures {
+  /** Pipeline updates evaluate `$$NOW` (MongoDB 4.2+); mongo-java-server has neither. */
+  serverClock: boolean;
+  /** Partial indexes leave out documents that do not match (MongoDB 3.2+); mongo-java-server indexes every document. */
+  partialIndexes: boolean;
+}
+
+const CONFLICT_CODES = new Set([85, 86]); // IndexOptionsConflict, IndexKeySpecsConflict
+
+/** Is this a command the server refused (as opposed to a network or timeout failure)? */
+function refused(error: unknown): boolean {
+  return error instanceof MongoServerError;
+}
+
+/** Probes `$$NOW` with a harmless pipeline upsert on the meta collection. */
+export async function probeServerClock(db: Db, names: CollectionNames): Promise<boolean> {
+  const meta = db.collection<{ _id: string; t?: unknown }>(names.meta);
+  try {
+    await meta.updateOne({ _id: "clock-probe" }, [{ $set: { t: "$$NOW" } }], { upsert: true });
+  } catch (error) {
+    if (refused(error)) return false;
+    throw error;
+  }
+  const doc = await meta.findOne({ _id: "clock-probe" });
+  return doc?.t instanceof Date;
+}
+
+/**
+ * Probes partial indexes: a unique index over documents that have `y`, then two documents
+ * without `y` but with the same `x`. MongoDB accepts both (neither is indexed); a server that
+ * ignores the filter refuses the second.
+ */
+export async function probePartialIndexes(db: Db, prefix: string): Promise<boolean> {
+  const name = `${prefix}probe_${randomUUID().replaceAll("-", "")}`;
+  const probe = db.collection<{ x: number }>(name);
+  try {
+    await probe.createIndex({ x: 1 }, { unique: true, partialFilterExpression: { y: { $exists: true } } });
+    await probe.insertOne({ x: 1 });
+    await probe.insertOne({ x: 1 });
+    return true;
+  } catch (error) {
+    if (refused(error)) return false;
+    throw error;
+  } finally {
+    await probe.drop().catch(() => undefined);
+  }
+}
+
+async function createIndex(
+  db: Db,
+  collection: string,
+  keys: Record<string, 1>,
+  options: {
+    name: string;
+    unique?: boolean;
+    sparse?: boolean;
+    partialFilterExpression?: Record<string, unknown>;
+  },
+): Promise<void> {
+  try {
+    await db.collection(collection).createIndex(keys, options);
+  } catch (error) {
+    // Same name, other options: created earlier by a process that saw another server
+    // (or an older release). The existing index serves the same queries; keep it.
+    if (error instanceof MongoServerError && CONFLICT_CODES.has(error.code as number)) return;
+    throw error;
+  }
+}
+
+/**
+ * Creates the indexes (and so the collections). Idempotent and safe when many processes run
+ * it at once: createIndex with identical options is a no-op, and each probe uses a collection
+ * of its own.
+ */
+export async function migrate(db: Db, names: CollectionNames, prefix: string): Promise<ServerFeatures> {
+  const serverClock = await probeServerClock(db, names);
+  const partialIndexes = await probePartialIndexes(db, prefix);
+  // Ready tasks, oldest first: qa/qi exist only while the position's task is ready, so both a
+  // partial index (MongoDB) and a sparse one (stand-ins without partial indexes) hold exactly
+  // the ready snapshots.
+  await createIndex(
+    db,
+    names.snapshots,
+    { qa: 1, qi: 1 },
+    partialIndexes
+      ? { name: INDEX.ready, partialFilterExpression: { qa: { $exists: true } } }
+      : { name: INDEX.ready, sparse: true },
+  );
+  await createIndex(db, names.outputs, { g: 1, n: 1 }, { name: INDEX.blob, unique: true });
+  await createIndex(db, names.outputs, { s: 1 }, { name: INDEX.blobInstance });
+  await createIndex(db, names.claims, { i: 1 }, { name: INDEX.claimInstance });
+  return { serverClock, partialIndexes };
+}

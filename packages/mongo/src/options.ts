@@ -1,0 +1,93 @@
+import type { BaseBackendOptions } from "@sayiir/persistence-core";
+import { ValidationError } from "@sayiir/persistence-core";
+import type { MongoClient, MongoClientOptions } from "mongodb";
+
+/** Which clock judges claim expiry. */
+export type ClockMode = "auto" | "server" | "client";
+
+export interface MongoBackendOptions extends BaseBackendOptions {
+  /** Connection string; the backend opens (and on close() closes) its own client. */
+  url?: string;
+  /** An existing client; close() leaves it open. Exactly one of url and client is required. */
+  client?: MongoClient;
+  /** Extra driver options when the backend opens its own client (timeouts are defaulted). */
+  clientOptions?: MongoClientOptions;
+  /** Database name (default: the database of the URL, else "sayiir"). */
+  database?: string;
+  /** Prefix of every collection name (default "sayiir_"), so applications can share a database. */
+  collectionPrefix?: string;
+  /**
+   * "server" (default where supported): claim expiry judged by `$$NOW` in pipeline updates.
+   * "client": the client's Date.now(); see the README for the skew this tolerates.
+   * "auto" (default): probe the server once and use "server" if it evaluates `$$NOW`.
+   */
+  clock?: ClockMode;
+}
+
+export interface NormalizedOptions {
+  url: string | undefined;
+  client: MongoClient | undefined;
+  clientOptions: MongoClientOptions;
+  database: string | undefined;
+  collectionPrefix: string;
+  clock: ClockMode;
+}
+
+/** Driver defaults that make a dead server fail fast (BackendError) instead of hanging. */
+export const DEFAULT_CLIENT_OPTIONS: MongoClientOptions = {
+  serverSelectionTimeoutMS: 5_000,
+  connectTimeoutMS: 5_000,
+  socketTimeoutMS: 30_000,
+  maxPoolSize: 20,
+};
+
+const NAME = /^[A-Za-z0-9_-]*$/;
+
+export function normalizeOptions(options: MongoBackendOptions): NormalizedOptions {
+  if (options === null || typeof options !== "object") throw new ValidationError("options are required");
+  const { url, client } = options;
+  if ((url === undefined) === (client === undefined)) {
+    throw new ValidationError("exactly one of `url` and `client` is required");
+  }
+  if (url !== undefined && (typeof url !== "string" || !/^mongodb(\+srv)?:\/\//.test(url))) {
+    throw new ValidationError("url must be a mongodb:// or mongodb+srv:// connection string");
+  }
+  const prefix = options.collectionPrefix ?? "sayiir_";
+  if (typeof prefix !== "string" || prefix.length > 64 || !NAME.test(prefix)) {
+    throw new ValidationError("collectionPrefix must be at most 64 characters of A-Z, a-z, 0-9, _ and -");
+  }
+  const database = options.database;
+  if (
+    database !== undefined &&
+    (typeof database !== "string" || database.length === 0 || database.length > 63 || !NAME.test(database))
+  ) {
+    throw new ValidationError("database must be 1 to 63 characters of A-Z, a-z, 0-9, _ and -");
+  }
+  const clock = options.clock ?? "auto";
+  if (clock !== "auto" && clock !== "server" && clock !== "client") {
+    throw new ValidationError('clock must be "auto", "server" or "client"');
+  }
+  return {
+    url,
+    client,
+    clientOptions: { ...DEFAULT_CLIENT_OPTIONS, ...options.clientOptions },
+    database,
+    collectionPrefix: prefix,
+    clock,
+  };
+}
+
+/** The password of a connection string, to scrub from error messages. */
+export function urlPassword(url: string | undefined): string[] {
+  if (url === undefined) return [];
+  const match = /^[a-z+]+:\/\/[^:/@]*:([^@/]*)@/i.exec(url);
+  if (!match?.[1]) return [];
+  const raw = match[1];
+  let decoded = raw;
+  try {
+    decoded = decodeURIComponent(raw);
+  } catch {
+    // keep the raw form
+  }
+  return decoded === raw ? [raw] : [raw, decoded];
+}

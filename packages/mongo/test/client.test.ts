@@ -1,0 +1,129 @@
+// Construction, ownership of the client, timeouts and secrets.
+import { ErrorCode } from "@sayiir/persistence-core";
+import { atTask, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { MongoClient } from "mongodb";
+import { describe, expect, it } from "vitest";
+import { MongoBackend } from "../src/index.js";
+import { DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
+
+describe("options", () => {
+  it("needs exactly one of url and client, and checks names (ValidationError, no I/O)", () => {
+    const client = new MongoClient("mongodb://127.0.0.1:1");
+    const bad: unknown[] = [
+      {},
+      { url: "mongodb://127.0.0.1:1", client },
+      { url: "http://127.0.0.1:1" },
+      { url: "mongodb://127.0.0.1:1", collectionPrefix: "bad.prefix" },
+      { url: "mongodb://127.0.0.1:1", collectionPrefix: "$x" },
+      { url: "mongodb://127.0.0.1:1", database: "a/b" },
+      { url: "mongodb://127.0.0.1:1", database: "" },
+      { url: "mongodb://127.0.0.1:1", clock: "sundial" },
+      { url: "mongodb://127.0.0.1:1", maxPayloadBytes: -1 },
+    ];
+    for (const options of bad) {
+      let error: unknown;
+      try {
+        new MongoBackend(options as ConstructorParameters<typeof MongoBackend>[0]);
+      } catch (e) {
+        error = e;
+      }
+      expect(error, JSON.stringify(Object.keys(options as object))).toMatchObject({
+        code: ErrorCode.Validation,
+      });
+    }
+  });
+
+  it("takes the database from the option, else the URL path, else sayiir", async () => {
+    const a = new MongoBackend({ url: "mongodb://127.0.0.1:1/fromurl", database: "explicit" });
+    const b = new MongoBackend({ url: "mongodb://127.0.0.1:1/fromurl?appName=x" });
+    const c = new MongoBackend({ url: "mongodb://127.0.0.1:1" });
+    expect([a.databaseName, b.databaseName, c.databaseName]).toEqual(["explicit", "fromurl", "sayiir"]);
+    expect(c.collections).toEqual({
+      snapshots: "sayiir_snapshots",
+      outputs: "sayiir_outputs",
+      claims: "sayiir_claims",
+      meta: "sayiir_meta",
+    });
+    await Promise.all([a.close(), b.close(), c.close()]);
+  });
+});
+
+describe("failures", () => {
+  it("an unreachable server gives BackendError in bounded time, without the password", async () => {
+    const backend = new MongoBackend({
+      url: "mongodb://sayiir:hunter2-secret@127.0.0.1:1/db",
+      clientOptions: { serverSelectionTimeoutMS: 300, connectTimeoutMS: 300 },
+    });
+    const started = Date.now();
+    const error = await rejection(backend.loadSnapshot("x"));
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(error).toMatchObject({ code: ErrorCode.Backend });
+    expect(String((error as Error).message)).not.toContain("hunter2-secret");
+    await backend.close();
+  });
+});
+
+describe.skipIf(server === null)("client ownership", () => {
+  it("close() leaves a user-supplied client open; the backend works on it", async () => {
+    const client = new MongoClient(server?.url ?? "");
+    const prefix = freshPrefix();
+    try {
+      const backend = new MongoBackend({ client, database: DATABASE, collectionPrefix: prefix });
+      await backend.migrate();
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1"));
+      await backend.saveTaskResult(id, "t1", text("one"));
+      await backend.close();
+      expect(await rejection(backend.loadSnapshot(id))).toMatchObject({ code: ErrorCode.Backend });
+      // The client is still open and usable, and the data is there.
+      expect(
+        await client
+          .db(DATABASE)
+          .collection(`${prefix}snapshots`)
+          .countDocuments({ _id: id as never }),
+      ).toBe(1);
+      const again = new MongoBackend({ client, database: DATABASE, collectionPrefix: prefix });
+      const loaded = await again.loadSnapshot(id);
+      expect(loaded.state.kind === "InProgress" && loaded.state.lastCompletedTaskId).toBe("t1");
+      await again.close();
+    } finally {
+      await dropPrefix(client, prefix);
+      await client.close();
+    }
+  });
+
+  it("close() closes the client the backend opened from a URL", async () => {
+    const backend = new MongoBackend({
+      url: server?.url ?? "",
+      database: DATABASE,
+      collectionPrefix: freshPrefix(),
+    });
+    await backend.listSnapshots();
+    await backend.close();
+    expect(await rejection(backend.listSnapshots())).toMatchObject({ code: ErrorCode.Backend });
+  });
+
+  it("two prefixes in one database do not see each other", async () => {
+    const url = server?.url ?? "";
+    const p1 = freshPrefix();
+    const p2 = freshPrefix();
+    const a = new MongoBackend({ url, database: DATABASE, collectionPrefix: p1 });
+    const b = new MongoBackend({ url, database: DATABASE, collectionPrefix: p2 });
+    try {
+      await Promise.all([a.migrate(), b.migrate()]);
+      const id = uid();
+      await a.saveSnapshot(atTask(id, "t1"));
+      expect(await b.listSnapshots()).toEqual([]);
+      expect(await b.findAvailableTasks("w", 10)).toEqual([]);
+      expect(await b.claimTask(id, "t1", "w", 1000)).not.toBeNull();
+      expect(await a.claimTask(id, "t1", "w", 1000)).not.toBeNull();
+    } finally {
+      await a.close();
+      await b.close();
+      const client = new MongoClient(url);
+      await dropPrefix(client, p1);
+      await dropPrefix(client, p2);
+      await client.close();
+    }
+  });
+});

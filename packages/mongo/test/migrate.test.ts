@@ -1,0 +1,53 @@
+import { MongoClient } from "mongodb";
+import { describe, expect, it } from "vitest";
+import { INDEX, MongoBackend } from "../src/index.js";
+import { DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
+
+describe.skipIf(server === null)("migrate", () => {
+  it("is idempotent and safe when many processes run it at once", async () => {
+    const url = server?.url ?? "";
+    const prefix = freshPrefix();
+    const backends = Array.from(
+      { length: 5 },
+      () => new MongoBackend({ url, database: DATABASE, collectionPrefix: prefix }),
+    );
+    const client = new MongoClient(url);
+    try {
+      const features = await Promise.all(backends.map((b) => b.migrate()));
+      expect(new Set(features.map((f) => JSON.stringify(f))).size).toBe(1);
+      await backends[0]?.migrate();
+      const db = client.db(DATABASE);
+      const names = (await db.listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
+      // Probe collections are dropped again; only the adapter's collections remain (meta is
+      // created by the first token, or by the clock probe where the server evaluates $$NOW).
+      const ours = names.filter((n) => n.startsWith(prefix)).map((n) => n.slice(prefix.length));
+      expect(ours.filter((n) => n !== "meta").sort()).toEqual(["claims", "outputs", "snapshots"]);
+      const byName = async (collection: string) =>
+        Object.fromEntries((await db.collection(prefix + collection).indexes()).map((i) => [i.name, i]));
+      const outputs = await byName("outputs");
+      expect(outputs[INDEX.blob]).toMatchObject({ key: { g: 1, n: 1 }, unique: true });
+      expect(outputs[INDEX.blobInstance]).toMatchObject({ key: { s: 1 } });
+      expect((await byName("claims"))[INDEX.claimInstance]).toMatchObject({ key: { i: 1 } });
+      expect((await byName("snapshots"))[INDEX.ready]).toMatchObject({ key: { qa: 1, qi: 1 } });
+    } finally {
+      await Promise.all(backends.map((b) => b.close()));
+      await dropPrefix(client, prefix);
+      await client.close();
+    }
+  });
+
+  it("works without migrate (no indexes yet): operations do not depend on it", async () => {
+    const url = server?.url ?? "";
+    const prefix = freshPrefix();
+    const backend = new MongoBackend({ url, database: DATABASE, collectionPrefix: prefix });
+    try {
+      expect(await backend.claimTask("i", "t", "w", 1000)).not.toBeNull();
+      expect(["server", "client"]).toContain(await backend.clockMode());
+    } finally {
+      await backend.close();
+      const client = new MongoClient(url);
+      await dropPrefix(client, prefix);
+      await client.close();
+    }
+  });
+});

@@ -1,0 +1,100 @@
+// Every way the local stand-in (mongo-java-server) differs from MongoDB that matters to this
+// adapter, one test each. On MongoDB (CI containers) the same tests check the MongoDB side.
+import { MongoClient } from "mongodb";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { INDEX } from "../src/index.js";
+import { createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
+
+const standIn = server?.standIn === true;
+
+describe.skipIf(server === null)("server differences (mongo-java-server vs MongoDB)", () => {
+  let client: MongoClient;
+  beforeAll(async () => {
+    client = new MongoClient(server?.url ?? "");
+    await client.connect();
+  });
+  afterAll(async () => {
+    await client?.close();
+  });
+
+  it.runIf(standIn)(
+    "mongo-java-server: no $$NOW (no pipeline updates), so claim expiry uses the client clock",
+    async () => {
+      const subject = await createSubject();
+      try {
+        const backend = subject.backend as import("../src/index.js").MongoBackend;
+        expect((await backend.migrate()).serverClock).toBe(false);
+        expect(await backend.clockMode()).toBe("client");
+        // The probe itself: a pipeline update is refused by the stand-in.
+        const error = await client
+          .db(DATABASE)
+          .collection<{ _id: string }>(`${subject.prefix}meta`)
+          .updateOne({ _id: "x" }, [{ $set: { t: "$$NOW" } }], { upsert: true })
+          .then(
+            () => null,
+            (e: unknown) => e,
+          );
+        expect(error).toBeInstanceOf(Error);
+      } finally {
+        await subject.backend.close();
+        await subject.cleanup?.();
+      }
+    },
+  );
+
+  it.runIf(!standIn)(
+    "MongoDB: $$NOW in pipeline updates, so claim expiry uses the server clock",
+    async () => {
+      const subject = await createSubject();
+      try {
+        const backend = subject.backend as import("../src/index.js").MongoBackend;
+        expect((await backend.migrate()).serverClock).toBe(true);
+        expect(await backend.clockMode()).toBe("server");
+      } finally {
+        await subject.backend.close();
+        await subject.cleanup?.();
+      }
+    },
+  );
+
+  it("partial indexes: MongoDB honours them (partial ready index); mongo-java-server indexes every document (sparse ready index)", async () => {
+    const subject = await createSubject();
+    try {
+      const backend = subject.backend as import("../src/index.js").MongoBackend;
+      const features = await backend.migrate();
+      expect(features.partialIndexes).toBe(!standIn);
+      const indexes = await client.db(DATABASE).collection(`${subject.prefix}snapshots`).indexes();
+      const ready = indexes.find((i) => i.name === INDEX.ready);
+      expect(ready?.key).toEqual({ qa: 1, qi: 1 });
+      if (standIn) {
+        expect(ready?.sparse).toBe(true);
+      } else {
+        expect(ready?.partialFilterExpression).toEqual({ qa: { $exists: true } });
+      }
+    } finally {
+      await subject.backend.close();
+      await subject.cleanup?.();
+    }
+  });
+
+  it("$expr in an upsert's filter: MongoDB refuses it (code 224), mongo-java-server accepts it; the adapter never sends one", async () => {
+    const prefix = freshPrefix();
+    try {
+      const collection = client.db(DATABASE).collection<{ _id: string; e?: Date }>(`${prefix}probe`);
+      const result = await collection
+        .updateOne({ _id: "a", $expr: { $lte: ["$e", new Date()] } }, { $set: { w: "x" } }, { upsert: true })
+        .then(
+          () => "accepted",
+          (e: unknown) => (e as { code?: number }).code,
+        );
+      expect(result).toBe(standIn ? "accepted" : 224);
+    } finally {
+      await dropPrefix(client, prefix);
+    }
+  });
+
+  it("buildInfo: mongo-java-server reports no gitVersion (how the tooling tells the stand-in apart)", async () => {
+    const info = await client.db("admin").command({ buildInfo: 1 });
+    expect(typeof info.gitVersion === "string" && info.gitVersion !== "").toBe(!standIn);
+  });
+});
