@@ -100,3 +100,27 @@ export function toBackendError(
   const detail = error instanceof Error ? error.message : String(error);
   return new BackendError(redactSecrets(`${operation} failed: ${detail}`, secrets), { cause: error });
 }
+
+const q = (id: string): string => JSON.stringify(id);
+
+/**
+ * The failures every backend reports, worded once so that all adapters say the same thing.
+ * Each returns the error; the caller throws it.
+ */
+export const failures = {
+  snapshotNotFound: (instanceId: string) => new NotFoundError(`no snapshot for instance ${q(instanceId)}`),
+  claimNotFound: (instanceId: string, taskId: string) =>
+    new NotFoundError(`no claim on task ${q(taskId)} of ${q(instanceId)}`),
+  claimedByOther: (instanceId: string, taskId: string) =>
+    new ClaimLostError(`task ${q(taskId)} of ${q(instanceId)} is claimed by another worker`),
+  claimExpired: (instanceId: string, taskId: string) =>
+    new ClaimLostError(`the claim on task ${q(taskId)} of ${q(instanceId)} has expired`),
+  fenceRejected: (instanceId: string, fence: { taskId: string; token: number }) =>
+    new ClaimLostError(
+      `claim token ${fence.token} on task ${q(fence.taskId)} of ${q(instanceId)} is no longer live`,
+    ),
+  cannotReopen: (instanceId: string) =>
+    new ConflictError(`workflow ${q(instanceId)} is finished; it cannot go back to InProgress`),
+  resultsFinal: (instanceId: string) =>
+    new ConflictError(`workflow ${q(instanceId)} is finished; its task results are final`),
+} as const;

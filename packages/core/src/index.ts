@@ -23,6 +23,7 @@ export {
   ClaimLostError,
   ConflictError,
   ErrorCode,
+  failures,
   isPersistenceError,
   NotFoundError,
   PayloadTooLargeError,

@@ -17,13 +17,12 @@ import {
   BackendError,
   BaseBackend,
   type ClaimedTask,
-  ClaimLostError,
-  ConflictError,
+  type ClaimLostError,
   decodeSnapshotHeader,
   EMPTY_BYTES,
   encodeSnapshotHeader,
   type Fence,
-  NotFoundError,
+  failures,
   type SnapshotPage,
   type TaskClaim,
   type TaskResult,
@@ -274,9 +273,7 @@ export class DynamoDBBackend extends BaseBackend {
   }
 
   #lost(instanceId: string, fence: Fence): ClaimLostError {
-    return new ClaimLostError(
-      `claim token ${fence.token} on task ${quote(fence.taskId)} of ${quote(instanceId)} is no longer live`,
-    );
+    return failures.fenceRejected(instanceId, fence);
   }
 
   async #queryAll(input: ConstructorParameters<typeof QueryCommand>[0]): Promise<Item[]> {
@@ -395,7 +392,7 @@ export class DynamoDBBackend extends BaseBackend {
           throw new BackendError(`saveSnapshot of ${quote(id)} kept losing races`);
         if (fence !== undefined && !(await this.#fenceHolds(pk, fence))) throw this.#lost(id, fence);
         if (previous?.finished && inProgress) {
-          throw new ConflictError(`workflow ${quote(id)} is finished; it cannot go back to InProgress`);
+          throw failures.cannotReopen(id);
         }
         const condition = expressions(
           {
@@ -503,18 +500,18 @@ export class DynamoDBBackend extends BaseBackend {
   ): Promise<void> {
     const pk = this.#layout.instancePk(instanceId);
     let head = await this.#getHead(instanceId);
-    if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+    if (head === undefined) throw failures.snapshotNotFound(instanceId);
     const ref = await this.#chunks.write(output, pk);
     let done = false;
     try {
       for (let attempt = 0; ; attempt++) {
-        if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+        if (head === undefined) throw failures.snapshotNotFound(instanceId);
         if (attempt >= RACE_ATTEMPTS)
           throw new BackendError(`saveTaskResult on ${quote(instanceId)} kept losing races`);
         if (head.finished) {
           if (fence !== undefined && !(await this.#fenceHolds(pk, fence)))
             throw this.#lost(instanceId, fence);
-          throw new ConflictError(`workflow ${quote(instanceId)} is finished; its task results are final`);
+          throw failures.resultsFinal(instanceId);
         }
         const now = this.#now();
         const updatedAt = Math.max(head.updatedAt, now);
@@ -573,7 +570,7 @@ export class DynamoDBBackend extends BaseBackend {
           const headReason = reasons[0];
           if (headReason?.Code === "ConditionalCheckFailed") {
             head = this.#parseHead(headReason.Item, instanceId);
-            if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+            if (head === undefined) throw failures.snapshotNotFound(instanceId);
           }
           if (fence !== undefined && reasons[2]?.Code === "ConditionalCheckFailed")
             throw this.#lost(instanceId, fence);
@@ -612,7 +609,7 @@ export class DynamoDBBackend extends BaseBackend {
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
     for (let attempt = 0; ; attempt++) {
       const head = await this.#getHead(instanceId);
-      if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+      if (head === undefined) throw failures.snapshotNotFound(instanceId);
       try {
         const header = head.header === undefined ? EMPTY_BYTES : await this.#chunks.read(head.header);
         let results: TaskResult[] = [];
@@ -651,7 +648,7 @@ export class DynamoDBBackend extends BaseBackend {
     const pk = this.#layout.instancePk(instanceId);
     let head = await this.#getHead(instanceId);
     for (let attempt = 0; ; attempt++) {
-      if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+      if (head === undefined) throw failures.snapshotNotFound(instanceId);
       if (attempt >= RACE_ATTEMPTS)
         throw new BackendError(`deleteSnapshot of ${quote(instanceId)} kept losing races`);
       try {
@@ -891,10 +888,10 @@ export class DynamoDBBackend extends BaseBackend {
     workerId: string,
   ): StoredClaim {
     if (claim === undefined || claim.workerId === undefined) {
-      throw new NotFoundError(`no claim on task ${quote(taskId)} of ${quote(instanceId)}`);
+      throw failures.claimNotFound(instanceId, taskId);
     }
     if (claim.workerId !== workerId) {
-      throw new ClaimLostError(`task ${quote(taskId)} of ${quote(instanceId)} is claimed by another worker`);
+      throw failures.claimedByOther(instanceId, taskId);
     }
     return claim;
   }
@@ -947,7 +944,7 @@ export class DynamoDBBackend extends BaseBackend {
       const claim = this.#ownedClaim(current, instanceId, taskId, workerId);
       const now = this.#now();
       if (!this.#liveForHolder(claim, now)) {
-        throw new ClaimLostError(`the claim on task ${quote(taskId)} of ${quote(instanceId)} has expired`);
+        throw failures.claimExpired(instanceId, taskId);
       }
       if (claim.expiresAt === undefined) return this.#toClaim(instanceId, taskId, workerId, claim);
       const expiresAt = now + durationMs;

@@ -3,14 +3,12 @@ import {
   BaseBackend,
   type BaseBackendOptions,
   type ClaimedTask,
-  ClaimLostError,
-  ConflictError,
   decodeSnapshotHeader,
   EMPTY_BYTES,
   encodeSnapshotHeader,
   type Fence,
+  failures,
   isClaimLive,
-  NotFoundError,
   type SnapshotPage,
   type TaskClaim,
   type WorkflowSnapshot,
@@ -60,9 +58,7 @@ export class InMemoryBackend extends BaseBackend {
     if (fence === undefined) return;
     const live = this.#liveClaim(instanceId, fence.taskId);
     if (live === undefined || live.token !== fence.token) {
-      throw new ClaimLostError(
-        `claim token ${fence.token} on task ${JSON.stringify(fence.taskId)} of ${JSON.stringify(instanceId)} is no longer live`,
-      );
+      throw failures.fenceRejected(instanceId, fence);
     }
   }
 
@@ -86,7 +82,7 @@ export class InMemoryBackend extends BaseBackend {
     this.#checkFence(id, fence);
     const existing = this.store.instances.get(id);
     if (existing?.finished && snapshot.state.kind === "InProgress") {
-      throw new ConflictError(`workflow ${JSON.stringify(id)} is finished; it cannot go back to InProgress`);
+      throw failures.cannotReopen(id);
     }
     const state = snapshot.state;
     const stored: StoredInstance = {
@@ -116,13 +112,10 @@ export class InMemoryBackend extends BaseBackend {
     fence: Fence | undefined,
   ): Promise<void> {
     const stored = this.store.instances.get(instanceId);
-    if (stored === undefined)
-      throw new NotFoundError(`no snapshot for instance ${JSON.stringify(instanceId)}`);
+    if (stored === undefined) throw failures.snapshotNotFound(instanceId);
     this.#checkFence(instanceId, fence);
     if (stored.finished) {
-      throw new ConflictError(
-        `workflow ${JSON.stringify(instanceId)} is finished; its task results are final`,
-      );
+      throw failures.resultsFinal(instanceId);
     }
     stored.results.set(taskId, copy(output));
     stored.lastCompletedTaskId = taskId;
@@ -132,8 +125,7 @@ export class InMemoryBackend extends BaseBackend {
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
     const stored = this.store.instances.get(instanceId);
-    if (stored === undefined)
-      throw new NotFoundError(`no snapshot for instance ${JSON.stringify(instanceId)}`);
+    if (stored === undefined) throw failures.snapshotNotFound(instanceId);
     // The header is copied so that the caller mutating the loaded bytes can't reach the store.
     return decodeSnapshotHeader(copy(stored.header), instanceId, {
       results: [...stored.results].map(([taskId, output]) => ({ taskId, output: copy(output) })),
@@ -144,7 +136,7 @@ export class InMemoryBackend extends BaseBackend {
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
     if (!this.store.instances.delete(instanceId)) {
-      throw new NotFoundError(`no snapshot for instance ${JSON.stringify(instanceId)}`);
+      throw failures.snapshotNotFound(instanceId);
     }
     this.store.idsChanged();
     this.store.claims.delete(instanceId);
@@ -199,12 +191,10 @@ export class InMemoryBackend extends BaseBackend {
   #ownedClaim(instanceId: string, taskId: string, workerId: string): TaskClaim {
     const claim = this.store.claims.get(instanceId)?.get(taskId);
     if (claim === undefined) {
-      throw new NotFoundError(`no claim on task ${JSON.stringify(taskId)} of ${JSON.stringify(instanceId)}`);
+      throw failures.claimNotFound(instanceId, taskId);
     }
     if (claim.workerId !== workerId) {
-      throw new ClaimLostError(
-        `task ${JSON.stringify(taskId)} of ${JSON.stringify(instanceId)} is claimed by another worker`,
-      );
+      throw failures.claimedByOther(instanceId, taskId);
     }
     return claim;
   }
@@ -225,9 +215,7 @@ export class InMemoryBackend extends BaseBackend {
     const claim = this.#ownedClaim(instanceId, taskId, workerId);
     const now = this.#now();
     if (!isClaimLive(claim, now)) {
-      throw new ClaimLostError(
-        `the claim on task ${JSON.stringify(taskId)} of ${JSON.stringify(instanceId)} has expired`,
-      );
+      throw failures.claimExpired(instanceId, taskId);
     }
     if (claim.expiresAt !== null) claim.expiresAt = now + durationMs;
     return { ...claim };

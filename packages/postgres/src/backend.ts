@@ -3,12 +3,12 @@ import {
   BaseBackend,
   type ClaimedTask,
   ClaimLostError,
-  ConflictError,
+  type ConflictError,
   decodeSnapshotHeader,
   encodeSnapshotHeader,
   type Fence,
+  failures,
   isPersistenceError,
-  NotFoundError,
   type SnapshotPage,
   type TaskClaim,
   type TaskResult,
@@ -203,9 +203,7 @@ export class PostgresBackend extends BaseBackend {
   async #checkFence(db: Queryable, instanceId: string, fence: Fence): Promise<void> {
     const r = await this.#q(db, this.#sql.checkFence, [instanceId, fence.taskId, fence.token]);
     if (r.rowCount === 0) {
-      throw new ClaimLostError(
-        `claim token ${fence.token} on task ${quote(fence.taskId)} of ${quote(instanceId)} is no longer live`,
-      );
+      throw failures.fenceRejected(instanceId, fence);
     }
   }
 
@@ -277,10 +275,10 @@ export class PostgresBackend extends BaseBackend {
     await this.#transaction(async (db) => {
       const row = await this.#q<{ finished: boolean }>(db, this.#sql.lockSnapshot, [instanceId]);
       const stored = row.rows[0];
-      if (stored === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+      if (stored === undefined) throw failures.snapshotNotFound(instanceId);
       if (fence !== undefined) await this.#checkFence(db, instanceId, fence);
       if (stored.finished) {
-        throw new ConflictError(`workflow ${quote(instanceId)} is finished; its task results are final`);
+        throw failures.resultsFinal(instanceId);
       }
       await this.#q(db, this.#sql.upsertResult, [instanceId, taskId, toBuffer(output)]);
       await this.#q(db, this.#sql.touchAfterResult, [instanceId, taskId]);
@@ -297,7 +295,7 @@ export class PostgresBackend extends BaseBackend {
       updated_at: string | null;
     }>(this.#pool, this.#sql.load, [instanceId]);
     const head = r.rows.find((row) => row.kind === 0);
-    if (head === undefined) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+    if (head === undefined) throw failures.snapshotNotFound(instanceId);
     const results: TaskResult[] = [];
     for (const row of r.rows) {
       if (row.kind === 1 && row.task_id !== null)
@@ -314,7 +312,7 @@ export class PostgresBackend extends BaseBackend {
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
     const r = await this.#q<{ n: number }>(this.#pool, this.#sql.delete, [instanceId]);
-    if ((r.rows[0]?.n ?? 0) === 0) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+    if ((r.rows[0]?.n ?? 0) === 0) throw failures.snapshotNotFound(instanceId);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
@@ -339,10 +337,9 @@ export class PostgresBackend extends BaseBackend {
   async #refusal(instanceId: string, taskId: string, workerId: string, expired: string): Promise<never> {
     const r = await this.#q<{ worker_id: string }>(this.#pool, this.#sql.claimHolder, [instanceId, taskId]);
     const holder = r.rows[0];
-    if (holder === undefined)
-      throw new NotFoundError(`no claim on task ${quote(taskId)} of ${quote(instanceId)}`);
+    if (holder === undefined) throw failures.claimNotFound(instanceId, taskId);
     if (holder.worker_id !== workerId) {
-      throw new ClaimLostError(`task ${quote(taskId)} of ${quote(instanceId)} is claimed by another worker`);
+      throw failures.claimedByOther(instanceId, taskId);
     }
     throw new ClaimLostError(expired);
   }
@@ -435,7 +432,7 @@ export class PostgresBackend extends BaseBackend {
 }
 
 function refuseReopen(instanceId: string): ConflictError {
-  return new ConflictError(`workflow ${quote(instanceId)} is finished; it cannot go back to InProgress`);
+  return failures.cannotReopen(instanceId);
 }
 
 interface ClaimRow {

@@ -8,7 +8,7 @@ import {
   decodeSnapshotHeader,
   encodeSnapshotHeader,
   type Fence,
-  NotFoundError,
+  failures,
   type SnapshotPage,
   type TaskClaim,
   type TaskResult,
@@ -133,7 +133,7 @@ export class RedisBackend extends BaseBackend {
           `workflow ${quote(instanceId)} is finished; it cannot go back to InProgress or take results`,
         );
       case Status.notFound:
-        return new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+        return failures.snapshotNotFound(instanceId);
       default:
         return new BackendError(`unexpected script status ${status} for ${quote(instanceId)}`);
     }
@@ -212,7 +212,7 @@ export class RedisBackend extends BaseBackend {
       "loadSnapshot",
       this.#scripts.sayiirLoadSnapshotBuffer(k.meta, k.results),
     )) as [Buffer[], Buffer[]] | null;
-    if (reply === null) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+    if (reply === null) throw failures.snapshotNotFound(instanceId);
     const [metaPairs, resultPairs] = reply;
     const meta = new Map<string, Buffer>();
     for (let i = 0; i + 1 < metaPairs.length; i += 2)
@@ -333,10 +333,9 @@ export class RedisBackend extends BaseBackend {
         ),
       ),
     );
-    if (status === Status.notFound)
-      throw new NotFoundError(`no claim on task ${quote(taskId)} of ${quote(instanceId)}`);
+    if (status === Status.notFound) throw failures.claimNotFound(instanceId, taskId);
     if (status === Status.claimLost) {
-      throw new ClaimLostError(`task ${quote(taskId)} of ${quote(instanceId)} is claimed by another worker`);
+      throw failures.claimedByOther(instanceId, taskId);
     }
   }
 
@@ -362,13 +361,12 @@ export class RedisBackend extends BaseBackend {
       ),
     )) as [number, string?, string?, string?];
     const status = Number(reply[0]);
-    if (status === Status.notFound)
-      throw new NotFoundError(`no claim on task ${quote(taskId)} of ${quote(instanceId)}`);
+    if (status === Status.notFound) throw failures.claimNotFound(instanceId, taskId);
     if (status === Status.claimLost) {
-      throw new ClaimLostError(`task ${quote(taskId)} of ${quote(instanceId)} is claimed by another worker`);
+      throw failures.claimedByOther(instanceId, taskId);
     }
     if (status === Status.expired) {
-      throw new ClaimLostError(`the claim on task ${quote(taskId)} of ${quote(instanceId)} has expired`);
+      throw failures.claimExpired(instanceId, taskId);
     }
     return toClaim(instanceId, taskId, workerId, reply[1] ?? "", reply[2] ?? "", reply[3] ?? "");
   }

@@ -4,13 +4,11 @@ import {
   BackendError,
   BaseBackend,
   type ClaimedTask,
-  ClaimLostError,
-  ConflictError,
   decodeSnapshotHeader,
   encodeSnapshotHeader,
   type Fence,
+  failures,
   isClaimLive,
-  NotFoundError,
   type SnapshotPage,
   type TaskClaim,
   type WorkflowSnapshot,
@@ -129,9 +127,7 @@ export class SqliteBackend extends BaseBackend {
       !isClaimLive({ expiresAt: claim.expires_at }, now) ||
       claim.token !== fence.token
     ) {
-      throw new ClaimLostError(
-        `claim token ${fence.token} on task ${quoted(fence.taskId)} of ${quoted(instanceId)} is no longer live`,
-      );
+      throw failures.fenceRejected(instanceId, fence);
     }
   }
 
@@ -160,7 +156,7 @@ export class SqliteBackend extends BaseBackend {
       this.#checkFence(id, fence, now);
       const existing = this.#get<{ status: string }>("snapshotState", id);
       if (existing !== undefined && existing.status !== Status.InProgress && status === Status.InProgress) {
-        throw new ConflictError(`workflow ${quoted(id)} is finished; it cannot go back to InProgress`);
+        throw failures.cannotReopen(id);
       }
       this.#runNamed("upsertSnapshot", {
         id,
@@ -185,10 +181,10 @@ export class SqliteBackend extends BaseBackend {
   ): Promise<void> {
     this.#write((now) => {
       const existing = this.#get<{ status: string }>("snapshotState", instanceId);
-      if (existing === undefined) throw new NotFoundError(`no snapshot for instance ${quoted(instanceId)}`);
+      if (existing === undefined) throw failures.snapshotNotFound(instanceId);
       this.#checkFence(instanceId, fence, now);
       if (existing.status !== Status.InProgress) {
-        throw new ConflictError(`workflow ${quoted(instanceId)} is finished; its task results are final`);
+        throw failures.resultsFinal(instanceId);
       }
       this.#run("upsertResult", instanceId, taskId, output);
       this.#runNamed("recordResult", { id: instanceId, task: taskId, now });
@@ -203,7 +199,7 @@ export class SqliteBackend extends BaseBackend {
         last_completed_task_id: string | null;
         updated_at: number;
       }>("loadSnapshot", instanceId);
-      if (row === undefined) throw new NotFoundError(`no snapshot for instance ${quoted(instanceId)}`);
+      if (row === undefined) throw failures.snapshotNotFound(instanceId);
       return { row, results: this.#all<{ task_id: string; output: Uint8Array }>("loadResults", instanceId) };
     });
     const snapshot = decodeSnapshotHeader(plain(row.header), instanceId, {
@@ -218,7 +214,7 @@ export class SqliteBackend extends BaseBackend {
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
     this.#write(() => {
       if (this.#run("deleteSnapshot", instanceId) === 0) {
-        throw new NotFoundError(`no snapshot for instance ${quoted(instanceId)}`);
+        throw failures.snapshotNotFound(instanceId);
       }
       this.#run("deleteResults", instanceId);
       this.#run("deleteClaims", instanceId);
@@ -271,12 +267,10 @@ export class SqliteBackend extends BaseBackend {
   #ownedClaim(instanceId: string, taskId: string, workerId: string): ClaimRow {
     const claim = this.#claimRow(instanceId, taskId);
     if (claim === undefined) {
-      throw new NotFoundError(`no claim on task ${quoted(taskId)} of ${quoted(instanceId)}`);
+      throw failures.claimNotFound(instanceId, taskId);
     }
     if (claim.worker_id !== workerId) {
-      throw new ClaimLostError(
-        `task ${quoted(taskId)} of ${quoted(instanceId)} is claimed by another worker`,
-      );
+      throw failures.claimedByOther(instanceId, taskId);
     }
     return claim;
   }
@@ -297,7 +291,7 @@ export class SqliteBackend extends BaseBackend {
     return this.#write((now) => {
       const claim = this.#ownedClaim(instanceId, taskId, workerId);
       if (!isClaimLive({ expiresAt: claim.expires_at }, now)) {
-        throw new ClaimLostError(`the claim on task ${quoted(taskId)} of ${quoted(instanceId)} has expired`);
+        throw failures.claimExpired(instanceId, taskId);
       }
       const expiresAt = claim.expires_at === null ? null : now + durationMs;
       if (expiresAt !== null) this.#run("renewClaim", expiresAt, instanceId, taskId);

@@ -36,6 +36,12 @@ export interface ConformanceOptions {
   name: string;
   setup: (options: SubjectOptions) => Promise<ConformanceSubject>;
   capabilities: BackendCapabilities;
+  /**
+   * How far the backend's expiry judgement may lag the test's clock, in ms (default 250). A backend
+   * that judges expiry on the client clock with a skew budget declares it here, and the expiry
+   * cases wait that much longer before they expect a takeover.
+   */
+  clockSkewMs?: number;
   /** Per-test timeout for the size and concurrency groups on slow servers (default 60 s). */
   slowTestTimeoutMs?: number;
 }
