@@ -1,9 +1,4 @@
-import { defineConfig } from "vitest/config";
+import { defineAdapterConfig } from "@sayiir/test-servers/vitest-config";
 
-export default defineConfig({
-  test: {
-    include: ["test/**/*.test.ts"],
-    testTimeout: 30_000,
-    reporters: ["default", ["json", { outputFile: "../../.reports/vitest/memory.json" }]],
-  },
-});
+// No server to start: the same config as every adapter, so reports land in one place.
+export default defineAdapterConfig({ servers: [] });
