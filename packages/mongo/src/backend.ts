@@ -3,13 +3,11 @@ import {
   BackendError,
   BaseBackend,
   type ClaimedTask,
-  ClaimLostError,
-  ConflictError,
   decodeSnapshotHeader,
   EMPTY_BYTES,
   encodeSnapshotHeader,
   type Fence,
-  NotFoundError,
+  failures,
   SerializationError,
   type SnapshotPage,
   type TaskClaim,
@@ -17,21 +15,21 @@ import {
 } from "@sayiir/persistence-core";
 import { type Collection, type Db, type Document, MongoClient, MongoServerError } from "mongodb";
 import { binaryBytes, deleteBlobs, newBlobId, plainCopy, readBlobs, writeBlobs } from "./chunks.js";
-import { type ClaimClock, clientClock, serverClock } from "./clock.js";
+import { type Clock, clientClock, ServerClock } from "./clock.js";
+import { claimOn, fenceHolds, isLive, liveClaimOn, nextUpdate, toTaskClaim, withClaim } from "./instance.js";
 import {
   type ChunkDoc,
-  type ClaimDoc,
-  type ClaimKey,
+  type ClaimEntry,
   type CollectionNames,
-  claimKey,
   collectionNames,
   decodeCursor,
   encodeCursor,
   INLINE_HEADER_BYTES,
+  type InstanceDoc,
+  isSnapshot,
   type ResultRef,
-  type SnapshotDoc,
 } from "./layout.js";
-import { migrate, probeServerClock, type ServerFeatures } from "./migrations.js";
+import { migrate, readServerTime, type ServerFeatures } from "./migrations.js";
 import {
   type MongoBackendOptions,
   type NormalizedOptions,
@@ -48,15 +46,19 @@ const quote = (value: string): string => JSON.stringify(value);
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 /** Optimistic writers back off a little (with jitter) after losing a race. */
 const backoff = (attempt: number): Promise<void> =>
-  attempt < 2 ? Promise.resolve() : sleep(Math.random() * Math.min(50, 2 ** attempt));
+  attempt < 1 ? Promise.resolve() : sleep(Math.random() * Math.min(50, 2 ** attempt));
+/** Compare-and-set attempts before giving up with a BackendError (only under extreme contention). */
 const MAX_ATTEMPTS = 2_000;
+/** Attempts per candidate in claim-next before moving on to the next candidate. */
+const CLAIM_NEXT_ATTEMPTS = 4;
+
+/** What a mutation reads of an instance document: everything but the inline header. */
+const STATE: Document = { h: 0 };
+/** What discovery reads of a ready page. */
+const PAGE: Document = { _id: 1, v: 1, d: 1, f: 1, p: 1, "r.t": 1, u: 1, c: 1, qa: 1, qi: 1, qe: 1 };
 
 function isDuplicateKey(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === 11000;
-}
-
-function keyString(key: ClaimKey): string {
-  return JSON.stringify([key.i, key.t]);
 }
 
 function databaseFromUrl(url: string): string | undefined {
@@ -64,27 +66,16 @@ function databaseFromUrl(url: string): string | undefined {
   return match?.[1] ? decodeURIComponent(match[1]) : undefined;
 }
 
-function toClaim(doc: ClaimDoc): TaskClaim {
-  return {
-    instanceId: doc._id.i,
-    taskId: doc._id.t,
-    workerId: doc.w as string,
-    claimedAt: doc.c.getTime(),
-    expiresAt: doc.e instanceof Date ? doc.e.getTime() : null,
-    token: Number(doc.k),
-  };
-}
-
-/** A ready candidate: the snapshot's id and its position's task. */
-interface Candidate {
-  instanceId: string;
-  taskId: string;
-}
+const notFound = (instanceId: string) => failures.snapshotNotFound(instanceId);
+const noClaim = (instanceId: string, taskId: string) => failures.claimNotFound(instanceId, taskId);
+const claimedByAnother = (instanceId: string, taskId: string) => failures.claimedByOther(instanceId, taskId);
+const fenceLost = (instanceId: string, fence: Fence) => failures.fenceRejected(instanceId, fence);
 
 /**
- * Sayiir persistence on MongoDB (official driver). Every claim, release, extend and commit is
- * one conditional single-document write; no multi-document transaction is needed. See the
- * package README for the collections, indexes, commit points and clock.
+ * Sayiir persistence on MongoDB (official driver). Each instance has one document holding its
+ * snapshot header, its task-result references and its claims; every claim, release, extend and
+ * (fenced) write is one compare-and-set of that document, so a fence check and the write it
+ * guards are atomic. No multi-document transaction is used. See the package README.
  */
 export class MongoBackend extends BaseBackend {
   readonly #options: NormalizedOptions;
@@ -92,12 +83,11 @@ export class MongoBackend extends BaseBackend {
   readonly #ownsClient: boolean;
   readonly #db: Db;
   readonly #names: CollectionNames;
-  readonly #snapshots: Collection<SnapshotDoc>;
+  readonly #snapshots: Collection<InstanceDoc>;
   readonly #outputs: Collection<ChunkDoc>;
-  readonly #claims: Collection<ClaimDoc>;
   readonly #meta: Collection<MetaDoc>;
   readonly #secrets: string[];
-  #clock: Promise<ClaimClock> | undefined;
+  #clock: Promise<Clock> | undefined;
 
   constructor(options: MongoBackendOptions) {
     super(options);
@@ -117,9 +107,7 @@ export class MongoBackend extends BaseBackend {
     this.#names = collectionNames(this.#options.collectionPrefix);
     this.#snapshots = this.#db.collection(this.#names.snapshots);
     this.#outputs = this.#db.collection(this.#names.outputs);
-    this.#claims = this.#db.collection(this.#names.claims);
     this.#meta = this.#db.collection(this.#names.meta);
-    if (this.#options.clock === "server") this.#clock = Promise.resolve(serverClock);
     if (this.#options.clock === "client") this.#clock = Promise.resolve(clientClock());
   }
 
@@ -145,27 +133,36 @@ export class MongoBackend extends BaseBackend {
     return this.run("migrate", async () => {
       const features = await migrate(this.#db, this.#names, this.#options.collectionPrefix);
       if (this.#options.clock === "server" && !features.serverClock) {
-        throw new BackendError(
-          'clock "server" was asked for, but this server does not evaluate $$NOW in pipeline updates',
-        );
-      }
-      if (this.#options.clock === "auto") {
-        this.#clock = Promise.resolve(features.serverClock ? serverClock : clientClock());
+        throw new BackendError('clock "server" was asked for, but this server reports no localTime');
       }
       return features;
     });
   }
 
-  /** Which clock judges claim expiry: "server" ($$NOW) or "client" (Date.now of this process). */
+  /** Which clock judges claim expiry: "server" (the server's localTime) or "client" (Date.now). */
   async clockMode(): Promise<"server" | "client"> {
     return this.run("clockMode", async () => (await this.#claimClock()).mode);
   }
 
-  #claimClock(): Promise<ClaimClock> {
+  #claimClock(): Promise<Clock> {
     if (this.#clock === undefined) {
-      const probe = probeServerClock(this.#db, this.#names).then((server) =>
-        server ? serverClock : clientClock(),
-      );
+      const refreshMs = this.#options.clockRefreshMs;
+      const probe = readServerTime(this.#db).then((initial): Clock => {
+        if (initial !== null) {
+          return new ServerClock(
+            async () => {
+              const sample = await readServerTime(this.#db);
+              if (sample === null) throw new BackendError("the server stopped reporting localTime");
+              return sample;
+            },
+            { refreshMs, initial },
+          );
+        }
+        if (this.#options.clock === "server") {
+          throw new BackendError('clock "server" was asked for, but this server reports no localTime');
+        }
+        return clientClock();
+      });
       this.#clock = probe;
       // A network failure is not an answer: probe again next time.
       probe.catch(() => {
@@ -175,9 +172,52 @@ export class MongoBackend extends BaseBackend {
     return this.#clock;
   }
 
+  async #now(): Promise<number> {
+    return (await this.#claimClock()).now();
+  }
+
+  // ---------------------------------------------------------------- the instance document
+
+  #read(instanceId: string, projection: Document = STATE): Promise<InstanceDoc | null> {
+    return this.#snapshots.findOne({ _id: instanceId }, { projection });
+  }
+
+  /**
+   * The commit point of every mutation: one compare-and-set of the instance document against
+   * the version that was read (`doc.v`). False: the document changed since (re-read and retry).
+   * A new document is inserted (false on a duplicate key: someone else created it first).
+   */
+  async #commit(
+    instanceId: string,
+    doc: InstanceDoc | null,
+    changes: Partial<InstanceDoc>,
+    remove: readonly string[] = [],
+  ): Promise<boolean> {
+    const version = newBlobId();
+    if (doc === null) {
+      const update = nextUpdate(instanceId, null, { c: [], ...changes }, remove, version);
+      try {
+        await this.#snapshots.insertOne({ _id: instanceId, ...(update.$set as Omit<InstanceDoc, "_id">) });
+        return true;
+      } catch (error) {
+        if (isDuplicateKey(error)) return false;
+        throw error;
+      }
+    }
+    const update = nextUpdate(instanceId, doc, changes, remove, version);
+    const result = await this.#snapshots.updateOne({ _id: instanceId, v: doc.v }, update);
+    return result.matchedCount === 1;
+  }
+
   // ---------------------------------------------------------------- claims
 
-  /** Reserves `count` fresh fencing tokens from the global counter; returns the first. */
+  /**
+   * Reserves `count` fresh fencing tokens from the global counter; returns the first. Tokens are
+   * always reserved AFTER reading the document version the claim commits against: every token
+   * already committed on that instance (or on a deleted earlier incarnation of it) was reserved
+   * before that read, so ours is larger; a claim committed after the read changes the version
+   * and our compare-and-set fails.
+   */
   async #reserveTokens(count: number): Promise<number> {
     for (let attempt = 0; ; attempt++) {
       try {
@@ -197,73 +237,56 @@ export class MongoBackend extends BaseBackend {
     }
   }
 
-  #liveFilter(clock: ClaimClock): Document {
-    return { w: { $ne: null }, $or: [{ e: null }, clock.liveTtl()] };
-  }
-
-  /**
-   * Takes a claim in at most two conditional single-document writes, never a transaction:
-   * 1. create it if no claim document exists (an upsert whose filter matches no stored claim,
-   *    so an existing one makes the insert hit the _id index: duplicate key);
-   * 2. else take it over if it is released or expired, and only with a token larger than the
-   *    stored one (`$expr` with `$$NOW` is not allowed in an upsert's filter, hence two steps).
-   * null: a live claim holds the task. "retry": the claim is free but our token is stale.
-   */
-  async #tryClaim(
-    clock: ClaimClock,
-    instanceId: string,
-    taskId: string,
-    workerId: string,
-    ttlMs: number | null,
-    token: number,
-  ): Promise<TaskClaim | null | "retry"> {
-    const _id = claimKey(instanceId, taskId);
-    const update = clock.claim(instanceId, workerId, ttlMs, token);
-    let doc: ClaimDoc | null = null;
-    try {
-      doc = await this.#claims.findOneAndUpdate({ _id, k: { $exists: false } }, update, {
-        upsert: true,
-        returnDocument: "after",
-      });
-    } catch (error) {
-      if (!isDuplicateKey(error)) throw error;
-      doc = await this.#claims.findOneAndUpdate(
-        { _id, k: { $lt: token }, $or: [{ w: null }, clock.expired()] },
-        update,
-        { returnDocument: "after" },
-      );
-    }
-    if (doc !== null && doc.w === workerId && Number(doc.k) === token) return toClaim(doc);
-    const live = await this.#claims.findOne({ _id, ...this.#liveFilter(clock) }, { projection: { _id: 1 } });
-    return live === null ? "retry" : null;
-  }
-
   protected async doClaimTask(
     instanceId: string,
     taskId: string,
     workerId: string,
     ttlMs: number | null,
   ): Promise<TaskClaim | null> {
-    const clock = await this.#claimClock();
-    for (let attempt = 0; attempt < 20; attempt++) {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const doc = await this.#read(instanceId);
+      const now = await this.#now();
+      if (liveClaimOn(doc, taskId, now) !== undefined) return null;
       const token = await this.#reserveTokens(1);
-      const result = await this.#tryClaim(clock, instanceId, taskId, workerId, ttlMs, token);
-      if (result !== "retry") return result;
+      const entry: ClaimEntry = {
+        t: taskId,
+        w: workerId,
+        k: token,
+        c: now,
+        e: ttlMs === null ? null : now + ttlMs,
+      };
+      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, entry) })) {
+        return toTaskClaim(instanceId, entry);
+      }
       await backoff(attempt);
     }
-    return null;
+    throw new BackendError(
+      `claimTask: ${quote(instanceId)} kept changing; gave up after ${MAX_ATTEMPTS} attempts`,
+    );
+  }
+
+  /** Removes a claim; a placeholder (no snapshot) left without claims is deleted. */
+  async #removeClaim(instanceId: string, doc: InstanceDoc, taskId: string): Promise<boolean> {
+    const claims = withClaim(doc, taskId);
+    if (!isSnapshot(doc) && claims.length === 0) {
+      const result = await this.#snapshots.deleteOne({ _id: instanceId, v: doc.v, d: { $exists: false } });
+      return result.deletedCount === 1;
+    }
+    return this.#commit(instanceId, doc, { c: claims });
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
-    const _id = claimKey(instanceId, taskId);
-    // The document stays (released: w = null) so that its token keeps later tokens larger.
-    const result = await this.#claims.updateOne({ _id, w: workerId }, { $set: { w: null, e: null } });
-    if (result.matchedCount === 1) return;
-    const current = await this.#claims.findOne({ _id }, { projection: { w: 1 } });
-    if (current === null || current.w === null) {
-      throw new NotFoundError(`no claim on task ${quote(taskId)} of ${quote(instanceId)}`);
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const doc = await this.#read(instanceId);
+      const claim = claimOn(doc, taskId);
+      if (doc === null || claim === undefined) throw noClaim(instanceId, taskId);
+      if (claim.w !== workerId) throw claimedByAnother(instanceId, taskId);
+      if (await this.#removeClaim(instanceId, doc, taskId)) return;
+      await backoff(attempt);
     }
-    throw new ClaimLostError(`task ${quote(taskId)} of ${quote(instanceId)} is claimed by another worker`);
+    throw new BackendError(
+      `releaseTaskClaim: ${quote(instanceId)} kept changing; gave up after ${MAX_ATTEMPTS} attempts`,
+    );
   }
 
   protected async doExtendTaskClaim(
@@ -272,40 +295,32 @@ export class MongoBackend extends BaseBackend {
     workerId: string,
     durationMs: number,
   ): Promise<TaskClaim> {
-    const clock = await this.#claimClock();
-    const _id = claimKey(instanceId, taskId);
-    const renewed = await this.#claims.findOneAndUpdate(
-      { _id, w: workerId, ...clock.liveTtl() },
-      clock.renew(durationMs),
-      {
-        returnDocument: "after",
-      },
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const doc = await this.#read(instanceId);
+      const now = await this.#now();
+      const claim = claimOn(doc, taskId);
+      if (claim === undefined) throw noClaim(instanceId, taskId);
+      if (claim.w !== workerId) throw claimedByAnother(instanceId, taskId);
+      if (!isLive(claim, now)) {
+        throw failures.claimExpired(instanceId, taskId);
+      }
+      // A claim without ttl stays without ttl (and never expires).
+      if (claim.e === null) return toTaskClaim(instanceId, claim);
+      const renewed: ClaimEntry = { ...claim, e: now + durationMs };
+      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, renewed) })) {
+        return toTaskClaim(instanceId, renewed);
+      }
+      await backoff(attempt);
+    }
+    throw new BackendError(
+      `extendTaskClaim: ${quote(instanceId)} kept changing; gave up after ${MAX_ATTEMPTS} attempts`,
     );
-    if (renewed !== null) return toClaim(renewed);
-    const current = await this.#claims.findOne({ _id });
-    if (current === null || current.w === null) {
-      throw new NotFoundError(`no claim on task ${quote(taskId)} of ${quote(instanceId)}`);
-    }
-    if (current.w !== workerId) {
-      throw new ClaimLostError(`task ${quote(taskId)} of ${quote(instanceId)} is claimed by another worker`);
-    }
-    // A claim without ttl stays without ttl (and never expires).
-    if (current.e === null) return toClaim(current);
-    throw new ClaimLostError(`the claim on task ${quote(taskId)} of ${quote(instanceId)} has expired`);
   }
 
-  async #checkFence(instanceId: string, fence: Fence | undefined): Promise<void> {
+  /** Throws ClaimLostError unless the fence names the live claim of this document version. */
+  async #checkFence(instanceId: string, doc: InstanceDoc | null, fence: Fence | undefined): Promise<void> {
     if (fence === undefined) return;
-    const clock = await this.#claimClock();
-    const live = await this.#claims.findOne(
-      { _id: claimKey(instanceId, fence.taskId), k: fence.token, ...this.#liveFilter(clock) },
-      { projection: { _id: 1 } },
-    );
-    if (live === null) {
-      throw new ClaimLostError(
-        `claim token ${fence.token} on task ${quote(fence.taskId)} of ${quote(instanceId)} is no longer live`,
-      );
-    }
+    if (!fenceHolds(doc, fence, await this.#now())) throw fenceLost(instanceId, fence);
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -317,70 +332,48 @@ export class MongoBackend extends BaseBackend {
     const results = state.kind === "InProgress" ? Object.values(state.completedTasks) : [];
     const blobs = results.map((r) => ({ id: newBlobId(), bytes: r.output, taskId: r.taskId }));
     const headerBlob = header.byteLength > INLINE_HEADER_BYTES ? newBlobId() : undefined;
-    const positionTask =
-      state.kind === "InProgress" && state.position.kind === "AtTask" ? state.position.taskId : null;
-    const ready = positionTask !== null && !results.some((r) => r.taskId === positionTask);
-    const fields: Omit<SnapshotDoc, "_id" | "v"> = {
-      f: state.kind !== "InProgress",
+    const fields: Partial<InstanceDoc> = {
       d: snapshot.definitionHash,
-      p: positionTask,
+      f: state.kind !== "InProgress",
+      p: state.kind === "InProgress" && state.position.kind === "AtTask" ? state.position.taskId : null,
       r: blobs.map((b): ResultRef => ({ t: b.taskId, g: b.id })),
       l: state.kind === "InProgress" ? state.lastCompletedTaskId : null,
       u: snapshot.updatedAt,
     };
     if (headerBlob === undefined) fields.h = header;
     else fields.hg = headerBlob;
-    if (ready) {
-      fields.qa = snapshot.updatedAt;
-      fields.qi = id;
-    }
-    const unset: Record<string, ""> = {};
-    if (!ready) Object.assign(unset, { qa: "", qi: "" });
-    unset[headerBlob === undefined ? "hg" : "h"] = "";
+    const remove = [headerBlob === undefined ? "hg" : "h"];
     const ours = [...blobs.map((b) => b.id), ...(headerBlob === undefined ? [] : [headerBlob])];
 
     let written = false;
     let committed = false;
     try {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const existing = await this.#snapshots.findOne(
-          { _id: id },
-          { projection: { v: 1, f: 1, r: 1, hg: 1 } },
-        );
-        await this.#checkFence(id, fence);
-        if (existing?.f === true && state.kind === "InProgress") {
-          throw new ConflictError(`workflow ${quote(id)} is finished; it cannot go back to InProgress`);
+        const doc = await this.#read(id);
+        await this.#checkFence(id, doc, fence);
+        if (isSnapshot(doc) && doc.f === true && state.kind === "InProgress") {
+          throw failures.cannotReopen(id);
         }
         if (!written) {
-          // Outputs first: nothing refers to them until the snapshot document commits.
+          // Outputs first: nothing refers to them until the instance document commits.
           const toWrite = blobs.map((b) => ({ id: b.id, bytes: b.bytes }));
           if (headerBlob !== undefined) toWrite.push({ id: headerBlob, bytes: header });
           await writeBlobs(this.#outputs, id, toWrite);
           written = true;
-          // Writing large outputs takes time: check the fence again right before the commit.
+          // Writing large outputs takes time: judge the fence again on a fresh read, so that the
+          // claim is judged live within one round trip of the commit.
           if (fence !== undefined) continue;
         }
-        const v = newBlobId();
-        if (existing === null) {
-          try {
-            await this.#snapshots.insertOne({ _id: id, v, ...fields });
-            committed = true;
-            return;
-          } catch (error) {
-            if (!isDuplicateKey(error)) throw error;
-          }
-        } else {
-          const result = await this.#snapshots.updateOne(
-            { _id: id, v: existing.v },
-            { $set: { v, ...fields }, $unset: unset },
-          );
-          if (result.matchedCount === 1) {
-            committed = true;
-            const replaced = (existing.r ?? []).map((e) => e.g);
-            if (existing.hg !== undefined) replaced.push(existing.hg);
+        // The commit carries the claims of the version read (they stay), and fails if anything
+        // (a claim, a release, a take-over, another write) changed the document since.
+        if (await this.#commit(id, doc, fields, remove)) {
+          committed = true;
+          if (isSnapshot(doc)) {
+            const replaced = (doc.r ?? []).map((e) => e.g);
+            if (doc.hg !== undefined) replaced.push(doc.hg);
             await deleteBlobs(this.#outputs, replaced).catch(() => undefined);
-            return;
           }
+          return;
         }
         await backoff(attempt);
       }
@@ -403,35 +396,23 @@ export class MongoBackend extends BaseBackend {
     let committed = false;
     try {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const current = await this.#snapshots.findOne(
-          { _id: instanceId },
-          { projection: { v: 1, f: 1, p: 1, r: 1, u: 1 } },
-        );
-        if (current === null) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
-        await this.#checkFence(instanceId, fence);
-        if (current.f)
-          throw new ConflictError(`workflow ${quote(instanceId)} is finished; its task results are final`);
+        const doc = await this.#read(instanceId);
+        if (!isSnapshot(doc)) throw notFound(instanceId);
+        await this.#checkFence(instanceId, doc, fence);
+        if (doc.f === true) {
+          throw failures.resultsFinal(instanceId);
+        }
         if (!written) {
           await writeBlobs(this.#outputs, instanceId, [{ id: blobId, bytes: output }]);
           written = true;
-          // Writing the output takes time: check the fence again right before the commit.
+          // Judge the fence again on a fresh read, within one round trip of the commit.
           if (fence !== undefined) continue;
         }
-        const previous = (current.r ?? []).find((e) => e.t === taskId);
-        const r = (current.r ?? []).filter((e) => e.t !== taskId);
+        const previous = (doc.r ?? []).find((e) => e.t === taskId);
+        const r = (doc.r ?? []).filter((e) => e.t !== taskId);
         r.push({ t: taskId, g: blobId });
-        const u = Math.max(current.u, Date.now());
-        const ready = current.p !== null && !r.some((e) => e.t === current.p);
-        const set: Partial<SnapshotDoc> = { v: newBlobId(), r, l: taskId, u };
-        if (ready) {
-          set.qa = u;
-          set.qi = instanceId;
-        }
-        const update = ready
-          ? { $set: set }
-          : { $set: set, $unset: { qa: "", qi: "" } as Record<string, ""> };
-        const result = await this.#snapshots.updateOne({ _id: instanceId, v: current.v }, update);
-        if (result.matchedCount === 1) {
+        const u = Math.max(Number(doc.u ?? 0), await this.#now());
+        if (await this.#commit(instanceId, doc, { r, l: taskId, u })) {
           committed = true;
           if (previous !== undefined) await deleteBlobs(this.#outputs, [previous.g]).catch(() => undefined);
           return;
@@ -446,7 +427,7 @@ export class MongoBackend extends BaseBackend {
     }
   }
 
-  #header(doc: SnapshotDoc, blobs: Map<string, Uint8Array>): Uint8Array {
+  #header(doc: InstanceDoc, blobs: Map<string, Uint8Array>): Uint8Array {
     if (doc.hg !== undefined) return blobs.get(doc.hg) ?? EMPTY_BYTES;
     try {
       return plainCopy(binaryBytes(doc.h));
@@ -458,8 +439,8 @@ export class MongoBackend extends BaseBackend {
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
     let previousVersion: string | undefined;
     for (let attempt = 0; attempt < 50; attempt++) {
-      const doc = await this.#snapshots.findOne({ _id: instanceId });
-      if (doc === null) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
+      const doc = await this.#snapshots.findOne({ _id: instanceId }, { projection: { c: 0 } });
+      if (!isSnapshot(doc)) throw notFound(instanceId);
       const refs = Array.isArray(doc.r) ? doc.r : [];
       const ids = refs.map((e) => e.g);
       if (doc.hg !== undefined) ids.push(doc.hg);
@@ -467,7 +448,7 @@ export class MongoBackend extends BaseBackend {
       if (ids.every((g) => blobs.has(g))) {
         return decodeSnapshotHeader(this.#header(doc, blobs), instanceId, {
           results: refs.map((e) => ({ taskId: e.t, output: blobs.get(e.g) as Uint8Array })),
-          lastCompletedTaskId: doc.l,
+          lastCompletedTaskId: doc.l ?? null,
           updatedAt: doc.u,
         });
       }
@@ -484,16 +465,21 @@ export class MongoBackend extends BaseBackend {
   }
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
-    const doc = await this.#snapshots.findOneAndDelete({ _id: instanceId }, { projection: { r: 1, hg: 1 } });
-    if (doc === null) throw new NotFoundError(`no snapshot for instance ${quote(instanceId)}`);
-    await this.#claims.deleteMany({ i: instanceId });
+    // One conditional delete: only a stored snapshot (a claims-only placeholder is "no
+    // snapshot"); its claims go with the document.
+    const doc = await this.#snapshots.findOneAndDelete(
+      { _id: instanceId, d: { $exists: true } },
+      { projection: { r: 1, hg: 1 } },
+    );
+    if (doc === null) throw notFound(instanceId);
     const blobs = (doc.r ?? []).map((e) => e.g);
     if (doc.hg !== undefined) blobs.push(doc.hg);
     await deleteBlobs(this.#outputs, blobs);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
-    const filter = cursor === null ? {} : { _id: { $gt: decodeCursor(cursor) } };
+    const filter: Document = { d: { $exists: true } };
+    if (cursor !== null) filter._id = { $gt: decodeCursor(cursor) };
     const docs = await this.#snapshots
       .find(filter, { projection: { _id: 1 } })
       .sort({ _id: 1 })
@@ -506,84 +492,73 @@ export class MongoBackend extends BaseBackend {
 
   // ---------------------------------------------------------------- discovery
 
-  /** Keys of the live claims among `keys`, in one query. */
-  async #liveClaims(clock: ClaimClock, keys: ClaimKey[]): Promise<Set<string>> {
-    if (keys.length === 0) return new Set();
-    const docs = await this.#claims
-      .find({ _id: { $in: keys }, ...this.#liveFilter(clock) }, { projection: { _id: 1 } })
-      .toArray();
-    return new Set(docs.map((d) => keyString(d._id)));
-  }
-
   /**
-   * Walks the ready index (oldest updatedAt first, ties by instance id) page by page, skipping
-   * tasks with a live claim, and hands each page of unclaimed candidates to `take` until it says stop.
+   * Walks the ready index (oldest updatedAt first, ties by instance id) page by page. The index
+   * holds only documents whose position's task is ready; `qe` (the expiry of a claim on that
+   * task, null if unclaimed) leaves out tasks under a live claim. Each page goes to `take`
+   * until `want()` reaches 0.
    */
   async #walkReady(
-    clock: ClaimClock,
+    now: number,
     want: () => number,
-    take: (page: Candidate[]) => Promise<void>,
+    take: (page: InstanceDoc[]) => Promise<void>,
   ): Promise<void> {
     let after: { qa: number; qi: string } | null = null;
     while (want() > 0) {
       const pageSize = Math.min(1_000, want() * 2 + 8);
-      const filter: Document =
-        after === null
-          ? { qa: { $exists: true } }
-          : {
-              qa: { $exists: true },
-              $or: [{ qa: { $gt: after.qa } }, { qa: after.qa, qi: { $gt: after.qi } }],
-            };
+      const and: Document[] = [{ $or: [{ qe: null }, { qe: { $lte: now } }] }];
+      if (after !== null)
+        and.push({ $or: [{ qa: { $gt: after.qa } }, { qa: after.qa, qi: { $gt: after.qi } }] });
       const page = await this.#snapshots
-        .find(filter, { projection: { _id: 1, p: 1, qa: 1, qi: 1 } })
+        .find({ qa: { $exists: true }, $and: and }, { projection: PAGE })
         .sort({ qa: 1, qi: 1 })
         .limit(pageSize)
         .toArray();
       if (page.length === 0) return;
-      const candidates = page
-        .filter((d) => typeof d.p === "string")
-        .map((d): Candidate => ({ instanceId: d._id, taskId: d.p as string }));
-      const live = await this.#liveClaims(
-        clock,
-        candidates.map((c) => claimKey(c.instanceId, c.taskId)),
-      );
-      await take(candidates.filter((c) => !live.has(keyString(claimKey(c.instanceId, c.taskId)))));
-      const last = page[page.length - 1] as SnapshotDoc;
+      await take(page.filter((d) => typeof d.p === "string"));
+      const last = page[page.length - 1] as InstanceDoc;
       after = { qa: last.qa as number, qi: last.qi as string };
       if (page.length < pageSize) return;
     }
   }
 
   /**
-   * Reads the current documents of candidates and their inputs. A candidate whose snapshot
-   * moved on (no longer ready at that task) or changed under us is left out.
+   * Reads the current documents of tasks and their inputs. A task whose snapshot moved on (no
+   * longer at that task, completed, finished) is left out; so is one under a live claim, unless
+   * `token` names that claim (claim-next reading the inputs of what it just claimed).
    */
   async #withInputs(
-    candidates: Candidate[],
+    items: Array<{ instanceId: string; taskId: string; token?: number }>,
+    now: number,
   ): Promise<Map<string, { input: Uint8Array; definitionHash: string }>> {
     const out = new Map<string, { input: Uint8Array; definitionHash: string }>();
-    if (candidates.length === 0) return out;
-    const docs = await this.#snapshots.find({ _id: { $in: candidates.map((c) => c.instanceId) } }).toArray();
+    if (items.length === 0) return out;
+    const docs = await this.#snapshots.find({ _id: { $in: items.map((c) => c.instanceId) } }).toArray();
     const byId = new Map(docs.map((d) => [d._id, d]));
     const need: string[] = [];
-    const plan: Array<{ c: Candidate; doc: SnapshotDoc; ref: string | undefined }> = [];
-    for (const c of candidates) {
-      const doc = byId.get(c.instanceId);
-      if (doc === undefined || doc.qa === undefined || doc.p !== c.taskId) continue;
-      const ref = doc.l === null ? undefined : (doc.r ?? []).find((e) => e.t === doc.l)?.g;
+    const plan: Array<{ instanceId: string; doc: InstanceDoc & { d: string }; ref: string | undefined }> = [];
+    for (const item of items) {
+      const doc = byId.get(item.instanceId);
+      if (!isSnapshot(doc) || doc.f === true || doc.p !== item.taskId) continue;
+      if ((doc.r ?? []).some((e) => e.t === item.taskId)) continue;
+      const live = liveClaimOn(doc, item.taskId, now);
+      if (item.token === undefined ? live !== undefined : claimOn(doc, item.taskId)?.k !== item.token)
+        continue;
+      const ref =
+        doc.l === null || doc.l === undefined ? undefined : (doc.r ?? []).find((e) => e.t === doc.l)?.g;
       if (ref !== undefined) need.push(ref);
       else if (doc.hg !== undefined) need.push(doc.hg);
-      plan.push({ c, doc, ref });
+      plan.push({ instanceId: item.instanceId, doc, ref });
     }
     const blobs = await readBlobs(this.#outputs, need);
-    for (const { c, doc, ref } of plan) {
+    for (const { instanceId, doc, ref } of plan) {
       let input: Uint8Array | undefined;
       if (ref !== undefined) {
         input = blobs.get(ref);
       } else {
         if (doc.hg !== undefined && !blobs.has(doc.hg)) continue;
         try {
-          const snapshot = decodeSnapshotHeader(this.#header(doc, blobs), c.instanceId, {
+          const snapshot = decodeSnapshotHeader(this.#header(doc, blobs), instanceId, {
             results: [],
             lastCompletedTaskId: null,
           });
@@ -593,22 +568,24 @@ export class MongoBackend extends BaseBackend {
         }
       }
       if (input === undefined) continue;
-      out.set(c.instanceId, { input, definitionHash: doc.d });
+      out.set(instanceId, { input, definitionHash: doc.d });
     }
     return out;
   }
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    const clock = await this.#claimClock();
-    const found: Candidate[] = [];
+    const now = await this.#now();
+    const found: Array<{ instanceId: string; taskId: string }> = [];
     await this.#walkReady(
-      clock,
+      now,
       () => limit - found.length,
       async (page) => {
-        found.push(...page.slice(0, limit - found.length));
+        for (const doc of page.slice(0, limit - found.length)) {
+          found.push({ instanceId: doc._id, taskId: doc.p as string });
+        }
       },
     );
-    const inputs = await this.#withInputs(found);
+    const inputs = await this.#withInputs(found, now);
     const tasks: AvailableTask[] = [];
     for (const c of found) {
       const got = inputs.get(c.instanceId);
@@ -623,15 +600,59 @@ export class MongoBackend extends BaseBackend {
     return tasks;
   }
 
+  /**
+   * Claims the position's task of one ready document (as read in a page), with a token reserved
+   * after that read; on a lost compare-and-set, re-reads and tries again while still ready.
+   */
+  async #claimCandidate(
+    candidate: InstanceDoc,
+    firstToken: number,
+    workerId: string,
+    ttlMs: number | null,
+  ): Promise<ClaimEntry | null> {
+    const instanceId = candidate._id;
+    const taskId = candidate.p as string;
+    let doc: InstanceDoc | null = candidate;
+    let token = firstToken;
+    for (let attempt = 0; attempt < CLAIM_NEXT_ATTEMPTS; attempt++) {
+      if (attempt > 0) {
+        await backoff(attempt);
+        doc = await this.#read(instanceId, PAGE);
+        token = await this.#reserveTokens(1);
+      }
+      const now = await this.#now();
+      if (doc?.qa === undefined || doc.p !== taskId || liveClaimOn(doc, taskId, now) !== undefined)
+        return null;
+      const entry: ClaimEntry = {
+        t: taskId,
+        w: workerId,
+        k: token,
+        c: now,
+        e: ttlMs === null ? null : now + ttlMs,
+      };
+      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, entry) })) return entry;
+    }
+    return null;
+  }
+
+  /** Gives back a claim claim-next took on a task whose snapshot moved on meanwhile. */
+  async #giveBack(instanceId: string, taskId: string, token: number): Promise<void> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const doc = await this.#read(instanceId);
+      if (doc === null || claimOn(doc, taskId)?.k !== token) return;
+      if (await this.#removeClaim(instanceId, doc, taskId)) return;
+      await backoff(attempt);
+    }
+  }
+
   protected async doClaimAvailableTasks(
     workerId: string,
     limit: number,
     ttlMs: number | null,
   ): Promise<ClaimedTask[]> {
-    const clock = await this.#claimClock();
     const claimed: ClaimedTask[] = [];
     await this.#walkReady(
-      clock,
+      await this.#now(),
       () => limit - claimed.length,
       async (page) => {
         let rest = page;
@@ -641,35 +662,26 @@ export class MongoBackend extends BaseBackend {
           rest = rest.slice(batch.length);
           const first = await this.#reserveTokens(batch.length);
           const won = await Promise.all(
-            batch.map(async (c, i) => {
-              let result = await this.#tryClaim(clock, c.instanceId, c.taskId, workerId, ttlMs, first + i);
-              if (result === "retry") {
-                const token = await this.#reserveTokens(1);
-                result = await this.#tryClaim(clock, c.instanceId, c.taskId, workerId, ttlMs, token);
-              }
-              return result === null || result === "retry" ? null : { c, claim: result };
+            batch.map(async (doc, i) => {
+              const entry = await this.#claimCandidate(doc, first + i, workerId, ttlMs);
+              return entry === null ? null : { instanceId: doc._id, taskId: entry.t, token: entry.k, entry };
             }),
           );
           const wins = won.filter((w) => w !== null);
-          const inputs = await this.#withInputs(wins.map((w) => w.c));
-          for (const { c, claim } of wins) {
-            const got = inputs.get(c.instanceId);
+          const inputs = await this.#withInputs(wins, await this.#now());
+          for (const { instanceId, taskId, token, entry } of wins) {
+            const got = inputs.get(instanceId);
             if (got === undefined) {
-              // The snapshot moved on between discovery and claim: give the claim back.
-              await this.#claims
-                .updateOne(
-                  { _id: claimKey(c.instanceId, c.taskId), w: workerId, k: claim.token },
-                  { $set: { w: null, e: null } },
-                )
-                .catch(() => undefined);
+              // The snapshot moved on between the claim and reading its input: give the claim back.
+              await this.#giveBack(instanceId, taskId, token).catch(() => undefined);
               continue;
             }
             claimed.push({
-              instanceId: c.instanceId,
-              taskId: c.taskId,
+              instanceId,
+              taskId,
               input: got.input,
               workflowDefinitionHash: got.definitionHash,
-              claim,
+              claim: toTaskClaim(instanceId, entry),
             });
           }
         }

@@ -1,15 +1,16 @@
 /*
  * How data is laid out. Ids are only ever used as values (never as field names, never as
- * operators): an instance id is a snapshot's `_id` string, a claim's `_id` is the subdocument
- * { i: instanceId, t: taskId } (field order fixed), and task ids inside a snapshot live in an
- * array of { t, g } entries.
+ * operators): an instance id is an instance document's `_id` string, and task and worker ids
+ * live in arrays of small subdocuments ({ t, g } results, { t, w, k, c, e } claims).
  */
 
 /** Collection names under one prefix. */
 export interface CollectionNames {
+  /** One document per instance: the snapshot (if any) and every claim on the instance's tasks. */
   snapshots: string;
+  /** Chunks of task outputs and large headers. */
   outputs: string;
-  claims: string;
+  /** The global fencing-token counter. */
   meta: string;
 }
 
@@ -17,7 +18,6 @@ export function collectionNames(prefix: string): CollectionNames {
   return {
     snapshots: `${prefix}snapshots`,
     outputs: `${prefix}outputs`,
-    claims: `${prefix}claims`,
     meta: `${prefix}meta`,
   };
 }
@@ -28,31 +28,60 @@ export interface ResultRef {
   g: string;
 }
 
-/** The snapshot document: the commit point of every snapshot and task-result write. */
-export interface SnapshotDoc {
+/** One claim, inside its instance's document. Released claims are removed from the array. */
+export interface ClaimEntry {
+  /** Task id. */
+  t: string;
+  /** Worker id. */
+  w: string;
+  /** Fencing token. */
+  k: number;
+  /** claimedAt, epoch ms (the backend's clock). */
+  c: number;
+  /** expiresAt, epoch ms, or null: no ttl (never expires). */
+  e: number | null;
+}
+
+/**
+ * The instance document: the single document every claim, release, extend and fenced write of
+ * an instance commits to (a compare-and-set on `v`). A document without `d` is a claims-only
+ * placeholder (tasks were claimed, no snapshot was saved): it is "no snapshot" to every reader.
+ */
+export interface InstanceDoc {
   _id: string;
-  /** Version: a fresh random string on every write (optimistic concurrency). */
+  /** Version: a fresh random string on every write (compare-and-set). */
   v: string;
+  /** Claims on this instance's tasks (also on a placeholder). */
+  c?: ClaimEntry[];
+  /** Definition hash: present exactly when a snapshot is stored. */
+  d?: string;
   /** encodeSnapshotHeader bytes, inline when small ... */
   h?: Uint8Array | { buffer: Uint8Array; position: number };
   /** ... else the blob id of the header in the outputs collection. */
   hg?: string;
   /** Finished (Completed or Failed). */
-  f: boolean;
-  /** Definition hash. */
-  d: string;
+  f?: boolean;
   /** Task id of an AtTask position, else null. */
-  p: string | null;
+  p?: string | null;
   /** Task results. */
-  r: ResultRef[];
+  r?: ResultRef[];
   /** lastCompletedTaskId. */
-  l: string | null;
+  l?: string | null;
   /** updatedAt, epoch ms. */
-  u: number;
-  /** Ready index: updatedAt and instance id, present only while the position's task is ready. */
+  u?: number;
+  /**
+   * Ready index, present only while the position's task is ready (no result, not claimed
+   * without ttl): qa = updatedAt, qi = instance id, qe = expiresAt of the claim on that task
+   * (null: unclaimed). Discovery reads `qe: null or qe <= now`.
+   */
   qa?: number;
   qi?: string;
+  qe?: number | null;
 }
+
+/** Is this instance document a stored snapshot (not a claims-only placeholder)? */
+export const isSnapshot = (doc: InstanceDoc | null | undefined): doc is InstanceDoc & { d: string } =>
+  typeof doc?.d === "string";
 
 /** A chunk of a blob (task output or large header) in the outputs collection. */
 export interface ChunkDoc {
@@ -66,33 +95,14 @@ export interface ChunkDoc {
   d: unknown;
 }
 
-/** The key of a claim: a subdocument, so no pair of ids can share a key. */
-export interface ClaimKey {
-  i: string;
-  t: string;
-}
-
-export const claimKey = (instanceId: string, taskId: string): ClaimKey => ({ i: instanceId, t: taskId });
-
-/** A claim document. `w` is null once released (the document keeps the last token). */
-export interface ClaimDoc {
-  _id: ClaimKey;
-  i: string;
-  w: string | null;
-  c: Date;
-  e: Date | null;
-  k: number;
-}
-
 /** Index names created by migrate(). */
 export const INDEX = {
   ready: "sayiir_ready",
   blob: "sayiir_blob",
   blobInstance: "sayiir_blob_instance",
-  claimInstance: "sayiir_claim_instance",
 } as const;
 
-/** Largest header stored inline in the snapshot document; larger ones are chunked. */
+/** Largest header stored inline in the instance document; larger ones are chunked. */
 export const INLINE_HEADER_BYTES = 4 * 1024 * 1024;
 /** Chunk size of blobs: well under MongoDB's 16 MB document limit. */
 export const CHUNK_BYTES = 8 * 1024 * 1024;

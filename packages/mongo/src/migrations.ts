@@ -1,10 +1,14 @@
 import { randomUUID } from "node:crypto";
-import { type Db, MongoServerError } from "mongodb";
+import { type Db, type Document, MongoServerError } from "mongodb";
+import type { ServerTimeSample } from "./clock.js";
 import { type CollectionNames, INDEX } from "./layout.js";
 
 /** What the connected server can do, found by probing it (never by its name or version). */
 export interface ServerFeatures {
-  /** Pipeline updates evaluate `$$NOW` (MongoDB 4.2+); mongo-java-server has neither. */
+  /**
+   * The server reports its clock (`localTime` in the `hello` / legacy `isMaster` reply), so claim
+   * expiry is judged by the server's clock. MongoDB and mongo-java-server both do.
+   */
   serverClock: boolean;
   /** Partial indexes leave out documents that do not match (MongoDB 3.2+); mongo-java-server indexes every document. */
   partialIndexes: boolean;
@@ -17,17 +21,27 @@ function refused(error: unknown): boolean {
   return error instanceof MongoServerError;
 }
 
-/** Probes `$$NOW` with a harmless pipeline upsert on the meta collection. */
-export async function probeServerClock(db: Db, names: CollectionNames): Promise<boolean> {
-  const meta = db.collection<{ _id: string; t?: unknown }>(names.meta);
-  try {
-    await meta.updateOne({ _id: "clock-probe" }, [{ $set: { t: "$$NOW" } }], { upsert: true });
-  } catch (error) {
-    if (refused(error)) return false;
-    throw error;
+/**
+ * Reads the server's clock: the `localTime` of a `hello` reply (MongoDB 4.4.2+), else of the
+ * legacy `isMaster` (mongo-java-server knows only that one). null: the server reports no time.
+ */
+export async function readServerTime(db: Db): Promise<ServerTimeSample | null> {
+  const admin = db.admin();
+  for (const command of [{ hello: 1 }, { isMaster: 1 }]) {
+    const sentAt = performance.now();
+    let reply: Document;
+    try {
+      reply = await admin.command(command);
+    } catch (error) {
+      if (refused(error)) continue;
+      throw error;
+    }
+    const receivedAt = performance.now();
+    const localTime: unknown = reply.localTime;
+    if (!(localTime instanceof Date) || Number.isNaN(localTime.getTime())) return null;
+    return { serverMs: localTime.getTime(), sentAt, receivedAt };
   }
-  const doc = await meta.findOne({ _id: "clock-probe" });
-  return doc?.t instanceof Date;
+  return null;
 }
 
 /**
@@ -78,21 +92,21 @@ async function createIndex(
  * of its own.
  */
 export async function migrate(db: Db, names: CollectionNames, prefix: string): Promise<ServerFeatures> {
-  const serverClock = await probeServerClock(db, names);
+  const serverClock = (await readServerTime(db)) !== null;
   const partialIndexes = await probePartialIndexes(db, prefix);
-  // Ready tasks, oldest first: qa/qi exist only while the position's task is ready, so both a
-  // partial index (MongoDB) and a sparse one (stand-ins without partial indexes) hold exactly
-  // the ready snapshots.
+  // Ready tasks, oldest first: qa/qi/qe exist only while the position's task is ready and not
+  // claimed without ttl, so both a partial index (MongoDB) and a sparse one (stand-ins without
+  // partial indexes) hold exactly those documents. qe (claim expiry) is the third key so that
+  // the `qe null or <= now` filter is answered from the index.
   await createIndex(
     db,
     names.snapshots,
-    { qa: 1, qi: 1 },
+    { qa: 1, qi: 1, qe: 1 },
     partialIndexes
       ? { name: INDEX.ready, partialFilterExpression: { qa: { $exists: true } } }
       : { name: INDEX.ready, sparse: true },
   );
   await createIndex(db, names.outputs, { g: 1, n: 1 }, { name: INDEX.blob, unique: true });
   await createIndex(db, names.outputs, { s: 1 }, { name: INDEX.blobInstance });
-  await createIndex(db, names.claims, { i: 1 }, { name: INDEX.claimInstance });
   return { serverClock, partialIndexes };
 }

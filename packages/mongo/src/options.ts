@@ -17,11 +17,15 @@ export interface MongoBackendOptions extends BaseBackendOptions {
   /** Prefix of every collection name (default "sayiir_"), so applications can share a database. */
   collectionPrefix?: string;
   /**
-   * "server" (default where supported): claim expiry judged by `$$NOW` in pipeline updates.
-   * "client": the client's Date.now(); see the README for the skew this tolerates.
-   * "auto" (default): probe the server once and use "server" if it evaluates `$$NOW`.
+   * Which clock judges claim expiry:
+   * "server": the server's own clock (the localTime of a `hello`/`isMaster` reply, sampled and
+   * interpolated with this process's monotonic clock); fails where the server reports none.
+   * "client": this process's Date.now(); see the README for the skew this tolerates.
+   * "auto" (default): "server" where the server reports its time, else "client".
    */
   clock?: ClockMode;
+  /** How often the server clock is sampled again, in ms (default 10,000). */
+  clockRefreshMs?: number;
 }
 
 export interface NormalizedOptions {
@@ -31,6 +35,7 @@ export interface NormalizedOptions {
   database: string | undefined;
   collectionPrefix: string;
   clock: ClockMode;
+  clockRefreshMs: number;
 }
 
 /** Driver defaults that make a dead server fail fast (BackendError) instead of hanging. */
@@ -67,6 +72,10 @@ export function normalizeOptions(options: MongoBackendOptions): NormalizedOption
   if (clock !== "auto" && clock !== "server" && clock !== "client") {
     throw new ValidationError('clock must be "auto", "server" or "client"');
   }
+  const clockRefreshMs = options.clockRefreshMs ?? 10_000;
+  if (!Number.isSafeInteger(clockRefreshMs) || clockRefreshMs < 1) {
+    throw new ValidationError("clockRefreshMs must be a positive integer");
+  }
   return {
     url,
     client,
@@ -74,6 +83,7 @@ export function normalizeOptions(options: MongoBackendOptions): NormalizedOption
     database,
     collectionPrefix: prefix,
     clock,
+    clockRefreshMs,
   };
 }
 

@@ -1,41 +1,53 @@
-// The shapes of the clock's filters and updates (no server needed). The server-clock side can
-// only run against MongoDB (CI); here we pin what it sends.
+// The clock that judges claim expiry (no server needed): server time sampled from a reply's
+// localTime and interpolated with a monotonic clock, or the client's Date.now().
 import { describe, expect, it } from "vitest";
-import { clientClock, serverClock } from "../src/clock.js";
+import { clientClock, ServerClock, type ServerTimeSample } from "../src/clock.js";
 
 describe("claim clock", () => {
-  it("server clock: $$NOW in $expr filters and pipeline updates; caller strings are $literal", () => {
-    expect(serverClock.expired()).toEqual({
-      $expr: { $and: [{ $eq: [{ $type: "$e" }, "date"] }, { $lte: ["$e", "$$NOW"] }] },
+  it("server clock: localTime at the midpoint of the round trip, then interpolated monotonically", async () => {
+    let mono = 1_000;
+    const samples: ServerTimeSample[] = [{ serverMs: 1_700_000_000_000, sentAt: 1_000, receivedAt: 1_010 }];
+    const clock = new ServerClock(async () => samples.shift() as ServerTimeSample, {
+      refreshMs: 10_000,
+      monotonic: () => mono,
     });
-    expect(serverClock.liveTtl()).toEqual({
-      $expr: { $and: [{ $eq: [{ $type: "$e" }, "date"] }, { $gt: ["$e", "$$NOW"] }] },
-    });
-    // An id that looks like a field path or an operator stays a literal string.
-    expect(serverClock.claim("$instance.x", "$worker", 1500, 7)).toEqual([
-      {
-        $set: {
-          i: { $literal: "$instance.x" },
-          w: { $literal: "$worker" },
-          c: "$$NOW",
-          e: { $add: ["$$NOW", 1500] },
-          k: { $literal: 7 },
-        },
-      },
-    ]);
-    expect(serverClock.claim("i", "w", null, 8)).toMatchObject([{ $set: { e: { $literal: null } } }]);
-    expect(serverClock.renew(250)).toEqual([{ $set: { e: { $add: ["$$NOW", 250] } } }]);
+    mono = 1_010;
+    // The server stamped localTime somewhere in the round trip: assume the middle (±5 ms).
+    expect(await clock.now()).toBe(1_700_000_000_005);
+    expect(clock.uncertaintyMs).toBe(5);
+    mono = 2_010;
+    expect(await clock.now()).toBe(1_700_000_001_005);
   });
 
-  it("client clock: Date.now() of this process, in classic filters and $set updates", () => {
-    const now = 1_700_000_000_000;
-    const clock = clientClock(() => now);
-    expect(clock.expired()).toEqual({ e: { $type: "date", $lte: new Date(now) } });
-    expect(clock.liveTtl()).toEqual({ e: { $type: "date", $gt: new Date(now) } });
-    expect(clock.claim("$i", "$w", 100, 3)).toEqual({
-      $set: { i: "$i", w: "$w", c: new Date(now), e: new Date(now + 100), k: 3 },
-    });
-    expect(clock.claim("i", "w", null, 4)).toMatchObject({ $set: { e: null } });
-    expect(clock.renew(50)).toEqual({ $set: { e: new Date(now + 50) } });
+  it("server clock: resamples in the background after refreshMs; a failed resample keeps the estimate", async () => {
+    let mono = 0;
+    let calls = 0;
+    const clock = new ServerClock(
+      async () => {
+        calls++;
+        if (calls === 2) throw new Error("network");
+        // The server's clock moved 500 ms ahead of the first estimate (e.g. a failover).
+        return { serverMs: calls === 1 ? 5_000 : 5_000 + mono + 500, sentAt: mono, receivedAt: mono };
+      },
+      { refreshMs: 100, monotonic: () => mono },
+    );
+    expect(await clock.now()).toBe(5_000);
+    mono = 50;
+    expect(await clock.now()).toBe(5_050);
+    expect(calls).toBe(1);
+    mono = 200; // stale: the failed resample is ignored, the old estimate is kept
+    expect(await clock.now()).toBe(5_200);
+    await new Promise((r) => setTimeout(r, 0));
+    mono = 300; // stale again: this resample succeeds and is used from the next call on
+    await clock.now();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(calls).toBe(3);
+    expect(await clock.now()).toBe(5_800);
+  });
+
+  it("client clock: Date.now() of this process", async () => {
+    const clock = clientClock(() => 42);
+    expect(clock.mode).toBe("client");
+    expect(await clock.now()).toBe(42);
   });
 });

@@ -12,10 +12,11 @@ import {
 } from "@sayiir/persistence-core/conformance";
 import { type Document, MongoClient } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { MongoBackend } from "../src/index.js";
 import { createSubject, DATABASE, server } from "./subject.js";
 
 const MiB = 1024 * 1024;
-const SNAPSHOT_FIELDS = new Set(["_id", "v", "h", "hg", "f", "d", "p", "r", "l", "u", "qa", "qi"]);
+const SNAPSHOT_FIELDS = new Set(["_id", "v", "c", "h", "hg", "f", "d", "p", "r", "l", "u", "qa", "qi", "qe"]);
 
 describe.skipIf(server === null)("storage layout", () => {
   let client: MongoClient;
@@ -62,11 +63,18 @@ describe.skipIf(server === null)("storage layout", () => {
       for (const doc of await col("snapshots").find().toArray()) {
         for (const name of Object.keys(doc)) expect(SNAPSHOT_FIELDS.has(name), name).toBe(true);
         for (const entry of doc.r as Document[]) expect(Object.keys(entry).sort()).toEqual(["g", "t"]);
+        for (const entry of doc.c as Document[]) {
+          expect(Object.keys(entry).sort()).toEqual(["c", "e", "k", "t", "w"]);
+        }
       }
-      for (const doc of await col("claims").find().toArray()) {
-        expect(Object.keys(doc).sort()).toEqual(["_id", "c", "e", "i", "k", "w"]);
-        expect(Object.keys(doc._id)).toEqual(["i", "t"]);
-      }
+      // No collection of claims: they live in the instance documents.
+      const prefix = (backend as MongoBackend).collections.snapshots.slice(0, -"snapshots".length);
+      const names = (await client.db(DATABASE).listCollections({}, { nameOnly: true }).toArray()).map(
+        (c) => c.name,
+      );
+      expect(names.filter((n) => n.startsWith(prefix)).sort()).toEqual(
+        ["meta", "outputs", "snapshots"].map((n) => prefix + n),
+      );
       expect((await backend.listSnapshots()).sort()).toEqual([...hostile].sort());
     });
   });
@@ -134,9 +142,11 @@ describe.skipIf(server === null)("storage layout", () => {
       await backend.saveSnapshot(atTask(id, "t3", { completed: { t1: text("one") } }));
       expect(await col("outputs").countDocuments({ s: id })).toBe(1);
       await backend.claimTask(id, "t3", "w", 60_000);
+      expect((await col("snapshots").findOne({ _id: id as never }))?.c).toHaveLength(1);
       await backend.deleteSnapshot(id);
       expect(await col("outputs").countDocuments({ s: id })).toBe(0);
-      expect(await col("claims").countDocuments({ i: id })).toBe(0);
+      // The claims lived in the instance document: they went with it.
+      expect(await col("snapshots").countDocuments({ _id: id as never })).toBe(0);
     });
   });
 
@@ -159,14 +169,60 @@ describe.skipIf(server === null)("storage layout", () => {
     });
   });
 
-  it("a released claim keeps its token, so the next one is larger without a global lock", async () => {
+  it("claims without a snapshot live in a placeholder document that no reader sees as a snapshot", async () => {
     await withSubject(async (backend, col) => {
-      const first = await backend.claimTask("i", "t", "w1", 60_000);
-      await backend.releaseTaskClaim("i", "t", "w1");
-      const stored = await col("claims").findOne({ i: "i" });
-      expect(stored).toMatchObject({ w: null, k: first?.token });
-      const second = await backend.claimTask("i", "t", "w2", 60_000);
-      expect(second?.token).toBeGreaterThan(first?.token ?? Number.POSITIVE_INFINITY);
+      const id = uid();
+      const claim = await backend.claimTask(id, "t1", "w1", 60_000);
+      if (claim === null) throw new Error("claim failed");
+      const placeholder = await col("snapshots").findOne({ _id: id as never });
+      expect(Object.keys(placeholder ?? {}).sort()).toEqual(["_id", "c", "v"]);
+      expect(await backend.listSnapshots()).toEqual([]);
+      expect(await rejection(backend.loadSnapshot(id))).toMatchObject({ code: "NOT_FOUND" });
+      expect(await rejection(backend.deleteSnapshot(id))).toMatchObject({ code: "NOT_FOUND" });
+      expect(await rejection(backend.saveTaskResult(id, "t1", text("x"), { claim }))).toMatchObject({
+        code: "NOT_FOUND",
+      });
+      expect(await backend.findAvailableTasks("w", 10)).toEqual([]);
+      expect(await backend.claimTask(id, "t1", "w2", 60_000)).toBeNull(); // the placeholder's claim is live
+      // A (fenced) saveSnapshot fills the placeholder in and keeps its claims.
+      await backend.saveSnapshot(atTask(id, "t1"), { claim });
+      expect(await backend.listSnapshots()).toEqual([id]);
+      expect((await col("snapshots").findOne({ _id: id as never }))?.c).toMatchObject([
+        { t: "t1", w: "w1", k: claim.token },
+      ]);
+      await backend.saveTaskResult(id, "t1", text("done"), { claim });
+      // Releasing the last claim of a placeholder removes the document.
+      const other = uid();
+      const c1 = await backend.claimTask(other, "a", "w", 60_000);
+      await backend.claimTask(other, "b", "w", null);
+      await backend.releaseTaskClaim(other, "a", "w");
+      expect(await col("snapshots").countDocuments({ _id: other as never })).toBe(1);
+      await backend.releaseTaskClaim(other, "b", "w");
+      expect(await col("snapshots").countDocuments({ _id: other as never })).toBe(0);
+      // Tokens come from the global counter: the next claim is still larger.
+      const c2 = await backend.claimTask(other, "a", "w", 60_000);
+      expect(c2?.token).toBeGreaterThan(c1?.token ?? Number.POSITIVE_INFINITY);
+    });
+  });
+
+  it("the ready fields: qe holds the expiry of a claim on the position's task; no ttl leaves the index", async () => {
+    await withSubject(async (backend, col) => {
+      const id = uid();
+      const doc = async () =>
+        col("snapshots").findOne({ _id: id as never }, { projection: { qa: 1, qi: 1, qe: 1 } });
+      await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1_700_000_000_000 }));
+      expect(await doc()).toEqual({ _id: id, qa: 1_700_000_000_000, qi: id, qe: null });
+      const claim = await backend.claimTask(id, "t1", "w", 60_000);
+      expect(await doc()).toEqual({ _id: id, qa: 1_700_000_000_000, qi: id, qe: claim?.expiresAt });
+      await backend.claimTask(id, "other-task", "w", null); // not the position's task: no effect
+      expect((await doc())?.qe).toBe(claim?.expiresAt);
+      await backend.releaseTaskClaim(id, "t1", "w");
+      expect((await doc())?.qe).toBeNull();
+      await backend.claimTask(id, "t1", "w", null);
+      expect(await doc()).toEqual({ _id: id });
+      await backend.releaseTaskClaim(id, "t1", "w");
+      await backend.saveTaskResult(id, "t1", text("done"));
+      expect(await doc()).toEqual({ _id: id });
     });
   });
 

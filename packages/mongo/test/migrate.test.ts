@@ -19,16 +19,15 @@ describe.skipIf(server === null)("migrate", () => {
       const db = client.db(DATABASE);
       const names = (await db.listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
       // Probe collections are dropped again; only the adapter's collections remain (meta is
-      // created by the first token, or by the clock probe where the server evaluates $$NOW).
+      // created by the first fencing token).
       const ours = names.filter((n) => n.startsWith(prefix)).map((n) => n.slice(prefix.length));
-      expect(ours.filter((n) => n !== "meta").sort()).toEqual(["claims", "outputs", "snapshots"]);
+      expect(ours.filter((n) => n !== "meta").sort()).toEqual(["outputs", "snapshots"]);
       const byName = async (collection: string) =>
         Object.fromEntries((await db.collection(prefix + collection).indexes()).map((i) => [i.name, i]));
       const outputs = await byName("outputs");
       expect(outputs[INDEX.blob]).toMatchObject({ key: { g: 1, n: 1 }, unique: true });
       expect(outputs[INDEX.blobInstance]).toMatchObject({ key: { s: 1 } });
-      expect((await byName("claims"))[INDEX.claimInstance]).toMatchObject({ key: { i: 1 } });
-      expect((await byName("snapshots"))[INDEX.ready]).toMatchObject({ key: { qa: 1, qi: 1 } });
+      expect((await byName("snapshots"))[INDEX.ready]).toMatchObject({ key: { qa: 1, qi: 1, qe: 1 } });
     } finally {
       await Promise.all(backends.map((b) => b.close()));
       await dropPrefix(client, prefix);

@@ -1,0 +1,88 @@
+/*
+ * Pure functions over an instance document: claim liveness, fences, and the ready-index fields.
+ * Every mutation reads the document, computes its next state here, and commits it with one
+ * compare-and-set on `v` (see backend.ts), so whatever is judged here (a live claim, a fence,
+ * readiness) is exactly the state the write commits over.
+ */
+import type { Fence, TaskClaim } from "@sayiir/persistence-core";
+import type { ClaimEntry, InstanceDoc } from "./layout.js";
+
+/** Is a claim live at `now` (ms, the backend's clock)? */
+export const isLive = (claim: ClaimEntry, now: number): boolean => claim.e === null || claim.e > now;
+
+/** The claim on `taskId`, live or expired, if any. */
+export function claimOn(doc: InstanceDoc | null, taskId: string): ClaimEntry | undefined {
+  return (doc?.c ?? []).find((entry) => entry.t === taskId);
+}
+
+/** The live claim on `taskId`, if any. */
+export function liveClaimOn(doc: InstanceDoc | null, taskId: string, now: number): ClaimEntry | undefined {
+  const claim = claimOn(doc, taskId);
+  return claim !== undefined && isLive(claim, now) ? claim : undefined;
+}
+
+/** Does the fence name the live claim of this document at `now`? */
+export function fenceHolds(doc: InstanceDoc | null, fence: Fence, now: number): boolean {
+  return liveClaimOn(doc, fence.taskId, now)?.k === fence.token;
+}
+
+/** The claims with the one on `taskId` replaced by `entry` (or removed, when entry is undefined). */
+export function withClaim(doc: InstanceDoc | null, taskId: string, entry?: ClaimEntry): ClaimEntry[] {
+  const rest = (doc?.c ?? []).filter((c) => c.t !== taskId);
+  return entry === undefined ? rest : [...rest, entry];
+}
+
+export function toTaskClaim(instanceId: string, entry: ClaimEntry): TaskClaim {
+  return {
+    instanceId,
+    taskId: entry.t,
+    workerId: entry.w,
+    claimedAt: Number(entry.c),
+    expiresAt: entry.e === null ? null : Number(entry.e),
+    token: Number(entry.k),
+  };
+}
+
+/**
+ * The ready-index fields of a document state: present (qa, qi, qe) only while the snapshot is
+ * InProgress at a task that has no result and no claim without ttl; qe is the expiry of the
+ * claim on that task, null when unclaimed. Discovery then reads `qe null or <= now`.
+ */
+export function readyFields(
+  instanceId: string,
+  doc: Pick<InstanceDoc, "d" | "f" | "p" | "r" | "u" | "c">,
+): { qa: number; qi: string; qe: number | null } | null {
+  if (typeof doc.d !== "string" || doc.f === true) return null;
+  const task = doc.p;
+  if (typeof task !== "string") return null;
+  if ((doc.r ?? []).some((r) => r.t === task)) return null;
+  const claim = (doc.c ?? []).find((c) => c.t === task);
+  if (claim !== undefined && claim.e === null) return null;
+  return { qa: Number(doc.u ?? 0), qi: instanceId, qe: claim === undefined ? null : Number(claim.e) };
+}
+
+export const READY_FIELDS = ["qa", "qi", "qe"] as const;
+
+/**
+ * The update that moves `doc` (as read) to `doc + changes` (minus `remove`), with a new version
+ * and recomputed ready fields. Only changed fields are sent, so a document read with a
+ * projection is never truncated.
+ */
+export function nextUpdate(
+  instanceId: string,
+  doc: InstanceDoc | null,
+  changes: Partial<InstanceDoc>,
+  remove: readonly string[],
+  version: string,
+): { $set: Record<string, unknown>; $unset?: Record<string, ""> } {
+  const next: Partial<InstanceDoc> = { ...(doc ?? {}), ...changes };
+  for (const field of remove) delete (next as Record<string, unknown>)[field];
+  const ready = readyFields(instanceId, next);
+  const set: Record<string, unknown> = { ...changes, v: version };
+  const unset = new Set(remove);
+  if (ready === null) for (const field of READY_FIELDS) unset.add(field);
+  else Object.assign(set, ready);
+  for (const field of Object.keys(set)) unset.delete(field);
+  if (unset.size === 0) return { $set: set };
+  return { $set: set, $unset: Object.fromEntries([...unset].map((f) => [f, ""])) };
+}

@@ -1,0 +1,50 @@
+// The pure decisions every compare-and-set commits (no server needed).
+import { describe, expect, it } from "vitest";
+import { fenceHolds, nextUpdate, readyFields } from "../src/instance.js";
+import type { InstanceDoc } from "../src/layout.js";
+
+const doc: InstanceDoc = {
+  _id: "i",
+  v: "v1",
+  d: "hash",
+  f: false,
+  p: "t1",
+  r: [{ t: "t0", g: "g0" }],
+  u: 100,
+  c: [{ t: "t1", w: "w", k: 7, c: 1_000, e: 2_000 }],
+};
+
+describe("instance document decisions", () => {
+  it("a fence holds only for the live claim's token", () => {
+    expect(fenceHolds(doc, { taskId: "t1", token: 7 }, 1_999)).toBe(true);
+    expect(fenceHolds(doc, { taskId: "t1", token: 7 }, 2_000)).toBe(false); // expired
+    expect(fenceHolds(doc, { taskId: "t1", token: 6 }, 1_500)).toBe(false);
+    expect(fenceHolds(doc, { taskId: "t0", token: 7 }, 1_500)).toBe(false);
+    expect(fenceHolds(null, { taskId: "t1", token: 7 }, 1_500)).toBe(false);
+  });
+
+  it("ready fields: only a stored, unfinished snapshot at a task without result or ttl-less claim", () => {
+    expect(readyFields("i", doc)).toEqual({ qa: 100, qi: "i", qe: 2_000 });
+    expect(readyFields("i", { ...doc, c: [] })).toEqual({ qa: 100, qi: "i", qe: null });
+    expect(readyFields("i", { ...doc, c: [{ t: "t1", w: "w", k: 7, c: 1, e: null }] })).toBeNull();
+    expect(readyFields("i", { ...doc, r: [{ t: "t1", g: "g" }] })).toBeNull();
+    expect(readyFields("i", { ...doc, f: true })).toBeNull();
+    expect(readyFields("i", { ...doc, p: null })).toBeNull();
+    expect(readyFields("i", { c: doc.c })).toBeNull(); // a claims-only placeholder
+  });
+
+  it("the update sets only what changed, a new version and the ready fields; never $set and $unset of one field", () => {
+    expect(nextUpdate("i", doc, { c: [] }, [], "v2")).toEqual({
+      $set: { c: [], v: "v2", qa: 100, qi: "i", qe: null },
+    });
+    expect(nextUpdate("i", doc, { r: [{ t: "t1", g: "g1" }], l: "t1", u: 150 }, ["hg"], "v3")).toEqual({
+      $set: { r: [{ t: "t1", g: "g1" }], l: "t1", u: 150, v: "v3" },
+      $unset: { hg: "", qa: "", qi: "", qe: "" },
+    });
+    expect(nextUpdate("i", null, { c: [], d: "h", p: "t", u: 5, r: [] }, ["h"], "v4").$set).toMatchObject({
+      qa: 5,
+      qi: "i",
+      qe: null,
+    });
+  });
+});
