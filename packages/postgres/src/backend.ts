@@ -404,20 +404,39 @@ export class PostgresBackend extends BaseBackend {
     // back without a token. Retry (a new statement sees the new claims) so that a caller is not
     // told "nothing ready" while unclaimed tasks remain.
     for (let attempt = 0; attempt < 5 && claimed.length < limit; attempt++) {
-      const r = await this.#q<
-        ClaimRow & { instance_id: string; task_id: string; definition_hash: string; input: Buffer | null }
-      >(this.#pool, this.#sql.claimNext, [workerId, limit - claimed.length, ttlMs]);
-      let lost = 0;
-      for (const row of r.rows) {
-        if (row.token === null || row.input === null) {
+      const r = await this.#q<ClaimRow & { instance_id: string; task_id: string }>(
+        this.#pool,
+        this.#sql.claimNext,
+        [workerId, limit - claimed.length, ttlMs],
+      );
+      const won = r.rows.filter((row) => row.token !== null);
+      let lost = r.rows.length - won.length;
+      const current = new Map<
+        string,
+        { ready_task_id: string | null; definition_hash: string; input: Buffer }
+      >();
+      if (won.length > 0) {
+        const inputs = await this.#q<{
+          instance_id: string;
+          ready_task_id: string | null;
+          definition_hash: string;
+          input: Buffer;
+        }>(this.#pool, this.#sql.claimedInputs, [won.map((row) => row.instance_id)]);
+        for (const row of inputs.rows) current.set(row.instance_id, row);
+      }
+      for (const row of won) {
+        const now = current.get(row.instance_id);
+        if (now === undefined || now.ready_task_id !== row.task_id) {
+          // The row moved on between the claim and this read (an unfenced write): give the claim back.
+          await this.#q(this.#pool, this.#sql.dropClaim, [row.instance_id, row.task_id, row.token]);
           lost++;
           continue;
         }
         claimed.push({
           instanceId: row.instance_id,
           taskId: row.task_id,
-          input: toPlain(row.input),
-          workflowDefinitionHash: row.definition_hash,
+          input: toPlain(now.input),
+          workflowDefinitionHash: now.definition_hash,
           claim: toClaim(row.instance_id, row.task_id, workerId, row),
         });
       }

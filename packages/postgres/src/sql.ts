@@ -141,9 +141,12 @@ export function statements(l: Layout) {
 
     /**
      * Claim-next in one statement: lock up to $2 candidate rows (SKIP LOCKED, so concurrent
-     * workers take different ones), claim each with the takeover-only-if-expired upsert, and return
-     * them with their inputs. A candidate whose claim insert lost a race comes back with a null
-     * token (the caller may retry for the rest).
+     * workers take different ones) and claim each with the takeover-only-if-expired upsert. A
+     * candidate whose claim insert lost a race comes back with a null token (the caller may retry
+     * for the rest). Inputs are read afterwards by `claimedInputs`: under READ COMMITTED a locked
+     * row may be a newer version than this statement's snapshot (another worker advanced and
+     * committed it meanwhile), and its new result row is invisible here, so an input joined in
+     * this statement could be stale.
      */
     claimNext: `
       WITH k AS (${readyCandidates("$2", true)}),
@@ -161,14 +164,21 @@ export function statements(l: Layout) {
         WHERE c.expires_at IS NOT NULL AND c.expires_at <= excluded.claimed_at
         RETURNING c.instance_id, c.task_id, c.token, c.claimed_at, c.expires_at
       )
-      SELECT k.instance_id, k.task_id, s.definition_hash,
-             cl.token::text AS token, ${ms("cl.claimed_at")}::text AS claimed_at, ${ms("cl.expires_at")}::text AS expires_at,
-             CASE WHEN cl.token IS NULL THEN NULL ELSE ${input} END AS input
+      SELECT k.instance_id, k.task_id,
+             cl.token::text AS token, ${ms("cl.claimed_at")}::text AS claimed_at, ${ms("cl.expires_at")}::text AS expires_at
       FROM k
       LEFT JOIN cl ON cl.instance_id = k.instance_id AND cl.task_id = k.task_id
-      JOIN ${l.snapshots} s ON s.instance_id = k.instance_id
-      LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
       ORDER BY k.updated_at, k.instance_id`,
+
+    /** The current ready task and input of freshly claimed instances, read in a new snapshot. */
+    claimedInputs: `
+      SELECT s.instance_id, s.ready_task_id, s.definition_hash, ${input} AS input
+      FROM ${l.snapshots} s
+      LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
+      WHERE s.instance_id = ANY($1::text[])`,
+
+    /** Gives back a claim this worker just took, by its token. */
+    dropClaim: `DELETE FROM ${l.claims} WHERE instance_id = $1 AND task_id = $2 AND token = $3`,
 
     corrupt: `UPDATE ${l.snapshots} SET header = $2 WHERE instance_id = $1`,
   };

@@ -1,0 +1,56 @@
+/**
+ * One demo worker process: runs the reference worker loop on its own client of the store,
+ * appends every event to its JSON-lines log (read by the final checks) and forwards it to the
+ * coordinator over IPC (for the live view). Stops cleanly on a "stop" message; the demo kills
+ * one of these with SIGKILL midway.
+ */
+import { appendFileSync } from "node:fs";
+import { demoWorkflows, runWorker, type WorkerEvent } from "@sayiir/worker";
+import { type BackendConfig, openBackend } from "./backends.ts";
+
+export interface WorkerProcessConfig {
+  backend: BackendConfig;
+  workerId: string;
+  leaseMs: number;
+  heartbeatMs: number;
+  batch: number;
+  workMs: [number, number];
+  logFile: string;
+}
+
+export type WorkerMessage = { type: "ready" } | { type: "event"; event: WorkerEvent } | { type: "stopped" };
+
+const config = JSON.parse(process.env.SAYIIR_DEMO_WORKER ?? "null") as WorkerProcessConfig | null;
+if (config === null || process.send === undefined) {
+  console.error("worker-process.ts is started by the demo (src/main.ts) with an IPC channel");
+  process.exit(2);
+}
+const send = (message: WorkerMessage) => {
+  if (process.connected) process.send?.(message);
+};
+
+const stop = new AbortController();
+process.on("message", (message: { type?: string }) => {
+  if (message?.type === "stop") stop.abort();
+});
+process.on("disconnect", () => stop.abort());
+
+const backend = await openBackend(config.backend);
+const { pipeline, fanout } = demoWorkflows({ workMs: config.workMs });
+send({ type: "ready" });
+await runWorker({
+  backend,
+  workerId: config.workerId,
+  workflows: [pipeline, fanout],
+  leaseMs: config.leaseMs,
+  heartbeatMs: config.heartbeatMs,
+  batch: config.batch,
+  signal: stop.signal,
+  onEvent: (event) => {
+    appendFileSync(config.logFile, `${JSON.stringify({ ...event, t: Date.now() })}\n`);
+    send({ type: "event", event });
+  },
+});
+await backend.close();
+send({ type: "stopped" });
+process.disconnect?.();

@@ -1,0 +1,160 @@
+/**
+ * Workflow definitions for the reference worker loop.
+ *
+ * A workflow is a list of stages run in order: a `step` (one task) or a `fanOut` (branches run
+ * concurrently as child workflow instances, then a join task combines their outputs). Each
+ * stage's output is the next stage's input. The definition is identified by its `hash`, which is
+ * the snapshot's `definitionHash`.
+ */
+
+/** What a task function gets besides its input bytes. */
+export interface TaskContext {
+  instanceId: string;
+  taskId: string;
+  workerId: string;
+  /** Aborted when the claim is lost (heartbeat refused) or the worker crashes. */
+  signal: AbortSignal;
+}
+
+export type TaskFn = (input: Uint8Array, context: TaskContext) => Uint8Array | Promise<Uint8Array>;
+export type JoinFn = (branchOutputs: Uint8Array[], context: TaskContext) => Uint8Array | Promise<Uint8Array>;
+
+export interface StepStage {
+  kind: "step";
+  id: string;
+  run: TaskFn;
+}
+
+export interface FanOutStage {
+  kind: "fanOut";
+  id: string;
+  branches: TaskFn[];
+  join: JoinFn;
+}
+
+export type Stage = StepStage | FanOutStage;
+
+export interface WorkflowDefinition {
+  hash: string;
+  stages: Stage[];
+}
+
+/** What the worker does for a task id (derived from the definition). */
+export type TaskAction =
+  | { kind: "step"; stage: number }
+  | { kind: "spawn"; stage: number }
+  | { kind: "branch"; stage: number; branch: number }
+  | { kind: "notify"; stage: number; branch: number }
+  | { kind: "join"; stage: number };
+
+export interface CompiledWorkflow {
+  definition: WorkflowDefinition;
+  actions: Map<string, TaskAction>;
+}
+
+export function step(id: string, run: TaskFn): StepStage {
+  return { kind: "step", id, run };
+}
+
+export function fanOut(id: string, branches: TaskFn[], join: JoinFn): FanOutStage {
+  return { kind: "fanOut", id, branches, join };
+}
+
+export function defineWorkflow(hash: string, stages: Stage[]): WorkflowDefinition {
+  if (stages.length === 0) throw new TypeError(`workflow ${hash}: at least one stage`);
+  const ids = new Set<string>();
+  for (const stage of stages) {
+    if (stage.id === "" || /[#:]/.test(stage.id)) {
+      throw new TypeError(
+        `workflow ${hash}: stage id ${JSON.stringify(stage.id)} must be non-empty without '#' or ':'`,
+      );
+    }
+    if (ids.has(stage.id)) throw new TypeError(`workflow ${hash}: duplicate stage id ${stage.id}`);
+    ids.add(stage.id);
+    if (stage.kind === "fanOut" && stage.branches.length === 0) {
+      throw new TypeError(`workflow ${hash}: fan-out ${stage.id} needs at least one branch`);
+    }
+  }
+  return { hash, stages };
+}
+
+// Task ids. Steps use their stage id; fan-out stage S uses "S:spawn" and "S:join" on the parent
+// and "S:branch:i" then "S:notify" on child i; "S:lock" is the parent's join lock (a claim only).
+export const taskIds = {
+  spawn: (stage: string) => `${stage}:spawn`,
+  join: (stage: string) => `${stage}:join`,
+  lock: (stage: string) => `${stage}:lock`,
+  branch: (stage: string, i: number) => `${stage}:branch:${i}`,
+  notify: (stage: string) => `${stage}:notify`,
+};
+
+/** Child instance i of fan-out stage S of `parentId`. Parsed back with parseChildId. */
+export function childInstanceId(parentId: string, stage: string, branch: number): string {
+  return `${parentId}#${stage}:${branch}`;
+}
+
+export function parseChildId(
+  childId: string,
+): { parentId: string; stage: string; branch: number } | undefined {
+  const hash = childId.lastIndexOf("#");
+  if (hash < 0) return undefined;
+  const [stage, branch] = childId.slice(hash + 1).split(":");
+  if (stage === undefined || branch === undefined || !/^\d+$/.test(branch)) return undefined;
+  return { parentId: childId.slice(0, hash), stage, branch: Number(branch) };
+}
+
+/** The task id a workflow starts at. */
+export function firstTaskId(definition: WorkflowDefinition): string {
+  return stageEntryTaskId(definition.stages[0]!);
+}
+
+export function stageEntryTaskId(stage: Stage): string {
+  return stage.kind === "step" ? stage.id : taskIds.spawn(stage.id);
+}
+
+export function compileWorkflow(definition: WorkflowDefinition): CompiledWorkflow {
+  const actions = new Map<string, TaskAction>();
+  definition.stages.forEach((stage, index) => {
+    if (stage.kind === "step") {
+      actions.set(stage.id, { kind: "step", stage: index });
+    } else {
+      actions.set(taskIds.spawn(stage.id), { kind: "spawn", stage: index });
+      actions.set(taskIds.join(stage.id), { kind: "join", stage: index });
+      actions.set(taskIds.notify(stage.id), { kind: "notify", stage: index, branch: -1 });
+      stage.branches.forEach((_, branch) => {
+        actions.set(taskIds.branch(stage.id, branch), { kind: "branch", stage: index, branch });
+      });
+    }
+  });
+  return { definition, actions };
+}
+
+/**
+ * Runs a definition directly, without a backend: the output a worker fleet must produce.
+ * Task functions must be deterministic for this to be the expected output.
+ */
+export async function evaluate(definition: WorkflowDefinition, input: Uint8Array): Promise<Uint8Array> {
+  const signal = new AbortController().signal;
+  let current = input;
+  for (const stage of definition.stages) {
+    const context = { instanceId: "(evaluate)", taskId: stage.id, workerId: "(evaluate)", signal };
+    if (stage.kind === "step") {
+      current = await stage.run(current, context);
+    } else {
+      const branchInput = current;
+      const outputs = await Promise.all(stage.branches.map((branch) => branch(branchInput, context)));
+      current = await stage.join(outputs, context);
+    }
+  }
+  return current;
+}
+
+/** Number of tasks a workflow runs (parent and children, system tasks included). */
+export function taskCount(definition: WorkflowDefinition): number {
+  let count = 0;
+  for (const stage of definition.stages) {
+    // spawn + join on the parent, branch + notify on each child
+    count += stage.kind === "step" ? 1 : 2 + 2 * stage.branches.length;
+  }
+  return count;
+}
