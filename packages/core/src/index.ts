@@ -53,6 +53,7 @@ export {
   updatePosition,
 } from "./snapshot.js";
 export {
+  compareIds,
   DEFAULT_MAX_PAYLOAD_BYTES,
   MAX_DURATION_MS,
   MAX_ID_LENGTH,

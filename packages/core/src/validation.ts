@@ -126,8 +126,13 @@ export function validateSnapshot(value: unknown, maxPayloadBytes: number): Workf
   if (!isPlainObject(value)) throw new ValidationError("snapshot must be an object");
   const instanceId = validateId("instanceId", value.instanceId);
   if (typeof value.definitionHash !== "string") throw new ValidationError("definitionHash must be a string");
-  if (value.definitionHash.length > 4096 || !value.definitionHash.isWellFormed()) {
-    throw new ValidationError("definitionHash must be well-formed and at most 4096 characters");
+  if (
+    value.definitionHash.length > 4096 ||
+    !value.definitionHash.isWellFormed() ||
+    value.definitionHash.includes("\u0000")
+  ) {
+    // U+0000 is refused for the same reason as in ids: text columns of several databases can't hold it.
+    throw new ValidationError("definitionHash must be well-formed, without U+0000, and at most 4096 characters");
   }
   const createdAt = validateTimestamp("createdAt", value.createdAt);
   const updatedAt = validateTimestamp("updatedAt", value.updatedAt);
@@ -227,4 +232,27 @@ function validateToken(value: unknown): number {
     throw new ValidationError("claim token must be a positive safe integer");
   }
   return value;
+}
+
+/**
+ * Orders ids by Unicode code point, which is also UTF-8 byte order: the order Postgres ("C"),
+ * SQLite (BINARY), MongoDB and Redis (ZRANGE BYLEX) give. JavaScript's `<` compares UTF-16 code
+ * units instead, which puts U+E000–U+FFFF after characters beyond U+FFFF, so a backend that
+ * merges shards in JavaScript must use this.
+ */
+export function compareIds(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
+}
+
+// Surrogates (U+D800–U+DFFF) start characters above U+FFFF, so they rank after U+E000–U+FFFF.
+function codePointRank(unit: number): number {
+  if (unit >= 0xd800 && unit <= 0xdfff) return unit + 0x2000;
+  if (unit >= 0xe000) return unit - 0x800;
+  return unit;
 }

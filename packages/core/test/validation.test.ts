@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  compareIds,
   ErrorCode,
   MAX_ID_LENGTH,
   validateBytes,
@@ -19,6 +20,14 @@ const codeOf = (fn: () => unknown): string | undefined => {
   }
   return undefined;
 };
+
+describe("compareIds", () => {
+  it("orders by code point, like UTF-8 bytes", () => {
+    const ids = ["\u{1F600}", "b", "\uFF21", "a", "", "ab", "\uD7FF"];
+    const byBytes = [...ids].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    expect([...ids].sort(compareIds)).toEqual(byBytes);
+  });
+});
 
 describe("validation", () => {
   it("accepts ids up to 512 UTF-16 units of any well-formed text but U+0000", () => {

@@ -1,3 +1,5 @@
+import { compareIds } from "@sayiir/persistence-core";
+
 /** One ready task: its workflow is InProgress at this task, which has no result yet. */
 export interface ReadyEntry {
   updatedAt: number;
@@ -6,7 +8,9 @@ export interface ReadyEntry {
 }
 
 function before(a: ReadyEntry, b: ReadyEntry): boolean {
-  return a.updatedAt < b.updatedAt || (a.updatedAt === b.updatedAt && a.instanceId < b.instanceId);
+  return (
+    a.updatedAt < b.updatedAt || (a.updatedAt === b.updatedAt && compareIds(a.instanceId, b.instanceId) < 0)
+  );
 }
 
 /**

@@ -404,45 +404,68 @@ export class PostgresBackend extends BaseBackend {
     // back without a token. Retry (a new statement sees the new claims) so that a caller is not
     // told "nothing ready" while unclaimed tasks remain.
     for (let attempt = 0; attempt < 5 && claimed.length < limit; attempt++) {
-      const r = await this.#q<ClaimRow & { instance_id: string; task_id: string }>(
-        this.#pool,
-        this.#sql.claimNext,
-        [workerId, limit - claimed.length, ttlMs],
-      );
-      const won = r.rows.filter((row) => row.token !== null);
-      let lost = r.rows.length - won.length;
-      const current = new Map<
-        string,
-        { ready_task_id: string | null; definition_hash: string; input: Buffer }
-      >();
-      if (won.length > 0) {
-        const inputs = await this.#q<{
-          instance_id: string;
-          ready_task_id: string | null;
-          definition_hash: string;
-          input: Buffer;
-        }>(this.#pool, this.#sql.claimedInputs, [won.map((row) => row.instance_id)]);
-        for (const row of inputs.rows) current.set(row.instance_id, row);
+      let won: Array<ClaimRow & { instance_id: string; task_id: string }> = [];
+      try {
+        const r = await this.#q<ClaimRow & { instance_id: string; task_id: string }>(
+          this.#pool,
+          this.#sql.claimNext,
+          [workerId, limit - claimed.length, ttlMs],
+        );
+        won = r.rows.filter((row) => row.token !== null);
+        const lost = r.rows.length - won.length;
+        const taken = await this.#withInputs(workerId, won);
+        claimed.push(...taken);
+        won = [];
+        if (lost === 0 && taken.length === r.rows.length) break;
+      } catch (error) {
+        // Claims that committed must not be lost with the error: with no ttl they would never
+        // expire. Hand back what this call already holds, and give back this round's claims.
+        await this.#dropClaims(won);
+        if (claimed.length > 0) return claimed;
+        throw error;
       }
-      for (const row of won) {
-        const now = current.get(row.instance_id);
-        if (now === undefined || now.ready_task_id !== row.task_id) {
-          // The row moved on between the claim and this read (an unfenced write): give the claim back.
-          await this.#q(this.#pool, this.#sql.dropClaim, [row.instance_id, row.task_id, row.token]);
-          lost++;
-          continue;
-        }
-        claimed.push({
-          instanceId: row.instance_id,
-          taskId: row.task_id,
-          input: toPlain(now.input),
-          workflowDefinitionHash: now.definition_hash,
-          claim: toClaim(row.instance_id, row.task_id, workerId, row),
-        });
-      }
-      if (lost === 0) break;
     }
     return claimed;
+  }
+
+  /** Reads the inputs of freshly won claims in a new snapshot; gives back those whose row moved on. */
+  async #withInputs(
+    workerId: string,
+    won: Array<ClaimRow & { instance_id: string; task_id: string }>,
+  ): Promise<ClaimedTask[]> {
+    if (won.length === 0) return [];
+    const inputs = await this.#q<{
+      instance_id: string;
+      ready_task_id: string | null;
+      definition_hash: string;
+      input: Buffer;
+    }>(this.#pool, this.#sql.claimedInputs, [won.map((row) => row.instance_id)]);
+    const current = new Map(inputs.rows.map((row) => [row.instance_id, row]));
+    const taken: ClaimedTask[] = [];
+    const moved: typeof won = [];
+    for (const row of won) {
+      const now = current.get(row.instance_id);
+      if (now === undefined || now.ready_task_id !== row.task_id) {
+        moved.push(row); // an unfenced write moved the row on between the claim and this read
+        continue;
+      }
+      taken.push({
+        instanceId: row.instance_id,
+        taskId: row.task_id,
+        input: toPlain(now.input),
+        workflowDefinitionHash: now.definition_hash,
+        claim: toClaim(row.instance_id, row.task_id, workerId, row),
+      });
+    }
+    await this.#dropClaims(moved);
+    return taken;
+  }
+
+  /** Best effort: deletes claims this call took, by token (never someone else's). */
+  async #dropClaims(rows: Array<ClaimRow & { instance_id: string; task_id: string }>): Promise<void> {
+    await Promise.allSettled(
+      rows.map((row) => this.#q(this.#pool, this.#sql.dropClaim, [row.instance_id, row.task_id, row.token])),
+    );
   }
 
   protected async doClose(): Promise<void> {

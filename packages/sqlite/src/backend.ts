@@ -22,7 +22,7 @@ import {
   type SqliteBackendOptions,
 } from "./options.js";
 import { type StatementName, statements } from "./sql.js";
-import { immediate, read } from "./transaction.js";
+import { immediate, prepare, read } from "./transaction.js";
 
 type Row = Record<string, SQLInputValue>;
 
@@ -88,7 +88,7 @@ export class SqliteBackend extends BaseBackend {
   #statement(name: StatementName): StatementSync {
     let statement = this.#prepared.get(name);
     if (statement === undefined) {
-      statement = this.database.prepare(this.#sql[name]);
+      statement = prepare(this.database, this.#sql[name]);
       this.#prepared.set(name, statement);
     }
     return statement;

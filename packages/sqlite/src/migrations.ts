@@ -1,7 +1,7 @@
 import type { DatabaseSync } from "node:sqlite";
 import { BackendError } from "@sayiir/persistence-core";
 import type { Tables } from "./layout.js";
-import { immediate, isBusy } from "./transaction.js";
+import { immediate, isBusy, prepare } from "./transaction.js";
 
 /** The schema version this release writes and reads. */
 export const SCHEMA_VERSION = 1;
@@ -63,7 +63,7 @@ export async function migrate(db: DatabaseSync, tables: Tables, busyTimeoutMs: n
         version INTEGER NOT NULL
       ) STRICT`,
     );
-    const row = db.prepare(`SELECT version FROM ${tables.schemaVersion} WHERE id = 1`).get() as
+    const row = prepare(db, `SELECT version FROM ${tables.schemaVersion} WHERE id = 1`).get() as
       | { version: number }
       | undefined;
     const current = row?.version ?? 0;
@@ -77,7 +77,8 @@ export async function migrate(db: DatabaseSync, tables: Tables, busyTimeoutMs: n
       db.exec(steps[version] as string);
     }
     if (current < SCHEMA_VERSION) {
-      db.prepare(
+      prepare(
+        db,
         `INSERT INTO ${tables.schemaVersion} (id, version) VALUES (1, ?)
          ON CONFLICT (id) DO UPDATE SET version = excluded.version`,
       ).run(SCHEMA_VERSION);
@@ -95,7 +96,7 @@ async function useWal(db: DatabaseSync, busyTimeoutMs: number): Promise<void> {
   const deadline = Date.now() + busyTimeoutMs;
   for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
     try {
-      const mode = db.prepare("PRAGMA journal_mode").get() as { journal_mode: string } | undefined;
+      const mode = prepare(db, "PRAGMA journal_mode").get() as { journal_mode: string } | undefined;
       if (mode?.journal_mode === "wal" || mode?.journal_mode === "memory") return;
       db.exec("PRAGMA journal_mode = WAL");
       return;

@@ -1,4 +1,4 @@
-import type { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
 
 /**
  * Runs `body` inside BEGIN IMMEDIATE ... COMMIT. IMMEDIATE takes the write lock up front
@@ -46,4 +46,17 @@ export function isBusy(error: unknown): boolean {
   const code = (error as { errcode?: unknown } | null)?.errcode;
   if (typeof code === "number") return (code & 0xff) === 5 || (code & 0xff) === 6;
   return error instanceof Error && /database (table )?is locked|database is busy/i.test(error.message);
+}
+
+/**
+ * Prepares a statement with the defaults this package relies on, whatever options the caller
+ * opened their DatabaseSync with (readBigInts, returnArrays, allowBareNamedParameters are
+ * per-database defaults that a statement can override).
+ */
+export function prepare(db: DatabaseSync, sql: string): StatementSync {
+  const statement = db.prepare(sql);
+  statement.setReadBigInts(false);
+  statement.setReturnArrays(false);
+  statement.setAllowBareNamedParameters(true);
+  return statement;
 }

@@ -185,3 +185,29 @@ describe("locking and atomicity", () => {
     expect(plan).not.toContain("TEMP B-TREE");
   });
 });
+
+describe("a caller's DatabaseSync opened with other defaults", () => {
+  it("still gives numbers, objects and working fences (readBigInts, returnArrays, no bare named parameters)", async () => {
+    const { path, remove } = await tempDatabase();
+    const database = new DatabaseSync(path, {
+      readBigInts: true,
+      returnArrays: true,
+      allowBareNamedParameters: false,
+    });
+    const backend = new SqliteBackend({ database });
+    try {
+      await backend.migrate();
+      await backend.saveSnapshot(atTask("odd-db", "t1"));
+      const claim = await backend.claimTask("odd-db", "t1", "w", 60_000);
+      expect(typeof claim?.token).toBe("number");
+      await backend.saveTaskResult("odd-db", "t1", text("out"), { claim: claim ?? 0 });
+      const loaded = await backend.loadSnapshot("odd-db");
+      expect(typeof loaded.updatedAt).toBe("number");
+      expect(loaded.state.kind === "InProgress" && loaded.state.lastCompletedTaskId).toBe("t1");
+    } finally {
+      await backend.close();
+      database.close();
+      await remove();
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { AvailableTask } from "../../claims.js";
+import { compareIds } from "../../validation.js";
 import { atTask, finished, inProgress } from "../fixtures.js";
 import { eventually, text, uid, useSubject } from "../harness.js";
 import type { ConformanceOptions } from "../types.js";
@@ -70,6 +71,28 @@ export function discoveryGroup(options: ConformanceOptions): void {
         [...order].sort((a, b) => a - b).map((n) => `i-${n}`),
       );
       expect(await backend.findAvailableTasks("w", 100)).toHaveLength(10);
+    });
+
+    it("breaks updatedAt ties by instance id in code point (UTF-8 byte) order, at every limit", async () => {
+      const { backend } = await useSubject(options);
+      // UTF-16 order would put "\uFF21" after "\u{1F600}"; code point order puts it before.
+      const ids = ["tie-\u{1F600}", "tie-b", "tie-\uFF21", "tie-a", "tie-\u00E9", "tie-\u{10FFFD}"];
+      for (const id of ids) await backend.saveSnapshot(atTask(id, "t", { updatedAt: T0 }));
+      const expected = [...ids].sort(compareIds);
+      expect(expected).toEqual([
+        "tie-a",
+        "tie-b",
+        "tie-\u00E9",
+        "tie-\uFF21",
+        "tie-\u{1F600}",
+        "tie-\u{10FFFD}",
+      ]);
+      for (let limit = 1; limit <= ids.length; limit++) {
+        const found = (await backend.findAvailableTasks("w", limit)).map((t) => t.instanceId);
+        expect(found, `limit ${limit}`).toEqual(expected.slice(0, limit));
+      }
+      const claimed = await backend.claimAvailableTasks("w", 2, 60_000);
+      expect(claimed.map((t) => t.instanceId)).toEqual(expected.slice(0, 2));
     });
 
     it("finding does not claim: repeated calls return the same tasks", async () => {

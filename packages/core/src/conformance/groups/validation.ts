@@ -169,6 +169,9 @@ export function validationGroup(options: ConformanceOptions): void {
         { ...good, initialInput: "text" },
         { ...good, initialInput: new ArrayBuffer(4) },
         { ...good, definitionHash: 7 },
+        { ...good, definitionHash: "a\u0000b" },
+        { ...good, definitionHash: "\uD800" },
+        { ...good, definitionHash: "h".repeat(4097) },
       ];
       for (const snapshot of bad) {
         expect(await rejection(b.saveSnapshot(snapshot)), JSON.stringify(snapshot)).toMatchObject({
