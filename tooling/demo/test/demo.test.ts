@@ -1,0 +1,66 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type {} from "@sayiir/test-servers";
+import { describe, expect, inject, it } from "vitest";
+
+// The demo, end to end, as a user runs it: the coordinator spawns worker processes, SIGKILLs one
+// midway, and exits non-zero if any of its checks fails. Once on the SQLite default, then short
+// runs on every server backend the test tooling provides.
+const main = join(dirname(fileURLToPath(import.meta.url)), "..", "src", "main.ts");
+
+function runDemo(args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [main, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      output += chunk;
+    });
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, output }));
+  });
+}
+
+async function expectDemoPasses(args: string[]): Promise<void> {
+  const { code, output } = await runDemo(args);
+  expect(output, output).toContain("All checks passed");
+  expect(code, output).toBe(0);
+  expect(output).toMatch(/SIGKILL/);
+}
+
+const namespace = () => `demo_${randomBytes(4).toString("hex")}`;
+const redis = inject("redis");
+const postgres = inject("postgres")[0];
+const mongodb = inject("mongodb");
+const dynamodb = inject("dynamodb");
+
+describe("./dev demo", () => {
+  it("passes its checks on the SQLite default", async () => {
+    await expectDemoPasses(["--workflows", "120"]);
+  });
+
+  const servers: Array<[string, string | undefined]> = [
+    ["redis", redis?.url],
+    ["postgres", postgres?.url],
+    ["mongo", mongodb?.url],
+    ["dynamodb", dynamodb?.endpoint],
+  ];
+  for (const [backend, url] of servers) {
+    it.skipIf(url === undefined)(`passes its checks with --backend ${backend}`, async () => {
+      await expectDemoPasses([
+        "--backend",
+        backend,
+        "--url",
+        url ?? "",
+        "--namespace",
+        namespace(),
+        "--workflows",
+        "40",
+      ]);
+    });
+  }
+});
