@@ -16,7 +16,16 @@ import {
 import { type Collection, type Db, type Document, MongoClient, MongoServerError } from "mongodb";
 import { binaryBytes, deleteBlobs, newBlobId, plainCopy, readBlobs, writeBlobs } from "./chunks.js";
 import { type Clock, clientClock, ServerClock } from "./clock.js";
-import { claimOn, fenceHolds, isLive, liveClaimOn, nextUpdate, toTaskClaim, withClaim } from "./instance.js";
+import {
+  claimOn,
+  fenceHolds,
+  isLive,
+  liveClaimOn,
+  nextUpdate,
+  prunedClaims,
+  toTaskClaim,
+  withClaim,
+} from "./instance.js";
 import {
   type ChunkDoc,
   type ClaimEntry,
@@ -255,7 +264,7 @@ export class MongoBackend extends BaseBackend {
         c: now,
         e: ttlMs === null ? null : now + ttlMs,
       };
-      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, entry) })) {
+      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, entry, now) })) {
         return toTaskClaim(instanceId, entry);
       }
       await backoff(attempt);
@@ -267,7 +276,7 @@ export class MongoBackend extends BaseBackend {
 
   /** Removes a claim; a placeholder (no snapshot) left without claims is deleted. */
   async #removeClaim(instanceId: string, doc: InstanceDoc, taskId: string): Promise<boolean> {
-    const claims = withClaim(doc, taskId);
+    const claims = withClaim(doc, taskId, undefined, await this.#now());
     if (!isSnapshot(doc) && claims.length === 0) {
       const result = await this.#snapshots.deleteOne({ _id: instanceId, v: doc.v, d: { $exists: false } });
       return result.deletedCount === 1;
@@ -307,7 +316,7 @@ export class MongoBackend extends BaseBackend {
       // A claim without ttl stays without ttl (and never expires).
       if (claim.e === null) return toTaskClaim(instanceId, claim);
       const renewed: ClaimEntry = { ...claim, e: now + durationMs };
-      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, renewed) })) {
+      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, renewed, now) })) {
         return toTaskClaim(instanceId, renewed);
       }
       await backoff(attempt);
@@ -366,7 +375,8 @@ export class MongoBackend extends BaseBackend {
         }
         // The commit carries the claims of the version read (they stay), and fails if anything
         // (a claim, a release, a take-over, another write) changed the document since.
-        if (await this.#commit(id, doc, fields, remove)) {
+        const c = (doc?.c ?? []).some((e) => e.e !== null) ? prunedClaims(doc, await this.#now()) : undefined;
+        if (await this.#commit(id, doc, c === undefined ? fields : { ...fields, c }, remove)) {
           committed = true;
           if (isSnapshot(doc)) {
             const replaced = (doc.r ?? []).map((e) => e.g);
@@ -411,8 +421,10 @@ export class MongoBackend extends BaseBackend {
         const previous = (doc.r ?? []).find((e) => e.t === taskId);
         const r = (doc.r ?? []).filter((e) => e.t !== taskId);
         r.push({ t: taskId, g: blobId });
-        const u = Math.max(Number(doc.u ?? 0), await this.#now());
-        if (await this.#commit(instanceId, doc, { r, l: taskId, u })) {
+        const now = await this.#now();
+        const u = Math.max(Number(doc.u ?? 0), now);
+        const c = prunedClaims(doc, now);
+        if (await this.#commit(instanceId, doc, { r, l: taskId, u, ...(c === undefined ? {} : { c }) })) {
           committed = true;
           if (previous !== undefined) await deleteBlobs(this.#outputs, [previous.g]).catch(() => undefined);
           return;
@@ -474,7 +486,10 @@ export class MongoBackend extends BaseBackend {
     if (doc === null) throw notFound(instanceId);
     const blobs = (doc.r ?? []).map((e) => e.g);
     if (doc.hg !== undefined) blobs.push(doc.hg);
-    await deleteBlobs(this.#outputs, blobs);
+    // The delete has happened (the document was the commit point): a failure to collect the
+    // blobs must not report it as failed (a retry would say NotFound). Left-over blobs belong to
+    // no document; they can be swept (see the README).
+    await deleteBlobs(this.#outputs, blobs).catch(() => undefined);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
@@ -525,27 +540,51 @@ export class MongoBackend extends BaseBackend {
   /**
    * Reads the current documents of tasks and their inputs. A task whose snapshot moved on (no
    * longer at that task, completed, finished) is left out; so is one under a live claim, unless
-   * `token` names that claim (claim-next reading the inputs of what it just claimed).
+   * `token` names that claim (claim-next reading the inputs of what it just claimed), and one
+   * whose record cannot be decoded (loadSnapshot reports it). The inline header `h` is read only
+   * for the tasks whose input is the initial input (no last completed task).
    */
   async #withInputs(
-    items: Array<{ instanceId: string; taskId: string; token?: number }>,
+    items: ReadonlyArray<{ instanceId: string; taskId: string; token?: number }>,
     now: number,
   ): Promise<Map<string, { input: Uint8Array; definitionHash: string }>> {
     const out = new Map<string, { input: Uint8Array; definitionHash: string }>();
     if (items.length === 0) return out;
-    const docs = await this.#snapshots.find({ _id: { $in: items.map((c) => c.instanceId) } }).toArray();
-    const byId = new Map(docs.map((d) => [d._id, d]));
+    const byId = new Map<string, InstanceDoc>();
+    const docs = await this.#snapshots
+      .find({ _id: { $in: items.map((c) => c.instanceId) } }, { projection: STATE })
+      .toArray();
+    for (const doc of docs) byId.set(doc._id, doc);
+    const eligible = (item: (typeof items)[number]): (InstanceDoc & { d: string }) | undefined => {
+      const doc = byId.get(item.instanceId);
+      if (!isSnapshot(doc) || doc.f === true || doc.p !== item.taskId) return undefined;
+      if ((doc.r ?? []).some((e) => e.t === item.taskId)) return undefined;
+      const live = liveClaimOn(doc, item.taskId, now);
+      if (item.token === undefined ? live !== undefined : claimOn(doc, item.taskId)?.k !== item.token)
+        return undefined;
+      return doc;
+    };
+    const inputRef = (doc: InstanceDoc): string | undefined =>
+      doc.l === null || doc.l === undefined ? undefined : (doc.r ?? []).find((e) => e.t === doc.l)?.g;
+    // Only tasks whose input is the initial input need the (inline) header: read those again in
+    // full, and judge them on that newer version.
+    const needHeader = items
+      .filter((item) => {
+        const doc = eligible(item);
+        return doc !== undefined && inputRef(doc) === undefined && doc.hg === undefined;
+      })
+      .map((item) => item.instanceId);
+    if (needHeader.length > 0) {
+      for (const id of needHeader) byId.delete(id);
+      const full = await this.#snapshots.find({ _id: { $in: needHeader } }).toArray();
+      for (const doc of full) byId.set(doc._id, doc);
+    }
     const need: string[] = [];
     const plan: Array<{ instanceId: string; doc: InstanceDoc & { d: string }; ref: string | undefined }> = [];
     for (const item of items) {
-      const doc = byId.get(item.instanceId);
-      if (!isSnapshot(doc) || doc.f === true || doc.p !== item.taskId) continue;
-      if ((doc.r ?? []).some((e) => e.t === item.taskId)) continue;
-      const live = liveClaimOn(doc, item.taskId, now);
-      if (item.token === undefined ? live !== undefined : claimOn(doc, item.taskId)?.k !== item.token)
-        continue;
-      const ref =
-        doc.l === null || doc.l === undefined ? undefined : (doc.r ?? []).find((e) => e.t === doc.l)?.g;
+      const doc = eligible(item);
+      if (doc === undefined) continue;
+      const ref = inputRef(doc);
       if (ref !== undefined) need.push(ref);
       else if (doc.hg !== undefined) need.push(doc.hg);
       plan.push({ instanceId: item.instanceId, doc, ref });
@@ -575,40 +614,48 @@ export class MongoBackend extends BaseBackend {
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
     const now = await this.#now();
-    const found: Array<{ instanceId: string; taskId: string }> = [];
+    const tasks: AvailableTask[] = [];
+    // A candidate whose input cannot be read (its snapshot moved on, or its record is corrupt)
+    // is replaced by the next one in index order: keep walking until `limit` tasks have inputs
+    // or the index is exhausted.
     await this.#walkReady(
       now,
-      () => limit - found.length,
+      () => limit - tasks.length,
       async (page) => {
-        for (const doc of page.slice(0, limit - found.length)) {
-          found.push({ instanceId: doc._id, taskId: doc.p as string });
+        let rest = page;
+        while (rest.length > 0 && tasks.length < limit) {
+          const batch = rest.slice(0, limit - tasks.length);
+          rest = rest.slice(batch.length);
+          const items = batch.map((doc) => ({ instanceId: doc._id, taskId: doc.p as string }));
+          const inputs = await this.#withInputs(items, now);
+          for (const c of items) {
+            const got = inputs.get(c.instanceId);
+            if (got === undefined) continue;
+            tasks.push({
+              instanceId: c.instanceId,
+              taskId: c.taskId,
+              input: got.input,
+              workflowDefinitionHash: got.definitionHash,
+            });
+          }
         }
       },
     );
-    const inputs = await this.#withInputs(found, now);
-    const tasks: AvailableTask[] = [];
-    for (const c of found) {
-      const got = inputs.get(c.instanceId);
-      if (got === undefined) continue;
-      tasks.push({
-        instanceId: c.instanceId,
-        taskId: c.taskId,
-        input: got.input,
-        workflowDefinitionHash: got.definitionHash,
-      });
-    }
     return tasks;
   }
 
   /**
    * Claims the position's task of one ready document (as read in a page), with a token reserved
    * after that read; on a lost compare-and-set, re-reads and tries again while still ready.
+   * `attempted` is told of every claim about to be committed (before the write), so that a
+   * commit whose outcome is unknown (the write failed in flight) can still be given back.
    */
   async #claimCandidate(
     candidate: InstanceDoc,
     firstToken: number,
     workerId: string,
     ttlMs: number | null,
+    attempted: (entry: ClaimEntry) => void,
   ): Promise<ClaimEntry | null> {
     const instanceId = candidate._id;
     const taskId = candidate.p as string;
@@ -630,12 +677,16 @@ export class MongoBackend extends BaseBackend {
         c: now,
         e: ttlMs === null ? null : now + ttlMs,
       };
-      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, entry) })) return entry;
+      attempted(entry);
+      if (await this.#commit(instanceId, doc, { c: withClaim(doc, taskId, entry, now) })) return entry;
     }
     return null;
   }
 
-  /** Gives back a claim claim-next took on a task whose snapshot moved on meanwhile. */
+  /**
+   * Gives back a claim claim-next took (or may have taken) and will not return. Matches on the
+   * token, so giving back a claim that never landed, or that was taken over since, is a no-op.
+   */
   async #giveBack(instanceId: string, taskId: string, token: number): Promise<void> {
     for (let attempt = 0; attempt < 20; attempt++) {
       const doc = await this.#read(instanceId);
@@ -643,6 +694,33 @@ export class MongoBackend extends BaseBackend {
       if (await this.#removeClaim(instanceId, doc, taskId)) return;
       await backoff(attempt);
     }
+    throw new BackendError(`could not give back the claim on ${quote(instanceId)}/${quote(taskId)}`);
+  }
+
+  /**
+   * Gives back claims best-effort (a failure is retried a few times). Returns those that could
+   * not be given back and never expire (no ttl): a claim with a ttl frees itself when it expires.
+   */
+  async #giveBackAll(
+    entries: ReadonlyArray<{ instanceId: string; entry: ClaimEntry }>,
+  ): Promise<{ stuck: Array<{ instanceId: string; entry: ClaimEntry }>; error: unknown }> {
+    const stuck: Array<{ instanceId: string; entry: ClaimEntry }> = [];
+    let error: unknown;
+    await Promise.all(
+      entries.map(async (claim) => {
+        for (let attempt = 0; attempt < 3; attempt++) {
+          try {
+            await backoff(attempt * 3);
+            await this.#giveBack(claim.instanceId, claim.entry.t, claim.entry.k);
+            return;
+          } catch (e) {
+            error ??= e;
+          }
+        }
+        if (claim.entry.e === null) stuck.push(claim);
+      }),
+    );
+    return { stuck, error };
   }
 
   protected async doClaimAvailableTasks(
@@ -651,42 +729,92 @@ export class MongoBackend extends BaseBackend {
     ttlMs: number | null,
   ): Promise<ClaimedTask[]> {
     const claimed: ClaimedTask[] = [];
-    await this.#walkReady(
-      await this.#now(),
-      () => limit - claimed.length,
-      async (page) => {
-        let rest = page;
-        while (rest.length > 0 && claimed.length < limit) {
-          // Try as many candidates as are still wanted, in parallel: at most `limit` wins.
-          const batch = rest.slice(0, limit - claimed.length);
-          rest = rest.slice(batch.length);
-          const first = await this.#reserveTokens(batch.length);
-          const won = await Promise.all(
-            batch.map(async (doc, i) => {
-              const entry = await this.#claimCandidate(doc, first + i, workerId, ttlMs);
-              return entry === null ? null : { instanceId: doc._id, taskId: entry.t, token: entry.k, entry };
-            }),
-          );
-          const wins = won.filter((w) => w !== null);
-          const inputs = await this.#withInputs(wins, await this.#now());
-          for (const { instanceId, taskId, token, entry } of wins) {
-            const got = inputs.get(instanceId);
-            if (got === undefined) {
-              // The snapshot moved on between the claim and reading its input: give the claim back.
-              await this.#giveBack(instanceId, taskId, token).catch(() => undefined);
-              continue;
+    // Every claim this call committed (or tried to commit, outcome unknown) and has not put in
+    // `claimed`, by token. Whatever happens, each one is either returned or given back.
+    const open = new Map<number, { instanceId: string; entry: ClaimEntry }>();
+    const toGiveBack: Array<{ instanceId: string; entry: ClaimEntry }> = [];
+    let failure: unknown;
+    let failed = false;
+    try {
+      await this.#walkReady(
+        await this.#now(),
+        () => limit - claimed.length,
+        async (page) => {
+          let rest = page;
+          while (rest.length > 0 && claimed.length < limit) {
+            // Try as many candidates as are still wanted, in parallel: at most `limit` wins.
+            const batch = rest.slice(0, limit - claimed.length);
+            rest = rest.slice(batch.length);
+            const first = await this.#reserveTokens(batch.length);
+            const outcomes = await Promise.allSettled(
+              batch.map((doc, i) =>
+                this.#claimCandidate(doc, first + i, workerId, ttlMs, (entry) =>
+                  open.set(entry.k, { instanceId: doc._id, entry }),
+                ),
+              ),
+            );
+            const wins: Array<{ instanceId: string; taskId: string; token: number; entry: ClaimEntry }> = [];
+            let rejected: { reason: unknown } | undefined;
+            for (const [i, outcome] of outcomes.entries()) {
+              if (outcome.status === "rejected") {
+                rejected ??= { reason: outcome.reason };
+                continue;
+              }
+              const entry = outcome.value;
+              if (entry === null) continue;
+              wins.push({
+                instanceId: (batch[i] as InstanceDoc)._id,
+                taskId: entry.t,
+                token: entry.k,
+                entry,
+              });
             }
-            claimed.push({
-              instanceId,
-              taskId,
-              input: got.input,
-              workflowDefinitionHash: got.definitionHash,
-              claim: toTaskClaim(instanceId, entry),
-            });
+            if (rejected === undefined) {
+              // Every attempt settled: one that lost its compare-and-set holds nothing.
+              const winning = new Set(wins.map((w) => w.token));
+              for (const token of [...open.keys()]) if (!winning.has(token)) open.delete(token);
+            }
+            const inputs = await this.#withInputs(wins, await this.#now());
+            for (const { instanceId, taskId, token, entry } of wins) {
+              const got = inputs.get(instanceId);
+              open.delete(token);
+              if (got === undefined) {
+                // The snapshot moved on (or its record is corrupt) between the claim and reading
+                // its input: give the claim back (below, once the walk is over).
+                toGiveBack.push({ instanceId, entry });
+                continue;
+              }
+              claimed.push({
+                instanceId,
+                taskId,
+                input: got.input,
+                workflowDefinitionHash: got.definitionHash,
+                claim: toTaskClaim(instanceId, entry),
+              });
+            }
+            // The claims this batch won are in `claimed`; now report the failure of another.
+            if (rejected !== undefined) throw rejected.reason;
           }
-        }
-      },
-    );
+        },
+      );
+    } catch (error) {
+      failed = true;
+      failure = error;
+    }
+    // Claims won but not returned: given back, including those whose commit failed in flight.
+    const { stuck, error: giveBackError } = await this.#giveBackAll([...toGiveBack, ...open.values()]);
+    // Claims already taken are returned even if a later step failed: rejecting would lose them
+    // (a claim without ttl would then block its task forever).
+    if (claimed.length > 0) return claimed;
+    if (stuck.length > 0) {
+      const names = stuck.map((s) => `${quote(s.instanceId)}/${quote(s.entry.t)} (token ${s.entry.k})`);
+      throw new BackendError(
+        `claimAvailableTasks: could not give back claims without ttl held by ${quote(workerId)}: ` +
+          `${names.join(", ")}; release them with releaseTaskClaim`,
+        { cause: failed ? failure : giveBackError },
+      );
+    }
+    if (failed) throw failure;
     return claimed;
   }
 

@@ -5,7 +5,7 @@
  * readiness) is exactly the state the write commits over.
  */
 import type { Fence, TaskClaim } from "@sayiir/persistence-core";
-import type { ClaimEntry, InstanceDoc } from "./layout.js";
+import { type ClaimEntry, type InstanceDoc, orderKey } from "./layout.js";
 
 /** Is a claim live at `now` (ms, the backend's clock)? */
 export const isLive = (claim: ClaimEntry, now: number): boolean => claim.e === null || claim.e > now;
@@ -26,10 +26,36 @@ export function fenceHolds(doc: InstanceDoc | null, fence: Fence, now: number): 
   return liveClaimOn(doc, fence.taskId, now)?.k === fence.token;
 }
 
-/** The claims with the one on `taskId` replaced by `entry` (or removed, when entry is undefined). */
-export function withClaim(doc: InstanceDoc | null, taskId: string, entry?: ClaimEntry): ClaimEntry[] {
-  const rest = (doc?.c ?? []).filter((c) => c.t !== taskId);
+/**
+ * How long an expired claim is kept before a write that rewrites the claims anyway drops it.
+ * Until then its holder's release succeeds and its extend gives ClaimLostError, as everywhere;
+ * after it, either may give NotFoundError (the claim is gone), if the instance was written since.
+ */
+export const PRUNE_EXPIRED_AFTER_MS = 60 * 60 * 1000;
+
+/** Is this claim expired for long enough to be dropped (see PRUNE_EXPIRED_AFTER_MS)? */
+export const isStale = (claim: ClaimEntry, now: number): boolean =>
+  claim.e !== null && Number(claim.e) + PRUNE_EXPIRED_AFTER_MS <= now;
+
+/**
+ * The claims with the one on `taskId` replaced by `entry` (or removed, when entry is undefined),
+ * and the stale claims of other tasks dropped (else the array would only ever grow).
+ */
+export function withClaim(
+  doc: InstanceDoc | null,
+  taskId: string,
+  entry: ClaimEntry | undefined,
+  now: number,
+): ClaimEntry[] {
+  const rest = (doc?.c ?? []).filter((c) => c.t !== taskId && !isStale(c, now));
   return entry === undefined ? rest : [...rest, entry];
+}
+
+/** The claims without the stale ones, or undefined when there is none to drop. */
+export function prunedClaims(doc: InstanceDoc | null, now: number): ClaimEntry[] | undefined {
+  const claims = doc?.c ?? [];
+  const kept = claims.filter((c) => !isStale(c, now));
+  return kept.length === claims.length ? undefined : kept;
 }
 
 export function toTaskClaim(instanceId: string, entry: ClaimEntry): TaskClaim {
@@ -46,7 +72,8 @@ export function toTaskClaim(instanceId: string, entry: ClaimEntry): TaskClaim {
 /**
  * The ready-index fields of a document state: present (qa, qi, qe) only while the snapshot is
  * InProgress at a task that has no result and no claim without ttl; qe is the expiry of the
- * claim on that task, null when unclaimed. Discovery then reads `qe null or <= now`.
+ * claim on that task, null when unclaimed. Discovery then reads `qe null or <= now`. qi is the
+ * instance id as `orderKey` (code point order on every server).
  */
 export function readyFields(
   instanceId: string,
@@ -58,7 +85,11 @@ export function readyFields(
   if ((doc.r ?? []).some((r) => r.t === task)) return null;
   const claim = (doc.c ?? []).find((c) => c.t === task);
   if (claim !== undefined && claim.e === null) return null;
-  return { qa: Number(doc.u ?? 0), qi: instanceId, qe: claim === undefined ? null : Number(claim.e) };
+  return {
+    qa: Number(doc.u ?? 0),
+    qi: orderKey(instanceId),
+    qe: claim === undefined ? null : Number(claim.e),
+  };
 }
 
 export const READY_FIELDS = ["qa", "qi", "qe"] as const;

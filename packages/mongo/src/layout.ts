@@ -75,6 +75,7 @@ export interface InstanceDoc {
    * (null: unclaimed). Discovery reads `qe: null or qe <= now`.
    */
   qa?: number;
+  /** The instance id as `orderKey` (hex of its UTF-8 bytes): sorts in code point order everywhere. */
   qi?: string;
   qe?: number | null;
 }
@@ -106,6 +107,17 @@ export const INDEX = {
 export const INLINE_HEADER_BYTES = 4 * 1024 * 1024;
 /** Chunk size of blobs: well under MongoDB's 16 MB document limit. */
 export const CHUNK_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The tie-break key of the ready index: the instance id's UTF-8 bytes in lower-case hex. Hex is
+ * ASCII, so every server orders it the same way, and its order is the byte order of the UTF-8
+ * encoding, i.e. code point order (core's `compareIds`). Storing the id itself would be ordered
+ * by UTF-8 bytes on MongoDB but by UTF-16 code units on mongo-java-server (Java's
+ * String.compareTo), which differ for ids mixing U+E000..U+FFFF with characters above U+FFFF.
+ */
+export function orderKey(instanceId: string): string {
+  return Buffer.from(instanceId, "utf8").toString("hex");
+}
 
 /** listSnapshotsPage cursor: the last instance id of the page, base64url (opaque to callers). */
 export function encodeCursor(instanceId: string): string {

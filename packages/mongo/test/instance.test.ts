@@ -1,7 +1,15 @@
 // The pure decisions every compare-and-set commits (no server needed).
+import { compareIds } from "@sayiir/persistence-core";
 import { describe, expect, it } from "vitest";
-import { fenceHolds, nextUpdate, readyFields } from "../src/instance.js";
-import type { InstanceDoc } from "../src/layout.js";
+import {
+  fenceHolds,
+  nextUpdate,
+  PRUNE_EXPIRED_AFTER_MS,
+  prunedClaims,
+  readyFields,
+  withClaim,
+} from "../src/instance.js";
+import { type InstanceDoc, orderKey } from "../src/layout.js";
 
 const doc: InstanceDoc = {
   _id: "i",
@@ -24,8 +32,8 @@ describe("instance document decisions", () => {
   });
 
   it("ready fields: only a stored, unfinished snapshot at a task without result or ttl-less claim", () => {
-    expect(readyFields("i", doc)).toEqual({ qa: 100, qi: "i", qe: 2_000 });
-    expect(readyFields("i", { ...doc, c: [] })).toEqual({ qa: 100, qi: "i", qe: null });
+    expect(readyFields("i", doc)).toEqual({ qa: 100, qi: "69", qe: 2_000 });
+    expect(readyFields("i", { ...doc, c: [] })).toEqual({ qa: 100, qi: "69", qe: null });
     expect(readyFields("i", { ...doc, c: [{ t: "t1", w: "w", k: 7, c: 1, e: null }] })).toBeNull();
     expect(readyFields("i", { ...doc, r: [{ t: "t1", g: "g" }] })).toBeNull();
     expect(readyFields("i", { ...doc, f: true })).toBeNull();
@@ -35,7 +43,7 @@ describe("instance document decisions", () => {
 
   it("the update sets only what changed, a new version and the ready fields; never $set and $unset of one field", () => {
     expect(nextUpdate("i", doc, { c: [] }, [], "v2")).toEqual({
-      $set: { c: [], v: "v2", qa: 100, qi: "i", qe: null },
+      $set: { c: [], v: "v2", qa: 100, qi: "69", qe: null },
     });
     expect(nextUpdate("i", doc, { r: [{ t: "t1", g: "g1" }], l: "t1", u: 150 }, ["hg"], "v3")).toEqual({
       $set: { r: [{ t: "t1", g: "g1" }], l: "t1", u: 150, v: "v3" },
@@ -43,8 +51,50 @@ describe("instance document decisions", () => {
     });
     expect(nextUpdate("i", null, { c: [], d: "h", p: "t", u: 5, r: [] }, ["h"], "v4").$set).toMatchObject({
       qa: 5,
-      qi: "i",
+      qi: "69",
       qe: null,
     });
+  });
+
+  it("the ready index's tie-break key sorts (as plain ASCII) in code point order, like compareIds", () => {
+    const ids = [
+      "tie-\u{1F600}",
+      "tie-b",
+      "tie-\uFF21",
+      "tie-a",
+      "tie-\u00E9",
+      "tie-\u{10FFFD}",
+      "tie-",
+      "tie-a\u0001",
+      "a:b",
+      "a",
+      "\uE000",
+      "\uD7FF",
+      "\u{10000}",
+    ];
+    const ascii = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+    const byKey = [...ids].sort((a, b) => ascii(orderKey(a), orderKey(b)));
+    expect(byKey).toEqual([...ids].sort(compareIds));
+    expect(readyFields("\uFF21", doc)?.qi).toBe("efbca1");
+  });
+
+  it("a write that rewrites the claims drops other tasks' claims expired for an hour or more", () => {
+    const hour = PRUNE_EXPIRED_AFTER_MS;
+    const claims = [
+      { t: "stale", w: "w", k: 1, c: 0, e: 1_000 },
+      { t: "recent", w: "w", k: 2, c: 0, e: 1_000 + hour },
+      { t: "forever", w: "w", k: 3, c: 0, e: null },
+    ];
+    const at = 1_000 + hour;
+    expect(withClaim({ ...doc, c: claims }, "new", undefined, at).map((c) => c.t)).toEqual([
+      "recent",
+      "forever",
+    ]);
+    expect(withClaim({ ...doc, c: claims }, "recent", undefined, at - 1).map((c) => c.t)).toEqual([
+      "stale",
+      "forever",
+    ]);
+    expect(prunedClaims({ ...doc, c: claims }, at)?.map((c) => c.t)).toEqual(["recent", "forever"]);
+    expect(prunedClaims({ ...doc, c: claims }, at - 1)).toBeUndefined();
   });
 });

@@ -1,6 +1,11 @@
 // What is stored where: ids as values only, outputs in documents of their own, the snapshot
 // document as the commit point, and garbage collection of superseded outputs.
-import { bytesEqual, type PersistentBackend, type WorkflowSnapshot } from "@sayiir/persistence-core";
+import {
+  bytesEqual,
+  ErrorCode,
+  type PersistentBackend,
+  type WorkflowSnapshot,
+} from "@sayiir/persistence-core";
 import {
   atTask,
   comparable,
@@ -11,9 +16,10 @@ import {
   uid,
 } from "@sayiir/persistence-core/conformance";
 import { type Document, MongoClient } from "mongodb";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { MongoBackend } from "../src/index.js";
-import { createSubject, DATABASE, server } from "./subject.js";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { MongoBackend } from "../src/index.js";
+import { orderKey } from "../src/layout.js";
+import { createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
 
 const MiB = 1024 * 1024;
 const SNAPSHOT_FIELDS = new Set(["_id", "v", "c", "h", "hg", "f", "d", "p", "r", "l", "u", "qa", "qi", "qe"]);
@@ -211,9 +217,9 @@ describe.skipIf(server === null)("storage layout", () => {
       const doc = async () =>
         col("snapshots").findOne({ _id: id as never }, { projection: { qa: 1, qi: 1, qe: 1 } });
       await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1_700_000_000_000 }));
-      expect(await doc()).toEqual({ _id: id, qa: 1_700_000_000_000, qi: id, qe: null });
+      expect(await doc()).toEqual({ _id: id, qa: 1_700_000_000_000, qi: orderKey(id), qe: null });
       const claim = await backend.claimTask(id, "t1", "w", 60_000);
-      expect(await doc()).toEqual({ _id: id, qa: 1_700_000_000_000, qi: id, qe: claim?.expiresAt });
+      expect(await doc()).toEqual({ _id: id, qa: 1_700_000_000_000, qi: orderKey(id), qe: claim?.expiresAt });
       await backend.claimTask(id, "other-task", "w", null); // not the position's task: no effect
       expect((await doc())?.qe).toBe(claim?.expiresAt);
       await backend.releaseTaskClaim(id, "t1", "w");
@@ -251,4 +257,114 @@ describe.skipIf(server === null)("storage layout", () => {
       expect(reads).toBeGreaterThan(0);
     });
   }, 60_000);
+
+  it("expired claims of other tasks are dropped once stale, whenever the document is written anyway", async () => {
+    const prefix = freshPrefix();
+    let offset = 0;
+    const realNow = Date.now.bind(Date);
+    const spy = vi.spyOn(Date, "now").mockImplementation(() => realNow() + offset);
+    // The client clock follows the mocked Date.now, so claims can be aged by hours.
+    const backend = new MongoBackend({
+      url: server?.url ?? "",
+      database: DATABASE,
+      collectionPrefix: prefix,
+      clock: "client",
+    });
+    const claimsOf = async (id: string) =>
+      (
+        (
+          await client
+            .db(DATABASE)
+            .collection(`${prefix}snapshots`)
+            .findOne({ _id: id as never })
+        )?.c ?? []
+      ).map((e: { t: string }) => e.t);
+    const hour = 60 * 60 * 1000;
+    try {
+      await backend.migrate();
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1"));
+      await backend.claimTask(id, "a", "w", 1_000);
+      await backend.claimTask(id, "forever", "w", null);
+      offset += 2 * hour; // "a" is stale now; "forever" never expires
+      await backend.claimTask(id, "b", "w", 1_000);
+      expect((await claimsOf(id)).sort()).toEqual(["b", "forever"]);
+      offset += 5_000; // "b" expired a moment ago: kept, and its holder can still release it
+      await backend.saveTaskResult(id, "x", text("x"));
+      expect((await claimsOf(id)).sort()).toEqual(["b", "forever"]);
+      expect(await rejection(backend.extendTaskClaim(id, "b", "w", 1_000))).toMatchObject({
+        code: ErrorCode.ClaimLost,
+      });
+      await backend.releaseTaskClaim(id, "b", "w");
+      await backend.claimTask(id, "c", "w", 1_000);
+      offset += 2 * hour;
+      await backend.saveTaskResult(id, "y", text("y")); // a result write drops it
+      expect(await claimsOf(id)).toEqual(["forever"]);
+      await backend.claimTask(id, "d", "w", 1_000);
+      offset += 2 * hour;
+      await backend.saveSnapshot(atTask(id, "t2")); // so does a snapshot write
+      expect(await claimsOf(id)).toEqual(["forever"]);
+      await backend.claimTask(id, "e", "w", 1_000);
+      offset += 2 * hour;
+      await backend.releaseTaskClaim(id, "forever", "w"); // and a release of another claim
+      expect(await claimsOf(id)).toEqual([]);
+      // A placeholder whose last claims are stale goes away with its last release.
+      const placeholder = uid();
+      await backend.claimTask(placeholder, "old", "w", 1_000);
+      await backend.claimTask(placeholder, "new", "w", null);
+      offset += 2 * hour;
+      await backend.releaseTaskClaim(placeholder, "new", "w");
+      expect(
+        await client
+          .db(DATABASE)
+          .collection(`${prefix}snapshots`)
+          .countDocuments({ _id: placeholder as never }),
+      ).toBe(0);
+    } finally {
+      spy.mockRestore();
+      await backend.close();
+      await dropPrefix(client, prefix);
+    }
+  });
+
+  it("discovery reads the inline header only of tasks whose input is the initial input", async () => {
+    const prefix = freshPrefix();
+    const url = server?.url ?? "";
+    const watched = new MongoClient(url, { monitorCommands: true });
+    const finds: Array<Document | undefined> = [];
+    watched.on("commandStarted", (event) => {
+      if (event.commandName === "find" && event.command.find === `${prefix}snapshots`) {
+        finds.push(event.command.projection as Document | undefined);
+      }
+    });
+    const backend = new MongoBackend({ client: watched, database: DATABASE, collectionPrefix: prefix });
+    const readsHeader = (projection: Document | undefined) =>
+      projection === undefined ||
+      (projection.h !== 0 && (projection.h === 1 || !Object.values(projection).includes(1)));
+    try {
+      await backend.migrate();
+      const later = uid();
+      await backend.saveSnapshot(
+        atTask(later, "t2", { completed: { t1: text("one") }, initialInput: text("in") }),
+      );
+      finds.length = 0;
+      expect((await backend.findAvailableTasks("w", 10)).map((t) => Array.from(t.input))).toEqual([
+        Array.from(text("one")),
+      ]);
+      expect(finds.length).toBeGreaterThan(0);
+      expect(finds.filter(readsHeader)).toEqual([]);
+      const first = uid();
+      await backend.saveSnapshot(atTask(first, "t1", { initialInput: text("in") }));
+      finds.length = 0;
+      const found = await backend.findAvailableTasks("w", 10);
+      expect(found.map((t) => Array.from(t.input)).sort()).toEqual(
+        [Array.from(text("in")), Array.from(text("one"))].sort(),
+      );
+      expect(finds.filter(readsHeader)).toHaveLength(1);
+    } finally {
+      await backend.close();
+      await watched.close();
+      await dropPrefix(client, prefix);
+    }
+  });
 });

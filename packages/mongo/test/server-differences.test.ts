@@ -1,8 +1,10 @@
 // Every way the local stand-in (mongo-java-server) differs from MongoDB that matters to this
 // adapter, one test each. On MongoDB (CI containers) the same tests check the MongoDB side.
+import { compareIds } from "@sayiir/persistence-core";
 import { MongoClient } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { INDEX } from "../src/index.js";
+import { orderKey } from "../src/layout.js";
 import { createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
 
 const standIn = server?.standIn === true;
@@ -99,6 +101,24 @@ describe.skipIf(server === null)("server differences (mongo-java-server vs Mongo
       );
       if (standIn) expect(listed.length).toBeGreaterThan(0);
       else expect(listed).toEqual([]);
+    } finally {
+      await dropPrefix(client, prefix);
+    }
+  });
+
+  it("string order: MongoDB compares strings by UTF-8 bytes (code point order), mongo-java-server by UTF-16 code units; the ready index's tie-break is hex of the UTF-8 bytes, ordered alike on both", async () => {
+    const prefix = freshPrefix();
+    try {
+      const collection = client.db(DATABASE).collection<{ _id: string; k: string }>(`${prefix}probe`);
+      // U+FF21 is one UTF-16 unit above the surrogates that encode U+1F600, but its code point
+      // (and its UTF-8 bytes, EF BC A1 < F0 9F 98 80) is below.
+      const ids = ["\u{1F600}", "\uFF21"];
+      await collection.insertMany(ids.map((id) => ({ _id: id, k: orderKey(id) })));
+      const byId = (await collection.find().sort({ _id: 1 }).toArray()).map((d) => d._id);
+      expect(byId).toEqual(standIn ? ["\u{1F600}", "\uFF21"] : ["\uFF21", "\u{1F600}"]);
+      const byKey = (await collection.find().sort({ k: 1 }).toArray()).map((d) => d._id);
+      expect(byKey).toEqual([...ids].sort(compareIds));
+      expect(byKey).toEqual(["\uFF21", "\u{1F600}"]);
     } finally {
       await dropPrefix(client, prefix);
     }

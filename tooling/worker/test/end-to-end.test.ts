@@ -1,9 +1,11 @@
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PersistentBackend } from "@sayiir/persistence-core";
-import { InMemoryBackend } from "@sayiir/persistence-memory";
 import { describe, expect, it } from "vitest";
+// The adapters depend on this package (their end-to-end tests), so it tests against their sources, not their packages.
+import { InMemoryBackend } from "../../../packages/memory/src/index.ts";
+import { SqliteBackend } from "../../../packages/sqlite/src/index.ts";
 import { runEndToEnd } from "../src/index.ts";
 
 describe("worker loop end to end", () => {
@@ -15,9 +17,7 @@ describe("worker loop end to end", () => {
     expect(report.takeovers).toBeGreaterThan(0);
   });
 
-  const sqliteBuilt = existsSync(new URL("../../../packages/sqlite/dist/index.js", import.meta.url));
-  it.skipIf(!sqliteBuilt)("SqliteBackend (one file, a connection per worker)", async () => {
-    const { SqliteBackend } = await import("@sayiir/persistence-sqlite");
+  it("SqliteBackend (one file, a connection per worker)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "sayiir-worker-"));
     const path = join(dir, "e2e.sqlite");
     try {

@@ -1,7 +1,8 @@
 import { setTimeout as delay } from "node:timers/promises";
 import { bytesEqual } from "@sayiir/persistence-core";
-import { InMemoryBackend } from "@sayiir/persistence-memory";
 import { describe, expect, it } from "vitest";
+// The adapters depend on this package (their end-to-end tests), so it tests against their sources, not their packages.
+import { InMemoryBackend } from "../../../packages/memory/src/index.ts";
 import {
   bytes,
   defineWorkflow,
