@@ -132,7 +132,9 @@ export function validateSnapshot(value: unknown, maxPayloadBytes: number): Workf
     value.definitionHash.includes("\u0000")
   ) {
     // U+0000 is refused for the same reason as in ids: text columns of several databases can't hold it.
-    throw new ValidationError("definitionHash must be well-formed, without U+0000, and at most 4096 characters");
+    throw new ValidationError(
+      "definitionHash must be well-formed, without U+0000, and at most 4096 characters",
+    );
   }
   const createdAt = validateTimestamp("createdAt", value.createdAt);
   const updatedAt = validateTimestamp("updatedAt", value.updatedAt);

@@ -2,7 +2,7 @@
 // servers (and versions) it actually ran against, then, as the very last line,
 // `tests: N passed, N failed`.
 //
-//   node tooling/test-servers/src/summary.ts [--allow-missing]
+//   node tooling/test-servers/src/summary.ts [--allow-missing] [--failed-step NAME ...]
 //
 // Reads .reports/vitest/<package folder>.json (vitest's JSON reporter, set up by defineAdapterConfig)
 // and .reports/servers/<package folder>.<kind>.json (written by the global setups).
@@ -151,6 +151,11 @@ function table(rows: Row[]): string {
 
 function main(): number {
   const allowMissing = process.argv.includes("--allow-missing");
+  // Steps before the tests (lint, typecheck) that failed: each counts as one failure in the totals,
+  // so the last line never reads "0 failed" for a run that failed.
+  const failedSteps = process.argv.flatMap((arg, i) =>
+    process.argv[i - 1] === "--failed-step" ? [arg] : [],
+  );
   const reportsDir = join(REPO_ROOT, ".reports");
   const packages = workspacePackages();
   const vitestReports = readJsonFiles<VitestJson>(join(reportsDir, "vitest"));
@@ -173,7 +178,7 @@ function main(): number {
   const missing = [...packages.values()].filter((p) => p.hasTestScript && !vitestReports.has(p.folder));
 
   const passed = rows.reduce((n, r) => n + r.passed, 0);
-  const failed = rows.reduce((n, r) => n + r.failed, 0);
+  const failed = rows.reduce((n, r) => n + r.failed, 0) + failedSteps.length;
 
   console.log(rows.length > 0 ? table(rows) : "(no vitest reports in .reports/vitest)");
   for (const r of rows) for (const note of r.notes) console.log(`  ${r.name}: ${note}`);
@@ -184,6 +189,7 @@ function main(): number {
   }
   const ran = rows.reduce((n, r) => n + r.passed + r.failed, 0);
   if (ran === 0) console.log("no test ran");
+  for (const step of failedSteps) console.log(`failed step (counted as one failure): ${step}`);
   console.log(`tests: ${passed} passed, ${failed} failed`);
   return failed > 0 || (missing.length > 0 && !allowMissing) || ran === 0 ? 1 : 0;
 }
