@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import {
   type AvailableTask,
   BackendError,
@@ -5,6 +6,7 @@ import {
   type ClaimedTask,
   ClaimLostError,
   ConflictError,
+  compareIds,
   decodeSnapshotHeader,
   encodeSnapshotHeader,
   type Fence,
@@ -38,10 +40,21 @@ interface Candidate {
   score: number;
 }
 
-/** Oldest updatedAt first, ties by instance id (JavaScript string order, as the memory backend). */
+/**
+ * Oldest updatedAt first, ties by instance id in code point (UTF-8 byte) order: the order ZRANGE
+ * gives within a shard, so the merge across shards agrees with it.
+ */
 function byAge(a: { score: number; instanceId: string }, b: { score: number; instanceId: string }): number {
   if (a.score !== b.score) return a.score - b.score;
-  return a.instanceId < b.instanceId ? -1 : a.instanceId > b.instanceId ? 1 : 0;
+  return compareIds(a.instanceId, b.instanceId);
+}
+
+/**
+ * A fresh id for one claim call, stored in the claims it makes: a script that runs a second time
+ * for the same call (its first reply lost, the command sent again) returns those claims.
+ */
+function requestId(): string {
+  return randomBytes(12).toString("hex");
 }
 
 function groupByShard<T extends { shard: number }>(items: T[]): Map<number, T[]> {
@@ -310,6 +323,7 @@ export class RedisBackend extends BaseBackend {
         workerId,
         ttlMs === null ? "" : String(ttlMs),
         instanceId,
+        requestId(),
       ),
     )) as [string, string, string] | null;
     if (reply === null) return null;
@@ -437,47 +451,79 @@ export class RedisBackend extends BaseBackend {
     const claimed: Array<ClaimedTask & { score: number }> = [];
     // Each round picks the globally oldest candidates, then claims as many in each of their
     // shards atomically (the shard script takes the oldest unclaimed ones at that instant). A
-    // round that loses every race to other workers is retried a few times.
+    // round that loses every race to other workers is retried a few times. Claims that landed
+    // are always returned: a failure (of a shard, or of a later round) is thrown only when
+    // nothing was claimed, since a claim the caller never hears of is held until it expires
+    // (forever without ttl).
     for (let round = 0; round < 8 && claimed.length < limit; round++) {
-      const candidates = await this.#peek("claimAvailableTasks", limit - claimed.length);
+      let candidates: Candidate[];
+      try {
+        candidates = await this.#peek("claimAvailableTasks", limit - claimed.length);
+      } catch (error) {
+        if (claimed.length > 0) break;
+        throw error;
+      }
       if (candidates.length === 0) break;
-      await Promise.all(
-        [...groupByShard(candidates)].map(async ([shard, group]) => {
-          const flat = (await this.#timed(
-            "claimAvailableTasks",
-            this.#scripts.sayiirClaimShardBuffer(
-              this.layout.ready(shard),
-              this.layout.leased(shard),
-              this.layout.floor(shard),
-              this.layout.base(shard),
-              String(group.length),
-              workerId,
-              ttlMs === null ? "" : String(ttlMs),
-            ),
-          )) as Buffer[];
-          for (let i = 0; i + 7 < flat.length; i += 8) {
-            const instanceId = str(flat[i] as Buffer);
-            const taskId = str(flat[i + 1] as Buffer);
-            claimed.push({
-              instanceId,
-              taskId,
-              score: Number(str(flat[i + 2] as Buffer)),
-              workflowDefinitionHash: str(flat[i + 3] as Buffer),
-              input: bytes(flat[i + 4] as Buffer),
-              claim: toClaim(
-                instanceId,
-                taskId,
-                workerId,
-                flat[i + 5] as Buffer,
-                flat[i + 6] as Buffer,
-                flat[i + 7] as Buffer,
-              ),
-            });
-          }
-        }),
+      const settled = await Promise.allSettled(
+        [...groupByShard(candidates)].map(([shard, group]) =>
+          this.#claimShard(shard, group.length, workerId, ttlMs),
+        ),
       );
+      let failure: { reason: unknown } | undefined;
+      for (const outcome of settled) {
+        if (outcome.status === "fulfilled") claimed.push(...outcome.value);
+        else failure ??= outcome;
+      }
+      if (failure !== undefined) {
+        if (claimed.length > 0) break;
+        throw failure.reason;
+      }
     }
     return claimed.sort(byAge).map(({ score: _score, ...task }) => task);
+  }
+
+  /** One claim-shard script call: claims up to `count` of the shard's oldest unclaimed ready tasks. */
+  async #claimShard(
+    shard: number,
+    count: number,
+    workerId: string,
+    ttlMs: number | null,
+  ): Promise<Array<ClaimedTask & { score: number }>> {
+    const flat = (await this.#timed(
+      "claimAvailableTasks",
+      this.#scripts.sayiirClaimShardBuffer(
+        this.layout.ready(shard),
+        this.layout.leased(shard),
+        this.layout.floor(shard),
+        this.layout.base(shard),
+        String(count),
+        workerId,
+        ttlMs === null ? "" : String(ttlMs),
+        requestId(),
+        String(Math.max(60_000, 2 * this.#timeoutMs)),
+      ),
+    )) as Buffer[];
+    const out: Array<ClaimedTask & { score: number }> = [];
+    for (let i = 0; i + 7 < flat.length; i += 8) {
+      const instanceId = str(flat[i] as Buffer);
+      const taskId = str(flat[i + 1] as Buffer);
+      out.push({
+        instanceId,
+        taskId,
+        score: Number(str(flat[i + 2] as Buffer)),
+        workflowDefinitionHash: str(flat[i + 3] as Buffer),
+        input: bytes(flat[i + 4] as Buffer),
+        claim: toClaim(
+          instanceId,
+          taskId,
+          workerId,
+          flat[i + 5] as Buffer,
+          flat[i + 6] as Buffer,
+          flat[i + 7] as Buffer,
+        ),
+      });
+    }
+    return out;
   }
 
   protected async doClose(): Promise<void> {

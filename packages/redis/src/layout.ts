@@ -10,8 +10,11 @@
  *   {P:K}:floor      string: highest fencing token of any instance deleted from shard K
  *   {P:K}:m:<id>     hash: snapshot header and the fields the scripts read (see below)
  *   {P:K}:r:<id>     hash: task outputs, field = task id, value = output bytes
- *   {P:K}:c:<id>     hash: claims, field = task id, value = "token|claimedAt|expiresAt|workerId"
+ *   {P:K}:c:<id>     hash: claims, field = task id,
+ *                    value = "token|claimedAt|expiresAt|requestId|workerId" (requestId: hex)
  *   {P:K}:n:<id>     hash: fencing counters, field = task id, value = last token issued
+ *   {P:K}:q:<req>    list: (id, task id) pairs one claim-shard call claimed, so a second run of
+ *                    the same call returns them (expires; built in Lua only)
  *
  * The instance id is always the whole tail of a key, after a fixed-length type marker, so no two
  * different ids (whatever characters they hold, "{" and ":" included) ever share a key, and the

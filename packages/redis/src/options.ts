@@ -55,8 +55,21 @@ function standaloneDefaults(timeoutMs: number): RedisOptions {
     // A command waits for at most one reconnect attempt, then fails; reconnecting goes on forever.
     maxRetriesPerRequest: 1,
     enableOfflineQueue: true,
+    // Never send a command again after its connection dropped: a script whose reply was lost may
+    // have run, and running it twice is not the same as once (a claim would answer null, a delete
+    // NOT_FOUND). The command fails instead (BackendError, outcome unknown).
+    autoResendUnfulfilledCommands: false,
     retryStrategy: retryDelay,
   };
+}
+
+/** The password of a URL, as written (percent-encoded) and decoded, so both are scrubbed. */
+function urlSecrets(url: string, secrets: string[]): void {
+  const raw = new URL(url).password;
+  if (!raw) return;
+  secrets.push(raw);
+  const decoded = decodeURIComponent(raw);
+  if (decoded !== raw) secrets.push(decoded);
 }
 
 function positiveInt(name: string, value: unknown, fallback: number, max: number): number {
@@ -100,8 +113,7 @@ export function normalizeOptions(options: RedisBackendOptions): NormalizedOption
   } else if (options.url !== undefined) {
     if (typeof options.url !== "string") throw new ValidationError("url must be a string");
     try {
-      const password = decodeURIComponent(new URL(options.url).password);
-      if (password) secrets.push(password);
+      urlSecrets(options.url, secrets);
     } catch {
       throw new ValidationError("url is not a valid redis:// URL");
     }
@@ -115,9 +127,24 @@ export function normalizeOptions(options: RedisBackendOptions): NormalizedOption
     const given = cluster.options ?? {};
     const password = given.redisOptions?.password;
     if (typeof password === "string" && password) secrets.push(password);
+    for (const node of cluster.nodes ?? []) {
+      if (typeof node === "string" && node.includes("://")) {
+        try {
+          urlSecrets(node, secrets);
+        } catch {
+          // Not a URL after all: ioredis reports it.
+        }
+      }
+    }
     client = new Cluster(cluster.nodes, {
       enableOfflineQueue: true,
       clusterRetryStrategy: retryDelay,
+      // A node's connection that drops fails the commands sent on it with "Connection is
+      // closed."; by default the Cluster then sends them again (to the slot's node, after a slots
+      // refresh), which runs a script whose reply was lost a second time, just as
+      // autoResendUnfulfilledCommands does on one connection. 0 turns that off: such a command
+      // fails (BackendError, outcome unknown). MOVED, ASK and TRYAGAIN are still followed.
+      retryDelayOnFailover: 0,
       ...given,
       redisOptions: { ...defaults, ...given.redisOptions },
     });

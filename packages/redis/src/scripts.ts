@@ -22,18 +22,27 @@ local function clock()
   return s * 1000 + math.floor(us / 1000), s * 1000000 + us
 end
 local function fmt(n) return string.format('%.0f', n) end
-local function parse_claim(v)
-  if not v then return nil end
-  local tok, at, exp, worker = string.match(v, '^(%d+)|(%d+)|(%d*)|(.*)$')
-  if not tok then return nil end
-  return { token = tok, at = at, exp = exp, worker = worker }
-end
 local function is_live(c, now_ms)
   return c ~= nil and (c.exp == '' or tonumber(c.exp) > now_ms)
 end
+-- A claim is "token|claimedAt|expiresAt|requestId|workerId" (the worker id last: it may hold "|").
+local function parse_claim(v)
+  if not v then return nil end
+  local tok, at, exp, req, worker = string.match(v, '^(%d+)|(%d+)|(%d*)|(%x*)|(.*)$')
+  if not tok then return nil end
+  return { token = tok, at = at, exp = exp, req = req, worker = worker }
+end
+local function format_claim(c)
+  return c.token .. '|' .. c.at .. '|' .. c.exp .. '|' .. c.req .. '|' .. c.worker
+end
+-- The live claim that this very call (same request id, same worker) already made: the call is
+-- running a second time (its first reply was lost and the command was sent again).
+local function own_retry(c, req, worker, now_ms)
+  return is_live(c, now_ms) and req ~= '' and c.req == req and c.worker == worker
+end
 -- A new claim: token = max(last token of this (instance, task) + 1, shard floor + 1, server
 -- time in microseconds), so tokens keep growing after a release, an expiry and a delete.
-local function new_claim(claims_key, counters_key, floor_key, task, worker, ttl, now_ms, now_us)
+local function new_claim(claims_key, counters_key, floor_key, task, worker, ttl, req, now_ms, now_us)
   local tok = tonumber(redis.call('HGET', counters_key, task) or '0') + 1
   local floor = tonumber(redis.call('GET', floor_key) or '0') + 1
   if floor > tok then tok = floor end
@@ -42,7 +51,7 @@ local function new_claim(claims_key, counters_key, floor_key, task, worker, ttl,
   if ttl ~= '' then exp = fmt(now_ms + tonumber(ttl)) end
   local tok_s, at_s = fmt(tok), fmt(now_ms)
   redis.call('HSET', counters_key, task, tok_s)
-  redis.call('HSET', claims_key, task, tok_s .. '|' .. at_s .. '|' .. exp .. '|' .. worker)
+  redis.call('HSET', claims_key, task, format_claim({ token = tok_s, at = at_s, exp = exp, req = req, worker = worker }))
   return tok_s, at_s, exp
 end
 -- The ready task of an instance: InProgress, at a task that has no result yet (claims aside).
@@ -169,13 +178,16 @@ return 0
 
 /**
  * KEYS: claims, counters, floor, meta, results, ready, leased
- * ARGV: taskId, workerId, ttlMs ('' = never expires), instance id
- * Returns nil when a live claim exists, else {token, claimedAt, expiresAt}.
+ * ARGV: taskId, workerId, ttlMs ('' = never expires), instance id, request id (hex, per call)
+ * Returns nil when a live claim exists, else {token, claimedAt, expiresAt}. Idempotent per
+ * request id: run again, it returns the claim its first run made instead of nil.
  */
 const CLAIM_TASK = `${COMMON}
 local now_ms, now_us = clock()
-if is_live(parse_claim(redis.call('HGET', KEYS[1], ARGV[1])), now_ms) then return false end
-local tok, at, exp = new_claim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], now_ms, now_us)
+local c = parse_claim(redis.call('HGET', KEYS[1], ARGV[1]))
+if own_retry(c, ARGV[5], ARGV[2], now_ms) then return { c.token, c.at, c.exp } end
+if is_live(c, now_ms) then return false end
+local tok, at, exp = new_claim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[5], now_ms, now_us)
 reindex(KEYS[6], KEYS[7], KEYS[4], KEYS[5], KEYS[1], ARGV[4], now_ms)
 return { tok, at, exp }
 `;
@@ -202,7 +214,7 @@ if c.worker ~= ARGV[2] then return { 1 } end
 if not is_live(c, now_ms) then return { 4 } end
 if c.exp ~= '' then
   c.exp = fmt(now_ms + tonumber(ARGV[3]))
-  redis.call('HSET', KEYS[1], ARGV[1], c.token .. '|' .. c.at .. '|' .. c.exp .. '|' .. c.worker)
+  redis.call('HSET', KEYS[1], ARGV[1], format_claim(c))
   reindex(KEYS[4], KEYS[5], KEYS[2], KEYS[3], KEYS[1], ARGV[4], now_ms)
 end
 return { 0, c.token, c.at, c.exp }
@@ -248,21 +260,50 @@ return out
 `;
 
 /**
- * KEYS: ready set, lease set, floor of the shard. ARGV: base, limit, workerId, ttlMs ('' = none).
+ * KEYS: ready set, lease set, floor of the shard.
+ * ARGV: base, limit, workerId, ttlMs ('' = none), request id (hex, per call), request record ttl (ms).
  * Claims the oldest unclaimed ready tasks of the shard in one step (each moves to the lease set).
  * Returns flat {id, taskId, score, definitionHash, input, token, claimedAt, expiresAt, ...}.
+ * Idempotent per request id: what a run claimed is recorded in {P:K}:q:<request id> (a list of
+ * id, taskId pairs that expires), and a second run of the same request returns those claims
+ * (the ones still live and its own) instead of claiming more.
  */
 const CLAIM_SHARD = `${COMMON}${WALK}
 local now_ms, now_us = clock()
-local base = ARGV[1]
+local base, worker, req = ARGV[1], ARGV[3], ARGV[5]
+local req_key = base .. 'q:' .. req
 local out = {}
+local function emit(id, task, score, tok, at, exp)
+  local input, def = task_input(base .. 'm:' .. id, base .. 'r:' .. id)
+  for _, v in ipairs({ id, task, score, def, input, tok, at, exp }) do out[#out + 1] = v end
+end
+if req ~= '' and redis.call('EXISTS', req_key) == 1 then
+  local done = redis.call('LRANGE', req_key, 0, -1)
+  for i = 1, #done - 1, 2 do
+    local id, task = done[i], done[i + 1]
+    local c = parse_claim(redis.call('HGET', base .. 'c:' .. id, task))
+    if own_retry(c, req, worker, now_ms) then
+      emit(id, task, redis.call('HGET', base .. 'm:' .. id, 'u') or '0', c.token, c.at, c.exp)
+    end
+  end
+  return out
+end
+local record = {}
 for _, hit in ipairs(walk(KEYS[1], KEYS[2], base, tonumber(ARGV[2]), now_ms)) do
   local id, task, score = hit[1], hit[2], hit[3]
   local meta, results, claims = base .. 'm:' .. id, base .. 'r:' .. id, base .. 'c:' .. id
-  local tok, at, exp = new_claim(claims, base .. 'n:' .. id, KEYS[3], task, ARGV[3], ARGV[4], now_ms, now_us)
+  local tok, at, exp = new_claim(claims, base .. 'n:' .. id, KEYS[3], task, worker, ARGV[4], req, now_ms, now_us)
   reindex(KEYS[1], KEYS[2], meta, results, claims, id, now_ms)
-  local input, def = task_input(meta, results)
-  for _, v in ipairs({ id, task, score, def, input, tok, at, exp }) do out[#out + 1] = v end
+  emit(id, task, score, tok, at, exp)
+  record[#record + 1] = id; record[#record + 1] = task
+end
+if req ~= '' and #record > 0 then
+  for i = 1, #record, 200 do
+    local last = i + 199
+    if last > #record then last = #record end
+    redis.call('RPUSH', req_key, unpack(record, i, last))
+  end
+  redis.call('PEXPIRE', req_key, ARGV[6])
 end
 return out
 `;

@@ -33,6 +33,33 @@ describe("options (no server needed)", () => {
     expect(String((error as Error).message)).not.toContain("s3cret-pw");
     await backend.close();
   });
+
+  it("scrubs a URL password in both its percent-encoded and decoded forms, cluster seed URLs included", async () => {
+    const encoded = "p%40ss%2Fw0rd%3A";
+    const decoded = "p@ss/w0rd:";
+    const leaky = async (backend: RedisBackend) => {
+      // A driver error that quotes the password both ways (as a URL or a config dump might).
+      (backend.client as unknown as Record<string, unknown>).sayiirLoadSnapshotBuffer = () =>
+        Promise.reject(new Error(`cannot connect to redis://:${encoded}@host (password ${decoded})`));
+      const error = await rejection(backend.loadSnapshot("x"));
+      expect(error).toMatchObject({ code: ErrorCode.Backend });
+      const message = String((error as Error).message);
+      expect(message).toContain("cannot connect");
+      expect(message).not.toContain(encoded);
+      expect(message).not.toContain(decoded);
+      await backend.close();
+    };
+    await leaky(new RedisBackend({ url: `redis://user:${encoded}@127.0.0.1:1`, operationTimeoutMs: 300 }));
+    await leaky(
+      new RedisBackend({
+        cluster: {
+          nodes: [`redis://:${encoded}@127.0.0.1:1`],
+          options: { lazyConnect: true },
+        },
+        operationTimeoutMs: 300,
+      }),
+    );
+  });
 });
 
 const targets: Array<[string, Target | null]> = [

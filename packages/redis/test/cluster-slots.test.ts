@@ -47,7 +47,13 @@ describe.skipIf(info === null)("cluster: one slot per script", () => {
         const k = backend.layout.instance(id);
         const keys = [k.meta, k.results, k.claims, k.counters, k.ready, k.ids, k.floor];
         // What the shard scripts build in Lua: base .. "m:" .. id and so on.
-        keys.push(`${k.base}m:${id}`, `${k.base}c:${id}`, `${k.base}n:${id}`, `${k.base}r:${id}`);
+        keys.push(
+          `${k.base}m:${id}`,
+          `${k.base}c:${id}`,
+          `${k.base}n:${id}`,
+          `${k.base}r:${id}`,
+          `${k.base}q:0123abcd`,
+        );
         const slots = new Set(await Promise.all(keys.map(slot)));
         expect(slots.size, `keys of ${JSON.stringify(id)}`).toBe(1);
         expect([...slots][0]).toBe(await slot(`{${prefix}:${k.shard}}`));

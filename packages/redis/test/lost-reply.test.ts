@@ -1,0 +1,391 @@
+import { createHash } from "node:crypto";
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { BackendError, ErrorCode } from "@sayiir/persistence-core";
+import { atTask, eventually, rejection, uid } from "@sayiir/persistence-core/conformance";
+import { Cluster, Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { RedisBackend } from "../src/index.js";
+import { SCRIPTS } from "../src/scripts.js";
+import { adminClient, connection, dropPrefix, type Target } from "./subject.js";
+
+/*
+ * Lost replies and partial failures of claim calls.
+ *
+ * A lost reply: a small TCP proxy between the backend and the shared server (one per node of the
+ * cluster, through ioredis's natMap) forwards everything, except that once armed with a script it
+ * lets that script's next call through, throws away what comes back and closes the client's
+ * connection: the script ran, the client never heard. ioredis then either fails the command (the
+ * backend's own clients: autoResendUnfulfilledCommands false, and retryDelayOnFailover 0 on a
+ * Cluster) or sends it again after reconnecting (a user's client with ioredis's defaults), and the
+ * claim scripts must answer that second run with the claims the first run made (per-call request
+ * id), not with null or a fresh batch.
+ */
+
+/**
+ * What identifies a script's call on the wire: its SHA (EVALSHA) or its body (ioredis sends EVAL
+ * with the body the first time on each connection).
+ */
+const markers = (lua: string) => [createHash("sha1").update(lua).digest("hex"), lua];
+const CLAIM_TASK = markers(SCRIPTS.sayiirClaimTask.lua);
+const CLAIM_SHARD = markers(SCRIPTS.sayiirClaimShard.lua);
+const DELETE = markers(SCRIPTS.sayiirDeleteSnapshot.lua);
+
+/** Arming shared by the proxies of one test (one per cluster node): the first to see the marker drops. */
+interface Arming {
+  markers: string[] | null;
+  /** Replies thrown away so far. */
+  dropped: number;
+}
+
+class ReplyDropper {
+  #server: Server;
+  #sockets = new Set<Socket>();
+  port = 0;
+
+  constructor(
+    readonly target: { host: string; port: number },
+    readonly arming: Arming = { markers: null, dropped: 0 },
+  ) {
+    this.#server = createServer((client) => this.#accept(client));
+    this.#server.on("error", () => {});
+  }
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve) => this.#server.listen(0, "127.0.0.1", () => resolve()));
+    const address = this.#server.address();
+    this.port = typeof address === "object" && address ? address.port : 0;
+  }
+
+  /** The next command whose bytes hold one of `markers` runs, but its reply is dropped and the connection closed. */
+  arm(markers: string[]): void {
+    this.arming.markers = markers;
+  }
+
+  get dropped(): number {
+    return this.arming.dropped;
+  }
+
+  #accept(client: Socket): void {
+    const upstream = tcpConnect(this.target.port, this.target.host);
+    this.#sockets.add(client);
+    this.#sockets.add(upstream);
+    let dropping = false;
+    const closeBoth = () => {
+      client.destroy();
+      upstream.destroy();
+      this.#sockets.delete(client);
+      this.#sockets.delete(upstream);
+    };
+    client.on("error", closeBoth);
+    upstream.on("error", closeBoth);
+    client.on("close", closeBoth);
+    upstream.on("close", closeBoth);
+    client.on("data", (chunk: Buffer) => {
+      upstream.write(chunk);
+      if (this.arming.markers?.some((marker) => chunk.includes(marker))) {
+        // From now on nothing comes back on this connection, and it closes once the server has
+        // surely run the command (a reply already under way for an earlier command is lost too).
+        this.arming.markers = null;
+        this.arming.dropped++;
+        dropping = true;
+        setTimeout(closeBoth, 300);
+      }
+    });
+    upstream.on("data", (chunk: Buffer) => {
+      if (!dropping) client.write(chunk);
+    });
+  }
+
+  async stop(): Promise<void> {
+    for (const socket of this.#sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+const standalone = inject("redis");
+
+describe.skipIf(standalone === null)("a claim whose reply was lost (standalone, through a proxy)", () => {
+  let dropper: ReplyDropper;
+  let proxyUrl: string;
+  let directUrl: string;
+  let admin: Redis;
+  const prefixes: string[] = [];
+
+  beforeAll(async () => {
+    directUrl = standalone!.url;
+    const url = new URL(directUrl);
+    dropper = new ReplyDropper({ host: url.hostname, port: Number(url.port || 6379) });
+    await dropper.start();
+    url.hostname = "127.0.0.1";
+    url.port = String(dropper.port);
+    proxyUrl = url.toString();
+    admin = new Redis(directUrl);
+  });
+  afterAll(async () => {
+    for (const prefix of prefixes) await dropPrefix(admin, prefix);
+    await admin.quit();
+    await dropper.stop();
+  });
+
+  const prefix = (name: string) => {
+    const p = uid(name);
+    prefixes.push(p);
+    return p;
+  };
+
+  it("the backend's own client does not send it again: BackendError (unknown outcome), not null or NOT_FOUND", async () => {
+    const keyPrefix = prefix("lost-own");
+    const backend = new RedisBackend({ url: proxyUrl, keyPrefix, operationTimeoutMs: 1000 });
+    const direct = new RedisBackend({ url: directUrl, keyPrefix });
+    try {
+      expect(
+        (backend.client.options as { autoResendUnfulfilledCommands?: boolean }).autoResendUnfulfilledCommands,
+      ).toBe(false);
+      const [warm, id] = [uid(), uid()];
+      await backend.saveSnapshot(atTask(warm, "t1"));
+      await backend.saveSnapshot(atTask(id, "t1"));
+      expect(await backend.claimTask(warm, "t1", "w", null)).not.toBeNull(); // loads the script
+      dropper.arm(CLAIM_TASK);
+      const before = dropper.dropped;
+      const started = Date.now();
+      const error = await rejection(backend.claimTask(id, "t1", "w", null));
+      expect(dropper.dropped).toBe(before + 1);
+      expect(error).toBeInstanceOf(BackendError);
+      expect(error).toMatchObject({ code: ErrorCode.Backend });
+      expect(Date.now() - started).toBeLessThan(1000 + 1500);
+      // The claim did land (the outcome was unknown, not "no claim"): it is w's.
+      expect(await direct.claimTask(id, "t1", "other", null)).toBeNull();
+      await direct.releaseTaskClaim(id, "t1", "w");
+      // The backend carries on over a new connection.
+      expect(await backend.claimTask(id, "t1", "w", null)).not.toBeNull();
+      // A delete whose reply was lost: BackendError, not NOT_FOUND for a delete that succeeded.
+      expect(await backend.deleteSnapshot(warm)).toBeUndefined(); // loads the script on this connection
+      await backend.saveSnapshot(atTask(warm, "t1"));
+      dropper.arm(DELETE);
+      const deleted = await rejection(backend.deleteSnapshot(warm));
+      expect(dropper.dropped).toBe(before + 2);
+      expect(deleted).toBeInstanceOf(BackendError);
+      expect(deleted).toMatchObject({ code: ErrorCode.Backend });
+      expect(await rejection(direct.loadSnapshot(warm))).toMatchObject({ code: ErrorCode.NotFound });
+    } finally {
+      await backend.close();
+      await direct.close();
+    }
+  }, 20_000);
+
+  it("a client that re-sends it gets the claim its first run made (claimTask)", async () => {
+    const keyPrefix = prefix("lost-resend");
+    // ioredis's defaults: autoResendUnfulfilledCommands true.
+    const client = new Redis(proxyUrl);
+    client.on("error", () => {});
+    const backend = new RedisBackend({ client, keyPrefix, operationTimeoutMs: 5000 });
+    const direct = new RedisBackend({ url: directUrl, keyPrefix });
+    try {
+      const [warm, id] = [uid(), uid()];
+      await backend.saveSnapshot(atTask(warm, "t1"));
+      await backend.saveSnapshot(atTask(id, "t1"));
+      await backend.claimTask(warm, "t1", "w", null);
+      dropper.arm(CLAIM_TASK);
+      const before = dropper.dropped;
+      const claim = await backend.claimTask(id, "t1", "w", null);
+      expect(dropper.dropped).toBe(before + 1);
+      // Before the fix the second run found a live claim and answered null.
+      expect(claim).toMatchObject({ instanceId: id, taskId: "t1", workerId: "w", expiresAt: null });
+      expect(claim?.token).toBeGreaterThan(0);
+      // It is the claim that is stored: its token fences a write.
+      await direct.saveTaskResult(id, "t1", new Uint8Array([1]), { claim: claim! });
+      // A different call of the same worker still sees a live claim (holder included) and gets null.
+      await backend.saveSnapshot(atTask(id, "t2"));
+      expect(await backend.claimTask(id, "t2", "w", 60_000)).not.toBeNull();
+      expect(await backend.claimTask(id, "t2", "w", 60_000)).toBeNull();
+    } finally {
+      await backend.close();
+      await direct.close();
+      client.disconnect();
+    }
+  }, 20_000);
+
+  it("a client that re-sends it gets the batch its first run claimed (claimAvailableTasks)", async () => {
+    const keyPrefix = prefix("lost-batch");
+    const client = new Redis(proxyUrl);
+    client.on("error", () => {});
+    // One shard: one peek, then one claim-shard script, whose reply is the one dropped.
+    const backend = new RedisBackend({ client, keyPrefix, shards: 1, operationTimeoutMs: 5000 });
+    const direct = new RedisBackend({ url: directUrl, keyPrefix, shards: 1 });
+    try {
+      await backend.saveSnapshot(atTask(uid(), "t1", { updatedAt: 1 }));
+      expect(await backend.claimAvailableTasks("w", 1, null)).toHaveLength(1); // loads the script
+      const ids = [uid(), uid(), uid()];
+      for (const [i, id] of ids.entries())
+        await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 10 + i }));
+      dropper.arm(CLAIM_SHARD);
+      const before = dropper.dropped;
+      const claimed = await backend.claimAvailableTasks("w", 10, null);
+      expect(dropper.dropped).toBe(before + 1);
+      // Before the fix the second run found nothing left to claim: [] and three orphaned claims.
+      expect(claimed.map((c) => c.instanceId)).toEqual(ids);
+      for (const c of claimed) expect(c.claim.workerId).toBe("w");
+      expect(await direct.findAvailableTasks("w", 10)).toEqual([]);
+      for (const c of claimed) await direct.releaseTaskClaim(c.instanceId, c.taskId, "w");
+      expect(await direct.findAvailableTasks("w", 10)).toHaveLength(3);
+    } finally {
+      await backend.close();
+      await direct.close();
+      client.disconnect();
+    }
+  }, 20_000);
+});
+
+const targets: Array<[string, Target | null]> = [
+  ["standalone", standalone ? { kind: "standalone", url: standalone.url } : null],
+  ["cluster", inject("redisCluster") ? { kind: "cluster", nodes: inject("redisCluster")!.nodes } : null],
+];
+
+type ShardClaim = (...args: unknown[]) => Promise<unknown>;
+
+/** Makes the client's claim-shard script fail (after it ran) on the calls `failOn` picks. */
+function failShardClaims(backend: RedisBackend, failOn: (call: number) => boolean): void {
+  const client = backend.client as unknown as { sayiirClaimShardBuffer: ShardClaim };
+  const original = client.sayiirClaimShardBuffer.bind(client);
+  let calls = 0;
+  client.sayiirClaimShardBuffer = async (...args: unknown[]) => {
+    const call = ++calls;
+    const reply = await original(...args);
+    if (failOn(call)) throw new Error("injected: connection lost after the script ran");
+    return reply;
+  };
+}
+
+for (const [name, target] of targets) {
+  describe.skipIf(target === null)(`claimAvailableTasks with a failing shard (${name})`, () => {
+    const t = target as Target;
+
+    it("returns the claims that landed instead of rejecting (they would be orphaned)", async () => {
+      const keyPrefix = uid("partial");
+      const backend = new RedisBackend({ ...connection(t), keyPrefix, shards: 4 });
+      const admin: Redis | Cluster = adminClient(t);
+      try {
+        const ids = Array.from({ length: 24 }, (_, i) => `${String(i).padStart(2, "0")}-${uid()}`);
+        for (const [i, id] of ids.entries())
+          await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1000 + i }));
+        const shards = new Set(ids.map((id) => backend.layout.shardOf(id)));
+        expect(shards.size).toBeGreaterThan(1);
+        failShardClaims(backend, (call) => call === 2);
+        const claimed = await backend.claimAvailableTasks("w", 100, null);
+        // Every shard but the failing one answered: those claims come back, in order.
+        expect(claimed.length).toBeGreaterThan(0);
+        expect(claimed.length).toBeLessThan(ids.length);
+        const order = claimed.map((c) => c.instanceId);
+        expect(order).toEqual(ids.filter((id) => order.includes(id)));
+        // Nothing returned is claimable again; what the failed shard claimed is held (unknown outcome).
+        expect(await backend.findAvailableTasks("w", 100)).toEqual([]);
+        for (const c of claimed) await backend.releaseTaskClaim(c.instanceId, c.taskId, "w");
+        expect(await backend.findAvailableTasks("w", 100)).toHaveLength(claimed.length);
+      } finally {
+        await backend.close();
+        await dropPrefix(admin, keyPrefix);
+        admin.disconnect();
+      }
+    });
+
+    it("rejects with BackendError only when nothing was claimed", async () => {
+      const keyPrefix = uid("partial-none");
+      const backend = new RedisBackend({ ...connection(t), keyPrefix, shards: 1 });
+      const admin: Redis | Cluster = adminClient(t);
+      try {
+        await backend.saveSnapshot(atTask(uid(), "t1"));
+        failShardClaims(backend, () => true);
+        const error = await rejection(backend.claimAvailableTasks("w", 10, null));
+        expect(error).toBeInstanceOf(BackendError);
+        expect(String((error as Error).message)).toContain("injected");
+      } finally {
+        await backend.close();
+        await dropPrefix(admin, keyPrefix);
+        admin.disconnect();
+      }
+    });
+  });
+}
+
+const clusterInfo = inject("redisCluster");
+
+describe.skipIf(clusterInfo === null)("a claim whose reply was lost (cluster, through proxies)", () => {
+  const arming: Arming = { markers: null, dropped: 0 };
+  const droppers: ReplyDropper[] = [];
+  const natMap: Record<string, { host: string; port: number }> = {};
+  let admin: Cluster;
+  const prefixes: string[] = [];
+
+  beforeAll(async () => {
+    admin = new Cluster(clusterInfo!.nodes);
+    admin.on("error", () => {});
+    await admin.ping();
+    // One proxy per node, as the cluster announces them; the backend's client maps to them.
+    for (const node of admin.nodes("all")) {
+      const { host, port } = node.options as { host: string; port: number };
+      const dropper = new ReplyDropper({ host, port }, arming);
+      await dropper.start();
+      droppers.push(dropper);
+      natMap[`${host}:${port}`] = { host: "127.0.0.1", port: dropper.port };
+    }
+  });
+  afterAll(async () => {
+    for (const prefix of prefixes) await dropPrefix(admin, prefix);
+    await admin.quit();
+    for (const dropper of droppers) await dropper.stop();
+  });
+
+  it("the backend's own client does not send it again: BackendError (claim and delete), never null or NOT_FOUND", async () => {
+    const keyPrefix = uid("lost-cluster");
+    prefixes.push(keyPrefix);
+    const seeds = droppers.map((d) => ({ host: "127.0.0.1", port: d.port }));
+    const backend = new RedisBackend({
+      cluster: { nodes: seeds, options: { natMap } },
+      keyPrefix,
+      operationTimeoutMs: 1000,
+    });
+    const direct = new RedisBackend({ cluster: { nodes: clusterInfo!.nodes }, keyPrefix });
+    try {
+      const [warm, id] = [uid(), uid()];
+      await backend.saveSnapshot(atTask(warm, "t1"));
+      await backend.saveSnapshot(atTask(id, "t1"));
+      // The slot's node is connected and known (a command sent elsewhere would get MOVED, whose
+      // reply the proxy would drop: the script would never run).
+      await backend.loadSnapshot(id);
+      arming.markers = CLAIM_TASK;
+      const before = arming.dropped;
+      const started = Date.now();
+      const outcome = await backend.claimTask(id, "t1", "w", null).then(
+        (claim) => ({ claim }),
+        (error: unknown) => ({ error }),
+      );
+      expect(arming.dropped).toBe(before + 1);
+      expect(Date.now() - started).toBeLessThan(1000 + 1500);
+      // Not sent again (retryDelayOnFailover 0); were it sent again, the request id would make it
+      // answer this claim, never null.
+      expect("error" in outcome && outcome.error).toBeInstanceOf(BackendError);
+      // The claim landed and is w's.
+      expect(await direct.claimTask(id, "t1", "other", null)).toBeNull();
+      await direct.releaseTaskClaim(id, "t1", "w");
+      // A lost delete reply: never NOT_FOUND for a delete that succeeded.
+      await eventually("the backend to reach the node again", async () => {
+        try {
+          return await backend.loadSnapshot(warm);
+        } catch {
+          return undefined;
+        }
+      });
+      arming.markers = DELETE;
+      const deleted = await rejection(backend.deleteSnapshot(warm));
+      expect(arming.dropped).toBe(before + 2);
+      // Before the fix the Cluster sent it again and it reported NOT_FOUND.
+      expect(deleted).toBeInstanceOf(BackendError);
+      expect(deleted).toMatchObject({ code: ErrorCode.Backend });
+      expect(await rejection(direct.loadSnapshot(warm))).toMatchObject({ code: ErrorCode.NotFound });
+      expect(await backend.claimTask(id, "t1", "w", null)).not.toBeNull();
+    } finally {
+      await backend.close();
+      await direct.close();
+    }
+  }, 20_000);
+});
