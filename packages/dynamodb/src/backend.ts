@@ -18,6 +18,7 @@ import {
   BaseBackend,
   type ClaimedTask,
   type ClaimLostError,
+  compareIds,
   decodeSnapshotHeader,
   EMPTY_BYTES,
   encodeSnapshotHeader,
@@ -47,7 +48,16 @@ import {
   sendRetrying,
   str,
 } from "./dynamo.js";
-import { ATTR, freshId, HEAD_SK, hashId, Layout, LIST_INDEX, READY_INDEX } from "./layout.js";
+import {
+  ATTR,
+  DELETE_MARKER_SK,
+  freshId,
+  HEAD_SK,
+  hashId,
+  Layout,
+  LIST_INDEX,
+  READY_INDEX,
+} from "./layout.js";
 import { type DynamoDBBackendOptions, type NormalizedOptions, normalizeOptions } from "./options.js";
 import { ensureTable, TTL_ATTRIBUTE } from "./table.js";
 
@@ -55,6 +65,8 @@ import { ensureTable, TTL_ATTRIBUTE } from "./table.js";
 const TOMBSTONE_SECONDS = 7 * 24 * 60 * 60;
 /** Attempts of the optimistic loops (re-read and retry after losing a race). */
 const RACE_ATTEMPTS = 50;
+/** Items one TransactWriteItems may hold. */
+const MAX_TRANSACTION_ITEMS = 100;
 
 const quote = (id: string): string => JSON.stringify(id);
 
@@ -67,7 +79,10 @@ interface Head {
   lastCompletedTaskId: string | undefined;
   updatedAt: number;
   definitionHash: string;
+  /** In the ready index (either partition). */
   ready: boolean;
+  /** In the leased partition (claimed by claim-next): its lease sort key. */
+  leaseSk: string | undefined;
   header: ValueRef | undefined;
 }
 
@@ -76,6 +91,8 @@ interface StoredClaim {
   workerId: string | undefined;
   claimedAt: number | undefined;
   expiresAt: number | undefined;
+  /** Random per claim attempt: tells our own landed write from another caller's identical one. */
+  nonce: string | undefined;
 }
 
 interface Candidate {
@@ -83,6 +100,8 @@ interface Candidate {
   instanceId: string;
   taskId: string;
   updatedAt: number;
+  /** Found in the leased partition (a lease that has ended): its lease sort key. */
+  leaseSk?: string;
 }
 
 /** One shard of the ready index, read page by page in (updatedAt, instance id) order. */
@@ -93,7 +112,8 @@ class ShardCursor {
   constructor(
     private readonly fetch: (
       startKey: Record<string, AttributeValue> | undefined,
-    ) => Promise<QueryCommandOutput>,
+    ) => Promise<Pick<QueryCommandOutput, "Items" | "LastEvaluatedKey">>,
+    private readonly leased = false,
   ) {}
 
   get exhausted(): boolean {
@@ -111,15 +131,19 @@ class ShardCursor {
         const updatedAt = num(item, "upd");
         const pk = str(item, ATTR.pk);
         if (instanceId !== undefined && taskId !== undefined && updatedAt !== undefined && pk !== undefined) {
-          this.buffer.push({ pk, instanceId, taskId, updatedAt });
+          const candidate: Candidate = { pk, instanceId, taskId, updatedAt };
+          const leaseSk = str(item, ATTR.readySk);
+          if (this.leased && leaseSk !== undefined) candidate.leaseSk = leaseSk;
+          this.buffer.push(candidate);
         }
       }
     }
   }
 }
 
+/** Index order: updatedAt, then instance id in code point (UTF-8 byte) order, as the index sorts. */
 const before = (a: Candidate, b: Candidate): boolean =>
-  a.updatedAt < b.updatedAt || (a.updatedAt === b.updatedAt && a.instanceId < b.instanceId);
+  a.updatedAt < b.updatedAt || (a.updatedAt === b.updatedAt && compareIds(a.instanceId, b.instanceId) < 0);
 
 /**
  * Sayiir persistence on one DynamoDB table (single-table design; see the README for the layout).
@@ -133,10 +157,12 @@ export class DynamoDBBackend extends BaseBackend {
   readonly #o: NormalizedOptions;
   readonly #layout: Layout;
   readonly #chunks: Chunks;
+  readonly #clientConfig: DynamoDBBackendOptions["clientConfig"];
 
   constructor(options: DynamoDBBackendOptions) {
     super(options);
     this.#o = normalizeOptions(options);
+    this.#clientConfig = options.clientConfig;
     this.tableName = this.#o.tableName;
     this.#layout = new Layout(this.#o.keyPrefix, this.#o.shards);
     if (options.client !== undefined) {
@@ -154,6 +180,17 @@ export class DynamoDBBackend extends BaseBackend {
       this.#ownsClient = true;
     }
     this.#chunks = new Chunks(this.client, this.tableName, this.#layout, this.#o.clock);
+  }
+
+  /** Static credentials given in clientConfig: scrubbed from wrapped error messages. */
+  protected override secrets(): readonly string[] {
+    const credentials = this.#clientConfig?.credentials;
+    if (credentials === null || typeof credentials !== "object") return [];
+    const { secretAccessKey, sessionToken } = credentials as {
+      secretAccessKey?: unknown;
+      sessionToken?: unknown;
+    };
+    return [secretAccessKey, sessionToken].filter((v): v is string => typeof v === "string" && v.length >= 4);
   }
 
   /** The key layout (exposed for tests and tooling). */
@@ -198,6 +235,9 @@ export class DynamoDBBackend extends BaseBackend {
       updatedAt: num(item, "upd") ?? 0,
       definitionHash: str(item, "def") ?? "",
       ready: str(item, ATTR.readyPk) !== undefined,
+      leaseSk: str(item, ATTR.readyPk)?.startsWith(`${this.#layout.base}K#`)
+        ? str(item, ATTR.readySk)
+        : undefined,
       header: readRef(item, "h"),
     };
   }
@@ -217,7 +257,13 @@ export class DynamoDBBackend extends BaseBackend {
   #parseClaim(item: Item | undefined): StoredClaim | undefined {
     const token = num(item, "tok");
     if (item === undefined || token === undefined) return undefined;
-    return { token, workerId: str(item, "w"), claimedAt: num(item, "ca"), expiresAt: num(item, "exp") };
+    return {
+      token,
+      workerId: str(item, "w"),
+      claimedAt: num(item, "ca"),
+      expiresAt: num(item, "exp"),
+      nonce: str(item, "nc"),
+    };
   }
 
   async #getClaim(pk: string, taskId: string): Promise<StoredClaim | undefined> {
@@ -502,7 +548,11 @@ export class DynamoDBBackend extends BaseBackend {
     let head = await this.#getHead(instanceId);
     if (head === undefined) throw failures.snapshotNotFound(instanceId);
     const ref = await this.#chunks.write(output, pk);
+    const ours = chunkSetOf(ref);
     let done = false;
+    // False while a transaction whose outcome we cannot know is the last one sent.
+    let definite = true;
+    let sentGeneration = head.generation;
     try {
       for (let attempt = 0; ; attempt++) {
         if (head === undefined) throw failures.snapshotNotFound(instanceId);
@@ -525,7 +575,9 @@ export class DynamoDBBackend extends BaseBackend {
         if (head.ready && head.positionTaskId === taskId)
           update += ` REMOVE #${ATTR.readyPk}, #${ATTR.readySk}`;
         else if (head.ready) {
-          update += `, #${ATTR.readySk} = :gsk`;
+          // (Back) into the ready partition: a lease key would not carry the new updatedAt.
+          update += `, #${ATTR.readyPk} = :gpk, #${ATTR.readySk} = :gsk`;
+          values[":gpk"] = S(this.#layout.readyPk(this.#layout.shardOf(instanceId)));
           values[":gsk"] = S(this.#layout.readySk(updatedAt, instanceId));
         }
         const condition =
@@ -556,8 +608,13 @@ export class DynamoDBBackend extends BaseBackend {
         ];
         if (fence !== undefined) items.push(this.#fenceCheck(pk, fence, now));
         // The result item may replace an earlier output of the same task: find its chunks first.
-        const replaced = await this.#replacedChunks(pk, head, taskId);
+        // (Never our own set: an earlier attempt of this call may have landed after all.)
+        const replaced = (await this.#replacedChunks(pk, head, taskId)).filter(
+          (set) => set.chunkSetId !== ours?.chunkSetId,
+        );
         try {
+          sentGeneration = head.generation;
+          definite = false;
           await this.#send(
             () => new TransactWriteItemsCommand({ ClientRequestToken: freshId(), TransactItems: items }),
           );
@@ -566,6 +623,8 @@ export class DynamoDBBackend extends BaseBackend {
           return;
         } catch (error) {
           const reasons = cancellationReasons(error);
+          // Cancelled (conflicts included): the transaction surely did not apply.
+          if (reasons !== undefined) definite = true;
           if (reasons === undefined || isConflictOnly(error)) throw error;
           const headReason = reasons[0];
           if (headReason?.Code === "ConditionalCheckFailed") {
@@ -582,9 +641,23 @@ export class DynamoDBBackend extends BaseBackend {
         }
       }
     } finally {
-      if (!done) {
-        const set = chunkSetOf(ref);
-        if (set) await this.#quietly(() => this.#chunks.delete([set]));
+      if (!done && ours !== undefined) {
+        await this.#quietly(async () => {
+          // Outcome unknown (a lost response, a timeout): the result may have committed and point
+          // at our chunks. Delete them only if the stored result does not; else cleanup() will.
+          if (!definite) {
+            const out = await this.#send<{ Item?: Item }>(
+              new GetItemCommand({
+                TableName: this.tableName,
+                Key: { [ATTR.pk]: S(pk), [ATTR.sk]: S(this.#layout.resultSk(sentGeneration, taskId)) },
+                ConsistentRead: true,
+              }),
+            );
+            if (out.Item !== undefined && chunkSetOf(readRef(out.Item))?.chunkSetId === ours.chunkSetId)
+              return;
+          }
+          await this.#chunks.delete([ours]);
+        });
       }
     }
   }
@@ -644,63 +717,181 @@ export class DynamoDBBackend extends BaseBackend {
     }
   }
 
-  protected async doDeleteSnapshot(instanceId: string): Promise<void> {
-    const pk = this.#layout.instancePk(instanceId);
-    let head = await this.#getHead(instanceId);
-    for (let attempt = 0; ; attempt++) {
-      if (head === undefined) throw failures.snapshotNotFound(instanceId);
-      if (attempt >= RACE_ATTEMPTS)
-        throw new BackendError(`deleteSnapshot of ${quote(instanceId)} kept losing races`);
-      try {
-        await this.#send(
-          new DeleteItemCommand({
-            TableName: this.tableName,
-            Key: this.#headKey(pk),
-            ...expressions({ ConditionExpression: "#gen = :gen" }, { ":gen": S(head.generation) }),
-            ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-          }),
-        );
-        break;
-      } catch (error) {
-        if (!isConditionFailed(error)) throw error;
-        head = this.#parseHead(error.Item, instanceId);
-      }
-    }
-    // Committed. Its results and chunks are garbage; its claims become tombstones (keeping tokens).
-    const deleted = head;
-    await this.#quietly(() => this.#dropGeneration(pk, deleted.generation, deleted.header));
-    const claims = await this.#queryAll({
+  /** Every claim item (live or tombstone) of an instance: key, token, and whether it is held. */
+  async #claimItems(pk: string): Promise<Array<{ key: Key; token: number; held: boolean }>> {
+    const items = await this.#queryAll({
       TableName: this.tableName,
       ConsistentRead: true,
       ...expressions(
         {
           KeyConditionExpression: "#PK = :pk AND begins_with(#SK, :prefix)",
-          ProjectionExpression: "#PK, #SK, #w",
+          ProjectionExpression: "#PK, #SK, #tok, #w",
         },
         { ":pk": S(pk), ":prefix": S("L#") },
       ),
     });
+    const out: Array<{ key: Key; token: number; held: boolean }> = [];
+    for (const item of items) {
+      const token = num(item, "tok");
+      if (token === undefined) continue;
+      out.push({
+        key: { [ATTR.pk]: item[ATTR.pk]!, [ATTR.sk]: item[ATTR.sk]! },
+        token,
+        held: str(item, "w") !== undefined,
+      });
+    }
+    return out;
+  }
+
+  /** Turns a claim into a tombstone (it keeps its token), if it still holds `token`. */
+  #tombstone(key: Key, token: number): UpdateItemCommand {
+    return new UpdateItemCommand({
+      TableName: this.tableName,
+      Key: key,
+      ...expressions(
+        {
+          UpdateExpression: `REMOVE #w, #ca, #exp, #nc SET #${TTL_ATTRIBUTE} = :ttl`,
+          ConditionExpression: "#tok = :tok",
+        },
+        { ":tok": N(token), ":ttl": N(Math.floor(this.#now() / 1000) + TOMBSTONE_SECONDS) },
+      ),
+    });
+  }
+
+  /** Best effort: tombstones the given claims that still hold the token read. */
+  async #tombstoneAll(claims: Array<{ key: Key; token: number; held: boolean }>): Promise<void> {
     await Promise.all(
       claims
-        .filter((item) => str(item, "w") !== undefined)
-        .map((item) =>
-          this.#send(
-            new UpdateItemCommand({
-              TableName: this.tableName,
-              Key: { [ATTR.pk]: item[ATTR.pk]!, [ATTR.sk]: item[ATTR.sk]! },
-              ...expressions(
-                {
-                  UpdateExpression: `REMOVE #w, #ca, #exp SET #${TTL_ATTRIBUTE} = :ttl`,
-                  ConditionExpression: "attribute_exists(#PK)",
-                },
-                { ":ttl": N(Math.floor(this.#now() / 1000) + TOMBSTONE_SECONDS) },
-              ),
-            }),
-          ).catch((error: unknown) => {
+        .filter((c) => c.held)
+        .map((c) =>
+          this.#send(this.#tombstone(c.key, c.token)).catch((error: unknown) => {
             if (!isConditionFailed(error)) throw error;
           }),
         ),
     );
+  }
+
+  #deleteMarkerKey(pk: string): Key {
+    return { [ATTR.pk]: S(pk), [ATTR.sk]: S(DELETE_MARKER_SK) };
+  }
+
+  async #markedBy(pk: string, op: string): Promise<boolean> {
+    const out = await this.#send<{ Item?: Item }>(
+      new GetItemCommand({ TableName: this.tableName, Key: this.#deleteMarkerKey(pk), ConsistentRead: true }),
+    );
+    return str(out.Item, "op") === op;
+  }
+
+  /**
+   * Deletes the head and tombstones every claim in ONE transaction, conditioned on the head's
+   * generation and on each claim still holding the token read (a claim taken meanwhile makes it
+   * retry), so a failure can never leave the head gone and a pre-delete claim live. With more
+   * claims than fit a transaction, the claims are tombstoned first and the head deleted after
+   * (a failure in between leaves the instance with its claims released, never the reverse).
+   */
+  protected async doDeleteSnapshot(instanceId: string): Promise<void> {
+    const pk = this.#layout.instancePk(instanceId);
+    const op = freshId();
+    let head = await this.#getHead(instanceId);
+    let seen: Array<{ key: Key; token: number; held: boolean }> = [];
+    let target: Head | undefined;
+    for (let attempt = 0; ; attempt++) {
+      if (head === undefined) {
+        // Deleted by a concurrent call (or by an attempt of ours: see below): either way, no claim
+        // read while the head existed stays live.
+        await this.#tombstoneAll(seen);
+        throw failures.snapshotNotFound(instanceId);
+      }
+      if (attempt >= RACE_ATTEMPTS)
+        throw new BackendError(`deleteSnapshot of ${quote(instanceId)} kept losing races`);
+      target = head;
+      const claims = await this.#claimItems(pk);
+      seen = claims;
+      const headDelete = {
+        TableName: this.tableName,
+        Key: this.#headKey(pk),
+        ...expressions({ ConditionExpression: "#gen = :gen" }, { ":gen": S(head.generation) }),
+        ReturnValuesOnConditionCheckFailure: "ALL_OLD" as const,
+      };
+      if (claims.length > MAX_TRANSACTION_ITEMS - 2) {
+        await this.#tombstoneAll(claims);
+        try {
+          await this.#send(new DeleteItemCommand(headDelete));
+          break;
+        } catch (error) {
+          if (!isConditionFailed(error)) throw error;
+          head = this.#parseHead(error.Item, instanceId);
+          if (head === undefined) throw failures.snapshotNotFound(instanceId);
+          continue;
+        }
+      }
+      const ttl = N(Math.floor(this.#now() / 1000) + TOMBSTONE_SECONDS);
+      const items: TransactWriteItem[] = [
+        { Delete: headDelete },
+        {
+          Put: {
+            TableName: this.tableName,
+            Item: { ...this.#deleteMarkerKey(pk), op: S(op), at: N(this.#now()), [TTL_ATTRIBUTE]: ttl },
+          },
+        },
+        ...claims.map((c): TransactWriteItem => {
+          const condition = { ConditionExpression: "#tok = :tok" };
+          return c.held
+            ? {
+                Update: {
+                  TableName: this.tableName,
+                  Key: c.key,
+                  ...expressions(
+                    {
+                      ...condition,
+                      UpdateExpression: `REMOVE #w, #ca, #exp, #nc SET #${TTL_ATTRIBUTE} = :ttl`,
+                    },
+                    { ":tok": N(c.token), ":ttl": ttl },
+                  ),
+                },
+              }
+            : {
+                ConditionCheck: {
+                  TableName: this.tableName,
+                  Key: c.key,
+                  ...expressions(condition, { ":tok": N(c.token) }),
+                },
+              };
+        }),
+      ];
+      try {
+        await this.#send(
+          () => new TransactWriteItemsCommand({ ClientRequestToken: freshId(), TransactItems: items }),
+        );
+        break;
+      } catch (error) {
+        const reasons = cancellationReasons(error);
+        if (reasons === undefined || isConflictOnly(error)) throw error;
+        if (reasons[0]?.Code === "ConditionalCheckFailed") {
+          // An SDK retry of our transaction that did land (its response was lost) finds the head
+          // gone, or already re-created by someone else: our marker says it committed.
+          if (await this.#markedBy(pk, op)) break;
+          head = this.#parseHead(reasons[0].Item, instanceId);
+        } else if (
+          reasons.some((r) => r.Code === "ConditionalCheckFailed" || r.Code === "TransactionConflict")
+        ) {
+          // A claim was taken, released or renewed meanwhile: read them again.
+          await backoff(attempt);
+        } else throw error;
+      }
+    }
+    // Committed. Its results and chunks are garbage, and the marker has served (else: TTL, cleanup()).
+    const deleted = target as Head;
+    await this.#quietly(async () => {
+      await this.#send(
+        new DeleteItemCommand({
+          TableName: this.tableName,
+          Key: this.#deleteMarkerKey(pk),
+          ...expressions({ ConditionExpression: "#op = :op" }, { ":op": S(op) }),
+        }),
+      );
+    });
+    await this.#quietly(() => this.#dropGeneration(pk, deleted.generation, deleted.header));
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
@@ -784,6 +975,7 @@ export class DynamoDBBackend extends BaseBackend {
         workerId,
         claimedAt: now,
         expiresAt: ttlMs === null ? undefined : now + ttlMs,
+        nonce: freshId(),
       };
       const item: Item = {
         ...this.#claimKey(pk, taskId),
@@ -792,6 +984,7 @@ export class DynamoDBBackend extends BaseBackend {
         tok: N(claim.token),
         w: S(workerId),
         ca: N(now),
+        nc: S(claim.nonce as string),
       };
       if (claim.expiresAt !== undefined) item.exp = N(claim.expiresAt);
       const condition = expressions(
@@ -823,15 +1016,26 @@ export class DynamoDBBackend extends BaseBackend {
                 ClientRequestToken: freshId(),
                 TransactItems: [
                   {
-                    ConditionCheck: {
+                    // The head moves to the leased partition: discovery no longer reads past it.
+                    Update: {
                       TableName: this.tableName,
                       Key: this.#headKey(pk),
                       ...expressions(
-                        { ConditionExpression: headCondition },
+                        {
+                          ConditionExpression: headCondition,
+                          UpdateExpression: `SET #${ATTR.readyPk} = :kpk, #${ATTR.readySk} = :ksk`,
+                        },
                         {
                           ":gen": S(ready.generation),
                           ":pos": S(taskId),
                           ":last": S(ready.lastCompletedTaskId ?? ""),
+                          ":kpk": S(this.#layout.leasedPk(this.#layout.shardOf(instanceId))),
+                          ":ksk": S(
+                            this.#layout.leaseSk(
+                              claim.expiresAt === undefined ? undefined : claim.expiresAt + this.#o.skewMs,
+                              instanceId,
+                            ),
+                          ),
                         },
                       ),
                     },
@@ -863,8 +1067,8 @@ export class DynamoDBBackend extends BaseBackend {
             current = await this.#getClaim(pk, taskId);
           } else throw error;
         }
-        // An SDK retry of a put that did land.
-        if (current?.token === claim.token && current.workerId === workerId) {
+        // An SDK retry of a put that did land (the nonce: two callers can compute the same token).
+        if (current?.token === claim.token && current.nonce === claim.nonce) {
           return this.#toClaim(instanceId, taskId, workerId, claim);
         }
       }
@@ -899,6 +1103,20 @@ export class DynamoDBBackend extends BaseBackend {
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
     const pk = this.#layout.instancePk(instanceId);
     let current = await this.#getClaim(pk, taskId);
+    this.#ownedClaim(current, instanceId, taskId, workerId);
+    // First out of the leased partition (if claim-next put the head there), then the tombstone:
+    // a failure in between leaves a claimed task in the ready partition (harmless), never an
+    // unclaimed one hidden in the leased partition.
+    const head = await this.#getHead(instanceId).catch((error: unknown) => {
+      if (error instanceof BackendError) return undefined; // another instance's head (hash collision)
+      throw error;
+    });
+    if (head?.leaseSk !== undefined && head.positionTaskId === taskId) {
+      await this.#moveLease(head, {
+        pk: this.#layout.readyPk(this.#layout.shardOf(instanceId)),
+        sk: this.#layout.readySk(head.updatedAt, instanceId),
+      });
+    }
     for (let attempt = 0; attempt < RACE_ATTEMPTS; attempt++) {
       const claim = this.#ownedClaim(current, instanceId, taskId, workerId);
       try {
@@ -909,7 +1127,7 @@ export class DynamoDBBackend extends BaseBackend {
             Key: this.#claimKey(pk, taskId),
             ...expressions(
               {
-                UpdateExpression: `REMOVE #w, #ca, #exp SET #${TTL_ATTRIBUTE} = :ttl`,
+                UpdateExpression: `REMOVE #w, #ca, #exp, #nc SET #${TTL_ATTRIBUTE} = :ttl`,
                 ConditionExpression: "#tok = :tok AND #w = :w",
               },
               {
@@ -994,6 +1212,36 @@ export class DynamoDBBackend extends BaseBackend {
           ),
         ),
     );
+    // Leases that have ended (expiresAt + skew budget passed on our clock) are ready again: all of
+    // them, in (updatedAt, instance id) order, merged with the ready partitions.
+    const cut = this.#layout.leaseSk(this.#now() + 1, "");
+    cursors.push(
+      new ShardCursor(async () => {
+        const lists = await Promise.all(
+          Array.from({ length: this.#o.shards }, (_, shard) =>
+            this.#queryAll({
+              TableName: this.tableName,
+              IndexName: READY_INDEX,
+              ...expressions(
+                { KeyConditionExpression: "#GPK = :kpk AND #GSK < :cut" },
+                { ":kpk": S(this.#layout.leasedPk(shard)), ":cut": S(cut) },
+              ),
+            }),
+          ),
+        );
+        const items = lists.flat();
+        const key = (item: Item) => ({
+          updatedAt: num(item, "upd") ?? 0,
+          instanceId: str(item, "iid") ?? "",
+        });
+        items.sort((a, b) => {
+          const x = key(a);
+          const y = key(b);
+          return x.updatedAt - y.updatedAt || compareIds(x.instanceId, y.instanceId);
+        });
+        return { Items: items };
+      }, true),
+    );
     for (;;) {
       await Promise.all(cursors.map((c) => c.fill()));
       let best: ShardCursor | undefined;
@@ -1023,15 +1271,35 @@ export class DynamoDBBackend extends BaseBackend {
       const byKey = new Map(items.map((item) => [`${str(item, ATTR.pk)}\u0000${str(item, ATTR.sk)}`, item]));
       const now = this.#now();
       const out: Array<{ candidate: Candidate; head: Head }> = [];
+      const repairs: Array<Promise<void>> = [];
       for (const c of batch) {
         const headItem = byKey.get(`${c.pk}\u0000${HEAD_SK}`);
         if (headItem === undefined || str(headItem, "iid") !== c.instanceId) continue;
         const head = this.#parseHead(headItem, c.instanceId) as Head;
         if (!head.ready || head.finished || head.positionTaskId !== c.taskId) continue;
         const claim = this.#parseClaim(byKey.get(`${c.pk}\u0000${this.#layout.claimSk(c.taskId)}`));
-        if (this.#liveForOthers(claim, now)) continue;
+        const live = this.#liveForOthers(claim, now);
+        // An ended lease: back to the ready partition; a renewed one (extend, or taken over by
+        // claimTask): re-keyed to when the live claim ends. Both conditional on the lease read.
+        if (c.leaseSk !== undefined && head.leaseSk === c.leaseSk) {
+          const to = live
+            ? {
+                pk: this.#layout.leasedPk(this.#layout.shardOf(c.instanceId)),
+                sk: this.#layout.leaseSk(
+                  claim?.expiresAt === undefined ? undefined : claim.expiresAt + this.#o.skewMs,
+                  c.instanceId,
+                ),
+              }
+            : {
+                pk: this.#layout.readyPk(this.#layout.shardOf(c.instanceId)),
+                sk: this.#layout.readySk(head.updatedAt, c.instanceId),
+              };
+          if (to.sk !== c.leaseSk || !live) repairs.push(this.#quietly(() => this.#moveLease(head, to)));
+        }
+        if (live) continue;
         out.push({ candidate: c, head });
       }
+      await Promise.all(repairs);
       batch = [];
       return out;
     };
@@ -1042,6 +1310,32 @@ export class DynamoDBBackend extends BaseBackend {
       if (batch.length >= batchSize) yield await flush();
     }
     if (batch.length > 0) yield await flush();
+  }
+
+  /** Moves a leased head's index entry (conditional on the lease it still has). */
+  async #moveLease(head: Head, to: { pk: string; sk: string }): Promise<void> {
+    try {
+      await this.#send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: this.#headKey(head.pk),
+          ...expressions(
+            {
+              UpdateExpression: `SET #${ATTR.readyPk} = :to, #${ATTR.readySk} = :tosk`,
+              ConditionExpression: `#${ATTR.readyPk} = :kpk AND #${ATTR.readySk} = :ksk`,
+            },
+            {
+              ":to": S(to.pk),
+              ":tosk": S(to.sk),
+              ":kpk": S(this.#layout.leasedPk(this.#layout.shardOf(head.instanceId))),
+              ":ksk": S(head.leaseSk ?? ""),
+            },
+          ),
+        }),
+      );
+    } catch (error) {
+      if (!isConditionFailed(error)) throw error;
+    }
   }
 
   /** The input of a ready task: the last completed task's output, else the initial input, else empty. */
@@ -1105,31 +1399,51 @@ export class DynamoDBBackend extends BaseBackend {
     ttlMs: number | null,
   ): Promise<ClaimedTask[]> {
     const claimed: ClaimedTask[] = [];
-    for await (const batch of this.#verified(limit)) {
-      let pending = batch;
-      while (pending.length > 0 && claimed.length < limit) {
-        const take = pending.slice(0, limit - claimed.length);
-        pending = pending.slice(take.length);
-        const got = await Promise.all(
-          take.map(async ({ candidate, head }) => {
-            const input = await this.#input(head);
-            if (input === undefined) return undefined;
-            const claim = await this.#tryClaim(candidate.instanceId, candidate.taskId, workerId, ttlMs, head);
-            if (claim === null) return undefined;
-            const task: ClaimedTask = {
-              instanceId: candidate.instanceId,
-              taskId: candidate.taskId,
-              input,
-              workflowDefinitionHash: head.definitionHash,
-              claim,
-            };
-            return task;
-          }),
-        );
-        for (const task of got) if (task !== undefined) claimed.push(task);
+    let failure: { reason: unknown } | undefined;
+    try {
+      for await (const batch of this.#verified(limit)) {
+        let pending = batch;
+        while (pending.length > 0 && claimed.length < limit) {
+          const take = pending.slice(0, limit - claimed.length);
+          pending = pending.slice(take.length);
+          // Settled, not all-or-nothing: a claim that landed must reach its caller even when another
+          // claim of the same call failed (with no ttl it would never expire).
+          const got = await Promise.allSettled(
+            take.map(async ({ candidate, head }) => {
+              const input = await this.#input(head);
+              if (input === undefined) return undefined;
+              const claim = await this.#tryClaim(
+                candidate.instanceId,
+                candidate.taskId,
+                workerId,
+                ttlMs,
+                head,
+              );
+              if (claim === null) return undefined;
+              const task: ClaimedTask = {
+                instanceId: candidate.instanceId,
+                taskId: candidate.taskId,
+                input,
+                workflowDefinitionHash: head.definitionHash,
+                claim,
+              };
+              return task;
+            }),
+          );
+          for (const result of got) {
+            if (result.status === "rejected") failure ??= { reason: result.reason };
+            else if (result.value !== undefined) claimed.push(result.value);
+          }
+          if (failure !== undefined) break;
+        }
+        if (claimed.length >= limit || failure !== undefined) break;
       }
-      if (claimed.length >= limit) break;
+    } catch (error) {
+      // Discovery itself failed (after earlier batches may have claimed): same rule.
+      failure ??= { reason: error };
     }
+    // Part of the call failed: what was claimed is returned; only a call that claimed nothing fails.
+    if (failure !== undefined && claimed.length === 0) throw failure.reason;
     return claimed;
   }
 
@@ -1137,9 +1451,10 @@ export class DynamoDBBackend extends BaseBackend {
 
   /**
    * Deletes what interrupted writes left behind: result items of a generation that is not (or no
-   * longer) current, and chunk items that no head or current result points at. Only items older than
-   * `graceMs` (default 15 minutes) are touched, so writes in flight are safe. It scans the table
-   * (filtered to this backend's key prefix): run it off-peak.
+   * longer) current, chunk items that no head or current result points at, and the markers of
+   * interrupted deletes. Only items older than `graceMs` (default 15 minutes) are touched, so
+   * writes in flight are safe. It scans the table (filtered to this backend's key prefix): run it
+   * off-peak.
    */
   async cleanup(options: { graceMs?: number } = {}): Promise<{ deletedItems: number }> {
     return this.run("cleanup", async () => {
@@ -1149,6 +1464,7 @@ export class DynamoDBBackend extends BaseBackend {
       const referenced = new Set<string>();
       const results: Array<{ key: Key; pk: string; gen: string; at: number; chunkSetId?: string }> = [];
       const chunks: Array<{ key: Key; chunkSetId: string; at: number }> = [];
+      const markers: Array<{ key: Key; at: number }> = [];
       let startKey: Record<string, AttributeValue> | undefined;
       const base = this.#layout.base;
       do {
@@ -1185,6 +1501,8 @@ export class DynamoDBBackend extends BaseBackend {
             const c = str(item, "c");
             if (c !== undefined) entry.chunkSetId = c;
             results.push(entry);
+          } else if (sk === DELETE_MARKER_SK) {
+            markers.push({ key, at: num(item, "at") ?? 0 });
           } else if (pk.startsWith(`${base}C#`)) {
             const rest = pk.slice(base.length + 2);
             chunks.push({ key, chunkSetId: rest.slice(0, rest.lastIndexOf("#")), at: num(item, "at") ?? 0 });
@@ -1198,6 +1516,7 @@ export class DynamoDBBackend extends BaseBackend {
         } else garbage.push(r.key);
       }
       for (const c of chunks) if (!referenced.has(c.chunkSetId) && c.at <= cutoff) garbage.push(c.key);
+      for (const m of markers) if (m.at <= cutoff) garbage.push(m.key);
       await batchWrite(
         this.client,
         this.tableName,

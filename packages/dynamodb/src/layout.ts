@@ -9,11 +9,13 @@ import { createHash, randomBytes } from "node:crypto";
  *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, hb | hc/hn/hl, pos, last, upd, def,
  *                                                                            GPK/GSK (only while ready), LPK/LSK
  *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l
- *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp (w/ca/exp absent: released)
+ *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released)
+ *   delete marker   <P>I#<h(instanceId)>             D                       op, ttl (written by deleteSnapshot's commit)
  *   chunk           <P>C#<chunkSetId>#<index>        C                       own, at, d
  *
  * <P> is the key prefix, length-prefixed so that two prefixes can never produce the same key.
  * GSI "ready": GPK = <P>Q#<shard>, GSK = zero-padded updatedAt + "#" + instance id (truncated).
+ *              While claimed by claim-next: GPK = <P>K#<shard> ("leased"), GSK = zero-padded lease end + "#" + id.
  * GSI "list":  LPK = <P>L#<shard>, LSK = h(instanceId).
  */
 
@@ -30,10 +32,14 @@ export const READY_INDEX = "ready";
 export const LIST_INDEX = "list";
 export const HEAD_SK = "H";
 export const CHUNK_SK = "C";
+/** Sort key of the marker a deleteSnapshot leaves (with a TTL) to recognise its own retried commit. */
+export const DELETE_MARKER_SK = "D";
 /** Byte values up to this size are stored inline in their item; larger ones are chunked. */
 export const INLINE_MAX_BYTES = 300_000;
 /** Size of one chunk item's payload (items are capped at 400 KB). */
 export const CHUNK_BYTES = 350_000;
+/** Lease end of a claim without ttl (16 digits, after every real time). */
+const LEASE_FOREVER = "9999999999999999";
 /** Longest instance-id part of the ready index sort key, in UTF-16 units (3 bytes each at most). */
 const GSK_ID_UNITS = 300;
 
@@ -88,6 +94,17 @@ export class Layout {
     let id = instanceId.slice(0, GSK_ID_UNITS);
     if (!id.isWellFormed()) id = id.slice(0, -1);
     return `${String(updatedAt).padStart(16, "0")}#${id}`;
+  }
+
+  /** Partition of the ready index holding heads claimed by claim-next, sorted by lease end. */
+  leasedPk(shard: number): string {
+    return `${this.base}K#${shard}`;
+  }
+
+  /** Lease sort key: when others may take the claim over (expiresAt + skew budget; no ttl: never). */
+  leaseSk(until: number | undefined, instanceId: string): string {
+    const sk = this.readySk(until ?? 0, instanceId);
+    return until === undefined ? `${LEASE_FOREVER}${sk.slice(LEASE_FOREVER.length)}` : sk;
   }
 
   listPk(shard: number): string {
