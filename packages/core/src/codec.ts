@@ -1,6 +1,12 @@
 import { EMPTY_BYTES } from "./bytes.js";
 import { SerializationError } from "./errors.js";
-import type { ExecutionPosition, TaskResult, WorkflowSnapshot, WorkflowState } from "./snapshot.js";
+import {
+  type ExecutionPosition,
+  setCompletedTask,
+  type TaskResult,
+  type WorkflowSnapshot,
+  type WorkflowState,
+} from "./snapshot.js";
 
 /*
  * Stored form of a snapshot:
@@ -161,13 +167,14 @@ function decode(
       const completedTasks: Record<string, TaskResult> = {};
       let last: string | null;
       if (split) {
-        for (const r of split.results) completedTasks[r.taskId] = { taskId: r.taskId, output: r.output };
+        for (const r of split.results)
+          setCompletedTask(completedTasks, { taskId: r.taskId, output: r.output });
         last = split.lastCompletedTaskId;
       } else {
         need(Array.isArray(s.t), "completed tasks");
         for (const entry of s.t) {
           need(Array.isArray(entry) && entry.length === 2 && isStr(entry[0]), "completed task");
-          completedTasks[entry[0]] = { taskId: entry[0], output: blob(entry[1]) };
+          setCompletedTask(completedTasks, { taskId: entry[0], output: blob(entry[1]) });
         }
         need(s.l === null || isStr(s.l), "lastCompletedTaskId");
         last = s.l;

@@ -50,6 +50,7 @@ export {
   markTaskCompleted,
   nextTaskInput,
   readyTaskId,
+  setCompletedTask,
   updatePosition,
 } from "./snapshot.js";
 export {

@@ -147,3 +147,16 @@ export function readyTaskId(snapshot: WorkflowSnapshot): string | undefined {
   const taskId = state.position.taskId;
   return Object.hasOwn(state.completedTasks, taskId) ? undefined : taskId;
 }
+
+/**
+ * Adds an entry to a completedTasks record as an own property. Plain assignment would treat a
+ * task id of "__proto__" as the prototype setter and silently drop the result.
+ */
+export function setCompletedTask(tasks: Record<string, TaskResult>, result: TaskResult): void {
+  Object.defineProperty(tasks, result.taskId, {
+    value: result,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
+}

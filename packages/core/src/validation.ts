@@ -1,6 +1,6 @@
 import type { Fence } from "./claims.js";
 import { PayloadTooLargeError, ValidationError } from "./errors.js";
-import type { ExecutionPosition, WorkflowSnapshot } from "./snapshot.js";
+import { type ExecutionPosition, setCompletedTask, type WorkflowSnapshot } from "./snapshot.js";
 
 /** Longest accepted id, in UTF-16 code units (JavaScript string length). */
 export const MAX_ID_LENGTH = 512;
@@ -178,10 +178,10 @@ export function validateSnapshot(value: unknown, maxPayloadBytes: number): Workf
         if (result.taskId !== key) {
           throw new ValidationError(`completedTasks[${JSON.stringify(key)}].taskId must equal its key`);
         }
-        completedTasks[key] = {
+        setCompletedTask(completedTasks, {
           taskId: key,
           output: toPlain(validateBytes(`output of task ${key}`, result.output, maxPayloadBytes)),
-        };
+        });
       }
       const last =
         state.lastCompletedTaskId === undefined || state.lastCompletedTaskId === null

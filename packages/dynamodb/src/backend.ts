@@ -173,6 +173,9 @@ export class DynamoDBBackend extends BaseBackend {
         maxAttempts: this.#o.maxAttempts,
         requestHandler: {
           requestTimeout: this.#o.requestTimeoutMs,
+          // Without this, @smithy/node-http-handler only logs a warning when requestTimeout passes,
+          // and a request on a half-open connection waits forever.
+          throwOnRequestTimeout: true,
           connectionTimeout: Math.min(5_000, this.#o.requestTimeoutMs),
         },
         ...options.clientConfig,

@@ -124,6 +124,34 @@ export class MongoBackend extends BaseBackend {
     return this.#secrets;
   }
 
+  #reconnecting: Promise<void> | undefined;
+  #closing = false;
+
+  /**
+   * When the first (automatic) connect fails, the driver closes its topology for good, and every
+   * later call on that client throws MongoTopologyClosedError. For a client this backend opened,
+   * connect it again, so the backend recovers once the server is back. A client passed in by the
+   * user is theirs to manage.
+   */
+  protected override async run<T>(operation: string, body: () => Promise<T>): Promise<T> {
+    try {
+      return await super.run(operation, body);
+    } catch (error) {
+      if (this.#ownsClient && !this.#closing && topologyClosed(error)) {
+        this.#reconnecting ??= this.#client
+          .connect()
+          .then(
+            () => undefined,
+            () => undefined,
+          )
+          .finally(() => {
+            this.#reconnecting = undefined;
+          });
+      }
+      throw error;
+    }
+  }
+
   /** The database this backend uses. */
   get databaseName(): string {
     return this.#db.databaseName;
@@ -819,6 +847,16 @@ export class MongoBackend extends BaseBackend {
   }
 
   protected async doClose(): Promise<void> {
+    this.#closing = true;
+    await this.#reconnecting;
     if (this.#ownsClient) await this.#client.close();
   }
+}
+
+/** Is this (or its cause) the driver's "topology closed" error? */
+function topologyClosed(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e.name === "MongoTopologyClosedError") return true;
+  }
+  return false;
 }

@@ -52,6 +52,10 @@ function standaloneDefaults(timeoutMs: number): RedisOptions {
   return {
     commandTimeout: timeoutMs,
     connectTimeout: timeoutMs,
+    // commandTimeout fails a command but keeps its socket: after a silent drop (a half-open
+    // connection) every later command would time out too. An idle socket timeout makes ioredis
+    // close it and reconnect.
+    socketTimeout: timeoutMs,
     // A command waits for at most one reconnect attempt, then fails; reconnecting goes on forever.
     maxRetriesPerRequest: 1,
     enableOfflineQueue: true,

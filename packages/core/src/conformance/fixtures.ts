@@ -1,4 +1,9 @@
-import type { ExecutionPosition, WorkflowSnapshot, WorkflowState } from "../snapshot.js";
+import {
+  type ExecutionPosition,
+  setCompletedTask,
+  type WorkflowSnapshot,
+  type WorkflowState,
+} from "../snapshot.js";
 
 const NOW = 1_700_000_000_000;
 

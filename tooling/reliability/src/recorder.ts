@@ -1,0 +1,156 @@
+// A backend wrapper that records every claim, extension, release and write with its fencing token,
+// one JSON line per event, written with writeSync so that a SIGKILL loses nothing that returned.
+import { closeSync, openSync, writeSync } from "node:fs";
+import type {
+  ListPageOptions,
+  PersistentBackend,
+  TaskClaim,
+  TaskResultWriteOptions,
+  WorkflowSnapshot,
+  WriteOptions,
+} from "@sayiir/persistence-core";
+
+/** One recorded event. Times: q/r = local Date.now() before the request / after the response. */
+export type RecordedEvent =
+  | {
+      k: "claim";
+      w: string;
+      i: string;
+      t: string;
+      tok: number;
+      ca: number;
+      ea: number | null;
+      q: number;
+      r: number;
+    }
+  | {
+      k: "extend";
+      w: string;
+      i: string;
+      t: string;
+      tok: number;
+      ea: number | null;
+      d: number;
+      q: number;
+      r: number;
+    }
+  | { k: "extend-fail"; w: string; i: string; t: string; code: string; q: number; r: number }
+  | { k: "release-req"; w: string; i: string; t: string; q: number }
+  | { k: "release"; w: string; i: string; t: string; q: number; r: number }
+  | {
+      k: "write";
+      op: "result" | "snapshot";
+      w: string;
+      i: string;
+      t: string | null;
+      tok: number | null;
+      ok: boolean;
+      code: string | null;
+      q: number;
+      r: number;
+    };
+
+function fenceOf(
+  claim: TaskResultWriteOptions["claim"],
+  taskId: string | null,
+): { t: string | null; tok: number | null } {
+  if (claim === undefined || claim === null) return { t: taskId, tok: null };
+  if (typeof claim === "number") return { t: taskId, tok: claim };
+  return { t: claim.taskId ?? taskId, tok: claim.token };
+}
+
+/** Wraps `backend` so that every claim-related call of `workerId` is appended to `logPath`. */
+export function recordingBackend(
+  backend: PersistentBackend,
+  workerId: string,
+  logPath: string,
+): PersistentBackend {
+  const fd = openSync(logPath, "a");
+  const log = (event: RecordedEvent) => writeSync(fd, `${JSON.stringify(event)}\n`);
+  const claimEvent = (c: TaskClaim, q: number, r: number): RecordedEvent => ({
+    k: "claim",
+    w: c.workerId,
+    i: c.instanceId,
+    t: c.taskId,
+    tok: c.token,
+    ca: c.claimedAt,
+    ea: c.expiresAt,
+    q,
+    r,
+  });
+  async function write(
+    op: "result" | "snapshot",
+    i: string,
+    fence: { t: string | null; tok: number | null },
+    call: () => Promise<void>,
+  ): Promise<void> {
+    const q = Date.now();
+    try {
+      await call();
+      log({ k: "write", op, w: workerId, i, ...fence, ok: true, code: null, q, r: Date.now() });
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? "UNTYPED";
+      log({ k: "write", op, w: workerId, i, ...fence, ok: false, code, q, r: Date.now() });
+      throw error;
+    }
+  }
+  return {
+    saveSnapshot: (snapshot: WorkflowSnapshot, options?: WriteOptions) =>
+      write("snapshot", snapshot.instanceId, fenceOf(options?.claim, null), () =>
+        backend.saveSnapshot(snapshot, options),
+      ),
+    saveTaskResult: (i: string, t: string, output: Uint8Array, options?: TaskResultWriteOptions) =>
+      write("result", i, fenceOf(options?.claim, t), () => backend.saveTaskResult(i, t, output, options)),
+    loadSnapshot: (i: string) => backend.loadSnapshot(i),
+    deleteSnapshot: (i: string) => backend.deleteSnapshot(i),
+    listSnapshots: () => backend.listSnapshots(),
+    listSnapshotsPage: (o: ListPageOptions) => backend.listSnapshotsPage(o),
+    claimTask: async (i, t, w, ttl) => {
+      const q = Date.now();
+      const claim = await backend.claimTask(i, t, w, ttl);
+      if (claim !== null) log(claimEvent(claim, q, Date.now()));
+      return claim;
+    },
+    releaseTaskClaim: async (i, t, w) => {
+      const q = Date.now();
+      log({ k: "release-req", w, i, t, q });
+      await backend.releaseTaskClaim(i, t, w);
+      log({ k: "release", w, i, t, q, r: Date.now() });
+    },
+    extendTaskClaim: async (i, t, w, d) => {
+      const q = Date.now();
+      let claim: TaskClaim;
+      try {
+        claim = await backend.extendTaskClaim(i, t, w, d);
+      } catch (error) {
+        log({
+          k: "extend-fail",
+          w,
+          i,
+          t,
+          code: (error as { code?: string }).code ?? "UNTYPED",
+          q,
+          r: Date.now(),
+        });
+        throw error;
+      }
+      log({ k: "extend", w, i, t, tok: claim.token, ea: claim.expiresAt, d, q, r: Date.now() });
+      return claim;
+    },
+    findAvailableTasks: (w, limit) => backend.findAvailableTasks(w, limit),
+    claimAvailableTasks: async (w, limit, ttl) => {
+      const q = Date.now();
+      const tasks = await backend.claimAvailableTasks(w, limit, ttl);
+      const r = Date.now();
+      for (const task of tasks) log(claimEvent(task.claim, q, r));
+      return tasks;
+    },
+    close: async () => {
+      await backend.close();
+      closeSync(fd);
+    },
+    [Symbol.asyncDispose]: async () => {
+      await backend.close();
+    },
+  };
+}

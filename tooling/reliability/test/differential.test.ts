@@ -1,0 +1,127 @@
+// Differential fuzzing (fast-check): random operation sequences on each backend and on the memory
+// reference, results and error codes compared step by step, failures shrunk to a minimal sequence.
+// SAYIIR_FUZZ_RUNS sets the number of sequences per backend (default 60; CI keeps each backend
+// under a time budget), SAYIIR_FUZZ_SEED replays a failure.
+import type { PersistentBackend } from "@sayiir/persistence-core";
+import { InMemoryBackend } from "@sayiir/persistence-memory";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { BACKEND_NAMES, BACKENDS, SkipError, type Subject } from "../src/backends.ts";
+import {
+  cleanupRun,
+  describeOps,
+  Lane,
+  type Mismatch,
+  type Op,
+  runSequence,
+  sequenceArb,
+} from "../src/fuzz.ts";
+import { injectedUrls } from "../src/servers.ts";
+
+const RUNS = Number(process.env.SAYIIR_FUZZ_RUNS ?? 60);
+const LONG = process.env.SAYIIR_FUZZ_RUNS !== undefined;
+/** Per-backend time budget of the default run; a long run (SAYIIR_FUZZ_RUNS set) has none. */
+const BUDGET_MS = LONG ? undefined : 30_000;
+const SEED = process.env.SAYIIR_FUZZ_SEED === undefined ? undefined : Number(process.env.SAYIIR_FUZZ_SEED);
+
+let runCounter = 0;
+
+function laneIds(tag: string) {
+  const names = ["i0", "i:1", "i{2}"];
+  return (i: 0 | 1 | 2) => `${tag}/${names[i]}`;
+}
+
+function format(result: Mismatch | string): string {
+  if (typeof result === "string") return result;
+  return `step ${result.step} ${JSON.stringify(result.op)}\n  subject: ${JSON.stringify(result.subject)}\n  model:   ${JSON.stringify(result.model)}`;
+}
+
+/** The property: one sequence, run on the subject's clients and on a fresh memory reference. */
+function property(clients: PersistentBackend[], name: string, stats: { runs: number; ops: number }) {
+  return fc.asyncProperty(sequenceArb, async (ops: Op[]) => {
+    const tag = `r${++runCounter}-${Date.now().toString(36)}`;
+    const subject = new Lane(name, clients, laneIds(tag));
+    const reference = new InMemoryBackend();
+    const model = new Lane("memory", [reference], laneIds(tag));
+    let result: Awaited<ReturnType<typeof runSequence>> | undefined;
+    try {
+      result = await runSequence(subject, model, ops);
+      stats.runs++;
+      stats.ops += ops.length;
+    } finally {
+      await reference.close();
+    }
+    const clean = await cleanupRun(subject);
+    if (result !== null) throw new Error(format(result));
+    if (!clean) throw new Error(`${name}: the run's snapshots are still listed or ready after deleting them`);
+  });
+}
+
+async function fuzz(clients: PersistentBackend[], name: string) {
+  const stats = { runs: 0, ops: 0 };
+  const started = Date.now();
+  const details = await fc.check(property(clients, name, stats), {
+    numRuns: RUNS,
+    ...(SEED === undefined ? {} : { seed: SEED }),
+    ...(BUDGET_MS === undefined ? {} : { interruptAfterTimeLimit: BUDGET_MS, markInterruptAsFailure: false }),
+  });
+  console.info(
+    `[reliability] differential ${name}: ${stats.runs} sequences, ${stats.ops} operations in ${Date.now() - started} ms` +
+      ` (seed ${details.seed}${details.interrupted ? ", stopped at the time budget" : ""})`,
+  );
+  return details;
+}
+
+describe("differential fuzzing against the memory reference", () => {
+  for (const name of BACKEND_NAMES) {
+    it(`${name}: every result and error code matches the reference`, {
+      timeout: LONG ? 3_600_000 : 120_000,
+    }, async (ctx) => {
+      let subject: Subject;
+      try {
+        subject = await BACKENDS[name].create(injectedUrls());
+      } catch (error) {
+        if (error instanceof SkipError) {
+          console.warn(`[reliability] differential: SKIPPED backend ${name}: ${error.message}`);
+          ctx.skip(error.message);
+        }
+        throw error;
+      }
+      const clients = [subject.backend, await subject.connect(), await subject.connect()];
+      try {
+        const details = await fuzz(clients, name);
+        if (details.failed) {
+          const ops = details.counterexample?.[0] as Op[] | undefined;
+          throw new Error(
+            `${name} diverges from the reference (seed ${details.seed}, path ${details.counterexamplePath}).\n` +
+              `Minimal sequence:\n${ops ? describeOps(ops) : "?"}\n${(details.errorInstance as Error | undefined)?.message ?? ""}`,
+          );
+        }
+      } finally {
+        await Promise.allSettled(clients.map((c) => c.close()));
+        await subject.cleanup();
+      }
+    });
+  }
+
+  it("can fail: a backend whose release ignores the holder is caught and shrunk", async () => {
+    class Sloppy extends InMemoryBackend {
+      override async releaseTaskClaim(instanceId: string, taskId: string, _workerId: string): Promise<void> {
+        const holder = this.store.claims.get(instanceId)?.get(taskId)?.workerId;
+        return super.releaseTaskClaim(instanceId, taskId, holder ?? _workerId);
+      }
+    }
+    const sloppy = new Sloppy();
+    const stats = { runs: 0, ops: 0 };
+    const details = await fc.check(property([sloppy, sloppy.connect(), sloppy.connect()], "sloppy", stats), {
+      numRuns: 500,
+      seed: 42,
+    });
+    expect(details.failed).toBe(true);
+    const ops = details.counterexample?.[0] as Op[];
+    console.info(`[reliability] sloppy release, minimal sequence:\n${describeOps(ops)}`);
+    // Shrunk to the few steps that show it: a claim, then another worker's release.
+    expect(ops.length).toBeLessThanOrEqual(3);
+    expect(ops.map((o) => o.op)).toContain("release");
+  });
+});
