@@ -1,0 +1,294 @@
+// `pnpm bench`: runs the scenarios on every available backend and the peers, prints the tables,
+// writes results/latest.json and results/latest.svg. Exits non-zero when an exactly-once check fails
+// or a scenario breaks; a missed performance target is only printed.
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, freemem, totalmem } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Availability, type BackendName, resolveBackends } from "./backends.ts";
+import { type DiscoveryResult, runDiscovery } from "./discovery.ts";
+import { type BenchOptions, parseOptions, USAGE } from "./options.ts";
+import { PEER_BACKEND, type PeerName } from "./peers.ts";
+import { type BenchReport, evaluateTargets, printReport, renderSvg } from "./report.ts";
+import { type ServerKindUsed, type Servers, startServers } from "./servers.ts";
+import { runSnapshots } from "./snapshots.ts";
+import { runPeer, runThroughput } from "./throughput.ts";
+import { errorMessage } from "./util.ts";
+
+const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+function machine(): BenchReport["machine"] {
+  let cpuModel = cpus()[0]?.model ?? "?";
+  try {
+    const info = readFileSync("/proc/cpuinfo", "utf8");
+    cpuModel = /model name\s*:\s*(.+)/.exec(info)?.[1]?.trim() ?? cpuModel;
+  } catch {
+    // not Linux
+  }
+  let nproc = cpus().length;
+  try {
+    nproc = Number(execFileSync("nproc", { encoding: "utf8" }).trim()) || nproc;
+  } catch {
+    // no coreutils
+  }
+  let freeH = "";
+  try {
+    freeH = execFileSync("free", ["-h"], { encoding: "utf8" }).trimEnd();
+  } catch {
+    // not Linux
+  }
+  return {
+    nproc,
+    cpuModel,
+    memTotalGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    memFreeGiB: Math.round((freemem() / 2 ** 30) * 10) / 10,
+    freeH,
+    loadAverage: loadAverage(),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+  };
+}
+
+function loadAverage(): number[] {
+  try {
+    return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function serverKinds(o: BenchOptions): ServerKindUsed[] {
+  const kinds = new Set<ServerKindUsed>();
+  for (const b of o.backends) {
+    if (b === "redis" || b === "postgres" || b === "mongodb" || b === "dynamodb") kinds.add(b);
+  }
+  if (o.scenarios.includes("peers")) for (const p of o.peers) kinds.add(PEER_BACKEND[p]);
+  return [...kinds];
+}
+
+const STAND_INS: ReadonlySet<BackendName> = new Set(["mongodb", "dynamodb"]);
+
+async function main(): Promise<number> {
+  let o: BenchOptions;
+  try {
+    o = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`${errorMessage(error)}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (o.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const started = new Date();
+  const t0 = performance.now();
+  log(
+    `${o.quick ? "quick run" : "full run"}: backends ${o.backends.join(",")}; peers ${o.peers.join(",") || "none"}`,
+  );
+  const servers: Servers = await startServers(serverKinds(o));
+  const report: BenchReport = {
+    version: 1,
+    startedAt: started.toISOString(),
+    finishedAt: "",
+    durationS: 0,
+    quick: o.quick,
+    options: { ...o, outDir: undefined },
+    machine: machine(),
+    servers: {},
+    skipped: {},
+    throughput: [],
+    peers: [],
+    discovery: [],
+    snapshots: [],
+    targets: [],
+    errors: [],
+  };
+  for (const [kind, info] of Object.entries({
+    redis: servers.redis,
+    postgres: servers.postgres,
+    mongodb: servers.mongodb,
+    dynamodb: servers.dynamodb,
+  })) {
+    if (info) report.servers[kind] = { server: info.server, version: info.version, source: info.source };
+  }
+  for (const [kind, reason] of Object.entries(servers.unavailable)) {
+    log(`${kind}: no server: ${reason}`);
+  }
+
+  try {
+    const targets = await resolveBackends(o.backends, servers);
+    const available = [...targets.entries()].flatMap(([name, a]: [BackendName, Availability]) => {
+      if (a.ok) {
+        report.servers[name] ??= { server: a.target.server, version: "", source: "in-process" };
+        return [a.target];
+      }
+      report.skipped[name] = a.reason;
+      log(`SKIP ${name}: ${a.reason}`);
+      return [];
+    });
+
+    // A broken extra row (an option variant or a bench experiment) is reported, not fatal.
+    const guard = async <T>(
+      scenario: string,
+      backend: string,
+      fn: () => Promise<T>,
+      fatal = true,
+    ): Promise<T | undefined> => {
+      const s0 = performance.now();
+      try {
+        const value = await fn();
+        log(`${scenario} ${backend}: done in ${((performance.now() - s0) / 1000).toFixed(1)} s`);
+        return value;
+      } catch (error) {
+        log(`${scenario} ${backend}: FAILED: ${errorMessage(error)}`);
+        report.errors.push({ scenario, backend, message: errorMessage(error), fatal });
+        return undefined;
+      }
+    };
+
+    for (const target of available) {
+      const standIn = STAND_INS.has(target.name);
+      if (o.scenarios.includes("throughput")) {
+        const tasks = standIn ? Math.min(o.tasks, o.tasksStandIn) : o.tasks;
+        for (const t of [target, ...(target.variants ?? [])]) {
+          const r = await guard(
+            "throughput",
+            t.label,
+            () =>
+              runThroughput(t, {
+                tasks,
+                workers: o.workers,
+                processes: o.processes,
+                batch: o.batch,
+                timeoutMs: o.durationS * 1000,
+                preloadConcurrency: o.preloadConcurrency,
+              }),
+            t === target,
+          );
+          if (r) {
+            r.extra = t !== target;
+            if (tasks < o.tasks)
+              r.note = `${tasks} tasks instead of ${o.tasks} on ${t.server} (a Java stand-in)`;
+            report.throughput.push(r);
+            log(
+              `  ${r.backend}: ${r.tasksPerSecond} tasks/s (${r.tasks} tasks in ${r.ms} ms, ${r.processes} processes)` +
+                `${r.exactlyOnce ? ", exactly once: ok" : `, EXACTLY-ONCE FAILED: ${r.problems.join("; ")}`}`,
+            );
+          }
+        }
+      }
+    }
+
+    if (o.scenarios.includes("peers")) {
+      for (const peer of o.peers as PeerName[]) {
+        const info = PEER_BACKEND[peer] === "redis" ? servers.redis : servers.postgres;
+        if (!info) {
+          report.skipped[peer] = `no ${PEER_BACKEND[peer]} server`;
+          log(`SKIP ${peer}: no ${PEER_BACKEND[peer]} server`);
+          continue;
+        }
+        const r = await guard("peers", peer, () =>
+          runPeer(peer, info, {
+            tasks: o.tasks,
+            workers: o.workers,
+            processes: o.processes,
+            batch: o.batch,
+            timeoutMs: o.durationS * 1000,
+            preloadConcurrency: o.preloadConcurrency,
+          }),
+        );
+        if (r) {
+          report.peers.push(r);
+          log(`  ${peer}: ${r.jobsPerSecond} jobs/s (${r.jobs} jobs in ${r.ms} ms)`);
+        }
+      }
+    }
+
+    for (const target of available) {
+      const standIn = STAND_INS.has(target.name);
+      if (o.scenarios.includes("discovery")) {
+        const sizes =
+          target.name === "dynamodb" ? o.storeSizesDynamo : standIn ? o.storeSizesStandIn : o.storeSizes;
+        const r: DiscoveryResult | undefined = await guard("discovery", target.name, () =>
+          runDiscovery(
+            target,
+            { sizes, ready: o.ready, samples: o.samples, preloadConcurrency: o.preloadConcurrency },
+            log,
+          ),
+        );
+        if (r) {
+          if (standIn && sizes.at(-1)! < o.storeSizes.at(-1)!) {
+            r.note = `${target.server}: ${sizes.at(-1)!.toLocaleString("en-US")} instead of ${o.storeSizes.at(-1)!.toLocaleString("en-US")} (a Java stand-in: loading through the adapter runs at ${r.points.at(-1)?.load.perSecond ?? "?"} snapshots/s here)`;
+          }
+          report.discovery.push(r);
+        }
+      }
+      if (o.scenarios.includes("snapshots")) {
+        const samples = o.samples;
+        const r = await guard("snapshots", target.name, () =>
+          runSnapshots(target, [
+            { bytes: 1024, samples },
+            { bytes: 64 * 1024, samples },
+            { bytes: 1024 * 1024, samples: Math.max(5, Math.floor(samples / 4)) },
+          ]),
+        );
+        if (r) report.snapshots.push(r);
+      }
+    }
+  } finally {
+    await servers.stop();
+  }
+
+  report.targets = evaluateTargets(report);
+  report.finishedAt = new Date().toISOString();
+  report.durationS = Math.round((performance.now() - t0) / 100) / 10;
+  // A quick run must not overwrite the committed figures of the last full run: it goes to the
+  // git-ignored bench-results/ unless --out says otherwise.
+  const outDir = o.outDir ? resolve(o.outDir) : join(PACKAGE_DIR, o.quick ? "bench-results" : "results");
+  mkdirSync(outDir, { recursive: true });
+  const json = `${JSON.stringify(report, null, 2)}\n`;
+  writeFileSync(join(outDir, "latest.json"), json);
+  writeFileSync(join(outDir, "latest.svg"), renderSvg(report));
+  let markdown = "";
+  printReport(report, (s) => {
+    markdown += s;
+    process.stdout.write(s);
+  });
+  writeFileSync(join(outDir, "latest.md"), markdown.trimStart());
+  process.stdout.write(
+    `\nraw figures: ${join(outDir, "latest.json")}\ntables: ${join(outDir, "latest.md")}\nchart: ${join(outDir, "latest.svg")}\n`,
+  );
+
+  const broken = report.throughput.filter((r) => !r.exactlyOnce && !r.extra);
+  if (broken.length > 0) {
+    process.stdout.write(
+      `\nFAILED: exactly-once check failed on ${broken.map((r) => r.backend).join(", ")}\n`,
+    );
+    return 1;
+  }
+  const fatal = report.errors.filter((e) => e.fatal);
+  if (fatal.length > 0) {
+    process.stdout.write(`\nFAILED: ${fatal.length} scenario run(s) broke (see above)\n`);
+    return 1;
+  }
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    // Drivers may keep sockets alive; everything is written.
+    setTimeout(() => process.exit(code), 200).unref();
+  },
+  (error: unknown) => {
+    process.stderr.write(
+      `[bench] ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
+    process.exit(1);
+  },
+);

@@ -1,0 +1,139 @@
+// Command-line options of `pnpm bench`.
+import { parseArgs } from "node:util";
+import { BACKEND_NAMES, type BackendName } from "./backends.ts";
+import { PEER_NAMES, type PeerName } from "./peers.ts";
+
+export const SCENARIOS = ["throughput", "peers", "discovery", "snapshots"] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export interface BenchOptions {
+  backends: BackendName[];
+  peers: PeerName[];
+  scenarios: Scenario[];
+  quick: boolean;
+  /** Scenario 1/2: tasks (jobs) per run. */
+  tasks: number;
+  /** The same on the Java stand-ins (DynamoDB Local, mongo-java-server). */
+  tasksStandIn: number;
+  workers: number;
+  processes: number;
+  batch: number;
+  /** Scenario 3: non-ready snapshots at each measuring point. */
+  storeSizes: number[];
+  storeSizesStandIn: number[];
+  storeSizesDynamo: number[];
+  ready: number;
+  /** Latency samples per measuring point (scenario 3) and per size (scenario 4; a quarter for 1 MiB). */
+  samples: number;
+  /** Upper bound of one throughput run, seconds. */
+  durationS: number;
+  preloadConcurrency: number;
+  outDir: string;
+  help: boolean;
+}
+
+export const USAGE = `pnpm bench [options]      (from the repository root; or \`pnpm start\` in tooling/bench)
+
+  --quick                 small sizes for CI: 500 tasks, 1k/3k non-ready snapshots, few samples
+  --backends LIST         of ${BACKEND_NAMES.join(",")} (default: all)
+  --peers LIST            of ${PEER_NAMES.join(",")}, or none (default: all)
+  --scenarios LIST        of ${SCENARIOS.join(",")} (default: all)
+  --tasks N               scenario 1/2: ready tasks (jobs) pre-loaded and worked off (default 20000)
+  --tasks-stand-in N      the same on DynamoDB Local and mongo-java-server (default 1000)
+  --workers W             concurrent workers in all (default 16)
+  --processes P           worker processes the workers are spread over (default 2)
+  --batch B               claimAvailableTasks limit; pg-boss batchSize (default 8)
+  --store-sizes LIST      scenario 3: non-ready snapshots at each point (default 10000,1000000)
+  --store-sizes-stand-in LIST   the same on mongo-java-server (default 10000,100000)
+  --store-sizes-dynamodb LIST   the same on DynamoDB Local (default 10000,100000: it loads 1-1.5k snapshots/s here)
+  --ready N               scenario 3: ready tasks present throughout (default 100)
+  --samples N             latency samples per point / size (default 200; 1 MiB snapshots: a quarter)
+  --duration S            upper bound of one throughput run in seconds (default 600)
+  --preload-concurrency N saves in flight while pre-loading (default 64)
+  --out DIR               where latest.json, latest.md and latest.svg go (default tooling/bench/results;
+                          with --quick tooling/bench/bench-results, which git ignores)
+  -h, --help
+
+Servers: SAYIIR_TEST_REDIS_URL, SAYIIR_TEST_POSTGRES_URL, SAYIIR_TEST_MONGODB_URL and
+SAYIIR_TEST_DYNAMODB_ENDPOINT point the run at your own servers; otherwise the local servers of
+tooling/test-servers are started (install them once: node tooling/test-servers/src/install.ts).`;
+
+function list<T extends string>(value: string | undefined, all: readonly T[], what: string): T[] {
+  if (value === undefined || value === "all") return [...all];
+  if (value === "none" || value === "") return [];
+  const items = value.split(",").map((s) => s.trim()) as T[];
+  const unknown = items.filter((s) => !all.includes(s));
+  if (unknown.length > 0)
+    throw new Error(`unknown ${what}: ${unknown.join(", ")} (expected ${all.join(", ")})`);
+  return items;
+}
+
+function int(value: string | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  const n = Number(value.replaceAll("_", ""));
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+  return n;
+}
+
+function sizes(value: string | undefined, fallback: number[], name: string): number[] {
+  if (value === undefined) return fallback;
+  const out = value.split(",").map((s) => int(s.trim(), 0, name));
+  if (out.length < 2) throw new Error(`--${name} needs at least two sizes (the ratio is last/first)`);
+  return out.sort((a, b) => a - b);
+}
+
+export function parseOptions(argv: string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: argv.filter((a) => a !== "--"),
+    options: {
+      quick: { type: "boolean", default: false },
+      backends: { type: "string" },
+      peers: { type: "string" },
+      scenarios: { type: "string" },
+      tasks: { type: "string" },
+      "tasks-stand-in": { type: "string" },
+      workers: { type: "string" },
+      processes: { type: "string" },
+      batch: { type: "string" },
+      "store-sizes": { type: "string" },
+      "store-sizes-stand-in": { type: "string" },
+      "store-sizes-dynamodb": { type: "string" },
+      ready: { type: "string" },
+      samples: { type: "string" },
+      duration: { type: "string" },
+      "preload-concurrency": { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  const quick = values.quick === true;
+  return {
+    backends: list(values.backends, BACKEND_NAMES, "backend"),
+    peers: list(values.peers, PEER_NAMES, "peer"),
+    scenarios: list(values.scenarios, SCENARIOS, "scenario"),
+    quick,
+    tasks: int(values.tasks, quick ? 500 : 20_000, "tasks"),
+    tasksStandIn: int(values["tasks-stand-in"], quick ? 300 : 1_000, "tasks-stand-in"),
+    workers: int(values.workers, 16, "workers"),
+    processes: int(values.processes, 2, "processes"),
+    batch: int(values.batch, 8, "batch"),
+    storeSizes: sizes(values["store-sizes"], quick ? [1_000, 3_000] : [10_000, 1_000_000], "store-sizes"),
+    storeSizesStandIn: sizes(
+      values["store-sizes-stand-in"],
+      quick ? [1_000, 3_000] : [10_000, 100_000],
+      "store-sizes-stand-in",
+    ),
+    storeSizesDynamo: sizes(
+      values["store-sizes-dynamodb"],
+      quick ? [1_000, 3_000] : [10_000, 100_000],
+      "store-sizes-dynamodb",
+    ),
+    ready: int(values.ready, quick ? 20 : 100, "ready"),
+    samples: int(values.samples, quick ? 20 : 200, "samples"),
+    durationS: int(values.duration, 600, "duration"),
+    preloadConcurrency: int(values["preload-concurrency"], 64, "preload-concurrency"),
+    outDir: values.out ?? "",
+    help: values.help === true,
+  };
+}

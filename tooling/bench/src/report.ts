@@ -1,0 +1,403 @@
+// The results: targets, the printed tables (Markdown, so they paste into the README) and the SVG chart.
+import type { DiscoveryResult } from "./discovery.ts";
+import type { SnapshotResult } from "./snapshots.ts";
+import type { PeerResult, ThroughputResult } from "./throughput.ts";
+import { fmtMs, fmtNumber } from "./util.ts";
+
+export interface TargetVerdict {
+  target: string;
+  value: number | null;
+  required: string;
+  /** null: not measured in this run. */
+  met: boolean | null;
+  note: string;
+}
+
+export interface BenchReport {
+  version: 1;
+  startedAt: string;
+  finishedAt: string;
+  durationS: number;
+  quick: boolean;
+  options: Record<string, unknown>;
+  machine: {
+    nproc: number;
+    cpuModel: string;
+    memTotalGiB: number;
+    memFreeGiB: number;
+    freeH: string;
+    loadAverage: number[];
+    node: string;
+    platform: string;
+  };
+  servers: Record<string, { server: string; version: string; source: string }>;
+  skipped: Record<string, string>;
+  throughput: ThroughputResult[];
+  peers: PeerResult[];
+  discovery: DiscoveryResult[];
+  snapshots: SnapshotResult[];
+  targets: TargetVerdict[];
+  /** fatal: false for extra rows (option variants, bench experiments), which do not fail the run. */
+  errors: Array<{ scenario: string; backend: string; message: string; fatal: boolean }>;
+}
+
+function ratio(a: number | undefined, b: number | undefined): number | null {
+  if (a === undefined || b === undefined || !(b > 0)) return null;
+  return Math.round((a / b) * 100) / 100;
+}
+
+export function evaluateTargets(r: BenchReport): TargetVerdict[] {
+  const tp = (name: string) => r.throughput.find((t) => t.backend === name)?.tasksPerSecond;
+  const peer = (name: string) => r.peers.find((p) => p.peer === name)?.jobsPerSecond;
+  const out: TargetVerdict[] = [];
+  const vs = (ours: string, peerName: string, min: number) => {
+    const value = ratio(tp(ours), peer(peerName));
+    out.push({
+      target: `${ours} throughput / ${peerName}`,
+      value,
+      required: `>= ${min}`,
+      met: value === null ? null : value >= min,
+      note:
+        value === null ? "not measured" : `${fmtNumber(tp(ours))} vs ${fmtNumber(peer(peerName))} per second`,
+    });
+  };
+  vs("redis", "bullmq", 2);
+  vs("postgres", "graphile-worker", 1);
+  vs("postgres", "pg-boss", 1.5);
+  for (const d of r.discovery) {
+    const first = d.points[0];
+    const last = d.points.at(-1);
+    out.push({
+      target: `${d.backend} claim p50 at ${fmtNumber(last?.nonReady)} / at ${fmtNumber(first?.nonReady)} non-ready`,
+      value: d.claimRatio,
+      required: "<= 1.5",
+      met: Number.isFinite(d.claimRatio) ? d.claimRatio <= 1.5 : null,
+      note: `${fmtMs(first?.claim.p50)} ms -> ${fmtMs(last?.claim.p50)} ms${d.note ? `; ${d.note}` : ""}`,
+    });
+  }
+  return out;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
+  return [line(header), `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`, ...rows.map(line)].join("\n");
+}
+
+const pair = (a: number | undefined, b: number | undefined) => `${fmtMs(a)} / ${fmtMs(b)}`;
+
+function kib(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${bytes / 1024 / 1024} MiB` : `${bytes / 1024} KiB`;
+}
+
+export function printReport(r: BenchReport, write: (s: string) => void): void {
+  const m = r.machine;
+  write(
+    `\n## Sayiir persistence benchmark (${r.quick ? "quick" : "full"} run, ${r.startedAt})\n\n` +
+      `Machine: ${m.nproc} CPUs (${m.cpuModel}), ${m.memTotalGiB} GiB RAM, ${m.platform}, Node ${m.node}, ` +
+      `load average at the end ${m.loadAverage.join(" ")}\n`,
+  );
+  write(
+    `Servers: ${Object.entries(r.servers)
+      .map(([k, s]) => `${k}: ${s.server}${s.version ? ` ${s.version}` : ""}`)
+      .join("; ")}\n`,
+  );
+  for (const [name, why] of Object.entries(r.skipped)) write(`Skipped ${name}: ${why}\n`);
+
+  if (r.throughput.length > 0) {
+    write(`\n### 1. Task throughput (claim -> fenced saveTaskResult -> release)\n\n`);
+    write(
+      table(
+        [
+          "backend",
+          "tasks",
+          "workers x procs",
+          "batch",
+          "tasks/s",
+          "exactly once",
+          "mean claim / save / release ms",
+          "tasks per claim",
+          "requests per task",
+          "Redis cmds per task",
+          "CPU ms per task: workers / server",
+          "pre-load/s",
+        ],
+        r.throughput.map((t) => [
+          t.backend,
+          fmtNumber(t.tasks),
+          `${t.workers} x ${t.processes}`,
+          String(t.batch),
+          fmtNumber(t.tasksPerSecond),
+          t.exactlyOnce ? "yes" : `NO: ${t.problems.join("; ")}`,
+          `${fmtMs(t.meanClaimMs)} / ${fmtMs(t.meanSaveMs)} / ${fmtMs(t.meanReleaseMs)}`,
+          fmtNumber(t.tasksPerClaim, 2),
+          t.roundTripsPerTask === null ? "-" : fmtNumber(t.roundTripsPerTask, 2),
+          t.serverCommandsPerTask === null ? "-" : fmtNumber(t.serverCommandsPerTask, 1),
+          `${fmtMs(t.workerCpuMsPerTask ?? undefined)} / ${fmtMs(t.serverCpuMsPerTask ?? undefined)}`,
+          fmtNumber(t.preload.perSecond),
+        ]),
+      ),
+    );
+    write("\n\n");
+    for (const t of r.throughput) if (t.note) write(`  ${t.backend}: ${t.note}\n`);
+    const errs = r.throughput.filter((t) => Object.keys(t.errors).length > 0);
+    for (const t of errs) write(`  ${t.backend} errors during the run: ${JSON.stringify(t.errors)}\n`);
+  }
+
+  if (r.peers.length > 0) {
+    write(`\n### 2. The same workload on the peers (no-op handler, same server)\n\n`);
+    const ours = (p: PeerResult) =>
+      r.throughput.find((t) => t.backend === (p.peer === "bullmq" ? "redis" : "postgres"));
+    write(
+      table(
+        [
+          "peer",
+          "server",
+          "jobs",
+          "jobs/s",
+          "requests per job",
+          "Redis cmds per job",
+          "CPU ms per job: workers / server",
+          "ours (same server) tasks/s",
+          "ours / peer",
+          "settings",
+        ],
+        r.peers.map((p) => [
+          `${p.peer} ${p.version}`,
+          p.server,
+          fmtNumber(p.jobs),
+          fmtNumber(p.jobsPerSecond),
+          p.roundTripsPerJob === null ? "-" : fmtNumber(p.roundTripsPerJob, 2),
+          p.serverCommandsPerJob === null ? "-" : fmtNumber(p.serverCommandsPerJob, 1),
+          `${fmtMs(p.workerCpuMsPerJob)} / ${fmtMs(p.serverCpuMsPerJob ?? undefined)}`,
+          `${ours(p)?.backend ?? "-"} ${fmtNumber(ours(p)?.tasksPerSecond)}`,
+          `${ratio(ours(p)?.tasksPerSecond, p.jobsPerSecond) ?? "-"}x`,
+          p.settings,
+        ]),
+      ),
+    );
+    write("\n\n");
+    for (const p of r.peers) {
+      if (p.duplicates || p.missing)
+        write(`  ${p.peer}: ${p.duplicates} jobs ran twice, ${p.missing} never ran\n`);
+    }
+  }
+
+  if (r.discovery.length > 0) {
+    write(`\n### 3. Discovery cost against store size (p50 / p99 ms, one call at a time)\n\n`);
+    write(
+      table(
+        [
+          "backend",
+          "non-ready",
+          "claim(1) p50 / p99",
+          "find(10) p50 / p99",
+          "pre-load/s",
+          "claim ratio",
+          "find ratio",
+        ],
+        r.discovery.flatMap((d) =>
+          d.points.map((pt, i) => [
+            i === 0 ? d.backend : "",
+            fmtNumber(pt.nonReady),
+            pair(pt.claim.p50, pt.claim.p99),
+            pair(pt.find.p50, pt.find.p99),
+            fmtNumber(pt.load.perSecond),
+            i === d.points.length - 1 ? `${d.claimRatio}x` : "",
+            i === d.points.length - 1 ? `${d.findRatio}x` : "",
+          ]),
+        ),
+      ),
+    );
+    write("\n\n");
+    for (const d of r.discovery) if (d.note) write(`  ${d.backend}: ${d.note}\n`);
+  }
+
+  if (r.snapshots.length > 0) {
+    const sizes = r.snapshots[0]!.sizes.map((s) => s.bytes);
+    write(`\n### 4. Snapshot save / load latency (p50 / p99 ms)\n\n`);
+    write(
+      table(
+        ["backend", ...sizes.flatMap((b) => [`save ${kib(b)}`, `load ${kib(b)}`])],
+        r.snapshots.map((s) => [
+          s.backend,
+          ...s.sizes.flatMap((x) => [pair(x.save.p50, x.save.p99), pair(x.load.p50, x.load.p99)]),
+        ]),
+      ),
+    );
+    write("\n");
+  }
+
+  if (r.targets.length > 0) {
+    write(`\n### Targets\n\n`);
+    write(
+      table(
+        ["target", "value", "required", "verdict", "note"],
+        r.targets.map((t) => [
+          t.target,
+          t.value === null ? "-" : `${t.value}x`,
+          t.required,
+          t.met === null ? "not measured" : t.met ? "met" : "target missed",
+          t.note,
+        ]),
+      ),
+    );
+    write("\n");
+  }
+  for (const e of r.errors) {
+    write(
+      `\n${e.fatal ? "ERROR" : "error (extra row, not fatal)"} in ${e.scenario} / ${e.backend}: ${e.message}\n`,
+    );
+  }
+  write(`\n(${r.durationS} s in all)\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG chart: throughput of every backend and peer, and claim latency at the two store sizes.
+
+function esc(s: string): string {
+  return s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;").replaceAll('"', "&quot;");
+}
+
+interface Bar {
+  label: string;
+  value: number;
+  color: string;
+  text: string;
+}
+
+function barPanel(
+  title: string,
+  bars: Bar[],
+  y0: number,
+  width: number,
+  unit: string,
+): { svg: string; height: number } {
+  const left = 250;
+  const right = 110;
+  const rowH = 22;
+  const max = Math.max(1, ...bars.map((b) => b.value));
+  const plotW = width - left - right;
+  const parts: string[] = [
+    `<text x="16" y="${y0 + 18}" font-size="15" font-weight="bold">${esc(title)}</text>`,
+  ];
+  bars.forEach((b, i) => {
+    const y = y0 + 32 + i * rowH;
+    const w = Math.max(1, (b.value / max) * plotW);
+    parts.push(
+      `<text x="${left - 8}" y="${y + 14}" font-size="12" text-anchor="end">${esc(b.label)}</text>`,
+      `<rect x="${left}" y="${y + 2}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.color}"/>`,
+      `<text x="${(left + w + 6).toFixed(1)}" y="${y + 14}" font-size="12">${esc(b.text)}</text>`,
+    );
+  });
+  parts.push(
+    `<text x="${left}" y="${y0 + 32 + bars.length * rowH + 14}" font-size="11" fill="#666">${esc(unit)}</text>`,
+  );
+  return { svg: parts.join("\n"), height: 32 + bars.length * rowH + 30 };
+}
+
+const OURS = "#2f6fdf";
+const PEER = "#e08a2c";
+const SMALL = "#7fb3f5";
+const LARGE = "#1d4fa8";
+
+export function renderSvg(r: BenchReport): string {
+  const width = 760;
+  const panels: string[] = [];
+  let y = 44;
+  const tpBars: Bar[] = [
+    ...r.throughput.map((t) => ({
+      label: t.chartLabel,
+      value: t.tasksPerSecond,
+      color: OURS,
+      text: fmtNumber(t.tasksPerSecond),
+    })),
+    ...r.peers.map((p) => ({
+      label: `${p.peer} (${p.peer === "bullmq" ? "Redis" : "Postgres"})`,
+      value: p.jobsPerSecond,
+      color: PEER,
+      text: fmtNumber(p.jobsPerSecond),
+    })),
+  ];
+  if (tpBars.length > 0) {
+    const workers = r.throughput[0]?.workers ?? r.peers[0]?.workers ?? 0;
+    const p = barPanel(
+      `Task throughput, ${workers} workers over ${r.throughput.find((t) => t.processes > 1)?.processes ?? 2} processes`,
+      tpBars,
+      y,
+      width,
+      "tasks (jobs) per second, higher is better; blue: Sayiir backends, orange: job queues",
+    );
+    panels.push(p.svg);
+    y += p.height + 10;
+  }
+  const discBars: Bar[] = r.discovery.flatMap((d) => {
+    const first = d.points[0]!;
+    const last = d.points.at(-1)!;
+    return [
+      {
+        label: `${d.backend} @ ${fmtNumber(first.nonReady)}`,
+        value: first.claim.p50,
+        color: SMALL,
+        text: `${fmtMs(first.claim.p50)} ms`,
+      },
+      {
+        label: `${d.backend} @ ${fmtNumber(last.nonReady)}`,
+        value: last.claim.p50,
+        color: LARGE,
+        text: `${fmtMs(last.claim.p50)} ms (${d.claimRatio}x)`,
+      },
+    ];
+  });
+  if (discBars.length > 0) {
+    const p = barPanel(
+      "Claim latency (p50) against non-ready snapshots in the store",
+      discBars,
+      y,
+      width,
+      "milliseconds per claimAvailableTasks(limit 1), lower is better; ratio large/small in brackets",
+    );
+    panels.push(p.svg);
+    y += p.height + 10;
+  }
+  const snapBars: Bar[] = r.snapshots.flatMap((s) =>
+    s.sizes
+      .filter((x) => x.bytes === 64 * 1024)
+      .flatMap((x) => [
+        {
+          label: `${s.backend} save 64 KiB`,
+          value: x.save.p50,
+          color: SMALL,
+          text: `${fmtMs(x.save.p50)} ms`,
+        },
+        {
+          label: `${s.backend} load 64 KiB`,
+          value: x.load.p50,
+          color: LARGE,
+          text: `${fmtMs(x.load.p50)} ms`,
+        },
+      ]),
+  );
+  if (snapBars.length > 0) {
+    const p = barPanel(
+      "Snapshot save / load latency, 64 KiB (p50)",
+      snapBars,
+      y,
+      width,
+      "milliseconds, lower is better (1 KiB and 1 MiB: see the table)",
+    );
+    panels.push(p.svg);
+    y += p.height + 10;
+  }
+  const m = r.machine;
+  const footer = `${r.quick ? "QUICK RUN (small sizes), " : ""}${r.startedAt.slice(0, 16).replace("T", " ")} UTC, ${m.nproc} CPUs ${m.cpuModel}, Node ${m.node}`;
+  const height = y + 20;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" role="img">
+<title>Sayiir persistence benchmark: task throughput against BullMQ, pg-boss and graphile-worker; claim latency against store size; snapshot latency</title>
+<rect width="100%" height="100%" fill="#fff"/>
+<text x="16" y="26" font-size="18" font-weight="bold">Sayiir persistence benchmark</text>
+${panels.join("\n")}
+<text x="16" y="${height - 8}" font-size="11" fill="#666">${esc(footer)}</text>
+</svg>
+`;
+}
