@@ -19,6 +19,7 @@ export {
   FORMAT_VERSION,
 } from "./codec.js";
 export {
+  assertClaimHolder,
   BackendError,
   ClaimLostError,
   ConflictError,

@@ -14,6 +14,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import {
   type AvailableTask,
+  assertClaimHolder,
   BackendError,
   BaseBackend,
   type ClaimedTask,
@@ -1094,13 +1095,9 @@ export class DynamoDBBackend extends BaseBackend {
     taskId: string,
     workerId: string,
   ): StoredClaim {
-    if (claim === undefined || claim.workerId === undefined) {
-      throw failures.claimNotFound(instanceId, taskId);
-    }
-    if (claim.workerId !== workerId) {
-      throw failures.claimedByOther(instanceId, taskId);
-    }
-    return claim;
+    // A tombstone (a released claim kept for its token) has no worker: no claim.
+    assertClaimHolder(instanceId, taskId, claim?.workerId, workerId);
+    return claim as StoredClaim;
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {

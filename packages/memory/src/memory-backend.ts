@@ -1,5 +1,6 @@
 import {
   type AvailableTask,
+  assertClaimHolder,
   BaseBackend,
   type BaseBackendOptions,
   type ClaimedTask,
@@ -190,13 +191,8 @@ export class InMemoryBackend extends BaseBackend {
 
   #ownedClaim(instanceId: string, taskId: string, workerId: string): TaskClaim {
     const claim = this.store.claims.get(instanceId)?.get(taskId);
-    if (claim === undefined) {
-      throw failures.claimNotFound(instanceId, taskId);
-    }
-    if (claim.workerId !== workerId) {
-      throw failures.claimedByOther(instanceId, taskId);
-    }
-    return claim;
+    assertClaimHolder(instanceId, taskId, claim?.workerId, workerId);
+    return claim as TaskClaim;
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {

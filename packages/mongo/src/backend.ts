@@ -75,11 +75,6 @@ function databaseFromUrl(url: string): string | undefined {
   return match?.[1] ? decodeURIComponent(match[1]) : undefined;
 }
 
-const notFound = (instanceId: string) => failures.snapshotNotFound(instanceId);
-const noClaim = (instanceId: string, taskId: string) => failures.claimNotFound(instanceId, taskId);
-const claimedByAnother = (instanceId: string, taskId: string) => failures.claimedByOther(instanceId, taskId);
-const fenceLost = (instanceId: string, fence: Fence) => failures.fenceRejected(instanceId, fence);
-
 /**
  * Sayiir persistence on MongoDB (official driver). Each instance has one document holding its
  * snapshot header, its task-result references and its claims; every claim, release, extend and
@@ -316,8 +311,8 @@ export class MongoBackend extends BaseBackend {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const doc = await this.#read(instanceId);
       const claim = claimOn(doc, taskId);
-      if (doc === null || claim === undefined) throw noClaim(instanceId, taskId);
-      if (claim.w !== workerId) throw claimedByAnother(instanceId, taskId);
+      if (doc === null || claim === undefined) throw failures.claimNotFound(instanceId, taskId);
+      if (claim.w !== workerId) throw failures.claimedByOther(instanceId, taskId);
       if (await this.#removeClaim(instanceId, doc, taskId)) return;
       await backoff(attempt);
     }
@@ -336,8 +331,8 @@ export class MongoBackend extends BaseBackend {
       const doc = await this.#read(instanceId);
       const now = await this.#now();
       const claim = claimOn(doc, taskId);
-      if (claim === undefined) throw noClaim(instanceId, taskId);
-      if (claim.w !== workerId) throw claimedByAnother(instanceId, taskId);
+      if (claim === undefined) throw failures.claimNotFound(instanceId, taskId);
+      if (claim.w !== workerId) throw failures.claimedByOther(instanceId, taskId);
       if (!isLive(claim, now)) {
         throw failures.claimExpired(instanceId, taskId);
       }
@@ -357,7 +352,7 @@ export class MongoBackend extends BaseBackend {
   /** Throws ClaimLostError unless the fence names the live claim of this document version. */
   async #checkFence(instanceId: string, doc: InstanceDoc | null, fence: Fence | undefined): Promise<void> {
     if (fence === undefined) return;
-    if (!fenceHolds(doc, fence, await this.#now())) throw fenceLost(instanceId, fence);
+    if (!fenceHolds(doc, fence, await this.#now())) throw failures.fenceRejected(instanceId, fence);
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -435,7 +430,7 @@ export class MongoBackend extends BaseBackend {
     try {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const doc = await this.#read(instanceId);
-        if (!isSnapshot(doc)) throw notFound(instanceId);
+        if (!isSnapshot(doc)) throw failures.snapshotNotFound(instanceId);
         await this.#checkFence(instanceId, doc, fence);
         if (doc.f === true) {
           throw failures.resultsFinal(instanceId);
@@ -480,7 +475,7 @@ export class MongoBackend extends BaseBackend {
     let previousVersion: string | undefined;
     for (let attempt = 0; attempt < 50; attempt++) {
       const doc = await this.#snapshots.findOne({ _id: instanceId }, { projection: { c: 0 } });
-      if (!isSnapshot(doc)) throw notFound(instanceId);
+      if (!isSnapshot(doc)) throw failures.snapshotNotFound(instanceId);
       const refs = Array.isArray(doc.r) ? doc.r : [];
       const ids = refs.map((e) => e.g);
       if (doc.hg !== undefined) ids.push(doc.hg);
@@ -511,7 +506,7 @@ export class MongoBackend extends BaseBackend {
       { _id: instanceId, d: { $exists: true } },
       { projection: { r: 1, hg: 1 } },
     );
-    if (doc === null) throw notFound(instanceId);
+    if (doc === null) throw failures.snapshotNotFound(instanceId);
     const blobs = (doc.r ?? []).map((e) => e.g);
     if (doc.hg !== undefined) blobs.push(doc.hg);
     // The delete has happened (the document was the commit point): a failure to collect the

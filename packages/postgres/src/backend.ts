@@ -1,5 +1,6 @@
 import {
   type AvailableTask,
+  assertClaimHolder,
   BaseBackend,
   type ClaimedTask,
   ClaimLostError,
@@ -337,10 +338,7 @@ export class PostgresBackend extends BaseBackend {
   async #refusal(instanceId: string, taskId: string, workerId: string, expired: string): Promise<never> {
     const r = await this.#q<{ worker_id: string }>(this.#pool, this.#sql.claimHolder, [instanceId, taskId]);
     const holder = r.rows[0];
-    if (holder === undefined) throw failures.claimNotFound(instanceId, taskId);
-    if (holder.worker_id !== workerId) {
-      throw failures.claimedByOther(instanceId, taskId);
-    }
+    assertClaimHolder(instanceId, taskId, holder?.worker_id, workerId);
     throw new ClaimLostError(expired);
   }
 

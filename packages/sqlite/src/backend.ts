@@ -1,6 +1,7 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import {
   type AvailableTask,
+  assertClaimHolder,
   BackendError,
   BaseBackend,
   type ClaimedTask,
@@ -266,13 +267,8 @@ export class SqliteBackend extends BaseBackend {
 
   #ownedClaim(instanceId: string, taskId: string, workerId: string): ClaimRow {
     const claim = this.#claimRow(instanceId, taskId);
-    if (claim === undefined) {
-      throw failures.claimNotFound(instanceId, taskId);
-    }
-    if (claim.worker_id !== workerId) {
-      throw failures.claimedByOther(instanceId, taskId);
-    }
-    return claim;
+    assertClaimHolder(instanceId, taskId, claim?.worker_id, workerId);
+    return claim as ClaimRow;
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {

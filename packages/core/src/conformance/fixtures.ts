@@ -1,9 +1,4 @@
-import {
-  type ExecutionPosition,
-  setCompletedTask,
-  type WorkflowSnapshot,
-  type WorkflowState,
-} from "../snapshot.js";
+import type { ExecutionPosition, WorkflowSnapshot, WorkflowState } from "../snapshot.js";
 
 const NOW = 1_700_000_000_000;
 
