@@ -1,4 +1,5 @@
 import type { AvailableTask, ClaimedTask, Fence, TaskClaim } from "./claims.js";
+import type { PersistenceError } from "./errors.js";
 import type { WorkflowSnapshot } from "./snapshot.js";
 
 /** Option of fenced writes: refused with ClaimLostError unless this claim is still the live one. */
@@ -10,6 +11,20 @@ export interface WriteOptions {
 export interface TaskResultWriteOptions {
   claim?: TaskClaim | Fence | number;
 }
+
+/** One task to finish with completeTasks: the caller's claim on it and the task's output. */
+export interface TaskCompletion {
+  /** The claim returned by claimTask or claimAvailableTasks (its instance, task, worker and token). */
+  claim: Pick<TaskClaim, "instanceId" | "taskId" | "workerId" | "token">;
+  output: Uint8Array;
+}
+
+/**
+ * What completeTasks says of one completion, at the same index as the input: null when the result
+ * is stored and the claim released, otherwise why nothing was written for it (NotFoundError,
+ * ClaimLostError or ConflictError, with the precedence of saveTaskResult).
+ */
+export type CompletionOutcome = PersistenceError | null;
 
 export interface ListPageOptions {
   /** Opaque cursor from the previous page; omit for the first page. */
@@ -63,6 +78,14 @@ export interface PersistentBackend extends AsyncDisposable {
   findAvailableTasks(workerId: string, limit: number): Promise<AvailableTask[]>;
   /** Finds and claims up to `limit` ready tasks in one atomic step where the database allows it. */
   claimAvailableTasks(workerId: string, limit: number, ttlMs?: number | null): Promise<ClaimedTask[]>;
+  /**
+   * Finishes claimed tasks in one call: for each completion, a saveTaskResult fenced by its claim
+   * and the release of that claim, as one atomic step per completion. Completions are independent:
+   * one refused (claim lost, instance missing or finished) does not stop the others. The whole
+   * batch is validated before any I/O; a bad item throws and nothing is written. A BackendError
+   * means the outcome of every item is unknown.
+   */
+  completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]>;
   /** Releases connections this backend opened; a client passed in by the user stays open. */
   close(): Promise<void>;
 }

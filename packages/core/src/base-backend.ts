@@ -1,15 +1,19 @@
 import type {
+  CompletionOutcome,
   ListPageOptions,
   PersistentBackend,
   SnapshotPage,
+  TaskCompletion,
   TaskResultWriteOptions,
   WriteOptions,
 } from "./backend.js";
 import type { AvailableTask, ClaimedTask, Fence, TaskClaim } from "./claims.js";
-import { BackendError, toBackendError, ValidationError } from "./errors.js";
+import { BackendError, ErrorCode, isPersistenceError, toBackendError, ValidationError } from "./errors.js";
 import type { WorkflowSnapshot } from "./snapshot.js";
 import {
+  type ValidCompletion,
   validateBytes,
+  validateCompletions,
   validateDuration,
   validateFence,
   validateId,
@@ -73,6 +77,39 @@ export abstract class BaseBackend implements PersistentBackend {
     ttlMs: number | null,
   ): Promise<ClaimedTask[]>;
   protected abstract doClose(): Promise<void>;
+
+  /**
+   * The portable form of completeTasks, for adapters without a batched one: per completion, the
+   * fenced write, then the release of that claim. It is not one atomic step: a crash between the
+   * two leaves the claim held until it expires (the result is stored; nobody can overwrite it with
+   * a stale claim). A release that finds the claim already gone or taken over (it expired after
+   * the write) is not an error: the result landed under a live claim.
+   */
+  protected async doCompleteTasks(completions: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
+    return Promise.all(
+      completions.map(async (c): Promise<CompletionOutcome> => {
+        try {
+          await this.doSaveTaskResult(c.instanceId, c.taskId, c.output, {
+            instanceId: c.instanceId,
+            taskId: c.taskId,
+            token: c.token,
+          });
+        } catch (error) {
+          if (isPersistenceError(error) && error.code !== ErrorCode.Backend) return error;
+          throw error;
+        }
+        try {
+          await this.doReleaseTaskClaim(c.instanceId, c.taskId, c.workerId);
+        } catch (error) {
+          const gone =
+            isPersistenceError(error) &&
+            (error.code === ErrorCode.NotFound || error.code === ErrorCode.ClaimLost);
+          if (!gone) throw error;
+        }
+        return null;
+      }),
+    );
+  }
 
   /** Runs one operation: refused after close, driver errors wrapped, PersistenceErrors untouched. */
   protected async run<T>(operation: string, body: () => Promise<T>): Promise<T> {
@@ -180,6 +217,11 @@ export abstract class BaseBackend implements PersistentBackend {
     const n = validateLimit(limit);
     const ttl = validateTtl(ttlMs);
     return this.run("claimAvailableTasks", () => this.doClaimAvailableTasks(workerId, n, ttl));
+  }
+
+  async completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]> {
+    const valid = validateCompletions(completions, this.maxPayloadBytes);
+    return this.run("completeTasks", async () => (valid.length === 0 ? [] : this.doCompleteTasks(valid)));
   }
 
   /** Idempotent: a second close waits for the first and does nothing more. */

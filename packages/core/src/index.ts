@@ -1,7 +1,9 @@
 export type {
+  CompletionOutcome,
   ListPageOptions,
   PersistentBackend,
   SnapshotPage,
+  TaskCompletion,
   TaskResultWriteOptions,
   WriteOptions,
 } from "./backend.js";
@@ -54,6 +56,7 @@ export {
   setCompletedTask,
   updatePosition,
 } from "./snapshot.js";
+export type { ValidCompletion } from "./validation.js";
 export {
   compareIds,
   DEFAULT_MAX_PAYLOAD_BYTES,
@@ -61,6 +64,7 @@ export {
   MAX_ID_LENGTH,
   MAX_LIMIT,
   validateBytes,
+  validateCompletions,
   validateDuration,
   validateFence,
   validateId,

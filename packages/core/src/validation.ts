@@ -258,3 +258,47 @@ function codePointRank(unit: number): number {
   if (unit >= 0xe000) return unit - 0x800;
   return unit;
 }
+
+/** A completion after validation: plain ids, a checked token and a plain Uint8Array output. */
+export interface ValidCompletion {
+  instanceId: string;
+  taskId: string;
+  workerId: string;
+  token: number;
+  output: Uint8Array;
+}
+
+/**
+ * Validates a completeTasks batch as a whole, so that a bad item refuses the call before any I/O:
+ * at most MAX_LIMIT items, each with a claim of valid ids and token, and no task twice (two
+ * completions of one task in one call would make its outcome depend on their order).
+ */
+export function validateCompletions(value: unknown, maxPayloadBytes: number): ValidCompletion[] {
+  if (!Array.isArray(value))
+    throw new ValidationError(`completions must be an array, got ${describe(value)}`);
+  if (value.length > MAX_LIMIT) {
+    throw new ValidationError(`at most ${MAX_LIMIT} completions per call, got ${value.length}`);
+  }
+  const seen = new Set<string>();
+  return value.map((item: unknown, index): ValidCompletion => {
+    if (!isPlainObject(item)) throw new ValidationError(`completions[${index}] must be { claim, output }`);
+    const claim = item.claim;
+    if (!isPlainObject(claim)) {
+      throw new ValidationError(`completions[${index}].claim must be the TaskClaim of the task`);
+    }
+    const instanceId = validateId("instanceId", claim.instanceId);
+    const taskId = validateId("taskId", claim.taskId);
+    const workerId = validateId("workerId", claim.workerId);
+    const token = validateToken(claim.token);
+    const output = toPlain(validateBytes(`completions[${index}].output`, item.output, maxPayloadBytes));
+    // JSON of the pair cannot collide the way "a:b" + "c" and "a" + "b:c" would.
+    const key = JSON.stringify([instanceId, taskId]);
+    if (seen.has(key)) {
+      throw new ValidationError(
+        `completions[${index}] repeats task ${JSON.stringify(taskId)} of ${JSON.stringify(instanceId)}`,
+      );
+    }
+    seen.add(key);
+    return { instanceId, taskId, workerId, token, output };
+  });
+}

@@ -19,6 +19,7 @@ import {
   BaseBackend,
   type ClaimedTask,
   type ClaimLostError,
+  type CompletionOutcome,
   compareIds,
   decodeSnapshotHeader,
   EMPTY_BYTES,
@@ -29,9 +30,19 @@ import {
   type TaskClaim,
   type TaskResult,
   ValidationError,
+  type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { Chunks, chunkSetOf, MissingChunkError, readRef, refAttributes, type ValueRef } from "./chunks.js";
+import {
+  completionTransaction,
+  cut,
+  type Entry,
+  inlineBytes,
+  type Prior,
+  priorOf,
+  settleAll,
+} from "./completion.js";
 import {
   type AnyCommand,
   backoff,
@@ -68,6 +79,10 @@ const TOMBSTONE_SECONDS = 7 * 24 * 60 * 60;
 const RACE_ATTEMPTS = 50;
 /** Items one TransactWriteItems may hold. */
 const MAX_TRANSACTION_ITEMS = 100;
+/** Instances whose completions are committed at once by one completeTasks call. */
+const COMPLETION_LANES = 16;
+/** Outputs whose chunks are written at once by one completeTasks call. */
+const CHUNK_LANES = 4;
 
 const quote = (id: string): string => JSON.stringify(id);
 
@@ -140,6 +155,22 @@ class ShardCursor {
       }
     }
   }
+}
+
+/** One completion of a completeTasks call, with what the call learns about it on the way. */
+interface Completing {
+  index: number;
+  c: ValidCompletion;
+  pk: string;
+  nonce: string;
+  /** Where its output is stored (chunks written before any commit). */
+  ref?: ValueRef;
+  /** Its claim item as last read. */
+  claim?: Item;
+  /** What its result item held when last read (the put is conditioned on it). */
+  prior?: Prior;
+  /** The chunk set of the result it replaces: garbage once it commits. */
+  replacing?: { chunkSetId: string; count: number };
 }
 
 /** Index order: updatedAt, then instance id in code point (UTF-8 byte) order, as the index sorts. */
@@ -664,6 +695,208 @@ export class DynamoDBBackend extends BaseBackend {
         });
       }
     }
+  }
+
+  /**
+   * completeTasks: the chunks of large outputs are written while ONE BatchGetItem reads every head
+   * and claim item concerned; then each instance commits its completions in one TransactWriteItems
+   * (or a few, under the 100-item / 4 MB limits): the head's update once, and per completion its
+   * result put and its claim's tombstone, conditioned as saveTaskResult's fence is. Instances run
+   * in parallel (bounded). Completions are judged on the items read, in saveTaskResult's order, so
+   * a refused one is not sent at all; a cancelled transaction is judged again on a fresh read.
+   */
+  protected override async doCompleteTasks(
+    completions: readonly ValidCompletion[],
+  ): Promise<CompletionOutcome[]> {
+    const outcomes: CompletionOutcome[] = completions.map(() => null);
+    const groups = new Map<string, Completing[]>();
+    for (const [index, c] of completions.entries()) {
+      const item: Completing = { index, c, pk: this.#layout.instancePk(c.instanceId), nonce: freshId() };
+      const group = groups.get(c.instanceId);
+      if (group === undefined) groups.set(c.instanceId, [item]);
+      else group.push(item);
+    }
+    const all = [...groups.values()].flat();
+    // Chunk sets a result may point at (landed, or sent with an unknown outcome): never collected here.
+    const kept = new Set<Completing>();
+    const replaced: Array<{ chunkSetId: string; count: number }> = [];
+    try {
+      const [read, wrote] = await Promise.allSettled([
+        this.#readForCompletion(all),
+        settleAll(all, CHUNK_LANES, async (item) => {
+          item.ref = await this.#chunks.write(item.c.output, item.pk);
+        }),
+      ]);
+      if (wrote.status === "rejected") throw wrote.reason;
+      if (read.status === "rejected") throw read.reason;
+      const items = read.value;
+      await settleAll([...groups], COMPLETION_LANES, async ([instanceId, group]) => {
+        const pk = (group[0] as Completing).pk;
+        const head = this.#parseHead(items.get(this.#itemKey(this.#headKey(pk))), instanceId);
+        for (const item of group) item.claim = items.get(this.#itemKey(this.#claimKey(pk, item.c.taskId)));
+        await this.#completeOn(instanceId, head, group, kept, replaced, outcomes);
+      });
+      return outcomes;
+    } finally {
+      const ours = new Set(all.map((item) => chunkSetOf(item.ref)?.chunkSetId));
+      const garbage = [
+        ...all.filter((item) => !kept.has(item)).map((item) => chunkSetOf(item.ref)),
+        ...replaced.filter((set) => !ours.has(set.chunkSetId)),
+      ].filter((set) => set !== undefined);
+      if (garbage.length > 0) await this.#quietly(() => this.#chunks.delete(garbage));
+    }
+  }
+
+  #itemKey(key: Key): string {
+    return `${key[ATTR.pk]?.S}\u0000${key[ATTR.sk]?.S}`;
+  }
+
+  /** Strongly consistent reads of the heads and claim items (and, given a generation, result items). */
+  async #readForCompletion(
+    items: readonly Completing[],
+    generations?: ReadonlyMap<string, string>,
+  ): Promise<Map<string, Item>> {
+    const keys = new Map<string, Key>();
+    for (const item of items) {
+      for (const key of [this.#headKey(item.pk), this.#claimKey(item.pk, item.c.taskId)])
+        keys.set(this.#itemKey(key), key);
+      const generation = generations?.get(item.pk);
+      if (generation !== undefined) {
+        const key = { [ATTR.pk]: S(item.pk), [ATTR.sk]: S(this.#layout.resultSk(generation, item.c.taskId)) };
+        keys.set(this.#itemKey(key), key);
+      }
+    }
+    const found = await batchGet(this.client, this.tableName, [...keys.values()], 100, 4);
+    return new Map(found.map((item) => [this.#itemKey(item), item]));
+  }
+
+  /**
+   * The completions of one instance. Each round judges the open ones on what was read (no head:
+   * NotFound; the claim not held with that token, or expired on our clock: ClaimLost; finished:
+   * Conflict) and sends the others, a transaction at a time. A cancelled transaction applied
+   * nothing: the head, the claims and the result items are read again and the round repeats. A
+   * completion whose claim is found tombstoned with its own nonce was committed by an earlier
+   * send whose response never arrived (the adapter resends on a transaction conflict).
+   */
+  async #completeOn(
+    instanceId: string,
+    first: Head | undefined,
+    group: Completing[],
+    kept: Set<Completing>,
+    replaced: Array<{ chunkSetId: string; count: number }>,
+    outcomes: CompletionOutcome[],
+  ): Promise<void> {
+    let head = first;
+    let open = group;
+    const landed = (items: readonly Completing[]): void => {
+      for (const item of items) {
+        kept.add(item);
+        outcomes[item.index] = null;
+        if (item.replacing !== undefined) replaced.push(item.replacing);
+      }
+      const done = new Set(items);
+      open = open.filter((item) => !done.has(item));
+    };
+    for (let attempt = 0; open.length > 0; ) {
+      const now = this.#now();
+      const ready: Completing[] = [];
+      for (const item of open) {
+        const claim = this.#parseClaim(item.claim);
+        let outcome: CompletionOutcome = null;
+        if (head === undefined) outcome = failures.snapshotNotFound(instanceId);
+        else if (!this.#liveForHolder(claim, now) || claim?.token !== item.c.token)
+          outcome = this.#lost(instanceId, item.c);
+        else if (head.finished) outcome = failures.resultsFinal(instanceId);
+        if (outcome === null) ready.push(item);
+        else outcomes[item.index] = outcome;
+      }
+      open = ready;
+      const batch = cut(open, (item) => inlineBytes(item.ref as ValueRef))[0];
+      if (head === undefined || batch === undefined) return;
+      if (attempt >= RACE_ATTEMPTS)
+        throw new BackendError(`completeTasks on ${quote(instanceId)} kept losing races`);
+      const entries = batch.map(
+        (item): Entry => ({
+          taskId: item.c.taskId,
+          token: item.c.token,
+          nonce: item.nonce,
+          ref: item.ref as ValueRef,
+          prior: item.prior ?? { kind: "none" },
+        }),
+      );
+      const tx = completionTransaction({
+        tableName: this.tableName,
+        layout: this.#layout,
+        head,
+        entries,
+        now,
+        tombstoneTtl: Math.floor(now / 1000) + TOMBSTONE_SECONDS,
+      });
+      for (const item of batch) kept.add(item);
+      try {
+        await this.#send(
+          () => new TransactWriteItemsCommand({ ClientRequestToken: freshId(), TransactItems: tx.items }),
+        );
+      } catch (error) {
+        const reasons = cancellationReasons(error);
+        // No cancellation: the outcome is unknown, the chunks stay (cleanup() collects orphans).
+        if (reasons === undefined) throw error;
+        for (const item of batch) kept.delete(item);
+        if (isConflictOnly(error)) throw error;
+        if (!reasons.some((r) => r.Code === "ConditionalCheckFailed" || r.Code === "TransactionConflict"))
+          throw error;
+        if (reasons.some((r) => r.Code === "TransactionConflict")) await backoff(attempt);
+        attempt++;
+        const again = await this.#rereadForCompletion(instanceId, head, open);
+        head = again.head;
+        landed(again.landed);
+        continue;
+      }
+      landed(batch);
+      head = {
+        ...head,
+        ...tx.after,
+        leaseSk: undefined,
+        lastCompletedTaskId: batch[batch.length - 1]?.c.taskId,
+      };
+    }
+  }
+
+  /**
+   * After a cancelled transaction: reads the head, the open completions' claim items and their
+   * result items (under the generation sent) again. A claim tombstoned with a completion's own
+   * nonce means that completion committed unseen: it has landed.
+   */
+  async #rereadForCompletion(
+    instanceId: string,
+    sent: Head,
+    open: readonly Completing[],
+  ): Promise<{ head: Head | undefined; landed: Completing[] }> {
+    const items = await this.#readForCompletion(open, new Map([[sent.pk, sent.generation]]));
+    const head = this.#parseHead(items.get(this.#itemKey(this.#headKey(sent.pk))), instanceId);
+    const landed: Completing[] = [];
+    for (const item of open) {
+      item.claim = items.get(this.#itemKey(this.#claimKey(item.pk, item.c.taskId)));
+      const claim = this.#parseClaim(item.claim);
+      if (
+        claim?.token === item.c.token &&
+        claim.workerId === undefined &&
+        str(item.claim, "cn") === item.nonce
+      ) {
+        landed.push(item);
+        continue;
+      }
+      const result = items.get(
+        this.#itemKey({
+          [ATTR.pk]: S(item.pk),
+          [ATTR.sk]: S(this.#layout.resultSk(sent.generation, item.c.taskId)),
+        }),
+      );
+      const ref = result === undefined || head?.generation !== sent.generation ? undefined : readRef(result);
+      item.prior = priorOf(ref);
+      item.replacing = chunkSetOf(ref);
+    }
+    return { head, landed };
   }
 
   async #replacedChunks(

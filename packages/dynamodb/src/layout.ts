@@ -9,7 +9,7 @@ import { createHash, randomBytes } from "node:crypto";
  *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, hb | hc/hn/hl, pos, last, upd, def,
  *                                                                            GPK/GSK (only while ready), LPK/LSK
  *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l
- *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released)
+ *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: released by completeTasks)
  *   delete marker   <P>I#<h(instanceId)>             D                       op, ttl (written by deleteSnapshot's commit)
  *   chunk           <P>C#<chunkSetId>#<index>        C                       own, at, d
  *

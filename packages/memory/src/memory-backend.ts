@@ -4,14 +4,17 @@ import {
   BaseBackend,
   type BaseBackendOptions,
   type ClaimedTask,
+  type CompletionOutcome,
   decodeSnapshotHeader,
   EMPTY_BYTES,
   encodeSnapshotHeader,
   type Fence,
   failures,
   isClaimLive,
+  isPersistenceError,
   type SnapshotPage,
   type TaskClaim,
+  type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { MemoryStore, type StoredInstance } from "./store.js";
@@ -112,6 +115,28 @@ export class InMemoryBackend extends BaseBackend {
     output: Uint8Array,
     fence: Fence | undefined,
   ): Promise<void> {
+    this.#saveTaskResult(instanceId, taskId, output, fence);
+  }
+
+  // Each completion runs without an await in between, so its write and its release are one step.
+  protected override async doCompleteTasks(
+    completions: readonly ValidCompletion[],
+  ): Promise<CompletionOutcome[]> {
+    return completions.map((c) => {
+      try {
+        this.#saveTaskResult(c.instanceId, c.taskId, c.output, c);
+      } catch (error) {
+        if (isPersistenceError(error)) return error;
+        throw error;
+      }
+      const tasks = this.store.claims.get(c.instanceId);
+      tasks?.delete(c.taskId);
+      if (tasks?.size === 0) this.store.claims.delete(c.instanceId);
+      return null;
+    });
+  }
+
+  #saveTaskResult(instanceId: string, taskId: string, output: Uint8Array, fence: Fence | undefined): void {
     const stored = this.store.instances.get(instanceId);
     if (stored === undefined) throw failures.snapshotNotFound(instanceId);
     this.#checkFence(instanceId, fence);

@@ -3,6 +3,7 @@ import {
   BackendError,
   BaseBackend,
   type ClaimedTask,
+  type CompletionOutcome,
   decodeSnapshotHeader,
   EMPTY_BYTES,
   encodeSnapshotHeader,
@@ -11,13 +12,24 @@ import {
   SerializationError,
   type SnapshotPage,
   type TaskClaim,
+  type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { type Collection, type Db, type Document, MongoClient, MongoServerError } from "mongodb";
-import { binaryBytes, deleteBlobs, newBlobId, plainCopy, readBlobs, writeBlobs } from "./chunks.js";
+import {
+  binaryBytes,
+  deleteBlobs,
+  newBlobId,
+  plainCopy,
+  readBlobs,
+  writeBlobs,
+  writeOwnedBlobs,
+} from "./chunks.js";
 import { type Clock, clientClock, ServerClock } from "./clock.js";
 import {
+  type Completing,
   claimOn,
+  completionPlan,
   fenceHolds,
   isLive,
   liveClaimOn,
@@ -45,6 +57,7 @@ import {
   normalizeOptions,
   urlPassword,
 } from "./options.js";
+import { PendingBlobs } from "./pending-blobs.js";
 
 interface MetaDoc {
   _id: string;
@@ -377,8 +390,8 @@ export class MongoBackend extends BaseBackend {
     const remove = [headerBlob === undefined ? "hg" : "h"];
     const ours = [...blobs.map((b) => b.id), ...(headerBlob === undefined ? [] : [headerBlob])];
 
+    const pending = new PendingBlobs();
     let written = false;
-    let committed = false;
     try {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const doc = await this.#read(id);
@@ -399,8 +412,8 @@ export class MongoBackend extends BaseBackend {
         // The commit carries the claims of the version read (they stay), and fails if anything
         // (a claim, a release, a take-over, another write) changed the document since.
         const c = (doc?.c ?? []).some((e) => e.e !== null) ? prunedClaims(doc, await this.#now()) : undefined;
-        if (await this.#commit(id, doc, c === undefined ? fields : { ...fields, c }, remove)) {
-          committed = true;
+        const changes = c === undefined ? fields : { ...fields, c };
+        if (await pending.commit(ours, () => this.#commit(id, doc, changes, remove))) {
           if (isSnapshot(doc)) {
             const replaced = (doc.r ?? []).map((e) => e.g);
             if (doc.hg !== undefined) replaced.push(doc.hg);
@@ -414,7 +427,8 @@ export class MongoBackend extends BaseBackend {
         `saveSnapshot: ${quote(id)} kept changing; gave up after ${MAX_ATTEMPTS} attempts`,
       );
     } finally {
-      if (written && !committed) await deleteBlobs(this.#outputs, ours).catch(() => undefined);
+      // Blobs no commit refers to, or may refer to (its reply was lost), are this call's garbage.
+      if (written) await deleteBlobs(this.#outputs, pending.collectable(ours)).catch(() => undefined);
     }
   }
 
@@ -425,8 +439,8 @@ export class MongoBackend extends BaseBackend {
     fence: Fence | undefined,
   ): Promise<void> {
     const blobId = newBlobId();
+    const pending = new PendingBlobs();
     let written = false;
-    let committed = false;
     try {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const doc = await this.#read(instanceId);
@@ -447,8 +461,8 @@ export class MongoBackend extends BaseBackend {
         const now = await this.#now();
         const u = Math.max(Number(doc.u ?? 0), now);
         const c = prunedClaims(doc, now);
-        if (await this.#commit(instanceId, doc, { r, l: taskId, u, ...(c === undefined ? {} : { c }) })) {
-          committed = true;
+        const changes = { r, l: taskId, u, ...(c === undefined ? {} : { c }) };
+        if (await pending.commit([blobId], () => this.#commit(instanceId, doc, changes))) {
           if (previous !== undefined) await deleteBlobs(this.#outputs, [previous.g]).catch(() => undefined);
           return;
         }
@@ -458,8 +472,93 @@ export class MongoBackend extends BaseBackend {
         `saveTaskResult: ${quote(instanceId)} kept changing; gave up after ${MAX_ATTEMPTS} attempts`,
       );
     } finally {
-      if (written && !committed) await deleteBlobs(this.#outputs, [blobId]).catch(() => undefined);
+      if (written) await deleteBlobs(this.#outputs, pending.collectable([blobId])).catch(() => undefined);
     }
+  }
+
+  /**
+   * completeTasks: every output goes to the outputs collection first (one insertMany for the
+   * batch, while the instance documents are read with one find), then each instance commits ALL
+   * its accepted completions (results in, claims out) in one compare-and-set of its document,
+   * instances in parallel. The claims live in that document, so the fence checks and the write
+   * they guard are one atomic step, and completions of one instance never overwrite each other.
+   */
+  protected override async doCompleteTasks(
+    completions: readonly ValidCompletion[],
+  ): Promise<CompletionOutcome[]> {
+    const outcomes: CompletionOutcome[] = completions.map(() => null);
+    const groups = new Map<string, Array<Completing & { index: number }>>();
+    for (const [index, c] of completions.entries()) {
+      const item = { taskId: c.taskId, token: c.token, blobId: newBlobId(), index };
+      const group = groups.get(c.instanceId);
+      if (group === undefined) groups.set(c.instanceId, [item]);
+      else group.push(item);
+    }
+    const blobs = [...groups].flatMap(([instanceId, items]) =>
+      items.map((item) => ({
+        instanceId,
+        id: item.blobId,
+        bytes: (completions[item.index] as ValidCompletion).output,
+      })),
+    );
+    const pending = new PendingBlobs();
+    const garbage: string[] = [];
+    try {
+      const [read, wrote] = await Promise.allSettled([
+        this.#snapshots.find({ _id: { $in: [...groups.keys()] } }, { projection: STATE }).toArray(),
+        writeOwnedBlobs(this.#outputs, blobs),
+      ]);
+      if (wrote.status === "rejected") throw wrote.reason;
+      if (read.status === "rejected") throw read.reason;
+      const docs = new Map(read.value.map((doc) => [doc._id, doc]));
+      const settled = await Promise.allSettled(
+        [...groups].map(async ([instanceId, items]) => {
+          const done = await this.#completeOn(instanceId, docs.get(instanceId) ?? null, items, pending);
+          for (const [k, outcome] of done.outcomes.entries())
+            outcomes[(items[k] as { index: number }).index] = outcome;
+          garbage.push(...done.replaced);
+        }),
+      );
+      const failed = settled.find((s) => s.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+      return outcomes;
+    } finally {
+      garbage.push(...pending.collectable(blobs.map((blob) => blob.id)));
+      // The commits are the commit points: failing to collect garbage changes no outcome.
+      if (garbage.length > 0) await deleteBlobs(this.#outputs, garbage).catch(() => undefined);
+    }
+  }
+
+  /**
+   * The compare-and-set loop of one instance's completions, from the version `first` (read while
+   * the outputs were written). Each attempt judges every completion at a clock reading taken
+   * after the outputs are stored, so a claim is judged live within one round trip of the commit;
+   * a lost compare-and-set re-reads and judges again. `pending` decides which blobs of a commit
+   * that failed may be collected.
+   */
+  async #completeOn(
+    instanceId: string,
+    first: InstanceDoc | null,
+    items: readonly Completing[],
+    pending: PendingBlobs,
+  ): Promise<{ outcomes: CompletionOutcome[]; replaced: string[] }> {
+    let doc = first;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      if (attempt > 0) {
+        await backoff(attempt);
+        doc = await this.#read(instanceId);
+      }
+      const plan = completionPlan(instanceId, doc, items, await this.#now());
+      if (plan.changes === undefined) return { outcomes: plan.outcomes, replaced: [] };
+      const changes = plan.changes;
+      const accepted = items.filter((_, k) => plan.outcomes[k] === null).map((item) => item.blobId);
+      if (await pending.commit(accepted, () => this.#commit(instanceId, doc, changes))) {
+        return { outcomes: plan.outcomes, replaced: plan.replaced };
+      }
+    }
+    throw new BackendError(
+      `completeTasks: ${quote(instanceId)} kept changing; gave up after ${MAX_ATTEMPTS} attempts`,
+    );
   }
 
   #header(doc: InstanceDoc, blobs: Map<string, Uint8Array>): Uint8Array {

@@ -43,11 +43,22 @@ export async function writeBlobs(
   instanceId: string,
   blobs: Array<{ id: string; bytes: Uint8Array }>,
 ): Promise<void> {
+  await writeOwnedBlobs(
+    outputs,
+    blobs.map((b) => ({ instanceId, ...b })),
+  );
+}
+
+/** writeBlobs for blobs of several instances at once (as few insertMany calls as the sizes allow). */
+export async function writeOwnedBlobs(
+  outputs: Collection<ChunkDoc>,
+  blobs: ReadonlyArray<{ instanceId: string; id: string; bytes: Uint8Array }>,
+): Promise<void> {
   // Batches of bounded size: the driver splits too, but this keeps each call's memory modest.
   let batch: ChunkDoc[] = [];
   let size = 0;
   for (const blob of blobs) {
-    for (const doc of chunkDocs(instanceId, blob.id, blob.bytes)) {
+    for (const doc of chunkDocs(blob.instanceId, blob.id, blob.bytes)) {
       batch.push(doc);
       size += (doc.d as Buffer).byteLength + 64;
       if (size >= 3 * CHUNK_BYTES || batch.length >= 5_000) {

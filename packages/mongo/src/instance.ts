@@ -4,8 +4,8 @@
  * compare-and-set on `v` (see backend.ts), so whatever is judged here (a live claim, a fence,
  * readiness) is exactly the state the write commits over.
  */
-import type { Fence, TaskClaim } from "@sayiir/persistence-core";
-import { type ClaimEntry, type InstanceDoc, orderKey } from "./layout.js";
+import { type CompletionOutcome, type Fence, failures, type TaskClaim } from "@sayiir/persistence-core";
+import { type ClaimEntry, type InstanceDoc, isSnapshot, orderKey, type ResultRef } from "./layout.js";
 
 /** Is a claim live at `now` (ms, the backend's clock)? */
 export const isLive = (claim: ClaimEntry, now: number): boolean => claim.e === null || claim.e > now;
@@ -116,4 +116,59 @@ export function nextUpdate(
   for (const field of Object.keys(set)) unset.delete(field);
   if (unset.size === 0) return { $set: set };
   return { $set: set, $unset: Object.fromEntries([...unset].map((f) => [f, ""])) };
+}
+
+/** One completion of a completeTasks batch, its output already stored under `blobId`. */
+export interface Completing {
+  taskId: string;
+  token: number;
+  blobId: string;
+}
+
+/** What one compare-and-set of an instance document does for the completions of its tasks. */
+export interface CompletionPlan {
+  /** Per completion (same order): null when it goes into this commit, else why not. */
+  outcomes: CompletionOutcome[];
+  /** The changes of the commit; undefined when every completion is refused (nothing to write). */
+  changes: Partial<InstanceDoc> | undefined;
+  /** Blob ids of earlier results of those tasks: garbage once the commit lands. */
+  replaced: string[];
+}
+
+/**
+ * Judges each completion on this version of the document, with saveTaskResult's order (no
+ * snapshot: NotFound; the claim with that token not live: ClaimLost; finished: Conflict), and
+ * folds the accepted ones into one set of changes: their results in, their claims out (with the
+ * stale claims of other tasks), lastCompletedTaskId the last of them, updatedAt never backwards.
+ * A refused completion contributes nothing, so its claim stays as it is.
+ */
+export function completionPlan(
+  instanceId: string,
+  doc: InstanceDoc | null,
+  items: readonly Completing[],
+  now: number,
+): CompletionPlan {
+  const outcomes = items.map((item): CompletionOutcome => {
+    if (!isSnapshot(doc)) return failures.snapshotNotFound(instanceId);
+    if (!fenceHolds(doc, item, now)) return failures.fenceRejected(instanceId, item);
+    if (doc.f === true) return failures.resultsFinal(instanceId);
+    return null;
+  });
+  const accepted = items.filter((_, i) => outcomes[i] === null);
+  const last = accepted[accepted.length - 1];
+  if (doc === null || last === undefined) return { outcomes, changes: undefined, replaced: [] };
+  const done = new Set(accepted.map((item) => item.taskId));
+  const results = doc.r ?? [];
+  const r: ResultRef[] = results.filter((e) => !done.has(e.t));
+  for (const item of accepted) r.push({ t: item.taskId, g: item.blobId });
+  return {
+    outcomes,
+    changes: {
+      r,
+      l: last.taskId,
+      u: Math.max(Number(doc.u ?? 0), now),
+      c: (doc.c ?? []).filter((e) => !done.has(e.t) && !isStale(e, now)),
+    },
+    replaced: results.filter((e) => done.has(e.t)).map((e) => e.g),
+  };
 }

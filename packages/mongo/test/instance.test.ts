@@ -1,7 +1,8 @@
 // The pure decisions every compare-and-set commits (no server needed).
-import { compareIds } from "@sayiir/persistence-core";
+import { compareIds, ErrorCode } from "@sayiir/persistence-core";
 import { describe, expect, it } from "vitest";
 import {
+  completionPlan,
   fenceHolds,
   nextUpdate,
   PRUNE_EXPIRED_AFTER_MS,
@@ -96,5 +97,64 @@ describe("instance document decisions", () => {
     ]);
     expect(prunedClaims({ ...doc, c: claims }, at)?.map((c) => c.t)).toEqual(["recent", "forever"]);
     expect(prunedClaims({ ...doc, c: claims }, at - 1)).toBeUndefined();
+  });
+  it("a completion batch: judged one by one in saveTaskResult's order, the accepted folded into one change", () => {
+    const busy: InstanceDoc = {
+      ...doc,
+      r: [
+        { t: "t0", g: "g0" },
+        { t: "t2", g: "old" },
+      ],
+      c: [
+        { t: "t1", w: "w", k: 7, c: 1_000, e: 2_000 },
+        { t: "t2", w: "w", k: 8, c: 1_000, e: null },
+        { t: "t3", w: "w", k: 9, c: 1_000, e: 1_200 }, // expired
+        { t: "t4", w: "w", k: 10, c: 1_000, e: 2_000 },
+      ],
+    };
+    const items = [
+      { taskId: "t1", token: 7, blobId: "b1" },
+      { taskId: "t3", token: 9, blobId: "b3" },
+      { taskId: "t2", token: 8, blobId: "b2" },
+      { taskId: "t4", token: 11, blobId: "b4" }, // not the live token
+    ];
+    const plan = completionPlan("i", busy, items, 1_500);
+    expect(plan.outcomes.map((o) => o?.code ?? null)).toEqual([
+      null,
+      ErrorCode.ClaimLost,
+      null,
+      ErrorCode.ClaimLost,
+    ]);
+    expect(plan.changes).toEqual({
+      r: [
+        { t: "t0", g: "g0" },
+        { t: "t1", g: "b1" },
+        { t: "t2", g: "b2" },
+      ],
+      l: "t2",
+      u: 1_500,
+      // The refused completions' claims stay as they were.
+      c: [
+        { t: "t3", w: "w", k: 9, c: 1_000, e: 1_200 },
+        { t: "t4", w: "w", k: 10, c: 1_000, e: 2_000 },
+      ],
+    });
+    expect(plan.replaced).toEqual(["old"]);
+    // updatedAt never goes back.
+    expect(completionPlan("i", { ...busy, u: 9_999 }, items, 1_500).changes?.u).toBe(9_999);
+    // Nothing accepted: nothing to write.
+    expect(completionPlan("i", null, items, 1_500)).toMatchObject({ changes: undefined, replaced: [] });
+    expect(completionPlan("i", null, items, 1_500).outcomes.map((o) => o?.code)).toEqual(
+      items.map(() => ErrorCode.NotFound),
+    );
+    const finished = completionPlan("i", { ...busy, f: true }, items, 1_500);
+    expect(finished.changes).toBeUndefined();
+    // A stale claim on a finished instance is ClaimLost (checked first), a live one Conflict.
+    expect(finished.outcomes.map((o) => o?.code)).toEqual([
+      ErrorCode.Conflict,
+      ErrorCode.ClaimLost,
+      ErrorCode.Conflict,
+      ErrorCode.ClaimLost,
+    ]);
   });
 });

@@ -4,6 +4,7 @@ import {
   BaseBackend,
   type ClaimedTask,
   ClaimLostError,
+  type CompletionOutcome,
   type ConflictError,
   decodeSnapshotHeader,
   encodeSnapshotHeader,
@@ -13,19 +14,35 @@ import {
   type SnapshotPage,
   type TaskClaim,
   type TaskResult,
+  type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import pg from "pg";
+import { bigintArray, byteaArray, textArray } from "./arrays.js";
 import { type Layout, layoutFor } from "./layout.js";
 import { MIGRATION_LOCK_CLASS, MIGRATIONS } from "./migrations.js";
 import { type NormalizedOptions, normalizeOptions, type PostgresBackendOptions } from "./options.js";
-import { type Statements, statements } from "./sql.js";
+import {
+  claimNextStatements,
+  type PreparedKey,
+  preparedStatements,
+  type Statement,
+  type Statements,
+  statements,
+} from "./sql.js";
 
 type Queryable = Pick<pg.PoolClient, "query">;
 
 /** Rows of one multi-row results insert stay under these bounds (bind parameters and message size). */
 const INSERT_BATCH_ROWS = 1000;
 const INSERT_BATCH_BYTES = 16 * 1024 * 1024;
+/**
+ * One completeTasks statement carries at most this many items and (past its first item) this many
+ * output bytes; a larger call runs several statements, one after another. Items are independent,
+ * so each item stays one atomic step either way.
+ */
+const COMPLETE_BATCH_ROWS = 1000;
+const COMPLETE_BATCH_BYTES = 16 * 1024 * 1024;
 
 const toBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 /** Driver Buffers out as plain Uint8Arrays (a view, no copy). */
@@ -52,6 +69,8 @@ export class PostgresBackend extends BaseBackend {
   readonly #options: NormalizedOptions;
   readonly #layout: Layout;
   readonly #sql: Statements;
+  readonly #st: Record<PreparedKey, Statement>;
+  readonly #claimNext: ReturnType<typeof claimNextStatements>;
 
   constructor(options: PostgresBackendOptions) {
     super(options);
@@ -59,6 +78,8 @@ export class PostgresBackend extends BaseBackend {
     this.schema = this.#options.schema;
     this.#layout = layoutFor(this.schema);
     this.#sql = statements(this.#layout);
+    this.#st = preparedStatements(this.#sql, this.#options.prepareStatements);
+    this.#claimNext = claimNextStatements(this.#sql, this.#options.prepareStatements);
     if (this.#options.pool.kind === "user") {
       this.#pool = this.#options.pool.pool;
       this.#ownsPool = false;
@@ -82,10 +103,11 @@ export class PostgresBackend extends BaseBackend {
 
   #q<R extends pg.QueryResultRow>(
     db: Queryable,
-    text: string,
+    statement: string | Statement,
     values: unknown[] = [],
   ): Promise<pg.QueryResult<R>> {
-    const config: pg.QueryConfig & { query_timeout?: number } = { text, values };
+    const config: pg.QueryConfig & { query_timeout?: number } =
+      typeof statement === "string" ? { text: statement, values } : { ...statement, values };
     if (this.#options.queryTimeoutMs > 0) config.query_timeout = this.#options.queryTimeoutMs;
     return db.query<R>(config);
   }
@@ -202,7 +224,7 @@ export class PostgresBackend extends BaseBackend {
   }
 
   async #checkFence(db: Queryable, instanceId: string, fence: Fence): Promise<void> {
-    const r = await this.#q(db, this.#sql.checkFence, [instanceId, fence.taskId, fence.token]);
+    const r = await this.#q(db, this.#st.checkFence, [instanceId, fence.taskId, fence.token]);
     if (r.rowCount === 0) {
       throw failures.fenceRejected(instanceId, fence);
     }
@@ -223,11 +245,11 @@ export class PostgresBackend extends BaseBackend {
     await this.#transaction(async (db) => {
       // Locks are always taken snapshot row first, then claim row (as claim-next does), so a
       // fenced write and a concurrent claim-next can never deadlock.
-      const existing = await this.#q<{ finished: boolean }>(db, this.#sql.lockSnapshot, [id]);
+      const existing = await this.#q<{ finished: boolean }>(db, this.#st.lockSnapshot, [id]);
       if (fence !== undefined) await this.#checkFence(db, id, fence);
       if (existing.rows[0]?.finished === true && state.kind === "InProgress") throw refuseReopen(id);
       // The conflict clause repeats the guard for a row inserted by someone else meanwhile.
-      const up = await this.#q(db, this.#sql.upsertSnapshot, [
+      const up = await this.#q(db, this.#st.upsertSnapshot, [
         id,
         snapshot.definitionHash,
         toBuffer(header),
@@ -238,7 +260,7 @@ export class PostgresBackend extends BaseBackend {
         snapshot.updatedAt,
       ]);
       if (up.rowCount === 0) throw refuseReopen(id);
-      await this.#q(db, this.#sql.deleteResults, [id]);
+      await this.#q(db, this.#st.deleteResults, [id]);
       await this.#insertResults(db, id, results);
     });
   }
@@ -274,16 +296,71 @@ export class PostgresBackend extends BaseBackend {
     fence: Fence | undefined,
   ): Promise<void> {
     await this.#transaction(async (db) => {
-      const row = await this.#q<{ finished: boolean }>(db, this.#sql.lockSnapshot, [instanceId]);
+      const row = await this.#q<{ finished: boolean }>(db, this.#st.lockSnapshot, [instanceId]);
       const stored = row.rows[0];
       if (stored === undefined) throw failures.snapshotNotFound(instanceId);
       if (fence !== undefined) await this.#checkFence(db, instanceId, fence);
       if (stored.finished) {
         throw failures.resultsFinal(instanceId);
       }
-      await this.#q(db, this.#sql.upsertResult, [instanceId, taskId, toBuffer(output)]);
-      await this.#q(db, this.#sql.touchAfterResult, [instanceId, taskId]);
+      await this.#q(db, this.#st.upsertResult, [instanceId, taskId, toBuffer(output)]);
+      await this.#q(db, this.#st.touchAfterResult, [instanceId, taskId]);
     });
+  }
+
+  /**
+   * The whole batch in one statement (per chunk, see COMPLETE_BATCH_ROWS): each item is the fenced
+   * write of its result and the release of its claim, in one transaction; refused items write
+   * nothing and keep their claims.
+   */
+  protected override async doCompleteTasks(
+    completions: readonly ValidCompletion[],
+  ): Promise<CompletionOutcome[]> {
+    const outcomes: CompletionOutcome[] = [];
+    let start = 0;
+    while (start < completions.length) {
+      let end = start + 1;
+      let bytes = completions[start]?.output.byteLength ?? 0;
+      while (end < completions.length && end - start < COMPLETE_BATCH_ROWS) {
+        const next = completions[end]?.output.byteLength ?? 0;
+        if (bytes + next > COMPLETE_BATCH_BYTES) break;
+        bytes += next;
+        end++;
+      }
+      outcomes.push(...(await this.#completeChunk(completions.slice(start, end))));
+      start = end;
+    }
+    return outcomes;
+  }
+
+  async #completeChunk(items: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
+    const r = await this.#q<{ ord: number; found: boolean; done: boolean; fenced: boolean }>(
+      this.#pool,
+      this.#st.completeTasks,
+      [
+        textArray(items.map((c) => c.instanceId)),
+        textArray(items.map((c) => c.taskId)),
+        bigintArray(items.map((c) => c.token)),
+        byteaArray(items.map((c) => c.output)),
+      ],
+    );
+    const outcomes: CompletionOutcome[] = new Array(items.length);
+    for (const row of r.rows) {
+      const c = items[row.ord - 1];
+      if (c === undefined) continue;
+      // saveTaskResult's precedence: a missing instance, then a lost claim, then a finished workflow.
+      outcomes[row.ord - 1] = row.done
+        ? null
+        : !row.found
+          ? failures.snapshotNotFound(c.instanceId)
+          : row.fenced
+            ? failures.resultsFinal(c.instanceId)
+            : failures.fenceRejected(c.instanceId, c);
+    }
+    for (let i = 0; i < items.length; i++) {
+      if (outcomes[i] === undefined) throw new Error(`completeTasks: no outcome for item ${i}`);
+    }
+    return outcomes;
   }
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
@@ -294,7 +371,7 @@ export class PostgresBackend extends BaseBackend {
       extra: Buffer | null;
       last_completed_task_id: string | null;
       updated_at: string | null;
-    }>(this.#pool, this.#sql.load, [instanceId]);
+    }>(this.#pool, this.#st.load, [instanceId]);
     const head = r.rows.find((row) => row.kind === 0);
     if (head === undefined) throw failures.snapshotNotFound(instanceId);
     const results: TaskResult[] = [];
@@ -312,8 +389,10 @@ export class PostgresBackend extends BaseBackend {
   }
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
-    const r = await this.#q<{ n: number }>(this.#pool, this.#sql.delete, [instanceId]);
-    if ((r.rows[0]?.n ?? 0) === 0) throw failures.snapshotNotFound(instanceId);
+    const r = await this.#q<{ n: number; moved: boolean }>(this.#pool, this.#st.delete, [instanceId]);
+    const row = r.rows[0];
+    if (row === undefined || row.n === 0) throw failures.snapshotNotFound(instanceId);
+    if (row.moved) await this.#q(this.#pool, this.#sql.deleteOrphanResults, [instanceId]);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
@@ -330,21 +409,21 @@ export class PostgresBackend extends BaseBackend {
     workerId: string,
     ttlMs: number | null,
   ): Promise<TaskClaim | null> {
-    const r = await this.#q<ClaimRow>(this.#pool, this.#sql.claim, [instanceId, taskId, workerId, ttlMs]);
+    const r = await this.#q<ClaimRow>(this.#pool, this.#st.claim, [instanceId, taskId, workerId, ttlMs]);
     const row = r.rows[0];
     return row === undefined ? null : toClaim(instanceId, taskId, workerId, row);
   }
 
   async #refusal(instanceId: string, taskId: string, workerId: string, expired: string): Promise<never> {
-    const r = await this.#q<{ worker_id: string }>(this.#pool, this.#sql.claimHolder, [instanceId, taskId]);
+    const r = await this.#q<{ worker_id: string }>(this.#pool, this.#st.claimHolder, [instanceId, taskId]);
     const holder = r.rows[0];
     assertClaimHolder(instanceId, taskId, holder?.worker_id, workerId);
     throw new ClaimLostError(expired);
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
-    const r = await this.#q(this.#pool, this.#sql.release, [instanceId, taskId, workerId]);
-    if (r.rowCount === 0) {
+    const r = await this.#q<{ n: number }>(this.#pool, this.#st.release, [instanceId, taskId, workerId]);
+    if ((r.rows[0]?.n ?? 0) === 0) {
       await this.#refusal(
         instanceId,
         taskId,
@@ -360,7 +439,7 @@ export class PostgresBackend extends BaseBackend {
     workerId: string,
     durationMs: number,
   ): Promise<TaskClaim> {
-    const r = await this.#q<ClaimRow>(this.#pool, this.#sql.extend, [
+    const r = await this.#q<ClaimRow>(this.#pool, this.#st.extend, [
       instanceId,
       taskId,
       workerId,
@@ -381,7 +460,7 @@ export class PostgresBackend extends BaseBackend {
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
     const r = await this.#q<{ instance_id: string; task_id: string; definition_hash: string; input: Buffer }>(
       this.#pool,
-      this.#sql.find,
+      this.#st.find,
       [limit],
     );
     return r.rows.map((row) => ({
@@ -398,72 +477,39 @@ export class PostgresBackend extends BaseBackend {
     ttlMs: number | null,
   ): Promise<ClaimedTask[]> {
     const claimed: ClaimedTask[] = [];
-    // A candidate read before a concurrent claim committed loses the claim insert; those come
-    // back without a token. Retry (a new statement sees the new claims) so that a caller is not
-    // told "nothing ready" while unclaimed tasks remain.
+    // A candidate read before a concurrent claim committed loses the claim insert, and one whose
+    // row moved on after the statement's snapshot is left unclaimed (see sql.ts, claimNext); both
+    // come back without a token. Retry (a new statement has a new snapshot) so that a caller is
+    // not told "nothing ready" while unclaimed tasks remain.
     for (let attempt = 0; attempt < 5 && claimed.length < limit; attempt++) {
-      let won: Array<ClaimRow & { instance_id: string; task_id: string }> = [];
+      let rows: ClaimNextRow[];
       try {
-        const r = await this.#q<ClaimRow & { instance_id: string; task_id: string }>(
-          this.#pool,
-          this.#sql.claimNext,
-          [workerId, limit - claimed.length, ttlMs],
-        );
-        won = r.rows.filter((row) => row.token !== null);
-        const lost = r.rows.length - won.length;
-        const taken = await this.#withInputs(workerId, won);
-        claimed.push(...taken);
-        won = [];
-        if (lost === 0 && taken.length === r.rows.length) break;
+        const [statement, values] = this.#claimNext.call(limit - claimed.length, workerId, ttlMs);
+        const r = await this.#q<ClaimNextRow>(this.#pool, statement, values);
+        rows = r.rows;
       } catch (error) {
-        // Claims that committed must not be lost with the error: with no ttl they would never
-        // expire. Hand back what this call already holds, and give back this round's claims.
-        await this.#dropClaims(won);
+        // Claims of earlier rounds are committed: hand them back rather than lose them (with no
+        // ttl they would never expire).
         if (claimed.length > 0) return claimed;
         throw error;
       }
+      let unclaimed = 0;
+      for (const row of rows) {
+        if (row.token === null || row.input === null || row.definition_hash === null) {
+          unclaimed++;
+          continue;
+        }
+        claimed.push({
+          instanceId: row.instance_id,
+          taskId: row.task_id,
+          input: toPlain(row.input),
+          workflowDefinitionHash: row.definition_hash,
+          claim: toClaim(row.instance_id, row.task_id, workerId, row),
+        });
+      }
+      if (unclaimed === 0) break;
     }
     return claimed;
-  }
-
-  /** Reads the inputs of freshly won claims in a new snapshot; gives back those whose row moved on. */
-  async #withInputs(
-    workerId: string,
-    won: Array<ClaimRow & { instance_id: string; task_id: string }>,
-  ): Promise<ClaimedTask[]> {
-    if (won.length === 0) return [];
-    const inputs = await this.#q<{
-      instance_id: string;
-      ready_task_id: string | null;
-      definition_hash: string;
-      input: Buffer;
-    }>(this.#pool, this.#sql.claimedInputs, [won.map((row) => row.instance_id)]);
-    const current = new Map(inputs.rows.map((row) => [row.instance_id, row]));
-    const taken: ClaimedTask[] = [];
-    const moved: typeof won = [];
-    for (const row of won) {
-      const now = current.get(row.instance_id);
-      if (now === undefined || now.ready_task_id !== row.task_id) {
-        moved.push(row); // an unfenced write moved the row on between the claim and this read
-        continue;
-      }
-      taken.push({
-        instanceId: row.instance_id,
-        taskId: row.task_id,
-        input: toPlain(now.input),
-        workflowDefinitionHash: now.definition_hash,
-        claim: toClaim(row.instance_id, row.task_id, workerId, row),
-      });
-    }
-    await this.#dropClaims(moved);
-    return taken;
-  }
-
-  /** Best effort: deletes claims this call took, by token (never someone else's). */
-  async #dropClaims(rows: Array<ClaimRow & { instance_id: string; task_id: string }>): Promise<void> {
-    await Promise.allSettled(
-      rows.map((row) => this.#q(this.#pool, this.#sql.dropClaim, [row.instance_id, row.task_id, row.token])),
-    );
   }
 
   protected async doClose(): Promise<void> {
@@ -479,6 +525,13 @@ interface ClaimRow {
   token: string | null;
   claimed_at: string | null;
   expires_at: string | null;
+}
+
+interface ClaimNextRow extends ClaimRow {
+  instance_id: string;
+  task_id: string;
+  definition_hash: string | null;
+  input: Buffer | null;
 }
 
 function toClaim(instanceId: string, taskId: string, workerId: string, row: ClaimRow): TaskClaim {

@@ -1,5 +1,5 @@
 export { type MigrationReport, PostgresBackend } from "./backend.js";
-export { READY_INDEX, TABLES, TOKEN_SEQUENCE } from "./layout.js";
+export { LEASED_INDEX, READY_INDEX, TABLES, TOKEN_SEQUENCE } from "./layout.js";
 export { LATEST_VERSION, MIGRATIONS, type Migration } from "./migrations.js";
 export {
   DEFAULT_CONNECTION_TIMEOUT_MS,

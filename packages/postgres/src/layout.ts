@@ -3,7 +3,8 @@
  * Every name is quoted, so a schema name may hold any character (quotes included); ids are
  * only ever bound as parameters, never spliced into SQL.
  *
- *   snapshots     one row per instance: encoded header (bytea), initial input, ready_task_id, updated_at
+ *   snapshots     one row per instance: encoded header (bytea), initial input, ready_task_id, updated_at,
+ *                 claimed_until (the lease claim-next puts on the ready task)
  *   task_results  one row per (instance, task): the output (bytea)
  *   claims        one row per (instance, task) claim: worker, fencing token, server-clock timestamps
  *   claim_tokens  global sequence of fencing tokens
@@ -26,8 +27,10 @@ export const TABLES = {
   migrations: "sayiir_migrations",
 } as const;
 export const TOKEN_SEQUENCE = "claim_tokens";
-/** The partial index over ready tasks that discovery and claim-next read. */
+/** The partial index over ready tasks without a lease, that discovery and claim-next read in order. */
 export const READY_INDEX = "snapshots_ready_idx";
+/** The partial index over ready tasks with a lease, by lease end: where expired leases are found. */
+export const LEASED_INDEX = "snapshots_leased_idx";
 
 export interface Layout {
   schema: string;

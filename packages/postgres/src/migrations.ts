@@ -1,5 +1,5 @@
 import type { Layout } from "./layout.js";
-import { quoteIdentifier, READY_INDEX, TOKEN_SEQUENCE } from "./layout.js";
+import { LEASED_INDEX, quoteIdentifier, READY_INDEX, TOKEN_SEQUENCE } from "./layout.js";
 
 /** One schema version. Migrations are append-only: never edit a released one, add the next. */
 export interface Migration {
@@ -45,6 +45,21 @@ CREATE TABLE ${l.claims} (
   PRIMARY KEY (instance_id, task_id)
 );
 CREATE SEQUENCE ${l.s}.${quoteIdentifier(TOKEN_SEQUENCE)} AS bigint MINVALUE 1 START 1;
+`,
+  },
+  {
+    version: 2,
+    name: "lease on claimed ready tasks: ready index without them, leased index by lease end",
+    // A nullable column without default is a catalog change only. The index builds scan the
+    // table once, under a lock that holds writes back meanwhile (CONCURRENTLY cannot run in the
+    // migration's transaction); both indexes only hold ready rows.
+    sql: (l) => `
+ALTER TABLE ${l.snapshots} ADD COLUMN claimed_until timestamptz;
+DROP INDEX ${l.s}.${quoteIdentifier(READY_INDEX)};
+CREATE INDEX ${quoteIdentifier(READY_INDEX)} ON ${l.snapshots} (updated_at, instance_id)
+  WHERE ready_task_id IS NOT NULL AND claimed_until IS NULL;
+CREATE INDEX ${quoteIdentifier(LEASED_INDEX)} ON ${l.snapshots} (claimed_until)
+  WHERE ready_task_id IS NOT NULL AND claimed_until IS NOT NULL;
 `,
   },
 ];

@@ -21,6 +21,13 @@ export interface PostgresBackendOptions extends BaseBackendOptions {
   queryTimeoutMs?: number;
   /** Bound on opening a connection in ms (pg `connectionTimeoutMillis`) for pools the backend opens; default 10,000. */
   connectionTimeoutMs?: number;
+  /**
+   * Send the task-cycle statements as named (prepared) statements, parsed and planned once per
+   * connection; default true. Turn it off behind a pooler that does not keep prepared statements
+   * across transactions (PgBouncer in transaction mode before 1.21, or without
+   * `max_prepared_statements`).
+   */
+  prepareStatements?: boolean;
 }
 
 export const DEFAULT_SCHEMA = "sayiir";
@@ -35,6 +42,7 @@ export interface NormalizedOptions {
   statementTimeoutMs: number;
   queryTimeoutMs: number;
   connectionTimeoutMs: number;
+  prepareStatements: boolean;
   secrets: string[];
 }
 
@@ -95,6 +103,9 @@ export function normalizeOptions(options: PostgresBackendOptions): NormalizedOpt
     options.connectionTimeoutMs,
     DEFAULT_CONNECTION_TIMEOUT_MS,
   );
+  const prepareStatements = options.prepareStatements ?? true;
+  if (typeof prepareStatements !== "boolean")
+    throw new ValidationError("prepareStatements must be a boolean");
   if (options.pool !== undefined) {
     if (typeof options.pool.query !== "function" || typeof options.pool.connect !== "function") {
       throw new ValidationError("pool must be a pg.Pool");
@@ -105,6 +116,7 @@ export function normalizeOptions(options: PostgresBackendOptions): NormalizedOpt
       statementTimeoutMs,
       queryTimeoutMs,
       connectionTimeoutMs,
+      prepareStatements,
       secrets: [],
     };
   }
@@ -128,6 +140,7 @@ export function normalizeOptions(options: PostgresBackendOptions): NormalizedOpt
     statementTimeoutMs,
     queryTimeoutMs,
     connectionTimeoutMs,
+    prepareStatements,
     secrets,
   };
 }

@@ -1,4 +1,31 @@
+import { createHash } from "node:crypto";
 import type { Layout } from "./layout.js";
+
+/**
+ * A statement the backend sends. With a name, `pg` prepares it once per connection (parse and
+ * plan are not redone on every call). The name carries a hash of the text, so two texts (other
+ * schemas, other versions of this package) never share a name on one connection.
+ */
+export interface Statement {
+  name?: string;
+  text: string;
+}
+
+/**
+ * Runs of white space outside quoted identifiers and literals become one space: the server
+ * copies the text of every statement it runs (pg_stat_activity, the portal), on each call.
+ */
+export function compact(text: string): string {
+  return text
+    .replace(/("(?:[^"]|"")*"|'(?:[^']|'')*')|\s+/g, (_match, quoted: string | undefined) => quoted ?? " ")
+    .trim();
+}
+
+/** Postgres truncates identifiers to 63 bytes; keys stay short enough for the hash to survive. */
+function prepared(key: string, sql: string): Statement {
+  const text = compact(sql);
+  return { name: `sayiir_${key}_${createHash("sha256").update(text).digest("hex").slice(0, 20)}`, text };
+}
 
 /** Epoch milliseconds (bigint) of a timestamptz, on the server. */
 const ms = (expr: string) => `floor(extract(epoch FROM ${expr}) * 1000)::bigint`;
@@ -7,20 +34,49 @@ const live = (c: string) => `(${c}.expires_at IS NULL OR ${c}.expires_at > clock
 
 /** Every statement the backend runs, built once per schema. Values are always bound parameters. */
 export function statements(l: Layout) {
-  /**
-   * Ready tasks without a live claim, oldest updated_at first (ties by instance id, "C" order).
-   * Reads the partial index over ready rows; claimed-but-ready rows are skipped by an anti-join
-   * on the claims primary key.
-   */
-  const readyCandidates = (limitParam: string, lock: boolean) => `
-    SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at
-    FROM ${l.snapshots} s
-    WHERE s.ready_task_id IS NOT NULL
-      AND NOT EXISTS (
+  /** No live claim on the row's ready task (a primary-key probe per candidate). */
+  const unclaimed = `NOT EXISTS (
         SELECT 1 FROM ${l.claims} c
-        WHERE c.instance_id = s.instance_id AND c.task_id = s.ready_task_id AND ${live("c")})
+        WHERE c.instance_id = s.instance_id AND c.task_id = s.ready_task_id AND ${live("c")})`;
+
+  /**
+   * Ready tasks, oldest updated_at first (ties by instance id, "C" order), in two parts:
+   *
+   * - `fresh`: rows with no lease (claimed_until null), from snapshots_ready_idx in index order.
+   *   A claimed row leaves that index when claim-next takes it, so a scan does not walk past
+   *   the tasks in flight. A claim taken otherwise (claimTask) leaves no lease; the anti-join on
+   *   the claims primary key skips it.
+   * - `expired`: rows whose lease has run out (claimed_until <= now), from snapshots_leased_idx
+   *   (ordered by lease end, so the scan stops at the first lease still running). Their claim
+   *   may have been renewed since (the claims table decides, through the same anti-join).
+   *
+   * The lease is only a hint for finding candidates: the claims table stays the truth. It is
+   * never later than the claim's expiry (claim-next and extend set it to it, release and
+   * completion clear it), so a task whose claim is gone is always in one of the two parts.
+   */
+  const fresh = (limit: string, lock: boolean) => `
+    SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at${lock ? ", s.ctid AS tid" : ""}
+    FROM ${l.snapshots} s
+    WHERE s.ready_task_id IS NOT NULL AND s.claimed_until IS NULL
+      AND ${unclaimed}
     ORDER BY s.updated_at, s.instance_id
-    LIMIT ${limitParam}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
+    LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
+  const expired = (limit: string, lock: boolean) => `
+    SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at${lock ? ", s.ctid AS tid" : ""}
+    FROM ${l.snapshots} s
+    WHERE s.ready_task_id IS NOT NULL AND s.claimed_until IS NOT NULL AND s.claimed_until <= now()
+      AND ${unclaimed}
+    ORDER BY s.updated_at, s.instance_id
+    LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
+  /** Both parts merged: the `limit` oldest ready tasks without a live claim. */
+  const readyCandidates = (limit: string) => `
+    SELECT * FROM (
+      (${fresh(limit, false)})
+      UNION ALL
+      (${expired(limit, false)})
+    ) u
+    ORDER BY u.updated_at, u.instance_id
+    LIMIT ${limit}`;
 
   /** The input of a ready task: the last completed task's output, else the initial input, else empty. */
   const input = `coalesce(r.output, s.initial_input, ''::bytea)`;
@@ -29,6 +85,7 @@ export function statements(l: Layout) {
     /**
      * Upsert of the snapshot row; the terminal-state guard is in the conflict clause, so it is
      * judged on the locked, latest row. No row back: refused (a finished workflow stays finished).
+     * The lease stays while the ready task stays the same (its claim still holds it).
      */
     upsertSnapshot: `
       INSERT INTO ${l.snapshots} AS t
@@ -41,7 +98,8 @@ export function statements(l: Layout) {
         finished = excluded.finished,
         last_completed_task_id = excluded.last_completed_task_id,
         ready_task_id = excluded.ready_task_id,
-        updated_at = excluded.updated_at
+        updated_at = excluded.updated_at,
+        claimed_until = CASE WHEN t.ready_task_id = excluded.ready_task_id THEN t.claimed_until END
       WHERE NOT (t.finished AND NOT excluded.finished)
       RETURNING 1`,
 
@@ -70,7 +128,8 @@ export function statements(l: Layout) {
       UPDATE ${l.snapshots} SET
         last_completed_task_id = $2,
         updated_at = greatest(updated_at, ${ms("clock_timestamp()")}),
-        ready_task_id = CASE WHEN ready_task_id = $2 THEN NULL ELSE ready_task_id END
+        ready_task_id = CASE WHEN ready_task_id = $2 THEN NULL ELSE ready_task_id END,
+        claimed_until = CASE WHEN ready_task_id = $2 THEN NULL ELSE claimed_until END
       WHERE instance_id = $1`,
 
     /**
@@ -86,12 +145,27 @@ export function statements(l: Layout) {
       FROM ${l.taskResults} r
       WHERE r.instance_id = $1 AND EXISTS (SELECT 1 FROM ${l.snapshots} WHERE instance_id = $1)`,
 
-    /** Deletes the snapshot and, only if it existed, its results and claims. */
+    /**
+     * Deletes the snapshot and, only if it existed, its results and claims. `moved`: the row
+     * deleted is not the version this statement's snapshot sees, i.e. a write committed while
+     * the delete waited for the row lock (or just before it). Every write of task results also
+     * writes the snapshot row, so only then can results exist that r did not see: the caller
+     * runs `deleteOrphanResults` in a new statement.
+     */
     delete: `
-      WITH d AS (DELETE FROM ${l.snapshots} WHERE instance_id = $1 RETURNING instance_id),
+      WITH d AS (DELETE FROM ${l.snapshots} t WHERE t.instance_id = $1 RETURNING t.ctid AS tid),
+      v AS (SELECT t.ctid AS tid FROM ${l.snapshots} t WHERE t.instance_id = $1),
       r AS (DELETE FROM ${l.taskResults} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d)),
       c AS (DELETE FROM ${l.claims} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d))
-      SELECT count(*)::int AS n FROM d`,
+      SELECT count(*)::int AS n, NOT EXISTS (SELECT 1 FROM d JOIN v ON v.tid = d.tid) AS moved FROM d`,
+
+    /**
+     * The results a racing write committed after the delete's snapshot. Nothing is removed if the
+     * instance exists again (a saveSnapshot that re-created it replaces the results itself).
+     */
+    deleteOrphanResults: `
+      DELETE FROM ${l.taskResults} r
+      WHERE r.instance_id = $1 AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} t WHERE t.instance_id = $1)`,
 
     /** Keyset page over the primary key ("C" collation): ids after the cursor, one extra to know if more follow. */
     listPage: `
@@ -117,22 +191,62 @@ export function statements(l: Layout) {
       WHERE c.expires_at IS NOT NULL AND c.expires_at <= excluded.claimed_at
       RETURNING c.token::text AS token, ${ms("c.claimed_at")}::text AS claimed_at, ${ms("c.expires_at")}::text AS expires_at`,
 
-    release: `DELETE FROM ${l.claims} WHERE instance_id = $1 AND task_id = $2 AND worker_id = $3`,
+    /**
+     * Deletes this worker's claim (live or expired) and ends the lease of the ready task it held,
+     * so claim-next sees the task at once. The snapshot row, when this task is its ready one, is
+     * locked first (the `>= 0` subquery runs before any claim row is touched): the lock order of
+     * every write. The lease is only tested in the select list, so that the planner reads the row
+     * by primary key rather than by walking the leased index.
+     */
+    release: `
+      WITH s AS (
+        SELECT t.claimed_until IS NOT NULL AS leased FROM ${l.snapshots} t
+        WHERE t.instance_id = $1 AND t.ready_task_id = $2
+        FOR UPDATE
+      ),
+      d AS (
+        DELETE FROM ${l.claims} c
+        WHERE c.instance_id = $1 AND c.task_id = $2 AND c.worker_id = $3 AND (SELECT count(*) FROM s) >= 0
+        RETURNING 1
+      ),
+      u AS (
+        UPDATE ${l.snapshots} t SET claimed_until = NULL
+        WHERE t.instance_id = $1 AND (SELECT leased FROM s) AND EXISTS (SELECT 1 FROM d)
+      )
+      SELECT count(*)::int AS n FROM d`,
 
-    /** Renewal: expiry = now + duration for a live claim of this worker; a claim without ttl stays so. */
+    /**
+     * Renewal: expiry = now + duration for a live claim of this worker; a claim without ttl stays
+     * so. A lease on the task moves with it (snapshot row locked first, as in release).
+     */
     extend: `
-      UPDATE ${l.claims} c SET
-        expires_at = CASE WHEN c.expires_at IS NULL THEN NULL ELSE clock_timestamp() + $4::bigint * interval '1 millisecond' END
-      WHERE c.instance_id = $1 AND c.task_id = $2 AND c.worker_id = $3 AND ${live("c")}
-      RETURNING c.token::text AS token, ${ms("c.claimed_at")}::text AS claimed_at, ${ms("c.expires_at")}::text AS expires_at`,
+      WITH s AS (
+        SELECT t.claimed_until IS NOT NULL AS leased FROM ${l.snapshots} t
+        WHERE t.instance_id = $1 AND t.ready_task_id = $2
+        FOR UPDATE
+      ),
+      c AS (
+        UPDATE ${l.claims} c SET
+          expires_at = CASE WHEN c.expires_at IS NULL THEN NULL ELSE clock_timestamp() + $4::bigint * interval '1 millisecond' END
+        WHERE c.instance_id = $1 AND c.task_id = $2 AND c.worker_id = $3 AND ${live("c")}
+          AND (SELECT count(*) FROM s) >= 0
+        RETURNING c.token, c.claimed_at, c.expires_at
+      ),
+      u AS (
+        UPDATE ${l.snapshots} t SET claimed_until = coalesce(c.expires_at, 'infinity'::timestamptz)
+        FROM c
+        WHERE t.instance_id = $1 AND (SELECT leased FROM s)
+      )
+      SELECT c.token::text AS token, ${ms("c.claimed_at")}::text AS claimed_at, ${ms("c.expires_at")}::text AS expires_at
+      FROM c`,
 
     /** Who holds the claim (live or not), to tell NotFound from ClaimLost after a refused release/extend. */
     claimHolder: `SELECT worker_id FROM ${l.claims} WHERE instance_id = $1 AND task_id = $2`,
 
-    readyCandidates: readyCandidates("$1", false),
+    readyCandidates: readyCandidates("$1"),
 
     find: `
-      WITH k AS (${readyCandidates("$1", false)})
+      WITH k AS (${readyCandidates("$1")})
       SELECT k.instance_id, k.task_id, s.definition_hash, ${input} AS input
       FROM k
       JOIN ${l.snapshots} s ON s.instance_id = k.instance_id
@@ -140,22 +254,43 @@ export function statements(l: Layout) {
       ORDER BY k.updated_at, k.instance_id`,
 
     /**
-     * Claim-next in one statement: lock up to $2 candidate rows (SKIP LOCKED, so concurrent
-     * workers take different ones) and claim each with the takeover-only-if-expired upsert. A
-     * candidate whose claim insert lost a race comes back with a null token (the caller may retry
-     * for the rest). Inputs are read afterwards by `claimedInputs`: under READ COMMITTED a locked
-     * row may be a newer version than this statement's snapshot (another worker advanced and
-     * committed it meanwhile), and its new result row is invisible here, so an input joined in
-     * this statement could be stale.
+     * Claim-next in one statement: lock up to `limit` candidate rows of each part (SKIP LOCKED,
+     * so concurrent workers take different ones), keep the `limit` oldest, claim each with the
+     * takeover-only-if-expired upsert, put the lease on the claimed rows (h: they leave the ready
+     * index), and return each claimed task with its input. A candidate whose claim insert lost a
+     * race comes back with a null token (the caller may retry for the rest).
+     *
+     * The input is only trusted when the locked row is the very version this statement's
+     * snapshot sees (same ctid). Under READ COMMITTED, SKIP LOCKED follows a row that another
+     * transaction updated and committed after the snapshot was taken, and locks the newer
+     * version; that write's task result is invisible to this snapshot, so an input joined here
+     * would be stale. Such a row is not claimed at all (null token, like a lost race), and the
+     * caller's next statement, with a new snapshot, sees it whole. Every write that changes an
+     * instance's results also writes its snapshot row, so "same row version" implies "same results".
+     *
+     * $1 = worker id, $2 = ttl ms. The limit is a literal for the sizes the backend prepares (see
+     * claimNextStatements): with LIMIT $n the server's generic plan assumes 10% of the table and is
+     * never preferred, so every call would be planned again.
      */
-    claimNext: `
-      WITH k AS (${readyCandidates("$2", true)}),
+    claimNext: (limit: number | "$3") => `
+      WITH k1 AS (${fresh(String(limit), true)}),
+      k2 AS (${expired(String(limit), true)}),
+      k AS (
+        SELECT * FROM k1 UNION ALL SELECT * FROM k2
+        ORDER BY updated_at, instance_id
+        LIMIT ${limit}
+      ),
+      v AS (
+        SELECT k.instance_id, k.task_id, k.updated_at, s.definition_hash, ${input} AS input
+        FROM k
+        JOIN ${l.snapshots} s ON s.instance_id = k.instance_id AND s.ctid = k.tid
+        LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
+      ),
       n AS (SELECT clock_timestamp() AS t),
       cl AS (
         INSERT INTO ${l.claims} AS c (instance_id, task_id, worker_id, token, claimed_at, expires_at)
-        SELECT k.instance_id, k.task_id, $1, nextval(${l.tokenSequence}), n.t, n.t + $3::bigint * interval '1 millisecond'
-        FROM k CROSS JOIN n
-        ORDER BY k.updated_at, k.instance_id
+        SELECT v.instance_id, v.task_id, $1, nextval(${l.tokenSequence}), n.t, n.t + $2::bigint * interval '1 millisecond'
+        FROM v CROSS JOIN n
         ON CONFLICT (instance_id, task_id) DO UPDATE SET
           worker_id = excluded.worker_id,
           token = nextval(${l.tokenSequence}),
@@ -163,25 +298,154 @@ export function statements(l: Layout) {
           expires_at = excluded.expires_at
         WHERE c.expires_at IS NOT NULL AND c.expires_at <= excluded.claimed_at
         RETURNING c.instance_id, c.task_id, c.token, c.claimed_at, c.expires_at
+      ),
+      h AS (
+        UPDATE ${l.snapshots} t SET claimed_until = coalesce(cl.expires_at, 'infinity'::timestamptz)
+        FROM cl
+        WHERE t.instance_id = cl.instance_id
       )
       SELECT k.instance_id, k.task_id,
-             cl.token::text AS token, ${ms("cl.claimed_at")}::text AS claimed_at, ${ms("cl.expires_at")}::text AS expires_at
+             cl.token::text AS token, ${ms("cl.claimed_at")}::text AS claimed_at, ${ms("cl.expires_at")}::text AS expires_at,
+             v.definition_hash, CASE WHEN cl.token IS NULL THEN NULL ELSE v.input END AS input
       FROM k
       LEFT JOIN cl ON cl.instance_id = k.instance_id AND cl.task_id = k.task_id
+      LEFT JOIN v ON v.instance_id = k.instance_id
       ORDER BY k.updated_at, k.instance_id`,
 
-    /** The current ready task and input of freshly claimed instances, read in a new snapshot. */
-    claimedInputs: `
-      SELECT s.instance_id, s.ready_task_id, s.definition_hash, ${input} AS input
-      FROM ${l.snapshots} s
-      LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
-      WHERE s.instance_id = ANY($1::text[])`,
-
-    /** Gives back a claim this worker just took, by its token. */
-    dropClaim: `DELETE FROM ${l.claims} WHERE instance_id = $1 AND task_id = $2 AND token = $3`,
+    /**
+     * completeTasks for a whole batch in one statement (so one transaction): $1..$4 are the
+     * parallel arrays of instance ids, task ids, tokens and outputs. Per item, the rules of a
+     * fenced saveTaskResult plus the release of its claim:
+     *
+     * - s locks the batch's snapshot rows in instance order before any claim row is touched: the
+     *   lock order of every other write and of any other batch, so no deadlock. Locking yields
+     *   the latest version of each row, so `finished` is judged on it.
+     * - d deletes the claim of each item whose instance exists and is not finished, if it still
+     *   holds the item's token and is live on the server clock. The delete is the fence check
+     *   and the release in one: a claim released, taken over or expired meanwhile is re-checked
+     *   on its latest version and left alone.
+     * - r upserts the results and u updates each snapshot once, for the items d released only:
+     *   lastCompletedTaskId = the last of them in input order, updated_at never goes back, and
+     *   the ready task (and its lease) goes if one of them completed it.
+     * - f tells CONFLICT from CLAIM_LOST for items of finished instances: their claim is only
+     *   checked (and share-locked, as a fenced write does), never deleted.
+     *
+     * One row per item comes back: found (the instance exists), done (stored and released),
+     * fenced (finished instance, and its claim is live with this token).
+     *
+     * `(SELECT $1)` hides the array's length from the planner: a plan made for the actual
+     * length costs less than the prepared generic one for small batches, and the server would
+     * then plan every call again. This way both plans estimate alike and the generic one stays.
+     */
+    completeTasks: `
+      WITH i AS (
+        SELECT u.instance_id COLLATE "C" AS instance_id, u.task_id COLLATE "C" AS task_id, u.token, u.output, u.ord
+        FROM unnest((SELECT $1::text[]), $2::text[], $3::bigint[], $4::bytea[])
+          WITH ORDINALITY AS u(instance_id, task_id, token, output, ord)
+      ),
+      s AS (
+        SELECT t.instance_id, t.finished FROM ${l.snapshots} t
+        WHERE t.instance_id = ANY((SELECT $1::text[])::text[])
+        ORDER BY t.instance_id
+        FOR UPDATE
+      ),
+      d AS (
+        DELETE FROM ${l.claims} c
+        USING i, s
+        WHERE s.instance_id = i.instance_id AND NOT s.finished
+          AND c.instance_id = i.instance_id AND c.task_id = i.task_id AND c.token = i.token AND ${live("c")}
+        RETURNING i.ord, i.instance_id, i.task_id, i.output
+      ),
+      r AS (
+        INSERT INTO ${l.taskResults} (instance_id, task_id, output)
+        SELECT d.instance_id, d.task_id, d.output FROM d
+        ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output
+      ),
+      x AS (
+        SELECT d.instance_id, array_agg(d.task_id ORDER BY d.ord DESC) AS tasks FROM d GROUP BY d.instance_id
+      ),
+      u AS (
+        UPDATE ${l.snapshots} t SET
+          last_completed_task_id = x.tasks[1],
+          updated_at = greatest(t.updated_at, ${ms("clock_timestamp()")}),
+          ready_task_id = CASE WHEN t.ready_task_id = ANY(x.tasks) THEN NULL ELSE t.ready_task_id END,
+          claimed_until = CASE WHEN t.ready_task_id = ANY(x.tasks) THEN NULL ELSE t.claimed_until END
+        FROM x
+        WHERE t.instance_id = x.instance_id
+      ),
+      f AS (
+        SELECT i.ord FROM i
+        JOIN s ON s.instance_id = i.instance_id AND s.finished
+        JOIN ${l.claims} c ON c.instance_id = i.instance_id AND c.task_id = i.task_id AND c.token = i.token
+        WHERE ${live("c")}
+        FOR SHARE OF c
+      )
+      SELECT i.ord::int AS ord, s.instance_id IS NOT NULL AS found, d.ord IS NOT NULL AS done, f.ord IS NOT NULL AS fenced
+      FROM i
+      LEFT JOIN s ON s.instance_id = i.instance_id
+      LEFT JOIN d ON d.ord = i.ord
+      LEFT JOIN f ON f.ord = i.ord`,
 
     corrupt: `UPDATE ${l.snapshots} SET header = $2 WHERE instance_id = $1`,
   };
 }
 
 export type Statements = ReturnType<typeof statements>;
+
+/**
+ * The statements sent under a name (prepared once per connection): those of the task cycle and
+ * the other fixed ones. After five runs the server may keep a generic plan; for these it reads
+ * by the same indexes as the custom one (test/explain.test.ts checks the task cycle's). `find`
+ * keeps being planned per call (its LIMIT is a parameter) but is parsed once. listPage stays
+ * unnamed: its generic plan could not fold `$1 IS NULL` and would lose the index condition.
+ * Claim-next is prepared per limit, see claimNextStatements.
+ */
+export const PREPARED = [
+  "completeTasks",
+  "claim",
+  "release",
+  "extend",
+  "claimHolder",
+  "lockSnapshot",
+  "checkFence",
+  "upsertResult",
+  "touchAfterResult",
+  "upsertSnapshot",
+  "deleteResults",
+  "load",
+  "delete",
+  "find",
+] as const satisfies ReadonlyArray<keyof Statements>;
+
+export type PreparedKey = (typeof PREPARED)[number];
+
+/** Claim-next limits up to this one get a prepared statement of their own (a literal LIMIT). */
+export const PREPARED_CLAIM_LIMIT = 64;
+
+/**
+ * Claim-next statements: `forLimit(n)` is prepared with a literal LIMIT for n up to
+ * PREPARED_CLAIM_LIMIT (built once, then cached); `byParam` takes the limit as $3.
+ */
+export function claimNextStatements(sql: Statements, prepare: boolean) {
+  const byLimit = new Map<number, Statement>();
+  const byParam: Statement = { text: sql.claimNext("$3") };
+  return {
+    /** The statement and its bind values for one call. */
+    call(limit: number, workerId: string, ttlMs: number | null): [Statement, unknown[]] {
+      if (!prepare || limit > PREPARED_CLAIM_LIMIT) return [byParam, [workerId, ttlMs, limit]];
+      let statement = byLimit.get(limit);
+      if (statement === undefined) {
+        statement = prepared(`claimNext${limit}`, sql.claimNext(limit));
+        byLimit.set(limit, statement);
+      }
+      return [statement, [workerId, ttlMs]];
+    },
+  };
+}
+
+/** The hot statements as sent: named when `prepare` is on, plain text otherwise. */
+export function preparedStatements(sql: Statements, prepare: boolean): Record<PreparedKey, Statement> {
+  const out = {} as Record<PreparedKey, Statement>;
+  for (const key of PREPARED) out[key] = prepare ? prepared(key, sql[key]) : { text: sql[key] };
+  return out;
+}

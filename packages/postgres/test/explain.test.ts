@@ -1,7 +1,7 @@
 import { atTask, inProgress } from "@sayiir/persistence-core/conformance";
 import type {} from "@sayiir/test-servers";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { READY_INDEX } from "../src/index.js";
+import { LEASED_INDEX, READY_INDEX } from "../src/index.js";
 import { layoutFor, quoteIdentifier } from "../src/layout.js";
 import { statements } from "../src/sql.js";
 import { adminPool, closeAdminPools, postgresSubject, serverName } from "./subject.js";
@@ -34,6 +34,11 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
         await backend.saveSnapshot(inProgress("not-started"));
         for (let i = 0; i < 5; i++)
           await backend.claimTask(`ready-${String(i).padStart(2, "0")}`, "t1", "other", 60_000);
+        // Two more claimed by claim-next: these carry a lease and leave the ready index.
+        expect((await backend.claimAvailableTasks("other", 2, 60_000)).map((t) => t.instanceId)).toEqual([
+          "ready-05",
+          "ready-06",
+        ]);
         // 3,000 claims on other tasks, so that the claims table is not trivially small either.
         await admin.query(
           `INSERT INTO ${s}.claims (instance_id, task_id, worker_id, token, claimed_at, expires_at)
@@ -46,35 +51,82 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
         const sql = statements(layoutFor(schema));
         const client = await admin.connect();
         try {
-          // The discovery part alone: a Limit over the partial index, in index order (no Sort at all).
+          // The fresh part: a Limit straight over the ready index, in index order (no Sort in
+          // between). The expired part: a range of the leased index, up to now.
           const discovery = planText((await client.query(`EXPLAIN ${sql.readyCandidates}`, [10])).rows);
           expect(discovery).toMatch(
             new RegExp(`Limit[^\\n]*\\n\\s*->  Index Scan using ${READY_INDEX} on snapshots`),
           );
-          expect(discovery).not.toMatch(/Sort/);
+          expect(discovery).toMatch(
+            new RegExp(
+              `Index Scan using ${LEASED_INDEX} on snapshots[^\\n]*\\n\\s*Index Cond: \\(.*claimed_until <= now\\(\\)\\)`,
+            ),
+          );
+          expect(discovery).not.toMatch(/Seq Scan/);
           const find = planText((await client.query(`EXPLAIN ${sql.find}`, [10])).rows);
           const claimNext = planText(
-            (await client.query(`EXPLAIN ${sql.claimNext}`, ["w", 10, 30_000])).rows,
+            (await client.query(`EXPLAIN ${sql.claimNext(10)}`, ["w", 30_000])).rows,
           );
           console.log(
             `[${serverName(server)}] EXPLAIN discovery:\n${discovery}\n\nEXPLAIN findAvailableTasks:\n${find}\n\nEXPLAIN claimAvailableTasks:\n${claimNext}`,
           );
           for (const plan of [find, claimNext]) {
             expect(plan).toContain(READY_INDEX);
+            expect(plan).toContain(LEASED_INDEX);
             expect(plan).not.toMatch(/Seq Scan on snapshots/);
-            // The only Sort is over the at most `limit` rows already picked (the CTE), never over snapshots.
-            expect(plan).toMatch(
-              /CTE k\n\s*-> {2}Limit[^\n]*\n\s*-> {2}(LockRows[^\n]*\n\s*-> {2})?Index Scan using snapshots_ready_idx/,
-            );
           }
+          expect(claimNext).toMatch(
+            /CTE k1\n\s*-> {2}Limit[^\n]*\n\s*-> {2}LockRows[^\n]*\n\s*-> {2}Index Scan using snapshots_ready_idx/,
+          );
+
+          // Prepared statements: the server may settle on the generic plan after five runs (the
+          // task cycle's statements do, see sql.ts). Forced here, it must still read by index.
+          await client.query("SET plan_cache_mode = force_generic_plan");
+          const generic = async (name: string, types: string, text: string, args: string) => {
+            await client.query(`PREPARE ${name}(${types}) AS ${text}`);
+            return planText((await client.query(`EXPLAIN EXECUTE ${name}(${args})`)).rows);
+          };
+          const plans = {
+            claimNext: await generic("cn", "text, bigint", sql.claimNext(8), "'w', 1000"),
+            completeTasks: await generic(
+              "ct",
+              "text[], text[], bigint[], bytea[]",
+              sql.completeTasks,
+              `'{ready-05,ready-06}', '{t1,t1}', '{1,2}', '{"\\\\x00","\\\\x00"}'`,
+            ),
+            release: await generic("rl", "text, text, text", sql.release, "'ready-05', 't1', 'w'"),
+            extend: await generic(
+              "ex",
+              "text, text, text, bigint",
+              sql.extend,
+              "'ready-05', 't1', 'w', 1000",
+            ),
+          };
+          console.log(
+            `[${serverName(server)}] generic plans:\n${Object.entries(plans)
+              .map(([k, v]) => `${k}:\n${v}`)
+              .join("\n\n")}`,
+          );
+          for (const plan of Object.values(plans)) {
+            expect(plan).not.toMatch(/Seq Scan on (snapshots|claims)/);
+          }
+          expect(plans.claimNext).toMatch(/LockRows[^\n]*\n\s*-> {2}Index Scan using snapshots_ready_idx/);
+          expect(plans.completeTasks).toContain("Index Scan using claims_pkey");
+          expect(plans.completeTasks).toMatch(/snapshots_pkey/);
+          for (const plan of [plans.release, plans.extend]) {
+            expect(plan).toContain("Index Scan using snapshots_pkey");
+            expect(plan).not.toContain(LEASED_INDEX);
+          }
+          await client.query("RESET plan_cache_mode");
+          await client.query("DEALLOCATE ALL");
         } finally {
           client.release();
         }
         // And the statements return the right rows over that data.
         const found = await backend.findAvailableTasks("w", 3);
-        expect(found.map((t) => t.instanceId)).toEqual(["ready-05", "ready-06", "ready-07"]);
+        expect(found.map((t) => t.instanceId)).toEqual(["ready-07", "ready-08", "ready-09"]);
         const claimed = await backend.claimAvailableTasks("w", 2, 30_000);
-        expect(claimed.map((t) => t.instanceId)).toEqual(["ready-05", "ready-06"]);
+        expect(claimed.map((t) => t.instanceId)).toEqual(["ready-07", "ready-08"]);
         await backend.close();
       } finally {
         await subject.cleanup?.();

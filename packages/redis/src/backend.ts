@@ -1,12 +1,11 @@
-import { randomBytes } from "node:crypto";
 import {
   type AvailableTask,
   BackendError,
   BaseBackend,
   type ClaimedTask,
   ClaimLostError,
+  type CompletionOutcome,
   ConflictError,
-  compareIds,
   decodeSnapshotHeader,
   encodeSnapshotHeader,
   type Fence,
@@ -15,76 +14,40 @@ import {
   type TaskClaim,
   type TaskResult,
   ValidationError,
+  type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import type { Cluster, Redis } from "ioredis";
-import { decodeCursor, encodeCursor, KeyLayout, MetaField } from "./layout.js";
-import { normalizeOptions, type RedisBackendOptions } from "./options.js";
+import { decodeCursor, encodeCursor, FieldPrefix, KeyLayout, MetaField } from "./layout.js";
+import {
+  DEFAULT_CLUSTER_SHARDS,
+  DEFAULT_STANDALONE_SHARDS,
+  MAX_SHARDS,
+  normalizeOptions,
+  type RedisBackendOptions,
+} from "./options.js";
+import {
+  byAge,
+  bytes,
+  decodeClaimed,
+  groupByShard,
+  requestId,
+  type Scored,
+  str,
+  toArg,
+  toClaim,
+} from "./replies.js";
 import { defineScripts, type ScriptClient, Status } from "./scripts.js";
 
-/**
- * A driver Buffer as a plain Uint8Array: a view when the Buffer has its memory mostly to itself,
- * a copy when it is a small slice of a larger read buffer (so it does not keep that alive).
- */
-function bytes(buf: Buffer): Uint8Array {
-  if (buf.buffer.byteLength > 2 * buf.byteLength + 1024) return new Uint8Array(buf);
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-}
-const str = (value: Buffer | string | number): string => (typeof value === "string" ? value : String(value));
 const quote = JSON.stringify;
 
-interface Candidate {
+interface Candidate extends Scored {
   shard: number;
-  instanceId: string;
   taskId: string;
-  score: number;
 }
 
-/**
- * Oldest updatedAt first, ties by instance id in code point (UTF-8 byte) order: the order ZRANGE
- * gives within a shard, so the merge across shards agrees with it.
- */
-function byAge(a: { score: number; instanceId: string }, b: { score: number; instanceId: string }): number {
-  if (a.score !== b.score) return a.score - b.score;
-  return compareIds(a.instanceId, b.instanceId);
-}
-
-/**
- * A fresh id for one claim call, stored in the claims it makes: a script that runs a second time
- * for the same call (its first reply lost, the command sent again) returns those claims.
- */
-function requestId(): string {
-  return randomBytes(12).toString("hex");
-}
-
-function groupByShard<T extends { shard: number }>(items: T[]): Map<number, T[]> {
-  const groups = new Map<number, T[]>();
-  for (const item of items) {
-    const group = groups.get(item.shard);
-    if (group === undefined) groups.set(item.shard, [item]);
-    else group.push(item);
-  }
-  return groups;
-}
-
-function toClaim(
-  instanceId: string,
-  taskId: string,
-  workerId: string,
-  token: Buffer | string,
-  at: Buffer | string,
-  exp: Buffer | string,
-): TaskClaim {
-  const expires = str(exp);
-  return {
-    instanceId,
-    taskId,
-    workerId,
-    claimedAt: Number(str(at)),
-    expiresAt: expires === "" ? null : Number(expires),
-    token: Number(str(token)),
-  };
-}
+/** Shard count of stores written before the layout record existed, when no count was given. */
+const LEGACY_DEFAULT_SHARDS = 16;
 
 /**
  * Persistence backend over Redis (standalone or Cluster) through ioredis. Every state change is
@@ -93,11 +56,20 @@ function toClaim(
 export class RedisBackend extends BaseBackend {
   /** The ioredis client in use (owned by the backend unless it was passed in as `client`). */
   readonly client: Redis | Cluster;
-  readonly layout: KeyLayout;
   readonly #owned: boolean;
   readonly #secrets: string[];
   readonly #timeoutMs: number;
   readonly #scripts: ScriptClient;
+  /** Cluster: scripts of one shard each. Standalone: one script may cover every shard. */
+  readonly #cluster: boolean;
+  /** The shard count given in the options, if any. */
+  readonly #wantedShards: number | undefined;
+  #layout: KeyLayout;
+  /** Every shard number as a script argument. */
+  #shardArgs: string[];
+  /** True once the shard count is checked against the store's layout record. */
+  #layoutKnown = false;
+  #layoutLoading: Promise<KeyLayout> | undefined;
 
   constructor(options: RedisBackendOptions) {
     super(options);
@@ -106,7 +78,11 @@ export class RedisBackend extends BaseBackend {
     this.#owned = normalized.owned;
     this.#secrets = normalized.secrets;
     this.#timeoutMs = normalized.operationTimeoutMs;
-    this.layout = new KeyLayout(normalized.keyPrefix, normalized.shards);
+    this.#cluster = (this.client as { isCluster?: boolean }).isCluster === true;
+    this.#wantedShards = normalized.shards;
+    const shards = normalized.shards ?? (this.#cluster ? DEFAULT_CLUSTER_SHARDS : DEFAULT_STANDALONE_SHARDS);
+    this.#layout = new KeyLayout(normalized.keyPrefix, shards);
+    this.#shardArgs = this.#layout.allShards().map(String);
     this.#scripts = defineScripts(this.client);
     if (this.#owned) {
       // Connection errors surface through the commands that fail; keep them off the process's
@@ -115,8 +91,61 @@ export class RedisBackend extends BaseBackend {
     }
   }
 
+  /**
+   * The key layout. Its shard count is the one of the options (or the default) until the first
+   * operation has read the store's layout record, the store's own count from then on.
+   */
+  get layout(): KeyLayout {
+    return this.#layout;
+  }
+
   protected override secrets(): readonly string[] {
     return this.#secrets;
+  }
+
+  /** The layout, checked against the store's record once (the first operation pays one round trip). */
+  #keys(): KeyLayout | Promise<KeyLayout> {
+    if (this.#layoutKnown) return this.#layout;
+    this.#layoutLoading ??= this.#loadLayout().finally(() => {
+      this.#layoutLoading = undefined;
+    });
+    return this.#layoutLoading;
+  }
+
+  async #loadLayout(): Promise<KeyLayout> {
+    const current = this.#layout;
+    // A standalone store written before the record existed, without a shards option, used 16
+    // shards: any data in shards 1..15 says so (with one shard it would all be in shard 0).
+    const probes =
+      this.#wantedShards === undefined && !this.#cluster && current.shards !== LEGACY_DEFAULT_SHARDS
+        ? Array.from({ length: LEGACY_DEFAULT_SHARDS - 1 }, (_, i) => current.ids(i + 1))
+        : [];
+    const reply = await this.#timed(
+      "reading the layout record",
+      this.#scripts.sayiirLayout(
+        current.record(),
+        this.#wantedShards === undefined ? "" : String(this.#wantedShards),
+        String(current.shards),
+        String(LEGACY_DEFAULT_SHARDS),
+        ...probes,
+      ),
+    );
+    const stored = Number(reply);
+    if (!Number.isSafeInteger(stored) || stored < 1 || stored > MAX_SHARDS) {
+      throw new BackendError(`the layout record ${quote(current.record())} holds ${quote(String(reply))}`);
+    }
+    if (this.#wantedShards !== undefined && stored !== this.#wantedShards) {
+      throw new ValidationError(
+        `the store under key prefix ${quote(current.prefix)} has ${stored} shards (recorded in ` +
+          `${quote(current.record())}); the shards option says ${this.#wantedShards}`,
+      );
+    }
+    if (stored !== current.shards) {
+      this.#layout = new KeyLayout(current.prefix, stored);
+      this.#shardArgs = this.#layout.allShards().map(String);
+    }
+    this.#layoutKnown = true;
+    return this.#layout;
   }
 
   /** Bounds every wait on Redis: a command that takes longer fails with BackendError. */
@@ -130,6 +159,11 @@ export class RedisBackend extends BaseBackend {
     });
     promise.catch(() => {});
     return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** How long a request record (claim-next, completion) stays: longer than any wait for its reply. */
+  #recordTtl(): string {
+    return String(Math.max(60_000, 2 * this.#timeoutMs));
   }
 
   #statusError(status: number, instanceId: string, taskId?: string): Error | undefined {
@@ -154,7 +188,7 @@ export class RedisBackend extends BaseBackend {
 
   protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
     const id = snapshot.instanceId;
-    const k = this.layout.instance(id);
+    const k = (await this.#keys()).instance(id);
     const state = snapshot.state;
     const position =
       state.kind === "InProgress" && state.position.kind === "AtTask" ? state.position.taskId : null;
@@ -175,19 +209,13 @@ export class RedisBackend extends BaseBackend {
       fence === undefined ? "" : String(fence.token),
     ];
     if (state.kind === "InProgress") {
-      for (const result of Object.values(state.completedTasks)) args.push(result.taskId, result.output);
+      for (const result of Object.values(state.completedTasks)) {
+        args.push(`${FieldPrefix.result}${result.taskId}`, result.output);
+      }
     }
     const status = await this.#timed(
       "saveSnapshot",
-      this.#scripts.sayiirSaveSnapshot(
-        k.meta,
-        k.results,
-        k.claims,
-        k.ready,
-        k.ids,
-        k.leased,
-        ...args.map(toArg),
-      ),
+      this.#scripts.sayiirSaveSnapshot(k.meta, k.ready, k.ids, k.leased, ...args.map(toArg)),
     );
     const error = this.#statusError(Number(status), id, fence?.taskId);
     if (error) throw error;
@@ -199,13 +227,11 @@ export class RedisBackend extends BaseBackend {
     output: Uint8Array,
     fence: Fence | undefined,
   ): Promise<void> {
-    const k = this.layout.instance(instanceId);
+    const k = (await this.#keys()).instance(instanceId);
     const status = await this.#timed(
       "saveTaskResult",
       this.#scripts.sayiirSaveTaskResult(
         k.meta,
-        k.results,
-        k.claims,
         k.ready,
         k.leased,
         instanceId,
@@ -220,19 +246,21 @@ export class RedisBackend extends BaseBackend {
   }
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
-    const k = this.layout.instance(instanceId);
-    const reply = (await this.#timed(
-      "loadSnapshot",
-      this.#scripts.sayiirLoadSnapshotBuffer(k.meta, k.results),
-    )) as [Buffer[], Buffer[]] | null;
-    if (reply === null) throw failures.snapshotNotFound(instanceId);
-    const [metaPairs, resultPairs] = reply;
+    const k = (await this.#keys()).instance(instanceId);
+    const pairs = (await this.#timed("loadSnapshot", this.#scripts.sayiirLoadSnapshotBuffer(k.meta))) as
+      | Buffer[]
+      | null;
+    if (pairs === null) throw failures.snapshotNotFound(instanceId);
     const meta = new Map<string, Buffer>();
-    for (let i = 0; i + 1 < metaPairs.length; i += 2)
-      meta.set(str(metaPairs[i] as Buffer), metaPairs[i + 1] as Buffer);
     const results: TaskResult[] = [];
-    for (let i = 0; i + 1 < resultPairs.length; i += 2) {
-      results.push({ taskId: str(resultPairs[i] as Buffer), output: bytes(resultPairs[i + 1] as Buffer) });
+    for (let i = 0; i + 1 < pairs.length; i += 2) {
+      const field = str(pairs[i] as Buffer);
+      const value = pairs[i + 1] as Buffer;
+      if (field.startsWith(FieldPrefix.result)) {
+        results.push({ taskId: field.slice(FieldPrefix.result.length), output: bytes(value) });
+      } else if (!field.startsWith(FieldPrefix.claim)) {
+        meta.set(field, value);
+      }
     }
     const header = meta.get(MetaField.header);
     const last = meta.get(MetaField.lastCompletedTaskId);
@@ -245,49 +273,33 @@ export class RedisBackend extends BaseBackend {
   }
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
-    const k = this.layout.instance(instanceId);
+    const k = (await this.#keys()).instance(instanceId);
     const status = await this.#timed(
       "deleteSnapshot",
-      this.#scripts.sayiirDeleteSnapshot(
-        k.meta,
-        k.results,
-        k.claims,
-        k.counters,
-        k.ready,
-        k.ids,
-        k.floor,
-        k.leased,
-        instanceId,
-      ),
+      this.#scripts.sayiirDeleteSnapshot(k.meta, k.ready, k.ids, k.floor, k.leased, instanceId),
     );
     const error = this.#statusError(Number(status), instanceId);
     if (error) throw error;
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
+    const layout = await this.#keys();
     let shard = 0;
     let after: string | null = null;
     if (cursor !== null) {
-      const decoded = decodeCursor(cursor, this.layout.shards);
+      const decoded = decodeCursor(cursor, layout.shards);
       if (decoded === undefined)
         throw new ValidationError("cursor must be a string returned by listSnapshotsPage");
       shard = decoded.shard;
       after = decoded.after;
     }
     const found: Array<{ shard: number; id: string }> = [];
-    for (; shard < this.layout.shards; shard++, after = null) {
+    for (; shard < layout.shards; shard++, after = null) {
       // One more than needed tells whether another page exists.
       const want = limit - found.length + 1;
       const ids = await this.#timed(
         "listSnapshotsPage",
-        this.client.zrangebylex(
-          this.layout.ids(shard),
-          after === null ? "-" : `(${after}`,
-          "+",
-          "LIMIT",
-          0,
-          want,
-        ),
+        this.client.zrangebylex(layout.ids(shard), after === null ? "-" : `(${after}`, "+", "LIMIT", 0, want),
       );
       for (const id of ids) found.push({ shard, id });
       if (found.length > limit) {
@@ -308,15 +320,12 @@ export class RedisBackend extends BaseBackend {
     workerId: string,
     ttlMs: number | null,
   ): Promise<TaskClaim | null> {
-    const k = this.layout.instance(instanceId);
+    const k = (await this.#keys()).instance(instanceId);
     const reply = (await this.#timed(
       "claimTask",
       this.#scripts.sayiirClaimTask(
-        k.claims,
-        k.counters,
-        k.floor,
         k.meta,
-        k.results,
+        k.floor,
         k.ready,
         k.leased,
         taskId,
@@ -331,20 +340,11 @@ export class RedisBackend extends BaseBackend {
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
-    const k = this.layout.instance(instanceId);
+    const k = (await this.#keys()).instance(instanceId);
     const status = Number(
       await this.#timed(
         "releaseTaskClaim",
-        this.#scripts.sayiirReleaseClaim(
-          k.claims,
-          k.meta,
-          k.results,
-          k.ready,
-          k.leased,
-          taskId,
-          workerId,
-          instanceId,
-        ),
+        this.#scripts.sayiirReleaseClaim(k.meta, k.ready, k.leased, taskId, workerId, instanceId),
       ),
     );
     if (status === Status.notFound) throw failures.claimNotFound(instanceId, taskId);
@@ -359,13 +359,11 @@ export class RedisBackend extends BaseBackend {
     workerId: string,
     durationMs: number,
   ): Promise<TaskClaim> {
-    const k = this.layout.instance(instanceId);
+    const k = (await this.#keys()).instance(instanceId);
     const reply = (await this.#timed(
       "extendTaskClaim",
       this.#scripts.sayiirExtendClaim(
-        k.claims,
         k.meta,
-        k.results,
         k.ready,
         k.leased,
         taskId,
@@ -385,26 +383,37 @@ export class RedisBackend extends BaseBackend {
     return toClaim(instanceId, taskId, workerId, reply[1] ?? "", reply[2] ?? "", reply[3] ?? "");
   }
 
-  /** The oldest `limit` unclaimed ready tasks of every shard, merged: the exact global oldest first. */
-  async #peek(operation: string, limit: number): Promise<Candidate[]> {
+  /**
+   * The oldest `limit` entries of each shard's ready set (one script per shard: a cluster), merged:
+   * the exact global oldest first. `checked`: only tasks that are ready and unclaimed, with their
+   * task ids (discovery); otherwise the entries as they are (claim-next: its claim scripts check).
+   */
+  async #peekShards(
+    layout: KeyLayout,
+    operation: string,
+    limit: number,
+    checked: boolean,
+  ): Promise<Candidate[]> {
+    const width = checked ? 3 : 2;
     const perShard = await Promise.all(
-      this.layout.allShards().map(async (shard) => {
+      layout.allShards().map(async (shard) => {
         const flat = (await this.#timed(
           operation,
-          this.#scripts.sayiirPeekShard(
-            this.layout.ready(shard),
-            this.layout.leased(shard),
-            this.layout.base(shard),
+          this.#scripts.sayiirPeek(
+            layout.ready(shard),
+            layout.tagStart(),
             String(limit),
+            checked ? "1" : "0",
+            String(shard),
           ),
         )) as string[];
         const out: Candidate[] = [];
-        for (let i = 0; i + 2 < flat.length; i += 3) {
+        for (let i = 0; i + width - 1 < flat.length; i += width) {
           out.push({
             shard,
             instanceId: flat[i] as string,
-            taskId: flat[i + 1] as string,
-            score: Number(flat[i + 2]),
+            taskId: checked ? (flat[i + 1] as string) : "",
+            score: Number(flat[i + width - 1]),
           });
         }
         return out;
@@ -413,8 +422,36 @@ export class RedisBackend extends BaseBackend {
     return perShard.flat().sort(byAge).slice(0, limit);
   }
 
+  /** One script over every shard: a standalone server (no slot rule) or a single shard. */
+  #oneScript(layout: KeyLayout): boolean {
+    return !this.#cluster || layout.shards === 1;
+  }
+
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    const chosen = await this.#peek("findAvailableTasks", limit);
+    const layout = await this.#keys();
+    if (this.#oneScript(layout)) {
+      const flat = (await this.#timed(
+        "findAvailableTasks",
+        this.#scripts.sayiirPeekBuffer(
+          layout.ready(0),
+          layout.tagStart(),
+          String(limit),
+          "2",
+          ...this.#shardArgs,
+        ),
+      )) as Buffer[];
+      const found: AvailableTask[] = [];
+      for (let i = 0; i + 4 < flat.length; i += 5) {
+        found.push({
+          instanceId: str(flat[i] as Buffer),
+          taskId: str(flat[i + 1] as Buffer),
+          workflowDefinitionHash: str(flat[i + 3] as Buffer),
+          input: bytes(flat[i + 4] as Buffer),
+        });
+      }
+      return found;
+    }
+    const chosen = await this.#peekShards(layout, "findAvailableTasks", limit, true);
     if (chosen.length === 0) return [];
     // Inputs only for the chosen ones (they can be MiBs each); a task that stopped being ready
     // between the two steps is left out.
@@ -424,8 +461,8 @@ export class RedisBackend extends BaseBackend {
         const flat = (await this.#timed(
           "findAvailableTasks",
           this.#scripts.sayiirShardInputsBuffer(
-            this.layout.ready(shard),
-            this.layout.base(shard),
+            layout.ready(shard),
+            layout.base(shard),
             ...group.map((c) => c.instanceId),
           ),
         )) as Buffer[];
@@ -448,17 +485,24 @@ export class RedisBackend extends BaseBackend {
     limit: number,
     ttlMs: number | null,
   ): Promise<ClaimedTask[]> {
-    const claimed: Array<ClaimedTask & { score: number }> = [];
-    // Each round picks the globally oldest candidates, then claims as many in each of their
-    // shards atomically (the shard script takes the oldest unclaimed ones at that instant). A
-    // round that loses every race to other workers is retried a few times. Claims that landed
-    // are always returned: a failure (of a shard, or of a later round) is thrown only when
-    // nothing was claimed, since a claim the caller never hears of is held until it expires
-    // (forever without ttl).
+    const layout = await this.#keys();
+    if (this.#oneScript(layout)) {
+      // One atomic script over every shard: it takes the global oldest at that instant, so there
+      // is no race to lose and nothing to merge.
+      const claimed = await this.#claimNext(layout, this.#shardArgs, limit, workerId, ttlMs);
+      return claimed.map(({ score: _score, ...task }) => task);
+    }
+    const claimed: Array<ClaimedTask & Scored> = [];
+    // A cluster: each round picks the globally oldest candidates (a peek per shard), then claims
+    // as many in each of their shards atomically (the shard script takes the oldest unclaimed
+    // ones at that instant). A round that loses every race to other workers is retried a few
+    // times. Claims that landed are always returned: a failure (of a shard, or of a later round)
+    // is thrown only when nothing was claimed, since a claim the caller never hears of is held
+    // until it expires (forever without ttl).
     for (let round = 0; round < 8 && claimed.length < limit; round++) {
       let candidates: Candidate[];
       try {
-        candidates = await this.#peek("claimAvailableTasks", limit - claimed.length);
+        candidates = await this.#peekShards(layout, "claimAvailableTasks", limit - claimed.length, false);
       } catch (error) {
         if (claimed.length > 0) break;
         throw error;
@@ -466,7 +510,7 @@ export class RedisBackend extends BaseBackend {
       if (candidates.length === 0) break;
       const settled = await Promise.allSettled(
         [...groupByShard(candidates)].map(([shard, group]) =>
-          this.#claimShard(shard, group.length, workerId, ttlMs),
+          this.#claimNext(layout, [String(shard)], group.length, workerId, ttlMs),
         ),
       );
       let failure: { reason: unknown } | undefined;
@@ -482,48 +526,99 @@ export class RedisBackend extends BaseBackend {
     return claimed.sort(byAge).map(({ score: _score, ...task }) => task);
   }
 
-  /** One claim-shard script call: claims up to `count` of the shard's oldest unclaimed ready tasks. */
-  async #claimShard(
-    shard: number,
+  /** One claim-next script call over `shards` (one slot on a cluster): claims up to `count` of their oldest. */
+  async #claimNext(
+    layout: KeyLayout,
+    shards: readonly string[],
     count: number,
     workerId: string,
     ttlMs: number | null,
-  ): Promise<Array<ClaimedTask & { score: number }>> {
+  ): Promise<Array<ClaimedTask & Scored>> {
+    const req = requestId();
     const flat = (await this.#timed(
       "claimAvailableTasks",
-      this.#scripts.sayiirClaimShardBuffer(
-        this.layout.ready(shard),
-        this.layout.leased(shard),
-        this.layout.floor(shard),
-        this.layout.base(shard),
+      this.#scripts.sayiirClaimNextBuffer(
+        `${layout.tagStart()}${shards[0]}}:q:${req}`,
+        layout.tagStart(),
         String(count),
         workerId,
         ttlMs === null ? "" : String(ttlMs),
-        requestId(),
-        String(Math.max(60_000, 2 * this.#timeoutMs)),
+        req,
+        this.#recordTtl(),
+        ...shards,
       ),
     )) as Buffer[];
-    const out: Array<ClaimedTask & { score: number }> = [];
-    for (let i = 0; i + 7 < flat.length; i += 8) {
-      const instanceId = str(flat[i] as Buffer);
-      const taskId = str(flat[i + 1] as Buffer);
-      out.push({
-        instanceId,
-        taskId,
-        score: Number(str(flat[i + 2] as Buffer)),
-        workflowDefinitionHash: str(flat[i + 3] as Buffer),
-        input: bytes(flat[i + 4] as Buffer),
-        claim: toClaim(
-          instanceId,
-          taskId,
-          workerId,
-          flat[i + 5] as Buffer,
-          flat[i + 6] as Buffer,
-          flat[i + 7] as Buffer,
-        ),
-      });
+    return decodeClaimed(flat, workerId);
+  }
+
+  /**
+   * One script per call on a standalone server; on a cluster one script per shard the batch
+   * touches, sent together. Each completion is one atomic step inside its script.
+   */
+  protected override async doCompleteTasks(
+    completions: readonly ValidCompletion[],
+  ): Promise<CompletionOutcome[]> {
+    const layout = await this.#keys();
+    const items = completions.map((c, index) => ({ c, index, shard: layout.shardOf(c.instanceId) }));
+    const outcomes: CompletionOutcome[] = new Array(completions.length).fill(null);
+    if (this.#oneScript(layout)) {
+      await this.#completeGroup(layout, items, outcomes);
+      return outcomes;
     }
-    return out;
+    const groups = [...groupByShard(items).values()];
+    const settled = await Promise.allSettled(
+      groups.map((group) => this.#completeGroup(layout, group, outcomes)),
+    );
+    // Every script has answered (or failed) before the call does: nothing is still in flight
+    // when a caller hears of a failure.
+    for (const outcome of settled) if (outcome.status === "rejected") throw outcome.reason;
+    return outcomes;
+  }
+
+  async #completeGroup(
+    layout: KeyLayout,
+    group: ReadonlyArray<{ c: ValidCompletion; index: number; shard: number }>,
+    outcomes: CompletionOutcome[],
+  ): Promise<void> {
+    const first = group[0] as { shard: number };
+    // The small fields travel as one JSON argument (each argument costs the driver and the
+    // server), the outputs as bytes.
+    const fields: string[] = [];
+    const outputs: Buffer[] = [];
+    for (const { c, shard } of group) {
+      fields.push(String(shard), c.instanceId, c.taskId, String(c.token));
+      outputs.push(toArg(c.output) as Buffer);
+    }
+    const reply = str(
+      (await this.#timed(
+        "completeTasks",
+        this.#scripts.sayiirCompleteTasks(
+          layout.ready(first.shard),
+          layout.tagStart(),
+          requestId(),
+          JSON.stringify(fields),
+          ...outputs,
+        ),
+      )) as string,
+    );
+    if (reply.length !== group.length) {
+      throw new BackendError(
+        `completeTasks: the script answered ${reply.length} statuses for ${group.length}`,
+      );
+    }
+    for (const [i, { c, index }] of group.entries()) {
+      const status = reply.charCodeAt(i) - 48;
+      if (status === Status.ok) continue;
+      if (status === Status.claimLost) {
+        outcomes[index] = failures.fenceRejected(c.instanceId, { taskId: c.taskId, token: c.token });
+      } else if (status === Status.conflict) {
+        outcomes[index] = failures.resultsFinal(c.instanceId);
+      } else if (status === Status.notFound) {
+        outcomes[index] = failures.snapshotNotFound(c.instanceId);
+      } else {
+        throw new BackendError(`completeTasks: unexpected status ${quote(reply[i] ?? "")}`);
+      }
+    }
   }
 
   protected async doClose(): Promise<void> {
@@ -541,9 +636,4 @@ export class RedisBackend extends BaseBackend {
     client.disconnect();
     await this.#timed("close", ended).catch(() => {});
   }
-}
-
-function toArg(value: string | Uint8Array): string | Buffer {
-  if (typeof value === "string") return value;
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
 }

@@ -1,8 +1,9 @@
 export { RedisBackend } from "./backend.js";
-export { fnv1a, KeyLayout, MetaField } from "./layout.js";
+export { FieldPrefix, fnv1a, KeyLayout, MetaField } from "./layout.js";
 export {
+  DEFAULT_CLUSTER_SHARDS,
   DEFAULT_KEY_PREFIX,
   DEFAULT_OPERATION_TIMEOUT_MS,
-  DEFAULT_SHARDS,
+  DEFAULT_STANDALONE_SHARDS,
   type RedisBackendOptions,
 } from "./options.js";

@@ -1,28 +1,31 @@
 /*
  * Key layout. Every key of one backend starts with a hash tag `{<prefix>:<shard>}`, so all keys
- * of one shard live in one Redis Cluster slot, and every Lua script touches one slot only.
+ * of one shard live in one Redis Cluster slot, and every Lua script touches one slot only (on a
+ * standalone server, where slots do not matter, one script may cover several shards).
  *
+ *   {P:layout}       hash: `shards` = the shard count of the store, recorded on first use
+ *   {P:K}:m:<id>     hash: the instance. Snapshot fields (single letters, see MetaField),
+ *                    "r:<task id>" = that task's output, "c:<task id>" = that task's claim
+ *                    "token|claimedAt|expiresAt|requestId|workerId" (requestId: hex), or after a
+ *                    release the bare token, after a completion "token|requestId" (the field
+ *                    keeps the last token issued for the task)
  *   {P:K}:ready      sorted set: instances of shard K whose ready task holds no live claim,
  *                    score = updatedAt, member = instance id
  *   {P:K}:leased     sorted set: instances whose ready task holds a live claim, score = the
  *                    claim's expiry (+inf without ttl); expired ones go back to ready lazily
  *   {P:K}:ids        sorted set: every instance id of shard K (score 0, walked by ZRANGE BYLEX)
  *   {P:K}:floor      string: highest fencing token of any instance deleted from shard K
- *   {P:K}:m:<id>     hash: snapshot header and the fields the scripts read (see below)
- *   {P:K}:r:<id>     hash: task outputs, field = task id, value = output bytes
- *   {P:K}:c:<id>     hash: claims, field = task id,
- *                    value = "token|claimedAt|expiresAt|requestId|workerId" (requestId: hex)
- *   {P:K}:n:<id>     hash: fencing counters, field = task id, value = last token issued
- *   {P:K}:q:<req>    list: (id, task id) pairs one claim-shard call claimed, so a second run of
- *                    the same call returns them (expires; built in Lua only)
+ *   {P:K}:q:<req>    string: (shard, id, task id) of what one claim-next call claimed, NUL-joined,
+ *                    so a second run of the same call returns them (expires; built in Lua only)
  *
  * The instance id is always the whole tail of a key, after a fixed-length type marker, so no two
  * different ids (whatever characters they hold, "{" and ":" included) ever share a key, and the
- * hash tag (the first "{...}" of the key) is always ours. Task and worker ids are hash fields or
- * the last part of a value, never parsed out of a key.
+ * hash tag (the first "{...}" of the key) is always ours. Task ids follow a fixed prefix in a
+ * field name (snapshot fields are one letter, so they never collide); worker ids are the last
+ * part of a value. Nothing is parsed out of a key.
  *
  * The shard of an instance is FNV-1a (32 bit) of its UTF-8 bytes modulo the shard count; every
- * client of one store must use the same prefix and shard count.
+ * client of one store must use the same prefix and shard count (the layout record enforces it).
  */
 
 const encoder = new TextEncoder();
@@ -37,7 +40,15 @@ export function fnv1a(value: string): number {
   return hash >>> 0;
 }
 
-/** Fields of the meta hash `{P:K}:m:<id>`. */
+/** Prefixes of the other fields of the instance hash, followed by a task id. */
+export const FieldPrefix = {
+  /** The task's output. */
+  result: "r:",
+  /** The task's claim "token|claimedAt|expiresAt|requestId|workerId", or a tombstone. */
+  claim: "c:",
+} as const;
+
+/** Fields of the instance hash `{P:K}:m:<id>` that hold the snapshot (single letters). */
 export const MetaField = {
   /** encodeSnapshotHeader bytes: everything but task outputs and lastCompletedTaskId. */
   header: "h",
@@ -59,10 +70,8 @@ export interface InstanceKeys {
   shard: number;
   /** `{P:K}:`, the start of every key of the shard (what the shard scripts build keys from). */
   base: string;
+  /** The instance hash: snapshot fields, task outputs and claims. */
   meta: string;
-  results: string;
-  claims: string;
-  counters: string;
   ready: string;
   leased: string;
   ids: string;
@@ -76,7 +85,17 @@ export class KeyLayout {
   ) {}
 
   shardOf(instanceId: string): number {
-    return fnv1a(instanceId) % this.shards;
+    return this.shards === 1 ? 0 : fnv1a(instanceId) % this.shards;
+  }
+
+  /** `{P:layout}`: the record of the shard count (its own slot, apart from every shard). */
+  record(): string {
+    return `{${this.prefix}:layout}`;
+  }
+
+  /** `{P:` : what the shard scripts prepend to a shard number (then `}:`) to get its base. */
+  tagStart(): string {
+    return `{${this.prefix}:`;
   }
 
   /** `{P:K}:` */
@@ -107,9 +126,6 @@ export class KeyLayout {
       shard,
       base,
       meta: `${base}m:${instanceId}`,
-      results: `${base}r:${instanceId}`,
-      claims: `${base}c:${instanceId}`,
-      counters: `${base}n:${instanceId}`,
       ready: `${base}ready`,
       leased: `${base}leased`,
       ids: `${base}ids`,

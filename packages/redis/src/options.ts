@@ -16,9 +16,11 @@ export interface RedisBackendOptions extends BaseBackendOptions {
    */
   keyPrefix?: string;
   /**
-   * Number of shards of the ready index and of the instance-id index (default 16). Every client
-   * of one store must use the same value. In a cluster, each shard is one slot, so this is also
-   * the most masters the data can spread over.
+   * Number of shards of the ready index and of the instance-id index. Default: 16 on a Redis
+   * Cluster (each shard is one slot, so this is also the most masters the data can spread over),
+   * 1 on a standalone server (where shards only add work). The count is recorded in the store on
+   * first use (`{<keyPrefix>:layout}`): a backend without this option takes the recorded count,
+   * and one whose option differs from it fails every operation with ValidationError.
    */
   shards?: number;
   /**
@@ -31,7 +33,8 @@ export interface RedisBackendOptions extends BaseBackendOptions {
 
 export interface NormalizedOptions {
   keyPrefix: string;
-  shards: number;
+  /** The shard count given in the options, if any. */
+  shards: number | undefined;
   operationTimeoutMs: number;
   /** The client, and whether the backend owns it (then close() quits it). */
   client: Redis | Cluster;
@@ -40,7 +43,11 @@ export interface NormalizedOptions {
 }
 
 export const DEFAULT_KEY_PREFIX = "sayiir";
-export const DEFAULT_SHARDS = 16;
+/** Default shard count on a Redis Cluster. */
+export const DEFAULT_CLUSTER_SHARDS = 16;
+/** Default shard count on a standalone server (for a new store; an existing one keeps its count). */
+export const DEFAULT_STANDALONE_SHARDS = 1;
+export const MAX_SHARDS = 16_384;
 export const DEFAULT_OPERATION_TIMEOUT_MS = 10_000;
 
 function retryDelay(times: number): number {
@@ -94,7 +101,8 @@ export function normalizeOptions(options: RedisBackendOptions): NormalizedOption
   ) {
     throw new ValidationError('keyPrefix must be a non-empty string without "{", "}" or U+0000');
   }
-  const shards = positiveInt("shards", options.shards, DEFAULT_SHARDS, 16_384);
+  const shards =
+    options.shards === undefined ? undefined : positiveInt("shards", options.shards, 1, MAX_SHARDS);
   const operationTimeoutMs = positiveInt(
     "operationTimeoutMs",
     options.operationTimeoutMs,

@@ -1,5 +1,5 @@
 import { ErrorCode, ValidationError } from "@sayiir/persistence-core";
-import { atTask, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { atTask, finished, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { Cluster, Redis } from "ioredis";
 import { describe, expect, inject, it } from "vitest";
 import { fnv1a, RedisBackend } from "../src/index.js";
@@ -39,8 +39,11 @@ describe("options (no server needed)", () => {
     const decoded = "p@ss/w0rd:";
     const leaky = async (backend: RedisBackend) => {
       // A driver error that quotes the password both ways (as a URL or a config dump might).
-      (backend.client as unknown as Record<string, unknown>).sayiirLoadSnapshotBuffer = () =>
+      const fail = () =>
         Promise.reject(new Error(`cannot connect to redis://:${encoded}@host (password ${decoded})`));
+      // The first operation reads the layout record, then loads.
+      for (const script of ["sayiirLayout", "sayiirLoadSnapshotBuffer"])
+        (backend.client as unknown as Record<string, unknown>)[script] = fail;
       const error = await rejection(backend.loadSnapshot("x"));
       expect(error).toMatchObject({ code: ErrorCode.Backend });
       const message = String((error as Error).message);
@@ -154,6 +157,34 @@ for (const [name, target] of targets) {
       }
     });
 
+    it("a stray ready-index entry (keys changed behind the scripts' back) is neither found nor claimed, and is dropped", async () => {
+      const keyPrefix = uid("stray");
+      const backend = new RedisBackend({ ...connection(t), keyPrefix, shards: 2 });
+      const admin = adminClient(t);
+      try {
+        const [done, resulted, good] = ["a-done", "b-resulted", "c-good"];
+        await backend.saveSnapshot(finished(done, { kind: "Completed", finalOutput: text("x") }));
+        await backend.saveSnapshot(atTask(resulted, "t1", { updatedAt: 2 }));
+        await backend.saveSnapshot(atTask(good, "t1", { updatedAt: 3 }));
+        // The output of resulted's position task, and done in the ready set, written by hand.
+        await admin.hset(backend.layout.instance(resulted).meta, "r:t1", "out");
+        await admin.zadd(backend.layout.instance(done).ready, 1, done);
+        expect((await backend.findAvailableTasks("w", 10)).map((f) => f.instanceId)).toEqual([good]);
+        await admin.zadd(backend.layout.instance(done).ready, 1, done);
+        await admin.zadd(backend.layout.instance(resulted).ready, 2, resulted);
+        expect((await backend.claimAvailableTasks("w", 10, 60_000)).map((c) => c.instanceId)).toEqual([good]);
+        for (const id of [done, resulted]) {
+          const k = backend.layout.instance(id);
+          expect(await admin.zscore(k.ready, id)).toBeNull();
+          expect(await admin.zscore(k.leased, id)).toBeNull();
+        }
+      } finally {
+        await backend.close();
+        await dropPrefix(admin, keyPrefix);
+        await admin.quit();
+      }
+    });
+
     it("claimed ready tasks wait in the lease set, so discovery never walks past them", async () => {
       const keyPrefix = uid("lease");
       const backend = new RedisBackend({ ...connection(t), keyPrefix, shards: 2 });
@@ -191,6 +222,54 @@ for (const [name, target] of targets) {
       }
     });
 
+    it("the shard count is recorded with the store: a backend without the option takes it, a different one is refused", async () => {
+      const keyPrefix = uid("layout");
+      const admin = adminClient(t);
+      const first = new RedisBackend({ ...connection(t), keyPrefix, shards: 4 });
+      const plain = new RedisBackend({ ...connection(t), keyPrefix });
+      const wrong = new RedisBackend({ ...connection(t), keyPrefix, shards: 8 });
+      try {
+        const ids = Array.from({ length: 20 }, () => uid());
+        for (const id of ids) await first.saveSnapshot(atTask(id, "t1"));
+        expect(await admin.hget(first.layout.record(), "shards")).toBe("4");
+        // Without the option: the default (1 on standalone, 16 on a cluster) until the record is read.
+        expect(plain.layout.shards).toBe(t.kind === "standalone" ? 1 : 16);
+        expect((await plain.listSnapshots()).sort()).toEqual([...ids].sort());
+        expect(plain.layout.shards).toBe(4);
+        expect(await plain.findAvailableTasks("w", 100)).toHaveLength(20);
+        // A different count would strand the data: every operation is refused.
+        for (const attempt of [
+          wrong.listSnapshots(),
+          wrong.loadSnapshot(ids[0]!),
+          wrong.findAvailableTasks("w", 1),
+        ]) {
+          const error = await rejection(attempt);
+          expect(error).toMatchObject({ code: ErrorCode.Validation });
+          expect(String((error as Error).message)).toMatch(/has 4 shards.*says 8/);
+        }
+      } finally {
+        await Promise.all([first.close(), plain.close(), wrong.close()]);
+        await dropPrefix(admin, keyPrefix);
+        admin.disconnect();
+      }
+    });
+
+    it("a new store gets the default shard count of its kind", async () => {
+      const keyPrefix = uid("layout-default");
+      const admin = adminClient(t);
+      const backend = new RedisBackend({ ...connection(t), keyPrefix });
+      try {
+        await backend.saveSnapshot(atTask(uid(), "t1"));
+        expect(await admin.hget(backend.layout.record(), "shards")).toBe(
+          t.kind === "standalone" ? "1" : "16",
+        );
+      } finally {
+        await backend.close();
+        await dropPrefix(admin, keyPrefix);
+        admin.disconnect();
+      }
+    });
+
     it("a forged listing cursor is a ValidationError", async () => {
       const backend = new RedisBackend({ ...connection(t), keyPrefix: uid("cur") });
       try {
@@ -207,6 +286,35 @@ for (const [name, target] of targets) {
 }
 
 const standaloneInfo = inject("redis");
+describe.skipIf(standaloneInfo === null)("a standalone store from before the layout record", () => {
+  it("written with the former default of 16 shards, it is read with 16, not stranded by the new default of 1", async () => {
+    const url = standaloneInfo!.url;
+    const keyPrefix = uid("legacy");
+    const admin = new Redis(url);
+    const old = new RedisBackend({ url, keyPrefix, shards: 16 });
+    try {
+      const ids = Array.from({ length: 40 }, () => uid());
+      for (const id of ids) await old.saveSnapshot(atTask(id, "t1"));
+      expect(new Set(ids.map((id) => old.layout.shardOf(id))).size).toBeGreaterThan(1);
+      // What a store written before the record existed looks like.
+      await admin.del(old.layout.record());
+      const upgraded = new RedisBackend({ url, keyPrefix });
+      try {
+        expect((await upgraded.listSnapshots()).sort()).toEqual([...ids].sort());
+        expect(upgraded.layout.shards).toBe(16);
+        expect(await upgraded.findAvailableTasks("w", 100)).toHaveLength(40);
+        expect(await admin.hget(old.layout.record(), "shards")).toBe("16");
+      } finally {
+        await upgraded.close();
+      }
+    } finally {
+      await old.close();
+      await dropPrefix(admin, keyPrefix);
+      await admin.quit();
+    }
+  });
+});
+
 describe.skipIf(standaloneInfo === null)("round trips (standalone, MONITOR)", () => {
   it("a snapshot with 40 MiB of outputs loads in one command; a task result writes one output", async () => {
     const url = standaloneInfo!.url;

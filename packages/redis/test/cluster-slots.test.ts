@@ -45,13 +45,11 @@ describe.skipIf(info === null)("cluster: one slot per script", () => {
     try {
       for (const id of TRICKY_IDS) {
         const k = backend.layout.instance(id);
-        const keys = [k.meta, k.results, k.claims, k.counters, k.ready, k.ids, k.floor];
-        // What the shard scripts build in Lua: base .. "m:" .. id and so on.
+        const keys = [k.meta, k.ready, k.leased, k.ids, k.floor];
+        // What the shard scripts build in Lua from "{P:" .. shard .. "}:".
         keys.push(
-          `${k.base}m:${id}`,
-          `${k.base}c:${id}`,
-          `${k.base}n:${id}`,
-          `${k.base}r:${id}`,
+          `${backend.layout.tagStart()}${k.shard}}:m:${id}`,
+          `${backend.layout.tagStart()}${k.shard}}:floor`,
           `${k.base}q:0123abcd`,
         );
         const slots = new Set(await Promise.all(keys.map(slot)));

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { BackendError, ErrorCode } from "@sayiir/persistence-core";
-import { atTask, eventually, rejection, uid } from "@sayiir/persistence-core/conformance";
+import { atTask, eventually, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { Cluster, Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { RedisBackend } from "../src/index.js";
@@ -27,8 +27,9 @@ import { adminClient, connection, dropPrefix, type Target } from "./subject.js";
  */
 const markers = (lua: string) => [createHash("sha1").update(lua).digest("hex"), lua];
 const CLAIM_TASK = markers(SCRIPTS.sayiirClaimTask.lua);
-const CLAIM_SHARD = markers(SCRIPTS.sayiirClaimShard.lua);
+const CLAIM_SHARD = markers(SCRIPTS.sayiirClaimNext.lua);
 const DELETE = markers(SCRIPTS.sayiirDeleteSnapshot.lua);
+const COMPLETE = markers(SCRIPTS.sayiirCompleteTasks.lua);
 
 /** Arming shared by the proxies of one test (one per cluster node): the first to see the marker drops. */
 interface Arming {
@@ -209,7 +210,7 @@ describe.skipIf(standalone === null)("a claim whose reply was lost (standalone, 
     const keyPrefix = prefix("lost-batch");
     const client = new Redis(proxyUrl);
     client.on("error", () => {});
-    // One shard: one peek, then one claim-shard script, whose reply is the one dropped.
+    // One shard: one claim-next script (no peek), whose reply is the one dropped.
     const backend = new RedisBackend({ client, keyPrefix, shards: 1, operationTimeoutMs: 5000 });
     const direct = new RedisBackend({ url: directUrl, keyPrefix, shards: 1 });
     try {
@@ -234,6 +235,81 @@ describe.skipIf(standalone === null)("a claim whose reply was lost (standalone, 
       client.disconnect();
     }
   }, 20_000);
+
+  it("a completion whose reply was lost: the backend's own client fails it (BackendError), the results landed", async () => {
+    const keyPrefix = prefix("lost-complete-own");
+    const backend = new RedisBackend({ url: proxyUrl, keyPrefix, operationTimeoutMs: 1000 });
+    const direct = new RedisBackend({ url: directUrl, keyPrefix });
+    try {
+      const [warm, a, b] = [uid(), uid(), uid()];
+      for (const id of [warm, a, b]) await backend.saveSnapshot(atTask(id, "t1"));
+      const warmClaim = await backend.claimTask(warm, "t1", "w", null);
+      await backend.completeTasks([{ claim: warmClaim!, output: text("warm") }]); // loads the script
+      const claims = [
+        (await backend.claimTask(a, "t1", "w", null))!,
+        (await backend.claimTask(b, "t1", "w", null))!,
+      ];
+      dropper.arm(COMPLETE);
+      const before = dropper.dropped;
+      const error = await rejection(
+        backend.completeTasks(claims.map((claim) => ({ claim, output: text("out") }))),
+      );
+      expect(dropper.dropped).toBe(before + 1);
+      expect(error).toBeInstanceOf(BackendError);
+      // It ran: both results are stored and both claims released (another worker claims at once).
+      for (const id of [a, b]) {
+        const loaded = await direct.loadSnapshot(id);
+        expect(loaded.state.kind === "InProgress" && loaded.state.completedTasks.t1).toBeTruthy();
+        expect(await direct.claimTask(id, "t1", "other", 1000)).not.toBeNull();
+      }
+    } finally {
+      await backend.close();
+      await direct.close();
+    }
+  }, 20_000);
+
+  it("a client that re-sends a completion gets null for the results its first run stored, not CLAIM_LOST", async () => {
+    const keyPrefix = prefix("lost-complete-resend");
+    const client = new Redis(proxyUrl);
+    client.on("error", () => {});
+    const backend = new RedisBackend({ client, keyPrefix, operationTimeoutMs: 5000 });
+    const direct = new RedisBackend({ url: directUrl, keyPrefix });
+    try {
+      const [warm, a, b, gone] = [uid(), uid(), uid(), uid()];
+      for (const id of [warm, a, b]) await backend.saveSnapshot(atTask(id, "t1"));
+      const warmClaim = await backend.claimTask(warm, "t1", "w", null);
+      await backend.completeTasks([{ claim: warmClaim!, output: text("warm") }]); // loads the script
+      const claims = [
+        (await backend.claimTask(a, "t1", "w", null))!,
+        (await backend.claimTask(b, "t1", "w", null))!,
+      ];
+      // An item refused in the first run is refused again (nothing of it was written).
+      const onGone = (await backend.claimTask(gone, "t1", "w", null))!;
+      dropper.arm(COMPLETE);
+      const before = dropper.dropped;
+      const outcomes = await backend.completeTasks(
+        [...claims, onGone].map((claim) => ({ claim, output: text(`out-${claim.instanceId}`) })),
+      );
+      expect(dropper.dropped).toBe(before + 1);
+      // Without the request id in the tombstone, the second run found the claims gone: CLAIM_LOST.
+      expect(outcomes.map((o) => (o === null ? null : o.code))).toEqual([null, null, ErrorCode.NotFound]);
+      for (const id of [a, b]) {
+        const loaded = await direct.loadSnapshot(id);
+        expect(
+          loaded.state.kind === "InProgress" &&
+            new TextDecoder().decode(loaded.state.completedTasks.t1?.output),
+        ).toBe(`out-${id}`);
+      }
+      // Completing the same claims again in a new call is still refused.
+      expect((await backend.completeTasks([{ claim: claims[0]!, output: text("again") }]))[0]).toMatchObject({
+        code: ErrorCode.ClaimLost,
+      });
+    } finally {
+      await backend.close();
+      await direct.close();
+      client.disconnect();
+    }
+  }, 20_000);
 });
 
 const targets: Array<[string, Target | null]> = [
@@ -243,12 +319,12 @@ const targets: Array<[string, Target | null]> = [
 
 type ShardClaim = (...args: unknown[]) => Promise<unknown>;
 
-/** Makes the client's claim-shard script fail (after it ran) on the calls `failOn` picks. */
+/** Makes the client's claim-next script fail (after it ran) on the calls `failOn` picks. */
 function failShardClaims(backend: RedisBackend, failOn: (call: number) => boolean): void {
-  const client = backend.client as unknown as { sayiirClaimShardBuffer: ShardClaim };
-  const original = client.sayiirClaimShardBuffer.bind(client);
+  const client = backend.client as unknown as { sayiirClaimNextBuffer: ShardClaim };
+  const original = client.sayiirClaimNextBuffer.bind(client);
   let calls = 0;
-  client.sayiirClaimShardBuffer = async (...args: unknown[]) => {
+  client.sayiirClaimNextBuffer = async (...args: unknown[]) => {
     const call = ++calls;
     const reply = await original(...args);
     if (failOn(call)) throw new Error("injected: connection lost after the script ran");
@@ -260,33 +336,37 @@ for (const [name, target] of targets) {
   describe.skipIf(target === null)(`claimAvailableTasks with a failing shard (${name})`, () => {
     const t = target as Target;
 
-    it("returns the claims that landed instead of rejecting (they would be orphaned)", async () => {
-      const keyPrefix = uid("partial");
-      const backend = new RedisBackend({ ...connection(t), keyPrefix, shards: 4 });
-      const admin: Redis | Cluster = adminClient(t);
-      try {
-        const ids = Array.from({ length: 24 }, (_, i) => `${String(i).padStart(2, "0")}-${uid()}`);
-        for (const [i, id] of ids.entries())
-          await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1000 + i }));
-        const shards = new Set(ids.map((id) => backend.layout.shardOf(id)));
-        expect(shards.size).toBeGreaterThan(1);
-        failShardClaims(backend, (call) => call === 2);
-        const claimed = await backend.claimAvailableTasks("w", 100, null);
-        // Every shard but the failing one answered: those claims come back, in order.
-        expect(claimed.length).toBeGreaterThan(0);
-        expect(claimed.length).toBeLessThan(ids.length);
-        const order = claimed.map((c) => c.instanceId);
-        expect(order).toEqual(ids.filter((id) => order.includes(id)));
-        // Nothing returned is claimable again; what the failed shard claimed is held (unknown outcome).
-        expect(await backend.findAvailableTasks("w", 100)).toEqual([]);
-        for (const c of claimed) await backend.releaseTaskClaim(c.instanceId, c.taskId, "w");
-        expect(await backend.findAvailableTasks("w", 100)).toHaveLength(claimed.length);
-      } finally {
-        await backend.close();
-        await dropPrefix(admin, keyPrefix);
-        admin.disconnect();
-      }
-    });
+    // On a standalone server one script claims for every shard: there is no part-way failure.
+    it.skipIf(name === "standalone")(
+      "returns the claims that landed instead of rejecting (they would be orphaned)",
+      async () => {
+        const keyPrefix = uid("partial");
+        const backend = new RedisBackend({ ...connection(t), keyPrefix, shards: 4 });
+        const admin: Redis | Cluster = adminClient(t);
+        try {
+          const ids = Array.from({ length: 24 }, (_, i) => `${String(i).padStart(2, "0")}-${uid()}`);
+          for (const [i, id] of ids.entries())
+            await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1000 + i }));
+          const shards = new Set(ids.map((id) => backend.layout.shardOf(id)));
+          expect(shards.size).toBeGreaterThan(1);
+          failShardClaims(backend, (call) => call === 2);
+          const claimed = await backend.claimAvailableTasks("w", 100, null);
+          // Every shard but the failing one answered: those claims come back, in order.
+          expect(claimed.length).toBeGreaterThan(0);
+          expect(claimed.length).toBeLessThan(ids.length);
+          const order = claimed.map((c) => c.instanceId);
+          expect(order).toEqual(ids.filter((id) => order.includes(id)));
+          // Nothing returned is claimable again; what the failed shard claimed is held (unknown outcome).
+          expect(await backend.findAvailableTasks("w", 100)).toEqual([]);
+          for (const c of claimed) await backend.releaseTaskClaim(c.instanceId, c.taskId, "w");
+          expect(await backend.findAvailableTasks("w", 100)).toHaveLength(claimed.length);
+        } finally {
+          await backend.close();
+          await dropPrefix(admin, keyPrefix);
+          admin.disconnect();
+        }
+      },
+    );
 
     it("rejects with BackendError only when nothing was claimed", async () => {
       const keyPrefix = uid("partial-none");
@@ -382,7 +462,21 @@ describe.skipIf(clusterInfo === null)("a claim whose reply was lost (cluster, th
       expect(deleted).toBeInstanceOf(BackendError);
       expect(deleted).toMatchObject({ code: ErrorCode.Backend });
       expect(await rejection(direct.loadSnapshot(warm))).toMatchObject({ code: ErrorCode.NotFound });
-      expect(await backend.claimTask(id, "t1", "w", null)).not.toBeNull();
+      const claim = await eventually("the backend to reach the node again", async () => {
+        try {
+          return (await backend.claimTask(id, "t1", "w", null)) ?? undefined;
+        } catch {
+          return undefined;
+        }
+      });
+      // A lost completion reply: BackendError (not sent again, so never CLAIM_LOST), and it landed.
+      await backend.completeTasks([]); // nothing sent
+      arming.markers = COMPLETE;
+      const completed = await rejection(backend.completeTasks([{ claim, output: text("done") }]));
+      expect(arming.dropped).toBe(before + 3);
+      expect(completed).toBeInstanceOf(BackendError);
+      const loaded = await direct.loadSnapshot(id);
+      expect(loaded.state.kind === "InProgress" && loaded.state.completedTasks.t1).toBeTruthy();
     } finally {
       await backend.close();
       await direct.close();

@@ -37,13 +37,17 @@ export async function dropPrefix(admin: Redis | Cluster, prefix: string): Promis
   }
 }
 
-/** The conformance subject factory: every call gets its own key prefix on the shared server. */
-export function subjectFactory(target: Target, admin: () => Redis | Cluster) {
+/**
+ * The conformance subject factory: every call gets its own key prefix on the shared server.
+ * `shards` overrides the default count (1 on standalone, 16 on a cluster).
+ */
+export function subjectFactory(target: Target, admin: () => Redis | Cluster, shards?: number) {
   return async ({ maxPayloadBytes }: SubjectOptions): Promise<ConformanceSubject> => {
     const keyPrefix = `t-${randomUUID()}`;
     const options: RedisBackendOptions = {
       ...connection(target),
       keyPrefix,
+      ...(shards === undefined ? {} : { shards }),
       ...(maxPayloadBytes === undefined ? {} : { maxPayloadBytes }),
     };
     const backend = new RedisBackend(options);

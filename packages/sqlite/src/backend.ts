@@ -5,13 +5,17 @@ import {
   BackendError,
   BaseBackend,
   type ClaimedTask,
+  type CompletionOutcome,
   decodeSnapshotHeader,
+  ErrorCode,
   encodeSnapshotHeader,
   type Fence,
   failures,
   isClaimLive,
+  isPersistenceError,
   type SnapshotPage,
   type TaskClaim,
+  type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { Status, type Tables, tableNames } from "./layout.js";
@@ -180,16 +184,50 @@ export class SqliteBackend extends BaseBackend {
     output: Uint8Array,
     fence: Fence | undefined,
   ): Promise<void> {
-    this.#write((now) => {
-      const existing = this.#get<{ status: string }>("snapshotState", instanceId);
-      if (existing === undefined) throw failures.snapshotNotFound(instanceId);
-      this.#checkFence(instanceId, fence, now);
-      if (existing.status !== Status.InProgress) {
-        throw failures.resultsFinal(instanceId);
-      }
-      this.#run("upsertResult", instanceId, taskId, output);
-      this.#runNamed("recordResult", { id: instanceId, task: taskId, now });
-    });
+    this.#write((now) => this.#saveTaskResult(instanceId, taskId, output, fence, now));
+  }
+
+  /** Inside a write transaction: the checks of saveTaskResult in its order, then the writes. */
+  #saveTaskResult(
+    instanceId: string,
+    taskId: string,
+    output: Uint8Array,
+    fence: Fence | undefined,
+    now: number,
+  ): void {
+    const existing = this.#get<{ status: string }>("snapshotState", instanceId);
+    if (existing === undefined) throw failures.snapshotNotFound(instanceId);
+    this.#checkFence(instanceId, fence, now);
+    if (existing.status !== Status.InProgress) {
+      throw failures.resultsFinal(instanceId);
+    }
+    this.#run("upsertResult", instanceId, taskId, output);
+    this.#runNamed("recordResult", { id: instanceId, task: taskId, now });
+  }
+
+  /**
+   * The whole batch in one BEGIN IMMEDIATE transaction: one lock, one commit (a commit, with its
+   * fsync, is what a write costs here). Each completion's checks run before any of its writes,
+   * so a refused one writes nothing and leaves its claim; the others go on. The fence check has
+   * just found the claim live with this token under the write lock, so deleting the claim row
+   * deletes exactly that claim.
+   */
+  protected override async doCompleteTasks(
+    completions: readonly ValidCompletion[],
+  ): Promise<CompletionOutcome[]> {
+    return this.#write((now) =>
+      completions.map((c): CompletionOutcome => {
+        try {
+          this.#saveTaskResult(c.instanceId, c.taskId, c.output, c, now);
+        } catch (error) {
+          // Refusals are this completion's outcome; anything else (a driver error) rolls back all.
+          if (isPersistenceError(error) && error.code !== ErrorCode.Backend) return error;
+          throw error;
+        }
+        this.#run("deleteClaim", c.instanceId, c.taskId);
+        return null;
+      }),
+    );
   }
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {

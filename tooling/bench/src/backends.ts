@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PersistentBackend, WorkflowSnapshot } from "@sayiir/persistence-core";
+import type { CompleteMode } from "./sayiir-workers.ts";
 import type { DynamoDbInfo, MongoDbInfo, ServerInfo, Servers } from "./servers.ts";
 import { errorMessage, runId } from "./util.ts";
 
@@ -46,10 +47,8 @@ export interface BackendTarget {
   chartLabel?: string;
   /** The same backend with other options or bench-side experiments, run as extra rows of scenario 1. */
   variants?: BackendTarget[];
-  /** Scenario 1 finishes tasks with the bench's one-statement prototype instead of the adapter (prototype.ts). */
-  completeMode?: "pg-one-statement";
-  /** Scenario 1 workers name every pg statement, so it is prepared once per connection (counters.ts). */
-  preparePg?: boolean;
+  /** How scenario 1 finishes a claimed batch (default "batch": one completeTasks call). */
+  completeMode?: CompleteMode;
   /** What it runs on, e.g. "Redis 7.0.15 (local /usr/bin/redis-server)". */
   server: string;
   serverInfo?: ServerInfo;
@@ -216,16 +215,17 @@ async function sqliteVersion(): Promise<string> {
   }
 }
 
-async function redisTarget(info: ServerInfo, shards?: number): Promise<BackendTarget> {
+/** The extra row of Redis and Postgres: the same cycle with one call per task and per step. */
+const PER_TASK_LABEL = "per-task calls (saveTaskResult + releaseTaskClaim)";
+
+async function redisTarget(info: ServerInfo, completeMode?: CompleteMode): Promise<BackendTarget> {
   await load("@sayiir/persistence-redis", () => import("@sayiir/persistence-redis"));
   const { Redis } = await import("ioredis");
   return {
     name: "redis",
-    label: shards === undefined ? "redis" : `redis, shards=${shards}`,
-    chartLabel: shards === undefined ? "redis" : `redis (shards=${shards})`,
-    // The adapter's default is 16 shards (for Redis Cluster); on one standalone server a single shard
-    // saves the per-shard peek round trips of claim-next. Shown as an extra row.
-    ...(shards === undefined ? { variants: [await redisTarget(info, 1)] } : {}),
+    label: completeMode === "per-task" ? `redis, ${PER_TASK_LABEL}` : "redis",
+    chartLabel: completeMode === "per-task" ? "redis (per-task calls)" : "redis",
+    ...(completeMode === undefined ? { variants: [await redisTarget(info, "per-task")] } : { completeMode }),
     server: `${info.server} ${info.version}`,
     serverInfo: info,
     multiProcess: true,
@@ -234,7 +234,6 @@ async function redisTarget(info: ServerInfo, shards?: number): Promise<BackendTa
         backend: "redis",
         url: info.url,
         keyPrefix: `bench-${tag}-${runId()}`,
-        ...(shards === undefined ? {} : { shards }),
       };
       return storeOf(config, async () => {
         const admin = new Redis(info.url, { maxRetriesPerRequest: 3 });
@@ -258,30 +257,17 @@ async function redisTarget(info: ServerInfo, shards?: number): Promise<BackendTa
   };
 }
 
-type PostgresExperiment = "prepared" | "one-statement";
-
-async function postgresTarget(info: ServerInfo, experiment?: PostgresExperiment): Promise<BackendTarget> {
+async function postgresTarget(info: ServerInfo, completeMode?: CompleteMode): Promise<BackendTarget> {
   await load("@sayiir/persistence-postgres", () => import("@sayiir/persistence-postgres"));
   const pg = (await import("pg")).default;
   const { encodeSnapshotHeader } = await import("@sayiir/persistence-core");
   return {
     name: "postgres",
-    label:
-      experiment === "prepared"
-        ? "postgres, statements prepared (bench experiment)"
-        : experiment === "one-statement"
-          ? "postgres, 1 prepared statement per task (bench prototype)"
-          : "postgres",
-    chartLabel:
-      experiment === "prepared"
-        ? "postgres (prepared: experiment)"
-        : experiment === "one-statement"
-          ? "postgres (1 stmt/task: prototype)"
-          : "postgres",
-    ...(experiment === undefined
-      ? { variants: [await postgresTarget(info, "prepared"), await postgresTarget(info, "one-statement")] }
-      : { preparePg: true }),
-    ...(experiment === "one-statement" ? { completeMode: "pg-one-statement" as const } : {}),
+    label: completeMode === "per-task" ? `postgres, ${PER_TASK_LABEL}` : "postgres",
+    chartLabel: completeMode === "per-task" ? "postgres (per-task calls)" : "postgres",
+    ...(completeMode === undefined
+      ? { variants: [await postgresTarget(info, "per-task")] }
+      : { completeMode }),
     server: `${info.server} ${info.version}`,
     serverInfo: info,
     multiProcess: true,

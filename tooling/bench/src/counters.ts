@@ -135,37 +135,3 @@ export function ownCpuMs(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 }
-
-let pgPrepared = false;
-
-/**
- * Bench-side experiment, not the adapter: gives every parameterised query of this process a statement
- * name, so pg prepares it once per connection instead of the server parsing and planning it on every
- * call. Measures what named statements in the adapter would change, with its SQL untouched.
- */
-export function preparePgStatements(): void {
-  if (pgPrepared) return;
-  pgPrepared = true;
-  const names = new Map<string, string>();
-  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown };
-  const original = proto.query;
-  proto.query = function (this: unknown, ...args: unknown[]) {
-    const config = args[0] as { text?: unknown; values?: unknown[]; name?: string } | undefined;
-    if (
-      config !== null &&
-      typeof config === "object" &&
-      typeof config.text === "string" &&
-      config.name === undefined &&
-      Array.isArray(config.values) &&
-      config.values.length > 0
-    ) {
-      let name = names.get(config.text);
-      if (name === undefined) {
-        name = `sayiir_bench_${names.size}`;
-        names.set(config.text, name);
-      }
-      args[0] = { ...config, name };
-    }
-    return original.apply(this, args);
-  };
-}

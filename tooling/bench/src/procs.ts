@@ -8,7 +8,7 @@ import type { SayiirLoopOptions, SayiirLoopResult } from "./sayiir-workers.ts";
 import { nowMs, sleep } from "./util.ts";
 
 export type WorkerJob =
-  | { kind: "sayiir"; store: StoreConfig; loop: SayiirLoopOptions; poolSize: number; preparePg?: boolean }
+  | { kind: "sayiir"; store: StoreConfig; loop: SayiirLoopOptions; poolSize: number }
   | { kind: "peer"; config: PeerConfig; settings: PeerSettings };
 
 /**

@@ -11,10 +11,8 @@ import {
   countRedisCommands,
   groupCpuMs,
   pgStatementCount,
-  preparePgStatements,
   redisCommandCount,
 } from "./counters.ts";
-import { onePostgresStatementComplete } from "./prototype.ts";
 import { outputFor } from "./sayiir-workers.ts";
 import { type ServerKindUsed, startServers } from "./servers.ts";
 import { fmtMs, forEachConcurrent } from "./util.ts";
@@ -49,15 +47,9 @@ try {
       continue;
     }
     for (const target of [a.target, ...(a.target.variants ?? [])]) {
-      // Once patched, the process stays so: the experiments come after the plain adapter.
-      if (target.preparePg) preparePgStatements();
       const store = await target.createStore("prof");
       const backend: PersistentBackend = await store.open(workers + 2);
       const pgid = target.serverInfo?.control?.pgid;
-      const proto =
-        target.completeMode === "pg-one-statement" && store.config.backend === "postgres"
-          ? onePostgresStatementComplete(store.config.url, store.config.schema, workers + 2)
-          : undefined;
       try {
         await preload(backend, tasks, (i) => readySnapshot(readyId("p", i), i), 64);
         const rows: string[] = [];
@@ -86,33 +78,29 @@ try {
               claimed.push(...(await backend.claimAvailableTasks(`w${k % workers}`, batch, 300_000)));
             }),
           );
-          if (proto) {
-            await measure(`${mode}: one-statement complete (prototype)`, claimed.length, () =>
-              forEachConcurrent(claimed.length, concurrency, async (i) => {
-                const t = claimed[i]!;
-                await proto.complete(
-                  t.instanceId,
-                  t.taskId,
-                  t.claim.workerId,
-                  t.claim.token,
-                  outputFor("w", 1),
-                );
-              }),
-            );
-          } else {
-            await measure(`${mode}: saveTaskResult (fenced)`, claimed.length, () =>
-              forEachConcurrent(claimed.length, concurrency, async (i) => {
-                const t = claimed[i]!;
-                await backend.saveTaskResult(t.instanceId, t.taskId, outputFor("w", 1), { claim: t.claim });
-              }),
-            );
-            await measure(`${mode}: releaseTaskClaim`, claimed.length, () =>
-              forEachConcurrent(claimed.length, concurrency, async (i) => {
-                const t = claimed[i]!;
-                await backend.releaseTaskClaim(t.instanceId, t.taskId, t.claim.workerId);
-              }),
-            );
-          }
+          // The first half of the claimed tasks per task (fenced saveTaskResult + release), the second
+          // half in completeTasks calls of one claimed batch each.
+          const perTask = claimed.slice(0, Math.floor(claimed.length / 2));
+          const batched = claimed.slice(perTask.length);
+          await measure(`${mode}: saveTaskResult (fenced)`, perTask.length, () =>
+            forEachConcurrent(perTask.length, concurrency, async (i) => {
+              const t = perTask[i]!;
+              await backend.saveTaskResult(t.instanceId, t.taskId, outputFor("w", 1), { claim: t.claim });
+            }),
+          );
+          await measure(`${mode}: releaseTaskClaim`, perTask.length, () =>
+            forEachConcurrent(perTask.length, concurrency, async (i) => {
+              const t = perTask[i]!;
+              await backend.releaseTaskClaim(t.instanceId, t.taskId, t.claim.workerId);
+            }),
+          );
+          const calls = Math.ceil(batched.length / batch);
+          await measure(`${mode}: completeTasks(${batch}) per task`, batched.length, () =>
+            forEachConcurrent(calls, concurrency, async (k) => {
+              const slice = batched.slice(k * batch, (k + 1) * batch);
+              await backend.completeTasks(slice.map(({ claim }) => ({ claim, output: outputFor("w", 1) })));
+            }),
+          );
         }
         console.log(
           `\n| backend | call | calls | ms per call | server CPU ms per call | requests per call |`,
@@ -120,7 +108,6 @@ try {
         console.log(`| --- | --- | --- | --- | --- | --- |`);
         for (const r of rows) console.log(r);
       } finally {
-        await proto?.close();
         await backend.close();
         await store.drop();
       }

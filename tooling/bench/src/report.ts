@@ -105,7 +105,9 @@ export function printReport(r: BenchReport, write: (s: string) => void): void {
   for (const [name, why] of Object.entries(r.skipped)) write(`Skipped ${name}: ${why}\n`);
 
   if (r.throughput.length > 0) {
-    write(`\n### 1. Task throughput (claim -> fenced saveTaskResult -> release)\n\n`);
+    write(
+      `\n### 1. Task throughput (claimAvailableTasks -> fenced result + release of the batch in one completeTasks call; the "per-task calls" rows: saveTaskResult + releaseTaskClaim per task)\n\n`,
+    );
     write(
       table(
         [
@@ -115,7 +117,7 @@ export function printReport(r: BenchReport, write: (s: string) => void): void {
           "batch",
           "tasks/s",
           "exactly once",
-          "mean claim / save / release ms",
+          "mean ms per call: claim / complete or save / release",
           "tasks per claim",
           "requests per task",
           "Redis cmds per task",

@@ -1,8 +1,8 @@
-// The worker loop of scenario 1: claimAvailableTasks in batches, then for each task a fenced
-// saveTaskResult and a releaseTaskClaim. Runs in worker processes (worker.ts) or, for the in-memory
-// backend, in the main process.
+// The worker loop of scenario 1: claimAvailableTasks in batches, then the claimed batch finished with
+// one completeTasks call (fenced result + release per task), or, in the "per-task" variant, a fenced
+// saveTaskResult and a releaseTaskClaim per task. Runs in worker processes (worker.ts) or, for the
+// in-memory backend, in the main process.
 import type { PersistentBackend } from "@sayiir/persistence-core";
-import type { CompleteFn } from "./prototype.ts";
 import { errorMessage, nowMs, sleep } from "./util.ts";
 
 export interface SayiirLoopOptions {
@@ -13,9 +13,14 @@ export interface SayiirLoopOptions {
   ttlMs: number;
   /** Worker ids are `${workerPrefix}-${k}`. */
   workerPrefix: string;
-  /** "pg-one-statement": finish each task with the bench's one-statement prototype (prototype.ts). */
-  complete?: "adapter" | "pg-one-statement";
+  /**
+   * How a claimed batch is finished: "batch" (default) one completeTasks call; "per-task" a fenced
+   * saveTaskResult then a releaseTaskClaim per task.
+   */
+  complete?: CompleteMode;
 }
+
+export type CompleteMode = "batch" | "per-task";
 
 export interface OpStats {
   count: number;
@@ -23,7 +28,7 @@ export interface OpStats {
 }
 
 export interface SayiirLoopResult {
-  /** One entry per successful fenced saveTaskResult: [instanceId, taskId, workerId, token]. */
+  /** One entry per task whose fenced result landed: [instanceId, taskId, workerId, token]. */
   completed: Array<[string, string, string, number]>;
   claimCalls: number;
   emptyClaims: number;
@@ -47,7 +52,6 @@ function errorKey(op: string, error: unknown): string {
 export async function runSayiirLoop(
   backend: PersistentBackend,
   options: SayiirLoopOptions,
-  completeFn?: CompleteFn,
 ): Promise<SayiirLoopResult> {
   const result: SayiirLoopResult = {
     completed: [],
@@ -98,25 +102,28 @@ export async function runSayiirLoop(
       }
       empties = 0;
       result.claimed += tasks.length;
+      if ((options.complete ?? "batch") === "batch") {
+        const t1 = performance.now();
+        try {
+          const outcomes = await backend.completeTasks(
+            tasks.map(({ claim }) => ({ claim, output: outputFor(workerId, claim.token) })),
+          );
+          track(result.ops.save, t1);
+          outcomes.forEach((outcome, i) => {
+            const task = tasks[i];
+            if (task === undefined) return;
+            if (outcome === null)
+              result.completed.push([task.instanceId, task.taskId, workerId, task.claim.token]);
+            else fail(errorKey("complete", outcome));
+          });
+        } catch (error) {
+          fail(errorKey("complete", error));
+        }
+        continue;
+      }
       for (const task of tasks) {
         const { claim } = task;
         const t1 = performance.now();
-        if (completeFn) {
-          try {
-            await completeFn(
-              task.instanceId,
-              task.taskId,
-              workerId,
-              claim.token,
-              outputFor(workerId, claim.token),
-            );
-            track(result.ops.save, t1);
-            result.completed.push([task.instanceId, task.taskId, workerId, claim.token]);
-          } catch (error) {
-            fail(errorKey("complete", error));
-          }
-          continue;
-        }
         try {
           await backend.saveTaskResult(task.instanceId, task.taskId, outputFor(workerId, claim.token), {
             claim,

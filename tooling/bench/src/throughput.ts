@@ -98,7 +98,6 @@ export async function runThroughput(target: BackendTarget, o: ThroughputOptions)
           ...(target.completeMode ? { complete: target.completeMode } : {}),
         },
         poolSize: w + 2,
-        ...(target.preparePg ? { preparePg: true } : {}),
       }));
       const run = await runProcesses(jobs, o.timeoutMs, undefined, countFrom);
       results = run.outcomes.flatMap((x) => (x.kind === "sayiir" ? [x.result] : []));

@@ -10,12 +10,10 @@ import {
   dynamoRequestCount,
   ownCpuMs,
   pgStatementCount,
-  preparePgStatements,
   redisCommandCount,
 } from "./counters.ts";
 import { preparePeerWorker } from "./peers.ts";
 import type { ChildMessage, ParentMessage, WorkerJob } from "./procs.ts";
-import { onePostgresStatementComplete } from "./prototype.ts";
 import { runSayiirLoop } from "./sayiir-workers.ts";
 import { errorMessage } from "./util.ts";
 
@@ -44,7 +42,6 @@ async function main(job: WorkerJob): Promise<void> {
     count = redisCommandCount;
   }
   if (job.kind === "sayiir") {
-    if (job.preparePg) preparePgStatements();
     const backend = await openStore(job.store, job.poolSize);
     if (job.store.backend === "dynamodb" && countDynamoRequests((backend as { client?: unknown }).client)) {
       count = dynamoRequestCount;
@@ -55,18 +52,12 @@ async function main(job: WorkerJob): Promise<void> {
         backend.loadSnapshot(`warm-up-${process.pid}-${k}`).catch(() => undefined),
       ),
     );
-    const proto =
-      job.loop.complete === "pg-one-statement" && job.store.backend === "postgres"
-        ? onePostgresStatementComplete(job.store.url, job.store.schema, job.poolSize)
-        : undefined;
-    await proto?.warmUp(job.loop.workers);
     await waitFor("go");
     const base = count?.() ?? 0;
     const cpu0 = ownCpuMs();
-    const result = await runSayiirLoop(backend, job.loop, proto?.complete);
+    const result = await runSayiirLoop(backend, job.loop);
     const cpuMs = ownCpuMs() - cpu0;
     const roundTrips = count ? count() - base : undefined;
-    await proto?.close();
     await backend.close();
     await send({
       type: "done",

@@ -47,6 +47,7 @@ export type Op =
   | { op: "extend"; inst: Inst; task: Task; worker: Worker }
   | { op: "find"; worker: Worker; limit: number }
   | { op: "claimNext"; worker: Worker; limit: number; ttl: boolean }
+  | { op: "complete"; items: Array<{ inst: Inst; task: Task; out: number; fence: FenceRef; worker: Worker }> }
   | { op: "race"; inst: Inst; task: Task; ttl: boolean };
 
 const inst = fc.constantFrom<Inst>(0, 1, 2);
@@ -119,6 +120,23 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ op: fc.constant("race" as const), inst, task, ttl: fc.boolean() }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant("complete" as const),
+      // Duplicates (same instance and task) are kept on purpose: both sides must refuse them.
+      items: fc.array(
+        fc.record({
+          inst,
+          task,
+          out: fc.nat(255),
+          fence: fc.constantFrom<FenceRef>("latest", "latest", "first", "bogus"),
+          worker,
+        }),
+        { minLength: 1, maxLength: 3 },
+      ),
+    }),
+  },
 );
 
 export const sequenceArb = fc.array(opArb, { minLength: 1, maxLength: 40, size: "medium" });
@@ -166,6 +184,21 @@ export class Lane {
       this.claims.set(key, list);
     }
     return label;
+  }
+
+  /** The claim a completion carries: an earlier claim of this run, or a made-up token for `worker`. */
+  completionClaim(inst: Inst, taskId: string, ref: FenceRef, worker: string): TaskClaim {
+    const list = this.claims.get(`${this.ids(inst)}\0${taskId}`) ?? [];
+    const earlier = ref === "first" ? list[0] : ref === "latest" ? list[list.length - 1] : undefined;
+    if (earlier !== undefined) return earlier;
+    return {
+      instanceId: this.ids(inst),
+      taskId,
+      workerId: worker,
+      claimedAt: 0,
+      expiresAt: null,
+      token: BOGUS_TOKEN,
+    };
   }
 
   fence(inst: Inst, taskId: string, ref: FenceRef): { taskId: string; token: number } | undefined {
@@ -315,6 +348,15 @@ export async function apply(lane: Lane, op: Op): Promise<unknown> {
           hash: t.workflowDefinitionHash,
           claim: normClaim(lane, t.claim),
         }));
+      }
+      case "complete": {
+        const outcomes = await b.completeTasks(
+          op.items.map((item) => ({
+            claim: lane.completionClaim(item.inst, taskId(item.task), item.fence, WORKERS[item.worker]),
+            output: outBytes(item.out, 4),
+          })),
+        );
+        return outcomes.map((o) => (o === null ? "ok" : normError(o)));
       }
       case "race":
         throw new Error("race is applied by runRace");

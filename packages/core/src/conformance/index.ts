@@ -1,6 +1,7 @@
 import { describe } from "vitest";
 import { claimNextGroup } from "./groups/claim-next.js";
 import { claimsGroup } from "./groups/claims.js";
+import { completionGroup } from "./groups/completion.js";
 import { concurrencyGroup } from "./groups/concurrency.js";
 import { discoveryGroup } from "./groups/discovery.js";
 import { durabilityGroup } from "./groups/durability.js";
@@ -35,6 +36,7 @@ export { GROUP_NAMES } from "./types.js";
 export {
   claimNextGroup,
   claimsGroup,
+  completionGroup,
   concurrencyGroup,
   discoveryGroup,
   durabilityGroup,
@@ -55,6 +57,7 @@ export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) 
   expiry: expiryGroup,
   fencing: fencingGroup,
   "claim-next": claimNextGroup,
+  completion: completionGroup,
   discovery: discoveryGroup,
   validation: validationGroup,
   errors: errorsGroup,

@@ -53,6 +53,7 @@ export const GROUP_NAMES = [
   "expiry",
   "fencing",
   "claim-next",
+  "completion",
   "discovery",
   "validation",
   "errors",

@@ -1,0 +1,192 @@
+/*
+ * The pieces of completeTasks that do no I/O: how the completions of one instance are cut into
+ * transactions (DynamoDB's 100-item and 4 MB limits), and the TransactWriteItems of one cut.
+ * Each transaction carries the head's update once plus, per completion, the put of its result
+ * item and the tombstoning of its claim item: every completion in it is one atomic step with its
+ * release, and so are the completions it carries together.
+ */
+import type { AttributeValue, TransactWriteItem } from "@aws-sdk/client-dynamodb";
+import { chunkSetOf, refAttributes, type ValueRef } from "./chunks.js";
+import { expressions, type Item, N, S } from "./dynamo.js";
+import { ATTR, HEAD_SK, type Layout } from "./layout.js";
+import { TTL_ATTRIBUTE } from "./table.js";
+
+/** Items one TransactWriteItems may hold. */
+export const MAX_TRANSACTION_ITEMS = 100;
+/** Completions per transaction: the head, then a result put and a claim update each. */
+export const MAX_COMPLETIONS_PER_TRANSACTION = Math.floor((MAX_TRANSACTION_ITEMS - 1) / 2);
+/**
+ * Inline bytes per transaction, under the 4 MB a transaction may carry with room for keys,
+ * expressions and the head (a completion's own overhead is counted in COMPLETION_OVERHEAD).
+ */
+export const MAX_TRANSACTION_BYTES = 3_500_000;
+/** What a completion adds to a transaction besides its inline output (keys, ids, expressions). */
+export const COMPLETION_OVERHEAD = 8_000;
+
+/** What the result item of a task held when last read: the put is conditioned on it. */
+export type Prior = { kind: "none" } | { kind: "inline" } | { kind: "chunks"; chunkSetId: string };
+
+export function priorOf(ref: ValueRef | undefined): Prior {
+  if (ref === undefined) return { kind: "none" };
+  const set = chunkSetOf(ref);
+  return set === undefined ? { kind: "inline" } : { kind: "chunks", chunkSetId: set.chunkSetId };
+}
+
+/** One completion going into a transaction. */
+export interface Entry {
+  taskId: string;
+  token: number;
+  /** Random per completion: left on the claim's tombstone, so a commit we did not see is recognised. */
+  nonce: string;
+  ref: ValueRef;
+  prior: Prior;
+}
+
+/** The head as the transaction's conditions expect it. */
+export interface HeadState {
+  pk: string;
+  instanceId: string;
+  generation: string;
+  updatedAt: number;
+  ready: boolean;
+  positionTaskId: string | undefined;
+}
+
+/** Cuts entries into consecutive groups under both transaction limits (never an empty group). */
+export function cut<T>(entries: readonly T[], bytes: (entry: T) => number): T[][] {
+  const groups: T[][] = [];
+  let group: T[] = [];
+  let size = 0;
+  for (const entry of entries) {
+    const weight = bytes(entry) + COMPLETION_OVERHEAD;
+    if (
+      group.length > 0 &&
+      (group.length >= MAX_COMPLETIONS_PER_TRANSACTION || size + weight > MAX_TRANSACTION_BYTES)
+    ) {
+      groups.push(group);
+      group = [];
+      size = 0;
+    }
+    group.push(entry);
+    size += weight;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
+}
+
+/** Bytes a value puts into the transaction itself (chunks are written before it, outside it). */
+export const inlineBytes = (ref: ValueRef): number => ("inline" in ref ? ref.inline.byteLength : 0);
+
+/**
+ * The transaction of one group: the head updated as saveTaskResult updates it (`last` = the last
+ * entry's task; out of the ready index when the position's task completes, else re-keyed with the
+ * new updatedAt), each result put (conditioned on the result item read), and each claim turned
+ * into a tombstone, conditioned as a fence is (that token, held, not expired on our clock).
+ * Returns the head state the transaction leaves, for the next group of the same instance.
+ */
+export function completionTransaction(args: {
+  tableName: string;
+  layout: Layout;
+  head: HeadState;
+  entries: readonly Entry[];
+  now: number;
+  tombstoneTtl: number;
+}): { items: TransactWriteItem[]; after: HeadState } {
+  const { tableName, layout, head, entries, now } = args;
+  const last = entries[entries.length - 1];
+  if (last === undefined) throw new Error("a completion transaction needs at least one entry");
+  const updatedAt = Math.max(head.updatedAt, now);
+  const values: Record<string, AttributeValue> = {
+    ":gen": S(head.generation),
+    ":P": S("P"),
+    ":upd": N(updatedAt),
+    ":last": S(last.taskId),
+  };
+  const positionDone =
+    head.positionTaskId !== undefined && entries.some((e) => e.taskId === head.positionTaskId);
+  let update = "SET #last = :last, #upd = :upd";
+  if (head.ready && positionDone) update += ` REMOVE #${ATTR.readyPk}, #${ATTR.readySk}`;
+  else if (head.ready) {
+    // (Back) into the ready partition: a lease key would not carry the new updatedAt.
+    update += `, #${ATTR.readyPk} = :gpk, #${ATTR.readySk} = :gsk`;
+    values[":gpk"] = S(layout.readyPk(layout.shardOf(head.instanceId)));
+    values[":gsk"] = S(layout.readySk(updatedAt, head.instanceId));
+  }
+  const condition =
+    "attribute_exists(#PK) AND #gen = :gen AND #st = :P AND #upd <= :upd AND " +
+    (head.ready ? `attribute_exists(#${ATTR.readyPk})` : `attribute_not_exists(#${ATTR.readyPk})`);
+  const items: TransactWriteItem[] = [
+    {
+      Update: {
+        TableName: tableName,
+        Key: { [ATTR.pk]: S(head.pk), [ATTR.sk]: S(HEAD_SK) },
+        ...expressions({ UpdateExpression: update, ConditionExpression: condition }, values),
+      },
+    },
+  ];
+  for (const entry of entries) {
+    const result: Item = {
+      [ATTR.pk]: S(head.pk),
+      [ATTR.sk]: S(layout.resultSk(head.generation, entry.taskId)),
+      tid: S(entry.taskId),
+      gen: S(head.generation),
+      at: N(now),
+      ...refAttributes(entry.ref),
+    };
+    const prior = entry.prior;
+    items.push({
+      Put: {
+        TableName: tableName,
+        Item: result,
+        ...(prior.kind === "none"
+          ? expressions({ ConditionExpression: "attribute_not_exists(#PK)" })
+          : prior.kind === "inline"
+            ? expressions({ ConditionExpression: "attribute_exists(#PK) AND attribute_not_exists(#c)" })
+            : expressions({ ConditionExpression: "#c = :c" }, { ":c": S(prior.chunkSetId) })),
+      },
+    });
+    items.push({
+      Update: {
+        TableName: tableName,
+        Key: { [ATTR.pk]: S(head.pk), [ATTR.sk]: S(layout.claimSk(entry.taskId)) },
+        ...expressions(
+          {
+            UpdateExpression: `REMOVE #w, #ca, #exp, #nc SET #${TTL_ATTRIBUTE} = :ttl, #cn = :cn`,
+            ConditionExpression:
+              "#tok = :tok AND attribute_exists(#w) AND (attribute_not_exists(#exp) OR #exp > :now)",
+          },
+          { ":tok": N(entry.token), ":now": N(now), ":ttl": N(args.tombstoneTtl), ":cn": S(entry.nonce) },
+        ),
+      },
+    });
+  }
+  return {
+    items,
+    after: { ...head, updatedAt, ready: head.ready && !positionDone },
+  };
+}
+
+/**
+ * Runs `work` on every item, at most `limit` at a time, and waits for all of them; then throws
+ * the first failure, if any (the others were not abandoned half-way).
+ */
+export async function settleAll<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let failure: { reason: unknown } | undefined;
+  const lane = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await work(item);
+      } catch (error) {
+        failure ??= { reason: error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  if (failure !== undefined) throw failure.reason;
+}

@@ -1,0 +1,288 @@
+// A commit whose outcome is unknown: the compare-and-set (or insert) of the instance document
+// reached the server and landed, but its reply was lost (a network error, a timeout, a closed
+// connection). The outputs it refers to were written before it, as new blobs; they must be kept,
+// or the committed snapshot would refer to outputs that are gone. Only a commit known not to
+// have landed (it matched nothing, or the server refused the write itself) gives its blobs back
+// to be collected.
+//
+// Deterministic: the driver's Collection.prototype.updateOne / insertOne are wrapped so that the
+// next commit on the snapshots collection performs the real write and then throws a network
+// error (or throws the server's own refusal of a write it did not apply).
+import { ErrorCode, type PersistentBackend, type TaskClaim } from "@sayiir/persistence-core";
+import { atTask, comparable, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { Collection, type Document, MongoClient, MongoNetworkError, MongoServerError } from "mongodb";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { MongoBackend } from "../src/index.js";
+import { createSubject, DATABASE, server } from "./subject.js";
+
+type UpdateOne = Collection<Document>["updateOne"];
+type InsertOne = Collection<Document>["insertOne"];
+const originalUpdateOne: UpdateOne = Collection.prototype.updateOne;
+const originalInsertOne: InsertOne = Collection.prototype.insertOne;
+
+/** What the next commit on the collection does instead of simply running. */
+type Fate =
+  /** The write lands; the reply is lost. */
+  | "lands, reply lost"
+  /** The write never reaches the server. */
+  | "lost before the server"
+  /** The server refuses the write (a real refusal, with its own error code). */
+  | "refused by the server";
+
+/**
+ * Arms the next commit on `collection` (an updateOne with `v` in its filter, or an insertOne) to
+ * meet `fate`. Returns what happened, to check the wrapper fired.
+ */
+function nextCommit(collection: string, fate: Fate): { fired: () => boolean } {
+  let armed = true;
+  let fired = false;
+  const lost = () => new MongoNetworkError("connection closed (injected: the reply was lost)");
+  Collection.prototype.updateOne = async function (
+    this: Collection<Document>,
+    ...args: Parameters<UpdateOne>
+  ) {
+    const [filter, update] = args;
+    if (!armed || this.collectionName !== collection || !("v" in filter)) {
+      return originalUpdateOne.apply(this, args);
+    }
+    armed = false;
+    fired = true;
+    if (fate === "lost before the server") throw lost();
+    if (fate === "refused by the server") {
+      // An update the server must refuse (it would change _id): nothing is applied.
+      return originalUpdateOne.call(this, filter, {
+        $set: { ...(update as Document).$set, _id: uid("moved") },
+      });
+    }
+    const result = await originalUpdateOne.apply(this, args);
+    expect(result.matchedCount).toBe(1);
+    throw lost();
+  } as UpdateOne;
+  Collection.prototype.insertOne = async function (
+    this: Collection<Document>,
+    ...args: Parameters<InsertOne>
+  ) {
+    if (!armed || this.collectionName !== collection) return originalInsertOne.apply(this, args);
+    armed = false;
+    fired = true;
+    if (fate === "lost before the server") throw lost();
+    if (fate === "refused by the server") throw new Error("no server refusal is injected on insert");
+    await originalInsertOne.apply(this, args);
+    throw lost();
+  } as InsertOne;
+  return { fired: () => fired };
+}
+
+const restore = (): void => {
+  Collection.prototype.updateOne = originalUpdateOne;
+  Collection.prototype.insertOne = originalInsertOne;
+};
+
+describe.skipIf(server === null)("a commit whose reply is lost keeps the outputs it refers to", () => {
+  let client: MongoClient;
+  beforeAll(async () => {
+    client = new MongoClient(server?.url ?? "");
+    await client.connect();
+  });
+  afterAll(async () => {
+    await client?.close();
+  });
+  afterEach(restore);
+
+  /**
+   * Runs `write` (given what `setup` returned) against a fresh subject with the next commit
+   * meeting `fate`; `check` then sees the error and the backend (the wrapper removed).
+   */
+  async function scenario<S>(
+    fate: Fate,
+    setup: (backend: PersistentBackend, id: string) => Promise<S>,
+    write: (backend: PersistentBackend, id: string, setUp: S) => Promise<unknown>,
+    check: (backend: PersistentBackend, id: string, error: unknown, outputs: Collection) => Promise<void>,
+  ): Promise<void> {
+    const subject = await createSubject();
+    const backend = subject.backend as MongoBackend;
+    try {
+      const id = uid();
+      const setUp = await setup(backend, id);
+      const window = nextCommit(`${subject.prefix}snapshots`, fate);
+      const error = await rejection(write(backend, id, setUp));
+      restore();
+      expect(window.fired()).toBe(true);
+      expect(error).toMatchObject({ code: ErrorCode.Backend });
+      await check(backend, id, error, client.db(DATABASE).collection(`${subject.prefix}outputs`));
+    } finally {
+      restore();
+      await backend.close();
+      await subject.cleanup?.();
+    }
+  }
+
+  const claimed = async (backend: PersistentBackend, id: string, taskId: string): Promise<TaskClaim> => {
+    const claim = await backend.claimTask(id, taskId, `worker-${taskId}`, 60_000);
+    if (claim === null) throw new Error(`claim of ${taskId} failed`);
+    return claim;
+  };
+
+  /** The outputs of the stored snapshot, by task id, as text. */
+  const outputsOf = async (backend: PersistentBackend, id: string): Promise<Record<string, string>> => {
+    const loaded = await backend.loadSnapshot(id);
+    if (loaded.state.kind !== "InProgress") throw new Error("not InProgress");
+    return Object.fromEntries(
+      Object.values(loaded.state.completedTasks).map((r) => [r.taskId, new TextDecoder().decode(r.output)]),
+    );
+  };
+
+  it("saveTaskResult: the result landed with its reply lost; loadSnapshot returns it", async () => {
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(atTask(id, "t2", { completed: { t1: text("one") } }));
+      },
+      (b, id) => b.saveTaskResult(id, "t2", text("two")),
+      async (b, id) => {
+        expect(await outputsOf(b, id)).toEqual({ t1: "one", t2: "two" });
+      },
+    );
+  });
+
+  it("saveTaskResult fenced: the result landed with its reply lost; loadSnapshot returns it", async () => {
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(atTask(id, "t1"));
+        return claimed(b, id, "t1");
+      },
+      (b, id, claim) => b.saveTaskResult(id, "t1", text("fenced"), { claim }),
+      async (b, id) => {
+        expect(await outputsOf(b, id)).toEqual({ t1: "fenced" });
+      },
+    );
+  });
+
+  it("saveSnapshot over a stored snapshot: it landed with its reply lost; loadSnapshot returns every output", async () => {
+    const next = (id: string) =>
+      atTask(id, "t4", { completed: { t1: text("1"), t2: text("2"), t3: text("3") } });
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(atTask(id, "t2", { completed: { t1: text("old") } }));
+      },
+      (b, id) => b.saveSnapshot(next(id)),
+      async (b, id) => {
+        expect(comparable(await b.loadSnapshot(id))).toEqual(comparable(next(id)));
+      },
+    );
+  });
+
+  it("saveSnapshot of a new instance (insert): it landed with its reply lost; loadSnapshot returns every output", async () => {
+    const first = (id: string) => atTask(id, "t3", { completed: { t1: text("1"), t2: text("2") } });
+    await scenario(
+      "lands, reply lost",
+      async () => undefined,
+      (b, id) => b.saveSnapshot(first(id)),
+      async (b, id) => {
+        expect(comparable(await b.loadSnapshot(id))).toEqual(comparable(first(id)));
+      },
+    );
+  });
+
+  it("saveSnapshot with a large header (stored as a blob): it landed with its reply lost; loadSnapshot returns it", async () => {
+    // An initial input over the inline limit (4 MiB) puts the header in a blob of its own.
+    const big = new Uint8Array(5 * 1024 * 1024).fill(7);
+    const snapshot = (id: string) => atTask(id, "t2", { completed: { t1: text("1") }, initialInput: big });
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(atTask(id, "t1"));
+      },
+      (b, id) => b.saveSnapshot(snapshot(id)),
+      async (b, id) => {
+        expect(comparable(await b.loadSnapshot(id))).toEqual(comparable(snapshot(id)));
+      },
+    );
+  });
+
+  it("completeTasks: the commit landed with its reply lost; loadSnapshot returns every output", async () => {
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(atTask(id, "a"));
+        return [await claimed(b, id, "a"), await claimed(b, id, "b")];
+      },
+      (b, _id, claims) =>
+        b.completeTasks(claims.map((claim) => ({ claim, output: text(`out-${claim.taskId}`) }))),
+      async (b, id) => {
+        expect(await outputsOf(b, id)).toEqual({ a: "out-a", b: "out-b" });
+      },
+    );
+  });
+
+  it("a commit lost before reaching the server leaves unreferenced blobs, which the README's sweep removes", async () => {
+    await scenario(
+      "lost before the server",
+      async (b, id) => {
+        await b.saveSnapshot(atTask(id, "t2", { completed: { t1: text("one") } }));
+      },
+      (b, id) => b.saveTaskResult(id, "t2", text("two")),
+      async (b, id, _error, outputs) => {
+        // Nothing landed: the stored state is whole. The new output is unreferenced garbage.
+        expect(await outputsOf(b, id)).toEqual({ t1: "one" });
+        expect(await outputs.countDocuments({ s: id })).toBe(2);
+        // The sweep of the README (Limits), while nothing writes the instance.
+        const doc = await client
+          .db(DATABASE)
+          .collection<{ _id: string; r?: Array<{ g: string }>; hg?: string }>(
+            outputs.collectionName.replace(/outputs$/, "snapshots"),
+          )
+          .findOne({ _id: id });
+        const referenced = [...(doc?.r ?? []).map((e) => e.g), ...(doc?.hg === undefined ? [] : [doc.hg])];
+        await outputs.deleteMany({ s: id, g: { $nin: referenced } });
+        expect(await outputs.countDocuments({ s: id })).toBe(1);
+        expect(await outputsOf(b, id)).toEqual({ t1: "one" });
+      },
+    );
+  });
+
+  describe("a commit the server refused (nothing applied) gives its blobs back to be collected", () => {
+    const refused = async (b: PersistentBackend, id: string, error: unknown, outputs: Collection) => {
+      expect((error as Error).cause).toBeInstanceOf(MongoServerError);
+      expect(((error as Error).cause as MongoServerError).code).toBe(66); // ImmutableField
+      // The stored state is the one before the call, and only its outputs are stored.
+      expect(await outputsOf(b, id)).toEqual({ t1: "one" });
+      expect(await outputs.countDocuments({ s: id })).toBe(1);
+    };
+    const setup = async (b: PersistentBackend, id: string) => {
+      await b.saveSnapshot(atTask(id, "t2", { completed: { t1: text("one") } }));
+    };
+
+    it("saveTaskResult", async () => {
+      await scenario(
+        "refused by the server",
+        setup,
+        (b, id) => b.saveTaskResult(id, "t2", text("two")),
+        refused,
+      );
+    });
+
+    it("saveSnapshot", async () => {
+      await scenario(
+        "refused by the server",
+        setup,
+        (b, id) => b.saveSnapshot(atTask(id, "t3", { completed: { t1: text("new"), t2: text("two") } })),
+        refused,
+      );
+    });
+
+    it("completeTasks", async () => {
+      await scenario(
+        "refused by the server",
+        async (b, id) => {
+          await setup(b, id);
+          return claimed(b, id, "t2");
+        },
+        (b, _id, claim) => b.completeTasks([{ claim, output: text("two") }]),
+        refused,
+      );
+    });
+  });
+});
