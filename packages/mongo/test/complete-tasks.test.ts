@@ -4,9 +4,9 @@
 import { ErrorCode, type TaskClaim } from "@sayiir/persistence-core";
 import { atTask, comparable, eventually, text, uid } from "@sayiir/persistence-core/conformance";
 import { Collection, type Document, MongoClient } from "mongodb";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { MongoBackend } from "../src/index.js";
-import { createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
+import { connectForSuite, createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
 
 type UpdateOne = Collection<Document>["updateOne"];
 const originalUpdateOne: UpdateOne = Collection.prototype.updateOne;
@@ -43,12 +43,8 @@ async function claimOrFail(
 
 describe.skipIf(server === null)("completeTasks", () => {
   let client: MongoClient;
-  beforeAll(async () => {
-    client = new MongoClient(server?.url ?? "");
-    await client.connect();
-  });
-  afterAll(async () => {
-    await client?.close();
+  connectForSuite((c) => {
+    client = c;
   });
   afterEach(() => {
     Collection.prototype.updateOne = originalUpdateOne;

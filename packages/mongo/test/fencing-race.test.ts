@@ -8,10 +8,10 @@
 // another lets that write land; see the package README.)
 import { ErrorCode, type PersistentBackend, type TaskClaim } from "@sayiir/persistence-core";
 import { atTask, comparable, eventually, rejection, text, uid } from "@sayiir/persistence-core/conformance";
-import { Collection, type Document, MongoClient } from "mongodb";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Collection, type Document, type MongoClient } from "mongodb";
+import { afterEach, describe, expect, it } from "vitest";
 import type { MongoBackend } from "../src/index.js";
-import { createSubject, DATABASE, server } from "./subject.js";
+import { connectForSuite, createSubject, DATABASE, server } from "./subject.js";
 
 type UpdateOne = Collection<Document>["updateOne"];
 const originalUpdateOne: UpdateOne = Collection.prototype.updateOne;
@@ -37,12 +37,8 @@ function beforeNextCommit(collection: string, hook: () => Promise<void>): { fire
 
 describe.skipIf(server === null)("fenced writes vs a takeover between the fence check and the commit", () => {
   let client: MongoClient;
-  beforeAll(async () => {
-    client = new MongoClient(server?.url ?? "");
-    await client.connect();
-  });
-  afterAll(async () => {
-    await client?.close();
+  connectForSuite((c) => {
+    client = c;
   });
   afterEach(() => {
     Collection.prototype.updateOne = originalUpdateOne;

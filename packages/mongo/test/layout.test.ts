@@ -16,22 +16,18 @@ import {
   uid,
 } from "@sayiir/persistence-core/conformance";
 import { type Document, MongoClient } from "mongodb";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { MongoBackend } from "../src/index.js";
 import { orderKey } from "../src/layout.js";
-import { createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
+import { connectForSuite, createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
 
 const MiB = 1024 * 1024;
 const SNAPSHOT_FIELDS = new Set(["_id", "v", "c", "h", "hg", "f", "d", "p", "r", "l", "u", "qa", "qi", "qe"]);
 
 describe.skipIf(server === null)("storage layout", () => {
   let client: MongoClient;
-  beforeAll(async () => {
-    client = new MongoClient(server?.url ?? "");
-    await client.connect();
-  });
-  afterAll(async () => {
-    await client?.close();
+  connectForSuite((c) => {
+    client = c;
   });
 
   async function withSubject(

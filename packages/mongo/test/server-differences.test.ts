@@ -1,22 +1,18 @@
 // Every way the local stand-in (mongo-java-server) differs from MongoDB that matters to this
 // adapter, one test each. On MongoDB (CI containers) the same tests check the MongoDB side.
 import { compareIds } from "@sayiir/persistence-core";
-import { MongoClient } from "mongodb";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { MongoClient } from "mongodb";
+import { describe, expect, it } from "vitest";
 import { INDEX } from "../src/index.js";
 import { orderKey } from "../src/layout.js";
-import { createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
+import { connectForSuite, createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
 
 const standIn = server?.standIn === true;
 
 describe.skipIf(server === null)("server differences (mongo-java-server vs MongoDB)", () => {
   let client: MongoClient;
-  beforeAll(async () => {
-    client = new MongoClient(server?.url ?? "");
-    await client.connect();
-  });
-  afterAll(async () => {
-    await client?.close();
+  connectForSuite((c) => {
+    client = c;
   });
 
   it("server clock: MongoDB answers `hello`, mongo-java-server only the legacy `isMaster`; both report localTime, so claim expiry uses the server clock on both", async () => {

@@ -2,11 +2,24 @@ import { randomUUID } from "node:crypto";
 import type { ConformanceSubject, SubjectOptions } from "@sayiir/persistence-core/conformance";
 import type { MongoDbInfo } from "@sayiir/test-servers";
 import { MongoClient } from "mongodb";
-import { inject } from "vitest";
+import { afterAll, beforeAll, inject } from "vitest";
 import { MongoBackend } from "../src/index.js";
 
 /** The server the tooling provides (real MongoDB or the mongo-java-server stand-in), or null. */
 export const server: MongoDbInfo | null = inject("mongodb");
+
+/** One admin client for a whole describe block, opened before its tests and closed after them. */
+export function connectForSuite(use: (client: MongoClient) => void): void {
+  let client: MongoClient | undefined;
+  beforeAll(async () => {
+    client = new MongoClient(server?.url ?? "");
+    await client.connect();
+    use(client);
+  });
+  afterAll(async () => {
+    await client?.close();
+  });
+}
 
 /** The database every test of this package uses; each subject gets its own collection prefix. */
 export const DATABASE = "sayiir_test";

@@ -10,10 +10,10 @@
 // error (or throws the server's own refusal of a write it did not apply).
 import { ErrorCode, type PersistentBackend, type TaskClaim } from "@sayiir/persistence-core";
 import { atTask, comparable, rejection, text, uid } from "@sayiir/persistence-core/conformance";
-import { Collection, type Document, MongoClient, MongoNetworkError, MongoServerError } from "mongodb";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Collection, type Document, type MongoClient, MongoNetworkError, MongoServerError } from "mongodb";
+import { afterEach, describe, expect, it } from "vitest";
 import type { MongoBackend } from "../src/index.js";
-import { createSubject, DATABASE, server } from "./subject.js";
+import { connectForSuite, createSubject, DATABASE, server } from "./subject.js";
 
 type UpdateOne = Collection<Document>["updateOne"];
 type InsertOne = Collection<Document>["insertOne"];
@@ -80,12 +80,8 @@ const restore = (): void => {
 
 describe.skipIf(server === null)("a commit whose reply is lost keeps the outputs it refers to", () => {
   let client: MongoClient;
-  beforeAll(async () => {
-    client = new MongoClient(server?.url ?? "");
-    await client.connect();
-  });
-  afterAll(async () => {
-    await client?.close();
+  connectForSuite((c) => {
+    client = c;
   });
   afterEach(restore);
 
