@@ -26,6 +26,26 @@ export interface TaskCompletion {
  */
 export type CompletionOutcome = PersistenceError | null;
 
+/**
+ * What a backend declares about itself, on the instance (`backend.capabilities`). The conformance
+ * kit reads it instead of options in each test file, and tooling reads it to know what to expect.
+ */
+export interface BackendCapabilities {
+  /** Data survives close() and a new backend instance over the same storage. */
+  durable: boolean;
+  /**
+   * Which clock judges claim expiry: "server" (the database's own clock, read inside the atomic
+   * step) or "client" (this process's clock, with the skew budget below).
+   */
+  clock: "server" | "client";
+  /** How far expiry may be judged late or early against real time, in ms (0 on a server clock). */
+  clockSkewMs: number;
+  /** Shards of the ready index (1 when unsharded). Order is exact across shards either way. */
+  shards: number;
+  /** How an idle worker learns of new work: "push" (the database notifies) or "poll". */
+  wakeUps: "push" | "poll";
+}
+
 export interface ListPageOptions {
   /** Opaque cursor from the previous page; omit for the first page. */
   cursor?: string | null;
@@ -44,6 +64,8 @@ export interface SnapshotPage {
  * before any I/O (ValidationError), and every failure is a PersistenceError with a stable code.
  */
 export interface PersistentBackend extends AsyncDisposable {
+  /** What this backend declares about itself (durability, clock, shards, wake-ups). */
+  readonly capabilities: BackendCapabilities;
   /** Upserts. Refuses (ConflictError) to turn a stored Completed/Failed workflow back to InProgress. */
   saveSnapshot(snapshot: WorkflowSnapshot, options?: WriteOptions): Promise<void>;
   /** Atomically adds one task result and sets lastCompletedTaskId (and updatedAt). */

@@ -1,4 +1,5 @@
 import type {
+  BackendCapabilities,
   CompletionOutcome,
   ListPageOptions,
   PersistentBackend,
@@ -35,6 +36,8 @@ export interface BaseBackendOptions {
  */
 export abstract class BaseBackend implements PersistentBackend {
   protected readonly maxPayloadBytes: number;
+  /** What the backend declares about itself; see BackendCapabilities. */
+  abstract readonly capabilities: BackendCapabilities;
   #closed = false;
   #closing: Promise<void> | undefined;
 

@@ -124,17 +124,3 @@ export const failures = {
   resultsFinal: (instanceId: string) =>
     new ConflictError(`workflow ${q(instanceId)} is finished; its task results are final`),
 } as const;
-
-/**
- * Checks that `workerId` holds the claim record (live or not) before a release or an extend:
- * NotFoundError when there is no record, ClaimLostError when another worker holds it.
- */
-export function assertClaimHolder(
-  instanceId: string,
-  taskId: string,
-  holder: string | undefined,
-  workerId: string,
-): void {
-  if (holder === undefined) throw failures.claimNotFound(instanceId, taskId);
-  if (holder !== workerId) throw failures.claimedByOther(instanceId, taskId);
-}

@@ -1,4 +1,6 @@
+export { assertClaimHolder } from "./adapter/refusals.js";
 export type {
+  BackendCapabilities,
   CompletionOutcome,
   ListPageOptions,
   PersistentBackend,
@@ -21,7 +23,6 @@ export {
   FORMAT_VERSION,
 } from "./codec.js";
 export {
-  assertClaimHolder,
   BackendError,
   ClaimLostError,
   ConflictError,

@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { onTestFinished } from "vitest";
+import { expect, onTestFinished } from "vitest";
 import type { PersistentBackend } from "../backend.js";
+import type { TaskClaim } from "../claims.js";
+import type { ErrorCode } from "../errors.js";
 import type { ConformanceOptions, ConformanceSubject, SubjectOptions } from "./types.js";
 
 /** The subject of one test; every client opened through `connect` is closed when the test ends. */
@@ -78,11 +80,6 @@ export function patternBytes(length: number, seed = 1): Uint8Array {
 
 export const text = (value: string): Uint8Array => new TextEncoder().encode(value);
 
-/** Settles every promise, returning results and errors in order. */
-export async function settle<T>(promises: Array<Promise<T>>): Promise<Array<PromiseSettledResult<T>>> {
-  return Promise.allSettled(promises);
-}
-
 /** Awaits a promise expected to reject and returns the error for assertions. */
 export async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -91,4 +88,32 @@ export async function rejection(promise: Promise<unknown>): Promise<unknown> {
     return error;
   }
   throw new Error("expected the operation to fail, but it succeeded");
+}
+
+/** Claims a task that the test expects to be free, failing the test if it is not. */
+export async function claimOrFail(
+  backend: Pick<PersistentBackend, "claimTask">,
+  instanceId: string,
+  taskId: string,
+  workerId: string,
+  ttlMs: number | null = 30_000,
+): Promise<TaskClaim> {
+  const claim = await backend.claimTask(instanceId, taskId, workerId, ttlMs);
+  if (claim === null) throw new Error(`claim of ${taskId} on ${instanceId} by ${workerId} failed`);
+  return claim;
+}
+
+/** Awaits an operation expected to fail and asserts its stable error code; returns the error. */
+export async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<Error> {
+  const error = await rejection(promise);
+  expect(error).toMatchObject({ code });
+  return error as Error;
+}
+
+/**
+ * How far the backend's expiry judgement may lag the test's clock, in ms: its declared skew
+ * budget, and at least 250 ms for scheduling and round trips.
+ */
+export function expirySlackMs(backend: PersistentBackend): number {
+  return Math.max(250, backend.capabilities.clockSkewMs);
 }

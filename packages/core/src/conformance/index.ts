@@ -14,10 +14,14 @@ import { taskResultsGroup } from "./groups/task-results.js";
 import { validationGroup } from "./groups/validation.js";
 import type { ConformanceOptions, GroupName } from "./types.js";
 
+export type { BackendCapabilities } from "../backend.js";
 export { atTask, comparable, finished, inProgress } from "./fixtures.js";
 export {
   allByteValues,
+  claimOrFail,
   eventually,
+  expectCode,
+  expirySlackMs,
   patternBytes,
   rejection,
   sleep,
@@ -26,7 +30,6 @@ export {
   useSubject,
 } from "./harness.js";
 export type {
-  BackendCapabilities,
   ConformanceOptions,
   ConformanceSubject,
   GroupName,
@@ -68,7 +71,7 @@ export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) 
 
 /**
  * Registers every conformance group for one backend. Call it at the top level of a vitest
- * test file. Groups skip only from `capabilities`.
+ * test file. Groups skip only from `backend.capabilities` and the subject's hooks.
  */
 export function runConformance(options: ConformanceOptions): void {
   describe(`conformance: ${options.name}`, () => {

@@ -20,28 +20,14 @@ export interface SubjectOptions {
   maxPayloadBytes?: number;
 }
 
-/**
- * What a backend declares it supports. The kit skips a case only from these declarations,
- * never from a list of test names.
- */
-export interface BackendCapabilities {
-  /** Data survives close() and a new backend instance over the same storage. */
-  durable: boolean;
-  /** The subject provides corruptSnapshot, so undecodable stored data can be tested. */
-  rawRecords: boolean;
-}
-
 export interface ConformanceOptions {
   /** Shown in the test names, for example "redis (standalone 7.0.15)". */
   name: string;
-  setup: (options: SubjectOptions) => Promise<ConformanceSubject>;
-  capabilities: BackendCapabilities;
   /**
-   * How far the backend's expiry judgement may lag the test's clock, in ms (default 250). A backend
-   * that judges expiry on the client clock with a skew budget declares it here, and the expiry
-   * cases wait that much longer before they expect a takeover.
+   * A fresh subject per test. What the backend supports is read from `backend.capabilities`
+   * (durability, clock skew), and raw-record cases run when the subject gives `corruptSnapshot`.
    */
-  clockSkewMs?: number;
+  setup: (options: SubjectOptions) => Promise<ConformanceSubject>;
   /** Per-test timeout for the size and concurrency groups on slow servers (default 60 s). */
   slowTestTimeoutMs?: number;
 }

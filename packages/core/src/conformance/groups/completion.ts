@@ -1,23 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { PersistentBackend } from "../../backend.js";
-import type { TaskClaim } from "../../claims.js";
 import { ErrorCode, PersistenceError } from "../../errors.js";
 import { MAX_LIMIT } from "../../validation.js";
 import { atTask, comparable, finished } from "../fixtures.js";
-import { rejection, sleep, text, uid, useSubject } from "../harness.js";
+import { claimOrFail, expirySlackMs, rejection, sleep, text, uid, useSubject } from "../harness.js";
 import type { ConformanceOptions } from "../types.js";
-
-async function claimOrFail(
-  backend: PersistentBackend,
-  instanceId: string,
-  taskId: string,
-  workerId: string,
-  ttlMs: number | null = 30_000,
-): Promise<TaskClaim> {
-  const claim = await backend.claimTask(instanceId, taskId, workerId, ttlMs);
-  if (claim === null) throw new Error(`claim of ${taskId} on ${instanceId} failed`);
-  return claim;
-}
 
 /** Is the task's claim still held? (Another worker's claimTask answers null while it is.) */
 async function isHeld(backend: PersistentBackend, instanceId: string, taskId: string): Promise<boolean> {
@@ -37,8 +24,6 @@ async function resultOf(
 }
 
 export function completionGroup(options: ConformanceOptions): void {
-  const SKEW_MS = options.clockSkewMs ?? 250;
-
   describe("completion", () => {
     it("stores each result, sets lastCompletedTaskId and updatedAt, and releases each claim", async () => {
       const { backend } = await useSubject(options);
@@ -124,6 +109,7 @@ export function completionGroup(options: ConformanceOptions): void {
 
     it("an expired claim is refused (ClaimLostError) and nothing is written", async () => {
       const { backend } = await useSubject(options);
+      const SKEW_MS = expirySlackMs(backend);
       const id = uid();
       const original = atTask(id, "t1");
       await backend.saveSnapshot(original);

@@ -50,25 +50,23 @@ export function errorsGroup(options: ConformanceOptions): void {
       expect(error).toMatchObject({ code: ErrorCode.Backend });
     });
 
-    it.skipIf(!options.capabilities.rawRecords)(
-      "a corrupt stored record gives SerializationError naming the instance; others still load",
-      async () => {
-        const { backend, corruptSnapshot } = await useSubject(options);
-        const bad = uid("bad");
-        const good = uid("good");
-        await backend.saveSnapshot(atTask(bad, "t1", { completed: { t0: text("zero") } }));
-        await backend.saveSnapshot(inProgress(good));
-        await corruptSnapshot?.(bad);
-        const error = await rejection(backend.loadSnapshot(bad));
-        expect(error).toBeInstanceOf(SerializationError);
-        expect(error).toMatchObject({ code: ErrorCode.Serialization });
-        expect((error as Error).message).toContain(bad);
-        expect((await backend.loadSnapshot(good)).instanceId).toBe(good);
-        expect([...(await backend.listSnapshots())].sort()).toEqual([bad, good].sort());
-        await backend.deleteSnapshot(bad);
-        expect(await backend.listSnapshots()).toEqual([good]);
-      },
-    );
+    it("a corrupt stored record gives SerializationError naming the instance; others still load", async (ctx) => {
+      const { backend, corruptSnapshot } = await useSubject(options);
+      if (corruptSnapshot === undefined) return ctx.skip("the subject gives no corruptSnapshot hook");
+      const bad = uid("bad");
+      const good = uid("good");
+      await backend.saveSnapshot(atTask(bad, "t1", { completed: { t0: text("zero") } }));
+      await backend.saveSnapshot(inProgress(good));
+      await corruptSnapshot(bad);
+      const error = await rejection(backend.loadSnapshot(bad));
+      expect(error).toBeInstanceOf(SerializationError);
+      expect(error).toMatchObject({ code: ErrorCode.Serialization });
+      expect((error as Error).message).toContain(bad);
+      expect((await backend.loadSnapshot(good)).instanceId).toBe(good);
+      expect([...(await backend.listSnapshots())].sort()).toEqual([bad, good].sort());
+      await backend.deleteSnapshot(bad);
+      expect(await backend.listSnapshots()).toEqual([good]);
+    });
 
     it("a payload over the configured maximum gives PayloadTooLargeError and writes nothing", async () => {
       const { backend } = await useSubject(options, { maxPayloadBytes: 1024 });

@@ -1,14 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode } from "../../errors.js";
-import { eventually, rejection, sleep, uid, useSubject } from "../harness.js";
+import { eventually, expirySlackMs, rejection, sleep, uid, useSubject } from "../harness.js";
 import type { ConformanceOptions } from "../types.js";
 
 export function expiryGroup(options: ConformanceOptions): void {
-  // Expiry is judged on the backend's clock; ours may differ by a little (or by a declared budget).
-  const SKEW_MS = options.clockSkewMs ?? 250;
   describe("expiry", () => {
     it("another worker takes over a claim after its 200 ms ttl, with a larger token", async () => {
       const { backend } = await useSubject(options);
+      const SKEW_MS = expirySlackMs(backend);
       const id = uid();
       const first = await backend.claimTask(id, "t1", "worker-1", 200);
       expect(first).not.toBeNull();
@@ -35,6 +34,7 @@ export function expiryGroup(options: ConformanceOptions): void {
 
     it("extend renews to now + duration (not old expiry + duration) and keeps the claim alive", async () => {
       const { backend } = await useSubject(options);
+      const SKEW_MS = expirySlackMs(backend);
       const id = uid();
       const claim = await backend.claimTask(id, "t1", "worker-1", 300);
       await sleep(150);
@@ -57,6 +57,7 @@ export function expiryGroup(options: ConformanceOptions): void {
 
     it("an expired claim is not revived by extend (ClaimLostError), even if nobody took it", async () => {
       const { backend } = await useSubject(options);
+      const SKEW_MS = expirySlackMs(backend);
       const id = uid();
       await backend.claimTask(id, "t1", "worker-1", 150);
       await sleep(150 + SKEW_MS + 100);
@@ -68,6 +69,7 @@ export function expiryGroup(options: ConformanceOptions): void {
 
     it("the holder may release its own expired claim that nobody took over", async () => {
       const { backend } = await useSubject(options);
+      const SKEW_MS = expirySlackMs(backend);
       const id = uid();
       await backend.claimTask(id, "t1", "worker-1", 150);
       await sleep(150 + SKEW_MS + 100);

@@ -1,0 +1,111 @@
+import { type Fence, isClaimLive, type TaskClaim } from "../claims.js";
+import { failures, type PersistenceError } from "../errors.js";
+
+/** The stored claim a fence is checked against: its token and expiry (no record: undefined). */
+export type StoredClaimView = Pick<TaskClaim, "token" | "expiresAt"> | undefined;
+
+/** Does `fence` name the live claim? No fence: nothing to check. */
+export function fenceHolds(fence: Fence | undefined, claim: StoredClaimView, now: number): boolean {
+  if (fence === undefined) return true;
+  return claim !== undefined && claim.token === fence.token && isClaimLive(claim, now);
+}
+
+/** What a write is checked against, read inside the adapter's atomic step. */
+export interface WriteView {
+  /** The stored snapshot exists. */
+  found: boolean;
+  /** The stored snapshot is Completed or Failed. */
+  finished: boolean;
+  /** The stored claim on the fence's task (only read when there is a fence). */
+  claim: StoredClaimView;
+  /** The store's clock, read inside the same atomic step. */
+  now: number;
+}
+
+/**
+ * Why a task result may not be written (saveTaskResult, completeTasks), in the contract's order:
+ * a missing instance (NotFound), then a fence that is not the live claim (ClaimLost), then a
+ * finished workflow (Conflict). null: the write may go ahead. Every adapter asks this one
+ * function, so all of them refuse in the same order with the same words.
+ */
+export function resultRefusal(
+  instanceId: string,
+  fence: Fence | undefined,
+  view: WriteView,
+): PersistenceError | null {
+  if (!view.found) return failures.snapshotNotFound(instanceId);
+  if (fence !== undefined && !fenceHolds(fence, view.claim, view.now)) {
+    return failures.fenceRejected(instanceId, fence);
+  }
+  if (view.finished) return failures.resultsFinal(instanceId);
+  return null;
+}
+
+/**
+ * Why a snapshot may not be written (saveSnapshot): a fence that is not the live claim
+ * (ClaimLost), then a finished stored workflow that the write would turn back into InProgress
+ * (Conflict). A missing snapshot is no refusal: saveSnapshot creates it.
+ */
+export function snapshotRefusal(
+  instanceId: string,
+  fence: Fence | undefined,
+  view: WriteView,
+  writesFinished: boolean,
+): PersistenceError | null {
+  if (fence !== undefined && !fenceHolds(fence, view.claim, view.now)) {
+    return failures.fenceRejected(instanceId, fence);
+  }
+  if (view.found && view.finished && !writesFinished) return failures.cannotReopen(instanceId);
+  return null;
+}
+
+/** The claim record a release or an extend finds: its holder and expiry (no record: undefined). */
+export type HeldClaimView = Pick<TaskClaim, "workerId" | "expiresAt"> | undefined;
+
+/**
+ * Why `workerId` may not release this claim: no record (NotFound), another holder (ClaimLost).
+ * The holder may release its own expired claim that nobody took over.
+ */
+export function releaseRefusal(
+  instanceId: string,
+  taskId: string,
+  claim: HeldClaimView,
+  workerId: string,
+): PersistenceError | null {
+  if (claim === undefined) return failures.claimNotFound(instanceId, taskId);
+  if (claim.workerId !== workerId) return failures.claimedByOther(instanceId, taskId);
+  return null;
+}
+
+/**
+ * Why `workerId` may not extend this claim: as for a release, and an expired claim is never
+ * revived (ClaimLost).
+ */
+export function extendRefusal(
+  instanceId: string,
+  taskId: string,
+  claim: HeldClaimView,
+  workerId: string,
+  now: number,
+): PersistenceError | null {
+  const refusal = releaseRefusal(instanceId, taskId, claim, workerId);
+  if (refusal !== null) return refusal;
+  if (claim !== undefined && !isClaimLive(claim, now)) return failures.claimExpired(instanceId, taskId);
+  return null;
+}
+
+/** releaseRefusal in throwing form: for adapters that check the holder in JavaScript. */
+export function assertClaimHolder(
+  instanceId: string,
+  taskId: string,
+  holder: string | undefined,
+  workerId: string,
+): void {
+  const refusal = releaseRefusal(
+    instanceId,
+    taskId,
+    holder === undefined ? undefined : { workerId: holder, expiresAt: null },
+    workerId,
+  );
+  if (refusal !== null) throw refusal;
+}

@@ -1,0 +1,83 @@
+import { toBytes } from "../bytes.js";
+import { decodeSnapshotHeader, encodeSnapshotHeader } from "../codec.js";
+import { readyTaskId, type TaskResult, type WorkflowSnapshot } from "../snapshot.js";
+
+/** The stored status of a workflow, the one field every adapter indexes and checks. */
+export type StoredStatus = WorkflowSnapshot["state"]["kind"];
+
+/**
+ * What every adapter stores for one snapshot, computed once here so that all of them store the
+ * same thing. The header is the codec's header without the task results and without the initial
+ * input: the initial input is a value of its own (a column, a hash field, an attribute, a chunked
+ * value), read by discovery without decoding the header, exactly like a task output.
+ */
+export interface StoredSnapshot {
+  instanceId: string;
+  definitionHash: string;
+  status: StoredStatus;
+  /** Completed or Failed: results are final and it can never be InProgress again. */
+  finished: boolean;
+  /** encodeSnapshotHeader of the snapshot without initialInput. */
+  header: Uint8Array;
+  /** null when the snapshot has none (an empty array is a value, kept as such). */
+  initialInput: Uint8Array | null;
+  /** The task of an AtTask position, else null (whether or not it has a result). */
+  positionTaskId: string | null;
+  /** The task a worker could run now (readyTaskId), else null: the ready-index field. */
+  readyTaskId: string | null;
+  lastCompletedTaskId: string | null;
+  /** The completed tasks' outputs, stored as records of their own; empty unless InProgress. */
+  results: TaskResult[];
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Splits a snapshot into its stored fields. Pure; the snapshot is not changed. */
+export function toStoredSnapshot(snapshot: WorkflowSnapshot): StoredSnapshot {
+  const { initialInput, ...rest } = snapshot;
+  const state = snapshot.state;
+  const inProgress = state.kind === "InProgress";
+  return {
+    instanceId: snapshot.instanceId,
+    definitionHash: snapshot.definitionHash,
+    status: state.kind,
+    finished: !inProgress,
+    header: encodeSnapshotHeader(rest),
+    initialInput: initialInput === undefined ? null : toBytes(initialInput),
+    positionTaskId: inProgress && state.position.kind === "AtTask" ? state.position.taskId : null,
+    readyTaskId: readyTaskId(snapshot) ?? null,
+    lastCompletedTaskId: inProgress ? state.lastCompletedTaskId : null,
+    results: inProgress ? Object.values(state.completedTasks) : [],
+    createdAt: snapshot.createdAt,
+    updatedAt: snapshot.updatedAt,
+  };
+}
+
+/** The stored parts of one snapshot, as an adapter reads them back. */
+export interface StoredParts {
+  instanceId: string;
+  header: Uint8Array;
+  /** The stored initial input; null or undefined when none was stored. */
+  initialInput: Uint8Array | null | undefined;
+  results: Iterable<TaskResult>;
+  lastCompletedTaskId: string | null;
+  /** The stored updatedAt when the adapter keeps it beside the header (saveTaskResult moves it). */
+  updatedAt?: number;
+}
+
+/**
+ * Joins stored parts into a snapshot (the inverse of toStoredSnapshot). A header written before
+ * the initial input was split out still carries it; a stored value of its own wins.
+ * Undecodable data gives a SerializationError naming the instance.
+ */
+export function fromStoredParts(parts: StoredParts): WorkflowSnapshot {
+  const snapshot = decodeSnapshotHeader(parts.header, parts.instanceId, {
+    results: parts.results,
+    lastCompletedTaskId: parts.lastCompletedTaskId,
+    ...(parts.updatedAt === undefined ? {} : { updatedAt: parts.updatedAt }),
+  });
+  if (parts.initialInput !== null && parts.initialInput !== undefined) {
+    snapshot.initialInput = toBytes(parts.initialInput);
+  }
+  return snapshot;
+}
