@@ -1,4 +1,4 @@
-import { describe } from "vitest";
+import { describe, it } from "vitest";
 import { claimNextGroup } from "./groups/claim-next.js";
 import { claimsGroup } from "./groups/claims.js";
 import { completionGroup } from "./groups/completion.js";
@@ -77,4 +77,20 @@ export function runConformance(options: ConformanceOptions): void {
   describe(`conformance: ${options.name}`, () => {
     for (const group of Object.values(conformanceGroups)) group(options);
   });
+}
+
+/**
+ * Runs the whole kit once per target (a server version, a mode such as a cluster). With no
+ * target, registers one skipped test whose name says why (for example how to get the server), so
+ * a missing server is visible and never silently passes. This is what an adapter's one-line
+ * conformance test file calls, with the targets its `test/subject.ts` lists.
+ */
+export function runConformanceOn(targets: readonly ConformanceOptions[], missing: string): void {
+  if (targets.length === 0) {
+    describe("conformance", () => {
+      it.skip(missing, () => {});
+    });
+    return;
+  }
+  for (const target of targets) runConformance(target);
 }
