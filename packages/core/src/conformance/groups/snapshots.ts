@@ -55,6 +55,34 @@ export function snapshotsGroup(options: ConformanceOptions): void {
       expect(loaded.initialInput?.byteLength).toBe(0);
     });
 
+    it("stores the initial input once, beside the header: replaced, removed and read by discovery like the snapshot says", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      const inputOf = async (): Promise<number[] | undefined> => {
+        const found = await backend.findAvailableTasks("worker-1", 100);
+        const task = found.find((t) => t.instanceId === id);
+        return task === undefined ? undefined : Array.from(task.input);
+      };
+      await backend.saveSnapshot(atTask(id, "t1", { initialInput: text("first") }));
+      expect(await inputOf()).toEqual(Array.from(text("first")));
+      // A new snapshot with another input replaces it everywhere (stored value and discovery).
+      await backend.saveSnapshot(atTask(id, "t1", { initialInput: text("second") }));
+      expect(Array.from((await backend.loadSnapshot(id)).initialInput ?? [])).toEqual(
+        Array.from(text("second")),
+      );
+      expect(await inputOf()).toEqual(Array.from(text("second")));
+      // A snapshot without one removes it: nothing of the old value survives anywhere.
+      await backend.saveSnapshot(atTask(id, "t1"));
+      expect(Object.hasOwn(await backend.loadSnapshot(id), "initialInput")).toBe(false);
+      expect(await inputOf()).toEqual([]);
+      // A task result does not touch it; once a task completed, discovery reads that output instead.
+      await backend.saveSnapshot(atTask(id, "t2", { initialInput: text("third") }));
+      await backend.saveTaskResult(id, "t1", text("one"));
+      const loaded = await backend.loadSnapshot(id);
+      expect(Array.from(loaded.initialInput ?? [])).toEqual(Array.from(text("third")));
+      expect(await inputOf()).toEqual(Array.from(text("one")));
+    });
+
     it("accepts Buffer input and returns plain Uint8Arrays", async () => {
       const { backend } = await useSubject(options);
       const snapshot = inProgress(uid(), {
