@@ -1,10 +1,23 @@
-import type { AvailableTask, ClaimedTask, Fence, TaskClaim } from "./claims.js";
+import type { AvailableTask, ClaimedTask, EventRef, Fence, RenewedClaim, TaskClaim } from "./claims.js";
 import type { PersistenceError } from "./errors.js";
-import type { WorkflowSnapshot } from "./snapshot.js";
+import type { ControlRequest, WorkflowSnapshot } from "./snapshot.js";
 
 /** Option of fenced writes: refused with ClaimLostError unless this claim is still the live one. */
 export interface WriteOptions {
   claim?: TaskClaim | Fence;
+  /**
+   * The event this write consumes (the `event` of the available task it finishes), in the same
+   * atomic step: refused with ConflictError, and nothing written, unless that event is still
+   * pending and is the oldest pending event of its name. Needs `claim`.
+   */
+  consumeEvent?: EventRef;
+}
+
+/** An event waiting to be consumed. */
+export interface PendingEvent extends EventRef {
+  payload: Uint8Array;
+  /** When the store accepted it (epoch ms, the store's clock). */
+  sentAt: number;
 }
 
 /** For saveTaskResult the fence may also be the bare token of the caller's claim on that task. */
@@ -90,13 +103,16 @@ export interface PersistentBackend extends AsyncDisposable {
     ttlMs?: number | null,
   ): Promise<TaskClaim | null>;
   releaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void>;
-  /** Sets the claim's expiry to now + durationMs. Returns the renewed claim. */
+  /**
+   * Sets the claim's expiry to now + durationMs. Returns the renewed claim, saying whether its
+   * workflow is paused. A claim revoked by cancelWorkflow is lost (ClaimLostError).
+   */
   extendTaskClaim(
     instanceId: string,
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim>;
+  ): Promise<RenewedClaim>;
   findAvailableTasks(workerId: string, limit: number): Promise<AvailableTask[]>;
   /** Finds and claims up to `limit` ready tasks in one atomic step where the database allows it. */
   claimAvailableTasks(workerId: string, limit: number, ttlMs?: number | null): Promise<ClaimedTask[]>;
@@ -108,6 +124,27 @@ export interface PersistentBackend extends AsyncDisposable {
    * means the outcome of every item is unknown.
    */
   completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]>;
+  /**
+   * InProgress or Paused -> Cancelled, in one atomic step that also revokes every claim on the
+   * instance (their holders' fenced writes and heartbeats fail with ClaimLostError) and drops its
+   * pending events. Missing: NotFoundError; already Completed, Failed or Cancelled: ConflictError.
+   */
+  cancelWorkflow(instanceId: string, request?: ControlRequest): Promise<void>;
+  /**
+   * InProgress -> Paused: discovery skips it and no write may move it on until it is resumed;
+   * live claims stay valid and may still record results. Anything else: ConflictError.
+   */
+  pauseWorkflow(instanceId: string, request?: ControlRequest): Promise<void>;
+  /** Paused -> InProgress at the same position, with every result that landed. Not paused: ConflictError. */
+  resumeWorkflow(instanceId: string): Promise<void>;
+  /**
+   * Appends an event to the FIFO of (instance, event name), kept until the write that moves the
+   * workflow past a wait for it consumes it. Returns its sequence. Missing: NotFoundError;
+   * Completed, Failed or Cancelled: ConflictError.
+   */
+  sendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number>;
+  /** The instance's pending events, oldest first. Missing instance: NotFoundError. */
+  loadPendingEvents(instanceId: string): Promise<PendingEvent[]>;
   /** Releases connections this backend opened; a client passed in by the user stays open. */
   close(): Promise<void>;
 }

@@ -2,20 +2,23 @@ import type {
   BackendCapabilities,
   CompletionOutcome,
   ListPageOptions,
+  PendingEvent,
   PersistentBackend,
   SnapshotPage,
   TaskCompletion,
   TaskResultWriteOptions,
   WriteOptions,
 } from "./backend.js";
-import type { AvailableTask, ClaimedTask, Fence, TaskClaim } from "./claims.js";
+import type { AvailableTask, ClaimedTask, EventRef, Fence, RenewedClaim, TaskClaim } from "./claims.js";
 import { BackendError, ErrorCode, isPersistenceError, toBackendError, ValidationError } from "./errors.js";
-import type { WorkflowSnapshot } from "./snapshot.js";
+import type { ControlRequest, WorkflowSnapshot } from "./snapshot.js";
 import {
   type ValidCompletion,
   validateBytes,
   validateCompletions,
+  validateControlRequest,
   validateDuration,
+  validateEventRef,
   validateFence,
   validateId,
   validateLimit,
@@ -50,7 +53,12 @@ export abstract class BaseBackend implements PersistentBackend {
     return [];
   }
 
-  protected abstract doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void>;
+  /** `consumeEvent` is only ever given together with a fence. */
+  protected abstract doSaveSnapshot(
+    snapshot: WorkflowSnapshot,
+    fence: Fence | undefined,
+    consumeEvent: EventRef | undefined,
+  ): Promise<void>;
   protected abstract doSaveTaskResult(
     instanceId: string,
     taskId: string,
@@ -72,13 +80,18 @@ export abstract class BaseBackend implements PersistentBackend {
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim>;
+  ): Promise<RenewedClaim>;
   protected abstract doFindAvailableTasks(workerId: string, limit: number): Promise<AvailableTask[]>;
   protected abstract doClaimAvailableTasks(
     workerId: string,
     limit: number,
     ttlMs: number | null,
   ): Promise<ClaimedTask[]>;
+  protected abstract doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void>;
+  protected abstract doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void>;
+  protected abstract doResumeWorkflow(instanceId: string): Promise<void>;
+  protected abstract doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number>;
+  protected abstract doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]>;
   protected abstract doClose(): Promise<void>;
 
   /**
@@ -127,7 +140,11 @@ export abstract class BaseBackend implements PersistentBackend {
   async saveSnapshot(snapshot: WorkflowSnapshot, options?: WriteOptions): Promise<void> {
     const valid = validateSnapshot(snapshot, this.maxPayloadBytes);
     const fence = validateFence(options?.claim, valid.instanceId);
-    return this.run("saveSnapshot", () => this.doSaveSnapshot(valid, fence));
+    const consume = options?.consumeEvent === undefined ? undefined : validateEventRef(options.consumeEvent);
+    if (consume !== undefined && fence === undefined) {
+      throw new ValidationError("consumeEvent needs the claim of the task that consumes it ({ claim })");
+    }
+    return this.run("saveSnapshot", () => this.doSaveSnapshot(valid, fence, consume));
   }
 
   async saveTaskResult(
@@ -201,7 +218,7 @@ export abstract class BaseBackend implements PersistentBackend {
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim> {
+  ): Promise<RenewedClaim> {
     validateId("instanceId", instanceId);
     validateId("taskId", taskId);
     validateId("workerId", workerId);
@@ -225,6 +242,36 @@ export abstract class BaseBackend implements PersistentBackend {
   async completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]> {
     const valid = validateCompletions(completions, this.maxPayloadBytes);
     return this.run("completeTasks", async () => (valid.length === 0 ? [] : this.doCompleteTasks(valid)));
+  }
+
+  async cancelWorkflow(instanceId: string, request?: ControlRequest): Promise<void> {
+    validateId("instanceId", instanceId);
+    const valid = validateControlRequest(request);
+    return this.run("cancelWorkflow", () => this.doCancelWorkflow(instanceId, valid));
+  }
+
+  async pauseWorkflow(instanceId: string, request?: ControlRequest): Promise<void> {
+    validateId("instanceId", instanceId);
+    const valid = validateControlRequest(request);
+    return this.run("pauseWorkflow", () => this.doPauseWorkflow(instanceId, valid));
+  }
+
+  async resumeWorkflow(instanceId: string): Promise<void> {
+    validateId("instanceId", instanceId);
+    return this.run("resumeWorkflow", () => this.doResumeWorkflow(instanceId));
+  }
+
+  async sendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
+    validateId("instanceId", instanceId);
+    validateId("eventName", eventName);
+    const bytes = validateBytes("payload", payload, this.maxPayloadBytes);
+    const plain = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return this.run("sendEvent", () => this.doSendEvent(instanceId, eventName, plain));
+  }
+
+  async loadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
+    validateId("instanceId", instanceId);
+    return this.run("loadPendingEvents", () => this.doLoadPendingEvents(instanceId));
   }
 
   /** Idempotent: a second close waits for the first and does nothing more. */

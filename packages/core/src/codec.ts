@@ -16,8 +16,12 @@ import {
  * Byte values are not put in the JSON (base64 would grow them by a third and cost a pass);
  * the header refers to them by index into the blob section, where each blob is a u32 BE
  * length followed by its bytes. Bumping FORMAT_VERSION is how a future layout is told apart.
+ * Version 2 added the Paused and Cancelled states and the AwaitingEvent position; version 1
+ * records, which cannot hold them, still decode.
  */
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+/** Versions this release reads: 1 (no control states, no event waits) and 2. */
+const READABLE_VERSIONS: ReadonlySet<number> = new Set([1, 2]);
 const MAGIC = [0x53, 0x59, 0x52] as const; // "SYR"
 const PREFIX_LENGTH = 4 + 4;
 
@@ -31,7 +35,24 @@ interface Header {
   s:
     | { k: "InProgress"; p: ExecutionPosition; t?: Array<[string, Blob]>; l?: string | null }
     | { k: "Completed"; o: Blob }
-    | { k: "Failed"; e: string };
+    | { k: "Failed"; e: string }
+    | {
+        k: "Paused";
+        p: ExecutionPosition;
+        t?: Array<[string, Blob]>;
+        l?: string | null;
+        r: string | null;
+        b: string | null;
+        at: number;
+      }
+    | {
+        k: "Cancelled";
+        t?: Array<[string, Blob]>;
+        r: string | null;
+        b: string | null;
+        at: number;
+        x: string | null;
+      };
 }
 
 const textEncoder = new TextEncoder();
@@ -41,17 +62,39 @@ function encode(snapshot: WorkflowSnapshot, includeTasks: boolean): Uint8Array {
   const blobs: Uint8Array[] = [];
   const ref = (bytes: Uint8Array): Blob => blobs.push(bytes) - 1;
   const state = snapshot.state;
+  const tasks = (results: Record<string, TaskResult>): Array<[string, Blob]> =>
+    Object.values(results).map((r) => [r.taskId, ref(r.output)]);
   let s: Header["s"];
-  if (state.kind === "InProgress") {
-    s = { k: "InProgress", p: state.position };
-    if (includeTasks) {
-      s.t = Object.values(state.completedTasks).map((r) => [r.taskId, ref(r.output)]);
-      s.l = state.lastCompletedTaskId;
-    }
-  } else if (state.kind === "Completed") {
-    s = { k: "Completed", o: ref(state.finalOutput) };
-  } else {
-    s = { k: "Failed", e: state.error };
+  switch (state.kind) {
+    case "InProgress":
+      s = { k: "InProgress", p: state.position };
+      if (includeTasks) {
+        s.t = tasks(state.completedTasks);
+        s.l = state.lastCompletedTaskId;
+      }
+      break;
+    case "Paused":
+      s = { k: "Paused", p: state.position, r: state.reason, b: state.requestedBy, at: state.pausedAt };
+      if (includeTasks) {
+        s.t = tasks(state.completedTasks);
+        s.l = state.lastCompletedTaskId;
+      }
+      break;
+    case "Cancelled":
+      s = {
+        k: "Cancelled",
+        r: state.reason,
+        b: state.requestedBy,
+        at: state.cancelledAt,
+        x: state.interruptedAtTaskId,
+      };
+      if (includeTasks) s.t = tasks(state.completedTasks);
+      break;
+    case "Completed":
+      s = { k: "Completed", o: ref(state.finalOutput) };
+      break;
+    default:
+      s = { k: "Failed", e: state.error };
   }
   const header: Header = {
     i: snapshot.instanceId,
@@ -86,7 +129,8 @@ export function encodeSnapshot(snapshot: WorkflowSnapshot): Uint8Array {
 
 /**
  * Encodes everything but the completed tasks and lastCompletedTaskId, for adapters that store
- * task outputs as records of their own (so a task result never rewrites the snapshot).
+ * task outputs as records of their own (so a task result never rewrites the snapshot). The
+ * results of InProgress, Paused and Cancelled states are then given back to decodeSnapshotHeader.
  */
 export function encodeSnapshotHeader(snapshot: WorkflowSnapshot): Uint8Array {
   return encode(snapshot, false);
@@ -120,22 +164,108 @@ function readPosition(p: unknown): ExecutionPosition {
     case "AtJoin":
       need(isStr(p.joinId), "position.joinId");
       return { kind: "AtJoin", joinId: p.joinId, completedBranches: branches(p.completedBranches) };
+    case "AwaitingEvent":
+      need(isStr(p.eventName) && isStr(p.nextTaskId), "position.eventName / nextTaskId");
+      need(p.timeoutAt === null || isInt(p.timeoutAt), "position.timeoutAt");
+      return {
+        kind: "AwaitingEvent",
+        eventName: p.eventName,
+        nextTaskId: p.nextTaskId,
+        timeoutAt: p.timeoutAt,
+      };
     default:
       throw new Corrupt("position.kind");
   }
 }
 
-function decode(
-  data: Uint8Array,
-  instanceId: string,
-  split?: { results: Iterable<TaskResult>; lastCompletedTaskId: string | null; updatedAt?: number },
-): WorkflowSnapshot {
+type Split = { results: Iterable<TaskResult>; lastCompletedTaskId: string | null; updatedAt?: number };
+
+/** The completed tasks: from the parts stored beside the header, else from the header itself. */
+function readTasks(
+  s: Record<string, unknown>,
+  blob: (index: unknown) => Uint8Array,
+  split: Split | undefined,
+): Record<string, TaskResult> {
+  const completedTasks: Record<string, TaskResult> = {};
+  if (split) {
+    for (const r of split.results) setCompletedTask(completedTasks, { taskId: r.taskId, output: r.output });
+    return completedTasks;
+  }
+  need(Array.isArray(s.t), "completed tasks");
+  for (const entry of s.t) {
+    need(Array.isArray(entry) && entry.length === 2 && isStr(entry[0]), "completed task");
+    setCompletedTask(completedTasks, { taskId: entry[0], output: blob(entry[1]) });
+  }
+  return completedTasks;
+}
+
+function readLast(s: Record<string, unknown>, tasks: Record<string, TaskResult>, split: Split | undefined) {
+  const last = split ? split.lastCompletedTaskId : s.l;
+  need(last === null || isStr(last), "lastCompletedTaskId");
+  need(last === null || Object.hasOwn(tasks, last), "lastCompletedTaskId names no completed task");
+  return last;
+}
+
+const isText = (v: unknown): v is string | null => v === null || isStr(v);
+
+function readState(
+  s: Record<string, unknown>,
+  version: number,
+  blob: (index: unknown) => Uint8Array,
+  split: Split | undefined,
+): WorkflowState {
+  if (s.k === "InProgress") {
+    const completedTasks = readTasks(s, blob, split);
+    const position = readPosition(s.p);
+    need(version >= 2 || position.kind !== "AwaitingEvent", "position kind of a version-1 record");
+    return {
+      kind: "InProgress",
+      position,
+      completedTasks,
+      lastCompletedTaskId: readLast(s, completedTasks, split),
+    };
+  }
+  if (s.k === "Completed") return { kind: "Completed", finalOutput: blob(s.o) };
+  if (s.k === "Failed") {
+    need(isStr(s.e), "error");
+    return { kind: "Failed", error: s.e };
+  }
+  need(version >= 2, "state kind of a version-1 record");
+  need(isText(s.r) && isText(s.b) && isInt(s.at), "control fields");
+  if (s.k === "Paused") {
+    const completedTasks = readTasks(s, blob, split);
+    return {
+      kind: "Paused",
+      reason: s.r,
+      requestedBy: s.b,
+      pausedAt: s.at,
+      position: readPosition(s.p),
+      completedTasks,
+      lastCompletedTaskId: readLast(s, completedTasks, split),
+    };
+  }
+  if (s.k === "Cancelled") {
+    need(isText(s.x), "interruptedAtTaskId");
+    return {
+      kind: "Cancelled",
+      reason: s.r,
+      requestedBy: s.b,
+      cancelledAt: s.at,
+      completedTasks: readTasks(s, blob, split),
+      interruptedAtTaskId: s.x,
+    };
+  }
+  throw new Corrupt("state kind");
+}
+
+function decode(data: Uint8Array, instanceId: string, split?: Split): WorkflowSnapshot {
   try {
     need(data instanceof Uint8Array && data.byteLength >= PREFIX_LENGTH, "too short");
     need(data[0] === MAGIC[0] && data[1] === MAGIC[1] && data[2] === MAGIC[2], "not a snapshot record");
-    if (data[3] !== FORMAT_VERSION) {
+    const version = data[3] ?? 0;
+    if (!READABLE_VERSIONS.has(version)) {
       throw new SerializationError(
-        `snapshot ${JSON.stringify(instanceId)} has stored format version ${data[3]}; this release reads version ${FORMAT_VERSION}`,
+        `snapshot ${JSON.stringify(instanceId)} has stored format version ${version}; this release reads versions 1 to ${FORMAT_VERSION}`,
       );
     }
     const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
@@ -162,36 +292,7 @@ function decode(
     need(header.i === instanceId, "record belongs to another instance");
     const s = header.s;
     need(isObj(s), "state");
-    let state: WorkflowState;
-    if (s.k === "InProgress") {
-      const completedTasks: Record<string, TaskResult> = {};
-      let last: string | null;
-      if (split) {
-        for (const r of split.results)
-          setCompletedTask(completedTasks, { taskId: r.taskId, output: r.output });
-        last = split.lastCompletedTaskId;
-      } else {
-        need(Array.isArray(s.t), "completed tasks");
-        for (const entry of s.t) {
-          need(Array.isArray(entry) && entry.length === 2 && isStr(entry[0]), "completed task");
-          setCompletedTask(completedTasks, { taskId: entry[0], output: blob(entry[1]) });
-        }
-        need(s.l === null || isStr(s.l), "lastCompletedTaskId");
-        last = s.l;
-      }
-      need(
-        last === null || Object.hasOwn(completedTasks, last),
-        "lastCompletedTaskId names no completed task",
-      );
-      state = { kind: "InProgress", position: readPosition(s.p), completedTasks, lastCompletedTaskId: last };
-    } else if (s.k === "Completed") {
-      state = { kind: "Completed", finalOutput: blob(s.o) };
-    } else if (s.k === "Failed") {
-      need(isStr(s.e), "error");
-      state = { kind: "Failed", error: s.e };
-    } else {
-      throw new Corrupt("state kind");
-    }
+    const state = readState(s, version, blob, split);
     const snapshot: WorkflowSnapshot = {
       instanceId: header.i,
       definitionHash: header.d,

@@ -123,4 +123,20 @@ export const failures = {
     new ConflictError(`workflow ${q(instanceId)} is finished; it cannot go back to InProgress`),
   resultsFinal: (instanceId: string) =>
     new ConflictError(`workflow ${q(instanceId)} is finished; its task results are final`),
+  notCancellable: (instanceId: string, state: string) =>
+    new ConflictError(
+      `workflow ${q(instanceId)} is ${state}; only an InProgress or Paused workflow can be cancelled`,
+    ),
+  notPausable: (instanceId: string, state: string) =>
+    new ConflictError(`workflow ${q(instanceId)} is ${state}; only an InProgress workflow can be paused`),
+  notPaused: (instanceId: string, state: string) =>
+    new ConflictError(`workflow ${q(instanceId)} is ${state}, not Paused; there is nothing to resume`),
+  pausedCannotMove: (instanceId: string) =>
+    new ConflictError(`workflow ${q(instanceId)} is paused; resume it before moving it on`),
+  eventsClosed: (instanceId: string, state: string) =>
+    new ConflictError(`workflow ${q(instanceId)} is ${state}; it accepts no more events`),
+  eventNotPending: (instanceId: string, event: { eventName: string; sequence: number }) =>
+    new ConflictError(
+      `event ${event.sequence} ${q(event.eventName)} of ${q(instanceId)} is not the oldest pending event of its name (consumed already?)`,
+    ),
 } as const;

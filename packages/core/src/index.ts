@@ -3,6 +3,7 @@ export type {
   BackendCapabilities,
   CompletionOutcome,
   ListPageOptions,
+  PendingEvent,
   PersistentBackend,
   SnapshotPage,
   TaskCompletion,
@@ -13,7 +14,7 @@ export { iterateSnapshots } from "./backend.js";
 export type { BaseBackendOptions } from "./base-backend.js";
 export { BaseBackend } from "./base-backend.js";
 export { bytesEqual, copyBytes, EMPTY_BYTES, isBytes, toBytes } from "./bytes.js";
-export type { AvailableTask, ClaimedTask, Fence, TaskClaim } from "./claims.js";
+export type { AvailableTask, ClaimedTask, EventRef, Fence, RenewedClaim, TaskClaim } from "./claims.js";
 export { isClaimLive } from "./claims.js";
 export {
   decodeSnapshot,
@@ -38,21 +39,30 @@ export {
   ValidationError,
 } from "./errors.js";
 export type {
+  CancelledState,
+  ControlRequest,
   ExecutionPosition,
   InProgressState,
+  PausedState,
   TaskResult,
   WorkflowSnapshot,
   WorkflowState,
 } from "./snapshot.js";
 export {
+  awaitedTaskId,
+  completedTasksOf,
   createSnapshot,
   getLastTaskOutput,
   getTaskResult,
   isFinished,
+  markCancelled,
   markCompleted,
   markFailed,
+  markPaused,
+  markResumed,
   markTaskCompleted,
   nextTaskInput,
+  positionTaskId,
   readyTaskId,
   setCompletedTask,
   updatePosition,
@@ -61,12 +71,16 @@ export type { ValidCompletion } from "./validation.js";
 export {
   compareIds,
   DEFAULT_MAX_PAYLOAD_BYTES,
+  MAX_CONTROL_TEXT_LENGTH,
   MAX_DURATION_MS,
   MAX_ID_LENGTH,
   MAX_LIMIT,
   validateBytes,
   validateCompletions,
+  validateControlRequest,
+  validateControlText,
   validateDuration,
+  validateEventRef,
   validateFence,
   validateId,
   validateLimit,

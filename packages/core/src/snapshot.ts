@@ -5,7 +5,13 @@ export type ExecutionPosition =
   | { kind: "NotStarted" }
   | { kind: "AtTask"; taskId: string }
   | { kind: "AtFork"; branchId: string; completedBranches: string[] }
-  | { kind: "AtJoin"; joinId: string; completedBranches: string[] };
+  | { kind: "AtJoin"; joinId: string; completedBranches: string[] }
+  /**
+   * Waiting for an external event: `nextTaskId` becomes ready as soon as an event named
+   * `eventName` is pending (its input is the oldest such event's payload), or, with none, once
+   * `timeoutAt` (epoch ms, by the store's clock) has passed (its input is then empty).
+   */
+  | { kind: "AwaitingEvent"; eventName: string; nextTaskId: string; timeoutAt: number | null };
 
 /** The output of one completed task. */
 export interface TaskResult {
@@ -22,7 +28,33 @@ export type WorkflowState =
       lastCompletedTaskId: string | null;
     }
   | { kind: "Completed"; finalOutput: Uint8Array }
-  | { kind: "Failed"; error: string };
+  | { kind: "Failed"; error: string }
+  /**
+   * Stopped from outside (cancelWorkflow): terminal like Completed and Failed. Keeps the results
+   * that had landed and the task that was running or ready when it was cancelled.
+   */
+  | {
+      kind: "Cancelled";
+      reason: string | null;
+      requestedBy: string | null;
+      cancelledAt: number;
+      completedTasks: Record<string, TaskResult>;
+      interruptedAtTaskId: string | null;
+    }
+  /**
+   * Held from outside (pauseWorkflow): nothing moves it on and discovery skips it until
+   * resumeWorkflow puts it back InProgress at the same position. Running tasks may still record
+   * their results.
+   */
+  | {
+      kind: "Paused";
+      reason: string | null;
+      requestedBy: string | null;
+      pausedAt: number;
+      position: ExecutionPosition;
+      completedTasks: Record<string, TaskResult>;
+      lastCompletedTaskId: string | null;
+    };
 
 /** A checkpoint of one workflow instance. Timestamps are epoch milliseconds. */
 export interface WorkflowSnapshot {
@@ -35,9 +67,31 @@ export interface WorkflowSnapshot {
 }
 
 export type InProgressState = Extract<WorkflowState, { kind: "InProgress" }>;
+export type PausedState = Extract<WorkflowState, { kind: "Paused" }>;
+export type CancelledState = Extract<WorkflowState, { kind: "Cancelled" }>;
+/** Who asked for a cancel or a pause, and why; both optional (null when absent). */
+export interface ControlRequest {
+  reason?: string | null;
+  requestedBy?: string | null;
+}
 
+/** Terminal: Completed, Failed or Cancelled. Its results are final and it never runs again. */
 export function isFinished(state: WorkflowState): boolean {
-  return state.kind === "Completed" || state.kind === "Failed";
+  return state.kind === "Completed" || state.kind === "Failed" || state.kind === "Cancelled";
+}
+
+/** The completed tasks a state carries (InProgress, Paused and Cancelled keep them). */
+export function completedTasksOf(state: WorkflowState): Record<string, TaskResult> | undefined {
+  return state.kind === "InProgress" || state.kind === "Paused" || state.kind === "Cancelled"
+    ? state.completedTasks
+    : undefined;
+}
+
+/** The task a position runs next: AtTask's task, or the task after an awaited event. */
+export function positionTaskId(position: ExecutionPosition): string | null {
+  if (position.kind === "AtTask") return position.taskId;
+  if (position.kind === "AwaitingEvent") return position.nextTaskId;
+  return null;
 }
 
 // Helpers are pure: they return a new snapshot and never mutate their argument, so a caller
@@ -117,18 +171,18 @@ export function markFailed(
   return { ...snapshot, updatedAt: now, state: { kind: "Failed", error } };
 }
 
-/** The stored output of a task, or undefined if it has not completed (or the workflow is finished). */
+/** The stored output of a task, or undefined if it has not completed (or the state keeps no results). */
 export function getTaskResult(snapshot: WorkflowSnapshot, taskId: string): Uint8Array | undefined {
-  if (snapshot.state.kind !== "InProgress") return undefined;
-  return Object.hasOwn(snapshot.state.completedTasks, taskId)
-    ? snapshot.state.completedTasks[taskId]?.output
-    : undefined;
+  const tasks = completedTasksOf(snapshot.state);
+  if (tasks === undefined) return undefined;
+  return Object.hasOwn(tasks, taskId) ? tasks[taskId]?.output : undefined;
 }
 
 /** The output of the last completed task, if any. */
 export function getLastTaskOutput(snapshot: WorkflowSnapshot): Uint8Array | undefined {
   const state = snapshot.state;
-  if (state.kind !== "InProgress" || state.lastCompletedTaskId === null) return undefined;
+  if ((state.kind !== "InProgress" && state.kind !== "Paused") || state.lastCompletedTaskId === null)
+    return undefined;
   return getTaskResult(snapshot, state.lastCompletedTaskId);
 }
 
@@ -159,4 +213,89 @@ export function setCompletedTask(tasks: Record<string, TaskResult>, result: Task
     writable: true,
     configurable: true,
   });
+}
+
+/**
+ * The task an AwaitingEvent position would run once its event arrives or its timeout passes, if
+ * the snapshot is InProgress at such a position and that task has no result yet.
+ */
+export function awaitedTaskId(snapshot: WorkflowSnapshot): string | undefined {
+  const state = snapshot.state;
+  if (state.kind !== "InProgress" || state.position.kind !== "AwaitingEvent") return undefined;
+  const taskId = state.position.nextTaskId;
+  return Object.hasOwn(state.completedTasks, taskId) ? undefined : taskId;
+}
+
+function controlText(value: string | null | undefined): string | null {
+  return value === undefined ? null : value;
+}
+
+/** InProgress -> Paused at the same position, with the same results. */
+export function markPaused(
+  snapshot: WorkflowSnapshot,
+  request: ControlRequest = {},
+  now: number = Date.now(),
+): WorkflowSnapshot {
+  const state = inProgress(snapshot, "markPaused");
+  return {
+    ...snapshot,
+    updatedAt: now,
+    state: {
+      kind: "Paused",
+      reason: controlText(request.reason),
+      requestedBy: controlText(request.requestedBy),
+      pausedAt: now,
+      position: state.position,
+      completedTasks: state.completedTasks,
+      lastCompletedTaskId: state.lastCompletedTaskId,
+    },
+  };
+}
+
+/** Paused -> InProgress at the position it was paused at, with every result it holds. */
+export function markResumed(snapshot: WorkflowSnapshot, now: number = Date.now()): WorkflowSnapshot {
+  const state = snapshot.state;
+  if (state.kind !== "Paused") {
+    throw new TypeError(`markResumed: workflow ${snapshot.instanceId} is ${state.kind}, not Paused`);
+  }
+  return {
+    ...snapshot,
+    updatedAt: now,
+    state: {
+      kind: "InProgress",
+      position: state.position,
+      completedTasks: state.completedTasks,
+      lastCompletedTaskId: state.lastCompletedTaskId,
+    },
+  };
+}
+
+/**
+ * InProgress or Paused -> Cancelled, keeping the results; `interruptedAtTaskId` is the task of
+ * the position (AtTask's task, or the task after an awaited event), if it has no result yet.
+ */
+export function markCancelled(
+  snapshot: WorkflowSnapshot,
+  request: ControlRequest = {},
+  now: number = Date.now(),
+): WorkflowSnapshot {
+  const state = snapshot.state;
+  if (state.kind !== "InProgress" && state.kind !== "Paused") {
+    throw new TypeError(
+      `markCancelled: workflow ${snapshot.instanceId} is ${state.kind}, not InProgress or Paused`,
+    );
+  }
+  const taskId = positionTaskId(state.position);
+  return {
+    ...snapshot,
+    updatedAt: now,
+    state: {
+      kind: "Cancelled",
+      reason: controlText(request.reason),
+      requestedBy: controlText(request.requestedBy),
+      cancelledAt: now,
+      completedTasks: state.completedTasks,
+      interruptedAtTaskId: taskId !== null && !Object.hasOwn(state.completedTasks, taskId) ? taskId : null,
+    },
+  };
 }

@@ -1,6 +1,13 @@
-import type { Fence } from "./claims.js";
+import type { EventRef, Fence } from "./claims.js";
 import { PayloadTooLargeError, ValidationError } from "./errors.js";
-import { type ExecutionPosition, setCompletedTask, type WorkflowSnapshot } from "./snapshot.js";
+import {
+  type ControlRequest,
+  type ExecutionPosition,
+  setCompletedTask,
+  type TaskResult,
+  type WorkflowSnapshot,
+  type WorkflowState,
+} from "./snapshot.js";
 
 /** Longest accepted id, in UTF-16 code units (JavaScript string length). */
 export const MAX_ID_LENGTH = 512;
@@ -8,8 +15,10 @@ export const MAX_ID_LENGTH = 512;
 export const MAX_LIMIT = 10_000;
 /** Longest accepted ttl or extension: one year, so that now + duration stays a safe integer everywhere. */
 export const MAX_DURATION_MS = 365 * 24 * 60 * 60 * 1000;
-/** Default largest single byte value (task output, initial input, final output, error text). */
+/** Default largest single byte value (task output, initial input, final output, error text, event payload). */
 export const DEFAULT_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+/** Longest accepted cancel/pause reason or requester, in UTF-16 code units. */
+export const MAX_CONTROL_TEXT_LENGTH = 4096;
 
 function describe(value: unknown): string {
   if (typeof value === "string") return `a string of length ${value.length}`;
@@ -22,7 +31,7 @@ function describe(value: unknown): string {
  * which no UTF-8 database can store) and free of U+0000 (which C-string based servers truncate at).
  */
 export function validateId(
-  kind: "instanceId" | "taskId" | "workerId" | "definitionHash",
+  kind: "instanceId" | "taskId" | "workerId" | "definitionHash" | "eventName",
   value: unknown,
 ): string {
   if (typeof value !== "string")
@@ -113,6 +122,16 @@ function validatePosition(value: unknown): ExecutionPosition {
         joinId: validateId("taskId", value.joinId),
         completedBranches: validateBranches("completedBranches", value.completedBranches),
       };
+    case "AwaitingEvent":
+      return {
+        kind: "AwaitingEvent",
+        eventName: validateId("eventName", value.eventName),
+        nextTaskId: validateId("taskId", value.nextTaskId),
+        timeoutAt:
+          value.timeoutAt === undefined || value.timeoutAt === null
+            ? null
+            : validateTimestamp("position.timeoutAt", value.timeoutAt),
+      };
     default:
       throw new ValidationError(`unknown position kind ${JSON.stringify(String(value.kind))}`);
   }
@@ -143,62 +162,129 @@ export function validateSnapshot(value: unknown, maxPayloadBytes: number): Workf
     definitionHash: value.definitionHash,
     createdAt,
     updatedAt,
-    state: { kind: "Failed", error: "" },
+    state: { kind: "Failed", error: "" }, // replaced below, once the state is checked
   };
   if (value.initialInput !== undefined) {
     snapshot.initialInput = toPlain(validateBytes("initialInput", value.initialInput, maxPayloadBytes));
   }
-  const state = value.state;
+  snapshot.state = validateState(value.state, maxPayloadBytes);
+  return snapshot;
+}
+
+function validateCompletedTasks(value: unknown, maxPayloadBytes: number): Record<string, TaskResult> {
+  if (!isPlainObject(value)) throw new ValidationError("state.completedTasks must be an object");
+  const completedTasks: Record<string, TaskResult> = {};
+  for (const [key, result] of Object.entries(value)) {
+    validateId("taskId", key);
+    if (!isPlainObject(result))
+      throw new ValidationError(`completedTasks[${JSON.stringify(key)}] must be an object`);
+    if (result.taskId !== key) {
+      throw new ValidationError(`completedTasks[${JSON.stringify(key)}].taskId must equal its key`);
+    }
+    setCompletedTask(completedTasks, {
+      taskId: key,
+      output: toPlain(validateBytes(`output of task ${key}`, result.output, maxPayloadBytes)),
+    });
+  }
+  return completedTasks;
+}
+
+function validateLast(value: unknown, completedTasks: Record<string, TaskResult>): string | null {
+  if (value === undefined || value === null) return null;
+  const last = validateId("taskId", value);
+  if (!Object.hasOwn(completedTasks, last)) {
+    throw new ValidationError("lastCompletedTaskId must name a task in completedTasks");
+  }
+  return last;
+}
+
+/** A cancel/pause reason or requester: absent (null) or well-formed text without U+0000, at most 4,096 characters. */
+export function validateControlText(name: string, value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string")
+    throw new ValidationError(`${name} must be a string or null, got ${describe(value)}`);
+  if (value.length > MAX_CONTROL_TEXT_LENGTH || !value.isWellFormed() || value.includes("\u0000")) {
+    throw new ValidationError(
+      `${name} must be well-formed, without U+0000, and at most ${MAX_CONTROL_TEXT_LENGTH} characters`,
+    );
+  }
+  return value;
+}
+
+/** The `{ reason, requestedBy }` of cancelWorkflow and pauseWorkflow. */
+export function validateControlRequest(value: unknown): {
+  reason: string | null;
+  requestedBy: string | null;
+} {
+  if (value === undefined || value === null) return { reason: null, requestedBy: null };
+  if (!isPlainObject(value)) throw new ValidationError("the request must be { reason?, requestedBy? }");
+  const request = value as ControlRequest;
+  return {
+    reason: validateControlText("reason", request.reason),
+    requestedBy: validateControlText("requestedBy", request.requestedBy),
+  };
+}
+
+/** The `consumeEvent` of a write: an event name and a positive sequence. */
+export function validateEventRef(value: unknown): EventRef {
+  if (!isPlainObject(value)) throw new ValidationError("consumeEvent must be { eventName, sequence }");
+  const eventName = validateId("eventName", value.eventName);
+  if (typeof value.sequence !== "number" || !Number.isSafeInteger(value.sequence) || value.sequence < 1) {
+    throw new ValidationError("consumeEvent.sequence must be a positive safe integer");
+  }
+  return { eventName, sequence: value.sequence };
+}
+
+function validateState(state: unknown, maxPayloadBytes: number): WorkflowState {
   if (!isPlainObject(state)) throw new ValidationError("state must be an object");
   switch (state.kind) {
     case "Completed":
-      snapshot.state = {
+      return {
         kind: "Completed",
         finalOutput: toPlain(validateBytes("finalOutput", state.finalOutput, maxPayloadBytes)),
       };
-      break;
     case "Failed": {
       if (typeof state.error !== "string") throw new ValidationError("state.error must be a string");
       if (!state.error.isWellFormed()) throw new ValidationError("state.error must be well-formed Unicode");
       if (Buffer.byteLength(state.error) > maxPayloadBytes) {
         throw new PayloadTooLargeError(`state.error is longer than ${maxPayloadBytes} bytes`);
       }
-      snapshot.state = { kind: "Failed", error: state.error };
-      break;
+      return { kind: "Failed", error: state.error };
     }
     case "InProgress": {
       const position = validatePosition(state.position);
-      if (!isPlainObject(state.completedTasks))
-        throw new ValidationError("state.completedTasks must be an object");
-      const completedTasks: Record<string, { taskId: string; output: Uint8Array }> = {};
-      for (const [key, result] of Object.entries(state.completedTasks)) {
-        validateId("taskId", key);
-        if (!isPlainObject(result))
-          throw new ValidationError(`completedTasks[${JSON.stringify(key)}] must be an object`);
-        if (result.taskId !== key) {
-          throw new ValidationError(`completedTasks[${JSON.stringify(key)}].taskId must equal its key`);
-        }
-        setCompletedTask(completedTasks, {
-          taskId: key,
-          output: toPlain(validateBytes(`output of task ${key}`, result.output, maxPayloadBytes)),
-        });
-      }
-      const last =
-        state.lastCompletedTaskId === undefined || state.lastCompletedTaskId === null
-          ? null
-          : validateId("taskId", state.lastCompletedTaskId);
-      if (last !== null) {
-        if (!Object.hasOwn(completedTasks, last)) {
-          throw new ValidationError("lastCompletedTaskId must name a task in completedTasks");
-        }
-      }
-      snapshot.state = { kind: "InProgress", position, completedTasks, lastCompletedTaskId: last };
-      break;
+      const completedTasks = validateCompletedTasks(state.completedTasks, maxPayloadBytes);
+      const lastCompletedTaskId = validateLast(state.lastCompletedTaskId, completedTasks);
+      return { kind: "InProgress", position, completedTasks, lastCompletedTaskId };
     }
+    case "Paused": {
+      const position = validatePosition(state.position);
+      const completedTasks = validateCompletedTasks(state.completedTasks, maxPayloadBytes);
+      return {
+        kind: "Paused",
+        reason: validateControlText("state.reason", state.reason),
+        requestedBy: validateControlText("state.requestedBy", state.requestedBy),
+        pausedAt: validateTimestamp("state.pausedAt", state.pausedAt),
+        position,
+        completedTasks,
+        lastCompletedTaskId: validateLast(state.lastCompletedTaskId, completedTasks),
+      };
+    }
+    case "Cancelled":
+      return {
+        kind: "Cancelled",
+        reason: validateControlText("state.reason", state.reason),
+        requestedBy: validateControlText("state.requestedBy", state.requestedBy),
+        cancelledAt: validateTimestamp("state.cancelledAt", state.cancelledAt),
+        completedTasks: validateCompletedTasks(state.completedTasks, maxPayloadBytes),
+        interruptedAtTaskId:
+          state.interruptedAtTaskId === undefined || state.interruptedAtTaskId === null
+            ? null
+            : validateId("taskId", state.interruptedAtTaskId),
+      };
     default:
       throw new ValidationError(`unknown state kind ${JSON.stringify(String(state.kind))}`);
   }
-  return snapshot;
 }
 
 function toPlain(bytes: Uint8Array): Uint8Array {

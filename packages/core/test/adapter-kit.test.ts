@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import {
   connectionSecrets,
+  consumeRefusal,
+  controlRefusal,
   extendRefusal,
   fromStoredParts,
   isMigratable,
@@ -98,12 +100,34 @@ describe("refusals", () => {
     expect(resultRefusal("i", undefined, { ...base, claim: undefined })).toBeNull();
   });
 
-  it("snapshot writes: claim lost, then a finished workflow reopened", () => {
+  it("snapshot writes: claim lost, then a finished workflow reopened, then a paused one moved on", () => {
     const view = { found: true, finished: true, claim, now: 5_000 };
-    expect(snapshotRefusal("i", fence, view, false)?.code).toBe(ErrorCode.Conflict);
-    expect(snapshotRefusal("i", fence, view, true)).toBeNull();
-    expect(snapshotRefusal("i", { ...fence, token: 8 }, view, true)?.code).toBe(ErrorCode.ClaimLost);
-    expect(snapshotRefusal("i", undefined, { ...view, found: false }, false)).toBeNull();
+    expect(snapshotRefusal("i", fence, view, "InProgress")?.code).toBe(ErrorCode.Conflict);
+    expect(snapshotRefusal("i", fence, view, "Paused")?.code).toBe(ErrorCode.Conflict);
+    expect(snapshotRefusal("i", fence, view, "Completed")).toBeNull();
+    expect(snapshotRefusal("i", { ...fence, token: 8 }, view, "Completed")?.code).toBe(ErrorCode.ClaimLost);
+    expect(snapshotRefusal("i", undefined, { ...view, found: false }, "InProgress")).toBeNull();
+    const paused = { found: true, finished: false, paused: true, claim, now: 5_000 };
+    expect(snapshotRefusal("i", fence, paused, "InProgress")?.code).toBe(ErrorCode.Conflict);
+    expect(snapshotRefusal("i", fence, paused, "Completed")?.code).toBe(ErrorCode.Conflict);
+    expect(snapshotRefusal("i", fence, paused, "Paused")).toBeNull();
+    expect(snapshotRefusal("i", fence, paused, "Cancelled")).toBeNull();
+  });
+
+  it("control operations and events: missing, then the state each one needs", () => {
+    expect(controlRefusal("cancel", "i", undefined)?.code).toBe(ErrorCode.NotFound);
+    expect(controlRefusal("cancel", "i", "Paused")).toBeNull();
+    expect(controlRefusal("cancel", "i", "Cancelled")?.code).toBe(ErrorCode.Conflict);
+    expect(controlRefusal("pause", "i", "InProgress")).toBeNull();
+    expect(controlRefusal("pause", "i", "Paused")?.code).toBe(ErrorCode.Conflict);
+    expect(controlRefusal("resume", "i", "Paused")).toBeNull();
+    expect(controlRefusal("resume", "i", "InProgress")?.code).toBe(ErrorCode.Conflict);
+    expect(controlRefusal("sendEvent", "i", "Paused")).toBeNull();
+    expect(controlRefusal("sendEvent", "i", "Failed")?.code).toBe(ErrorCode.Conflict);
+    expect(consumeRefusal("i", { eventName: "e", sequence: 3 }, 3)).toBeNull();
+    expect(consumeRefusal("i", { eventName: "e", sequence: 3 }, 2)?.code).toBe(ErrorCode.Conflict);
+    expect(consumeRefusal("i", { eventName: "e", sequence: 3 }, undefined)?.code).toBe(ErrorCode.Conflict);
+    expect(consumeRefusal("i", undefined, undefined)).toBeNull();
   });
 
   it("release and extend: no record, another holder, expired (extend only)", () => {

@@ -7,8 +7,11 @@ import {
   encodeSnapshot,
   encodeSnapshotHeader,
   FORMAT_VERSION,
+  markCancelled,
   markCompleted,
   markFailed,
+  markPaused,
+  markResumed,
   markTaskCompleted,
   SerializationError,
   updatePosition,
@@ -102,6 +105,57 @@ describe("snapshot codec", () => {
       { ...base, c: -1, s: { k: "Failed", e: "x" } },
     ]) {
       expect(() => decodeSnapshot(craft(header), "wf-1")).toThrow(SerializationError);
+    }
+  });
+});
+
+describe("snapshot codec, version 2: control states and event waits", () => {
+  const waiting = () =>
+    updatePosition(
+      sample(),
+      { kind: "AwaitingEvent", eventName: "approval", nextTaskId: "c", timeoutAt: 5000 },
+      1004,
+    );
+
+  it("round-trips Paused, Cancelled and AwaitingEvent, whole and split", () => {
+    const cases = [
+      waiting(),
+      updatePosition(
+        sample(),
+        { kind: "AwaitingEvent", eventName: "e", nextTaskId: "c", timeoutAt: null },
+        1004,
+      ),
+      markPaused(waiting(), { reason: "incident 42", requestedBy: "ops" }, 1005),
+      markPaused(sample(), {}, 1005),
+      markCancelled(waiting(), { reason: null, requestedBy: "alice" }, 1006),
+      markCancelled(markPaused(sample(), {}, 1005), {}, 1006),
+    ];
+    for (const s of cases) {
+      expect(decodeSnapshot(encodeSnapshot(s), s.instanceId)).toEqual(s);
+      const state = s.state;
+      const results = "completedTasks" in state ? Object.values(state.completedTasks) : [];
+      const last = "lastCompletedTaskId" in state ? state.lastCompletedTaskId : null;
+      expect(
+        decodeSnapshotHeader(encodeSnapshotHeader(s), s.instanceId, { results, lastCompletedTaskId: last }),
+      ).toEqual(s);
+    }
+  });
+
+  it("markCancelled names the interrupted task, markResumed restores the position", () => {
+    const cancelled = markCancelled(waiting(), {}, 2000);
+    expect(cancelled.state).toMatchObject({ kind: "Cancelled", interruptedAtTaskId: "c", cancelledAt: 2000 });
+    const paused = markPaused(waiting(), { reason: "r" }, 2000);
+    expect(markResumed(paused, 3000).state).toEqual(waiting().state);
+  });
+
+  it("still reads version-1 records, and refuses version-2 kinds in them", () => {
+    const v1 = encodeSnapshot(sample());
+    v1[3] = 1;
+    expect(decodeSnapshot(v1, "wf-1")).toEqual(sample());
+    for (const s of [waiting(), markPaused(sample(), {}, 1005)]) {
+      const bad = encodeSnapshot(s);
+      bad[3] = 1;
+      expect(() => decodeSnapshot(bad, "wf-1")).toThrow(SerializationError);
     }
   });
 });

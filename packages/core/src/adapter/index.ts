@@ -6,6 +6,9 @@
 export { isMigratable, type Migratable, type MigrationReport } from "./migration.js";
 export {
   assertClaimHolder,
+  type ControlOperation,
+  consumeRefusal,
+  controlRefusal,
   extendRefusal,
   fenceHolds,
   type HeldClaimView,

@@ -1,5 +1,6 @@
-import { type Fence, isClaimLive, type TaskClaim } from "../claims.js";
+import { type EventRef, type Fence, isClaimLive, type TaskClaim } from "../claims.js";
 import { failures, type PersistenceError } from "../errors.js";
+import type { StoredStatus } from "./stored.js";
 
 /** The stored claim a fence is checked against: its token and expiry (no record: undefined). */
 export type StoredClaimView = Pick<TaskClaim, "token" | "expiresAt"> | undefined;
@@ -14,8 +15,10 @@ export function fenceHolds(fence: Fence | undefined, claim: StoredClaimView, now
 export interface WriteView {
   /** The stored snapshot exists. */
   found: boolean;
-  /** The stored snapshot is Completed or Failed. */
+  /** The stored snapshot is Completed, Failed or Cancelled. */
   finished: boolean;
+  /** The stored snapshot is Paused (only saveSnapshot asks). */
+  paused?: boolean;
   /** The stored claim on the fence's task (only read when there is a fence). */
   claim: StoredClaimView;
   /** The store's clock, read inside the same atomic step. */
@@ -43,20 +46,68 @@ export function resultRefusal(
 
 /**
  * Why a snapshot may not be written (saveSnapshot): a fence that is not the live claim
- * (ClaimLost), then a finished stored workflow that the write would turn back into InProgress
- * (Conflict). A missing snapshot is no refusal: saveSnapshot creates it.
+ * (ClaimLost); then a finished stored workflow that the write would reopen (Conflict); then a
+ * paused stored workflow that the write would move on, i.e. anything but Paused or Cancelled
+ * (Conflict: resume it first). A missing snapshot is no refusal: saveSnapshot creates it.
  */
 export function snapshotRefusal(
   instanceId: string,
   fence: Fence | undefined,
   view: WriteView,
-  writesFinished: boolean,
+  writes: StoredStatus,
 ): PersistenceError | null {
   if (fence !== undefined && !fenceHolds(fence, view.claim, view.now)) {
     return failures.fenceRejected(instanceId, fence);
   }
-  if (view.found && view.finished && !writesFinished) return failures.cannotReopen(instanceId);
+  if (!view.found) return null;
+  const writesFinished = writes === "Completed" || writes === "Failed" || writes === "Cancelled";
+  if (view.finished && !writesFinished) return failures.cannotReopen(instanceId);
+  if (view.paused === true && writes !== "Paused" && writes !== "Cancelled") {
+    return failures.pausedCannotMove(instanceId);
+  }
   return null;
+}
+
+/**
+ * Why a write may not consume `event`: it must still be pending and be the oldest pending event
+ * of its name (`oldest`: that one's sequence, undefined when none is pending). Checked after the
+ * fence and the state, in the same atomic step as the write.
+ */
+export function consumeRefusal(
+  instanceId: string,
+  event: EventRef | undefined,
+  oldest: number | undefined,
+): PersistenceError | null {
+  if (event === undefined || oldest === event.sequence) return null;
+  return failures.eventNotPending(instanceId, event);
+}
+
+/** The control operations and sendEvent, with the stored state they act on (undefined: missing). */
+export type ControlOperation = "cancel" | "pause" | "resume" | "sendEvent";
+
+/**
+ * Why a control operation or an event may not apply to a workflow in `status` (undefined: no
+ * snapshot): NotFound when missing; Conflict when cancelling a finished (Completed, Failed,
+ * Cancelled) workflow, pausing anything but InProgress, resuming anything but Paused, or sending
+ * an event to a finished workflow.
+ */
+export function controlRefusal(
+  operation: ControlOperation,
+  instanceId: string,
+  status: StoredStatus | undefined,
+): PersistenceError | null {
+  if (status === undefined) return failures.snapshotNotFound(instanceId);
+  const finished = status === "Completed" || status === "Failed" || status === "Cancelled";
+  switch (operation) {
+    case "cancel":
+      return finished ? failures.notCancellable(instanceId, status) : null;
+    case "pause":
+      return status === "InProgress" ? null : failures.notPausable(instanceId, status);
+    case "resume":
+      return status === "Paused" ? null : failures.notPaused(instanceId, status);
+    case "sendEvent":
+      return finished ? failures.eventsClosed(instanceId, status) : null;
+  }
 }
 
 /** The claim record a release or an extend finds: its holder and expiry (no record: undefined). */

@@ -1,6 +1,13 @@
 import { toBytes } from "../bytes.js";
 import { decodeSnapshotHeader, encodeSnapshotHeader } from "../codec.js";
-import { readyTaskId, type TaskResult, type WorkflowSnapshot } from "../snapshot.js";
+import {
+  awaitedTaskId,
+  completedTasksOf,
+  isFinished,
+  readyTaskId,
+  type TaskResult,
+  type WorkflowSnapshot,
+} from "../snapshot.js";
 
 /** The stored status of a workflow, the one field every adapter indexes and checks. */
 export type StoredStatus = WorkflowSnapshot["state"]["kind"];
@@ -15,8 +22,10 @@ export interface StoredSnapshot {
   instanceId: string;
   definitionHash: string;
   status: StoredStatus;
-  /** Completed or Failed: results are final and it can never be InProgress again. */
+  /** Completed, Failed or Cancelled: results are final and it can never be InProgress again. */
   finished: boolean;
+  /** Paused: discovery skips it and nothing moves it on until it is resumed. */
+  paused: boolean;
   /** encodeSnapshotHeader of the snapshot without initialInput. */
   header: Uint8Array;
   /** null when the snapshot has none (an empty array is a value, kept as such). */
@@ -25,8 +34,14 @@ export interface StoredSnapshot {
   positionTaskId: string | null;
   /** The task a worker could run now (readyTaskId), else null: the ready-index field. */
   readyTaskId: string | null;
+  /**
+   * An InProgress wait for an event whose next task has no result yet: that task is ready once an
+   * event of `eventName` is pending (the adapter checks its events in the same atomic step), or
+   * once `timeoutAt` has passed (the timer index). null otherwise.
+   */
+  awaiting: { eventName: string; nextTaskId: string; timeoutAt: number | null } | null;
   lastCompletedTaskId: string | null;
-  /** The completed tasks' outputs, stored as records of their own; empty unless InProgress. */
+  /** The completed tasks' outputs, stored as records of their own (InProgress, Paused, Cancelled). */
   results: TaskResult[];
   createdAt: number;
   updatedAt: number;
@@ -37,17 +52,24 @@ export function toStoredSnapshot(snapshot: WorkflowSnapshot): StoredSnapshot {
   const { initialInput, ...rest } = snapshot;
   const state = snapshot.state;
   const inProgress = state.kind === "InProgress";
+  const awaited = awaitedTaskId(snapshot);
   return {
     instanceId: snapshot.instanceId,
     definitionHash: snapshot.definitionHash,
     status: state.kind,
-    finished: !inProgress,
+    finished: isFinished(state),
+    paused: state.kind === "Paused",
     header: encodeSnapshotHeader(rest),
     initialInput: initialInput === undefined ? null : toBytes(initialInput),
     positionTaskId: inProgress && state.position.kind === "AtTask" ? state.position.taskId : null,
     readyTaskId: readyTaskId(snapshot) ?? null,
-    lastCompletedTaskId: inProgress ? state.lastCompletedTaskId : null,
-    results: inProgress ? Object.values(state.completedTasks) : [],
+    awaiting:
+      awaited !== undefined && inProgress && state.position.kind === "AwaitingEvent"
+        ? { eventName: state.position.eventName, nextTaskId: awaited, timeoutAt: state.position.timeoutAt }
+        : null,
+    lastCompletedTaskId:
+      state.kind === "InProgress" || state.kind === "Paused" ? state.lastCompletedTaskId : null,
+    results: Object.values(completedTasksOf(state) ?? {}),
     createdAt: snapshot.createdAt,
     updatedAt: snapshot.updatedAt,
   };

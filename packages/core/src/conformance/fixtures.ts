@@ -43,6 +43,20 @@ export function atTask(
   return inProgress(instanceId, { ...options, position: { kind: "AtTask", taskId } });
 }
 
+/** A snapshot waiting for an event of `eventName`, then running `nextTaskId`. */
+export function awaiting(
+  instanceId: string,
+  eventName: string,
+  nextTaskId: string,
+  options: Parameters<typeof inProgress>[1] & { timeoutAt?: number | null } = {},
+): WorkflowSnapshot {
+  const { timeoutAt = null, ...rest } = options;
+  return inProgress(instanceId, {
+    ...rest,
+    position: { kind: "AwaitingEvent", eventName, nextTaskId, timeoutAt },
+  });
+}
+
 export function finished(
   instanceId: string,
   state: Extract<WorkflowState, { kind: "Completed" | "Failed" }>,

@@ -3,9 +3,11 @@ import { claimNextGroup } from "./groups/claim-next.js";
 import { claimsGroup } from "./groups/claims.js";
 import { completionGroup } from "./groups/completion.js";
 import { concurrencyGroup } from "./groups/concurrency.js";
+import { controlGroup } from "./groups/control.js";
 import { discoveryGroup } from "./groups/discovery.js";
 import { durabilityGroup } from "./groups/durability.js";
 import { errorsGroup } from "./groups/errors.js";
+import { eventsGroup } from "./groups/events.js";
 import { expiryGroup } from "./groups/expiry.js";
 import { fencingGroup } from "./groups/fencing.js";
 import { sizesGroup } from "./groups/sizes.js";
@@ -15,7 +17,7 @@ import { validationGroup } from "./groups/validation.js";
 import type { ConformanceOptions, GroupName } from "./types.js";
 
 export type { BackendCapabilities } from "../backend.js";
-export { atTask, comparable, finished, inProgress } from "./fixtures.js";
+export { atTask, awaiting, comparable, finished, inProgress } from "./fixtures.js";
 export {
   allByteValues,
   claimOrFail,
@@ -41,9 +43,11 @@ export {
   claimsGroup,
   completionGroup,
   concurrencyGroup,
+  controlGroup,
   discoveryGroup,
   durabilityGroup,
   errorsGroup,
+  eventsGroup,
   expiryGroup,
   fencingGroup,
   sizesGroup,
@@ -61,6 +65,8 @@ export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) 
   fencing: fencingGroup,
   "claim-next": claimNextGroup,
   completion: completionGroup,
+  control: controlGroup,
+  events: eventsGroup,
   discovery: discoveryGroup,
   validation: validationGroup,
   errors: errorsGroup,

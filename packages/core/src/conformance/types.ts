@@ -40,6 +40,8 @@ export const GROUP_NAMES = [
   "fencing",
   "claim-next",
   "completion",
+  "control",
+  "events",
   "discovery",
   "validation",
   "errors",

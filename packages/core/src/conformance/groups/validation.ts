@@ -175,6 +175,25 @@ export function validationGroup(options: ConformanceOptions): void {
         { ...good, definitionHash: "a\u0000b" },
         { ...good, definitionHash: "\uD800" },
         { ...good, definitionHash: "h".repeat(4097) },
+        { ...good, state: { ...good.state, position: { kind: "AwaitingEvent", nextTaskId: "t" } } },
+        {
+          ...good,
+          state: { ...good.state, position: { kind: "AwaitingEvent", eventName: "", nextTaskId: "t" } },
+        },
+        {
+          ...good,
+          state: {
+            ...good.state,
+            position: { kind: "AwaitingEvent", eventName: "e", nextTaskId: "t", timeoutAt: -5 },
+          },
+        },
+        { ...good, state: { ...good.state, kind: "Paused", pausedAt: 1, reason: 3, requestedBy: null } },
+        { ...good, state: { ...good.state, kind: "Paused", reason: null, requestedBy: null } },
+        {
+          ...good,
+          state: { kind: "Cancelled", cancelledAt: 1, completedTasks: {}, interruptedAtTaskId: "" },
+        },
+        { ...good, state: { kind: "Cancelled", cancelledAt: "now", completedTasks: {} } },
       ];
       for (const snapshot of bad) {
         expect(await rejection(b.saveSnapshot(snapshot)), JSON.stringify(snapshot)).toMatchObject({
