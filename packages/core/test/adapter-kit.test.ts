@@ -12,6 +12,7 @@ import {
   retryOnRace,
   snapshotRefusal,
   toStoredSnapshot,
+  transitionHeader,
 } from "../src/adapter/index.js";
 import {
   createSnapshot,
@@ -178,5 +179,87 @@ describe("isMigratable", () => {
       isMigratable({ migrate: async () => ({ applied: [], version: 1 }) } as unknown as PersistentBackend),
     ).toBe(true);
     expect(isMigratable({} as PersistentBackend)).toBe(false);
+  });
+});
+
+describe("transitionHeader", () => {
+  const waitAt = (s: ReturnType<typeof createSnapshot>) =>
+    updatePosition(s, { kind: "AwaitingEvent", eventName: "e", nextTaskId: "b", timeoutAt: 9_000 }, 3);
+
+  it("pauses, resumes and cancels from the header and result ids alone", () => {
+    const snapshot = waitAt(markTaskCompleted(createSnapshot("wf", "h", { now: 1 }), "a", text("A"), 2));
+    const stored = toStoredSnapshot(snapshot);
+    const view = {
+      instanceId: "wf",
+      header: stored.header,
+      lastCompletedTaskId: "a",
+      hasResult: (t: string) => t === "a",
+    };
+    const request = { reason: "r", requestedBy: "me" };
+    const paused = transitionHeader("pause", view, request, 10);
+    expect(paused).toMatchObject({
+      status: "Paused",
+      paused: true,
+      finished: false,
+      readyTaskId: null,
+      awaiting: null,
+      updatedAt: 10,
+    });
+    const resumed = transitionHeader(
+      "resume",
+      { ...view, header: paused.header },
+      { reason: null, requestedBy: null },
+      20,
+    );
+    expect(resumed).toMatchObject({
+      status: "InProgress",
+      awaiting: { eventName: "e", nextTaskId: "b", timeoutAt: 9_000 },
+    });
+    const cancelled = transitionHeader("cancel", { ...view, header: paused.header }, request, 30);
+    expect(cancelled).toMatchObject({ status: "Cancelled", finished: true, readyTaskId: null });
+    const back = fromStoredParts({
+      instanceId: "wf",
+      header: cancelled.header,
+      initialInput: null,
+      results: [{ taskId: "a", output: text("A") }],
+      lastCompletedTaskId: null,
+    });
+    expect(back.state).toEqual({
+      kind: "Cancelled",
+      reason: "r",
+      requestedBy: "me",
+      cancelledAt: 30,
+      completedTasks: { a: { taskId: "a", output: text("A") } },
+      interruptedAtTaskId: "b",
+    });
+  });
+
+  it("a position task that already has a result is neither ready nor interrupted", () => {
+    const snapshot = updatePosition(
+      markTaskCompleted(createSnapshot("wf", "h", { now: 1 }), "a", text("A"), 2),
+      { kind: "AtTask", taskId: "a" },
+      3,
+    );
+    const stored = toStoredSnapshot(snapshot);
+    const view = {
+      instanceId: "wf",
+      header: stored.header,
+      lastCompletedTaskId: "a",
+      hasResult: (t: string) => t === "a",
+    };
+    const paused = transitionHeader("pause", view, { reason: null, requestedBy: null }, 10);
+    expect(
+      transitionHeader("resume", { ...view, header: paused.header }, { reason: null, requestedBy: null }, 11)
+        .readyTaskId,
+    ).toBeNull();
+    const cancelled = transitionHeader("cancel", view, { reason: null, requestedBy: null }, 12);
+    const back = fromStoredParts({
+      instanceId: "wf",
+      header: cancelled.header,
+      initialInput: null,
+      results: [],
+      lastCompletedTaskId: null,
+    });
+    expect(back.state).toMatchObject({ kind: "Cancelled", interruptedAtTaskId: null });
   });
 });
