@@ -1,75 +1,77 @@
 import {
   type AvailableTask,
-  assertClaimHolder,
+  type BackendCapabilities,
   BaseBackend,
   type ClaimedTask,
-  ClaimLostError,
   type CompletionOutcome,
-  type ConflictError,
-  decodeSnapshotHeader,
-  encodeSnapshotHeader,
   type Fence,
   failures,
   isPersistenceError,
+  type PersistenceError,
   type SnapshotPage,
   type TaskClaim,
   type TaskResult,
+  toBytes,
   type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
+import {
+  fromStoredParts,
+  type MigrationReport,
+  releaseRefusal,
+  toStoredSnapshot,
+} from "@sayiir/persistence-core/adapter";
 import pg from "pg";
 import { bigintArray, byteaArray, textArray } from "./arrays.js";
 import { type Layout, layoutFor } from "./layout.js";
-import { MIGRATION_LOCK_CLASS, MIGRATIONS } from "./migrations.js";
 import { type NormalizedOptions, normalizeOptions, type PostgresBackendOptions } from "./options.js";
+import { claimNextStatements, type FixedKey, preparedStatements, type Statement } from "./prepared.js";
+import { applyMigrations, schemaStatements } from "./schema.js";
 import {
-  claimNextStatements,
-  type PreparedKey,
-  preparedStatements,
-  type Statement,
+  batches,
+  type ClaimNextRow,
+  type ClaimRow,
+  COMPLETE_BATCH,
+  type CompleteRow,
+  claimOf,
+  type LoadRow,
+  RESULTS_BATCH,
+  type ReadyRow,
   type Statements,
   statements,
 } from "./sql.js";
 
 type Queryable = Pick<pg.PoolClient, "query">;
 
-/** Rows of one multi-row results insert stay under these bounds (bind parameters and message size). */
-const INSERT_BATCH_ROWS = 1000;
-const INSERT_BATCH_BYTES = 16 * 1024 * 1024;
-/**
- * One completeTasks statement carries at most this many items and (past its first item) this many
- * output bytes; a larger call runs several statements, one after another. Items are independent,
- * so each item stays one atomic step either way.
- */
-const COMPLETE_BATCH_ROWS = 1000;
-const COMPLETE_BATCH_BYTES = 16 * 1024 * 1024;
+/** A checked-out connection, and why it may be unusable (then it is destroyed, not pooled again). */
+interface Session {
+  client: pg.PoolClient;
+  broken: Error | undefined;
+}
 
 const toBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-/** Driver Buffers out as plain Uint8Arrays (a view, no copy). */
-const toPlain = (buf: Buffer): Uint8Array => new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-const quote = (id: string) => JSON.stringify(id);
-const num = (v: string | null): number | null => (v === null ? null : Number(v));
-
-/** Result of {@link PostgresBackend.migrate}. */
-export interface MigrationReport {
-  /** Versions this call applied (empty when the schema was already current). */
-  applied: number[];
-  /** The schema version after the call. */
-  version: number;
-}
+const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 
 /**
  * Sayiir persistence on PostgreSQL 13 or newer, over `pg`. Call {@link migrate} once (it is
  * idempotent and safe to run from many processes at once) before the other operations.
  */
 export class PostgresBackend extends BaseBackend {
+  /** Every expiry is judged on the server's clock, inside the statement that acts on it. */
+  readonly capabilities: BackendCapabilities = {
+    durable: true,
+    clock: "server",
+    clockSkewMs: 0,
+    shards: 1,
+    wakeUps: "poll",
+  };
   readonly schema: string;
   readonly #pool: pg.Pool;
   readonly #ownsPool: boolean;
   readonly #options: NormalizedOptions;
   readonly #layout: Layout;
   readonly #sql: Statements;
-  readonly #st: Record<PreparedKey, Statement>;
+  readonly #st: Record<FixedKey, Statement>;
   readonly #claimNext: ReturnType<typeof claimNextStatements>;
 
   constructor(options: PostgresBackendOptions) {
@@ -101,44 +103,59 @@ export class PostgresBackend extends BaseBackend {
     return this.#options.secrets;
   }
 
+  /** Sends one statement; the only place that does (and so the one place FaultHooks apply). */
   #q<R extends pg.QueryResultRow>(
     db: Queryable,
     statement: string | Statement,
     values: unknown[] = [],
   ): Promise<pg.QueryResult<R>> {
     const config: pg.QueryConfig & { query_timeout?: number } =
-      typeof statement === "string" ? { text: statement, values } : { ...statement, values };
+      typeof statement === "string" ? { text: statement, values } : { text: statement.text, values };
+    if (typeof statement !== "string" && statement.name !== undefined) config.name = statement.name;
     if (this.#options.queryTimeoutMs > 0) config.query_timeout = this.#options.queryTimeoutMs;
-    return db.query<R>(config);
+    const hook = this.#options.faults?.beforeQuery;
+    if (hook === undefined) return db.query<R>(config);
+    return (async () => {
+      await hook(typeof statement === "string" ? statement : statement.key);
+      return db.query<R>(config);
+    })();
   }
 
-  /** One checked-out connection for a transaction; a broken connection is destroyed, not reused. */
-  async #transaction<T>(body: (db: Queryable) => Promise<T>): Promise<T> {
-    const client = await this.#pool.connect();
-    let broken: Error | undefined;
+  /** One checked-out connection for `body`; a broken connection is destroyed, not reused. */
+  async #session<T>(body: (session: Session) => Promise<T>): Promise<T> {
+    const session: Session = { client: await this.#pool.connect(), broken: undefined };
     const onError = (error: Error) => {
-      broken = error;
+      session.broken = error;
     };
-    client.on("error", onError);
+    session.client.on("error", onError);
     try {
-      await this.#q(client, "BEGIN");
-      const result = await body(client);
-      await this.#q(client, "COMMIT");
-      return result;
-    } catch (error) {
-      if (broken === undefined && !(error instanceof pg.DatabaseError) && !isPersistenceError(error)) {
-        broken = error instanceof Error ? error : new Error(String(error));
-      }
-      if (broken === undefined) {
-        await this.#q(client, "ROLLBACK").catch((e: unknown) => {
-          broken = e instanceof Error ? e : new Error(String(e));
-        });
-      }
-      throw error;
+      return await body(session);
     } finally {
-      client.off("error", onError);
-      client.release(broken);
+      session.client.off("error", onError);
+      session.client.release(session.broken);
     }
+  }
+
+  /** `body` in one transaction on a connection of its own; any error rolls it back. */
+  async #transaction<T>(body: (db: Queryable) => Promise<T>): Promise<T> {
+    return this.#session(async (session) => {
+      const { client } = session;
+      try {
+        await this.#q(client, "BEGIN");
+        const result = await body(client);
+        await this.#q(client, "COMMIT");
+        return result;
+      } catch (error) {
+        const expected = error instanceof pg.DatabaseError || isPersistenceError(error);
+        if (session.broken === undefined && !expected) session.broken = asError(error);
+        if (session.broken === undefined) {
+          await this.#q(client, "ROLLBACK").catch((e: unknown) => {
+            session.broken = asError(e);
+          });
+        }
+        throw error;
+      }
+    });
   }
 
   /**
@@ -146,147 +163,81 @@ export class PostgresBackend extends BaseBackend {
    * Serialised across processes by a session advisory lock; idempotent.
    */
   async migrate(): Promise<MigrationReport> {
-    return this.run("migrate", async () => {
-      const l = this.#layout;
-      const client = await this.#pool.connect();
-      let broken: Error | undefined;
-      const onError = (error: Error) => {
-        broken = error;
-      };
-      client.on("error", onError);
-      try {
-        await this.#q(client, "SELECT pg_advisory_lock($1::int, hashtext($2::text))", [
-          MIGRATION_LOCK_CLASS,
-          this.schema,
-        ]);
+    return this.run("migrate", () =>
+      this.#session(async (session) => {
         try {
-          await this.#q(client, `CREATE SCHEMA IF NOT EXISTS ${l.s}`);
-          await this.#q(
-            client,
-            `CREATE TABLE IF NOT EXISTS ${l.migrations} (
-               version integer PRIMARY KEY,
-               name text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now())`,
+          return await applyMigrations(
+            {
+              query: (text, values) => this.#q(session.client, text, values),
+              broken: (e) => {
+                session.broken = asError(e);
+              },
+            },
+            this.#layout,
           );
-          const done = await this.#q<{ version: number }>(client, `SELECT version FROM ${l.migrations}`);
-          const have = new Set(done.rows.map((r) => r.version));
-          const applied: number[] = [];
-          for (const migration of MIGRATIONS) {
-            if (have.has(migration.version)) continue;
-            await this.#q(client, "BEGIN");
-            try {
-              await this.#q(client, migration.sql(l));
-              await this.#q(client, `INSERT INTO ${l.migrations} (version, name) VALUES ($1, $2)`, [
-                migration.version,
-                migration.name,
-              ]);
-              await this.#q(client, "COMMIT");
-            } catch (error) {
-              await this.#q(client, "ROLLBACK").catch(() => {});
-              throw error;
-            }
-            applied.push(migration.version);
-          }
-          const version = Math.max(0, ...have, ...applied);
-          return { applied, version };
-        } finally {
-          await this.#q(client, "SELECT pg_advisory_unlock($1::int, hashtext($2::text))", [
-            MIGRATION_LOCK_CLASS,
-            this.schema,
-          ]).catch((e: unknown) => {
-            broken = e instanceof Error ? e : new Error(String(e));
-          });
+        } catch (error) {
+          if (!(error instanceof pg.DatabaseError)) session.broken ??= asError(error);
+          throw error;
         }
-      } catch (error) {
-        if (!(error instanceof pg.DatabaseError))
-          broken ??= error instanceof Error ? error : new Error(String(error));
-        throw error;
-      } finally {
-        client.off("error", onError);
-        client.release(broken);
-      }
-    });
+      }),
+    );
   }
 
   /** The schema version recorded in the migrations table (0 if migrate() never ran). */
   async schemaVersion(): Promise<number> {
     return this.run("schemaVersion", async () => {
-      const exists = await this.#q<{ t: string | null }>(this.#pool, "SELECT to_regclass($1) AS t", [
+      const sql = schemaStatements(this.#layout);
+      const exists = await this.#q<{ t: string | null }>(this.#pool, sql.migrationsTable, [
         this.#layout.migrations,
       ]);
       if (exists.rows[0]?.t == null) return 0;
-      const r = await this.#q<{ v: number | null }>(
-        this.#pool,
-        `SELECT max(version) AS v FROM ${this.#layout.migrations}`,
-      );
+      const r = await this.#q<{ v: number | null }>(this.#pool, sql.latestVersion);
       return r.rows[0]?.v ?? 0;
     });
   }
 
-  async #checkFence(db: Queryable, instanceId: string, fence: Fence): Promise<void> {
+  /** Is the fence's claim live with its token? Share-locks it (a release or takeover waits). */
+  async #fenceHolds(db: Queryable, instanceId: string, fence: Fence): Promise<boolean> {
     const r = await this.#q(db, this.#st.checkFence, [instanceId, fence.taskId, fence.token]);
-    if (r.rowCount === 0) {
-      throw failures.fenceRejected(instanceId, fence);
-    }
+    return r.rowCount !== 0;
   }
 
   protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
-    const id = snapshot.instanceId;
-    const state = snapshot.state;
-    // The initial input has a column of its own (discovery reads it), so the header leaves it out.
-    const { initialInput, ...rest } = snapshot;
-    const header = encodeSnapshotHeader(rest);
-    const results = state.kind === "InProgress" ? Object.values(state.completedTasks) : [];
-    let ready: string | null = null;
-    if (state.kind === "InProgress" && state.position.kind === "AtTask") {
-      const taskId = state.position.taskId;
-      if (!Object.hasOwn(state.completedTasks, taskId)) ready = taskId;
-    }
+    const stored = toStoredSnapshot(snapshot);
+    const id = stored.instanceId;
     await this.#transaction(async (db) => {
       // Locks are always taken snapshot row first, then claim row (as claim-next does), so a
-      // fenced write and a concurrent claim-next can never deadlock.
+      // fenced write and a concurrent claim-next can never deadlock. Refusals in
+      // snapshotRefusal's order: the fence, then a finished workflow going back to InProgress.
       const existing = await this.#q<{ finished: boolean }>(db, this.#st.lockSnapshot, [id]);
-      if (fence !== undefined) await this.#checkFence(db, id, fence);
-      if (existing.rows[0]?.finished === true && state.kind === "InProgress") throw refuseReopen(id);
+      if (fence !== undefined && !(await this.#fenceHolds(db, id, fence))) {
+        throw failures.fenceRejected(id, fence);
+      }
+      if (existing.rows[0]?.finished === true && !stored.finished) throw failures.cannotReopen(id);
       // The conflict clause repeats the guard for a row inserted by someone else meanwhile.
       const up = await this.#q(db, this.#st.upsertSnapshot, [
         id,
-        snapshot.definitionHash,
-        toBuffer(header),
-        initialInput === undefined ? null : toBuffer(initialInput),
-        state.kind !== "InProgress",
-        state.kind === "InProgress" ? state.lastCompletedTaskId : null,
-        ready,
-        snapshot.updatedAt,
+        stored.definitionHash,
+        toBuffer(stored.header),
+        stored.initialInput === null ? null : toBuffer(stored.initialInput),
+        stored.finished,
+        stored.lastCompletedTaskId,
+        stored.readyTaskId,
+        stored.updatedAt,
       ]);
-      if (up.rowCount === 0) throw refuseReopen(id);
+      if (up.rowCount === 0) throw failures.cannotReopen(id);
       await this.#q(db, this.#st.deleteResults, [id]);
-      await this.#insertResults(db, id, results);
+      await this.#insertResults(db, id, stored.results);
     });
   }
 
+  /** Multi-row inserts, RESULTS_BATCH rows or bytes at a time. */
   async #insertResults(db: Queryable, instanceId: string, results: TaskResult[]): Promise<void> {
-    let batch: TaskResult[] = [];
-    let bytes = 0;
-    const flush = async () => {
-      if (batch.length === 0) return;
+    for (const batch of batches(results, RESULTS_BATCH, (r) => r.output.byteLength)) {
       const values: unknown[] = [instanceId];
       for (const r of batch) values.push(r.taskId, toBuffer(r.output));
-      await this.#q(db, this.#sql.insertResults(batch.length), values);
-      batch = [];
-      bytes = 0;
-    };
-    for (const result of results) {
-      if (
-        batch.length >= INSERT_BATCH_ROWS ||
-        (batch.length > 0 && bytes + result.output.byteLength > INSERT_BATCH_BYTES)
-      ) {
-        await flush();
-      }
-      batch.push(result);
-      bytes += result.output.byteLength;
+      await this.#q(db, { key: "insertResults", text: this.#sql.insertResults(batch.length) }, values);
     }
-    await flush();
   }
 
   protected async doSaveTaskResult(
@@ -296,66 +247,45 @@ export class PostgresBackend extends BaseBackend {
     fence: Fence | undefined,
   ): Promise<void> {
     await this.#transaction(async (db) => {
+      // Refusals in resultRefusal's order: missing instance, fence, finished workflow.
       const row = await this.#q<{ finished: boolean }>(db, this.#st.lockSnapshot, [instanceId]);
       const stored = row.rows[0];
       if (stored === undefined) throw failures.snapshotNotFound(instanceId);
-      if (fence !== undefined) await this.#checkFence(db, instanceId, fence);
-      if (stored.finished) {
-        throw failures.resultsFinal(instanceId);
+      if (fence !== undefined && !(await this.#fenceHolds(db, instanceId, fence))) {
+        throw failures.fenceRejected(instanceId, fence);
       }
+      if (stored.finished) throw failures.resultsFinal(instanceId);
       await this.#q(db, this.#st.upsertResult, [instanceId, taskId, toBuffer(output)]);
-      await this.#q(db, this.#st.touchAfterResult, [instanceId, taskId]);
+      await this.#q(db, this.#st.recordResult, [instanceId, taskId]);
     });
   }
 
   /**
-   * The whole batch in one statement (per chunk, see COMPLETE_BATCH_ROWS): each item is the fenced
-   * write of its result and the release of its claim, in one transaction; refused items write
-   * nothing and keep their claims.
+   * The whole batch in one statement (per COMPLETE_BATCH run): each item is the fenced write of
+   * its result and the release of its claim, in one transaction; refused items write nothing and
+   * keep their claims.
    */
   protected override async doCompleteTasks(
     completions: readonly ValidCompletion[],
   ): Promise<CompletionOutcome[]> {
     const outcomes: CompletionOutcome[] = [];
-    let start = 0;
-    while (start < completions.length) {
-      let end = start + 1;
-      let bytes = completions[start]?.output.byteLength ?? 0;
-      while (end < completions.length && end - start < COMPLETE_BATCH_ROWS) {
-        const next = completions[end]?.output.byteLength ?? 0;
-        if (bytes + next > COMPLETE_BATCH_BYTES) break;
-        bytes += next;
-        end++;
-      }
-      outcomes.push(...(await this.#completeChunk(completions.slice(start, end))));
-      start = end;
+    for (const batch of batches(completions, COMPLETE_BATCH, (c) => c.output.byteLength)) {
+      outcomes.push(...(await this.#completeBatch(batch)));
     }
     return outcomes;
   }
 
-  async #completeChunk(items: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
-    const r = await this.#q<{ ord: number; found: boolean; done: boolean; fenced: boolean }>(
-      this.#pool,
-      this.#st.completeTasks,
-      [
-        textArray(items.map((c) => c.instanceId)),
-        textArray(items.map((c) => c.taskId)),
-        bigintArray(items.map((c) => c.token)),
-        byteaArray(items.map((c) => c.output)),
-      ],
-    );
+  async #completeBatch(items: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
+    const r = await this.#q<CompleteRow>(this.#pool, this.#st.completeTasks, [
+      textArray(items.map((c) => c.instanceId)),
+      textArray(items.map((c) => c.taskId)),
+      bigintArray(items.map((c) => c.token)),
+      byteaArray(items.map((c) => c.output)),
+    ]);
     const outcomes: CompletionOutcome[] = new Array(items.length);
     for (const row of r.rows) {
       const c = items[row.ord - 1];
-      if (c === undefined) continue;
-      // saveTaskResult's precedence: a missing instance, then a lost claim, then a finished workflow.
-      outcomes[row.ord - 1] = row.done
-        ? null
-        : !row.found
-          ? failures.snapshotNotFound(c.instanceId)
-          : row.fenced
-            ? failures.resultsFinal(c.instanceId)
-            : failures.fenceRejected(c.instanceId, c);
+      if (c !== undefined) outcomes[row.ord - 1] = completionOutcome(row, c);
     }
     for (let i = 0; i < items.length; i++) {
       if (outcomes[i] === undefined) throw new Error(`completeTasks: no outcome for item ${i}`);
@@ -364,39 +294,33 @@ export class PostgresBackend extends BaseBackend {
   }
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
-    const r = await this.#q<{
-      kind: number;
-      task_id: string | null;
-      data: Buffer;
-      extra: Buffer | null;
-      last_completed_task_id: string | null;
-      updated_at: string | null;
-    }>(this.#pool, this.#st.load, [instanceId]);
+    const r = await this.#q<LoadRow>(this.#pool, this.#st.loadSnapshot, [instanceId]);
     const head = r.rows.find((row) => row.kind === 0);
     if (head === undefined) throw failures.snapshotNotFound(instanceId);
     const results: TaskResult[] = [];
     for (const row of r.rows) {
       if (row.kind === 1 && row.task_id !== null)
-        results.push({ taskId: row.task_id, output: toPlain(row.data) });
+        results.push({ taskId: row.task_id, output: toBytes(row.data) });
     }
-    const snapshot = decodeSnapshotHeader(toPlain(head.data), instanceId, {
+    return fromStoredParts({
+      instanceId,
+      header: toBytes(head.data),
+      initialInput: head.extra === null ? null : toBytes(head.extra),
       results,
       lastCompletedTaskId: head.last_completed_task_id,
       updatedAt: Number(head.updated_at),
     });
-    if (head.extra !== null) snapshot.initialInput = toPlain(head.extra);
-    return snapshot;
   }
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
-    const r = await this.#q<{ n: number; moved: boolean }>(this.#pool, this.#st.delete, [instanceId]);
+    const r = await this.#q<{ n: number; moved: boolean }>(this.#pool, this.#st.deleteSnapshot, [instanceId]);
     const row = r.rows[0];
     if (row === undefined || row.n === 0) throw failures.snapshotNotFound(instanceId);
-    if (row.moved) await this.#q(this.#pool, this.#sql.deleteOrphanResults, [instanceId]);
+    if (row.moved) await this.#q(this.#pool, this.#st.deleteOrphanResults, [instanceId]);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
-    const r = await this.#q<{ instance_id: string }>(this.#pool, this.#sql.listPage, [cursor, limit + 1]);
+    const r = await this.#q<{ instance_id: string }>(this.#pool, this.#st.listPage, [cursor, limit + 1]);
     const ids = r.rows.map((row) => row.instance_id);
     const more = ids.length > limit;
     const instanceIds = more ? ids.slice(0, limit) : ids;
@@ -409,27 +333,33 @@ export class PostgresBackend extends BaseBackend {
     workerId: string,
     ttlMs: number | null,
   ): Promise<TaskClaim | null> {
-    const r = await this.#q<ClaimRow>(this.#pool, this.#st.claim, [instanceId, taskId, workerId, ttlMs]);
+    const r = await this.#q<ClaimRow>(this.#pool, this.#st.claimTask, [instanceId, taskId, workerId, ttlMs]);
     const row = r.rows[0];
-    return row === undefined ? null : toClaim(instanceId, taskId, workerId, row);
+    return row === undefined ? null : claimOf(instanceId, taskId, workerId, row);
   }
 
-  async #refusal(instanceId: string, taskId: string, workerId: string, expired: string): Promise<never> {
-    const r = await this.#q<{ worker_id: string }>(this.#pool, this.#st.claimHolder, [instanceId, taskId]);
+  /**
+   * Why a release or an extend changed no row, read in a second statement: releaseRefusal on
+   * the claim found now (none: NotFound; another worker's: ClaimLost), else `otherwise` (the
+   * worker's own claim was not the one the statement could act on).
+   */
+  async #refusal(
+    instanceId: string,
+    taskId: string,
+    workerId: string,
+    otherwise: PersistenceError,
+  ): Promise<PersistenceError> {
+    const r = await this.#q<{ worker_id: string }>(this.#pool, this.#st.readClaim, [instanceId, taskId]);
     const holder = r.rows[0];
-    assertClaimHolder(instanceId, taskId, holder?.worker_id, workerId);
-    throw new ClaimLostError(expired);
+    const claim = holder === undefined ? undefined : { workerId: holder.worker_id, expiresAt: null };
+    return releaseRefusal(instanceId, taskId, claim, workerId) ?? otherwise;
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
-    const r = await this.#q<{ n: number }>(this.#pool, this.#st.release, [instanceId, taskId, workerId]);
+    const r = await this.#q<{ n: number }>(this.#pool, this.#st.releaseClaim, [instanceId, taskId, workerId]);
     if ((r.rows[0]?.n ?? 0) === 0) {
-      await this.#refusal(
-        instanceId,
-        taskId,
-        workerId,
-        `task ${quote(taskId)} of ${quote(instanceId)} was claimed again`,
-      );
+      // Found as this worker's after the delete found none: claimed again meanwhile.
+      throw await this.#refusal(instanceId, taskId, workerId, failures.claimedByOther(instanceId, taskId));
     }
   }
 
@@ -439,7 +369,7 @@ export class PostgresBackend extends BaseBackend {
     workerId: string,
     durationMs: number,
   ): Promise<TaskClaim> {
-    const r = await this.#q<ClaimRow>(this.#pool, this.#st.extend, [
+    const r = await this.#q<ClaimRow>(this.#pool, this.#st.extendClaim, [
       instanceId,
       taskId,
       workerId,
@@ -447,26 +377,18 @@ export class PostgresBackend extends BaseBackend {
     ]);
     const row = r.rows[0];
     if (row === undefined) {
-      return this.#refusal(
-        instanceId,
-        taskId,
-        workerId,
-        `the claim on task ${quote(taskId)} of ${quote(instanceId)} has expired`,
-      );
+      // This worker's claim, but not live on the server clock: extendRefusal's last rule.
+      throw await this.#refusal(instanceId, taskId, workerId, failures.claimExpired(instanceId, taskId));
     }
-    return toClaim(instanceId, taskId, workerId, row);
+    return claimOf(instanceId, taskId, workerId, row);
   }
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    const r = await this.#q<{ instance_id: string; task_id: string; definition_hash: string; input: Buffer }>(
-      this.#pool,
-      this.#st.find,
-      [limit],
-    );
+    const r = await this.#q<ReadyRow>(this.#pool, this.#st.findAvailable, [limit]);
     return r.rows.map((row) => ({
       instanceId: row.instance_id,
       taskId: row.task_id,
-      input: toPlain(row.input),
+      input: toBytes(row.input),
       workflowDefinitionHash: row.definition_hash,
     }));
   }
@@ -485,8 +407,7 @@ export class PostgresBackend extends BaseBackend {
       let rows: ClaimNextRow[];
       try {
         const [statement, values] = this.#claimNext.call(limit - claimed.length, workerId, ttlMs);
-        const r = await this.#q<ClaimNextRow>(this.#pool, statement, values);
-        rows = r.rows;
+        rows = (await this.#q<ClaimNextRow>(this.#pool, statement, values)).rows;
       } catch (error) {
         // Claims of earlier rounds are committed: hand them back rather than lose them (with no
         // ttl they would never expire).
@@ -502,9 +423,9 @@ export class PostgresBackend extends BaseBackend {
         claimed.push({
           instanceId: row.instance_id,
           taskId: row.task_id,
-          input: toPlain(row.input),
+          input: toBytes(row.input),
           workflowDefinitionHash: row.definition_hash,
-          claim: toClaim(row.instance_id, row.task_id, workerId, row),
+          claim: claimOf(row.instance_id, row.task_id, workerId, row),
         });
       }
       if (unclaimed === 0) break;
@@ -517,30 +438,13 @@ export class PostgresBackend extends BaseBackend {
   }
 }
 
-function refuseReopen(instanceId: string): ConflictError {
-  return failures.cannotReopen(instanceId);
-}
-
-interface ClaimRow {
-  token: string | null;
-  claimed_at: string | null;
-  expires_at: string | null;
-}
-
-interface ClaimNextRow extends ClaimRow {
-  instance_id: string;
-  task_id: string;
-  definition_hash: string | null;
-  input: Buffer | null;
-}
-
-function toClaim(instanceId: string, taskId: string, workerId: string, row: ClaimRow): TaskClaim {
-  return {
-    instanceId,
-    taskId,
-    workerId,
-    claimedAt: num(row.claimed_at) ?? 0,
-    expiresAt: num(row.expires_at),
-    token: num(row.token) ?? 0,
-  };
+/**
+ * One completeTasks row as saveTaskResult's outcome, in resultRefusal's order: a missing
+ * instance, then a lost claim, then a finished workflow (fenced: finished, claim live).
+ */
+function completionOutcome(row: CompleteRow, c: ValidCompletion): CompletionOutcome {
+  if (row.done) return null;
+  if (!row.found) return failures.snapshotNotFound(c.instanceId);
+  if (row.fenced) return failures.resultsFinal(c.instanceId);
+  return failures.fenceRejected(c.instanceId, c);
 }

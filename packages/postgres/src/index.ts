@@ -1,6 +1,6 @@
-export { type MigrationReport, PostgresBackend } from "./backend.js";
+export type { MigrationReport } from "@sayiir/persistence-core/adapter";
+export { PostgresBackend } from "./backend.js";
 export { LEASED_INDEX, READY_INDEX, TABLES, TOKEN_SEQUENCE } from "./layout.js";
-export { LATEST_VERSION, MIGRATIONS, type Migration } from "./migrations.js";
 export {
   DEFAULT_CONNECTION_TIMEOUT_MS,
   DEFAULT_POOL_SIZE,
@@ -8,3 +8,4 @@ export {
   DEFAULT_STATEMENT_TIMEOUT_MS,
   type PostgresBackendOptions,
 } from "./options.js";
+export { LATEST_VERSION, MIGRATIONS, type Migration } from "./schema.js";

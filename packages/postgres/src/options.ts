@@ -1,6 +1,21 @@
 import type { BaseBackendOptions } from "@sayiir/persistence-core";
 import { ValidationError } from "@sayiir/persistence-core";
+import { connectionSecrets } from "@sayiir/persistence-core/adapter";
 import type pg from "pg";
+
+/**
+ * For this package's tests only, not a stable API: the one seam through which they inject
+ * client-side failures and count round trips, instead of patching `pg`. Server-side failures
+ * (an error or a skipped row inside a statement) are injected with triggers instead.
+ */
+export interface FaultHooks {
+  /**
+   * Called before each statement is sent, with its name in sql.ts (`claimNext`, `completeTasks`,
+   * ...) or, for transaction control and migrations, its SQL text. A throw or a rejection fails
+   * that statement before it is sent, as a dropped connection would.
+   */
+  beforeQuery?: (statement: string) => void | Promise<void>;
+}
 
 /** Options of {@link PostgresBackend}. Give exactly one of `connectionString`, `poolConfig` or `pool`. */
 export interface PostgresBackendOptions extends BaseBackendOptions {
@@ -28,6 +43,8 @@ export interface PostgresBackendOptions extends BaseBackendOptions {
    * `max_prepared_statements`).
    */
   prepareStatements?: boolean;
+  /** @internal For this package's tests only (see FaultHooks); not a stable API. */
+  faults?: FaultHooks;
 }
 
 export const DEFAULT_SCHEMA = "sayiir";
@@ -44,6 +61,7 @@ export interface NormalizedOptions {
   connectionTimeoutMs: number;
   prepareStatements: boolean;
   secrets: string[];
+  faults: FaultHooks | undefined;
 }
 
 function nonNegativeInt(name: string, value: unknown, fallback: number): number {
@@ -63,20 +81,6 @@ export function validateSchemaName(schema: unknown): string {
   if (Buffer.byteLength(schema, "utf8") > 63)
     throw new ValidationError("schema must be at most 63 bytes in UTF-8");
   return schema;
-}
-
-function passwordOf(connectionString: string | undefined): string[] {
-  if (connectionString === undefined) return [];
-  const out: string[] = [];
-  try {
-    const url = new URL(connectionString);
-    if (url.password) out.push(url.password, decodeURIComponent(url.password));
-    const param = url.searchParams.get("password");
-    if (param) out.push(param);
-  } catch {
-    // Not a URL (a key=value string): redactSecrets already strips password=... pairs.
-  }
-  return out;
 }
 
 export function normalizeOptions(options: PostgresBackendOptions): NormalizedOptions {
@@ -118,6 +122,7 @@ export function normalizeOptions(options: PostgresBackendOptions): NormalizedOpt
       connectionTimeoutMs,
       prepareStatements,
       secrets: [],
+      faults: options.faults,
     };
   }
   const base: pg.PoolConfig = options.poolConfig ?? { connectionString: options.connectionString };
@@ -132,7 +137,7 @@ export function normalizeOptions(options: PostgresBackendOptions): NormalizedOpt
   };
   if (statementTimeoutMs > 0 && config.statement_timeout === undefined)
     config.statement_timeout = statementTimeoutMs;
-  const secrets = passwordOf(base.connectionString);
+  const secrets = connectionSecrets(base.connectionString);
   if (typeof base.password === "string") secrets.push(base.password);
   return {
     schema,
@@ -142,5 +147,6 @@ export function normalizeOptions(options: PostgresBackendOptions): NormalizedOpt
     connectionTimeoutMs,
     prepareStatements,
     secrets,
+    faults: options.faults,
   };
 }

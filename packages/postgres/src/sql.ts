@@ -1,86 +1,75 @@
-import { createHash } from "node:crypto";
+import type { TaskClaim } from "@sayiir/persistence-core";
 import type { Layout } from "./layout.js";
-
-/**
- * A statement the backend sends. With a name, `pg` prepares it once per connection (parse and
- * plan are not redone on every call). The name carries a hash of the text, so two texts (other
- * schemas, other versions of this package) never share a name on one connection.
- */
-export interface Statement {
-  name?: string;
-  text: string;
-}
-
-/**
- * Runs of white space outside quoted identifiers and literals become one space: the server
- * copies the text of every statement it runs (pg_stat_activity, the portal), on each call.
- */
-export function compact(text: string): string {
-  return text
-    .replace(/("(?:[^"]|"")*"|'(?:[^']|'')*')|\s+/g, (_match, quoted: string | undefined) => quoted ?? " ")
-    .trim();
-}
-
-/** Postgres truncates identifiers to 63 bytes; keys stay short enough for the hash to survive. */
-function prepared(key: string, sql: string): Statement {
-  const text = compact(sql);
-  return { name: `sayiir_${key}_${createHash("sha256").update(text).digest("hex").slice(0, 20)}`, text };
-}
 
 /** Epoch milliseconds (bigint) of a timestamptz, on the server. */
 const ms = (expr: string) => `floor(extract(epoch FROM ${expr}) * 1000)::bigint`;
 /** Is the claim row `c` live on the server's clock? */
 const live = (c: string) => `(${c}.expires_at IS NULL OR ${c}.expires_at > clock_timestamp())`;
 
-/** Every statement the backend runs, built once per schema. Values are always bound parameters. */
-export function statements(l: Layout) {
-  /** No live claim on the row's ready task (a primary-key probe per candidate). */
-  const unclaimed = `NOT EXISTS (
+/** No live claim on the row's ready task (a primary-key probe per candidate). */
+const unclaimed = (l: Layout) => `NOT EXISTS (
         SELECT 1 FROM ${l.claims} c
         WHERE c.instance_id = s.instance_id AND c.task_id = s.ready_task_id AND ${live("c")})`;
 
-  /**
-   * Ready tasks, oldest updated_at first (ties by instance id, "C" order), in two parts:
-   *
-   * - `fresh`: rows with no lease (claimed_until null), from snapshots_ready_idx in index order.
-   *   A claimed row leaves that index when claim-next takes it, so a scan does not walk past
-   *   the tasks in flight. A claim taken otherwise (claimTask) leaves no lease; the anti-join on
-   *   the claims primary key skips it.
-   * - `expired`: rows whose lease has run out (claimed_until <= now), from snapshots_leased_idx
-   *   (ordered by lease end, so the scan stops at the first lease still running). Their claim
-   *   may have been renewed since (the claims table decides, through the same anti-join).
-   *
-   * The lease is only a hint for finding candidates: the claims table stays the truth. It is
-   * never later than the claim's expiry (claim-next and extend set it to it, release and
-   * completion clear it), so a task whose claim is gone is always in one of the two parts.
-   */
-  const fresh = (limit: string, lock: boolean) => `
+/**
+ * Ready tasks, oldest updated_at first (ties by instance id, "C" order), in two parts:
+ *
+ * - `fresh`: rows with no lease (claimed_until null), from snapshots_ready_idx in index order.
+ *   A claimed row leaves that index when claim-next takes it, so a scan does not walk past
+ *   the tasks in flight. A claim taken otherwise (claimTask) leaves no lease; the anti-join on
+ *   the claims primary key skips it.
+ * - `expired`: rows whose lease has run out (claimed_until <= now), from snapshots_leased_idx
+ *   (ordered by lease end, so the scan stops at the first lease still running). Their claim
+ *   may have been renewed since (the claims table decides, through the same anti-join).
+ *
+ * The lease is only a hint for finding candidates: the claims table stays the truth. It is
+ * never later than the claim's expiry (claim-next and extend set it to it, release and
+ * completion clear it), so a task whose claim is gone is always in one of the two parts.
+ */
+const fresh = (l: Layout, limit: string, lock: boolean) => `
     SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s
     WHERE s.ready_task_id IS NOT NULL AND s.claimed_until IS NULL
-      AND ${unclaimed}
+      AND ${unclaimed(l)}
     ORDER BY s.updated_at, s.instance_id
     LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-  const expired = (limit: string, lock: boolean) => `
+const expired = (l: Layout, limit: string, lock: boolean) => `
     SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s
     WHERE s.ready_task_id IS NOT NULL AND s.claimed_until IS NOT NULL AND s.claimed_until <= now()
-      AND ${unclaimed}
+      AND ${unclaimed(l)}
     ORDER BY s.updated_at, s.instance_id
     LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-  /** Both parts merged: the `limit` oldest ready tasks without a live claim. */
-  const readyCandidates = (limit: string) => `
+/** Both parts merged: the `limit` oldest ready tasks without a live claim. */
+const readyCandidates = (l: Layout, limit: string) => `
     SELECT * FROM (
-      (${fresh(limit, false)})
+      (${fresh(l, limit, false)})
       UNION ALL
-      (${expired(limit, false)})
+      (${expired(l, limit, false)})
     ) u
     ORDER BY u.updated_at, u.instance_id
     LIMIT ${limit}`;
 
-  /** The input of a ready task: the last completed task's output, else the initial input, else empty. */
-  const input = `coalesce(r.output, s.initial_input, ''::bytea)`;
+/** The input of a ready task: the last completed task's output, else the initial input, else empty. */
+const input = `coalesce(r.output, s.initial_input, ''::bytea)`;
 
+/**
+ * Every statement the backend runs, built once per schema and named after the operation it
+ * serves; the SQLite adapter names the same statements the same way (see the README, "How the
+ * operations work"). Values are always bound parameters.
+ */
+export function statements(l: Layout) {
+  return {
+    ...snapshotWrites(l),
+    ...snapshotReads(l),
+    ...claimStatements(l),
+    ...discovery(l),
+    ...completion(l),
+  };
+}
+
+/** saveSnapshot and saveTaskResult: the writes of a snapshot and of one task result, and their checks. */
+function snapshotWrites(l: Layout) {
   return {
     /**
      * Upsert of the snapshot row; the terminal-state guard is in the conflict clause, so it is
@@ -124,19 +113,24 @@ export function statements(l: Layout) {
       ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output`,
 
     /** After a task result: it is the last one, updated_at never goes back, and its task is no longer ready. */
-    touchAfterResult: `
+    recordResult: `
       UPDATE ${l.snapshots} SET
         last_completed_task_id = $2,
         updated_at = greatest(updated_at, ${ms("clock_timestamp()")}),
         ready_task_id = CASE WHEN ready_task_id = $2 THEN NULL ELSE ready_task_id END,
         claimed_until = CASE WHEN ready_task_id = $2 THEN NULL ELSE claimed_until END
       WHERE instance_id = $1`,
+  };
+}
 
+/** loadSnapshot, deleteSnapshot and listSnapshotsPage. */
+function snapshotReads(l: Layout) {
+  return {
     /**
      * The whole snapshot in one statement (so one MVCC snapshot): kind 0 is the snapshot row,
      * kind 1 the task results.
      */
-    load: `
+    loadSnapshot: `
       SELECT 0 AS kind, NULL::text AS task_id, header AS data, initial_input AS extra,
              last_completed_task_id, updated_at::text AS updated_at
       FROM ${l.snapshots} WHERE instance_id = $1
@@ -152,7 +146,7 @@ export function statements(l: Layout) {
      * writes the snapshot row, so only then can results exist that r did not see: the caller
      * runs `deleteOrphanResults` in a new statement.
      */
-    delete: `
+    deleteSnapshot: `
       WITH d AS (DELETE FROM ${l.snapshots} t WHERE t.instance_id = $1 RETURNING t.ctid AS tid),
       v AS (SELECT t.ctid AS tid FROM ${l.snapshots} t WHERE t.instance_id = $1),
       r AS (DELETE FROM ${l.taskResults} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d)),
@@ -173,13 +167,18 @@ export function statements(l: Layout) {
       WHERE $1::text IS NULL OR instance_id > $1::text
       ORDER BY instance_id
       LIMIT $2`,
+  };
+}
 
+/** claimTask, releaseTaskClaim and extendTaskClaim. */
+function claimStatements(l: Layout) {
+  return {
     /**
      * Takes the claim if there is none or the existing one has expired (server clock). A live
      * claim, the caller's own included, is left alone: no row back. A takeover draws a fresh token
      * after the row lock is held, so tokens on one (instance, task) only ever grow.
      */
-    claim: `
+    claimTask: `
       WITH n AS (SELECT clock_timestamp() AS t)
       INSERT INTO ${l.claims} AS c (instance_id, task_id, worker_id, token, claimed_at, expires_at)
       SELECT $1, $2, $3, nextval(${l.tokenSequence}), n.t, n.t + $4::bigint * interval '1 millisecond' FROM n
@@ -198,7 +197,7 @@ export function statements(l: Layout) {
      * every write. The lease is only tested in the select list, so that the planner reads the row
      * by primary key rather than by walking the leased index.
      */
-    release: `
+    releaseClaim: `
       WITH s AS (
         SELECT t.claimed_until IS NOT NULL AS leased FROM ${l.snapshots} t
         WHERE t.instance_id = $1 AND t.ready_task_id = $2
@@ -219,7 +218,7 @@ export function statements(l: Layout) {
      * Renewal: expiry = now + duration for a live claim of this worker; a claim without ttl stays
      * so. A lease on the task moves with it (snapshot row locked first, as in release).
      */
-    extend: `
+    extendClaim: `
       WITH s AS (
         SELECT t.claimed_until IS NOT NULL AS leased FROM ${l.snapshots} t
         WHERE t.instance_id = $1 AND t.ready_task_id = $2
@@ -241,12 +240,17 @@ export function statements(l: Layout) {
       FROM c`,
 
     /** Who holds the claim (live or not), to tell NotFound from ClaimLost after a refused release/extend. */
-    claimHolder: `SELECT worker_id FROM ${l.claims} WHERE instance_id = $1 AND task_id = $2`,
+    readClaim: `SELECT worker_id FROM ${l.claims} WHERE instance_id = $1 AND task_id = $2`,
+  };
+}
 
-    readyCandidates: readyCandidates("$1"),
+/** findAvailableTasks and claimAvailableTasks (claim-next). */
+function discovery(l: Layout) {
+  return {
+    readyCandidates: readyCandidates(l, "$1"),
 
-    find: `
-      WITH k AS (${readyCandidates("$1")})
+    findAvailable: `
+      WITH k AS (${readyCandidates(l, "$1")})
       SELECT k.instance_id, k.task_id, s.definition_hash, ${input} AS input
       FROM k
       JOIN ${l.snapshots} s ON s.instance_id = k.instance_id
@@ -268,13 +272,13 @@ export function statements(l: Layout) {
      * caller's next statement, with a new snapshot, sees it whole. Every write that changes an
      * instance's results also writes its snapshot row, so "same row version" implies "same results".
      *
-     * $1 = worker id, $2 = ttl ms. The limit is a literal for the sizes the backend prepares (see
-     * claimNextStatements): with LIMIT $n the server's generic plan assumes 10% of the table and is
-     * never preferred, so every call would be planned again.
+     * $1 = worker id, $2 = ttl ms. The limit is a literal for the sizes the backend prepares
+     * (see claimNextStatements in prepared.ts): with LIMIT $n the server's generic plan assumes
+     * 10% of the table and is never preferred, so every call would be planned again.
      */
     claimNext: (limit: number | "$3") => `
-      WITH k1 AS (${fresh(String(limit), true)}),
-      k2 AS (${expired(String(limit), true)}),
+      WITH k1 AS (${fresh(l, String(limit), true)}),
+      k2 AS (${expired(l, String(limit), true)}),
       k AS (
         SELECT * FROM k1 UNION ALL SELECT * FROM k2
         ORDER BY updated_at, instance_id
@@ -311,7 +315,12 @@ export function statements(l: Layout) {
       LEFT JOIN cl ON cl.instance_id = k.instance_id AND cl.task_id = k.task_id
       LEFT JOIN v ON v.instance_id = k.instance_id
       ORDER BY k.updated_at, k.instance_id`,
+  };
+}
 
+/** completeTasks. */
+function completion(l: Layout) {
+  return {
     /**
      * completeTasks for a whole batch in one statement (so one transaction): $1..$4 are the
      * parallel arrays of instance ids, task ids, tokens and outputs. Per item, the rules of a
@@ -385,67 +394,101 @@ export function statements(l: Layout) {
       LEFT JOIN s ON s.instance_id = i.instance_id
       LEFT JOIN d ON d.ord = i.ord
       LEFT JOIN f ON f.ord = i.ord`,
-
-    corrupt: `UPDATE ${l.snapshots} SET header = $2 WHERE instance_id = $1`,
   };
 }
 
 export type Statements = ReturnType<typeof statements>;
 
-/**
- * The statements sent under a name (prepared once per connection): those of the task cycle and
- * the other fixed ones. After five runs the server may keep a generic plan; for these it reads
- * by the same indexes as the custom one (test/explain.test.ts checks the task cycle's). `find`
- * keeps being planned per call (its LIMIT is a parameter) but is parsed once. listPage stays
- * unnamed: its generic plan could not fold `$1 IS NULL` and would lose the index condition.
- * Claim-next is prepared per limit, see claimNextStatements.
- */
-export const PREPARED = [
-  "completeTasks",
-  "claim",
-  "release",
-  "extend",
-  "claimHolder",
-  "lockSnapshot",
-  "checkFence",
-  "upsertResult",
-  "touchAfterResult",
-  "upsertSnapshot",
-  "deleteResults",
-  "load",
-  "delete",
-  "find",
-] as const satisfies ReadonlyArray<keyof Statements>;
-
-export type PreparedKey = (typeof PREPARED)[number];
-
-/** Claim-next limits up to this one get a prepared statement of their own (a literal LIMIT). */
-export const PREPARED_CLAIM_LIMIT = 64;
-
-/**
- * Claim-next statements: `forLimit(n)` is prepared with a literal LIMIT for n up to
- * PREPARED_CLAIM_LIMIT (built once, then cached); `byParam` takes the limit as $3.
- */
-export function claimNextStatements(sql: Statements, prepare: boolean) {
-  const byLimit = new Map<number, Statement>();
-  const byParam: Statement = { text: sql.claimNext("$3") };
-  return {
-    /** The statement and its bind values for one call. */
-    call(limit: number, workerId: string, ttlMs: number | null): [Statement, unknown[]] {
-      if (!prepare || limit > PREPARED_CLAIM_LIMIT) return [byParam, [workerId, ttlMs, limit]];
-      let statement = byLimit.get(limit);
-      if (statement === undefined) {
-        statement = prepared(`claimNext${limit}`, sql.claimNext(limit));
-        byLimit.set(limit, statement);
-      }
-      return [statement, [workerId, ttlMs]];
-    },
-  };
+/** How much one statement carries: items, and (past its first item) bytes of values. */
+export interface BatchBound {
+  rows: number;
+  bytes: number;
 }
 
-/** The hot statements as sent: named when `prepare` is on, plain text otherwise. */
-export function preparedStatements(sql: Statements, prepare: boolean): Record<PreparedKey, Statement> {
-  const out = {} as Record<PreparedKey, Statement>;
-  for (const key of PREPARED) out[key] = prepare ? prepared(key, sql[key]) : { text: sql[key] };
-  return out;
+/** saveSnapshot's multi-row inserts of task results (bind parameters and message size). */
+export const RESULTS_BATCH: BatchBound = { rows: 1000, bytes: 16 * 1024 * 1024 };
+/**
+ * One completeTasks statement; a larger call runs several, one after another. Items are
+ * independent, so each item stays one atomic step either way.
+ */
+export const COMPLETE_BATCH: BatchBound = { rows: 1000, bytes: 16 * 1024 * 1024 };
+
+/** Splits `items`, in order, into the runs that one statement each carries. */
+export function* batches<T>(
+  items: readonly T[],
+  bound: BatchBound,
+  size: (item: T) => number,
+): Generator<T[]> {
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const n = size(item);
+    if (batch.length >= bound.rows || (batch.length > 0 && bytes + n > bound.bytes)) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(item);
+    bytes += n;
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/** A row of claimTask and extendClaim: server-clock epoch ms and the token, as text (bigint). */
+export interface ClaimRow {
+  token: string | null;
+  claimed_at: string | null;
+  expires_at: string | null;
+}
+
+/** A row of claimNext: a candidate, claimed (token set) or not (lost a race, or its row moved on). */
+export interface ClaimNextRow extends ClaimRow {
+  instance_id: string;
+  task_id: string;
+  definition_hash: string | null;
+  input: Buffer | null;
+}
+
+/** A row of findAvailable. */
+export interface ReadyRow {
+  instance_id: string;
+  task_id: string;
+  definition_hash: string;
+  input: Buffer;
+}
+
+/** A row of loadSnapshot: kind 0 is the snapshot row (data: header, extra: initial input), kind 1 a result. */
+export interface LoadRow {
+  kind: number;
+  task_id: string | null;
+  data: Buffer;
+  extra: Buffer | null;
+  last_completed_task_id: string | null;
+  updated_at: string | null;
+}
+
+/**
+ * A row of completeTasks, one per item (ord: its 1-based position): found (the instance
+ * exists), done (stored and released), fenced (finished instance, and its claim is live with
+ * this token).
+ */
+export interface CompleteRow {
+  ord: number;
+  found: boolean;
+  done: boolean;
+  fenced: boolean;
+}
+
+const num = (v: string | null): number | null => (v === null ? null : Number(v));
+
+/** The claim a claimTask, extendClaim or claimNext row describes. */
+export function claimOf(instanceId: string, taskId: string, workerId: string, row: ClaimRow): TaskClaim {
+  return {
+    instanceId,
+    taskId,
+    workerId,
+    claimedAt: num(row.claimed_at) ?? 0,
+    expiresAt: num(row.expires_at),
+    token: num(row.token) ?? 0,
+  };
 }

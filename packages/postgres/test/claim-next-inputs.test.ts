@@ -2,7 +2,7 @@ import type { PersistentBackend } from "@sayiir/persistence-core";
 import { atTask } from "@sayiir/persistence-core/conformance";
 import type {} from "@sayiir/test-servers";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { closeAdminPools, postgresSubject, serverName } from "./subject.js";
+import { closeAdminPools, createSubject, serverName } from "./subject.js";
 
 const servers = inject("postgres");
 afterAll(closeAdminPools);
@@ -18,7 +18,7 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 describe.skipIf(servers.length === 0)("claim-next inputs under concurrent writers", () => {
   for (const server of servers) {
     it(`${serverName(server)}: a claimed task's input always matches its position`, async () => {
-      const subject = await postgresSubject(server.url);
+      const subject = await createSubject({}, {}, server);
       const clients: PersistentBackend[] = [subject.backend];
       try {
         for (let i = 0; i < 5; i++) clients.push(await subject.connect());

@@ -1,66 +1,37 @@
-import { ErrorCode, type PersistentBackend, type TaskClaim } from "@sayiir/persistence-core";
-import { atTask, finished, sleep, text, uid } from "@sayiir/persistence-core/conformance";
+import { ErrorCode, type TaskClaim } from "@sayiir/persistence-core";
+import { atTask, claimOrFail, finished, sleep, text, uid } from "@sayiir/persistence-core/conformance";
 import type {} from "@sayiir/test-servers";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import type { PostgresBackend } from "../src/index.js";
 import { quoteIdentifier } from "../src/layout.js";
-import { adminPool, closeAdminPools, postgresSubject, serverName } from "./subject.js";
+import { adminPool, closeAdminPools, createSubject, serverName, statementCounter } from "./subject.js";
 
 const servers = inject("postgres");
 afterAll(closeAdminPools);
 
 const dec = (b: Uint8Array | undefined) => (b === undefined ? undefined : new TextDecoder().decode(b));
 
-async function claim(
-  backend: PersistentBackend,
-  instanceId: string,
-  taskId: string,
-  workerId = "w1",
-  ttlMs: number | null = 60_000,
-): Promise<TaskClaim> {
-  const c = await backend.claimTask(instanceId, taskId, workerId, ttlMs);
-  if (c === null) throw new Error(`claim of ${taskId} on ${instanceId} failed`);
-  return c;
-}
-
-/** Counts the statements a backend sends through its pool while `body` runs. */
-async function countStatements(backend: PostgresBackend, body: () => Promise<unknown>): Promise<number> {
-  const pool = backend.pool as unknown as { query: (...args: unknown[]) => unknown };
-  const original = pool.query;
-  let n = 0;
-  pool.query = (...args: unknown[]) => {
-    n++;
-    return original.apply(pool, args);
-  };
-  try {
-    await body();
-  } finally {
-    pool.query = original;
-  }
-  return n;
-}
-
 describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
   for (const server of servers) {
     describe(serverName(server), () => {
       it("a batch mixing good, stale, expired, missing and finished items, several per instance", async () => {
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         const backend = subject.backend;
         try {
           const [a, missing, done] = [uid("a"), uid("missing"), uid("done")];
           await backend.saveSnapshot(atTask(a, "t1"));
           await backend.saveSnapshot(finished(done, { kind: "Completed", finalOutput: text("end") }));
-          const good1 = await claim(backend, a, "t1");
-          const stale = await claim(backend, a, "t2");
+          const good1 = await claimOrFail(backend, a, "t1", "w1", 60_000);
+          const stale = await claimOrFail(backend, a, "t2", "w1", 60_000);
           await backend.releaseTaskClaim(a, "t2", "w1");
-          const retaken = await claim(backend, a, "t2", "w2");
-          const expired = await claim(backend, a, "t3", "w1", 100);
-          const good2 = await claim(backend, a, "t4");
-          const onMissing = await claim(backend, missing, "t1");
-          const onDoneLive = await claim(backend, done, "t1");
-          const onDoneStale = await claim(backend, done, "t2");
+          const retaken = await claimOrFail(backend, a, "t2", "w2", 60_000);
+          const expired = await claimOrFail(backend, a, "t3", "w1", 100);
+          const good2 = await claimOrFail(backend, a, "t4", "w1", 60_000);
+          const onMissing = await claimOrFail(backend, missing, "t1", "w1", 60_000);
+          const onDoneLive = await claimOrFail(backend, done, "t1", "w1", 60_000);
+          const onDoneStale = await claimOrFail(backend, done, "t2", "w1", 60_000);
           await backend.releaseTaskClaim(done, "t2", "w1");
-          const lastRefused = await claim(backend, a, "t5");
+          const lastRefused = await claimOrFail(backend, a, "t5", "w1", 60_000);
           await backend.releaseTaskClaim(a, "t5", "w1");
           await sleep(350);
 
@@ -102,21 +73,22 @@ describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
       });
 
       it("one statement per call, and per claim-next call", async () => {
-        const subject = await postgresSubject(server.url);
-        const backend = subject.backend as PostgresBackend;
+        const counter = statementCounter();
+        const subject = await createSubject({}, { faults: counter.faults }, server);
+        const backend = subject.backend;
         try {
           for (let i = 0; i < 8; i++)
             await backend.saveSnapshot(atTask(`i${i}`, "t1", { updatedAt: 1000 + i }));
           let claimed: Awaited<ReturnType<PostgresBackend["claimAvailableTasks"]>> = [];
           expect(
-            await countStatements(backend, async () => {
+            await counter.count(async () => {
               claimed = await backend.claimAvailableTasks("w", 8, 60_000);
             }),
           ).toBe(1);
           expect(claimed).toHaveLength(8);
           let outcomes: unknown[] = [];
           expect(
-            await countStatements(backend, async () => {
+            await counter.count(async () => {
               outcomes = await backend.completeTasks(
                 claimed.map((t) => ({ claim: t.claim, output: text("x") })),
               );
@@ -130,8 +102,9 @@ describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
       });
 
       it("a batch larger than one statement carries is split, outcomes stay in order", async () => {
-        const subject = await postgresSubject(server.url);
-        const backend = subject.backend as PostgresBackend;
+        const counter = statementCounter();
+        const subject = await createSubject({}, { faults: counter.faults }, server);
+        const backend = subject.backend;
         try {
           const id = uid();
           await backend.saveSnapshot(atTask(id, "t0"));
@@ -139,14 +112,16 @@ describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
           for (let i = 0; i < 2_100; i += 300) {
             claims.push(
               ...(await Promise.all(
-                Array.from({ length: Math.min(300, 2_100 - i) }, (_, j) => claim(backend, id, `t${i + j}`)),
+                Array.from({ length: Math.min(300, 2_100 - i) }, (_, j) =>
+                  claimOrFail(backend, id, `t${i + j}`, "w1", 60_000),
+                ),
               )),
             );
           }
           // Every 7th is refused: its claim was released before the call.
           for (let i = 0; i < claims.length; i += 7) await backend.releaseTaskClaim(id, `t${i}`, "w1");
           let outcomes: Awaited<ReturnType<PostgresBackend["completeTasks"]>> = [];
-          const statements = await countStatements(backend, async () => {
+          const statements = await counter.count(async () => {
             outcomes = await backend.completeTasks(claims.map((c) => ({ claim: c, output: text(c.taskId) })));
           });
           expect(statements).toBe(3);
@@ -164,7 +139,7 @@ describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
       }, 60_000);
 
       it("two clients completing overlapping instances in opposite orders never deadlock", async () => {
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         const other = await subject.connect();
         try {
           const ids = Array.from({ length: 12 }, (_, i) => `inst-${String(i).padStart(2, "0")}`);
@@ -172,8 +147,12 @@ describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
           for (let round = 0; round < 30; round++) {
             // Each client holds a claim on a task of every instance; one completes them in id
             // order, the other in reverse: row locks are taken in instance order either way.
-            const mine = await Promise.all(ids.map((id) => claim(subject.backend, id, `a${round}`)));
-            const theirs = await Promise.all(ids.map((id) => claim(other, id, `b${round}`)));
+            const mine = await Promise.all(
+              ids.map((id) => claimOrFail(subject.backend, id, `a${round}`, "w1", 60_000)),
+            );
+            const theirs = await Promise.all(
+              ids.map((id) => claimOrFail(other, id, `b${round}`, "w1", 60_000)),
+            );
             const [x, y] = await Promise.all([
               subject.backend.completeTasks(mine.map((c) => ({ claim: c, output: text("a") }))),
               other.completeTasks([...theirs].reverse().map((c) => ({ claim: c, output: text("b") }))),
@@ -191,7 +170,7 @@ describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
       }, 60_000);
 
       it("racing deleteSnapshot: an item lands before the delete or is NotFound, nothing is left behind", async () => {
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         const other = await subject.connect();
         const s = quoteIdentifier(subject.schema);
         try {
@@ -200,7 +179,9 @@ describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
           for (let round = 0; round < 20; round++) {
             const ids = Array.from({ length: 10 }, () => uid());
             for (const id of ids) await subject.backend.saveSnapshot(atTask(id, "t1"));
-            const claims = await Promise.all(ids.map((id) => claim(subject.backend, id, "t1")));
+            const claims = await Promise.all(
+              ids.map((id) => claimOrFail(subject.backend, id, "t1", "w1", 60_000)),
+            );
             const [outcomes] = await Promise.all([
               subject.backend.completeTasks(claims.map((c) => ({ claim: c, output: text("x") }))),
               Promise.all(ids.filter((_, i) => i % 2 === 0).map((id) => other.deleteSnapshot(id))),
@@ -231,13 +212,13 @@ describe.skipIf(servers.length === 0)("completeTasks on PostgreSQL", () => {
       }, 60_000);
 
       it("racing an unfenced saveSnapshot: the instance holds one write or the other, never a mix", async () => {
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         const other = await subject.connect();
         try {
           for (let round = 0; round < 40; round++) {
             const id = uid();
             await subject.backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1_000 }));
-            const c = await claim(subject.backend, id, "t1");
+            const c = await claimOrFail(subject.backend, id, "t1", "w1", 60_000);
             // The writer replaces the snapshot with one at t9, without results.
             const [outcomes] = await Promise.all([
               subject.backend.completeTasks([{ claim: c, output: text("done") }]),

@@ -5,14 +5,7 @@ import pg from "pg";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { PostgresBackend } from "../src/index.js";
 import { quoteIdentifier } from "../src/layout.js";
-import {
-  adminPool,
-  closeAdminPools,
-  dropSchema,
-  postgresSubject,
-  serverName,
-  testSchema,
-} from "./subject.js";
+import { adminPool, closeAdminPools, createSubject, dropSchema, serverName, testSchema } from "./subject.js";
 
 const servers = inject("postgres");
 afterAll(closeAdminPools);
@@ -59,7 +52,7 @@ describe.skipIf(servers.length === 0)("connections", () => {
     describe(serverName(server), () => {
       it("pg_terminate_backend during a blocked write: BackendError at once, and the pool recovers", async () => {
         const app = uid("kill").slice(0, 40);
-        const subject = await postgresSubject(server.url, {}, {});
+        const subject = await createSubject({}, {}, server);
         await subject.backend.close();
         const backend = new PostgresBackend({
           poolConfig: { connectionString: server.url, application_name: app, max: 4 },
@@ -90,7 +83,7 @@ describe.skipIf(servers.length === 0)("connections", () => {
 
       it("connections killed repeatedly mid-run: only BackendErrors, each bounded, then everything works", async () => {
         const app = uid("churn").slice(0, 40);
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         await subject.backend.close();
         const backend = new PostgresBackend({
           poolConfig: { connectionString: server.url, application_name: app, max: 4 },
@@ -146,7 +139,7 @@ describe.skipIf(servers.length === 0)("connections", () => {
       });
 
       it("statement_timeout bounds a statement stuck on a lock (BackendError with the server's cause)", async () => {
-        const subject = await postgresSubject(server.url, {}, { statementTimeoutMs: 300 });
+        const subject = await createSubject({}, { statementTimeoutMs: 300 }, server);
         const { backend, schema } = subject;
         try {
           const id = uid();

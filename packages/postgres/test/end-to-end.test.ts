@@ -1,13 +1,13 @@
 import type {} from "@sayiir/test-servers";
 import { runEndToEnd } from "@sayiir/worker";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { closeAdminPools, postgresSubject, serverName } from "./subject.js";
+import { closeAdminPools, createSubject, NO_SERVER, serverName } from "./subject.js";
 
 const servers = inject("postgres");
 afterAll(closeAdminPools);
 
 if (servers.length === 0) {
-  it.skip("no PostgreSQL server: set SAYIIR_TEST_POSTGRES_URL or run `node tooling/test-servers/src/install.ts postgres`", () => {});
+  it.skip(NO_SERVER, () => {});
 }
 
 // The reference worker loop (tooling/worker): 3 workers, each on its own pool over one schema,
@@ -15,7 +15,7 @@ if (servers.length === 0) {
 for (const server of servers) {
   describe(serverName(server), () => {
     it("worker loop end to end: every workflow completes once, the crashed worker's claims are taken over", async () => {
-      const subject = await postgresSubject(server.url);
+      const subject = await createSubject({}, {}, server);
       try {
         const report = await runEndToEnd({ connect: subject.connect, workflows: 30, leaseMs: 400 });
         expect(report.workflows).toBe(30);

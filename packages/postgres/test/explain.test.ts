@@ -4,7 +4,7 @@ import { afterAll, describe, expect, inject, it } from "vitest";
 import { LEASED_INDEX, READY_INDEX } from "../src/index.js";
 import { layoutFor, quoteIdentifier } from "../src/layout.js";
 import { statements } from "../src/sql.js";
-import { adminPool, closeAdminPools, postgresSubject, serverName } from "./subject.js";
+import { adminPool, closeAdminPools, createSubject, serverName } from "./subject.js";
 
 const servers = inject("postgres");
 afterAll(closeAdminPools);
@@ -16,7 +16,7 @@ function planText(rows: Array<Record<string, string>>): string {
 describe.skipIf(servers.length === 0)("discovery plan", () => {
   for (const server of servers) {
     it(`${serverName(server)}: discovery and claim-next read the partial index, never scan snapshots`, async () => {
-      const subject = await postgresSubject(server.url);
+      const subject = await createSubject({}, {}, server);
       try {
         const { backend, schema } = subject;
         const s = quoteIdentifier(schema);
@@ -63,7 +63,7 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
             ),
           );
           expect(discovery).not.toMatch(/Seq Scan/);
-          const find = planText((await client.query(`EXPLAIN ${sql.find}`, [10])).rows);
+          const find = planText((await client.query(`EXPLAIN ${sql.findAvailable}`, [10])).rows);
           const claimNext = planText(
             (await client.query(`EXPLAIN ${sql.claimNext(10)}`, ["w", 30_000])).rows,
           );
@@ -94,11 +94,11 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
               sql.completeTasks,
               `'{ready-05,ready-06}', '{t1,t1}', '{1,2}', '{"\\\\x00","\\\\x00"}'`,
             ),
-            release: await generic("rl", "text, text, text", sql.release, "'ready-05', 't1', 'w'"),
+            release: await generic("rl", "text, text, text", sql.releaseClaim, "'ready-05', 't1', 'w'"),
             extend: await generic(
               "ex",
               "text, text, text, bigint",
-              sql.extend,
+              sql.extendClaim,
               "'ready-05', 't1', 'w', 1000",
             ),
           };

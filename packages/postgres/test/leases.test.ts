@@ -4,14 +4,7 @@ import type {} from "@sayiir/test-servers";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { MIGRATIONS, PostgresBackend } from "../src/index.js";
 import { layoutFor, quoteIdentifier } from "../src/layout.js";
-import {
-  adminPool,
-  closeAdminPools,
-  dropSchema,
-  postgresSubject,
-  serverName,
-  testSchema,
-} from "./subject.js";
+import { adminPool, closeAdminPools, createSubject, dropSchema, serverName, testSchema } from "./subject.js";
 
 const servers = inject("postgres");
 afterAll(closeAdminPools);
@@ -39,7 +32,7 @@ describe.skipIf(servers.length === 0)("leases of claim-next", () => {
   for (const server of servers) {
     describe(serverName(server), () => {
       it("a released task is offered again at once, with or without a ttl", async () => {
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         const backend = subject.backend;
         try {
           for (const ttl of [null, 60_000]) {
@@ -67,7 +60,7 @@ describe.skipIf(servers.length === 0)("leases of claim-next", () => {
       });
 
       it("an extended claim keeps its task hidden past the first expiry, then it comes back", async () => {
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         const backend = subject.backend;
         try {
           const id = uid();
@@ -89,7 +82,7 @@ describe.skipIf(servers.length === 0)("leases of claim-next", () => {
       });
 
       it("a claimTask takeover of an expired lease hides the task while it lives; its release shows it", async () => {
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         const backend = subject.backend;
         try {
           const id = uid();
@@ -109,7 +102,7 @@ describe.skipIf(servers.length === 0)("leases of claim-next", () => {
       });
 
       it("a snapshot moved on to its next task ends the lease; the same task keeps it", async () => {
-        const subject = await postgresSubject(server.url);
+        const subject = await createSubject({}, {}, server);
         const backend = subject.backend;
         try {
           const id = uid();

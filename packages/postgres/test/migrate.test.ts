@@ -30,6 +30,20 @@ describe("options", () => {
   });
 });
 
+describe("capabilities", () => {
+  it("the server's clock, durable, one ready index, polled (declared without I/O)", async () => {
+    const backend = new PostgresBackend({ connectionString: "postgres://x" });
+    expect(backend.capabilities).toEqual({
+      durable: true,
+      clock: "server",
+      clockSkewMs: 0,
+      shards: 1,
+      wakeUps: "poll",
+    });
+    await backend.close();
+  });
+});
+
 describe.skipIf(servers.length === 0)("migrate", () => {
   for (const server of servers) {
     describe(serverName(server), () => {

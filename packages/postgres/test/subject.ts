@@ -1,16 +1,34 @@
 import { randomBytes } from "node:crypto";
-import type { ConformanceSubject, SubjectOptions } from "@sayiir/persistence-core/conformance";
+import type {
+  ConformanceOptions,
+  ConformanceSubject,
+  SubjectOptions,
+} from "@sayiir/persistence-core/conformance";
+import type {} from "@sayiir/test-servers";
 import pg from "pg";
+import { inject } from "vitest";
 import { PostgresBackend, type PostgresBackendOptions } from "../src/index.js";
-import { quoteIdentifier } from "../src/layout.js";
+import { quoteIdentifier, quoteLiteral } from "../src/layout.js";
+import type { FaultHooks } from "../src/options.js";
+
+/** Servers from the test tooling, one per PostgreSQL version (empty when none). */
+export const servers = inject("postgres");
+export type PostgresServer = (typeof servers)[number];
+
+export const NO_SERVER =
+  "no PostgreSQL server: set SAYIIR_TEST_POSTGRES_URL or run `node tooling/test-servers/src/install.ts postgres`";
 
 const adminPools = new Map<string, pg.Pool>();
 
-/** One small pool per server for schema setup and teardown (and raw SQL in tests). */
+/**
+ * One small pool per server for schema setup and teardown (and raw SQL in tests). Its idle
+ * connections never keep the process alive, so a file that does not call closeAdminPools()
+ * (the one-line conformance file) still ends.
+ */
 export function adminPool(url: string): pg.Pool {
   let pool = adminPools.get(url);
   if (pool === undefined) {
-    pool = new pg.Pool({ connectionString: url, max: 3, idleTimeoutMillis: 5_000 });
+    pool = new pg.Pool({ connectionString: url, max: 3, idleTimeoutMillis: 5_000, allowExitOnIdle: true });
     pool.on("error", () => {});
     adminPools.set(url, pool);
   }
@@ -32,12 +50,36 @@ export async function dropSchema(url: string, schema: string): Promise<void> {
   await adminPool(url).query(`DROP SCHEMA IF EXISTS ${quoteIdentifier(schema)} CASCADE`);
 }
 
-/** A fresh schema, migrated, and a backend over it; every connect() is another backend (another pool) on it. */
-export async function postgresSubject(
-  url: string,
+/** Servers from the test tooling (one per PostgreSQL version). */
+export function serverName(info: { version: string; source: string }): string {
+  return `postgres ${info.version} (${info.source})`;
+}
+
+export interface PostgresSubject extends ConformanceSubject {
+  backend: PostgresBackend;
+  schema: string;
+  server: PostgresServer;
+  /** Drops the schema (close the backends first). */
+  cleanup: () => Promise<void>;
+}
+
+function firstServer(): PostgresServer {
+  const server = servers[0];
+  if (server === undefined) throw new Error(NO_SERVER);
+  return server;
+}
+
+/**
+ * A fresh schema on `server` (default: the first one), migrated, and a backend over it; every
+ * connect() is another backend (another pool) on it. `extra` adds or overrides backend options,
+ * `faults` among them (see {@link statementCounter} and FaultHooks).
+ */
+export async function createSubject(
   { maxPayloadBytes }: SubjectOptions = {},
   extra: Partial<PostgresBackendOptions> = {},
-): Promise<ConformanceSubject & { schema: string }> {
+  server: PostgresServer = firstServer(),
+): Promise<PostgresSubject> {
+  const { url } = server;
   const schema = testSchema();
   const open = () =>
     new PostgresBackend({ poolConfig: { connectionString: url, max: 6 }, schema, maxPayloadBytes, ...extra });
@@ -45,6 +87,7 @@ export async function postgresSubject(
   await backend.migrate();
   return {
     schema,
+    server,
     backend,
     connect: async () => open(),
     corruptSnapshot: async (instanceId) => {
@@ -57,7 +100,80 @@ export async function postgresSubject(
   };
 }
 
-/** Servers from the test tooling (one per PostgreSQL version). */
-export function serverName(info: { version: string; source: string }): string {
-  return `postgres ${info.version} (${info.source})`;
+export function conformanceTargets(): ConformanceOptions[] {
+  return servers.map((server) => ({
+    name: serverName(server),
+    setup: (options) => createSubject(options, {}, server),
+  }));
+}
+
+/**
+ * Fault injection, one documented path per side:
+ *
+ * - client side (a statement that fails before it reaches the server, as on a dropped
+ *   connection): the backend's testing-only `faults` option (FaultHooks), for example
+ *   `createSubject({}, { faults: failStatements("claimNext", () => true) }, server)`;
+ * - server side (an error or a silently skipped row inside one statement): a row trigger on one
+ *   of the schema's tables, {@link addTrigger}.
+ *
+ * No test patches `pg` or the pool.
+ */
+export function failStatements(statement: string, failing: () => boolean): FaultHooks {
+  return {
+    beforeQuery: (name) => {
+      if (name === statement && failing()) throw new Error("connection reset (injected)");
+    },
+  };
+}
+
+/** Counts the statements a backend sends while counting is on (through FaultHooks). */
+export function statementCounter(): {
+  faults: FaultHooks;
+  count: (body: () => Promise<unknown>) => Promise<number>;
+} {
+  let counting = false;
+  let n = 0;
+  return {
+    faults: {
+      beforeQuery: () => {
+        if (counting) n++;
+      },
+    },
+    async count(body) {
+      n = 0;
+      counting = true;
+      try {
+        await body();
+      } finally {
+        counting = false;
+      }
+      return n;
+    },
+  };
+}
+
+/**
+ * Adds a BEFORE INSERT row trigger named `name` on `<schema>.<table>` that, for rows where
+ * `instance_id = instanceId`, raises `injected` (action "raise": the statement fails on the
+ * server and rolls back whole) or skips the row (action "skip": as if a concurrent claim had
+ * won the race). Returns how to drop it.
+ */
+export async function addTrigger(
+  url: string,
+  schema: string,
+  table: string,
+  instanceId: string,
+  action: "raise" | "skip",
+  name = action === "raise" ? "boom" : "skip",
+): Promise<() => Promise<void>> {
+  const s = quoteIdentifier(schema);
+  const body = action === "raise" ? "RAISE EXCEPTION 'injected';" : "RETURN NULL;";
+  await adminPool(url).query(`
+    CREATE FUNCTION ${s}.${name}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN ${body} END $$;
+    CREATE TRIGGER ${name} BEFORE INSERT ON ${s}.${quoteIdentifier(table)} FOR EACH ROW
+      WHEN (NEW.instance_id = ${quoteLiteral(instanceId)}) EXECUTE FUNCTION ${s}.${name}()`);
+  return async () => {
+    await adminPool(url).query(`DROP TRIGGER ${name} ON ${s}.${quoteIdentifier(table)}`);
+  };
 }

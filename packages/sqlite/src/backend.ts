@@ -1,55 +1,51 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import {
   type AvailableTask,
-  assertClaimHolder,
+  type BackendCapabilities,
   BackendError,
   BaseBackend,
   type ClaimedTask,
   type CompletionOutcome,
-  decodeSnapshotHeader,
-  ErrorCode,
-  encodeSnapshotHeader,
   type Fence,
   failures,
   isClaimLive,
-  isPersistenceError,
+  type PersistenceError,
   type SnapshotPage,
   type TaskClaim,
+  toBytes,
   type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
-import { Status, type Tables, tableNames } from "./layout.js";
-import { migrate } from "./migrations.js";
+import {
+  extendRefusal,
+  fromStoredParts,
+  type MigrationReport,
+  releaseRefusal,
+  resultRefusal,
+  snapshotRefusal,
+  toStoredSnapshot,
+  type WriteView,
+} from "@sayiir/persistence-core/adapter";
+import { Status, statusOf, type Tables, tableNames } from "./layout.js";
 import {
   DEFAULT_BUSY_TIMEOUT_MS,
   type NormalizedOptions,
   normalizeOptions,
   type SqliteBackendOptions,
 } from "./options.js";
-import { type StatementName, statements } from "./sql.js";
+import { migrate } from "./schema.js";
+import { type ClaimRow, type ReadyRow, type StatementName, statements } from "./sql.js";
 import { immediate, prepare, read } from "./transaction.js";
 
 type Row = Record<string, SQLInputValue>;
 
-interface ClaimRow {
-  worker_id: string;
+/** A stored claim as the kit's refusals read it (HeldClaimView and StoredClaimView at once). */
+interface StoredClaim {
+  workerId: string;
   token: number;
-  claimed_at: number;
-  expires_at: number | null;
+  claimedAt: number;
+  expiresAt: number | null;
 }
-
-interface ReadyRow {
-  instance_id: string;
-  ready_task_id: string;
-  definition_hash: string;
-  input: Uint8Array;
-}
-
-/** node:sqlite hands out fresh Uint8Arrays; this keeps them plain even if a future version returns a Buffer. */
-const plain = (bytes: Uint8Array): Uint8Array =>
-  Object.getPrototypeOf(bytes) === Uint8Array.prototype
-    ? bytes
-    : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
 const quoted = (id: string): string => JSON.stringify(id);
 
@@ -61,6 +57,11 @@ const quoted = (id: string): string => JSON.stringify(id);
  * Call `migrate()` once (any number of processes may) before the first operation.
  */
 export class SqliteBackend extends BaseBackend {
+  /**
+   * Expiry is judged by this machine's clock (`Date.now()`, read under the write lock), the one
+   * clock every process on the file shares. A `":memory:"` database is not durable.
+   */
+  readonly capabilities: BackendCapabilities;
   /** The underlying connection (the caller's own when passed as `database`). */
   readonly database: DatabaseSync;
   readonly #owned: boolean;
@@ -80,13 +81,20 @@ export class SqliteBackend extends BaseBackend {
     if (!this.#owned && normalized.busyTimeoutMs !== undefined) {
       configure(this.database, normalized.busyTimeoutMs, undefined);
     }
+    this.capabilities = {
+      durable: inFile(this.database, normalized.path),
+      clock: "client",
+      clockSkewMs: 0,
+      shards: 1,
+      wakeUps: "poll",
+    };
   }
 
   /**
    * Creates or upgrades the tables and switches the file to WAL mode. Explicit (the constructor
    * does no schema work), idempotent, and safe when several processes call it at once.
    */
-  async migrate(): Promise<void> {
+  async migrate(): Promise<MigrationReport> {
     return this.run("migrate", () => migrate(this.database, this.#tables, this.#busyTimeoutMs));
   }
 
@@ -120,61 +128,42 @@ export class SqliteBackend extends BaseBackend {
     return immediate(this.database, () => body(Date.now()));
   }
 
-  #claimRow(instanceId: string, taskId: string): ClaimRow | undefined {
-    return this.#get<ClaimRow>("getClaim", instanceId, taskId);
+  #claim(instanceId: string, taskId: string): StoredClaim | undefined {
+    const row = this.#get<ClaimRow>("readClaim", instanceId, taskId);
+    return row === undefined
+      ? undefined
+      : { workerId: row.worker_id, token: row.token, claimedAt: row.claimed_at, expiresAt: row.expires_at };
   }
 
-  #checkFence(instanceId: string, fence: Fence | undefined, now: number): void {
-    if (fence === undefined) return;
-    const claim = this.#claimRow(instanceId, fence.taskId);
-    if (
-      claim === undefined ||
-      !isClaimLive({ expiresAt: claim.expires_at }, now) ||
-      claim.token !== fence.token
-    ) {
-      throw failures.fenceRejected(instanceId, fence);
-    }
+  /** Inside a write transaction: what a write is checked against (the fence's claim only when fenced). */
+  #view(instanceId: string, fence: Fence | undefined, now: number): WriteView {
+    const stored = this.#get<{ status: string }>("lockSnapshot", instanceId);
+    return {
+      found: stored !== undefined,
+      finished: stored !== undefined && stored.status !== Status.InProgress,
+      claim: fence === undefined ? undefined : this.#claim(instanceId, fence.taskId),
+      now,
+    };
   }
 
   protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
-    const id = snapshot.instanceId;
-    const state = snapshot.state;
-    // The initial input has a column of its own (discovery reads it without decoding the header).
-    const { initialInput, ...rest } = snapshot;
-    const header = encodeSnapshotHeader(rest);
-    const results = state.kind === "InProgress" ? Object.values(state.completedTasks) : [];
-    const positionTask =
-      state.kind === "InProgress" && state.position.kind === "AtTask" ? state.position.taskId : null;
-    const ready =
-      positionTask !== null &&
-      state.kind === "InProgress" &&
-      !Object.hasOwn(state.completedTasks, positionTask)
-        ? positionTask
-        : null;
-    const status =
-      state.kind === "InProgress"
-        ? Status.InProgress
-        : state.kind === "Completed"
-          ? Status.Completed
-          : Status.Failed;
+    const stored = toStoredSnapshot(snapshot);
+    const id = stored.instanceId;
     this.#write((now) => {
-      this.#checkFence(id, fence, now);
-      const existing = this.#get<{ status: string }>("snapshotState", id);
-      if (existing !== undefined && existing.status !== Status.InProgress && status === Status.InProgress) {
-        throw failures.cannotReopen(id);
-      }
+      const refusal = snapshotRefusal(id, fence, this.#view(id, fence, now), stored.finished);
+      if (refusal !== null) throw refusal;
       this.#runNamed("upsertSnapshot", {
         id,
-        header,
-        status,
-        hash: snapshot.definitionHash,
-        input: initialInput ?? null,
-        last: state.kind === "InProgress" ? state.lastCompletedTaskId : null,
-        ready,
-        updatedAt: snapshot.updatedAt,
+        header: stored.header,
+        status: statusOf[stored.status],
+        hash: stored.definitionHash,
+        input: stored.initialInput,
+        last: stored.lastCompletedTaskId,
+        ready: stored.readyTaskId,
+        updatedAt: stored.updatedAt,
       });
       this.#run("deleteResults", id);
-      for (const result of results) this.#run("upsertResult", id, result.taskId, result.output);
+      for (const result of stored.results) this.#run("upsertResult", id, result.taskId, result.output);
     });
   }
 
@@ -184,47 +173,45 @@ export class SqliteBackend extends BaseBackend {
     output: Uint8Array,
     fence: Fence | undefined,
   ): Promise<void> {
-    this.#write((now) => this.#saveTaskResult(instanceId, taskId, output, fence, now));
+    this.#write((now) => {
+      const refusal = this.#saveTaskResult(instanceId, taskId, output, fence, now);
+      if (refusal !== null) throw refusal;
+    });
   }
 
-  /** Inside a write transaction: the checks of saveTaskResult in its order, then the writes. */
+  /**
+   * Inside a write transaction: the checks of saveTaskResult in their order (resultRefusal),
+   * then, if none refuses, the writes. Returns the refusal, having written nothing.
+   */
   #saveTaskResult(
     instanceId: string,
     taskId: string,
     output: Uint8Array,
     fence: Fence | undefined,
     now: number,
-  ): void {
-    const existing = this.#get<{ status: string }>("snapshotState", instanceId);
-    if (existing === undefined) throw failures.snapshotNotFound(instanceId);
-    this.#checkFence(instanceId, fence, now);
-    if (existing.status !== Status.InProgress) {
-      throw failures.resultsFinal(instanceId);
-    }
+  ): PersistenceError | null {
+    const refusal = resultRefusal(instanceId, fence, this.#view(instanceId, fence, now));
+    if (refusal !== null) return refusal;
     this.#run("upsertResult", instanceId, taskId, output);
     this.#runNamed("recordResult", { id: instanceId, task: taskId, now });
+    return null;
   }
 
   /**
    * The whole batch in one BEGIN IMMEDIATE transaction: one lock, one commit (a commit, with its
    * fsync, is what a write costs here). Each completion's checks run before any of its writes,
-   * so a refused one writes nothing and leaves its claim; the others go on. The fence check has
-   * just found the claim live with this token under the write lock, so deleting the claim row
-   * deletes exactly that claim.
+   * so a refused one writes nothing and leaves its claim; the others go on. A driver error rolls
+   * back all. The fence check has just found the claim live with this token under the write
+   * lock, so deleting the claim row deletes exactly that claim.
    */
   protected override async doCompleteTasks(
     completions: readonly ValidCompletion[],
   ): Promise<CompletionOutcome[]> {
     return this.#write((now) =>
       completions.map((c): CompletionOutcome => {
-        try {
-          this.#saveTaskResult(c.instanceId, c.taskId, c.output, c, now);
-        } catch (error) {
-          // Refusals are this completion's outcome; anything else (a driver error) rolls back all.
-          if (isPersistenceError(error) && error.code !== ErrorCode.Backend) return error;
-          throw error;
-        }
-        this.#run("deleteClaim", c.instanceId, c.taskId);
+        const refusal = this.#saveTaskResult(c.instanceId, c.taskId, c.output, c, now);
+        if (refusal !== null) return refusal;
+        this.#run("releaseClaim", c.instanceId, c.taskId);
         return null;
       }),
     );
@@ -241,13 +228,14 @@ export class SqliteBackend extends BaseBackend {
       if (row === undefined) throw failures.snapshotNotFound(instanceId);
       return { row, results: this.#all<{ task_id: string; output: Uint8Array }>("loadResults", instanceId) };
     });
-    const snapshot = decodeSnapshotHeader(plain(row.header), instanceId, {
-      results: results.map((r) => ({ taskId: r.task_id, output: plain(r.output) })),
+    return fromStoredParts({
+      instanceId,
+      header: toBytes(row.header),
+      initialInput: row.initial_input === null ? null : toBytes(row.initial_input),
+      results: results.map((r) => ({ taskId: r.task_id, output: toBytes(r.output) })),
       lastCompletedTaskId: row.last_completed_task_id,
       updatedAt: row.updated_at,
     });
-    if (row.initial_input !== null) snapshot.initialInput = plain(row.initial_input);
-    return snapshot;
   }
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
@@ -264,23 +252,23 @@ export class SqliteBackend extends BaseBackend {
     // Keyset pagination on the primary key: the cursor is the last id of the previous page.
     const rows =
       cursor === null
-        ? this.#all<{ instance_id: string }>("firstPage", limit + 1)
-        : this.#all<{ instance_id: string }>("nextPage", cursor, limit + 1);
+        ? this.#all<{ instance_id: string }>("listPage", limit + 1)
+        : this.#all<{ instance_id: string }>("listPageAfter", cursor, limit + 1);
     const instanceIds = rows.slice(0, limit).map((r) => r.instance_id);
     const more = rows.length > limit;
     return { instanceIds, nextCursor: more ? (instanceIds[instanceIds.length - 1] ?? null) : null };
   }
 
   /** Inside a write transaction: takes the claim unless a live one exists. */
-  #claim(
+  #claimTask(
     instanceId: string,
     taskId: string,
     workerId: string,
     ttlMs: number | null,
     now: number,
   ): TaskClaim | null {
-    const existing = this.#claimRow(instanceId, taskId);
-    if (existing !== undefined && isClaimLive({ expiresAt: existing.expires_at }, now)) return null;
+    const existing = this.#claim(instanceId, taskId);
+    if (existing !== undefined && isClaimLive(existing, now)) return null;
     const { last_token: token } = this.#get<{ last_token: number }>("nextToken") as { last_token: number };
     const claim: TaskClaim = {
       instanceId,
@@ -290,7 +278,7 @@ export class SqliteBackend extends BaseBackend {
       expiresAt: ttlMs === null ? null : now + ttlMs,
       token,
     };
-    this.#run("putClaim", instanceId, taskId, workerId, token, now, claim.expiresAt);
+    this.#run("claimTask", instanceId, taskId, workerId, token, now, claim.expiresAt);
     return claim;
   }
 
@@ -300,19 +288,14 @@ export class SqliteBackend extends BaseBackend {
     workerId: string,
     ttlMs: number | null,
   ): Promise<TaskClaim | null> {
-    return this.#write((now) => this.#claim(instanceId, taskId, workerId, ttlMs, now));
-  }
-
-  #ownedClaim(instanceId: string, taskId: string, workerId: string): ClaimRow {
-    const claim = this.#claimRow(instanceId, taskId);
-    assertClaimHolder(instanceId, taskId, claim?.worker_id, workerId);
-    return claim as ClaimRow;
+    return this.#write((now) => this.#claimTask(instanceId, taskId, workerId, ttlMs, now));
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
     this.#write(() => {
-      this.#ownedClaim(instanceId, taskId, workerId);
-      this.#run("deleteClaim", instanceId, taskId);
+      const refusal = releaseRefusal(instanceId, taskId, this.#claim(instanceId, taskId), workerId);
+      if (refusal !== null) throw refusal;
+      this.#run("releaseClaim", instanceId, taskId);
     });
   }
 
@@ -323,26 +306,26 @@ export class SqliteBackend extends BaseBackend {
     durationMs: number,
   ): Promise<TaskClaim> {
     return this.#write((now) => {
-      const claim = this.#ownedClaim(instanceId, taskId, workerId);
-      if (!isClaimLive({ expiresAt: claim.expires_at }, now)) {
-        throw failures.claimExpired(instanceId, taskId);
-      }
-      const expiresAt = claim.expires_at === null ? null : now + durationMs;
-      if (expiresAt !== null) this.#run("renewClaim", expiresAt, instanceId, taskId);
-      return { instanceId, taskId, workerId, claimedAt: claim.claimed_at, expiresAt, token: claim.token };
+      const found = this.#claim(instanceId, taskId);
+      const refusal = extendRefusal(instanceId, taskId, found, workerId, now);
+      if (refusal !== null) throw refusal;
+      const claim = found as StoredClaim; // extendRefusal refuses a missing claim
+      const expiresAt = claim.expiresAt === null ? null : now + durationMs;
+      if (expiresAt !== null) this.#run("extendClaim", expiresAt, instanceId, taskId);
+      return { instanceId, taskId, workerId, claimedAt: claim.claimedAt, expiresAt, token: claim.token };
     });
   }
 
-  #ready(limit: number, now: number): ReadyRow[] {
-    return this.#statement("readyTasks").all({ now, limit }) as unknown as ReadyRow[];
+  #findAvailable(limit: number, now: number): ReadyRow[] {
+    return this.#statement("findAvailable").all({ now, limit }) as unknown as ReadyRow[];
   }
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
     // One SELECT is one consistent read; no transaction needed.
-    return this.#ready(limit, Date.now()).map((row) => ({
+    return this.#findAvailable(limit, Date.now()).map((row) => ({
       instanceId: row.instance_id,
       taskId: row.ready_task_id,
-      input: plain(row.input),
+      input: toBytes(row.input),
       workflowDefinitionHash: row.definition_hash,
     }));
   }
@@ -355,12 +338,12 @@ export class SqliteBackend extends BaseBackend {
     // Find and claim under one write lock: no other connection can claim in between, so every
     // row found is claimable and no task is handed out twice.
     return this.#write((now) =>
-      this.#ready(limit, now).map((row) => ({
+      this.#findAvailable(limit, now).map((row) => ({
         instanceId: row.instance_id,
         taskId: row.ready_task_id,
-        input: plain(row.input),
+        input: toBytes(row.input),
         workflowDefinitionHash: row.definition_hash,
-        claim: this.#claim(row.instance_id, row.ready_task_id, workerId, ttlMs, now) as TaskClaim,
+        claim: this.#claimTask(row.instance_id, row.ready_task_id, workerId, ttlMs, now) as TaskClaim,
       })),
     );
   }
@@ -369,6 +352,16 @@ export class SqliteBackend extends BaseBackend {
     this.#prepared.clear();
     if (this.#owned) this.database.close();
   }
+}
+
+/**
+ * Is the main database a file rather than `":memory:"`? `location()` (Node 24) says so for a
+ * caller's connection too; without it, the path decides.
+ */
+function inFile(db: DatabaseSync, path: string | undefined): boolean {
+  const location = (db as { location?: () => string | null }).location;
+  if (typeof location === "function") return location.call(db) !== null;
+  return path !== ":memory:";
 }
 
 function configure(

@@ -1,3 +1,5 @@
+import type { StoredStatus } from "@sayiir/persistence-core/adapter";
+
 /*
  * Storage layout. Every name is `<tablePrefix><name>`, quoted as an SQL identifier; ids are only
  * ever bound as parameters (TEXT, BINARY collation), never spliced into SQL.
@@ -46,3 +48,10 @@ export const Status = {
   Failed: "failed",
 } as const;
 export type Status = (typeof Status)[keyof typeof Status];
+
+/** The snapshots.status value of each stored status (toStoredSnapshot's `status`). */
+export const statusOf: Readonly<Record<StoredStatus, Status>> = {
+  InProgress: Status.InProgress,
+  Completed: Status.Completed,
+  Failed: Status.Failed,
+};

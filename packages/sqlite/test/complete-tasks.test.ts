@@ -1,9 +1,9 @@
 import { DatabaseSync } from "node:sqlite";
 import { BackendError, ErrorCode, type TaskClaim } from "@sayiir/persistence-core";
-import { atTask, rejection, text } from "@sayiir/persistence-core/conformance";
+import { atTask, claimOrFail, expectCode, rejection, text } from "@sayiir/persistence-core/conformance";
 import { afterEach, describe, expect, it } from "vitest";
-import { SqliteBackend, type SqliteBackendOptions } from "../src/index.js";
-import { tempDatabase } from "./subject.js";
+import type { SqliteBackend, SqliteBackendOptions } from "../src/index.js";
+import { createSubject, failInserts } from "./subject.js";
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -11,12 +11,9 @@ afterEach(async () => {
 });
 
 async function fileBackend(options: Partial<SqliteBackendOptions> = {}) {
-  const db = await tempDatabase();
-  cleanups.push(db.remove);
-  const backend = new SqliteBackend({ path: db.path, ...options });
-  cleanups.push(() => backend.close());
-  await backend.migrate();
-  return { backend, path: db.path };
+  const subject = await createSubject({}, options);
+  cleanups.push(subject.cleanup, () => subject.backend.close());
+  return { backend: subject.backend, path: subject.path };
 }
 
 function rawConnection(path: string): DatabaseSync {
@@ -30,9 +27,7 @@ async function claimedBatch(backend: SqliteBackend): Promise<TaskClaim[]> {
   const claims: TaskClaim[] = [];
   for (const id of ["wf-1", "wf-2", "wf-3"]) {
     await backend.saveSnapshot(atTask(id, "t1"));
-    const claim = await backend.claimTask(id, "t1", "worker-1", 60_000);
-    if (claim === null) throw new Error(`claim on ${id} failed`);
-    claims.push(claim);
+    claims.push(await claimOrFail(backend, id, "t1", "worker-1", 60_000));
   }
   return claims;
 }
@@ -76,14 +71,12 @@ describe("completeTasks: one transaction per call", () => {
   it("a driver failure on the third completion rolls back the first two: results and claim releases", async () => {
     const { backend, path } = await fileBackend();
     const claims = await claimedBatch(backend);
-    rawConnection(path).exec(`
-      CREATE TRIGGER boom BEFORE INSERT ON "sayiir_results" WHEN NEW.instance_id = 'wf-3'
-      BEGIN SELECT RAISE(ABORT, 'boom'); END`);
-    const error = await rejection(
+    failInserts(path, "results", "NEW.instance_id = 'wf-3'");
+    const error = await expectCode(
       backend.completeTasks(claims.map((claim) => ({ claim, output: text(claim.instanceId) }))),
+      ErrorCode.Backend,
     );
-    expect(error).toMatchObject({ code: ErrorCode.Backend });
-    expect((error as Error).message).toContain("boom");
+    expect(error.message).toContain("boom");
     await untouched(backend, claims);
     // The connection is usable again (no transaction left open).
     expect(await backend.completeTasks([{ claim: claims[0] as TaskClaim, output: text("x") }])).toEqual([

@@ -1,8 +1,4 @@
-import { runConformance } from "@sayiir/persistence-core/conformance";
-import { sqliteSubject } from "./subject.js";
+import { runConformanceOn } from "@sayiir/persistence-core/conformance";
+import { conformanceTargets, NO_SERVER } from "./subject.js";
 
-runConformance({
-  name: "sqlite (node:sqlite, file, WAL)",
-  capabilities: { durable: true, rawRecords: true },
-  setup: (options) => sqliteSubject(options),
-});
+runConformanceOn(conformanceTargets(), NO_SERVER);

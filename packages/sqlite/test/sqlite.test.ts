@@ -2,10 +2,10 @@ import { DatabaseSync } from "node:sqlite";
 import { BackendError, ErrorCode, NotFoundError, ValidationError } from "@sayiir/persistence-core";
 import { atTask, comparable, inProgress, rejection, text } from "@sayiir/persistence-core/conformance";
 import { afterEach, describe, expect, it } from "vitest";
-import { SqliteBackend, type SqliteBackendOptions } from "../src/index.js";
+import { SCHEMA_VERSION, SqliteBackend, type SqliteBackendOptions } from "../src/index.js";
 import { tableNames } from "../src/layout.js";
 import { statements } from "../src/sql.js";
-import { tempDatabase } from "./subject.js";
+import { createSubject, failInserts, tempDatabase } from "./subject.js";
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -13,12 +13,9 @@ afterEach(async () => {
 });
 
 async function fileBackend(options: Partial<SqliteBackendOptions> = {}) {
-  const db = await tempDatabase();
-  cleanups.push(db.remove);
-  const backend = new SqliteBackend({ path: db.path, ...options });
-  cleanups.push(() => backend.close());
-  await backend.migrate();
-  return { backend, path: db.path };
+  const subject = await createSubject({}, options);
+  cleanups.push(subject.cleanup, () => subject.backend.close());
+  return { backend: subject.backend, path: subject.path };
 }
 
 function rawConnection(path: string): DatabaseSync {
@@ -112,6 +109,15 @@ describe("migrate", () => {
     expect(rawConnection(path).prepare("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
   });
 
+  it("reports what it applied: version 1 on a fresh file, nothing when current", async () => {
+    const db = await tempDatabase();
+    cleanups.push(db.remove);
+    const backend = new SqliteBackend({ path: db.path });
+    cleanups.push(() => backend.close());
+    expect(await backend.migrate()).toEqual({ applied: [1], version: SCHEMA_VERSION });
+    expect(await backend.migrate()).toEqual({ applied: [], version: SCHEMA_VERSION });
+  });
+
   it("refuses a schema newer than this release with BackendError", async () => {
     const { backend, path } = await fileBackend();
     rawConnection(path).exec(`UPDATE "sayiir_schema_version" SET version = 99`);
@@ -162,9 +168,7 @@ describe("locking and atomicity", () => {
     });
     await backend.saveSnapshot(before);
     // Make the third result insert fail, after the snapshot row and two results were written.
-    rawConnection(path).exec(`
-      CREATE TRIGGER boom BEFORE INSERT ON "sayiir_results" WHEN NEW.task_id = 'boom'
-      BEGIN SELECT RAISE(ABORT, 'boom'); END`);
+    failInserts(path, "results", "NEW.task_id = 'boom'");
     const after = atTask("wf-1", "t9", { completed: { a: text("A"), b: text("B"), boom: text("!") } });
     expect(await rejection(backend.saveSnapshot(after))).toBeInstanceOf(BackendError);
     expect(comparable(await backend.loadSnapshot("wf-1"))).toEqual(comparable(before));
@@ -175,7 +179,7 @@ describe("locking and atomicity", () => {
   it("discovery walks the partial ready index in order, without a sort", async () => {
     const { backend } = await fileBackend();
     const raw = backend.database;
-    const sql = statements(tableNames("sayiir_")).readyTasks;
+    const sql = statements(tableNames("sayiir_")).findAvailable;
     const plan = raw
       .prepare(`EXPLAIN QUERY PLAN ${sql}`)
       .all({ now: 0, limit: 10 })
@@ -183,6 +187,17 @@ describe("locking and atomicity", () => {
       .join("\n");
     expect(plan).toContain("sayiir_snapshots_ready");
     expect(plan).not.toContain("TEMP B-TREE");
+  });
+});
+
+describe("capabilities", () => {
+  it("one machine's clock; durable in a file, not in memory", async () => {
+    const file = { durable: true, clock: "client", clockSkewMs: 0, shards: 1, wakeUps: "poll" };
+    const { backend } = await fileBackend();
+    expect(backend.capabilities).toEqual(file);
+    const memory = new SqliteBackend({ path: ":memory:" });
+    cleanups.push(() => memory.close());
+    expect(memory.capabilities).toEqual({ ...file, durable: false });
   });
 });
 

@@ -1,5 +1,6 @@
 import type { DatabaseSync } from "node:sqlite";
 import { BackendError } from "@sayiir/persistence-core";
+import type { MigrationReport } from "@sayiir/persistence-core/adapter";
 import type { Tables } from "./layout.js";
 import { immediate, isBusy, prepare } from "./transaction.js";
 
@@ -52,11 +53,16 @@ function migrations(t: Tables): string[] {
 /**
  * Brings the schema to SCHEMA_VERSION. Idempotent, and safe when several processes run it at
  * once: everything happens in one BEGIN IMMEDIATE transaction, so the first one in does the
- * work and the others wait (busy_timeout), then find the version already applied.
+ * work and the others wait (busy_timeout), then find the version already applied. Reports the
+ * versions this call applied (empty when the file was current) and the version after it.
  */
-export async function migrate(db: DatabaseSync, tables: Tables, busyTimeoutMs: number): Promise<void> {
+export async function migrate(
+  db: DatabaseSync,
+  tables: Tables,
+  busyTimeoutMs: number,
+): Promise<MigrationReport> {
   await useWal(db, busyTimeoutMs);
-  immediate(db, () => {
+  return immediate(db, () => {
     db.exec(
       `CREATE TABLE IF NOT EXISTS ${tables.schemaVersion} (
         id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -73,8 +79,10 @@ export async function migrate(db: DatabaseSync, tables: Tables, busyTimeoutMs: n
       );
     }
     const steps = migrations(tables);
+    const applied: number[] = [];
     for (let version = current; version < SCHEMA_VERSION; version++) {
       db.exec(steps[version] as string);
+      applied.push(version + 1);
     }
     if (current < SCHEMA_VERSION) {
       prepare(
@@ -83,6 +91,7 @@ export async function migrate(db: DatabaseSync, tables: Tables, busyTimeoutMs: n
          ON CONFLICT (id) DO UPDATE SET version = excluded.version`,
       ).run(SCHEMA_VERSION);
     }
+    return { applied, version: SCHEMA_VERSION };
   });
 }
 

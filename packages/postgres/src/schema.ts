@@ -1,3 +1,4 @@
+import type { MigrationReport } from "@sayiir/persistence-core/adapter";
 import type { Layout } from "./layout.js";
 import { LEASED_INDEX, quoteIdentifier, READY_INDEX, TOKEN_SEQUENCE } from "./layout.js";
 
@@ -68,3 +69,62 @@ export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
 
 /** Advisory-lock key pair: a constant class id and the hash of the schema name (computed by the server). */
 export const MIGRATION_LOCK_CLASS = 0x53_59_52_4d; // "SYRM"
+
+/** The statements of migrate() and schemaVersion(), over the migrations table. */
+export function schemaStatements(l: Layout) {
+  return {
+    lock: "SELECT pg_advisory_lock($1::int, hashtext($2::text))",
+    unlock: "SELECT pg_advisory_unlock($1::int, hashtext($2::text))",
+    createSchema: `CREATE SCHEMA IF NOT EXISTS ${l.s}`,
+    createMigrations: `CREATE TABLE IF NOT EXISTS ${l.migrations} (
+               version integer PRIMARY KEY,
+               name text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())`,
+    appliedVersions: `SELECT version FROM ${l.migrations}`,
+    recordVersion: `INSERT INTO ${l.migrations} (version, name) VALUES ($1, $2)`,
+    /** The migrations table as a regclass, null when it does not exist yet. */
+    migrationsTable: "SELECT to_regclass($1) AS t",
+    latestVersion: `SELECT max(version) AS v FROM ${l.migrations}`,
+  } as const;
+}
+
+/** One connection, checked out by the caller for the whole migration (the advisory lock is per session). */
+export interface MigrationSession {
+  query<R extends Record<string, unknown>>(text: string, values?: unknown[]): Promise<{ rows: R[] }>;
+  /** The connection may be unusable (the unlock failed): the caller must not return it to the pool. */
+  broken(error: unknown): void;
+}
+
+/**
+ * Creates the schema and applies the pending migrations, each in its own transaction with its
+ * row in the migrations table. Serialised across processes by a session advisory lock on
+ * (MIGRATION_LOCK_CLASS, hash of the schema name), released at the end (or when the session ends).
+ */
+export async function applyMigrations(db: MigrationSession, l: Layout): Promise<MigrationReport> {
+  const sql = schemaStatements(l);
+  const key = [MIGRATION_LOCK_CLASS, l.schema];
+  await db.query(sql.lock, key);
+  try {
+    await db.query(sql.createSchema);
+    await db.query(sql.createMigrations);
+    const done = await db.query<{ version: number }>(sql.appliedVersions);
+    const have = new Set(done.rows.map((r) => r.version));
+    const applied: number[] = [];
+    for (const migration of MIGRATIONS) {
+      if (have.has(migration.version)) continue;
+      await db.query("BEGIN");
+      try {
+        await db.query(migration.sql(l));
+        await db.query(sql.recordVersion, [migration.version, migration.name]);
+        await db.query("COMMIT");
+      } catch (error) {
+        await db.query("ROLLBACK").catch(() => {});
+        throw error;
+      }
+      applied.push(migration.version);
+    }
+    return { applied, version: Math.max(0, ...have, ...applied) };
+  } finally {
+    await db.query(sql.unlock, key).catch((e: unknown) => db.broken(e));
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * How the statements of sql.ts are sent: the hot ones under a name, so that each connection
+ * parses (and may plan) them once; `prepareStatements: false` sends them all unnamed.
+ */
+import { createHash } from "node:crypto";
+import type { Statements } from "./sql.js";
+
+/**
+ * A statement the backend sends. With a name, `pg` prepares it once per connection (parse and
+ * plan are not redone on every call). The name carries a hash of the text, so two texts (other
+ * schemas, other versions of this package) never share a name on one connection.
+ */
+export interface Statement {
+  /** Its name in sql.ts (what the testing-only FaultHooks see). */
+  key: string;
+  name?: string;
+  text: string;
+}
+
+/**
+ * Runs of white space outside quoted identifiers and literals become one space: the server
+ * copies the text of every statement it runs (pg_stat_activity, the portal), on each call.
+ */
+export function compact(text: string): string {
+  return text
+    .replace(/("(?:[^"]|"")*"|'(?:[^']|'')*')|\s+/g, (_match, quoted: string | undefined) => quoted ?? " ")
+    .trim();
+}
+
+/** Postgres truncates identifiers to 63 bytes; labels stay short enough for the hash to survive. */
+function prepared(key: string, sql: string, label = key): Statement {
+  const text = compact(sql);
+  return {
+    key,
+    name: `sayiir_${label}_${createHash("sha256").update(text).digest("hex").slice(0, 20)}`,
+    text,
+  };
+}
+
+/**
+ * The statements sent under a name (prepared once per connection): those of the task cycle and
+ * the other fixed ones. After five runs the server may keep a generic plan; for these it reads
+ * by the same indexes as the custom one (test/explain.test.ts checks the task cycle's). `findAvailable`
+ * keeps being planned per call (its LIMIT is a parameter) but is parsed once. listPage stays
+ * unnamed: its generic plan could not fold `$1 IS NULL` and would lose the index condition.
+ * Claim-next is prepared per limit, see claimNextStatements.
+ */
+export const PREPARED = [
+  "completeTasks",
+  "claimTask",
+  "releaseClaim",
+  "extendClaim",
+  "readClaim",
+  "lockSnapshot",
+  "checkFence",
+  "upsertResult",
+  "recordResult",
+  "upsertSnapshot",
+  "deleteResults",
+  "loadSnapshot",
+  "deleteSnapshot",
+  "findAvailable",
+] as const satisfies ReadonlyArray<keyof Statements>;
+
+export type PreparedKey = (typeof PREPARED)[number];
+
+/** The other fixed statements, always sent unnamed. */
+export const UNNAMED = ["listPage", "deleteOrphanResults"] as const satisfies ReadonlyArray<keyof Statements>;
+
+export type FixedKey = PreparedKey | (typeof UNNAMED)[number];
+
+/** Claim-next limits up to this one get a prepared statement of their own (a literal LIMIT). */
+export const PREPARED_CLAIM_LIMIT = 64;
+
+/**
+ * Claim-next statements: for a limit up to PREPARED_CLAIM_LIMIT, one prepared with that literal
+ * LIMIT (built once, then cached); above it (or unprepared), one that takes the limit as $3.
+ */
+export function claimNextStatements(sql: Statements, prepare: boolean) {
+  const byLimit = new Map<number, Statement>();
+  const byParam: Statement = { key: "claimNext", text: sql.claimNext("$3") };
+  return {
+    /** The statement and its bind values for one call. */
+    call(limit: number, workerId: string, ttlMs: number | null): [Statement, unknown[]] {
+      if (!prepare || limit > PREPARED_CLAIM_LIMIT) return [byParam, [workerId, ttlMs, limit]];
+      let statement = byLimit.get(limit);
+      if (statement === undefined) {
+        statement = prepared("claimNext", sql.claimNext(limit), `claimNext${limit}`);
+        byLimit.set(limit, statement);
+      }
+      return [statement, [workerId, ttlMs]];
+    },
+  };
+}
+
+/** The fixed statements as sent: the hot ones named when `prepare` is on, the rest plain text. */
+export function preparedStatements(sql: Statements, prepare: boolean): Record<FixedKey, Statement> {
+  const out = {} as Record<FixedKey, Statement>;
+  for (const key of PREPARED) out[key] = prepare ? prepared(key, sql[key]) : { key, text: sql[key] };
+  for (const key of UNNAMED) out[key] = { key, text: sql[key] };
+  return out;
+}
