@@ -1,32 +1,43 @@
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { copyBytes } from "@sayiir/persistence-core";
 import { B, batchGet, batchWrite, bin, type Item, N, num, S, str } from "./dynamo.js";
-import { ATTR, CHUNK_BYTES, CHUNK_SK, freshId, INLINE_MAX_BYTES, type Layout } from "./layout.js";
+import { ATTR, CHUNK_BYTES, freshId, INLINE_MAX_BYTES, type Layout, VALUE } from "./layout.js";
 
 /** Where a byte value lives: inline in its item, or in `count` chunk items under a fresh id. */
 export type ValueRef = { inline: Uint8Array } | { chunkSetId: string; count: number; length: number };
+
+/** A chunk set: what deleting a chunked value needs. */
+export type ChunkSet = { chunkSetId: string; count: number };
 
 /** A chunk set's items were not all found: the value was replaced (or deleted) under the reader. */
 export class MissingChunkError extends Error {}
 
 /** Attribute names of a ValueRef inside an item: d (inline), c/n/l (chunk set id, count, length). */
 export function refAttributes(ref: ValueRef, prefix = ""): Item {
-  if ("inline" in ref) return { [`${prefix}d`]: B(ref.inline) };
-  return { [`${prefix}c`]: S(ref.chunkSetId), [`${prefix}n`]: N(ref.count), [`${prefix}l`]: N(ref.length) };
+  if ("inline" in ref) return { [`${prefix}${VALUE.inline}`]: B(ref.inline) };
+  return {
+    [`${prefix}${VALUE.chunkSet}`]: S(ref.chunkSetId),
+    [`${prefix}${VALUE.count}`]: N(ref.count),
+    [`${prefix}${VALUE.length}`]: N(ref.length),
+  };
 }
 
 export function readRef(item: Item, prefix = ""): ValueRef | undefined {
-  const inline = bin(item, `${prefix}d`);
+  const inline = bin(item, `${prefix}${VALUE.inline}`);
   if (inline !== undefined) return { inline };
-  const chunkSetId = str(item, `${prefix}c`);
-  const count = num(item, `${prefix}n`);
-  const length = num(item, `${prefix}l`);
+  const chunkSetId = str(item, `${prefix}${VALUE.chunkSet}`);
+  const count = num(item, `${prefix}${VALUE.count}`);
+  const length = num(item, `${prefix}${VALUE.length}`);
   if (chunkSetId === undefined || count === undefined || length === undefined) return undefined;
   return { chunkSetId, count, length };
 }
 
-export function chunkSetOf(ref: ValueRef | undefined): { chunkSetId: string; count: number } | undefined {
+export function chunkSetOf(ref: ValueRef | undefined): ChunkSet | undefined {
   return ref !== undefined && "chunkSetId" in ref ? ref : undefined;
 }
+
+/** The value is in chunk items (its read may race a replacement that deletes them). */
+export const isChunked = (ref: ValueRef | undefined): boolean => chunkSetOf(ref) !== undefined;
 
 export class Chunks {
   constructor(
@@ -41,18 +52,19 @@ export class Chunks {
    * chunk items under a fresh id. The write of the item that points at them is the commit point.
    */
   async write(bytes: Uint8Array, ownerPk: string): Promise<ValueRef> {
-    if (bytes.byteLength <= INLINE_MAX_BYTES) return { inline: new Uint8Array(bytes) };
+    if (bytes.byteLength <= INLINE_MAX_BYTES) return { inline: copyBytes(bytes) };
     const chunkSetId = freshId();
     const count = Math.ceil(bytes.byteLength / CHUNK_BYTES);
     const at = this.clock();
     const requests = Array.from({ length: count }, (_, i) => ({
       PutRequest: {
         Item: {
-          [ATTR.pk]: S(this.layout.chunkPk(chunkSetId, i)),
-          [ATTR.sk]: S(CHUNK_SK),
-          own: S(ownerPk),
-          at: N(at),
-          d: B(bytes.subarray(i * CHUNK_BYTES, Math.min(bytes.byteLength, (i + 1) * CHUNK_BYTES))),
+          ...this.layout.chunkKey(chunkSetId, i),
+          [ATTR.owner]: S(ownerPk),
+          [ATTR.writtenAt]: N(at),
+          [VALUE.inline]: B(
+            bytes.subarray(i * CHUNK_BYTES, Math.min(bytes.byteLength, (i + 1) * CHUNK_BYTES)),
+          ),
         },
       },
     }));
@@ -63,18 +75,14 @@ export class Chunks {
 
   async read(ref: ValueRef): Promise<Uint8Array> {
     if ("inline" in ref) return ref.inline;
-    const keys = Array.from({ length: ref.count }, (_, i) => ({
-      [ATTR.pk]: S(this.layout.chunkPk(ref.chunkSetId, i)),
-      [ATTR.sk]: S(CHUNK_SK),
-    }));
+    const keys = Array.from({ length: ref.count }, (_, i) => this.layout.chunkKey(ref.chunkSetId, i));
     // 30 chunks (10.5 MB) per request stays under BatchGetItem's 16 MB response.
     const items = await batchGet(this.client, this.tableName, keys, 30, 3);
     const out = new Uint8Array(ref.length);
     let seen = 0;
     for (const item of items) {
-      const pk = str(item, ATTR.pk) ?? "";
-      const index = Number(pk.slice(pk.lastIndexOf("#") + 1));
-      const data = bin(item, "d");
+      const index = this.layout.chunkIndexOfPk(str(item, ATTR.pk) ?? "");
+      const data = bin(item, VALUE.inline);
       if (data === undefined || !Number.isInteger(index) || index < 0 || index >= ref.count) continue;
       const offset = index * CHUNK_BYTES;
       if (offset + data.byteLength > ref.length)
@@ -87,12 +95,10 @@ export class Chunks {
     return out;
   }
 
-  async delete(sets: Array<{ chunkSetId: string; count: number }>): Promise<void> {
+  async delete(sets: ChunkSet[]): Promise<void> {
     const requests = sets.flatMap((set) =>
       Array.from({ length: set.count }, (_, i) => ({
-        DeleteRequest: {
-          Key: { [ATTR.pk]: S(this.layout.chunkPk(set.chunkSetId, i)), [ATTR.sk]: S(CHUNK_SK) },
-        },
+        DeleteRequest: { Key: this.layout.chunkKey(set.chunkSetId, i) },
       })),
     );
     if (requests.length > 0) await batchWrite(this.client, this.tableName, requests, 25, 4);

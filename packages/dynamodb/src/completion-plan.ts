@@ -8,8 +8,8 @@
 import type { AttributeValue, TransactWriteItem } from "@aws-sdk/client-dynamodb";
 import { chunkSetOf, refAttributes, type ValueRef } from "./chunks.js";
 import { expressions, type Item, N, S } from "./dynamo.js";
-import { ATTR, HEAD_SK, type Layout } from "./layout.js";
-import { TTL_ATTRIBUTE } from "./table.js";
+import { FENCE_CONDITION, TOMBSTONE_UPDATE } from "./items.js";
+import { ATTR, type Layout, STATUS, VALUE } from "./layout.js";
 
 /** Items one TransactWriteItems may hold. */
 export const MAX_TRANSACTION_ITEMS = 100;
@@ -77,6 +77,15 @@ export function cut<T>(entries: readonly T[], bytes: (entry: T) => number): T[][
 /** Bytes a value puts into the transaction itself (chunks are written before it, outside it). */
 export const inlineBytes = (ref: ValueRef): number => ("inline" in ref ? ref.inline.byteLength : 0);
 
+interface TransactionArgs {
+  tableName: string;
+  layout: Layout;
+  head: HeadState;
+  entries: readonly Entry[];
+  now: number;
+  tombstoneTtl: number;
+}
+
 /**
  * The transaction of one group: the head updated as saveTaskResult updates it (`last` = the last
  * entry's task; out of the ready index when the position's task completes, else re-keyed with the
@@ -84,27 +93,59 @@ export const inlineBytes = (ref: ValueRef): number => ("inline" in ref ? ref.inl
  * into a tombstone, conditioned as a fence is (that token, held, not expired on our clock).
  * Returns the head state the transaction leaves, for the next group of the same instance.
  */
-export function completionTransaction(args: {
-  tableName: string;
-  layout: Layout;
-  head: HeadState;
-  entries: readonly Entry[];
-  now: number;
-  tombstoneTtl: number;
-}): { items: TransactWriteItem[]; after: HeadState } {
-  const { tableName, layout, head, entries, now } = args;
+export function completionTransaction(args: TransactionArgs): {
+  items: TransactWriteItem[];
+  after: HeadState;
+} {
+  const { head, entries, now } = args;
   const last = entries[entries.length - 1];
   if (last === undefined) throw new Error("a completion transaction needs at least one entry");
+  const positionDone =
+    head.positionTaskId !== undefined && entries.some((e) => e.taskId === head.positionTaskId);
+  const update = headUpdate(args.layout, head, last.taskId, positionDone, now);
+  const items: TransactWriteItem[] = [
+    {
+      Update: {
+        TableName: args.tableName,
+        Key: args.layout.headKey(head.pk),
+        ...expressions(
+          { UpdateExpression: update.update, ConditionExpression: update.condition },
+          update.values,
+        ),
+      },
+    },
+  ];
+  for (const entry of entries) {
+    items.push(resultPut(args, entry), claimTombstone(args, entry));
+  }
+  return {
+    items,
+    after: { ...head, updatedAt: update.updatedAt, ready: head.ready && !positionDone },
+  };
+}
+
+/**
+ * The head's update when `lastTaskId` completes (saveTaskResult's, and each completeTasks
+ * transaction's): `last` and updatedAt = max(stored, now); out of the ready index when the
+ * position's task completed, else (back) into the ready partition with the new updatedAt.
+ * Conditioned on the head as read: same generation, in progress, updatedAt not past the new one,
+ * in the ready index exactly when it was read there.
+ */
+export function headUpdate(
+  layout: Layout,
+  head: HeadState,
+  lastTaskId: string,
+  positionDone: boolean,
+  now: number,
+): { update: string; condition: string; values: Record<string, AttributeValue>; updatedAt: number } {
   const updatedAt = Math.max(head.updatedAt, now);
   const values: Record<string, AttributeValue> = {
     ":gen": S(head.generation),
-    ":P": S("P"),
+    ":P": S(STATUS.inProgress),
     ":upd": N(updatedAt),
-    ":last": S(last.taskId),
+    ":last": S(lastTaskId),
   };
-  const positionDone =
-    head.positionTaskId !== undefined && entries.some((e) => e.taskId === head.positionTaskId);
-  let update = "SET #last = :last, #upd = :upd";
+  let update = `SET #${ATTR.lastCompleted} = :last, #${ATTR.updatedAt} = :upd`;
   if (head.ready && positionDone) update += ` REMOVE #${ATTR.readyPk}, #${ATTR.readySk}`;
   else if (head.ready) {
     // (Back) into the ready partition: a lease key would not carry the new updatedAt.
@@ -113,56 +154,63 @@ export function completionTransaction(args: {
     values[":gsk"] = S(layout.readySk(updatedAt, head.instanceId));
   }
   const condition =
-    "attribute_exists(#PK) AND #gen = :gen AND #st = :P AND #upd <= :upd AND " +
+    `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen AND #${ATTR.status} = :P AND ` +
+    `#${ATTR.updatedAt} <= :upd AND ` +
     (head.ready ? `attribute_exists(#${ATTR.readyPk})` : `attribute_not_exists(#${ATTR.readyPk})`);
-  const items: TransactWriteItem[] = [
-    {
-      Update: {
-        TableName: tableName,
-        Key: { [ATTR.pk]: S(head.pk), [ATTR.sk]: S(HEAD_SK) },
-        ...expressions({ UpdateExpression: update, ConditionExpression: condition }, values),
-      },
-    },
-  ];
-  for (const entry of entries) {
-    const result: Item = {
-      [ATTR.pk]: S(head.pk),
-      [ATTR.sk]: S(layout.resultSk(head.generation, entry.taskId)),
-      tid: S(entry.taskId),
-      gen: S(head.generation),
-      at: N(now),
-      ...refAttributes(entry.ref),
-    };
-    const prior = entry.prior;
-    items.push({
-      Put: {
-        TableName: tableName,
-        Item: result,
-        ...(prior.kind === "none"
-          ? expressions({ ConditionExpression: "attribute_not_exists(#PK)" })
-          : prior.kind === "inline"
-            ? expressions({ ConditionExpression: "attribute_exists(#PK) AND attribute_not_exists(#c)" })
-            : expressions({ ConditionExpression: "#c = :c" }, { ":c": S(prior.chunkSetId) })),
-      },
-    });
-    items.push({
-      Update: {
-        TableName: tableName,
-        Key: { [ATTR.pk]: S(head.pk), [ATTR.sk]: S(layout.claimSk(entry.taskId)) },
-        ...expressions(
-          {
-            UpdateExpression: `REMOVE #w, #ca, #exp, #nc SET #${TTL_ATTRIBUTE} = :ttl, #cn = :cn`,
-            ConditionExpression:
-              "#tok = :tok AND attribute_exists(#w) AND (attribute_not_exists(#exp) OR #exp > :now)",
-          },
-          { ":tok": N(entry.token), ":now": N(now), ":ttl": N(args.tombstoneTtl), ":cn": S(entry.nonce) },
-        ),
-      },
-    });
-  }
+  return { update, condition, values, updatedAt };
+}
+
+/** A task's result item under a generation: its task id, generation, written-at and value. */
+export function resultItem(
+  layout: Layout,
+  pk: string,
+  generation: string,
+  taskId: string,
+  now: number,
+  ref: ValueRef,
+): Item {
   return {
-    items,
-    after: { ...head, updatedAt, ready: head.ready && !positionDone },
+    ...layout.resultKey(pk, generation, taskId),
+    [ATTR.taskId]: S(taskId),
+    [ATTR.generation]: S(generation),
+    [ATTR.writtenAt]: N(now),
+    ...refAttributes(ref),
+  };
+}
+
+/** The put of an entry's result item, conditioned on what the item held when read. */
+function resultPut(args: TransactionArgs, entry: Entry): TransactWriteItem {
+  const { head, layout, now } = args;
+  const prior = entry.prior;
+  return {
+    Put: {
+      TableName: args.tableName,
+      Item: resultItem(layout, head.pk, head.generation, entry.taskId, now, entry.ref),
+      ...(prior.kind === "none"
+        ? expressions({ ConditionExpression: `attribute_not_exists(#${ATTR.pk})` })
+        : prior.kind === "inline"
+          ? expressions({
+              ConditionExpression: `attribute_exists(#${ATTR.pk}) AND attribute_not_exists(#${VALUE.chunkSet})`,
+            })
+          : expressions({ ConditionExpression: `#${VALUE.chunkSet} = :c` }, { ":c": S(prior.chunkSetId) })),
+    },
+  };
+}
+
+/** The entry's claim turned into a tombstone carrying its nonce, conditioned as a fence is. */
+function claimTombstone(args: TransactionArgs, entry: Entry): TransactWriteItem {
+  return {
+    Update: {
+      TableName: args.tableName,
+      Key: args.layout.claimKey(args.head.pk, entry.taskId),
+      ...expressions(
+        {
+          UpdateExpression: `${TOMBSTONE_UPDATE}, #${ATTR.completedBy} = :cn`,
+          ConditionExpression: FENCE_CONDITION,
+        },
+        { ":tok": N(entry.token), ":now": N(args.now), ":ttl": N(args.tombstoneTtl), ":cn": S(entry.nonce) },
+      ),
+    },
   };
 }
 

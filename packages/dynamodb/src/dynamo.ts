@@ -3,8 +3,13 @@ import {
   BatchGetItemCommand,
   BatchWriteItemCommand,
   type DynamoDBClient,
+  QueryCommand,
+  type QueryCommandInput,
+  type QueryCommandOutput,
   type WriteRequest,
 } from "@aws-sdk/client-dynamodb";
+import { toBytes } from "@sayiir/persistence-core";
+import { backoffDelay, sleep } from "@sayiir/persistence-core/adapter";
 
 export type Item = Record<string, AttributeValue>;
 export type Key = Record<string, AttributeValue>;
@@ -26,7 +31,7 @@ export function num(item: Item | undefined, name: string): number | undefined {
 export function bin(item: Item | undefined, name: string): Uint8Array | undefined {
   const v = item?.[name];
   if (v === undefined || !("B" in v) || !(v.B instanceof Uint8Array)) return undefined;
-  return new Uint8Array(v.B.buffer, v.B.byteOffset, v.B.byteLength);
+  return toBytes(v.B);
 }
 
 type ExpressionKind =
@@ -69,13 +74,9 @@ export function expressions<E extends Partial<Record<ExpressionKind, string>>>(
   return out;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Full-jitter exponential backoff: 0..min(cap, base * 2^attempt) ms. */
+/** Full-jitter exponential backoff (the kit's backoffDelay) before re-sending a request. */
 export function backoff(attempt: number, baseMs = 10, capMs = 400): Promise<void> {
-  return sleep(Math.random() * Math.min(capMs, baseMs * 2 ** Math.min(attempt, 16)));
+  return sleep(backoffDelay(attempt, baseMs, capMs));
 }
 
 interface CancellationReason {
@@ -138,6 +139,21 @@ export async function sendRetrying<T>(
       throw error;
     }
   }
+}
+
+/** How a module sends one command (see Context.send: transaction conflicts are re-sent). */
+export type Send = <T>(command: AnyCommand | (() => AnyCommand)) => Promise<T>;
+
+/** Every item a query matches, page after page. */
+export async function queryAll(send: Send, input: QueryCommandInput): Promise<Item[]> {
+  const items: Item[] = [];
+  let startKey: Record<string, AttributeValue> | undefined;
+  do {
+    const out = await send<QueryCommandOutput>(new QueryCommand({ ...input, ExclusiveStartKey: startKey }));
+    items.push(...(out.Items ?? []));
+    startKey = out.LastEvaluatedKey;
+  } while (startKey !== undefined);
+  return items;
 }
 
 /** Writes (puts or deletes) in batches of at most `perBatch`, re-sending unprocessed items. */

@@ -1,4 +1,5 @@
+export type { MigrationReport } from "@sayiir/persistence-core/adapter";
 export { DynamoDBBackend } from "./backend.js";
-export { CHUNK_BYTES, INLINE_MAX_BYTES, Layout, LIST_INDEX, READY_INDEX } from "./layout.js";
+export { CHUNK_BYTES, INLINE_MAX_BYTES, Layout, LIST_INDEX, READY_INDEX, TTL_ATTRIBUTE } from "./layout.js";
 export type { DynamoDBBackendOptions } from "./options.js";
-export { TTL_ATTRIBUTE, tableDefinition } from "./table.js";
+export { tableDefinition } from "./schema.js";

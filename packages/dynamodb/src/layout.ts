@@ -1,16 +1,18 @@
 import { createHash, randomBytes } from "node:crypto";
+import { type Item, type Key, S } from "./dynamo.js";
 
 /*
- * Single-table layout. Every id is hashed (SHA-256, base64url: 43 characters) into keys, so ids of
- * any length (up to 1,536 UTF-8 bytes) and any character fit DynamoDB's key limits and never
- * collide by concatenation; the exact ids are stored as attributes and checked on read.
+ * Single-table layout: every key, index and attribute name lives here; nobody else builds names.
+ * Every id is hashed (SHA-256, base64url: 43 characters) into keys, so ids of any length (up to
+ * 1,536 UTF-8 bytes) and any character fit DynamoDB's key limits and never collide by
+ * concatenation; the exact ids are stored as attributes and checked on read.
  *
  *   item            PK                               SK                      other attributes
- *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, hb | hc/hn/hl, pos, last, upd, def,
+ *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, hd | hc/hn/hl, id | ic/in/il, pos, last, upd, def,
  *                                                                            GPK/GSK (only while ready), LPK/LSK
  *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l
  *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: released by completeTasks)
- *   delete marker   <P>I#<h(instanceId)>             D                       op, ttl (written by deleteSnapshot's commit)
+ *   delete marker   <P>I#<h(instanceId)>             D                       op, at, ttl (written by deleteSnapshot's commit)
  *   chunk           <P>C#<chunkSetId>#<index>        C                       own, at, d
  *
  * <P> is the key prefix, length-prefixed so that two prefixes can never produce the same key.
@@ -19,6 +21,7 @@ import { createHash, randomBytes } from "node:crypto";
  * GSI "list":  LPK = <P>L#<shard>, LSK = h(instanceId).
  */
 
+/** Attribute names of every item. */
 export const ATTR = {
   pk: "PK",
   sk: "SK",
@@ -26,7 +29,59 @@ export const ATTR = {
   readySk: "GSK",
   listPk: "LPK",
   listSk: "LSK",
+  /** Head and claim: the exact instance id. */
+  instanceId: "iid",
+  /** Result and claim: the exact task id. */
+  taskId: "tid",
+  /** Head and result: the generation (a fresh id per saveSnapshot). */
+  generation: "gen",
+  /** Head: STATUS.inProgress or STATUS.finished. */
+  status: "st",
+  /** Head: the task of an AtTask position. */
+  position: "pos",
+  /** Head: lastCompletedTaskId. */
+  lastCompleted: "last",
+  /** Head: updatedAt (epoch ms). */
+  updatedAt: "upd",
+  /** Head: the workflow definition hash. */
+  definitionHash: "def",
+  /** Result, chunk and delete marker: when it was written (client clock), read by cleanup(). */
+  writtenAt: "at",
+  /** Claim: the fencing token (kept by a released claim's tombstone). */
+  token: "tok",
+  /** Claim: the holder (absent: released). */
+  worker: "w",
+  claimedAt: "ca",
+  /** Claim: expiresAt (absent: no ttl). */
+  expiresAt: "exp",
+  /** Claim: random per claim attempt, to recognise our own landed write. */
+  nonce: "nc",
+  /** Claim tombstone: the nonce of the completeTasks completion that released it. */
+  completedBy: "cn",
+  /** Delete marker: the id of the deleteSnapshot call that committed. */
+  op: "op",
+  /** Chunk: the partition key of the item that owns it. */
+  owner: "own",
+  /** Tombstones and delete markers: DynamoDB's TTL deletes them after this (epoch seconds). */
+  ttl: "ttl",
 } as const;
+
+/** Attribute DynamoDB's TTL deletes released-claim tombstones by (epoch seconds). */
+export const TTL_ATTRIBUTE = ATTR.ttl;
+
+/**
+ * A stored byte value (see chunks.ts) is `<prefix>d` (inline bytes) or `<prefix>c`, `<prefix>n`,
+ * `<prefix>l` (chunk set id, chunk count, byte length). Results and chunks use no prefix.
+ */
+export const VALUE = { inline: "d", chunkSet: "c", count: "n", length: "l" } as const;
+/** Prefixes of the two values a head stores: the snapshot header and the initial input. */
+export const HEAD_VALUE = { header: "h", input: "i" } as const;
+
+/** Values of ATTR.status. */
+export const STATUS = { inProgress: "P", finished: "F" } as const;
+
+/** `#name` placeholders of attribute names, comma-separated (see dynamo.ts `expressions`). */
+export const names = (...attributes: string[]): string => attributes.map((a) => `#${a}`).join(", ");
 
 export const READY_INDEX = "ready";
 export const LIST_INDEX = "list";
@@ -34,6 +89,8 @@ export const HEAD_SK = "H";
 export const CHUNK_SK = "C";
 /** Sort key of the marker a deleteSnapshot leaves (with a TTL) to recognise its own retried commit. */
 export const DELETE_MARKER_SK = "D";
+const RESULT_SK_PREFIX = "R#";
+const CLAIM_SK_PREFIX = "L#";
 /** Byte values up to this size are stored inline in their item; larger ones are chunked. */
 export const INLINE_MAX_BYTES = 300_000;
 /** Size of one chunk item's payload (items are capped at 400 KB). */
@@ -42,6 +99,18 @@ export const CHUNK_BYTES = 350_000;
 const LEASE_FOREVER = "9999999999999999";
 /** Longest instance-id part of the ready index sort key, in UTF-16 units (3 bytes each at most). */
 const GSK_ID_UNITS = 300;
+
+const key = (pk: string, sk: string): Key => ({ [ATTR.pk]: S(pk), [ATTR.sk]: S(sk) });
+
+/** The primary key of an item read from the table. */
+export function keyOf(item: Item): Key {
+  return { [ATTR.pk]: item[ATTR.pk] as Item[string], [ATTR.sk]: item[ATTR.sk] as Item[string] };
+}
+
+/** A key (or an item) as a string, to look items up by key in a Map. */
+export function keyString(key: Key): string {
+  return `${key[ATTR.pk]?.S}\u0000${key[ATTR.sk]?.S}`;
+}
 
 /** SHA-256 of the UTF-8 bytes, base64url without padding (43 characters). */
 export function hashId(id: string): string {
@@ -62,7 +131,12 @@ export class Layout {
   }
 
   instancePk(instanceId: string): string {
-    return `${this.base}I#${hashId(instanceId)}`;
+    return this.instancePkOfHash(hashId(instanceId));
+  }
+
+  /** The instance partition key from the hash of its id (what the list index's LSK holds). */
+  instancePkOfHash(hash: string): string {
+    return `${this.base}I#${hash}`;
   }
 
   resultSk(generation: string, taskId: string): string {
@@ -70,15 +144,57 @@ export class Layout {
   }
 
   resultPrefix(generation: string): string {
-    return `R#${generation}#`;
+    return `${RESULT_SK_PREFIX}${generation}#`;
+  }
+
+  isResultSk(sk: string): boolean {
+    return sk.startsWith(RESULT_SK_PREFIX);
   }
 
   claimSk(taskId: string): string {
-    return `L#${hashId(taskId)}`;
+    return `${CLAIM_SK_PREFIX}${hashId(taskId)}`;
+  }
+
+  /** The sort key prefix every claim item of an instance shares. */
+  claimPrefix(): string {
+    return CLAIM_SK_PREFIX;
   }
 
   chunkPk(chunkSetId: string, index: number): string {
     return `${this.base}C#${chunkSetId}#${index}`;
+  }
+
+  /** The chunk set id of a chunk item's partition key, or undefined when it is not a chunk's. */
+  chunkSetOfPk(pk: string): string | undefined {
+    const prefix = `${this.base}C#`;
+    if (!pk.startsWith(prefix)) return undefined;
+    const rest = pk.slice(prefix.length);
+    return rest.slice(0, rest.lastIndexOf("#"));
+  }
+
+  /** The index of a chunk within its set, from its partition key. */
+  chunkIndexOfPk(pk: string): number {
+    return Number(pk.slice(pk.lastIndexOf("#") + 1));
+  }
+
+  headKey(pk: string): Key {
+    return key(pk, HEAD_SK);
+  }
+
+  claimKey(pk: string, taskId: string): Key {
+    return key(pk, this.claimSk(taskId));
+  }
+
+  resultKey(pk: string, generation: string, taskId: string): Key {
+    return key(pk, this.resultSk(generation, taskId));
+  }
+
+  deleteMarkerKey(pk: string): Key {
+    return key(pk, DELETE_MARKER_SK);
+  }
+
+  chunkKey(chunkSetId: string, index: number): Key {
+    return key(this.chunkPk(chunkSetId, index), CHUNK_SK);
   }
 
   shardOf(instanceId: string): number {
@@ -101,6 +217,10 @@ export class Layout {
     return `${this.base}K#${shard}`;
   }
 
+  isLeasedPk(readyPk: string): boolean {
+    return readyPk.startsWith(`${this.base}K#`);
+  }
+
   /** Lease sort key: when others may take the claim over (expiresAt + skew budget; no ttl: never). */
   leaseSk(until: number | undefined, instanceId: string): string {
     const sk = this.readySk(until ?? 0, instanceId);
@@ -109,6 +229,11 @@ export class Layout {
 
   listPk(shard: number): string {
     return `${this.base}L#${shard}`;
+  }
+
+  /** The list index's sort key of an instance: the hash of its id (what a cursor carries). */
+  listSk(instanceId: string): string {
+    return hashId(instanceId);
   }
 
   /** Opaque listing cursor: the shard and the hash of the last instance id returned. */

@@ -1,5 +1,6 @@
 import type { DynamoDBClient, DynamoDBClientConfig } from "@aws-sdk/client-dynamodb";
 import { type BaseBackendOptions, ValidationError } from "@sayiir/persistence-core";
+import { connectionSecrets } from "@sayiir/persistence-core/adapter";
 
 export interface DynamoDBBackendOptions extends BaseBackendOptions {
   /** Name of the single table holding every item (created by migrate()). */
@@ -36,6 +37,8 @@ export interface DynamoDBBackendOptions extends BaseBackendOptions {
 
 export interface NormalizedOptions {
   tableName: string;
+  /** Secrets to scrub from wrapped error messages (see optionSecrets). */
+  secrets: readonly string[];
   keyPrefix: string;
   skewMs: number;
   clock: () => number;
@@ -75,6 +78,7 @@ export function normalizeOptions(options: DynamoDBBackendOptions): NormalizedOpt
   }
   return {
     tableName,
+    secrets: optionSecrets(options.clientConfig),
     keyPrefix,
     skewMs: positiveInt("clockSkewBudgetMs", options.clockSkewBudgetMs, 200, 0, 3_600_000),
     clock: options.clock ?? Date.now,
@@ -82,5 +86,41 @@ export function normalizeOptions(options: DynamoDBBackendOptions): NormalizedOpt
     maxAttempts: positiveInt("maxAttempts", options.maxAttempts, 6, 1, 100),
     conflictRetries: positiveInt("conflictRetries", options.conflictRetries, 30, 1, 1000),
     requestTimeoutMs: positiveInt("requestTimeoutMs", options.requestTimeoutMs, 10_000, 1, 600_000),
+  };
+}
+
+/**
+ * Secrets of the client configuration, scrubbed from wrapped error messages: static credentials
+ * (the secret access key and session token) and a password written into an endpoint URL.
+ */
+export function optionSecrets(clientConfig: DynamoDBClientConfig | undefined): string[] {
+  const out: string[] = [];
+  const credentials = clientConfig?.credentials;
+  if (credentials !== null && typeof credentials === "object") {
+    const { secretAccessKey, sessionToken } = credentials as {
+      secretAccessKey?: unknown;
+      sessionToken?: unknown;
+    };
+    for (const v of [secretAccessKey, sessionToken]) if (typeof v === "string" && v.length >= 4) out.push(v);
+  }
+  if (typeof clientConfig?.endpoint === "string") out.push(...connectionSecrets(clientConfig.endpoint));
+  return out;
+}
+
+/** The client a backend creates when none is given (close() destroys it). */
+export function clientConfigOf(
+  o: NormalizedOptions,
+  clientConfig: DynamoDBClientConfig | undefined,
+): DynamoDBClientConfig {
+  return {
+    maxAttempts: o.maxAttempts,
+    requestHandler: {
+      requestTimeout: o.requestTimeoutMs,
+      // Without this, @smithy/node-http-handler only logs a warning when requestTimeout passes,
+      // and a request on a half-open connection waits forever.
+      throwOnRequestTimeout: true,
+      connectionTimeout: Math.min(5_000, o.requestTimeoutMs),
+    },
+    ...clientConfig,
   };
 }

@@ -8,11 +8,17 @@ import {
   UpdateTableCommand,
   UpdateTimeToLiveCommand,
 } from "@aws-sdk/client-dynamodb";
-import { sleep } from "./dynamo.js";
-import { ATTR, LIST_INDEX, READY_INDEX } from "./layout.js";
+import { type MigrationReport, sleep } from "@sayiir/persistence-core/adapter";
+import { ATTR, LIST_INDEX, READY_INDEX, TTL_ATTRIBUTE } from "./layout.js";
 
-/** Attribute DynamoDB's TTL deletes released-claim tombstones by (epoch seconds). */
-export const TTL_ATTRIBUTE = "ttl";
+/*
+ * The schema: one table with two global secondary indexes and TTL on ATTR.ttl. Version 1 is the
+ * table with both indexes; there is no later version yet. DynamoDB stores no schema version:
+ * the table and its indexes are the version.
+ */
+
+/** The schema version migrate() brings a table to. */
+export const SCHEMA_VERSION = 1;
 
 const INDEXES: GlobalSecondaryIndex[] = [
   {
@@ -21,7 +27,10 @@ const INDEXES: GlobalSecondaryIndex[] = [
       { AttributeName: ATTR.readyPk, KeyType: "HASH" },
       { AttributeName: ATTR.readySk, KeyType: "RANGE" },
     ],
-    Projection: { ProjectionType: "INCLUDE", NonKeyAttributes: ["iid", "pos", "upd"] },
+    Projection: {
+      ProjectionType: "INCLUDE",
+      NonKeyAttributes: [ATTR.instanceId, ATTR.position, ATTR.updatedAt],
+    },
   },
   {
     IndexName: LIST_INDEX,
@@ -29,7 +38,7 @@ const INDEXES: GlobalSecondaryIndex[] = [
       { AttributeName: ATTR.listPk, KeyType: "HASH" },
       { AttributeName: ATTR.listSk, KeyType: "RANGE" },
     ],
-    Projection: { ProjectionType: "INCLUDE", NonKeyAttributes: ["iid"] },
+    Projection: { ProjectionType: "INCLUDE", NonKeyAttributes: [ATTR.instanceId] },
   },
 ];
 
@@ -74,42 +83,66 @@ async function waitActive(client: DynamoDBClient, tableName: string, timeoutMs: 
 
 /**
  * Creates the table and its indexes if missing (on-demand billing), adds a missing index, enables
- * TTL, and waits until everything is ACTIVE. Safe when many processes run it at once.
+ * TTL, and waits until everything is ACTIVE. Safe when many processes run it at once. Reports
+ * version 1 applied when this call created the table or an index, else nothing applied.
  */
 export async function ensureTable(
   client: DynamoDBClient,
   tableName: string,
   timeoutMs = 300_000,
-): Promise<void> {
-  try {
-    await client.send(new CreateTableCommand(tableDefinition(tableName)));
-  } catch (error) {
-    if (errorName(error) !== "ResourceInUseException") throw error;
-  }
+): Promise<MigrationReport> {
+  let created = await createTable(client, tableName);
   for (;;) {
     const present = await waitActive(client, tableName, timeoutMs);
     const missing = INDEXES.find((index) => !present.includes(index.IndexName ?? ""));
     if (missing === undefined) break;
-    try {
-      await client.send(
-        new UpdateTableCommand({
-          TableName: tableName,
-          AttributeDefinitions: tableDefinition(tableName).AttributeDefinitions,
-          GlobalSecondaryIndexUpdates: [{ Create: missing }],
-        }),
-      );
-    } catch (error) {
-      // Another process is creating it (or another index) right now: wait and look again.
-      const name = errorName(error);
-      if (
-        name !== "ResourceInUseException" &&
-        name !== "ValidationException" &&
-        name !== "LimitExceededException"
-      )
-        throw error;
-      await sleep(500);
-    }
+    created = (await createIndex(client, tableName, missing)) || created;
   }
+  await enableTtl(client, tableName);
+  return { applied: created ? [SCHEMA_VERSION] : [], version: SCHEMA_VERSION };
+}
+
+/** True when this call created the table; false when it exists (or another process creates it). */
+async function createTable(client: DynamoDBClient, tableName: string): Promise<boolean> {
+  try {
+    await client.send(new CreateTableCommand(tableDefinition(tableName)));
+    return true;
+  } catch (error) {
+    if (errorName(error) !== "ResourceInUseException") throw error;
+    return false;
+  }
+}
+
+/** True when this call added the index; false when another process is changing the table. */
+async function createIndex(
+  client: DynamoDBClient,
+  tableName: string,
+  index: GlobalSecondaryIndex,
+): Promise<boolean> {
+  try {
+    await client.send(
+      new UpdateTableCommand({
+        TableName: tableName,
+        AttributeDefinitions: tableDefinition(tableName).AttributeDefinitions,
+        GlobalSecondaryIndexUpdates: [{ Create: index }],
+      }),
+    );
+    return true;
+  } catch (error) {
+    // Another process is creating it (or another index) right now: wait and look again.
+    const name = errorName(error);
+    if (
+      name !== "ResourceInUseException" &&
+      name !== "ValidationException" &&
+      name !== "LimitExceededException"
+    )
+      throw error;
+    await sleep(500);
+    return false;
+  }
+}
+
+async function enableTtl(client: DynamoDBClient, tableName: string): Promise<void> {
   try {
     const ttl = await client.send(new DescribeTimeToLiveCommand({ TableName: tableName }));
     const status = ttl.TimeToLiveDescription?.TimeToLiveStatus;

@@ -47,8 +47,11 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
       await backends[0]?.client.send(new DeleteTableCommand({ TableName: tableName }));
       await Promise.all(backends.map((b) => b.close()));
     });
-    await Promise.all(backends.map((b) => b.migrate()));
-    await backends[0]?.migrate();
+    const reports = await Promise.all(backends.map((b) => b.migrate()));
+    // Exactly one of the racing calls created the table (schema version 1); a later call applies nothing.
+    expect(reports.map((r) => r.version)).toEqual([1, 1, 1]);
+    expect(reports.filter((r) => r.applied.length > 0).map((r) => r.applied)).toEqual([[1]]);
+    expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 1 });
     const { Table } = await (backends[0] as DynamoDBBackend).client.send(
       new DescribeTableCommand({ TableName: tableName }),
     );
@@ -71,8 +74,8 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
   });
 
   it("key prefixes isolate applications sharing one table, discovery included", async () => {
-    const one = await freshBackend(ddb);
-    const two = await freshBackend(ddb);
+    const one = await freshBackend();
+    const two = await freshBackend();
     const id = uid();
     await one.saveSnapshot(atTask(id, "t1", { initialInput: text("one") }));
     await two.saveSnapshot(atTask(id, "t2", { initialInput: text("two") }));
@@ -101,6 +104,25 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
     expect(error).toBeInstanceOf(BackendError);
     expect((error as BackendError).cause).toBeDefined();
     expect(Date.now() - started).toBeLessThan(15_000);
+  });
+
+  it("capabilities: durable, judged on the client clock with the skew budget, the ready index's shards", () => {
+    const backend = new DynamoDBBackend({ tableName: TABLE, clientConfig: clientConfig(ddb) });
+    expect(backend.capabilities).toEqual({
+      durable: true,
+      clock: "client",
+      clockSkewMs: 200,
+      shards: 8,
+      wakeUps: "poll",
+    });
+    const tuned = new DynamoDBBackend({
+      tableName: TABLE,
+      client: backend.client,
+      clockSkewBudgetMs: 50,
+      readyShards: 3,
+    });
+    expect(tuned.capabilities).toMatchObject({ clockSkewMs: 50, shards: 3 });
+    onTestFinished(() => backend.close());
   });
 
   it("options are validated", () => {

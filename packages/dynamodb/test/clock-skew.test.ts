@@ -1,5 +1,5 @@
 import { ErrorCode, type TaskClaim } from "@sayiir/persistence-core";
-import { atTask, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { atTask, expectCode, text, uid } from "@sayiir/persistence-core/conformance";
 import { uniqueTestName } from "@sayiir/test-servers";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { DynamoDBBackend } from "../src/index.js";
@@ -66,9 +66,7 @@ async function sweep(offsetMs: number) {
     if (aLive && takeover !== null) overlaps.push(step);
   }
   // Once taken over, A's writes stay refused and extending is refused too.
-  expect(await rejection(a.extendTaskClaim(id, "t1", "worker-a", 10_000))).toMatchObject({
-    code: ErrorCode.ClaimLost,
-  });
+  await expectCode(a.extendTaskClaim(id, "t1", "worker-a", 10_000), ErrorCode.ClaimLost);
   return { overlaps, takeover, takeoverStep, lastAliveStep, claimA };
 }
 

@@ -7,90 +7,38 @@ import {
   type TransactWriteItem,
 } from "@aws-sdk/client-dynamodb";
 import { bytesEqual, ErrorCode, type TaskClaim } from "@sayiir/persistence-core";
-import { atTask, patternBytes, text, uid } from "@sayiir/persistence-core/conformance";
+import { atTask, claimOrFail, patternBytes, text, uid } from "@sayiir/persistence-core/conformance";
 import { uniqueTestName } from "@sayiir/test-servers";
-import { describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { DynamoDBBackend } from "../src/index.js";
-import { freshBackend, injectErrors, isChunk, itemsOf } from "./helpers.js";
+import { beforeNext, injectErrors, loseResponses, record } from "./faults.js";
+import { freshBackend, isChunk, itemsOf } from "./helpers.js";
 import { server } from "./subject.js";
 
 const info = server();
 const $metadata = { httpStatusCode: 400 };
 
-/** Every command the client sends from now on, with its input (before the SDK's retries). */
-function record(client: DynamoDBClient): Array<{ name: string; input: Record<string, unknown> }> {
-  const seen: Array<{ name: string; input: Record<string, unknown> }> = [];
-  const name = `record-${Math.random().toString(36).slice(2)}`;
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      seen.push({ name: String(context.commandName), input: args.input as Record<string, unknown> });
-      return next(args);
-    },
-    { step: "initialize", name },
+/** Lets the next TransactWriteItems reach the server, then shows the client a conflict instead. */
+const loseNextCommit = (client: DynamoDBClient) =>
+  loseResponses(
+    client,
+    ["TransactWriteItemsCommand"],
+    1,
+    () =>
+      new TransactionCanceledException({
+        message: "injected: Transaction cancelled [TransactionConflict]",
+        $metadata,
+        CancellationReasons: [{ Code: "TransactionConflict" }],
+      }),
   );
-  onTestFinished(() => {
-    client.middlewareStack.remove(name);
-  });
-  return seen;
-}
 
 /** Runs `hook` once, before the next TransactWriteItems of `client` reaches the server. */
-function beforeNextTransaction(client: DynamoDBClient, hook: () => Promise<void>): { fired: () => boolean } {
-  let armed = true;
-  let fired = false;
-  const name = `before-${Math.random().toString(36).slice(2)}`;
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      if (armed && String(context.commandName) === "TransactWriteItemsCommand") {
-        armed = false;
-        await hook();
-        fired = true;
-      }
-      return next(args);
-    },
-    { step: "initialize", name },
-  );
-  onTestFinished(() => {
-    client.middlewareStack.remove(name);
-  });
-  return { fired: () => fired };
-}
+const beforeNextTransaction = (client: DynamoDBClient, hook: () => Promise<void>) =>
+  beforeNext(client, "TransactWriteItemsCommand", hook);
 
-/** Lets the next TransactWriteItems reach the server, then shows the client a conflict instead. */
-function loseNextCommit(client: DynamoDBClient): { count: number } {
-  const state = { count: 0 };
-  const name = `lose-${Math.random().toString(36).slice(2)}`;
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const out = await next(args);
-      if (state.count === 0 && String(context.commandName) === "TransactWriteItemsCommand") {
-        state.count++;
-        throw new TransactionCanceledException({
-          message: "injected: Transaction cancelled [TransactionConflict]",
-          $metadata,
-          CancellationReasons: [{ Code: "TransactionConflict" }],
-        });
-      }
-      return out;
-    },
-    { step: "deserialize", name },
-  );
-  onTestFinished(() => {
-    client.middlewareStack.remove(name);
-  });
-  return state;
-}
-
-async function claimOrFail(
-  backend: DynamoDBBackend,
-  instanceId: string,
-  taskId: string,
-  ttlMs = 60_000,
-): Promise<TaskClaim> {
-  const claim = await backend.claimTask(instanceId, taskId, `worker-${taskId}`, ttlMs);
-  if (claim === null) throw new Error(`claim of ${taskId} on ${instanceId} failed`);
-  return claim;
-}
+/** The kit's claimOrFail with this file's worker names and ttl. */
+const claimTaskOrFail = (backend: DynamoDBBackend, instanceId: string, taskId: string): Promise<TaskClaim> =>
+  claimOrFail(backend, instanceId, taskId, `worker-${taskId}`, 60_000);
 
 async function results(backend: DynamoDBBackend, instanceId: string): Promise<Record<string, Uint8Array>> {
   const loaded = await backend.loadSnapshot(instanceId);
@@ -100,34 +48,32 @@ async function results(backend: DynamoDBBackend, instanceId: string): Promise<Re
 
 const transactions = (seen: ReturnType<typeof record>) =>
   seen
-    .filter((c) => c.name === "TransactWriteItemsCommand")
+    .filter((c) => c.command === "TransactWriteItemsCommand")
     .map((c) => c.input.TransactItems as TransactWriteItem[]);
 
 describe.skipIf(info === null)("completeTasks", () => {
-  const ddb = info as NonNullable<typeof info>;
-
   async function twoClients(): Promise<[DynamoDBBackend, DynamoDBBackend]> {
     const keyPrefix = uniqueTestName("ddbc");
-    return [await freshBackend(ddb, { keyPrefix }), await freshBackend(ddb, { keyPrefix })];
+    return [await freshBackend({ keyPrefix }), await freshBackend({ keyPrefix })];
   }
 
   it("one BatchGetItem for the batch, then one transaction per instance holding all its completions", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const busy = uid();
     const others = [uid(), uid()];
     await backend.saveSnapshot(atTask(busy, "a"));
     for (const id of others) await backend.saveSnapshot(atTask(id, "t1"));
     const tasks = ["a", "b", "c", "d", "e", "f"];
     const claims = [
-      ...(await Promise.all(tasks.map((t) => claimOrFail(backend, busy, t)))),
-      ...(await Promise.all(others.map((id) => claimOrFail(backend, id, "t1")))),
+      ...(await Promise.all(tasks.map((t) => claimTaskOrFail(backend, busy, t)))),
+      ...(await Promise.all(others.map((id) => claimTaskOrFail(backend, id, "t1")))),
     ];
     const seen = record(backend.client);
     const outcomes = await backend.completeTasks(
       claims.map((claim) => ({ claim, output: text(`${claim.instanceId}/${claim.taskId}`) })),
     );
     expect(outcomes).toEqual(claims.map(() => null));
-    expect(seen.map((c) => c.name).sort()).toEqual([
+    expect(seen.map((c) => c.command).sort()).toEqual([
       "BatchGetItemCommand",
       "TransactWriteItemsCommand",
       "TransactWriteItemsCommand",
@@ -147,8 +93,8 @@ describe.skipIf(info === null)("completeTasks", () => {
     const [backend, other] = await twoClients();
     const id = uid();
     await backend.saveSnapshot(atTask(id, "a"));
-    const position = await claimOrFail(other, id, "a");
-    const claims = await Promise.all(["b", "c", "d"].map((t) => claimOrFail(backend, id, t)));
+    const position = await claimTaskOrFail(other, id, "a");
+    const claims = await Promise.all(["b", "c", "d"].map((t) => claimTaskOrFail(backend, id, t)));
     const seen = record(backend.client);
     // Between our read and our commit, another client completes the position's task: the head
     // leaves the ready index and its updatedAt moves, so our transaction's head condition fails.
@@ -168,10 +114,10 @@ describe.skipIf(info === null)("completeTasks", () => {
   });
 
   it("transactions cancelled by conflicts are sent again; every completion lands once", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     await backend.saveSnapshot(atTask(id, "a"));
-    const claims = await Promise.all(["a", "b"].map((t) => claimOrFail(backend, id, t)));
+    const claims = await Promise.all(["a", "b"].map((t) => claimTaskOrFail(backend, id, t)));
     const conflicts = injectErrors(
       backend.client,
       ["TransactWriteItemsCommand"],
@@ -197,10 +143,10 @@ describe.skipIf(info === null)("completeTasks", () => {
   });
 
   it("a commit whose response was lost is recognised by its nonce: success, and its chunks are kept", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     await backend.saveSnapshot(atTask(id, "a"));
-    const claims = await Promise.all(["a", "b"].map((t) => claimOrFail(backend, id, t)));
+    const claims = await Promise.all(["a", "b"].map((t) => claimTaskOrFail(backend, id, t)));
     const big = patternBytes(900_000, 4); // chunked
     const lost = loseNextCommit(backend.client);
     // The commit lands, the client sees a conflict and sends it again: refused now (the claims are
@@ -217,11 +163,11 @@ describe.skipIf(info === null)("completeTasks", () => {
   });
 
   it("more completions than a transaction holds (100 items, 4 MB) are cut into several; all land", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     await backend.saveSnapshot(atTask(id, "t00"));
     const many = Array.from({ length: 60 }, (_, i) => `t${String(i).padStart(2, "0")}`);
-    const claims = await Promise.all(many.map((t) => claimOrFail(backend, id, t)));
+    const claims = await Promise.all(many.map((t) => claimTaskOrFail(backend, id, t)));
     let seen = record(backend.client);
     const outcomes = await backend.completeTasks(
       claims.map((claim) => ({ claim, output: text(claim.taskId) })),
@@ -234,7 +180,7 @@ describe.skipIf(info === null)("completeTasks", () => {
     const wide = uid();
     await backend.saveSnapshot(atTask(wide, "w00"));
     const tasks = Array.from({ length: 12 }, (_, i) => `w${String(i).padStart(2, "0")}`);
-    const wideClaims = await Promise.all(tasks.map((t) => claimOrFail(backend, wide, t)));
+    const wideClaims = await Promise.all(tasks.map((t) => claimTaskOrFail(backend, wide, t)));
     seen = record(backend.client);
     const outputs = tasks.map((_, i) => patternBytes(300_000, i + 1));
     expect(
@@ -253,12 +199,12 @@ describe.skipIf(info === null)("completeTasks", () => {
   });
 
   it("refused completions keep their claims and leave no chunks behind", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const live = uid();
     const missing = uid();
     await backend.saveSnapshot(atTask(live, "t1"));
-    const claim = await claimOrFail(backend, live, "t1");
-    const onMissing = await claimOrFail(backend, missing, "t1");
+    const claim = await claimTaskOrFail(backend, live, "t1");
+    const onMissing = await claimTaskOrFail(backend, missing, "t1");
     const before = await itemsOf(backend);
     const outcomes = await backend.completeTasks([
       { claim: { ...claim, token: claim.token + 1 }, output: patternBytes(800_000, 1) },

@@ -9,7 +9,7 @@ import {
   MAX_COMPLETIONS_PER_TRANSACTION,
   MAX_TRANSACTION_BYTES,
   MAX_TRANSACTION_ITEMS,
-} from "../src/completion.js";
+} from "../src/completion-plan.js";
 import { Layout } from "../src/layout.js";
 
 const layout = new Layout("app/", 8);

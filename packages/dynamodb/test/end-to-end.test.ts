@@ -1,6 +1,6 @@
 import { runEndToEnd } from "@sayiir/worker";
 import { describe, expect, it } from "vitest";
-import { makeSubject, server } from "./subject.js";
+import { createSubject, server } from "./subject.js";
 
 const info = server();
 
@@ -9,7 +9,7 @@ const info = server();
 // any failed check. DynamoDB Local is slow: fewer workflows, more time.
 describe.skipIf(info === null)(`dynamodb (${info?.server ?? "no server"} ${info?.version ?? ""})`, () => {
   it("worker loop end to end: every workflow completes once, the crashed worker's claims are taken over", async () => {
-    const subject = await makeSubject(info!);
+    const subject = await createSubject();
     try {
       const report = await runEndToEnd({
         connect: subject.connect,

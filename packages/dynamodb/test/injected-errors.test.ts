@@ -9,11 +9,13 @@ import { BackendError, bytesEqual, ErrorCode } from "@sayiir/persistence-core";
 import { atTask, comparable, patternBytes, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { DynamoDBBackend } from "../src/index.js";
-import { freshBackend, freshTable, injectErrors, isChunk, itemsOf } from "./helpers.js";
+import { injectErrors } from "./faults.js";
+import { freshBackend, freshTable, isChunk, itemsOf } from "./helpers.js";
 import { backendOptions, clientConfig, ensureTable, server } from "./subject.js";
 
 // DynamoDB Local never throttles and never reports transaction conflicts: these tests make the
-// client see those errors (an SDK middleware) and check what the adapter does with them.
+// client see those errors (an SDK middleware: the fault-injection seam of test/faults.ts) and
+// check what the adapter does with them.
 const info = server();
 const $metadata = { httpStatusCode: 400 };
 
@@ -21,7 +23,7 @@ describe.skipIf(info === null)("injected DynamoDB errors (SDK middleware)", () =
   const ddb = info as NonNullable<typeof info>;
 
   it("throttling (ProvisionedThroughputExceeded, Throttling) is retried by the SDK's retry strategy", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     const puts = injectErrors(
       backend.client,
@@ -43,7 +45,7 @@ describe.skipIf(info === null)("injected DynamoDB errors (SDK middleware)", () =
   });
 
   it("throttling that survives the retries becomes a BackendError with the SDK's error as cause; the backend recovers", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     await backend.saveSnapshot(atTask(id, "t1"));
     const gets = injectErrors(
@@ -61,7 +63,7 @@ describe.skipIf(info === null)("injected DynamoDB errors (SDK middleware)", () =
   });
 
   it("TransactionConflictException (not retried by the SDK) is retried by the adapter", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     await backend.saveSnapshot(atTask(id, "t1"));
     const claim = await backend.claimTask(id, "t1", "w", 60_000);
@@ -81,7 +83,7 @@ describe.skipIf(info === null)("injected DynamoDB errors (SDK middleware)", () =
   });
 
   it("a transaction cancelled by conflicts is retried; if conflicts outlast the retries: BackendError, nothing written", async () => {
-    const backend = await freshBackend(ddb, { conflictRetries: 4, tableName: await freshTable(ddb) });
+    const backend = await freshBackend({ conflictRetries: 4, tableName: await freshTable(ddb) });
     const id = uid();
     const original = atTask(id, "t1", { completed: { t0: text("zero") } });
     await backend.saveSnapshot(original);
@@ -108,7 +110,7 @@ describe.skipIf(info === null)("injected DynamoDB errors (SDK middleware)", () =
   });
 
   it("a crash between the chunks and the commit leaves the old state whole; cleanup() removes the orphans", async () => {
-    const backend = await freshBackend(ddb, { tableName: await freshTable(ddb) });
+    const backend = await freshBackend({ tableName: await freshTable(ddb) });
     const id = uid();
     const old = atTask(id, "t2", { completed: { t1: patternBytes(700_000, 1) }, initialInput: text("in") });
     await backend.saveSnapshot(old);
@@ -143,7 +145,7 @@ describe.skipIf(info === null)("injected DynamoDB errors (SDK middleware)", () =
   });
 
   it("throttled chunk writes that outlast the retries: BackendError, the stored snapshot unchanged", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     const old = atTask(id, "t1", { completed: { t0: text("zero") } });
     await backend.saveSnapshot(old);

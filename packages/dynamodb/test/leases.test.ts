@@ -1,8 +1,9 @@
 import { QueryCommand } from "@aws-sdk/client-dynamodb";
 import { atTask, uid } from "@sayiir/persistence-core/conformance";
-import { describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { DynamoDBBackend } from "../src/index.js";
 import { READY_INDEX } from "../src/index.js";
+import { intercept } from "./faults.js";
 import { freshBackend } from "./helpers.js";
 import { server } from "./subject.js";
 
@@ -31,29 +32,20 @@ async function partition(backend: DynamoDBBackend, kind: "Q" | "K"): Promise<str
 /** Counts the keys read by BatchGetItem (discovery's verification reads). */
 function countKeys(backend: DynamoDBBackend): { keys: number } {
   const state = { keys: 0 };
-  const name = `count-${Math.random().toString(36).slice(2)}`;
-  backend.client.middlewareStack.add(
-    (next, context) => async (args) => {
-      if (String(context.commandName) === "BatchGetItemCommand") {
-        const input = args.input as { RequestItems?: Record<string, { Keys?: unknown[] }> };
-        for (const entry of Object.values(input.RequestItems ?? {})) state.keys += entry.Keys?.length ?? 0;
-      }
-      return next(args);
-    },
-    { step: "initialize", name },
-  );
-  onTestFinished(() => {
-    backend.client.middlewareStack.remove(name);
+  intercept(backend.client, "initialize", async (call, send) => {
+    if (call.command === "BatchGetItemCommand") {
+      const input = call.input as { RequestItems?: Record<string, { Keys?: unknown[] }> };
+      for (const entry of Object.values(input.RequestItems ?? {})) state.keys += entry.Keys?.length ?? 0;
+    }
+    return send();
   });
   return state;
 }
 
 describe.skipIf(info === null)("leased partition of the ready index", () => {
-  const ddb = info as NonNullable<typeof info>;
-
   it("claimed tasks leave the ready partition: discovery cost does not grow with claims in flight", async () => {
     let now = T0;
-    const backend = await freshBackend(ddb, { clock: () => now, readyShards: 2 });
+    const backend = await freshBackend({ clock: () => now, readyShards: 2 });
     const base = uid("l");
     const ids = Array.from({ length: 30 }, (_, i) => `${base}-${String(i).padStart(2, "0")}`);
     for (const [i, id] of ids.entries())
@@ -81,7 +73,7 @@ describe.skipIf(info === null)("leased partition of the ready index", () => {
 
   it("a renewed claim keeps its task hidden; its lease is re-keyed when the old end is reached", async () => {
     let now = T0;
-    const backend = await freshBackend(ddb, { clock: () => now, readyShards: 1 });
+    const backend = await freshBackend({ clock: () => now, readyShards: 1 });
     const a = uid("a");
     const b = uid("b");
     await backend.saveSnapshot(atTask(a, "t1", { updatedAt: T0 - 2 }));
@@ -102,7 +94,7 @@ describe.skipIf(info === null)("leased partition of the ready index", () => {
 
   it("a claim without ttl stays leased until released; claimTask takes over an ended lease", async () => {
     let now = T0;
-    const backend = await freshBackend(ddb, { clock: () => now, readyShards: 1 });
+    const backend = await freshBackend({ clock: () => now, readyShards: 1 });
     const a = uid("a");
     await backend.saveSnapshot(atTask(a, "t1"));
     expect(await backend.claimAvailableTasks("w", 1, null)).toHaveLength(1);

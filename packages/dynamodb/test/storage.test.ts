@@ -1,6 +1,6 @@
-import { GetItemCommand } from "@aws-sdk/client-dynamodb";
-import { bytesEqual, ErrorCode } from "@sayiir/persistence-core";
-import { atTask, finished, patternBytes, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { GetItemCommand, UpdateItemCommand } from "@aws-sdk/client-dynamodb";
+import { bytesEqual, ErrorCode, encodeSnapshotHeader } from "@sayiir/persistence-core";
+import { atTask, expectCode, finished, patternBytes, text, uid } from "@sayiir/persistence-core/conformance";
 import { describe, expect, it } from "vitest";
 import { CHUNK_BYTES } from "../src/index.js";
 import { freshBackend, freshTable, isChunk, itemsOf } from "./helpers.js";
@@ -13,7 +13,7 @@ describe.skipIf(info === null)("storage layout: chunks, generations, garbage", (
   const ddb = info as NonNullable<typeof info>;
 
   it("large values become chunk items under 400 KB; replaced and deleted values leave nothing behind", async () => {
-    const backend = await freshBackend(ddb, { tableName: await freshTable(ddb) });
+    const backend = await freshBackend({ tableName: await freshTable(ddb) });
     const id = uid();
     const big = patternBytes(5 * MiB, 3);
     await backend.saveSnapshot(
@@ -54,8 +54,45 @@ describe.skipIf(info === null)("storage layout: chunks, generations, garbage", (
     expect(await backend.cleanup({ graceMs: 0 })).toEqual({ deletedItems: 0 });
   });
 
+  it("the initial input is a value of its own beside the header; a head written before the split still loads", async () => {
+    const backend = await freshBackend();
+    const id = uid();
+    const snapshot = atTask(id, "t1", { initialInput: text("the input") });
+    await backend.saveSnapshot(snapshot);
+    const key = { PK: { S: backend.layout.instancePk(id) }, SK: { S: "H" } };
+    const head = async () =>
+      (
+        await backend.client.send(
+          new GetItemCommand({ TableName: backend.tableName, Key: key, ConsistentRead: true }),
+        )
+      ).Item;
+    expect(Array.from((await head())?.id?.B ?? [])).toEqual(Array.from(text("the input")));
+    // An older head: the initial input inside the header, no value of its own.
+    await backend.client.send(
+      new UpdateItemCommand({
+        TableName: backend.tableName,
+        Key: key,
+        UpdateExpression: "SET hd = :h REMOVE id, ic, #n, il",
+        ExpressionAttributeNames: { "#n": "in" },
+        ExpressionAttributeValues: {
+          ":h": { B: encodeSnapshotHeader(snapshot) },
+        },
+      }),
+    );
+    expect((await head())?.id).toBeUndefined();
+    expect(Array.from((await backend.loadSnapshot(id)).initialInput ?? [])).toEqual(
+      Array.from(text("the input")),
+    );
+    const [task] = await backend.findAvailableTasks("w", 10);
+    expect(Array.from(task?.input ?? [])).toEqual(Array.from(text("the input")));
+    // Saved again without one: none stored, and discovery hands out empty bytes.
+    await backend.saveSnapshot(atTask(id, "t1"));
+    expect((await backend.loadSnapshot(id)).initialInput).toBeUndefined();
+    expect(Array.from((await backend.findAvailableTasks("w", 10))[0]?.input ?? [])).toEqual([]);
+  });
+
   it("the ready index holds a task only while it is ready", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     const readyAttr = async () =>
       (
@@ -78,7 +115,7 @@ describe.skipIf(info === null)("storage layout: chunks, generations, garbage", (
   });
 
   it("task results racing a delete either land before it or get NotFoundError; nothing survives the delete", async () => {
-    const backend = await freshBackend(ddb);
+    const backend = await freshBackend();
     const id = uid();
     await backend.saveSnapshot(atTask(id, "t0"));
     const writes = Array.from({ length: 20 }, (_, i) =>
@@ -90,7 +127,7 @@ describe.skipIf(info === null)("storage layout: chunks, generations, garbage", (
       if (r.status === "rejected") expect(r.reason).toMatchObject({ code: ErrorCode.NotFound });
     }
     expect(results.at(-1)?.status).toBe("fulfilled");
-    expect(await rejection(backend.loadSnapshot(id))).toMatchObject({ code: ErrorCode.NotFound });
+    await expectCode(backend.loadSnapshot(id), ErrorCode.NotFound);
     await backend.saveSnapshot(atTask(id, "t0"));
     const fresh = await backend.loadSnapshot(id);
     expect(fresh.state.kind === "InProgress" && Object.keys(fresh.state.completedTasks)).toEqual([]);

@@ -1,0 +1,177 @@
+/*
+ * The items every concern reads: the head of a snapshot and the claim item of a task, parsed
+ * into plain objects, plus the conditions a fenced write and a release put on a claim item.
+ */
+import { GetItemCommand, type TransactWriteItem } from "@aws-sdk/client-dynamodb";
+import { BackendError, type Fence, isClaimLive } from "@sayiir/persistence-core";
+import type { HeldClaimView, WriteView } from "@sayiir/persistence-core/adapter";
+import { readRef, type ValueRef } from "./chunks.js";
+import type { Context } from "./context.js";
+import { quote } from "./context.js";
+import { expressions, type Item, N, num, queryAll, S, str } from "./dynamo.js";
+import { ATTR, HEAD_VALUE, type Layout, names, STATUS } from "./layout.js";
+
+/** A snapshot's head item. */
+export interface Head {
+  pk: string;
+  instanceId: string;
+  generation: string;
+  finished: boolean;
+  positionTaskId: string | undefined;
+  lastCompletedTaskId: string | undefined;
+  updatedAt: number;
+  definitionHash: string;
+  /** In the ready index (either partition). */
+  ready: boolean;
+  /** In the leased partition (claimed by claim-next): its lease sort key. */
+  leaseSk: string | undefined;
+  header: ValueRef | undefined;
+  /** The initial input stored as a value of its own (older heads carry it in the header). */
+  input: ValueRef | undefined;
+}
+
+/** A claim item: a live claim, or a tombstone (no worker) that keeps the last token. */
+export interface StoredClaim {
+  token: number;
+  workerId: string | undefined;
+  claimedAt: number | undefined;
+  expiresAt: number | undefined;
+  /** Random per claim attempt: tells our own landed write from another caller's identical one. */
+  nonce: string | undefined;
+}
+
+/** The claim's fence condition: that token, held, not expired on the writer's clock (`:tok`, `:now`). */
+export const FENCE_CONDITION =
+  `#${ATTR.token} = :tok AND attribute_exists(#${ATTR.worker}) AND ` +
+  `(attribute_not_exists(#${ATTR.expiresAt}) OR #${ATTR.expiresAt} > :now)`;
+
+/** Turns a claim item into a tombstone: no holder, the token kept, deleted by TTL (`:ttl`). */
+export const TOMBSTONE_UPDATE = `REMOVE ${names(ATTR.worker, ATTR.claimedAt, ATTR.expiresAt, ATTR.nonce)} SET #${ATTR.ttl} = :ttl`;
+
+/** Parses a head item; one that names another instance id (a hash collision) is an error. */
+export function parseHead(layout: Layout, item: Item | undefined, instanceId: string): Head | undefined {
+  if (item === undefined || str(item, ATTR.pk) === undefined) return undefined;
+  const iid = str(item, ATTR.instanceId);
+  if (iid !== instanceId) {
+    throw new BackendError(
+      `the head item of ${quote(instanceId)} belongs to another instance id (hash collision?)`,
+    );
+  }
+  const readyPk = str(item, ATTR.readyPk);
+  return {
+    pk: str(item, ATTR.pk) as string,
+    instanceId: iid,
+    generation: str(item, ATTR.generation) ?? "",
+    finished: str(item, ATTR.status) === STATUS.finished,
+    positionTaskId: str(item, ATTR.position),
+    lastCompletedTaskId: str(item, ATTR.lastCompleted),
+    updatedAt: num(item, ATTR.updatedAt) ?? 0,
+    definitionHash: str(item, ATTR.definitionHash) ?? "",
+    ready: readyPk !== undefined,
+    leaseSk: readyPk !== undefined && layout.isLeasedPk(readyPk) ? str(item, ATTR.readySk) : undefined,
+    header: readRef(item, HEAD_VALUE.header),
+    input: readRef(item, HEAD_VALUE.input),
+  };
+}
+
+/** The head item as stored (strongly consistent). */
+export async function getHeadItem(ctx: Context, pk: string): Promise<Item | undefined> {
+  const out = await ctx.send<{ Item?: Item }>(
+    new GetItemCommand({ TableName: ctx.tableName, Key: ctx.layout.headKey(pk), ConsistentRead: true }),
+  );
+  return out.Item;
+}
+
+export async function getHead(ctx: Context, instanceId: string): Promise<Head | undefined> {
+  const item = await getHeadItem(ctx, ctx.layout.instancePk(instanceId));
+  return parseHead(ctx.layout, item, instanceId);
+}
+
+export function parseClaim(item: Item | undefined): StoredClaim | undefined {
+  const token = num(item, ATTR.token);
+  if (item === undefined || token === undefined) return undefined;
+  return {
+    token,
+    workerId: str(item, ATTR.worker),
+    claimedAt: num(item, ATTR.claimedAt),
+    expiresAt: num(item, ATTR.expiresAt),
+    nonce: str(item, ATTR.nonce),
+  };
+}
+
+export async function getClaim(ctx: Context, pk: string, taskId: string): Promise<StoredClaim | undefined> {
+  const out = await ctx.send<{ Item?: Item }>(
+    new GetItemCommand({
+      TableName: ctx.tableName,
+      Key: ctx.layout.claimKey(pk, taskId),
+      ConsistentRead: true,
+    }),
+  );
+  return parseClaim(out.Item);
+}
+
+/**
+ * The claim as the kit's refusals see it: held (a worker) with its token and expiry, or
+ * undefined (no claim item, or a tombstone).
+ */
+export function heldView(
+  claim: StoredClaim | undefined,
+): (NonNullable<HeldClaimView> & { token: number }) | undefined {
+  if (claim === undefined || claim.workerId === undefined) return undefined;
+  return { token: claim.token, workerId: claim.workerId, expiresAt: claim.expiresAt ?? null };
+}
+
+/**
+ * Held, and not yet takeable by others: others wait `expiresAt + skew budget` on their clock,
+ * that is they judge liveness at `now - skew budget` (the holder judges it at `now`).
+ */
+export function liveForOthers(ctx: Context, claim: StoredClaim | undefined, now: number): boolean {
+  const view = heldView(claim);
+  return view !== undefined && isClaimLive(view, now - ctx.options.skewMs);
+}
+
+/** The fenced task's claim as stored now, and the clock read after it: what fenceHolds judges. */
+export async function fenceView(
+  ctx: Context,
+  pk: string,
+  fence: Fence,
+): Promise<{ claim: ReturnType<typeof heldView>; now: number }> {
+  const claim = heldView(await getClaim(ctx, pk, fence.taskId));
+  return { claim, now: ctx.now() };
+}
+
+/** The condition a fenced write puts on the claim item (evaluated in the same transaction). */
+export function fenceCheck(ctx: Context, pk: string, fence: Fence, now: number): TransactWriteItem {
+  return {
+    ConditionCheck: {
+      TableName: ctx.tableName,
+      Key: ctx.layout.claimKey(pk, fence.taskId),
+      ...expressions({ ConditionExpression: FENCE_CONDITION }, { ":tok": N(fence.token), ":now": N(now) }),
+      ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+    },
+  };
+}
+
+/** What a write is judged on (the kit's WriteView): the head read, and the fenced claim if any. */
+export async function writeView(
+  ctx: Context,
+  pk: string,
+  fence: Fence | undefined,
+  head: Head | undefined,
+): Promise<WriteView> {
+  const { claim, now } =
+    fence === undefined ? { claim: undefined, now: ctx.now() } : await fenceView(ctx, pk, fence);
+  return { found: head !== undefined, finished: head?.finished ?? false, claim, now };
+}
+
+/** The result items of one generation of an instance. */
+export async function resultItems(ctx: Context, pk: string, generation: string): Promise<Item[]> {
+  return queryAll(ctx.send, {
+    TableName: ctx.tableName,
+    ConsistentRead: true,
+    ...expressions(
+      { KeyConditionExpression: `#${ATTR.pk} = :pk AND begins_with(#${ATTR.sk}, :prefix)` },
+      { ":pk": S(pk), ":prefix": S(ctx.layout.resultPrefix(generation)) },
+    ),
+  });
+}
