@@ -10,14 +10,14 @@ import {
   type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
-import type { MigrationReport } from "@sayiir/persistence-core/adapter";
+import { connectionSecrets, type MigrationReport } from "@sayiir/persistence-core/adapter";
 import { MongoClient } from "mongodb";
 import { claimTask, extendClaim, releaseClaim } from "./claims.js";
 import { completeTasks, saveTaskResult } from "./completion.js";
 import { MongoContext, noServerClock } from "./context.js";
 import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
 import type { CollectionNames } from "./layout.js";
-import { type MongoBackendOptions, normalizeOptions, urlSecrets } from "./options.js";
+import { type MongoBackendOptions, normalizeOptions } from "./options.js";
 import { migrate, type ServerFeatures } from "./schema.js";
 import { deleteSnapshot, listSnapshotsPage, loadSnapshot, saveSnapshot } from "./snapshots.js";
 
@@ -40,7 +40,7 @@ export class MongoBackend extends BaseBackend {
     super(options);
     const normalized = normalizeOptions(options);
     const { url, client, clientOptions } = normalized;
-    this.#secrets = urlSecrets(url);
+    this.#secrets = connectionSecrets(url);
     this.#ownsClient = client === undefined;
     this.#client = client ?? new MongoClient(url as string, clientOptions);
     this.#ctx = new MongoContext(this.#client, normalized);

@@ -1,6 +1,5 @@
 import type { BaseBackendOptions } from "@sayiir/persistence-core";
 import { ValidationError } from "@sayiir/persistence-core";
-import { connectionSecrets } from "@sayiir/persistence-core/adapter";
 import type { MongoClient, MongoClientOptions } from "mongodb";
 import type { FaultHooks } from "./context.js";
 
@@ -105,14 +104,4 @@ export function databaseName(options: NormalizedOptions): string {
   if (options.database !== undefined) return options.database;
   const match = options.url === undefined ? null : /^mongodb(?:\+srv)?:\/\/[^/]*\/([^?]+)/.exec(options.url);
   return match?.[1] ? decodeURIComponent(match[1]) : "sayiir";
-}
-
-/**
- * The secrets of a connection string, to scrub from error messages (the kit's
- * connectionSecrets). A seed list of several hosts (`h1:27017,h2:27017`) is no WHATWG URL, so
- * the hosts are replaced by one before parsing: the password is the same.
- */
-export function urlSecrets(url: string | undefined): string[] {
-  if (url === undefined) return [];
-  return connectionSecrets(url.replace(/^(mongodb(?:\+srv)?:\/\/[^/?#@]*@)[^/?#]*/, "$1localhost"));
 }

@@ -1,10 +1,10 @@
 // Construction, ownership of the client, timeouts and secrets.
 import { ErrorCode } from "@sayiir/persistence-core";
+import { connectionSecrets as urlSecrets } from "@sayiir/persistence-core/adapter";
 import { atTask, expectCode, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { MongoClient } from "mongodb";
 import { describe, expect, it } from "vitest";
 import { MongoBackend } from "../src/index.js";
-import { urlSecrets } from "../src/options.js";
 import { DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
 
 describe("options", () => {
