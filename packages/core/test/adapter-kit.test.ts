@@ -168,6 +168,11 @@ describe("connectionSecrets", () => {
     expect(connectionSecrets("postgres://u:p%40ss@host/db")).toEqual(["p%40ss", "p@ss"]);
     expect(connectionSecrets("redis://:hunter2@host:6379")).toEqual(["hunter2"]);
     expect(connectionSecrets("mongodb://host/db?password=s3cret")).toEqual(["s3cret"]);
+    expect(connectionSecrets("mongodb://u:s%3Dcret@h1:27017,h2:27018/db?replicaSet=rs")).toEqual([
+      "s%3Dcret",
+      "s=cret",
+    ]);
+    expect(connectionSecrets("postgresql://u:pw@h1:5432,h2:5433/db")).toEqual(["pw"]);
     expect(connectionSecrets("host=x password=y")).toEqual([]);
     expect(connectionSecrets(undefined)).toEqual([]);
   });

@@ -1,11 +1,19 @@
 /*
  * Pure functions over an instance document: claim liveness, fences, and the ready-index fields.
  * Every mutation reads the document, computes its next state here, and commits it with one
- * compare-and-set on `v` (see backend.ts), so whatever is judged here (a live claim, a fence,
+ * compare-and-set on `v` (see context.ts), so whatever is judged here (a live claim, a fence,
  * readiness) is exactly the state the write commits over.
  */
-import { type CompletionOutcome, type Fence, failures, type TaskClaim } from "@sayiir/persistence-core";
+import type { CompletionOutcome, Fence, TaskClaim } from "@sayiir/persistence-core";
+import {
+  type HeldClaimView,
+  fenceHolds as holds,
+  resultRefusal,
+  type StoredClaimView,
+  type WriteView,
+} from "@sayiir/persistence-core/adapter";
 import { type ClaimEntry, type InstanceDoc, isSnapshot, orderKey, type ResultRef } from "./layout.js";
+import { isStale } from "./maintenance.js";
 
 /** Is a claim live at `now` (ms, the backend's clock)? */
 export const isLive = (claim: ClaimEntry, now: number): boolean => claim.e === null || claim.e > now;
@@ -21,21 +29,34 @@ export function liveClaimOn(doc: InstanceDoc | null, taskId: string, now: number
   return claim !== undefined && isLive(claim, now) ? claim : undefined;
 }
 
-/** Does the fence name the live claim of this document at `now`? */
-export function fenceHolds(doc: InstanceDoc | null, fence: Fence, now: number): boolean {
-  return liveClaimOn(doc, fence.taskId, now)?.k === fence.token;
+/** The claim on `taskId` as the kit's refusals read it (token and expiry). */
+export function storedClaim(doc: InstanceDoc | null, taskId: string): StoredClaimView {
+  const claim = claimOn(doc, taskId);
+  return claim === undefined ? undefined : { token: Number(claim.k), expiresAt: expiry(claim) };
 }
 
-/**
- * How long an expired claim is kept before a write that rewrites the claims anyway drops it.
- * Until then its holder's release succeeds and its extend gives ClaimLostError, as everywhere;
- * after it, either may give NotFoundError (the claim is gone), if the instance was written since.
- */
-export const PRUNE_EXPIRED_AFTER_MS = 60 * 60 * 1000;
+/** The claim on `taskId` as a release or an extend reads it (holder and expiry). */
+export function heldClaim(doc: InstanceDoc | null, taskId: string): HeldClaimView {
+  const claim = claimOn(doc, taskId);
+  return claim === undefined ? undefined : { workerId: claim.w, expiresAt: expiry(claim) };
+}
 
-/** Is this claim expired for long enough to be dropped (see PRUNE_EXPIRED_AFTER_MS)? */
-export const isStale = (claim: ClaimEntry, now: number): boolean =>
-  claim.e !== null && Number(claim.e) + PRUNE_EXPIRED_AFTER_MS <= now;
+const expiry = (claim: ClaimEntry): number | null => (claim.e === null ? null : Number(claim.e));
+
+/** Does the fence name the live claim of this document at `now`? */
+export function fenceHolds(doc: InstanceDoc | null, fence: Fence, now: number): boolean {
+  return holds(fence, storedClaim(doc, fence.taskId), now);
+}
+
+/** What a fenced write is judged on: this version of the document, at `now`. */
+export function writeView(doc: InstanceDoc | null, fence: Fence | undefined, now: number): WriteView {
+  return {
+    found: isSnapshot(doc),
+    finished: doc?.f === true,
+    claim: fence === undefined ? undefined : storedClaim(doc, fence.taskId),
+    now,
+  };
+}
 
 /**
  * The claims with the one on `taskId` replaced by `entry` (or removed, when entry is undefined),
@@ -49,13 +70,6 @@ export function withClaim(
 ): ClaimEntry[] {
   const rest = (doc?.c ?? []).filter((c) => c.t !== taskId && !isStale(c, now));
   return entry === undefined ? rest : [...rest, entry];
-}
-
-/** The claims without the stale ones, or undefined when there is none to drop. */
-export function prunedClaims(doc: InstanceDoc | null, now: number): ClaimEntry[] | undefined {
-  const claims = doc?.c ?? [];
-  const kept = claims.filter((c) => !isStale(c, now));
-  return kept.length === claims.length ? undefined : kept;
 }
 
 export function toTaskClaim(instanceId: string, entry: ClaimEntry): TaskClaim {
@@ -148,12 +162,9 @@ export function completionPlan(
   items: readonly Completing[],
   now: number,
 ): CompletionPlan {
-  const outcomes = items.map((item): CompletionOutcome => {
-    if (!isSnapshot(doc)) return failures.snapshotNotFound(instanceId);
-    if (!fenceHolds(doc, item, now)) return failures.fenceRejected(instanceId, item);
-    if (doc.f === true) return failures.resultsFinal(instanceId);
-    return null;
-  });
+  const outcomes = items.map(
+    (item): CompletionOutcome => resultRefusal(instanceId, item, writeView(doc, item, now)),
+  );
   const accepted = items.filter((_, i) => outcomes[i] === null);
   const last = accepted[accepted.length - 1];
   if (doc === null || last === undefined) return { outcomes, changes: undefined, replaced: [] };

@@ -1,16 +1,18 @@
 /*
- * How data is laid out. Ids are only ever used as values (never as field names, never as
- * operators): an instance id is an instance document's `_id` string, and task and worker ids
- * live in arrays of small subdocuments ({ t, g } results, { t, w, k, c, e } claims).
+ * How data is laid out: every collection, field, index and meta-document name, and the
+ * projections the adapter reads with. Nobody else builds names. Ids are only ever used as values
+ * (never as field names, never as operators): an instance id is an instance document's `_id`
+ * string, and task and worker ids live in arrays of small subdocuments ({ t, g } results,
+ * { t, w, k, c, e } claims).
  */
 
 /** Collection names under one prefix. */
 export interface CollectionNames {
   /** One document per instance: the snapshot (if any) and every claim on the instance's tasks. */
   snapshots: string;
-  /** Chunks of task outputs and large headers. */
+  /** Chunks of task outputs, large initial inputs and large headers. */
   outputs: string;
-  /** The global fencing-token counter. */
+  /** The global fencing-token counter and the schema version. */
   meta: string;
 }
 
@@ -55,10 +57,21 @@ export interface InstanceDoc {
   c?: ClaimEntry[];
   /** Definition hash: present exactly when a snapshot is stored. */
   d?: string;
-  /** encodeSnapshotHeader bytes, inline when small ... */
+  /**
+   * The snapshot header (toStoredSnapshot's `header`: no task results, no initial input) inline
+   * when it fits the inline budget (INLINE_BYTES) ...
+   */
   h?: Uint8Array | { buffer: Uint8Array; position: number };
   /** ... else the blob id of the header in the outputs collection. */
   hg?: string;
+  /**
+   * The initial input, a value of its own: inline while header and input fit the inline budget
+   * together ... Neither `i` nor `ig`: the snapshot has none, or it was written before the
+   * initial input was split out and its header still carries it.
+   */
+  i?: Uint8Array | { buffer: Uint8Array; position: number };
+  /** ... else the blob id of the initial input in the outputs collection (chunked like an output). */
+  ig?: string;
   /** Finished (Completed or Failed). */
   f?: boolean;
   /** Task id of an AtTask position, else null. */
@@ -84,7 +97,7 @@ export interface InstanceDoc {
 export const isSnapshot = (doc: InstanceDoc | null | undefined): doc is InstanceDoc & { d: string } =>
   typeof doc?.d === "string";
 
-/** A chunk of a blob (task output or large header) in the outputs collection. */
+/** A chunk of a blob (task output, large initial input or large header) in the outputs collection. */
 export interface ChunkDoc {
   /** Instance id. */
   s: string;
@@ -103,10 +116,41 @@ export const INDEX = {
   blobInstance: "sayiir_blob_instance",
 } as const;
 
-/** Largest header stored inline in the instance document; larger ones are chunked. */
-export const INLINE_HEADER_BYTES = 4 * 1024 * 1024;
+/**
+ * The inline budget of an instance document: the header, and the initial input after it, are
+ * stored inline while together they fit; what does not fit is a blob in the outputs collection.
+ */
+export const INLINE_BYTES = 4 * 1024 * 1024;
 /** Chunk size of blobs: well under MongoDB's 16 MB document limit. */
 export const CHUNK_BYTES = 8 * 1024 * 1024;
+
+/** A document of the meta collection: the token counter or the schema version, in `n`. */
+export interface MetaDoc {
+  _id: string;
+  n?: number;
+}
+
+/** The `_id`s of the meta documents. */
+export const META = {
+  /** `n`: the last fencing token reserved. */
+  token: "token",
+  /** `n`: the schema version (the last migration applied). */
+  schema: "schema",
+} as const;
+
+/** What the adapter reads of an instance document, per purpose. */
+export const PROJECTION = {
+  /** A mutation: everything but the inline payloads (header, initial input). */
+  state: { h: 0, i: 0 },
+  /** A ready-index page of discovery. */
+  page: { _id: 1, v: 1, d: 1, f: 1, p: 1, "r.t": 1, u: 1, c: 1, qa: 1, qi: 1, qe: 1 },
+  /** loadSnapshot: everything but the claims. */
+  load: { c: 0 },
+  /** deleteSnapshot: the blobs to collect after the delete. */
+  blobs: { r: 1, hg: 1, ig: 1 },
+  /** listSnapshotsPage. */
+  id: { _id: 1 },
+} as const;
 
 /**
  * The tie-break key of the ready index: the instance id's UTF-8 bytes in lower-case hex. Hex is

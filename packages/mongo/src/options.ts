@@ -1,6 +1,7 @@
 import type { BaseBackendOptions } from "@sayiir/persistence-core";
 import { ValidationError } from "@sayiir/persistence-core";
 import type { MongoClient, MongoClientOptions } from "mongodb";
+import type { FaultHooks } from "./context.js";
 
 /** Which clock judges claim expiry. */
 export type ClockMode = "auto" | "server" | "client";
@@ -26,6 +27,11 @@ export interface MongoBackendOptions extends BaseBackendOptions {
   clock?: ClockMode;
   /** How often the server clock is sampled again, in ms (default 10,000). */
   clockRefreshMs?: number;
+  /**
+   * Testing only, never in production: a hook around every driver call on the backend's
+   * collections, through which the adapter's tests inject failures and races (see FaultHooks).
+   */
+  faults?: FaultHooks;
 }
 
 export interface NormalizedOptions {
@@ -36,6 +42,7 @@ export interface NormalizedOptions {
   collectionPrefix: string;
   clock: ClockMode;
   clockRefreshMs: number;
+  faults: FaultHooks | undefined;
 }
 
 /** Driver defaults that make a dead server fail fast (BackendError) instead of hanging. */
@@ -76,6 +83,10 @@ export function normalizeOptions(options: MongoBackendOptions): NormalizedOption
   if (!Number.isSafeInteger(clockRefreshMs) || clockRefreshMs < 1) {
     throw new ValidationError("clockRefreshMs must be a positive integer");
   }
+  const faults = options.faults;
+  if (faults !== undefined && typeof faults?.driverCall !== "function") {
+    throw new ValidationError("faults must be an object with a driverCall function");
+  }
   return {
     url,
     client,
@@ -84,20 +95,13 @@ export function normalizeOptions(options: MongoBackendOptions): NormalizedOption
     collectionPrefix: prefix,
     clock,
     clockRefreshMs,
+    faults,
   };
 }
 
-/** The password of a connection string, to scrub from error messages. */
-export function urlPassword(url: string | undefined): string[] {
-  if (url === undefined) return [];
-  const match = /^[a-z+]+:\/\/[^:/@]*:([^@/]*)@/i.exec(url);
-  if (!match?.[1]) return [];
-  const raw = match[1];
-  let decoded = raw;
-  try {
-    decoded = decodeURIComponent(raw);
-  } catch {
-    // keep the raw form
-  }
-  return decoded === raw ? [raw] : [raw, decoded];
+/** The database: the option, else the URL's path, else "sayiir". */
+export function databaseName(options: NormalizedOptions): string {
+  if (options.database !== undefined) return options.database;
+  const match = options.url === undefined ? null : /^mongodb(?:\+srv)?:\/\/[^/]*\/([^?]+)/.exec(options.url);
+  return match?.[1] ? decodeURIComponent(match[1]) : "sayiir";
 }

@@ -29,6 +29,14 @@ const REFUSED_WRITE_CODES: ReadonlySet<number> = new Set([
   17419, // the updated document would exceed the maximum document size
 ]);
 
+/**
+ * Is this the server's duplicate-key error (11000)? An insert that meets it did not land: a
+ * document with that key exists already (someone else created it first).
+ */
+export function isDuplicateKey(error: unknown): boolean {
+  return error instanceof MongoServerError && error.code === 11000;
+}
+
 /** Does this error prove that the write it reports on was not applied? */
 export function writeRefused(error: unknown): boolean {
   return (

@@ -1,6 +1,7 @@
 // Construction, ownership of the client, timeouts and secrets.
 import { ErrorCode } from "@sayiir/persistence-core";
-import { atTask, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { connectionSecrets as urlSecrets } from "@sayiir/persistence-core/adapter";
+import { atTask, expectCode, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { MongoClient } from "mongodb";
 import { describe, expect, it } from "vitest";
 import { MongoBackend } from "../src/index.js";
@@ -20,6 +21,7 @@ describe("options", () => {
       { url: "mongodb://127.0.0.1:1", clock: "sundial" },
       { url: "mongodb://127.0.0.1:1", maxPayloadBytes: -1 },
       { url: "mongodb://127.0.0.1:1", clockRefreshMs: 0 },
+      { url: "mongodb://127.0.0.1:1", faults: {} },
     ];
     for (const options of bad) {
       let error: unknown;
@@ -45,6 +47,15 @@ describe("options", () => {
       meta: "sayiir_meta",
     });
     await Promise.all([a.close(), b.close(), c.close()]);
+  });
+});
+
+describe("secrets", () => {
+  it("the password of a URL is scrubbed as written and decoded, also with a seed list of several hosts", () => {
+    expect(urlSecrets("mongodb://u:p%40ss@h1:27017,h2:27017/db?replicaSet=rs")).toEqual(["p%40ss", "p@ss"]);
+    expect(urlSecrets("mongodb+srv://u:hunter2@cluster0.example.net/db")).toEqual(["hunter2"]);
+    expect(urlSecrets("mongodb://h1:27017,h2:27017/db")).toEqual([]);
+    expect(urlSecrets(undefined)).toEqual([]);
   });
 });
 
@@ -74,7 +85,7 @@ describe.skipIf(server === null)("client ownership", () => {
       await backend.saveSnapshot(atTask(id, "t1"));
       await backend.saveTaskResult(id, "t1", text("one"));
       await backend.close();
-      expect(await rejection(backend.loadSnapshot(id))).toMatchObject({ code: ErrorCode.Backend });
+      await expectCode(backend.loadSnapshot(id), ErrorCode.Backend);
       // The client is still open and usable, and the data is there.
       expect(
         await client
@@ -100,7 +111,7 @@ describe.skipIf(server === null)("client ownership", () => {
     });
     await backend.listSnapshots();
     await backend.close();
-    expect(await rejection(backend.listSnapshots())).toMatchObject({ code: ErrorCode.Backend });
+    await expectCode(backend.listSnapshots(), ErrorCode.Backend);
   });
 
   it("two prefixes in one database do not see each other", async () => {

@@ -2,52 +2,25 @@
 // document (whatever their number), outputs are stored before it, and a lost race re-judges
 // every completion of that instance on the new version.
 import { ErrorCode, type TaskClaim } from "@sayiir/persistence-core";
-import { atTask, comparable, eventually, text, uid } from "@sayiir/persistence-core/conformance";
-import { Collection, type Document, MongoClient } from "mongodb";
-import { afterEach, describe, expect, it } from "vitest";
+import { atTask, claimOrFail, comparable, eventually, text, uid } from "@sayiir/persistence-core/conformance";
+import { type Document, MongoClient } from "mongodb";
+import { describe, expect, it } from "vitest";
 import { MongoBackend } from "../src/index.js";
-import { connectForSuite, createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
-
-type UpdateOne = Collection<Document>["updateOne"];
-const originalUpdateOne: UpdateOne = Collection.prototype.updateOne;
-
-/** Runs `hook` once, right before the next compare-and-set (`v` in the filter) on `collection`. */
-function beforeNextCommit(collection: string, hook: () => Promise<void>): { fired: () => boolean } {
-  let armed = true;
-  let fired = false;
-  Collection.prototype.updateOne = async function (
-    this: Collection<Document>,
-    ...args: Parameters<UpdateOne>
-  ) {
-    const filter = args[0] as Document | undefined;
-    if (armed && this.collectionName === collection && filter !== undefined && "v" in filter) {
-      armed = false;
-      await hook();
-      fired = true;
-    }
-    return originalUpdateOne.apply(this, args);
-  } as UpdateOne;
-  return { fired: () => fired };
-}
-
-async function claimOrFail(
-  backend: MongoBackend,
-  instanceId: string,
-  taskId: string,
-  ttlMs = 60_000,
-): Promise<TaskClaim> {
-  const claim = await backend.claimTask(instanceId, taskId, `worker-${taskId}`, ttlMs);
-  if (claim === null) throw new Error(`claim of ${taskId} on ${instanceId} failed`);
-  return claim;
-}
+import {
+  beforeNextCommit,
+  connectForSuite,
+  createSubject,
+  DATABASE,
+  dropPrefix,
+  faultSeam,
+  freshPrefix,
+  server,
+} from "./subject.js";
 
 describe.skipIf(server === null)("completeTasks", () => {
   let client: MongoClient;
   connectForSuite((c) => {
     client = c;
-  });
-  afterEach(() => {
-    Collection.prototype.updateOne = originalUpdateOne;
   });
 
   it("one update per instance, one insert of outputs and one find for the whole batch", async () => {
@@ -71,8 +44,8 @@ describe.skipIf(server === null)("completeTasks", () => {
       for (const id of others) await backend.saveSnapshot(atTask(id, "t1"));
       const tasks = ["a", "b", "c", "d", "e", "f"];
       const claims = [
-        ...(await Promise.all(tasks.map((t) => claimOrFail(backend, busy, t)))),
-        ...(await Promise.all(others.map((id) => claimOrFail(backend, id, "t1")))),
+        ...(await Promise.all(tasks.map((t) => claimOrFail(backend, busy, t, `worker-${t}`, 60_000)))),
+        ...(await Promise.all(others.map((id) => claimOrFail(backend, id, "t1", "worker-t1", 60_000)))),
       ];
       const before = await client
         .db(DATABASE)
@@ -110,15 +83,18 @@ describe.skipIf(server === null)("completeTasks", () => {
   });
 
   it("a compare-and-set lost to a concurrent write is retried on the new version: every completion lands, that write too", async () => {
-    const subject = await createSubject();
-    const other = (await subject.connect?.()) as MongoBackend;
-    const backend = subject.backend as MongoBackend;
+    const seam = faultSeam();
+    const subject = await createSubject({}, { faults: seam });
+    const other = await subject.connect();
+    const backend = subject.backend;
     try {
       const id = uid();
       await backend.saveSnapshot(atTask(id, "a"));
-      const claims = await Promise.all(["a", "b", "c"].map((t) => claimOrFail(backend, id, t)));
+      const claims = await Promise.all(
+        ["a", "b", "c"].map((t) => claimOrFail(backend, id, t, `worker-${t}`, 60_000)),
+      );
       let concurrent: TaskClaim | null = null;
-      const window = beforeNextCommit(`${subject.prefix}snapshots`, async () => {
+      const window = beforeNextCommit(seam, `${subject.prefix}snapshots`, async () => {
         // Another client claims a fourth task of the same instance: the version changes.
         concurrent = await other.claimTask(id, "z", "worker-z", 60_000);
       });
@@ -144,16 +120,17 @@ describe.skipIf(server === null)("completeTasks", () => {
   });
 
   it("a takeover between the fence check and the commit refuses that completion only; its output is collected", async () => {
-    const subject = await createSubject();
-    const other = (await subject.connect?.()) as MongoBackend;
-    const backend = subject.backend as MongoBackend;
+    const seam = faultSeam();
+    const subject = await createSubject({}, { faults: seam });
+    const other = await subject.connect();
+    const backend = subject.backend;
     try {
       const id = uid();
       await backend.saveSnapshot(atTask(id, "a"));
-      const stale = await claimOrFail(backend, id, "a", 300);
-      const good = await claimOrFail(backend, id, "b");
+      const stale = await claimOrFail(backend, id, "a", "worker-a", 300);
+      const good = await claimOrFail(backend, id, "b", "worker-b", 60_000);
       let takeover: TaskClaim | undefined;
-      const window = beforeNextCommit(`${subject.prefix}snapshots`, async () => {
+      const window = beforeNextCommit(seam, `${subject.prefix}snapshots`, async () => {
         // Our completions were judged (both live); now "a" runs out and another worker takes it.
         takeover = await eventually(
           "takeover",
@@ -186,13 +163,13 @@ describe.skipIf(server === null)("completeTasks", () => {
 
   it("refused completions (missing, finished, stale) leave no outputs and no change behind", async () => {
     const subject = await createSubject();
-    const backend = subject.backend as MongoBackend;
+    const backend = subject.backend;
     try {
       const missing = uid();
       const live = uid();
       await backend.saveSnapshot(atTask(live, "t1"));
-      const onMissing = await claimOrFail(backend, missing, "t1");
-      const claim = await claimOrFail(backend, live, "t1");
+      const onMissing = await claimOrFail(backend, missing, "t1", "worker-t1", 60_000);
+      const claim = await claimOrFail(backend, live, "t1", "worker-t1", 60_000);
       const original = comparable(await backend.loadSnapshot(live));
       const outcomes = await backend.completeTasks([
         { claim: onMissing, output: text("x") },

@@ -2,63 +2,47 @@
 // and before it commits, its claim expires and another worker takes the task over. The commit
 // must then be refused (ClaimLostError) and nothing written.
 //
-// Deterministic: the driver's Collection.prototype.updateOne is wrapped so that the stale
-// holder's commit (the compare-and-set of the instance document) first runs the takeover and
-// only then reaches the server. (A design that checks the claim in one document and commits
-// another lets that write land; see the package README.)
+// Deterministic: the backend's testing-only fault seam (option `faults`) makes the stale
+// holder's commit (the next update of the instance document: its compare-and-set) first run the
+// takeover and only then reach the server. A build without the fix reproduces the race: where
+// the commit does not compare the version it read (or a design checks the claim in one document
+// and commits another, see the package README), the takeover still runs right before the commit
+// and the stale write lands, so ClaimLostError and "nothing written" fail.
 import { ErrorCode, type PersistentBackend, type TaskClaim } from "@sayiir/persistence-core";
-import { atTask, comparable, eventually, rejection, text, uid } from "@sayiir/persistence-core/conformance";
-import { Collection, type Document, type MongoClient } from "mongodb";
-import { afterEach, describe, expect, it } from "vitest";
-import type { MongoBackend } from "../src/index.js";
-import { connectForSuite, createSubject, DATABASE, server } from "./subject.js";
-
-type UpdateOne = Collection<Document>["updateOne"];
-const originalUpdateOne: UpdateOne = Collection.prototype.updateOne;
-
-/** Runs `hook` once, right before the next conditional (`v` in the filter) update of `collection`. */
-function beforeNextCommit(collection: string, hook: () => Promise<void>): { fired: () => boolean } {
-  let armed = true;
-  let fired = false;
-  Collection.prototype.updateOne = async function (
-    this: Collection<Document>,
-    ...args: Parameters<UpdateOne>
-  ) {
-    const filter = args[0] as Document | undefined;
-    if (armed && this.collectionName === collection && filter !== undefined && "v" in filter) {
-      armed = false;
-      await hook();
-      fired = true;
-    }
-    return originalUpdateOne.apply(this, args);
-  } as UpdateOne;
-  return { fired: () => fired };
-}
+import {
+  atTask,
+  claimOrFail,
+  comparable,
+  eventually,
+  rejection,
+  text,
+  uid,
+} from "@sayiir/persistence-core/conformance";
+import type { MongoClient } from "mongodb";
+import { describe, expect, it } from "vitest";
+import { beforeNextCommit, connectForSuite, createSubject, DATABASE, faultSeam, server } from "./subject.js";
 
 describe.skipIf(server === null)("fenced writes vs a takeover between the fence check and the commit", () => {
   let client: MongoClient;
   connectForSuite((c) => {
     client = c;
   });
-  afterEach(() => {
-    Collection.prototype.updateOne = originalUpdateOne;
-  });
 
   async function scenario(
     write: (stale: PersistentBackend, id: string, claim: TaskClaim) => Promise<void>,
   ): Promise<void> {
-    const subject = await createSubject();
-    const other = (await subject.connect?.()) as MongoBackend;
+    const seam = faultSeam();
+    const subject = await createSubject({}, { faults: seam });
+    const other = await subject.connect();
     const snapshots = `${subject.prefix}snapshots`;
     try {
       const stale = subject.backend;
       const id = uid();
       const original = atTask(id, "t1");
       await stale.saveSnapshot(original);
-      const claim = await stale.claimTask(id, "t1", "stale-worker", 300);
-      if (claim === null) throw new Error("claim failed");
+      const claim = await claimOrFail(stale, id, "t1", "stale-worker", 300);
       let takeover: TaskClaim | undefined;
-      const window = beforeNextCommit(snapshots, async () => {
+      const window = beforeNextCommit(seam, snapshots, async () => {
         // The stale holder has checked its fence and is about to commit. Its claim runs out and
         // another worker takes the task over, before the commit reaches the server.
         takeover = await eventually(
@@ -80,7 +64,7 @@ describe.skipIf(server === null)("fenced writes vs a takeover between the fence 
       const loaded = await other.loadSnapshot(id);
       expect(loaded.state.kind === "InProgress" && Object.keys(loaded.state.completedTasks)).toEqual(["t1"]);
     } finally {
-      Collection.prototype.updateOne = originalUpdateOne;
+      seam.hook = null;
       await other.close();
       await subject.backend.close();
       await subject.cleanup?.();

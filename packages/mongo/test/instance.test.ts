@@ -1,16 +1,9 @@
 // The pure decisions every compare-and-set commits (no server needed).
 import { compareIds, ErrorCode } from "@sayiir/persistence-core";
 import { describe, expect, it } from "vitest";
-import {
-  completionPlan,
-  fenceHolds,
-  nextUpdate,
-  PRUNE_EXPIRED_AFTER_MS,
-  prunedClaims,
-  readyFields,
-  withClaim,
-} from "../src/instance.js";
+import { completionPlan, fenceHolds, nextUpdate, readyFields, withClaim } from "../src/instance.js";
 import { type InstanceDoc, orderKey } from "../src/layout.js";
+import { PRUNE_EXPIRED_AFTER_MS, prunedClaims } from "../src/maintenance.js";
 
 const doc: InstanceDoc = {
   _id: "i",

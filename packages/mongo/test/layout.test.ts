@@ -2,27 +2,49 @@
 // document as the commit point, and garbage collection of superseded outputs.
 import {
   bytesEqual,
+  decodeSnapshotHeader,
   ErrorCode,
+  encodeSnapshotHeader,
   type PersistentBackend,
+  type TaskClaim,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
   atTask,
+  claimOrFail,
   comparable,
+  expectCode,
   finished,
   patternBytes,
-  rejection,
   text,
   uid,
 } from "@sayiir/persistence-core/conformance";
 import { type Document, MongoClient } from "mongodb";
 import { describe, expect, it, vi } from "vitest";
+import { binaryBytes } from "../src/chunks.js";
 import { MongoBackend } from "../src/index.js";
 import { orderKey } from "../src/layout.js";
 import { connectForSuite, createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
 
 const MiB = 1024 * 1024;
-const SNAPSHOT_FIELDS = new Set(["_id", "v", "c", "h", "hg", "f", "d", "p", "r", "l", "u", "qa", "qi", "qe"]);
+const SNAPSHOT_FIELDS = new Set([
+  "_id",
+  "v",
+  "c",
+  "h",
+  "hg",
+  "i",
+  "ig",
+  "f",
+  "d",
+  "p",
+  "r",
+  "l",
+  "u",
+  "qa",
+  "qi",
+  "qe",
+]);
 
 describe.skipIf(server === null)("storage layout", () => {
   let client: MongoClient;
@@ -90,7 +112,7 @@ describe.skipIf(server === null)("storage layout", () => {
         () => backend.claimTask("i", sneaky, "w", 1000),
         () => backend.releaseTaskClaim("i", "t", sneaky),
       ]) {
-        expect(await rejection(call())).toMatchObject({ code: "VALIDATION" });
+        await expectCode(call(), ErrorCode.Validation);
       }
     });
   });
@@ -117,8 +139,12 @@ describe.skipIf(server === null)("storage layout", () => {
         expect(got && bytesEqual(got, bytes), taskId).toBe(true);
       }
       const doc = await col("snapshots").findOne({ _id: id as never });
-      expect(doc?.h).toBeUndefined(); // a 6 MiB initial input moves the header out too
-      expect(typeof doc?.hg).toBe("string");
+      // The 6 MiB initial input is a blob of its own (chunked like an output); the header,
+      // which no longer carries it, stays inline.
+      expect(typeof doc?.ig).toBe("string");
+      expect(doc?.i).toBeUndefined();
+      expect(doc?.h).toBeDefined();
+      expect(doc?.hg).toBeUndefined();
       expect(doc?.r).toHaveLength(4);
       const sizes = await col("outputs")
         .aggregate([{ $match: { s: id } }, { $project: { g: 1, n: 1, c: 1 } }])
@@ -133,6 +159,52 @@ describe.skipIf(server === null)("storage layout", () => {
       expect(sizes.filter((s) => s.g === huge).every((s) => s.c === 3)).toBe(true);
     });
   }, 120_000);
+
+  it("the initial input is a value of its own beside the header; a header that still carries it (older documents) loads and is found", async () => {
+    await withSubject(async (backend, col) => {
+      const id = uid();
+      const fields = async () =>
+        col("snapshots").findOne({ _id: id as never }, { projection: { i: 1, ig: 1 } });
+      // Small: inline in `i`, never inside the header.
+      await backend.saveSnapshot(atTask(id, "t1", { initialInput: text("in") }));
+      const stored = await fields();
+      expect(Array.from(binaryBytes(stored?.i))).toEqual(Array.from(text("in")));
+      expect(stored?.ig).toBeUndefined();
+      const header = binaryBytes((await col("snapshots").findOne({ _id: id as never }))?.h);
+      expect(
+        Object.hasOwn(
+          decodeSnapshotHeader(header, id, { results: [], lastCompletedTaskId: null }),
+          "initialInput",
+        ),
+      ).toBe(false);
+      // None: neither field.
+      await backend.saveSnapshot(atTask(id, "t1"));
+      expect(await fields()).toEqual({ _id: id });
+
+      // A document written before the split: no `i`, the input inside the inline header.
+      const legacy = uid();
+      const snapshot = atTask(legacy, "t1", { initialInput: text("legacy"), updatedAt: 1_600_000_000_000 });
+      await backend.saveSnapshot(atTask(legacy, "t1", { updatedAt: 1_600_000_000_000 }));
+      await col("snapshots").updateOne(
+        { _id: legacy as never },
+        { $set: { h: Buffer.from(encodeSnapshotHeader(snapshot)) }, $unset: { i: "", ig: "" } },
+      );
+      expect(comparable(await backend.loadSnapshot(legacy))).toEqual(comparable(snapshot));
+      const found = (await backend.findAvailableTasks("w", 10)).find((t) => t.instanceId === legacy);
+      expect(Array.from(found?.input ?? [])).toEqual(Array.from(text("legacy")));
+      const claimed = await backend.claimAvailableTasks("w", 10, 60_000);
+      expect(claimed.map((t) => [t.instanceId, Array.from(t.input)])).toEqual([
+        [legacy, Array.from(text("legacy"))],
+        [id, []],
+      ]);
+      // Written again, it takes the new form: the input beside the header.
+      await backend.saveSnapshot(snapshot, { claim: (claimed[0] as { claim: TaskClaim }).claim });
+      expect(Array.from(binaryBytes((await col("snapshots").findOne({ _id: legacy as never }))?.i))).toEqual(
+        Array.from(text("legacy")),
+      );
+      expect(comparable(await backend.loadSnapshot(legacy))).toEqual(comparable(snapshot));
+    });
+  });
 
   it("superseded outputs are collected; deleteSnapshot removes outputs and claims", async () => {
     await withSubject(async (backend, col) => {
@@ -158,14 +230,11 @@ describe.skipIf(server === null)("storage layout", () => {
       const done = finished(id, { kind: "Completed", finalOutput: text("final") });
       await backend.saveSnapshot(done);
       const before = await col("outputs").countDocuments({});
-      expect(
-        await rejection(backend.saveSnapshot(atTask(id, "t", { completed: { a: patternBytes(MiB) } }))),
-      ).toMatchObject({
-        code: "CONFLICT",
-      });
-      expect(await rejection(backend.saveTaskResult(id, "t", patternBytes(MiB)))).toMatchObject({
-        code: "CONFLICT",
-      });
+      await expectCode(
+        backend.saveSnapshot(atTask(id, "t", { completed: { a: patternBytes(MiB) } })),
+        ErrorCode.Conflict,
+      );
+      await expectCode(backend.saveTaskResult(id, "t", patternBytes(MiB)), ErrorCode.Conflict);
       expect(await col("outputs").countDocuments({})).toBe(before);
       expect(comparable(await backend.loadSnapshot(id))).toEqual(comparable(done));
     });
@@ -174,16 +243,13 @@ describe.skipIf(server === null)("storage layout", () => {
   it("claims without a snapshot live in a placeholder document that no reader sees as a snapshot", async () => {
     await withSubject(async (backend, col) => {
       const id = uid();
-      const claim = await backend.claimTask(id, "t1", "w1", 60_000);
-      if (claim === null) throw new Error("claim failed");
+      const claim = await claimOrFail(backend, id, "t1", "w1", 60_000);
       const placeholder = await col("snapshots").findOne({ _id: id as never });
       expect(Object.keys(placeholder ?? {}).sort()).toEqual(["_id", "c", "v"]);
       expect(await backend.listSnapshots()).toEqual([]);
-      expect(await rejection(backend.loadSnapshot(id))).toMatchObject({ code: "NOT_FOUND" });
-      expect(await rejection(backend.deleteSnapshot(id))).toMatchObject({ code: "NOT_FOUND" });
-      expect(await rejection(backend.saveTaskResult(id, "t1", text("x"), { claim }))).toMatchObject({
-        code: "NOT_FOUND",
-      });
+      await expectCode(backend.loadSnapshot(id), ErrorCode.NotFound);
+      await expectCode(backend.deleteSnapshot(id), ErrorCode.NotFound);
+      await expectCode(backend.saveTaskResult(id, "t1", text("x"), { claim }), ErrorCode.NotFound);
       expect(await backend.findAvailableTasks("w", 10)).toEqual([]);
       expect(await backend.claimTask(id, "t1", "w2", 60_000)).toBeNull(); // the placeholder's claim is live
       // A (fenced) saveSnapshot fills the placeholder in and keeps its claims.
@@ -288,9 +354,7 @@ describe.skipIf(server === null)("storage layout", () => {
       offset += 5_000; // "b" expired a moment ago: kept, and its holder can still release it
       await backend.saveTaskResult(id, "x", text("x"));
       expect((await claimsOf(id)).sort()).toEqual(["b", "forever"]);
-      expect(await rejection(backend.extendTaskClaim(id, "b", "w", 1_000))).toMatchObject({
-        code: ErrorCode.ClaimLost,
-      });
+      await expectCode(backend.extendTaskClaim(id, "b", "w", 1_000), ErrorCode.ClaimLost);
       await backend.releaseTaskClaim(id, "b", "w");
       await backend.claimTask(id, "c", "w", 1_000);
       offset += 2 * hour;

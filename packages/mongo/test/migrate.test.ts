@@ -13,15 +13,20 @@ describe.skipIf(server === null)("migrate", () => {
     );
     const client = new MongoClient(url);
     try {
-      const features = await Promise.all(backends.map((b) => b.migrate()));
+      const reports = await Promise.all(backends.map((b) => b.migrate()));
+      // Every call ends at version 1; exactly one of them applied it.
+      expect(reports.map((r) => r.version)).toEqual(backends.map(() => 1));
+      expect(reports.flatMap((r) => r.applied)).toEqual([1]);
+      // What each one found on the server is the same.
+      const features = await Promise.all(backends.map((b) => b.serverFeatures()));
       expect(new Set(features.map((f) => JSON.stringify(f))).size).toBe(1);
-      await backends[0]?.migrate();
+      expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 1 });
       const db = client.db(DATABASE);
       const names = (await db.listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
-      // Probe collections are dropped again; only the adapter's collections remain (meta is
-      // created by the first fencing token).
+      // Probe collections are dropped again; only the adapter's collections remain (meta holds
+      // the schema version, and later the fencing-token counter).
       const ours = names.filter((n) => n.startsWith(prefix)).map((n) => n.slice(prefix.length));
-      expect(ours.filter((n) => n !== "meta").sort()).toEqual(["outputs", "snapshots"]);
+      expect(ours.sort()).toEqual(["meta", "outputs", "snapshots"]);
       const byName = async (collection: string) =>
         Object.fromEntries((await db.collection(prefix + collection).indexes()).map((i) => [i.name, i]));
       const outputs = await byName("outputs");

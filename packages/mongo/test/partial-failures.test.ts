@@ -1,60 +1,31 @@
 // Discovery and claim-next when a step fails part-way: a candidate that cannot be run, a driver
 // call that fails after claims were taken, a give-back that fails, a blob sweep that fails after
-// a delete. Failures are injected by a client that wraps the driver's collections.
+// a delete. Failures are injected through the backend's testing-only fault seam (option
+// `faults`), which sees every driver call on the backend's collections.
 import { ErrorCode, PersistenceError } from "@sayiir/persistence-core";
-import { atTask, rejection, text, uid } from "@sayiir/persistence-core/conformance";
-import { type Collection, type Db, type Document, MongoClient } from "mongodb";
+import { atTask, expectCode, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { MongoClient } from "mongodb";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MongoBackend } from "../src/index.js";
-import { DATABASE, dropPrefix, freshPrefix, server } from "./subject.js";
+import { DATABASE, dropPrefix, faultSeam, freshPrefix, server } from "./subject.js";
 
 const T0 = 1_700_000_000_000;
 
 /** Decides, per driver call on a collection, whether to fail it ("injected failure"). */
-type Fault = (collection: string, method: string, args: unknown[]) => boolean;
-
-/**
- * A MongoClient whose collections fail the calls `fault.current` picks. Everything else is the
- * real client (functions bound to their real owner).
- */
-function faultyClient(url: string, fault: { current: Fault | null }): MongoClient {
-  const bindAll = <T extends object>(target: T, override: (prop: PropertyKey) => unknown): T =>
-    new Proxy(target, {
-      get(real, prop) {
-        const replaced = override(prop);
-        if (replaced !== undefined) return replaced;
-        const value = Reflect.get(real, prop, real);
-        return typeof value === "function" ? value.bind(real) : value;
-      },
-    });
-  const wrapCollection = (collection: Collection<Document>) =>
-    bindAll(collection, (prop) => {
-      const value = Reflect.get(collection, prop, collection);
-      if (typeof value !== "function" || typeof prop !== "string") return undefined;
-      return (...args: unknown[]) => {
-        if (fault.current?.(collection.collectionName, prop, args) === true) {
-          throw new Error(`injected failure: ${collection.collectionName}.${prop}`);
-        }
-        return value.apply(collection, args);
-      };
-    });
-  const wrapDb = (db: Db) =>
-    bindAll(db, (prop) =>
-      prop === "collection"
-        ? (...args: Parameters<Db["collection"]>) => wrapCollection(db.collection(...args))
-        : undefined,
-    );
-  const client = new MongoClient(url);
-  return bindAll(client, (prop) =>
-    prop === "db" ? (...args: Parameters<MongoClient["db"]>) => wrapDb(client.db(...args)) : undefined,
-  );
-}
+type Fault = (collection: string, method: string, args: readonly unknown[]) => boolean;
 
 describe.skipIf(server === null)("partial failures of discovery and claim-next", () => {
   const url = server?.url ?? "";
   let raw: MongoClient;
-  let client: MongoClient;
   const fault: { current: Fault | null } = { current: null };
+  /** The seam fails the calls `fault.current` picks; everything else is the real call. */
+  const seam = faultSeam();
+  seam.hook = (call, proceed) => {
+    if (fault.current?.(call.collection, call.method, call.args) === true) {
+      throw new Error(`injected failure: ${call.collection}.${call.method}`);
+    }
+    return proceed();
+  };
   let prefix: string;
   let backend: MongoBackend;
 
@@ -69,15 +40,13 @@ describe.skipIf(server === null)("partial failures of discovery and claim-next",
   async function open(): Promise<MongoBackend> {
     fault.current = null;
     prefix = freshPrefix();
-    client = faultyClient(url, fault);
-    backend = new MongoBackend({ client, database: DATABASE, collectionPrefix: prefix });
+    backend = new MongoBackend({ url, database: DATABASE, collectionPrefix: prefix, faults: seam });
     await backend.migrate();
     return backend;
   }
   afterEach(async () => {
     fault.current = null;
     await backend?.close();
-    await client?.close();
     await dropPrefix(raw, prefix);
   });
 
@@ -90,15 +59,20 @@ describe.skipIf(server === null)("partial failures of discovery and claim-next",
     );
   };
   /** Fails the n-th and later calls of `method` on the collection named `suffix`. */
-  const failFrom = (suffix: string, method: string, nth: number, also?: (args: unknown[]) => boolean) => {
+  const failFrom = (
+    suffix: string,
+    method: string,
+    nth: number,
+    also?: (args: readonly unknown[]) => boolean,
+  ) => {
     let calls = 0;
-    return (collection: string, m: string, args: unknown[]) => {
+    return (collection: string, m: string, args: readonly unknown[]) => {
       if (collection !== prefix + suffix || m !== method || (also !== undefined && !also(args))) return false;
       calls += 1;
       return calls >= nth;
     };
   };
-  const isInputRead = (args: unknown[]) => {
+  const isInputRead = (args: readonly unknown[]) => {
     const filter = args[0] as { _id?: { $in?: unknown } } | undefined;
     return filter?._id?.$in !== undefined;
   };
@@ -185,7 +159,7 @@ describe.skipIf(server === null)("partial failures of discovery and claim-next",
     fault.current = failFrom("outputs", "deleteMany", 1);
     await b.deleteSnapshot(id);
     fault.current = null;
-    expect(((await rejection(b.loadSnapshot(id))) as PersistenceError).code).toBe(ErrorCode.NotFound);
-    expect(((await rejection(b.deleteSnapshot(id))) as PersistenceError).code).toBe(ErrorCode.NotFound);
+    await expectCode(b.loadSnapshot(id), ErrorCode.NotFound);
+    await expectCode(b.deleteSnapshot(id), ErrorCode.NotFound);
   });
 });

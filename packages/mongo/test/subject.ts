@@ -1,12 +1,76 @@
 import { randomUUID } from "node:crypto";
-import type { ConformanceSubject, SubjectOptions } from "@sayiir/persistence-core/conformance";
+import type {
+  ConformanceOptions,
+  ConformanceSubject,
+  SubjectOptions,
+} from "@sayiir/persistence-core/conformance";
 import type { MongoDbInfo } from "@sayiir/test-servers";
 import { MongoClient } from "mongodb";
 import { afterAll, beforeAll, inject } from "vitest";
-import { MongoBackend } from "../src/index.js";
+import type { DriverCall, FaultHooks } from "../src/context.js";
+import { MongoBackend, type MongoBackendOptions } from "../src/index.js";
 
 /** The server the tooling provides (real MongoDB or the mongo-java-server stand-in), or null. */
 export const server: MongoDbInfo | null = inject("mongodb");
+
+/** How to get a server when there is none. */
+export const NO_SERVER =
+  "no MongoDB server: set SAYIIR_TEST_MONGODB_URL or install the stand-in (see README)";
+
+/** The conformance kit's targets: the one server the tooling provides, or none. */
+export function conformanceTargets(): ConformanceOptions[] {
+  if (server === null) return [];
+  return [
+    {
+      name: `mongodb (${server.server} ${server.version})`,
+      slowTestTimeoutMs: 120_000,
+      setup: (options) => createSubject(options),
+    },
+  ];
+}
+
+/** What a fault hook does with one driver call; `proceed` makes the real call. */
+export type DriverHook = (call: DriverCall, proceed: (args?: readonly unknown[]) => unknown) => unknown;
+
+/**
+ * The backend's testing-only fault seam (option `faults`), with a hook the test sets and clears:
+ * while `hook` is null every driver call runs as is.
+ */
+export interface FaultSeam extends FaultHooks {
+  hook: DriverHook | null;
+}
+
+/**
+ * Arms `seam` to run `hook` once, right before the next commit of an instance document of
+ * `collection` (the next updateOne: every update of an instance document is a compare-and-set;
+ * the hook does not look at the filter, so it fires on a commit that would not compare too).
+ */
+export function beforeNextCommit(
+  seam: FaultSeam,
+  collection: string,
+  hook: () => Promise<void>,
+): { fired: () => boolean } {
+  let armed = true;
+  let fired = false;
+  seam.hook = (call, proceed) => {
+    if (!armed || call.collection !== collection || call.method !== "updateOne") return proceed();
+    armed = false;
+    return (async () => {
+      await hook();
+      fired = true;
+      return proceed();
+    })();
+  };
+  return { fired: () => fired };
+}
+
+export function faultSeam(): FaultSeam {
+  const seam: FaultSeam = {
+    hook: null,
+    driverCall: (call, proceed) => (seam.hook === null ? proceed() : seam.hook(call, proceed)),
+  };
+  return seam;
+}
 
 /** One admin client for a whole describe block, opened before its tests and closed after them. */
 export function connectForSuite(use: (client: MongoClient) => void): void {
@@ -50,10 +114,21 @@ export function requireServer(): MongoDbInfo {
   return server;
 }
 
-/** The conformance subject: a fresh prefix per call; connect() opens another client over it. */
+/** A conformance subject over a MongoBackend, with its collection prefix. */
+export interface MongoSubject extends ConformanceSubject {
+  prefix: string;
+  backend: MongoBackend;
+  connect: () => Promise<MongoBackend>;
+}
+
+/**
+ * A fresh subject: its own collection prefix; connect() opens another client over it. `extra`
+ * options (e.g. `faults`) apply to the backend and to every connect()ed one.
+ */
 export async function createSubject(
   options: SubjectOptions = {},
-): Promise<ConformanceSubject & { prefix: string }> {
+  extra: Partial<MongoBackendOptions> = {},
+): Promise<MongoSubject> {
   const { url } = requireServer();
   const prefix = freshPrefix();
   const open = () =>
@@ -62,6 +137,7 @@ export async function createSubject(
       database: DATABASE,
       collectionPrefix: prefix,
       maxPayloadBytes: options.maxPayloadBytes,
+      ...extra,
     });
   const backend = open();
   await backend.migrate();

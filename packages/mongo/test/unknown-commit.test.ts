@@ -5,20 +5,29 @@
 // have landed (it matched nothing, or the server refused the write itself) gives its blobs back
 // to be collected.
 //
-// Deterministic: the driver's Collection.prototype.updateOne / insertOne are wrapped so that the
-// next commit on the snapshots collection performs the real write and then throws a network
-// error (or throws the server's own refusal of a write it did not apply).
+// Deterministic: the backend's testing-only fault seam (option `faults`) is armed so that the
+// next commit on the snapshots collection (an updateOne with `v` in its filter, or an
+// insertOne) performs the real write and then throws a network error (or is sent in a form the
+// server refuses: the server's own refusal of a write it did not apply).
 import { ErrorCode, type PersistentBackend, type TaskClaim } from "@sayiir/persistence-core";
-import { atTask, comparable, rejection, text, uid } from "@sayiir/persistence-core/conformance";
-import { Collection, type Document, type MongoClient, MongoNetworkError, MongoServerError } from "mongodb";
-import { afterEach, describe, expect, it } from "vitest";
-import type { MongoBackend } from "../src/index.js";
-import { connectForSuite, createSubject, DATABASE, server } from "./subject.js";
-
-type UpdateOne = Collection<Document>["updateOne"];
-type InsertOne = Collection<Document>["insertOne"];
-const originalUpdateOne: UpdateOne = Collection.prototype.updateOne;
-const originalInsertOne: InsertOne = Collection.prototype.insertOne;
+import {
+  atTask,
+  claimOrFail,
+  comparable,
+  finished,
+  rejection,
+  text,
+  uid,
+} from "@sayiir/persistence-core/conformance";
+import {
+  type Collection,
+  type Document,
+  type MongoClient,
+  MongoNetworkError,
+  MongoServerError,
+} from "mongodb";
+import { describe, expect, it } from "vitest";
+import { connectForSuite, createSubject, DATABASE, type FaultSeam, faultSeam, server } from "./subject.js";
 
 /** What the next commit on the collection does instead of simply running. */
 type Fate =
@@ -31,59 +40,50 @@ type Fate =
 
 /**
  * Arms the next commit on `collection` (an updateOne with `v` in its filter, or an insertOne) to
- * meet `fate`. Returns what happened, to check the wrapper fired.
+ * meet `fate`. Returns what happened, to check the hook fired.
  */
-function nextCommit(collection: string, fate: Fate): { fired: () => boolean } {
+function nextCommit(seam: FaultSeam, collection: string, fate: Fate): { fired: () => boolean } {
   let armed = true;
   let fired = false;
   const lost = () => new MongoNetworkError("connection closed (injected: the reply was lost)");
-  Collection.prototype.updateOne = async function (
-    this: Collection<Document>,
-    ...args: Parameters<UpdateOne>
-  ) {
-    const [filter, update] = args;
-    if (!armed || this.collectionName !== collection || !("v" in filter)) {
-      return originalUpdateOne.apply(this, args);
+  seam.hook = (call, proceed) => {
+    if (!armed || call.collection !== collection) return proceed();
+    if (call.method === "updateOne") {
+      const [filter, update] = call.args as [Document, Document];
+      if (!("v" in filter)) return proceed();
+      armed = false;
+      fired = true;
+      if (fate === "lost before the server") return Promise.reject(lost());
+      if (fate === "refused by the server") {
+        // An update the server must refuse (it would change _id): nothing is applied.
+        return proceed([filter, { $set: { ...update.$set, _id: uid("moved") } }]);
+      }
+      return (async () => {
+        const result = (await proceed()) as { matchedCount: number };
+        expect(result.matchedCount).toBe(1);
+        throw lost();
+      })();
     }
+    if (call.method !== "insertOne") return proceed();
     armed = false;
     fired = true;
-    if (fate === "lost before the server") throw lost();
+    if (fate === "lost before the server") return Promise.reject(lost());
     if (fate === "refused by the server") {
-      // An update the server must refuse (it would change _id): nothing is applied.
-      return originalUpdateOne.call(this, filter, {
-        $set: { ...(update as Document).$set, _id: uid("moved") },
-      });
+      return Promise.reject(new Error("no server refusal is injected on insert"));
     }
-    const result = await originalUpdateOne.apply(this, args);
-    expect(result.matchedCount).toBe(1);
-    throw lost();
-  } as UpdateOne;
-  Collection.prototype.insertOne = async function (
-    this: Collection<Document>,
-    ...args: Parameters<InsertOne>
-  ) {
-    if (!armed || this.collectionName !== collection) return originalInsertOne.apply(this, args);
-    armed = false;
-    fired = true;
-    if (fate === "lost before the server") throw lost();
-    if (fate === "refused by the server") throw new Error("no server refusal is injected on insert");
-    await originalInsertOne.apply(this, args);
-    throw lost();
-  } as InsertOne;
+    return (async () => {
+      await proceed();
+      throw lost();
+    })();
+  };
   return { fired: () => fired };
 }
-
-const restore = (): void => {
-  Collection.prototype.updateOne = originalUpdateOne;
-  Collection.prototype.insertOne = originalInsertOne;
-};
 
 describe.skipIf(server === null)("a commit whose reply is lost keeps the outputs it refers to", () => {
   let client: MongoClient;
   connectForSuite((c) => {
     client = c;
   });
-  afterEach(restore);
 
   /**
    * Runs `write` (given what `setup` returned) against a fresh subject with the next commit
@@ -95,29 +95,27 @@ describe.skipIf(server === null)("a commit whose reply is lost keeps the outputs
     write: (backend: PersistentBackend, id: string, setUp: S) => Promise<unknown>,
     check: (backend: PersistentBackend, id: string, error: unknown, outputs: Collection) => Promise<void>,
   ): Promise<void> {
-    const subject = await createSubject();
-    const backend = subject.backend as MongoBackend;
+    const seam = faultSeam();
+    const subject = await createSubject({}, { faults: seam });
+    const backend = subject.backend;
     try {
       const id = uid();
       const setUp = await setup(backend, id);
-      const window = nextCommit(`${subject.prefix}snapshots`, fate);
+      const window = nextCommit(seam, `${subject.prefix}snapshots`, fate);
       const error = await rejection(write(backend, id, setUp));
-      restore();
+      seam.hook = null;
       expect(window.fired()).toBe(true);
       expect(error).toMatchObject({ code: ErrorCode.Backend });
       await check(backend, id, error, client.db(DATABASE).collection(`${subject.prefix}outputs`));
     } finally {
-      restore();
+      seam.hook = null;
       await backend.close();
       await subject.cleanup?.();
     }
   }
 
-  const claimed = async (backend: PersistentBackend, id: string, taskId: string): Promise<TaskClaim> => {
-    const claim = await backend.claimTask(id, taskId, `worker-${taskId}`, 60_000);
-    if (claim === null) throw new Error(`claim of ${taskId} failed`);
-    return claim;
-  };
+  const claimed = (backend: PersistentBackend, id: string, taskId: string): Promise<TaskClaim> =>
+    claimOrFail(backend, id, taskId, `worker-${taskId}`, 60_000);
 
   /** The outputs of the stored snapshot, by task id, as text. */
   const outputsOf = async (backend: PersistentBackend, id: string): Promise<Record<string, string>> => {
@@ -182,10 +180,26 @@ describe.skipIf(server === null)("a commit whose reply is lost keeps the outputs
     );
   });
 
-  it("saveSnapshot with a large header (stored as a blob): it landed with its reply lost; loadSnapshot returns it", async () => {
-    // An initial input over the inline limit (4 MiB) puts the header in a blob of its own.
+  it("saveSnapshot with a large initial input (stored as a blob): it landed with its reply lost; loadSnapshot returns it", async () => {
+    // An initial input over the inline limit (4 MiB) is a blob of its own.
     const big = new Uint8Array(5 * 1024 * 1024).fill(7);
     const snapshot = (id: string) => atTask(id, "t2", { completed: { t1: text("1") }, initialInput: big });
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(atTask(id, "t1"));
+      },
+      (b, id) => b.saveSnapshot(snapshot(id)),
+      async (b, id) => {
+        expect(comparable(await b.loadSnapshot(id))).toEqual(comparable(snapshot(id)));
+      },
+    );
+  });
+
+  it("saveSnapshot with a large header (stored as a blob): it landed with its reply lost; loadSnapshot returns it", async () => {
+    // A final output over the inline limit (4 MiB) puts the header in a blob of its own.
+    const big = new Uint8Array(5 * 1024 * 1024).fill(9);
+    const snapshot = (id: string) => finished(id, { kind: "Completed", finalOutput: big });
     await scenario(
       "lands, reply lost",
       async (b, id) => {
@@ -227,11 +241,14 @@ describe.skipIf(server === null)("a commit whose reply is lost keeps the outputs
         // The sweep of the README (Limits), while nothing writes the instance.
         const doc = await client
           .db(DATABASE)
-          .collection<{ _id: string; r?: Array<{ g: string }>; hg?: string }>(
+          .collection<{ _id: string; r?: Array<{ g: string }>; hg?: string; ig?: string }>(
             outputs.collectionName.replace(/outputs$/, "snapshots"),
           )
           .findOne({ _id: id });
-        const referenced = [...(doc?.r ?? []).map((e) => e.g), ...(doc?.hg === undefined ? [] : [doc.hg])];
+        const referenced = [
+          ...(doc?.r ?? []).map((e) => e.g),
+          ...[doc?.hg, doc?.ig].filter((g): g is string => g !== undefined),
+        ];
         await outputs.deleteMany({ s: id, g: { $nin: referenced } });
         expect(await outputs.countDocuments({ s: id })).toBe(1);
         expect(await outputsOf(b, id)).toEqual({ t1: "one" });

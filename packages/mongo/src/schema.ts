@@ -1,7 +1,17 @@
+/*
+ * The schema: the indexes (and so the collections), the schema version in the meta collection,
+ * and the probes of what the connected server can do. Schema versions are numbered from 1 and
+ * forward-only; version 1 is the three indexes below.
+ */
 import { randomUUID } from "node:crypto";
-import { type Db, type Document, MongoServerError } from "mongodb";
+import { type MigrationReport, RETRY, retryOnRace } from "@sayiir/persistence-core/adapter";
+import { type Collection, type Db, type Document, MongoServerError } from "mongodb";
 import type { ServerTimeSample } from "./clock.js";
-import { type CollectionNames, INDEX } from "./layout.js";
+import { type CollectionNames, INDEX, META, type MetaDoc } from "./layout.js";
+import { isDuplicateKey } from "./pending-blobs.js";
+
+/** The schema version this release migrates to. */
+export const SCHEMA_VERSION = 1;
 
 /** What the connected server can do, found by probing it (never by its name or version). */
 export interface ServerFeatures {
@@ -86,14 +96,18 @@ async function createIndex(
   }
 }
 
-/**
- * Creates the indexes (and so the collections). Idempotent and safe when many processes run
- * it at once: createIndex with identical options is a no-op, and each probe uses a collection
- * of its own.
- */
-export async function migrate(db: Db, names: CollectionNames, prefix: string): Promise<ServerFeatures> {
+/** Probes the server: its clock, and whether it honours partial indexes. */
+export async function probeServer(db: Db, prefix: string): Promise<ServerFeatures> {
   const serverClock = (await readServerTime(db)) !== null;
   const partialIndexes = await probePartialIndexes(db, prefix);
+  return { serverClock, partialIndexes };
+}
+
+/**
+ * Creates the indexes of version 1 (and so the collections). Idempotent and safe when many
+ * processes run it at once: createIndex with identical options is a no-op.
+ */
+async function createIndexes(db: Db, names: CollectionNames, features: ServerFeatures): Promise<void> {
   // Ready tasks, oldest first: qa/qi/qe exist only while the position's task is ready and not
   // claimed without ttl, so both a partial index (MongoDB) and a sparse one (stand-ins without
   // partial indexes) hold exactly those documents. qe (claim expiry) is the third key so that
@@ -102,11 +116,53 @@ export async function migrate(db: Db, names: CollectionNames, prefix: string): P
     db,
     names.snapshots,
     { qa: 1, qi: 1, qe: 1 },
-    partialIndexes
+    features.partialIndexes
       ? { name: INDEX.ready, partialFilterExpression: { qa: { $exists: true } } }
       : { name: INDEX.ready, sparse: true },
   );
   await createIndex(db, names.outputs, { g: 1, n: 1 }, { name: INDEX.blob, unique: true });
   await createIndex(db, names.outputs, { s: 1 }, { name: INDEX.blobInstance });
-  return { serverClock, partialIndexes };
+}
+
+/**
+ * Records that the schema is at `version` (never lowers it) and returns the version it was at
+ * before (0: none recorded). Of processes recording the same version at once, exactly one sees
+ * the older one. Two first-ever upserts can race on the document's _id; the loser re-reads.
+ */
+async function recordVersion(meta: Collection<MetaDoc>, version: number): Promise<number> {
+  return retryOnRace(
+    "migrate: the schema version",
+    async (attempt) => {
+      try {
+        const before = await meta.findOneAndUpdate(
+          { _id: META.schema },
+          { $max: { n: version } },
+          { upsert: true, returnDocument: "before" },
+        );
+        return Number(before?.n ?? 0);
+      } catch (error) {
+        if (isDuplicateKey(error) && attempt < 5) return RETRY;
+        throw error;
+      }
+    },
+    { attempts: 6 },
+  );
+}
+
+/**
+ * Probes the server, creates the indexes and records the schema version. Idempotent and safe
+ * when many processes run it at once (each probe uses a collection of its own). The report
+ * names version 1 as applied by the one call that recorded it.
+ */
+export async function migrate(
+  db: Db,
+  names: CollectionNames,
+  meta: Collection<MetaDoc>,
+  prefix: string,
+): Promise<{ features: ServerFeatures; report: MigrationReport }> {
+  const features = await probeServer(db, prefix);
+  await createIndexes(db, names, features);
+  const before = await recordVersion(meta, SCHEMA_VERSION);
+  const applied = before < SCHEMA_VERSION ? [SCHEMA_VERSION] : [];
+  return { features, report: { applied, version: Math.max(before, SCHEMA_VERSION) } };
 }

@@ -1,0 +1,134 @@
+/*
+ * Claims: claim, release, extend, and the fencing-token counter. A claim lives in the `c` array
+ * of its instance's document, so each of these is one compare-and-set of that document.
+ */
+import { BackendError, type TaskClaim } from "@sayiir/persistence-core";
+import { extendRefusal, RETRY, releaseRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
+import { type MongoContext, quote, RACE } from "./context.js";
+import { claimOn, heldClaim, liveClaimOn, toTaskClaim, withClaim } from "./instance.js";
+import { type ClaimEntry, type InstanceDoc, isSnapshot, META } from "./layout.js";
+import { isDuplicateKey } from "./pending-blobs.js";
+
+/**
+ * Reserves `count` fresh fencing tokens from the global counter; returns the first. Tokens are
+ * always reserved AFTER reading the document version the claim commits against: every token
+ * already committed on that instance (or on a deleted earlier incarnation of it) was reserved
+ * before that read, so ours is larger; a claim committed after the read changes the version
+ * and our compare-and-set fails.
+ */
+export function reserveTokens(ctx: MongoContext, count: number): Promise<number> {
+  return retryOnRace(
+    "the fencing-token counter",
+    async (attempt) => {
+      try {
+        const doc = await ctx.meta.findOneAndUpdate(
+          { _id: META.token },
+          { $inc: { n: count } },
+          { upsert: true, returnDocument: "after" },
+        );
+        const last = Number(doc?.n);
+        if (!Number.isSafeInteger(last)) throw new BackendError("the token counter holds no integer");
+        return last - count + 1;
+      } catch (error) {
+        // Two first-ever upserts can race on the counter's _id; the loser simply retries.
+        if (isDuplicateKey(error) && attempt < 5) return RETRY;
+        throw error;
+      }
+    },
+    { attempts: 6 },
+  );
+}
+
+/** A new claim entry, stamped at `now` on the claim clock. */
+export function newClaim(
+  taskId: string,
+  workerId: string,
+  token: number,
+  now: number,
+  ttlMs: number | null,
+): ClaimEntry {
+  return { t: taskId, w: workerId, k: token, c: now, e: ttlMs === null ? null : now + ttlMs };
+}
+
+export function claimTask(
+  ctx: MongoContext,
+  instanceId: string,
+  taskId: string,
+  workerId: string,
+  ttlMs: number | null,
+): Promise<TaskClaim | null> {
+  return retryOnRace(
+    `claimTask: ${quote(instanceId)}`,
+    async () => {
+      const doc = await ctx.read(instanceId);
+      const now = await ctx.now();
+      if (liveClaimOn(doc, taskId, now) !== undefined) return null;
+      const entry = newClaim(taskId, workerId, await reserveTokens(ctx, 1), now, ttlMs);
+      if (await ctx.commit(instanceId, doc, { c: withClaim(doc, taskId, entry, now) })) {
+        return toTaskClaim(instanceId, entry);
+      }
+      return RETRY;
+    },
+    RACE,
+  );
+}
+
+/** Removes a claim; a placeholder (no snapshot) left without claims is deleted. */
+export async function removeClaim(
+  ctx: MongoContext,
+  instanceId: string,
+  doc: InstanceDoc,
+  taskId: string,
+): Promise<boolean> {
+  const claims = withClaim(doc, taskId, undefined, await ctx.now());
+  if (!isSnapshot(doc) && claims.length === 0) {
+    const result = await ctx.snapshots.deleteOne({ _id: instanceId, v: doc.v, d: { $exists: false } });
+    return result.deletedCount === 1;
+  }
+  return ctx.commit(instanceId, doc, { c: claims });
+}
+
+export function releaseClaim(
+  ctx: MongoContext,
+  instanceId: string,
+  taskId: string,
+  workerId: string,
+): Promise<void> {
+  return retryOnRace(
+    `releaseTaskClaim: ${quote(instanceId)}`,
+    async () => {
+      const doc = await ctx.read(instanceId);
+      const refusal = releaseRefusal(instanceId, taskId, heldClaim(doc, taskId), workerId);
+      if (refusal !== null) throw refusal;
+      return (await removeClaim(ctx, instanceId, doc as InstanceDoc, taskId)) ? undefined : RETRY;
+    },
+    RACE,
+  );
+}
+
+export function extendClaim(
+  ctx: MongoContext,
+  instanceId: string,
+  taskId: string,
+  workerId: string,
+  durationMs: number,
+): Promise<TaskClaim> {
+  return retryOnRace(
+    `extendTaskClaim: ${quote(instanceId)}`,
+    async () => {
+      const doc = await ctx.read(instanceId);
+      const now = await ctx.now();
+      const refusal = extendRefusal(instanceId, taskId, heldClaim(doc, taskId), workerId, now);
+      if (refusal !== null) throw refusal;
+      const claim = claimOn(doc, taskId) as ClaimEntry;
+      // A claim without ttl stays without ttl (and never expires).
+      if (claim.e === null) return toTaskClaim(instanceId, claim);
+      const renewed: ClaimEntry = { ...claim, e: now + durationMs };
+      if (await ctx.commit(instanceId, doc, { c: withClaim(doc, taskId, renewed, now) })) {
+        return toTaskClaim(instanceId, renewed);
+      }
+      return RETRY;
+    },
+    RACE,
+  );
+}

@@ -1,0 +1,155 @@
+/*
+ * Task results: saveTaskResult and completeTasks, the fenced writes of outputs. Each output is
+ * written first as a new blob; then one compare-and-set of the instance document puts its
+ * reference into `r` (and, for completeTasks, takes the claim out of `c`), judged on the version
+ * it replaces, so the fence check and the write it guards are one atomic step.
+ */
+import type { CompletionOutcome, Fence, ValidCompletion } from "@sayiir/persistence-core";
+import { RETRY, resultRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
+import { newBlobId } from "./chunks.js";
+import { type MongoContext, quote, RACE } from "./context.js";
+import { type Completing, completionPlan, writeView } from "./instance.js";
+import { type InstanceDoc, PROJECTION } from "./layout.js";
+import { collectBlobs, prunedClaims } from "./maintenance.js";
+import { PendingBlobs } from "./pending-blobs.js";
+
+/**
+ * saveTaskResult: read, judge (NotFound, the fence, finished), write the output blob, judge the
+ * fence again on a fresh read (within one round trip of the commit), then the compare-and-set:
+ * `r` gets the task's entry, `l = taskId`, `u = max(u, now)`.
+ */
+export async function saveTaskResult(
+  ctx: MongoContext,
+  instanceId: string,
+  taskId: string,
+  output: Uint8Array,
+  fence: Fence | undefined,
+): Promise<void> {
+  const blobId = newBlobId();
+  const pending = new PendingBlobs();
+  let written = false;
+  try {
+    await retryOnRace(
+      `saveTaskResult: ${quote(instanceId)}`,
+      async () => {
+        const doc = await ctx.read(instanceId);
+        const judged = fence === undefined ? 0 : await ctx.now();
+        const refusal = resultRefusal(instanceId, fence, writeView(doc, fence, judged));
+        if (refusal !== null) throw refusal;
+        const current = doc as InstanceDoc;
+        if (!written) {
+          await ctx.chunks.write([{ instanceId, id: blobId, bytes: output }]);
+          written = true;
+          // Judge the fence again on a fresh read, within one round trip of the commit.
+          if (fence !== undefined) return RETRY;
+        }
+        const previous = (current.r ?? []).find((e) => e.t === taskId);
+        const r = (current.r ?? []).filter((e) => e.t !== taskId);
+        r.push({ t: taskId, g: blobId });
+        const now = await ctx.now();
+        const u = Math.max(Number(current.u ?? 0), now);
+        const c = prunedClaims(current, now);
+        const changes = { r, l: taskId, u, ...(c === undefined ? {} : { c }) };
+        if (!(await pending.commit([blobId], () => ctx.commit(instanceId, current, changes)))) return RETRY;
+        if (previous !== undefined) await collectBlobs(ctx.chunks, [previous.g]);
+        return undefined;
+      },
+      RACE,
+    );
+  } finally {
+    if (written) await collectBlobs(ctx.chunks, pending.collectable([blobId]));
+  }
+}
+
+/** The completions of a batch grouped by instance, each with the blob id its output gets. */
+function groupByInstance(
+  completions: readonly ValidCompletion[],
+): Map<string, Array<Completing & { index: number }>> {
+  const groups = new Map<string, Array<Completing & { index: number }>>();
+  for (const [index, c] of completions.entries()) {
+    const item = { taskId: c.taskId, token: c.token, blobId: newBlobId(), index };
+    const group = groups.get(c.instanceId);
+    if (group === undefined) groups.set(c.instanceId, [item]);
+    else group.push(item);
+  }
+  return groups;
+}
+
+/**
+ * completeTasks: every output goes to the outputs collection first (one insertMany for the
+ * batch, while the instance documents are read with one find), then each instance commits ALL
+ * its accepted completions (results in, claims out) in one compare-and-set of its document,
+ * instances in parallel. The claims live in that document, so the fence checks and the write
+ * they guard are one atomic step, and completions of one instance never overwrite each other.
+ */
+export async function completeTasks(
+  ctx: MongoContext,
+  completions: readonly ValidCompletion[],
+): Promise<CompletionOutcome[]> {
+  const outcomes: CompletionOutcome[] = completions.map(() => null);
+  const groups = groupByInstance(completions);
+  const blobs = [...groups].flatMap(([instanceId, items]) =>
+    items.map((item) => ({
+      instanceId,
+      id: item.blobId,
+      bytes: (completions[item.index] as ValidCompletion).output,
+    })),
+  );
+  const pending = new PendingBlobs();
+  const garbage: string[] = [];
+  try {
+    const [read, wrote] = await Promise.allSettled([
+      ctx.snapshots.find({ _id: { $in: [...groups.keys()] } }, { projection: PROJECTION.state }).toArray(),
+      ctx.chunks.write(blobs),
+    ]);
+    if (wrote.status === "rejected") throw wrote.reason;
+    if (read.status === "rejected") throw read.reason;
+    const docs = new Map(read.value.map((doc) => [doc._id, doc]));
+    const settled = await Promise.allSettled(
+      [...groups].map(async ([instanceId, items]) => {
+        const done = await completeOn(ctx, instanceId, docs.get(instanceId) ?? null, items, pending);
+        for (const [k, outcome] of done.outcomes.entries())
+          outcomes[(items[k] as { index: number }).index] = outcome;
+        garbage.push(...done.replaced);
+      }),
+    );
+    const failed = settled.find((s) => s.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
+    return outcomes;
+  } finally {
+    garbage.push(...pending.collectable(blobs.map((blob) => blob.id)));
+    // The commits are the commit points: failing to collect garbage changes no outcome.
+    await collectBlobs(ctx.chunks, garbage);
+  }
+}
+
+/**
+ * The compare-and-set loop of one instance's completions, from the version `first` (read while
+ * the outputs were written). Each attempt judges every completion at a clock reading taken
+ * after the outputs are stored, so a claim is judged live within one round trip of the commit;
+ * a lost compare-and-set re-reads and judges again. `pending` decides which blobs of a commit
+ * that failed may be collected.
+ */
+function completeOn(
+  ctx: MongoContext,
+  instanceId: string,
+  first: InstanceDoc | null,
+  items: readonly Completing[],
+  pending: PendingBlobs,
+): Promise<{ outcomes: CompletionOutcome[]; replaced: string[] }> {
+  return retryOnRace(
+    `completeTasks: ${quote(instanceId)}`,
+    async (attempt) => {
+      const doc = attempt === 0 ? first : await ctx.read(instanceId);
+      const plan = completionPlan(instanceId, doc, items, await ctx.now());
+      if (plan.changes === undefined) return { outcomes: plan.outcomes, replaced: [] };
+      const changes = plan.changes;
+      const accepted = items.filter((_, k) => plan.outcomes[k] === null).map((item) => item.blobId);
+      if (await pending.commit(accepted, () => ctx.commit(instanceId, doc, changes))) {
+        return { outcomes: plan.outcomes, replaced: plan.replaced };
+      }
+      return RETRY;
+    },
+    RACE,
+  );
+}

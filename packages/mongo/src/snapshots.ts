@@ -1,0 +1,235 @@
+/*
+ * Snapshots: save, load, delete, list. A snapshot is the instance document (its index fields and
+ * the references of its blobs) plus blobs in the outputs collection: one per task output, and the
+ * header and the initial input when they do not fit inline. Blobs are written first, under fresh
+ * ids; the compare-and-set of the instance document is the commit point.
+ */
+import {
+  copyBytes,
+  EMPTY_BYTES,
+  type Fence,
+  failures,
+  SerializationError,
+  type SnapshotPage,
+  type WorkflowSnapshot,
+} from "@sayiir/persistence-core";
+import {
+  fromStoredParts,
+  RETRY,
+  retryOnRace,
+  snapshotRefusal,
+  toStoredSnapshot,
+} from "@sayiir/persistence-core/adapter";
+import type { Document } from "mongodb";
+import { binaryBytes, newBlobId } from "./chunks.js";
+import { type MongoContext, quote, RACE } from "./context.js";
+import { writeView } from "./instance.js";
+import {
+  decodeCursor,
+  encodeCursor,
+  INLINE_BYTES,
+  type InstanceDoc,
+  isSnapshot,
+  PROJECTION,
+  type ResultRef,
+} from "./layout.js";
+import { collectBlobs, hasExpiringClaims, prunedClaims } from "./maintenance.js";
+import { PendingBlobs } from "./pending-blobs.js";
+
+/** What one saveSnapshot writes: the document fields, the fields it removes, and its blobs. */
+export interface SnapshotWrite {
+  fields: Partial<InstanceDoc>;
+  remove: string[];
+  blobs: Array<{ id: string; bytes: Uint8Array }>;
+  /** Completed or Failed: the write may finish a workflow, never reopen one. */
+  finished: boolean;
+}
+
+/**
+ * Splits a snapshot into its stored form (toStoredSnapshot): every output a blob of its own; the
+ * header, then the initial input, inline while together they fit INLINE_BYTES, else blobs.
+ */
+export function planSnapshot(snapshot: WorkflowSnapshot): SnapshotWrite {
+  const stored = toStoredSnapshot(snapshot);
+  const blobs = stored.results.map((r) => ({ id: newBlobId(), bytes: r.output, taskId: r.taskId }));
+  const fields: Partial<InstanceDoc> = {
+    d: stored.definitionHash,
+    f: stored.finished,
+    p: stored.positionTaskId,
+    r: blobs.map((b): ResultRef => ({ t: b.taskId, g: b.id })),
+    l: stored.lastCompletedTaskId,
+    u: stored.updatedAt,
+  };
+  const remove: string[] = [];
+  let inline = 0;
+  if (stored.header.byteLength <= INLINE_BYTES) {
+    fields.h = stored.header;
+    inline = stored.header.byteLength;
+    remove.push("hg");
+  } else {
+    fields.hg = newBlobId();
+    blobs.push({ id: fields.hg, bytes: stored.header, taskId: "" });
+    remove.push("h");
+  }
+  const input = stored.initialInput;
+  if (input === null) {
+    remove.push("i", "ig");
+  } else if (inline + input.byteLength <= INLINE_BYTES) {
+    fields.i = input;
+    remove.push("ig");
+  } else {
+    fields.ig = newBlobId();
+    blobs.push({ id: fields.ig, bytes: input, taskId: "" });
+    remove.push("i");
+  }
+  return { fields, remove, blobs: blobs.map(({ id, bytes }) => ({ id, bytes })), finished: stored.finished };
+}
+
+/** The blob ids a stored snapshot document refers to: outputs, header, initial input. */
+export function blobsOf(doc: Pick<InstanceDoc, "r" | "hg" | "ig">): string[] {
+  const ids = (Array.isArray(doc.r) ? doc.r : []).map((e) => e.g);
+  if (doc.hg !== undefined) ids.push(doc.hg);
+  if (doc.ig !== undefined) ids.push(doc.ig);
+  return ids;
+}
+
+/** The header bytes of a document (inline, or its blob); empty bytes (undecodable) if unreadable. */
+export function headerBytes(doc: InstanceDoc, blobs: Map<string, Uint8Array>): Uint8Array {
+  if (doc.hg !== undefined) return blobs.get(doc.hg) ?? EMPTY_BYTES;
+  try {
+    return copyBytes(binaryBytes(doc.h));
+  } catch {
+    return EMPTY_BYTES; // decodes to a SerializationError naming the instance
+  }
+}
+
+/**
+ * The stored initial input of a document (inline, or its blob); undefined when none is stored
+ * beside the header (a header written before the split may still carry it: fromStoredParts).
+ */
+export function initialInputBytes(doc: InstanceDoc, blobs: Map<string, Uint8Array>): Uint8Array | undefined {
+  if (doc.ig !== undefined) return blobs.get(doc.ig);
+  if (doc.i === undefined || doc.i === null) return undefined;
+  try {
+    return copyBytes(binaryBytes(doc.i));
+  } catch {
+    throw new SerializationError(`snapshot ${quote(doc._id)} has an initial input that is not bytes`);
+  }
+}
+
+/**
+ * Saves a snapshot: read, judge (fence, finished state), write the blobs, then one
+ * compare-and-set (or insert). The blobs of the replaced version are collected after it lands;
+ * those of a write that did not land are collected on the way out (see PendingBlobs).
+ */
+export async function saveSnapshot(
+  ctx: MongoContext,
+  snapshot: WorkflowSnapshot,
+  fence: Fence | undefined,
+): Promise<void> {
+  const id = snapshot.instanceId;
+  const plan = planSnapshot(snapshot);
+  const ours = plan.blobs.map((b) => b.id);
+  const pending = new PendingBlobs();
+  let written = false;
+  try {
+    await retryOnRace(
+      `saveSnapshot: ${quote(id)}`,
+      async () => {
+        const doc = await ctx.read(id);
+        const now = fence === undefined ? 0 : await ctx.now();
+        const refusal = snapshotRefusal(id, fence, writeView(doc, fence, now), plan.finished);
+        if (refusal !== null) throw refusal;
+        if (!written) {
+          // Outputs first: nothing refers to them until the instance document commits.
+          await ctx.chunks.write(plan.blobs.map((b) => ({ instanceId: id, ...b })));
+          written = true;
+          // Writing large outputs takes time: judge the fence again on a fresh read, so that the
+          // claim is judged live within one round trip of the commit.
+          if (fence !== undefined) return RETRY;
+        }
+        // The commit carries the claims of the version read (they stay), and fails if anything
+        // (a claim, a release, a take-over, another write) changed the document since.
+        const c = hasExpiringClaims(doc) ? prunedClaims(doc, await ctx.now()) : undefined;
+        const changes = c === undefined ? plan.fields : { ...plan.fields, c };
+        if (!(await pending.commit(ours, () => ctx.commit(id, doc, changes, plan.remove)))) return RETRY;
+        if (isSnapshot(doc)) await collectBlobs(ctx.chunks, blobsOf(doc));
+        return undefined;
+      },
+      RACE,
+    );
+  } finally {
+    // Blobs no commit refers to, or may refer to (its reply was lost), are this call's garbage.
+    if (written) await collectBlobs(ctx.chunks, pending.collectable(ours));
+  }
+}
+
+/**
+ * Reads the instance document, then its blobs with one query. If a writer collected a blob in
+ * between, reads again; the same version twice with a missing blob is damage, not a race.
+ */
+export async function loadSnapshot(ctx: MongoContext, instanceId: string): Promise<WorkflowSnapshot> {
+  let previousVersion: string | undefined;
+  return retryOnRace(
+    `loadSnapshot: ${quote(instanceId)}`,
+    async () => {
+      const doc = await ctx.read(instanceId, PROJECTION.load);
+      if (!isSnapshot(doc)) throw failures.snapshotNotFound(instanceId);
+      const ids = blobsOf(doc);
+      const blobs = await ctx.chunks.read(ids);
+      if (ids.every((g) => blobs.has(g))) return joinSnapshot(doc, blobs);
+      if (doc.v === previousVersion) {
+        throw new SerializationError(
+          `snapshot ${quote(instanceId)} refers to task outputs that are not stored`,
+        );
+      }
+      previousVersion = doc.v;
+      return RETRY;
+    },
+    { ...RACE, attempts: 50 },
+  );
+}
+
+/** A stored snapshot document and its blobs, joined (fromStoredParts). */
+function joinSnapshot(doc: InstanceDoc, blobs: Map<string, Uint8Array>): WorkflowSnapshot {
+  const refs = Array.isArray(doc.r) ? doc.r : [];
+  return fromStoredParts({
+    instanceId: doc._id,
+    header: headerBytes(doc, blobs),
+    initialInput: initialInputBytes(doc, blobs),
+    results: refs.map((e) => ({ taskId: e.t, output: blobs.get(e.g) as Uint8Array })),
+    lastCompletedTaskId: doc.l ?? null,
+    ...(doc.u === undefined ? {} : { updatedAt: doc.u }),
+  });
+}
+
+export async function deleteSnapshot(ctx: MongoContext, instanceId: string): Promise<void> {
+  // One conditional delete: only a stored snapshot (a claims-only placeholder is "no
+  // snapshot"); its claims go with the document.
+  const doc = await ctx.snapshots.findOneAndDelete(
+    { _id: instanceId, d: { $exists: true } },
+    { projection: PROJECTION.blobs },
+  );
+  if (doc === null) throw failures.snapshotNotFound(instanceId);
+  // The delete has happened (the document was the commit point): a failure to collect the
+  // blobs must not report it as failed (a retry would say NotFound). Left-over blobs belong to
+  // no document; they can be swept (see the README).
+  await collectBlobs(ctx.chunks, blobsOf(doc));
+}
+
+export async function listSnapshotsPage(
+  ctx: MongoContext,
+  cursor: string | null,
+  limit: number,
+): Promise<SnapshotPage> {
+  const filter: Document = { d: { $exists: true } };
+  if (cursor !== null) filter._id = { $gt: decodeCursor(cursor) };
+  const docs = await ctx.snapshots
+    .find(filter, { projection: PROJECTION.id })
+    .sort({ _id: 1 })
+    .limit(limit + 1)
+    .toArray();
+  const instanceIds = docs.slice(0, limit).map((d) => d._id);
+  const last = instanceIds[instanceIds.length - 1];
+  return { instanceIds, nextCursor: docs.length > limit && last !== undefined ? encodeCursor(last) : null };
+}
