@@ -1,2 +1,3 @@
-export { InMemoryBackend, type InMemoryBackendOptions } from "./memory-backend.js";
-export { MemoryStore, type StoredInstance } from "./store.js";
+export { InMemoryBackend } from "./backend.js";
+export { MemoryStore, type StoredInstance } from "./layout.js";
+export type { InMemoryBackendOptions } from "./options.js";

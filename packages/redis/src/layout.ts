@@ -3,8 +3,10 @@
  * of one shard live in one Redis Cluster slot, and every Lua script touches one slot only (on a
  * standalone server, where slots do not matter, one script may cover several shards).
  *
- *   {P:layout}       hash: `shards` = the shard count of the store, recorded on first use
- *   {P:K}:m:<id>     hash: the instance. Snapshot fields (single letters, see MetaField),
+ *   {P:layout}       hash, the store record: `shards` = the shard count of the store, recorded on
+ *                    first use (see schema.ts)
+ *   {P:K}:m:<id>     hash: the instance. Snapshot fields (single letters, see MetaField; the
+ *                    initial input is a field of its own, not inside the header),
  *                    "r:<task id>" = that task's output, "c:<task id>" = that task's claim
  *                    "token|claimedAt|expiresAt|requestId|workerId" (requestId: hex), or after a
  *                    release the bare token, after a completion "token|requestId" (the field
@@ -22,7 +24,8 @@
  * different ids (whatever characters they hold, "{" and ":" included) ever share a key, and the
  * hash tag (the first "{...}" of the key) is always ours. Task ids follow a fixed prefix in a
  * field name (snapshot fields are one letter, so they never collide); worker ids are the last
- * part of a value. Nothing is parsed out of a key.
+ * part of a value. Nothing is parsed out of a key. The scripts build keys and fields from the
+ * same names (L, below), so nothing outside this file spells one.
  *
  * The shard of an instance is FNV-1a (32 bit) of its UTF-8 bytes modulo the shard count; every
  * client of one store must use the same prefix and shard count (the layout record enforces it).
@@ -50,7 +53,7 @@ export const FieldPrefix = {
 
 /** Fields of the instance hash `{P:K}:m:<id>` that hold the snapshot (single letters). */
 export const MetaField = {
-  /** encodeSnapshotHeader bytes: everything but task outputs and lastCompletedTaskId. */
+  /** toStoredSnapshot's header: everything but task outputs, lastCompletedTaskId and the initial input. */
   header: "h",
   /** "1" when Completed or Failed, else "0". */
   finished: "f",
@@ -62,8 +65,57 @@ export const MetaField = {
   lastCompletedTaskId: "l",
   /** updatedAt in epoch ms (decimal). */
   updatedAt: "u",
-  /** initialInput bytes; absent when the snapshot has none. */
+  /** initialInput bytes, stored once (not in the header); absent when the snapshot has none. */
   initialInput: "i",
+} as const;
+
+/** What follows a shard's base `{P:K}:` in its keys. */
+export const ShardKey = {
+  /** `m:<id>`: the instance hash. */
+  instance: "m:",
+  ready: "ready",
+  leased: "leased",
+  ids: "ids",
+  floor: "floor",
+  /** `q:<request id>`: what one claim-next call claimed. */
+  request: "q:",
+} as const;
+
+/** The field of the store record `{P:layout}` that holds the shard count. */
+export const RecordField = { shards: "shards" } as const;
+
+/** The hash field of a task's output. */
+export const resultField = (taskId: string): string => `${FieldPrefix.result}${taskId}`;
+
+const luaString = (value: string): string => {
+  if (!/^[a-z:}]+$/.test(value)) throw new Error(`not a plain name: ${value}`);
+  return `'${value}'`;
+};
+
+/**
+ * The names above as Lua string literals, for the scripts: they build keys and fields from these
+ * only (`${L.instance} .. id`, `${L.result} .. task`, `${L.finished}`). Literals, not Lua
+ * locals: a local captured by the scripts' helper functions would cost every call.
+ */
+export const L = {
+  header: luaString(MetaField.header),
+  finished: luaString(MetaField.finished),
+  definitionHash: luaString(MetaField.definitionHash),
+  positionTaskId: luaString(MetaField.positionTaskId),
+  lastCompletedTaskId: luaString(MetaField.lastCompletedTaskId),
+  updatedAt: luaString(MetaField.updatedAt),
+  initialInput: luaString(MetaField.initialInput),
+  result: luaString(FieldPrefix.result),
+  claim: luaString(FieldPrefix.claim),
+  /** The length of the claim prefix, to test a field name for it. */
+  claimLength: String(FieldPrefix.claim.length),
+  instance: luaString(ShardKey.instance),
+  ready: luaString(ShardKey.ready),
+  leased: luaString(ShardKey.leased),
+  floor: luaString(ShardKey.floor),
+  /** What follows the shard number in a shard's base `{P:K}:`. */
+  tagEnd: luaString("}:"),
+  shards: luaString(RecordField.shards),
 } as const;
 
 export interface InstanceKeys {
@@ -100,23 +152,28 @@ export class KeyLayout {
 
   /** `{P:K}:` */
   base(shard: number): string {
-    return `{${this.prefix}:${shard}}:`;
+    return `${this.tagStart()}${shard}}:`;
   }
 
   ready(shard: number): string {
-    return `${this.base(shard)}ready`;
+    return `${this.base(shard)}${ShardKey.ready}`;
   }
 
   leased(shard: number): string {
-    return `${this.base(shard)}leased`;
+    return `${this.base(shard)}${ShardKey.leased}`;
   }
 
   ids(shard: number): string {
-    return `${this.base(shard)}ids`;
+    return `${this.base(shard)}${ShardKey.ids}`;
   }
 
   floor(shard: number): string {
-    return `${this.base(shard)}floor`;
+    return `${this.base(shard)}${ShardKey.floor}`;
+  }
+
+  /** `{P:K}:q:<request id>`: the request record of a claim-next call over shards starting at K. */
+  request(shard: number | string, requestId: string): string {
+    return `${this.tagStart()}${shard}}:${ShardKey.request}${requestId}`;
   }
 
   instance(instanceId: string): InstanceKeys {
@@ -125,11 +182,11 @@ export class KeyLayout {
     return {
       shard,
       base,
-      meta: `${base}m:${instanceId}`,
-      ready: `${base}ready`,
-      leased: `${base}leased`,
-      ids: `${base}ids`,
-      floor: `${base}floor`,
+      meta: `${base}${ShardKey.instance}${instanceId}`,
+      ready: `${base}${ShardKey.ready}`,
+      leased: `${base}${ShardKey.leased}`,
+      ids: `${base}${ShardKey.ids}`,
+      floor: `${base}${ShardKey.floor}`,
     };
   }
 

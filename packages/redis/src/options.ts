@@ -1,5 +1,7 @@
 import { type BaseBackendOptions, ValidationError } from "@sayiir/persistence-core";
+import { connectionSecrets } from "@sayiir/persistence-core/adapter";
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
+import type { FaultHooks } from "./scripts/index.js";
 
 export interface RedisBackendOptions extends BaseBackendOptions {
   /** A redis:// or rediss:// URL: the backend opens (and closes) its own standalone client. */
@@ -29,6 +31,8 @@ export interface RedisBackendOptions extends BaseBackendOptions {
    * times out fails with BackendError; like any timed-out write its outcome is unknown.
    */
   operationTimeoutMs?: number;
+  /** @internal For this package's tests only (see FaultHooks); not a stable API. */
+  faults?: FaultHooks;
 }
 
 export interface NormalizedOptions {
@@ -40,6 +44,7 @@ export interface NormalizedOptions {
   client: Redis | Cluster;
   owned: boolean;
   secrets: string[];
+  faults: FaultHooks | undefined;
 }
 
 export const DEFAULT_KEY_PREFIX = "sayiir";
@@ -74,13 +79,13 @@ function standaloneDefaults(timeoutMs: number): RedisOptions {
   };
 }
 
-/** The password of a URL, as written (percent-encoded) and decoded, so both are scrubbed. */
-function urlSecrets(url: string, secrets: string[]): void {
-  const raw = new URL(url).password;
-  if (!raw) return;
-  secrets.push(raw);
-  const decoded = decodeURIComponent(raw);
-  if (decoded !== raw) secrets.push(decoded);
+/** A URL the standalone client can open: it parses, and its password decodes. */
+function checkUrl(url: string): void {
+  try {
+    decodeURIComponent(new URL(url).password);
+  } catch {
+    throw new ValidationError("url is not a valid redis:// URL");
+  }
 }
 
 function positiveInt(name: string, value: unknown, fallback: number, max: number): number {
@@ -124,11 +129,8 @@ export function normalizeOptions(options: RedisBackendOptions): NormalizedOption
     owned = false;
   } else if (options.url !== undefined) {
     if (typeof options.url !== "string") throw new ValidationError("url must be a string");
-    try {
-      urlSecrets(options.url, secrets);
-    } catch {
-      throw new ValidationError("url is not a valid redis:// URL");
-    }
+    checkUrl(options.url);
+    secrets.push(...connectionSecrets(options.url));
     client = new Redis(options.url, defaults);
   } else if (options.redis !== undefined) {
     if (typeof options.redis.password === "string" && options.redis.password)
@@ -140,13 +142,8 @@ export function normalizeOptions(options: RedisBackendOptions): NormalizedOption
     const password = given.redisOptions?.password;
     if (typeof password === "string" && password) secrets.push(password);
     for (const node of cluster.nodes ?? []) {
-      if (typeof node === "string" && node.includes("://")) {
-        try {
-          urlSecrets(node, secrets);
-        } catch {
-          // Not a URL after all: ioredis reports it.
-        }
-      }
+      // Not a URL after all: no secrets, and ioredis reports it.
+      if (typeof node === "string" && node.includes("://")) secrets.push(...connectionSecrets(node));
     }
     client = new Cluster(cluster.nodes, {
       enableOfflineQueue: true,
@@ -169,5 +166,5 @@ export function normalizeOptions(options: RedisBackendOptions): NormalizedOption
       "the ioredis keyPrefix option is not supported: use the backend's keyPrefix option",
     );
   }
-  return { keyPrefix, shards, operationTimeoutMs, client, owned, secrets };
+  return { keyPrefix, shards, operationTimeoutMs, client, owned, secrets, faults: options.faults };
 }

@@ -1,5 +1,16 @@
 import { randomBytes } from "node:crypto";
-import { type ClaimedTask, compareIds, type TaskClaim } from "@sayiir/persistence-core";
+import {
+  type AvailableTask,
+  type ClaimedTask,
+  compareIds,
+  copyBytes,
+  type TaskClaim,
+  type TaskResult,
+  toBytes,
+  type WorkflowSnapshot,
+} from "@sayiir/persistence-core";
+import { fromStoredParts } from "@sayiir/persistence-core/adapter";
+import { FieldPrefix, MetaField } from "./layout.js";
 
 /*
  * Conversions between script arguments / replies and the contract's types.
@@ -10,8 +21,7 @@ import { type ClaimedTask, compareIds, type TaskClaim } from "@sayiir/persistenc
  * a copy when it is a small slice of a larger read buffer (so it does not keep that alive).
  */
 export function bytes(buf: Buffer): Uint8Array {
-  if (buf.buffer.byteLength > 2 * buf.byteLength + 1024) return new Uint8Array(buf);
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  return buf.buffer.byteLength > 2 * buf.byteLength + 1024 ? copyBytes(buf) : toBytes(buf);
 }
 
 export const str = (value: Buffer | string | number): string =>
@@ -56,9 +66,47 @@ export function toClaim(
   };
 }
 
+/**
+ * loadSnapshot's reply (the instance hash, flat field/value pairs) as a snapshot: the header,
+ * the initial input of its own field (an older header that still carries it loads too), the
+ * outputs; claims are skipped.
+ */
+export function decodeInstance(pairs: Buffer[], instanceId: string): WorkflowSnapshot {
+  const meta = new Map<string, Buffer>();
+  const results: TaskResult[] = [];
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    const field = str(pairs[i] as Buffer);
+    const value = pairs[i + 1] as Buffer;
+    if (field.startsWith(FieldPrefix.result)) {
+      results.push({ taskId: field.slice(FieldPrefix.result.length), output: bytes(value) });
+    } else if (!field.startsWith(FieldPrefix.claim)) {
+      meta.set(field, value);
+    }
+  }
+  const header = meta.get(MetaField.header);
+  const initialInput = meta.get(MetaField.initialInput);
+  const last = meta.get(MetaField.lastCompletedTaskId);
+  const updatedAt = Number(str(meta.get(MetaField.updatedAt) ?? ""));
+  return fromStoredParts({
+    instanceId,
+    header: header === undefined ? new Uint8Array(0) : bytes(header),
+    initialInput: initialInput === undefined ? null : bytes(initialInput),
+    results,
+    lastCompletedTaskId: last === undefined ? null : str(last),
+    ...(Number.isSafeInteger(updatedAt) && updatedAt >= 0 ? { updatedAt } : {}),
+  });
+}
+
 export interface Scored {
   score: number;
   instanceId: string;
+}
+
+/** A ready-set entry of one shard: a discovery or claim-next candidate. */
+export interface Candidate extends Scored {
+  shard: number;
+  /** The ready task ("" when the peek did not check it). */
+  taskId: string;
 }
 
 /**
@@ -78,6 +126,49 @@ export function groupByShard<T extends { shard: number }>(items: readonly T[]): 
     else group.push(item);
   }
   return groups;
+}
+
+/** A peek reply of one shard: mode '0' {id, score, ...} or mode '1' {id, taskId, score, ...}. */
+export function decodeCandidates(flat: string[], shard: number, checked: boolean): Candidate[] {
+  const width = checked ? 3 : 2;
+  const out: Candidate[] = [];
+  for (let i = 0; i + width - 1 < flat.length; i += width) {
+    out.push({
+      shard,
+      instanceId: flat[i] as string,
+      taskId: checked ? (flat[i + 1] as string) : "",
+      score: Number(flat[i + width - 1]),
+    });
+  }
+  return out;
+}
+
+/** A peek reply in mode '2': {id, taskId, score, definitionHash, input, ...}. */
+export function decodeAvailable(flat: Buffer[]): AvailableTask[] {
+  const found: AvailableTask[] = [];
+  for (let i = 0; i + 4 < flat.length; i += 5) {
+    found.push({
+      instanceId: str(flat[i] as Buffer),
+      taskId: str(flat[i + 1] as Buffer),
+      workflowDefinitionHash: str(flat[i + 3] as Buffer),
+      input: bytes(flat[i + 4] as Buffer),
+    });
+  }
+  return found;
+}
+
+/** A shard-inputs reply: {id, taskId, definitionHash, input, ...}. */
+export function decodeInputs(flat: Buffer[]): AvailableTask[] {
+  const found: AvailableTask[] = [];
+  for (let i = 0; i + 3 < flat.length; i += 4) {
+    found.push({
+      instanceId: str(flat[i] as Buffer),
+      taskId: str(flat[i + 1] as Buffer),
+      input: bytes(flat[i + 3] as Buffer),
+      workflowDefinitionHash: str(flat[i + 2] as Buffer),
+    });
+  }
+  return found;
 }
 
 /**

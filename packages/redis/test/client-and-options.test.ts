@@ -1,9 +1,15 @@
-import { ErrorCode, ValidationError } from "@sayiir/persistence-core";
+import {
+  decodeSnapshotHeader,
+  ErrorCode,
+  encodeSnapshotHeader,
+  ValidationError,
+} from "@sayiir/persistence-core";
 import { atTask, finished, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { Cluster, Redis } from "ioredis";
 import { describe, expect, inject, it } from "vitest";
-import { fnv1a, RedisBackend } from "../src/index.js";
-import { adminClient, connection, dropPrefix, type Target } from "./subject.js";
+import { fnv1a, MetaField, RedisBackend } from "../src/index.js";
+import type { FaultHooks } from "../src/scripts/index.js";
+import { adminClient, connection, dropPrefix, targets as servers, type Target } from "./subject.js";
 
 describe("options (no server needed)", () => {
   it("refuses a key prefix that would break the hash tag, and ambiguous connection options", () => {
@@ -37,13 +43,13 @@ describe("options (no server needed)", () => {
   it("scrubs a URL password in both its percent-encoded and decoded forms, cluster seed URLs included", async () => {
     const encoded = "p%40ss%2Fw0rd%3A";
     const decoded = "p@ss/w0rd:";
+    // A driver error that quotes the password both ways (as a URL or a config dump might), from
+    // every script (the first operation reads the layout record, then loads).
+    const faults: FaultHooks = {
+      aroundScript: () =>
+        Promise.reject(new Error(`cannot connect to redis://:${encoded}@host (password ${decoded})`)),
+    };
     const leaky = async (backend: RedisBackend) => {
-      // A driver error that quotes the password both ways (as a URL or a config dump might).
-      const fail = () =>
-        Promise.reject(new Error(`cannot connect to redis://:${encoded}@host (password ${decoded})`));
-      // The first operation reads the layout record, then loads.
-      for (const script of ["sayiirLayout", "sayiirLoadSnapshotBuffer"])
-        (backend.client as unknown as Record<string, unknown>)[script] = fail;
       const error = await rejection(backend.loadSnapshot("x"));
       expect(error).toMatchObject({ code: ErrorCode.Backend });
       const message = String((error as Error).message);
@@ -52,7 +58,9 @@ describe("options (no server needed)", () => {
       expect(message).not.toContain(decoded);
       await backend.close();
     };
-    await leaky(new RedisBackend({ url: `redis://user:${encoded}@127.0.0.1:1`, operationTimeoutMs: 300 }));
+    await leaky(
+      new RedisBackend({ url: `redis://user:${encoded}@127.0.0.1:1`, operationTimeoutMs: 300, faults }),
+    );
     await leaky(
       new RedisBackend({
         cluster: {
@@ -60,14 +68,15 @@ describe("options (no server needed)", () => {
           options: { lazyConnect: true },
         },
         operationTimeoutMs: 300,
+        faults,
       }),
     );
   });
 });
 
 const targets: Array<[string, Target | null]> = [
-  ["standalone", inject("redis") ? { kind: "standalone", url: inject("redis")!.url } : null],
-  ["cluster", inject("redisCluster") ? { kind: "cluster", nodes: inject("redisCluster")!.nodes } : null],
+  ["standalone", servers.standalone],
+  ["cluster", servers.cluster],
 ];
 
 for (const [name, target] of targets) {
@@ -263,6 +272,39 @@ for (const [name, target] of targets) {
         expect(await admin.hget(backend.layout.record(), "shards")).toBe(
           t.kind === "standalone" ? "1" : "16",
         );
+      } finally {
+        await backend.close();
+        await dropPrefix(admin, keyPrefix);
+        admin.disconnect();
+      }
+    });
+
+    it("the initial input is stored once, in its own field; a record with it inside the header (earlier versions) still loads", async () => {
+      const keyPrefix = uid("initial");
+      const backend = new RedisBackend({ ...connection(t), keyPrefix });
+      const admin = adminClient(t);
+      try {
+        const id = uid();
+        const snapshot = atTask(id, "t1", { initialInput: text("the input") });
+        await backend.saveSnapshot(snapshot);
+        const key = backend.layout.instance(id).meta;
+        const header = await admin.hgetBuffer(key, MetaField.header);
+        expect(
+          decodeSnapshotHeader(new Uint8Array(header!), id, { results: [], lastCompletedTaskId: null })
+            .initialInput,
+        ).toBeUndefined();
+        expect(
+          new TextDecoder().decode((await admin.hgetBuffer(key, MetaField.initialInput)) ?? undefined),
+        ).toBe("the input");
+        // What earlier versions wrote: the initial input inside the header as well.
+        await admin.hset(key, MetaField.header, Buffer.from(encodeSnapshotHeader(snapshot)));
+        expect(new TextDecoder().decode((await backend.loadSnapshot(id)).initialInput)).toBe("the input");
+        expect(new TextDecoder().decode((await backend.findAvailableTasks("w", 1))[0]?.input)).toBe(
+          "the input",
+        );
+        // Only in the header: still loads.
+        await admin.hdel(key, MetaField.initialInput);
+        expect(new TextDecoder().decode((await backend.loadSnapshot(id)).initialInput)).toBe("the input");
       } finally {
         await backend.close();
         await dropPrefix(admin, keyPrefix);

@@ -1,9 +1,17 @@
-import { ErrorCode, type TaskClaim } from "@sayiir/persistence-core";
-import { atTask, finished, text, uid } from "@sayiir/persistence-core/conformance";
+import { ErrorCode } from "@sayiir/persistence-core";
+import { atTask, claimOrFail as claim, finished, text, uid } from "@sayiir/persistence-core/conformance";
 import { Redis } from "ioredis";
-import { describe, expect, inject, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../src/index.js";
-import { adminClient, connection, dropPrefix, type Target } from "./subject.js";
+import {
+  adminClient,
+  connection,
+  dropPrefix,
+  scriptCalls,
+  targets as servers,
+  standalone,
+  type Target,
+} from "./subject.js";
 
 /*
  * completeTasks where the conformance kit does not look: how many scripts a call sends (one on a
@@ -11,37 +19,14 @@ import { adminClient, connection, dropPrefix, type Target } from "./subject.js";
  * slots with refused items among the accepted ones, and the ready / lease index after it.
  */
 
-const standalone = inject("redis");
-const cluster = inject("redisCluster");
 const targets: Array<[string, Target | null]> = [
-  ["standalone", standalone ? { kind: "standalone", url: standalone.url } : null],
-  ["cluster", cluster ? { kind: "cluster", nodes: cluster.nodes } : null],
+  ["standalone", servers.standalone],
+  ["cluster", servers.cluster],
 ];
 
-type Script = (...args: unknown[]) => Promise<unknown>;
-
-/** Counts the client's completion script calls, with the shard of the key each one is routed by. */
-function countCompletionCalls(backend: RedisBackend): string[] {
-  const client = backend.client as unknown as { sayiirCompleteTasks: Script };
-  const original = client.sayiirCompleteTasks.bind(client);
-  const routed: string[] = [];
-  client.sayiirCompleteTasks = (...args: unknown[]) => {
-    routed.push(String(args[0]));
-    return original(...args);
-  };
-  return routed;
-}
-
-async function claimOrFail(
-  backend: RedisBackend,
-  id: string,
-  task: string,
-  worker: string,
-): Promise<TaskClaim> {
-  const claim = await backend.claimTask(id, task, worker, 60_000);
-  if (claim === null) throw new Error(`no claim on ${task} of ${id}`);
-  return claim;
-}
+/** The kit's claimOrFail with this file's ttl of a minute. */
+const claimOrFail = (backend: RedisBackend, id: string, task: string, worker: string) =>
+  claim(backend, id, task, worker, 60_000);
 
 for (const [name, target] of targets) {
   describe.skipIf(target === null)(`completeTasks (${name})`, () => {
@@ -49,11 +34,14 @@ for (const [name, target] of targets) {
 
     it("a batch over several shards: one script per call on standalone, one per shard on a cluster; each item judged alone", async () => {
       const keyPrefix = uid("complete");
+      // Counts the completion script's calls, with the key each one is routed by.
+      const completions = scriptCalls("completeTasks");
       // Standalone with 4 shards: the one script covers all of them.
       const backend = new RedisBackend({
         ...connection(t),
         keyPrefix,
         ...(t.kind === "standalone" ? { shards: 4 } : {}),
+        faults: completions.faults,
       });
       const admin = adminClient(t);
       try {
@@ -79,7 +67,8 @@ for (const [name, target] of targets) {
         const batch = [...claims.slice(0, 4), onA, lost, onMissing, ...claims.slice(4), onDone, onB];
         const shards = new Set(batch.map((c) => backend.layout.shardOf(c.instanceId)));
         expect(shards.size).toBeGreaterThan(2);
-        const routed = countCompletionCalls(backend);
+        const routed = completions.routed;
+        expect(routed).toEqual([]);
         const outcomes = await backend.completeTasks(
           batch.map((claim) => ({ claim, output: text(`${claim.instanceId}/${claim.taskId}`) })),
         );

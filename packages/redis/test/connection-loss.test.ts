@@ -6,9 +6,9 @@ import { join } from "node:path";
 import { BackendError, ErrorCode } from "@sayiir/persistence-core";
 import { atTask, eventually, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { Cluster, Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RedisBackend } from "../src/index.js";
-import { adminClient, dropPrefix, type Target } from "./subject.js";
+import { adminClient, dropPrefix, targets as servers, type Target } from "./subject.js";
 
 /*
  * Connection loss on a redis-server of this test's own (killing the shared one would break the
@@ -197,8 +197,8 @@ describe.skipIf(!haveServer)("connection loss (own redis-server)", () => {
 // connection name, so that the other test files running at the same time keep theirs), as a
 // failover or a proxy restart would; the backend reconnects and carries on.
 const targets: Array<[string, Target | null]> = [
-  ["standalone", inject("redis") ? { kind: "standalone", url: inject("redis")!.url } : null],
-  ["cluster", inject("redisCluster") ? { kind: "cluster", nodes: inject("redisCluster")!.nodes } : null],
+  ["standalone", servers.standalone],
+  ["cluster", servers.cluster],
 ];
 
 async function killByName(node: Redis, name: string): Promise<number> {

@@ -1,19 +1,22 @@
 import { runEndToEnd } from "@sayiir/worker";
-import type { Cluster, Redis } from "ioredis";
-import { afterAll, describe, expect, inject, it } from "vitest";
-import { adminClient, subjectFactory, type Target } from "./subject.js";
-
-const standalone = inject("redis");
-const cluster = inject("redisCluster");
+import { describe, expect, it } from "vitest";
+import {
+  cluster,
+  connection,
+  createSubject,
+  targets as servers,
+  standalone,
+  type Target,
+} from "./subject.js";
 
 const targets: Array<{ name: string; target: Target | null }> = [
   {
     name: `redis standalone ${standalone?.version ?? "(no server)"}`,
-    target: standalone ? { kind: "standalone", url: standalone.url } : null,
+    target: servers.standalone,
   },
   {
     name: `redis cluster ${cluster?.version ?? "(no server)"}, ${cluster?.nodes.length ?? 0} masters`,
-    target: cluster ? { kind: "cluster", nodes: cluster.nodes } : null,
+    target: servers.cluster,
   },
 ];
 
@@ -23,17 +26,8 @@ const targets: Array<{ name: string; target: Target | null }> = [
 for (const { name, target } of targets) {
   describe.skipIf(target === null)(name, () => {
     if (target === null) return;
-    let admin: Redis | Cluster | undefined;
-    const getAdmin = () => {
-      admin ??= adminClient(target);
-      return admin;
-    };
-    afterAll(async () => {
-      await admin?.quit();
-    });
-
     it("worker loop end to end: every workflow completes once, the crashed worker's claims are taken over", async () => {
-      const subject = await subjectFactory(target, getAdmin)({});
+      const subject = await createSubject({}, connection(target));
       try {
         const report = await runEndToEnd({ connect: subject.connect, workflows: 30, leaseMs: 400 });
         expect(report.workflows).toBe(30);

@@ -5,8 +5,8 @@ import { atTask, eventually, rejection, text, uid } from "@sayiir/persistence-co
 import { Cluster, Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { RedisBackend } from "../src/index.js";
-import { SCRIPTS } from "../src/scripts.js";
-import { adminClient, connection, dropPrefix, type Target } from "./subject.js";
+import { type FaultHooks, SCRIPTS } from "../src/scripts/index.js";
+import { adminClient, connection, dropPrefix, targets as servers, type Target } from "./subject.js";
 
 /*
  * Lost replies and partial failures of claim calls.
@@ -26,10 +26,10 @@ import { adminClient, connection, dropPrefix, type Target } from "./subject.js";
  * with the body the first time on each connection).
  */
 const markers = (lua: string) => [createHash("sha1").update(lua).digest("hex"), lua];
-const CLAIM_TASK = markers(SCRIPTS.sayiirClaimTask.lua);
-const CLAIM_SHARD = markers(SCRIPTS.sayiirClaimNext.lua);
-const DELETE = markers(SCRIPTS.sayiirDeleteSnapshot.lua);
-const COMPLETE = markers(SCRIPTS.sayiirCompleteTasks.lua);
+const CLAIM_TASK = markers(SCRIPTS.claimTask.lua);
+const CLAIM_SHARD = markers(SCRIPTS.claimNext.lua);
+const DELETE = markers(SCRIPTS.deleteSnapshot.lua);
+const COMPLETE = markers(SCRIPTS.completeTasks.lua);
 
 /** Arming shared by the proxies of one test (one per cluster node): the first to see the marker drops. */
 interface Arming {
@@ -313,22 +313,21 @@ describe.skipIf(standalone === null)("a claim whose reply was lost (standalone, 
 });
 
 const targets: Array<[string, Target | null]> = [
-  ["standalone", standalone ? { kind: "standalone", url: standalone.url } : null],
-  ["cluster", inject("redisCluster") ? { kind: "cluster", nodes: inject("redisCluster")!.nodes } : null],
+  ["standalone", servers.standalone],
+  ["cluster", servers.cluster],
 ];
 
-type ShardClaim = (...args: unknown[]) => Promise<unknown>;
-
-/** Makes the client's claim-next script fail (after it ran) on the calls `failOn` picks. */
-function failShardClaims(backend: RedisBackend, failOn: (call: number) => boolean): void {
-  const client = backend.client as unknown as { sayiirClaimNextBuffer: ShardClaim };
-  const original = client.sayiirClaimNextBuffer.bind(client);
+/** Makes the backend's claim-next script fail (after it ran) on the calls `failOn` picks. */
+function failShardClaims(failOn: (call: number) => boolean): FaultHooks {
   let calls = 0;
-  client.sayiirClaimNextBuffer = async (...args: unknown[]) => {
-    const call = ++calls;
-    const reply = await original(...args);
-    if (failOn(call)) throw new Error("injected: connection lost after the script ran");
-    return reply;
+  return {
+    aroundScript: async (name, _args, run) => {
+      if (name !== "claimNext") return run();
+      const call = ++calls;
+      const reply = await run();
+      if (failOn(call)) throw new Error("injected: connection lost after the script ran");
+      return reply;
+    },
   };
 }
 
@@ -341,7 +340,12 @@ for (const [name, target] of targets) {
       "returns the claims that landed instead of rejecting (they would be orphaned)",
       async () => {
         const keyPrefix = uid("partial");
-        const backend = new RedisBackend({ ...connection(t), keyPrefix, shards: 4 });
+        const backend = new RedisBackend({
+          ...connection(t),
+          keyPrefix,
+          shards: 4,
+          faults: failShardClaims((call) => call === 2),
+        });
         const admin: Redis | Cluster = adminClient(t);
         try {
           const ids = Array.from({ length: 24 }, (_, i) => `${String(i).padStart(2, "0")}-${uid()}`);
@@ -349,7 +353,6 @@ for (const [name, target] of targets) {
             await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1000 + i }));
           const shards = new Set(ids.map((id) => backend.layout.shardOf(id)));
           expect(shards.size).toBeGreaterThan(1);
-          failShardClaims(backend, (call) => call === 2);
           const claimed = await backend.claimAvailableTasks("w", 100, null);
           // Every shard but the failing one answered: those claims come back, in order.
           expect(claimed.length).toBeGreaterThan(0);
@@ -370,11 +373,15 @@ for (const [name, target] of targets) {
 
     it("rejects with BackendError only when nothing was claimed", async () => {
       const keyPrefix = uid("partial-none");
-      const backend = new RedisBackend({ ...connection(t), keyPrefix, shards: 1 });
+      const backend = new RedisBackend({
+        ...connection(t),
+        keyPrefix,
+        shards: 1,
+        faults: failShardClaims(() => true),
+      });
       const admin: Redis | Cluster = adminClient(t);
       try {
         await backend.saveSnapshot(atTask(uid(), "t1"));
-        failShardClaims(backend, () => true);
         const error = await rejection(backend.claimAvailableTasks("w", 10, null));
         expect(error).toBeInstanceOf(BackendError);
         expect(String((error as Error).message)).toContain("injected");

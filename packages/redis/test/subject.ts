@@ -1,20 +1,38 @@
 import { randomUUID } from "node:crypto";
-import type { ConformanceSubject, SubjectOptions } from "@sayiir/persistence-core/conformance";
-import type {} from "@sayiir/test-servers";
+import type {
+  ConformanceOptions,
+  ConformanceSubject,
+  SubjectOptions,
+} from "@sayiir/persistence-core/conformance";
+import { howToGet } from "@sayiir/test-servers";
 import { Cluster, Redis } from "ioredis";
+import { afterAll, inject } from "vitest";
 import { RedisBackend, type RedisBackendOptions } from "../src/index.js";
+import type { FaultHooks, ScriptName } from "../src/scripts/index.js";
+
+/** The servers from the test tooling (null when missing). */
+export const standalone = inject("redis");
+export const cluster = inject("redisCluster");
+
+export const NO_SERVER = `no Redis server: ${howToGet("redis")}`;
 
 /** Where the tests run: a standalone server (url) or a cluster (seed nodes). */
 export type Target =
   | { kind: "standalone"; url: string }
   | { kind: "cluster"; nodes: Array<{ host: string; port: number }> };
 
+/** The targets of this run, by kind (null when its server is missing). */
+export const targets: { standalone: Target | null; cluster: Target | null } = {
+  standalone: standalone ? { kind: "standalone", url: standalone.url } : null,
+  cluster: cluster ? { kind: "cluster", nodes: cluster.nodes } : null,
+};
+
 /** Connection options of a backend that opens its own client on the target. */
 export function connection(target: Target): RedisBackendOptions {
   return target.kind === "standalone" ? { url: target.url } : { cluster: { nodes: target.nodes } };
 }
 
-/** A plain client on the target, for set-up and clean-up outside the backend. */
+/** A plain client on the target, for set-up and clean-up outside the backend (the caller closes it). */
 export function adminClient(target: Target): Redis | Cluster {
   const client = target.kind === "standalone" ? new Redis(target.url) : new Cluster(target.nodes);
   client.on("error", () => {});
@@ -37,27 +55,112 @@ export async function dropPrefix(admin: Redis | Cluster, prefix: string): Promis
   }
 }
 
-/**
- * The conformance subject factory: every call gets its own key prefix on the shared server.
- * `shards` overrides the default count (1 on standalone, 16 on a cluster).
+/*
+ * One admin client per target, shared by the subjects of a test file and closed after it (the
+ * hook is registered on the file that imports this module).
  */
-export function subjectFactory(target: Target, admin: () => Redis | Cluster, shards?: number) {
-  return async ({ maxPayloadBytes }: SubjectOptions): Promise<ConformanceSubject> => {
-    const keyPrefix = `t-${randomUUID()}`;
-    const options: RedisBackendOptions = {
-      ...connection(target),
-      keyPrefix,
-      ...(shards === undefined ? {} : { shards }),
-      ...(maxPayloadBytes === undefined ? {} : { maxPayloadBytes }),
-    };
-    const backend = new RedisBackend(options);
-    return {
-      backend,
-      connect: async () => new RedisBackend(options),
-      corruptSnapshot: async (instanceId) => {
-        await admin().hset(backend.layout.instance(instanceId).meta, "h", "not a snapshot");
+const admins = new Map<string, Redis | Cluster>();
+
+function sharedAdmin(target: Target): Redis | Cluster {
+  const key = JSON.stringify(target);
+  let admin = admins.get(key);
+  if (admin === undefined) {
+    admin = adminClient(target);
+    admins.set(key, admin);
+  }
+  return admin;
+}
+
+afterAll(async () => {
+  const open = [...admins.values()];
+  admins.clear();
+  await Promise.allSettled(open.map((admin) => admin.quit()));
+});
+
+/** The target of a backend's options: its own url or cluster, else the standalone server. */
+function targetOf(options: Partial<RedisBackendOptions>): Target {
+  if (options.url !== undefined) return { kind: "standalone", url: options.url };
+  if (options.cluster !== undefined) {
+    return { kind: "cluster", nodes: options.cluster.nodes as Array<{ host: string; port: number }> };
+  }
+  if (targets.standalone === null) throw new Error(NO_SERVER);
+  return targets.standalone;
+}
+
+export interface RedisSubject extends ConformanceSubject {
+  backend: RedisBackend;
+  keyPrefix: string;
+  /** Drops every key of the subject's prefix (close the backends first). */
+  cleanup: () => Promise<void>;
+}
+
+/**
+ * A fresh subject: a key prefix of its own on the target, a backend over it, and connect() for
+ * another backend (another client) on the same prefix. The target is `extra`'s `url` or
+ * `cluster`, else the standalone server; `extra` adds or overrides backend options (`shards`,
+ * `faults`, ...; a `keyPrefix` of its own is used as given).
+ */
+export async function createSubject(
+  { maxPayloadBytes }: SubjectOptions = {},
+  extra: Partial<RedisBackendOptions> = {},
+): Promise<RedisSubject> {
+  const target = targetOf(extra);
+  const keyPrefix = extra.keyPrefix ?? `t-${randomUUID()}`;
+  const options: RedisBackendOptions = {
+    ...connection(target),
+    ...(maxPayloadBytes === undefined ? {} : { maxPayloadBytes }),
+    ...extra,
+    keyPrefix,
+  };
+  const backend = new RedisBackend(options);
+  return {
+    backend,
+    keyPrefix,
+    connect: async () => new RedisBackend(options),
+    corruptSnapshot: async (instanceId) => {
+      await sharedAdmin(target).hset(backend.layout.instance(instanceId).meta, "h", "not a snapshot");
+    },
+    cleanup: async () => dropPrefix(sharedAdmin(target), keyPrefix),
+  };
+}
+
+/**
+ * Standalone runs twice: with its default of one shard, and with 4 shards, where one script
+ * covers every shard (claim-next and discovery merge them by age inside Lua, completion spans
+ * them). The cluster runs with its default of 16 shards, one script per shard.
+ */
+export function conformanceTargets(): ConformanceOptions[] {
+  const out: ConformanceOptions[] = [];
+  if (standalone) {
+    const url = standalone.url;
+    out.push(
+      { name: `redis standalone ${standalone.version}`, setup: (o) => createSubject(o, { url }) },
+      {
+        name: `redis standalone ${standalone.version}, 4 shards`,
+        setup: (o) => createSubject(o, { url, shards: 4 }),
       },
-      cleanup: async () => dropPrefix(admin(), keyPrefix),
-    };
+    );
+  }
+  if (cluster) {
+    const nodes = cluster.nodes;
+    out.push({
+      name: `redis cluster ${cluster.version}, ${cluster.nodes.length} masters`,
+      setup: (o) => createSubject(o, { cluster: { nodes } }),
+    });
+  }
+  return out;
+}
+
+/** Records the routing key (KEYS[1]) of every call of one script, through the backend's fault hooks. */
+export function scriptCalls(script: ScriptName): { faults: FaultHooks; routed: string[] } {
+  const routed: string[] = [];
+  return {
+    routed,
+    faults: {
+      aroundScript: (name, args, run) => {
+        if (name === script) routed.push(String(args[0]));
+        return run();
+      },
+    },
   };
 }

@@ -1,43 +1,51 @@
 import {
   type AvailableTask,
-  assertClaimHolder,
+  type BackendCapabilities,
   BaseBackend,
   type BaseBackendOptions,
   type ClaimedTask,
   type CompletionOutcome,
-  decodeSnapshotHeader,
+  copyBytes,
   EMPTY_BYTES,
-  encodeSnapshotHeader,
   type Fence,
   failures,
   isClaimLive,
-  isPersistenceError,
+  type PersistenceError,
   type SnapshotPage,
   type TaskClaim,
   type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
-import { MemoryStore, type StoredInstance } from "./store.js";
-
-export interface InMemoryBackendOptions extends BaseBackendOptions {
-  /** Share state with other backends (as several clients of one database would). */
-  store?: MemoryStore;
-  /** Milliseconds clock that judges claim expiry; Date.now by default. */
-  clock?: () => number;
-}
-
-const copy = (bytes: Uint8Array): Uint8Array => new Uint8Array(bytes);
+import {
+  extendRefusal,
+  fromStoredParts,
+  releaseRefusal,
+  resultRefusal,
+  snapshotRefusal,
+  toStoredSnapshot,
+  type WriteView,
+} from "@sayiir/persistence-core/adapter";
+import type { MemoryStore, StoredInstance } from "./layout.js";
+import { type InMemoryBackendOptions, storeOf } from "./options.js";
 
 /**
  * The reference backend: everything in process memory, nothing durable. Each operation runs
- * synchronously between two awaits, which is what makes it atomic in one JavaScript thread.
+ * synchronously between two awaits, which is what makes it atomic in one JavaScript thread. It is
+ * written to read like the contract: every refusal is the adapter kit's, asked in the kit's order.
  */
 export class InMemoryBackend extends BaseBackend {
+  readonly capabilities: BackendCapabilities = {
+    durable: false,
+    clock: "client",
+    clockSkewMs: 0,
+    shards: 1,
+    wakeUps: "poll",
+  };
   readonly store: MemoryStore;
 
   constructor(options: InMemoryBackendOptions = {}) {
     super(options);
-    this.store = options.store ?? new MemoryStore(options.clock);
+    this.store = storeOf(options);
   }
 
   /** Another backend over the same store. */
@@ -54,59 +62,60 @@ export class InMemoryBackend extends BaseBackend {
   }
 
   #liveClaim(instanceId: string, taskId: string): TaskClaim | undefined {
-    const claim = this.store.claims.get(instanceId)?.get(taskId);
+    const claim = this.store.claim(instanceId, taskId);
     return claim !== undefined && isClaimLive(claim, this.#now()) ? claim : undefined;
   }
 
-  #checkFence(instanceId: string, fence: Fence | undefined): void {
-    if (fence === undefined) return;
-    const live = this.#liveClaim(instanceId, fence.taskId);
-    if (live === undefined || live.token !== fence.token) {
-      throw failures.fenceRejected(instanceId, fence);
-    }
+  /** What a write is checked against: the stored snapshot and the claim on the fence's task. */
+  #writeView(instanceId: string, fence: Fence | undefined): WriteView {
+    const stored = this.store.instances.get(instanceId);
+    return {
+      found: stored !== undefined,
+      finished: stored?.finished ?? false,
+      claim: fence === undefined ? undefined : this.store.claim(instanceId, fence.taskId),
+      now: this.#now(),
+    };
   }
 
-  #reindex(instanceId: string, stored: StoredInstance): void {
+  /** The ready task: InProgress at a task that has no result yet (claims aside), else null. */
+  #readyTask(stored: StoredInstance): string | null {
     const taskId = stored.positionTaskId;
-    if (!stored.finished && taskId !== null && !stored.results.has(taskId)) {
-      this.store.ready.set({ instanceId, taskId, updatedAt: stored.updatedAt });
+    return !stored.finished && taskId !== null && !stored.results.has(taskId) ? taskId : null;
+  }
+
+  #reindex(instanceId: string, stored: StoredInstance, readyTaskId = this.#readyTask(stored)): void {
+    if (readyTaskId !== null) {
+      this.store.ready.set({ instanceId, taskId: readyTaskId, updatedAt: stored.updatedAt });
     } else {
       this.store.ready.remove(instanceId);
     }
   }
 
+  /** Input of the ready task: the last completed output, else the initial input, else empty bytes. */
   #input(stored: StoredInstance): Uint8Array {
     const last =
       stored.lastCompletedTaskId === null ? undefined : stored.results.get(stored.lastCompletedTaskId);
-    return copy(last ?? stored.initialInput ?? EMPTY_BYTES);
+    return copyBytes(last ?? stored.initialInput ?? EMPTY_BYTES);
   }
 
   protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
     const id = snapshot.instanceId;
-    this.#checkFence(id, fence);
-    const existing = this.store.instances.get(id);
-    if (existing?.finished && snapshot.state.kind === "InProgress") {
-      throw failures.cannotReopen(id);
-    }
-    const state = snapshot.state;
+    const parts = toStoredSnapshot(snapshot);
+    const refusal = snapshotRefusal(id, fence, this.#writeView(id, fence), parts.finished);
+    if (refusal !== null) throw refusal;
     const stored: StoredInstance = {
-      header: encodeSnapshotHeader(snapshot),
-      finished: state.kind !== "InProgress",
-      definitionHash: snapshot.definitionHash,
-      initialInput: snapshot.initialInput === undefined ? undefined : copy(snapshot.initialInput),
-      positionTaskId:
-        state.kind === "InProgress" && state.position.kind === "AtTask" ? state.position.taskId : null,
-      results: new Map(
-        state.kind === "InProgress"
-          ? Object.values(state.completedTasks).map((r) => [r.taskId, copy(r.output)])
-          : [],
-      ),
-      lastCompletedTaskId: state.kind === "InProgress" ? state.lastCompletedTaskId : null,
-      updatedAt: snapshot.updatedAt,
+      header: parts.header,
+      finished: parts.finished,
+      definitionHash: parts.definitionHash,
+      initialInput: parts.initialInput === null ? undefined : copyBytes(parts.initialInput),
+      positionTaskId: parts.positionTaskId,
+      results: new Map(parts.results.map((r) => [r.taskId, copyBytes(r.output)])),
+      lastCompletedTaskId: parts.lastCompletedTaskId,
+      updatedAt: parts.updatedAt,
     };
-    if (existing === undefined) this.store.idsChanged();
+    if (!this.store.instances.has(id)) this.store.idsChanged();
     this.store.instances.set(id, stored);
-    this.#reindex(id, stored);
+    this.#reindex(id, stored, parts.readyTaskId);
   }
 
   protected async doSaveTaskResult(
@@ -115,7 +124,25 @@ export class InMemoryBackend extends BaseBackend {
     output: Uint8Array,
     fence: Fence | undefined,
   ): Promise<void> {
-    this.#saveTaskResult(instanceId, taskId, output, fence);
+    const refusal = this.#saveTaskResult(instanceId, taskId, output, fence);
+    if (refusal !== null) throw refusal;
+  }
+
+  /** The fenced write of one task result; the refusal, or null once it is written. */
+  #saveTaskResult(
+    instanceId: string,
+    taskId: string,
+    output: Uint8Array,
+    fence: Fence | undefined,
+  ): PersistenceError | null {
+    const refusal = resultRefusal(instanceId, fence, this.#writeView(instanceId, fence));
+    if (refusal !== null) return refusal;
+    const stored = this.store.instances.get(instanceId) as StoredInstance;
+    stored.results.set(taskId, copyBytes(output));
+    stored.lastCompletedTaskId = taskId;
+    stored.updatedAt = Math.max(stored.updatedAt, this.#now());
+    this.#reindex(instanceId, stored);
+    return null;
   }
 
   // Each completion runs without an await in between, so its write and its release are one step.
@@ -123,38 +150,23 @@ export class InMemoryBackend extends BaseBackend {
     completions: readonly ValidCompletion[],
   ): Promise<CompletionOutcome[]> {
     return completions.map((c) => {
-      try {
-        this.#saveTaskResult(c.instanceId, c.taskId, c.output, c);
-      } catch (error) {
-        if (isPersistenceError(error)) return error;
-        throw error;
-      }
-      const tasks = this.store.claims.get(c.instanceId);
-      tasks?.delete(c.taskId);
-      if (tasks?.size === 0) this.store.claims.delete(c.instanceId);
+      const refusal = this.#saveTaskResult(c.instanceId, c.taskId, c.output, c);
+      if (refusal !== null) return refusal;
+      this.store.deleteClaim(c.instanceId, c.taskId);
       return null;
     });
-  }
-
-  #saveTaskResult(instanceId: string, taskId: string, output: Uint8Array, fence: Fence | undefined): void {
-    const stored = this.store.instances.get(instanceId);
-    if (stored === undefined) throw failures.snapshotNotFound(instanceId);
-    this.#checkFence(instanceId, fence);
-    if (stored.finished) {
-      throw failures.resultsFinal(instanceId);
-    }
-    stored.results.set(taskId, copy(output));
-    stored.lastCompletedTaskId = taskId;
-    stored.updatedAt = Math.max(stored.updatedAt, this.#now());
-    this.#reindex(instanceId, stored);
   }
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
     const stored = this.store.instances.get(instanceId);
     if (stored === undefined) throw failures.snapshotNotFound(instanceId);
-    // The header is copied so that the caller mutating the loaded bytes can't reach the store.
-    return decodeSnapshotHeader(copy(stored.header), instanceId, {
-      results: [...stored.results].map(([taskId, output]) => ({ taskId, output: copy(output) })),
+    // Copies, so that the caller mutating the loaded bytes can't reach the store (the decoded
+    // snapshot's byte values are views into the header).
+    return fromStoredParts({
+      instanceId,
+      header: copyBytes(stored.header),
+      initialInput: stored.initialInput === undefined ? null : copyBytes(stored.initialInput),
+      results: [...stored.results].map(([taskId, output]) => ({ taskId, output: copyBytes(output) })),
       lastCompletedTaskId: stored.lastCompletedTaskId,
       updatedAt: stored.updatedAt,
     });
@@ -196,12 +208,7 @@ export class InMemoryBackend extends BaseBackend {
       expiresAt: ttlMs === null ? null : now + ttlMs,
       token: ++this.store.lastToken,
     };
-    let tasks = this.store.claims.get(instanceId);
-    if (tasks === undefined) {
-      tasks = new Map();
-      this.store.claims.set(instanceId, tasks);
-    }
-    tasks.set(taskId, claim);
+    this.store.setClaim(claim);
     return { ...claim };
   }
 
@@ -214,17 +221,10 @@ export class InMemoryBackend extends BaseBackend {
     return this.#claim(instanceId, taskId, workerId, ttlMs);
   }
 
-  #ownedClaim(instanceId: string, taskId: string, workerId: string): TaskClaim {
-    const claim = this.store.claims.get(instanceId)?.get(taskId);
-    assertClaimHolder(instanceId, taskId, claim?.workerId, workerId);
-    return claim as TaskClaim;
-  }
-
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
-    this.#ownedClaim(instanceId, taskId, workerId);
-    const tasks = this.store.claims.get(instanceId);
-    tasks?.delete(taskId);
-    if (tasks?.size === 0) this.store.claims.delete(instanceId);
+    const refusal = releaseRefusal(instanceId, taskId, this.store.claim(instanceId, taskId), workerId);
+    if (refusal !== null) throw refusal;
+    this.store.deleteClaim(instanceId, taskId);
   }
 
   protected async doExtendTaskClaim(
@@ -233,15 +233,16 @@ export class InMemoryBackend extends BaseBackend {
     workerId: string,
     durationMs: number,
   ): Promise<TaskClaim> {
-    const claim = this.#ownedClaim(instanceId, taskId, workerId);
+    const claim = this.store.claim(instanceId, taskId);
     const now = this.#now();
-    if (!isClaimLive(claim, now)) {
-      throw failures.claimExpired(instanceId, taskId);
-    }
-    if (claim.expiresAt !== null) claim.expiresAt = now + durationMs;
-    return { ...claim };
+    const refusal = extendRefusal(instanceId, taskId, claim, workerId, now);
+    if (refusal !== null) throw refusal;
+    const held = claim as TaskClaim;
+    if (held.expiresAt !== null) held.expiresAt = now + durationMs;
+    return { ...held };
   }
 
+  /** Up to `limit` ready tasks nobody holds a live claim on, oldest first. */
   #ready(limit: number): Array<{ instanceId: string; taskId: string; stored: StoredInstance }> {
     const found = [];
     for (const entry of this.store.ready) {

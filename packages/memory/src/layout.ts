@@ -1,0 +1,77 @@
+import type { TaskClaim } from "@sayiir/persistence-core";
+import { ReadyIndex } from "./ready-index.js";
+
+/*
+ * What the memory backend keeps, the in-memory counterpart of a database's tables:
+ *
+ *   instances   instance id -> StoredInstance: the stored form of its snapshot (toStoredSnapshot)
+ *   claims      instance id -> task id -> TaskClaim (nested maps: no pair of ids shares a key)
+ *   ready       the ready index: one entry per instance that has a ready task, by (updatedAt, id)
+ *   lastToken   the fencing-token counter of the whole store
+ *
+ * Every byte value is a private copy, so a caller changing its bytes after a save, or the bytes it
+ * loaded, cannot reach the store.
+ */
+
+/** What the memory backend keeps of one workflow instance (the fields of toStoredSnapshot). */
+export interface StoredInstance {
+  /** toStoredSnapshot's header: everything but the task results and the initial input. */
+  header: Uint8Array;
+  /** Completed or Failed. */
+  finished: boolean;
+  definitionHash: string;
+  /** The initial input, stored once, beside the header; undefined when the snapshot has none. */
+  initialInput: Uint8Array | undefined;
+  /** The task of an AtTask position, else null. */
+  positionTaskId: string | null;
+  /** Task id -> output. */
+  results: Map<string, Uint8Array>;
+  lastCompletedTaskId: string | null;
+  updatedAt: number;
+}
+
+/**
+ * The shared state behind one or more InMemoryBackend instances. Two backends over one store
+ * behave like two clients of one database, which is how the conformance kit tests concurrency.
+ */
+export class MemoryStore {
+  readonly instances = new Map<string, StoredInstance>();
+  /** Claims by instance, then task: nested maps so no pair of ids can ever share a key. */
+  readonly claims = new Map<string, Map<string, TaskClaim>>();
+  readonly ready = new ReadyIndex();
+  /** One counter for the whole store: tokens never repeat, even across deleted instances. */
+  lastToken = 0;
+  #sortedIds: string[] | null = null;
+
+  constructor(readonly clock: () => number = Date.now) {}
+
+  idsChanged(): void {
+    this.#sortedIds = null;
+  }
+
+  /** Instance ids in code-unit order, sorted lazily once per change. */
+  sortedIds(): string[] {
+    this.#sortedIds ??= [...this.instances.keys()].sort();
+    return this.#sortedIds;
+  }
+
+  /** The stored claim on one task (live or not), or undefined. */
+  claim(instanceId: string, taskId: string): TaskClaim | undefined {
+    return this.claims.get(instanceId)?.get(taskId);
+  }
+
+  setClaim(claim: TaskClaim): void {
+    let tasks = this.claims.get(claim.instanceId);
+    if (tasks === undefined) {
+      tasks = new Map();
+      this.claims.set(claim.instanceId, tasks);
+    }
+    tasks.set(claim.taskId, claim);
+  }
+
+  deleteClaim(instanceId: string, taskId: string): void {
+    const tasks = this.claims.get(instanceId);
+    tasks?.delete(taskId);
+    if (tasks?.size === 0) this.claims.delete(instanceId);
+  }
+}

@@ -1,0 +1,68 @@
+import { BackendError, type CompletionOutcome, type ValidCompletion } from "@sayiir/persistence-core";
+import type { ShardContext } from "./context.js";
+import { groupByShard, requestId, str, toArg } from "./replies.js";
+import { refusal } from "./scripts/index.js";
+
+/*
+ * completeTasks: one script per call on a standalone server; on a cluster one script per shard
+ * the batch touches, sent together. Each completion is one atomic step inside its script.
+ */
+
+interface Item {
+  c: ValidCompletion;
+  /** Its place in the call's outcomes. */
+  index: number;
+  shard: number;
+}
+
+export async function completeTasks(
+  ctx: ShardContext,
+  completions: readonly ValidCompletion[],
+): Promise<CompletionOutcome[]> {
+  const items = completions.map((c, index) => ({ c, index, shard: ctx.layout.shardOf(c.instanceId) }));
+  const outcomes: CompletionOutcome[] = new Array(completions.length).fill(null);
+  if (ctx.oneScript) {
+    await completeGroup(ctx, items, outcomes);
+    return outcomes;
+  }
+  const groups = [...groupByShard(items).values()];
+  const settled = await Promise.allSettled(groups.map((group) => completeGroup(ctx, group, outcomes)));
+  // Every script has answered (or failed) before the call does: nothing is still in flight
+  // when a caller hears of a failure.
+  for (const outcome of settled) if (outcome.status === "rejected") throw outcome.reason;
+  return outcomes;
+}
+
+/** One completion script over `group`; each item's refusal (or null) goes to its place in `outcomes`. */
+async function completeGroup(
+  ctx: ShardContext,
+  group: readonly Item[],
+  outcomes: CompletionOutcome[],
+): Promise<void> {
+  const first = group[0] as Item;
+  // The small fields travel as one JSON argument (each argument costs the driver and the
+  // server), the outputs as bytes.
+  const fields: string[] = [];
+  const outputs: Buffer[] = [];
+  for (const { c, shard } of group) {
+    fields.push(String(shard), c.instanceId, c.taskId, String(c.token));
+    outputs.push(toArg(c.output) as Buffer);
+  }
+  const reply = str(
+    (await ctx.call("completeTasks", "completeTasks", [
+      ctx.layout.ready(first.shard),
+      ctx.layout.tagStart(),
+      requestId(),
+      JSON.stringify(fields),
+      ...outputs,
+    ])) as string,
+  );
+  if (reply.length !== group.length) {
+    throw new BackendError(`completeTasks: the script answered ${reply.length} statuses for ${group.length}`);
+  }
+  for (const [i, { c, index }] of group.entries()) {
+    const outcome = refusal(reply.charCodeAt(i) - 48, { instanceId: c.instanceId, fence: c });
+    if (outcome instanceof BackendError) throw outcome;
+    outcomes[index] = outcome;
+  }
+}

@@ -1,0 +1,129 @@
+import { L } from "../layout.js";
+import { PRELUDE, WALK } from "./lua.js";
+
+/** claimAvailableTasks: the oldest unclaimed ready tasks of some shards, claimed in one step. */
+export const CLAIM_NEXT = `--[[ claimNext (claimAvailableTasks)
+  KEYS[1] the request record "{P:K}:q:<request id>", K = the first shard walked
+  ARGV[1] "{P:"   ARGV[2] limit   ARGV[3] worker id   ARGV[4] ttl ms ('' = never expires)
+  ARGV[5] request id (hex, one per call)   ARGV[6] request record ttl (ms)
+  ARGV[7..] the shards to walk
+  Claims the oldest unclaimed ready tasks of those shards in one step: pops them from the ready
+  sets (ZPOPMIN takes exactly the picks of each shard, the first entries of its ready set) and
+  puts them in the lease sets. Per task 3 commands on the instance hash: its fields read, the
+  task's claim (and output, and the input when it is an output) read, the claim written.
+  Returns {json, input, input, ...}: json = a flat array of strings, 7 per task (id, taskId,
+  score, definitionHash, token, claimedAt, expiresAt), oldest first, then the inputs in the same
+  order as bulk strings (bytes). Idempotent per request id: what a run claimed is recorded in the
+  request record (shard, id, taskId joined by NUL, which ids cannot hold; it expires), and a
+  second run of the same request returns those claims (the ones still live and its own) instead
+  of claiming more.
+]]
+${PRELUDE}${WALK}
+local now_ms, now_us = clock()
+local pre, limit, worker, ttl, req = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local shards = shard_list(7)
+local meta_out, inputs = {}, {}
+local nm = 0
+local function emit(id, task, score, def, input, tok, at, exp)
+  meta_out[nm + 1] = id; meta_out[nm + 2] = task; meta_out[nm + 3] = score; meta_out[nm + 4] = def or ''
+  meta_out[nm + 5] = tok; meta_out[nm + 6] = at; meta_out[nm + 7] = exp
+  nm = nm + 7
+  inputs[#inputs + 1] = input
+end
+local function reply()
+  if nm == 0 then return { '[]' } end
+  local out = { cjson.encode(meta_out) }
+  for i = 1, #inputs do out[i + 1] = inputs[i] end
+  return out
+end
+-- A second run of this request: the claims its first run made (those still live) again.
+if req ~= '' then
+  local done = call('GET', KEYS[1])
+  if done then
+    local parts = split_nul(done)
+    for i = 1, #parts - 2, 3 do
+      local id, task = parts[i + 1], parts[i + 2]
+      local key = pre .. parts[i] .. ${L.tagEnd} .. ${L.instance} .. id
+      local c = parse_claim(call('HGET', key, ${L.claim} .. task))
+      if own_retry(c, req, worker, now_ms) then
+        local input, def = task_input(key)
+        emit(id, task, call('HGET', key, ${L.updatedAt}) or '0', def, input, c.token, c.at, c.exp)
+      end
+    end
+    return reply()
+  end
+end
+-- Every claim of this call has the same claimedAt and expiresAt, and, unless a task's own
+-- history says otherwise, the same token (server time in microseconds): computed once.
+local at_s, exp = fmt(now_ms), ''
+if ttl ~= '' then exp = fmt(now_ms + tonumber(ttl)) end
+local lease_score = exp == '' and '+inf' or exp
+local tail = '|' .. at_s .. '|' .. exp .. '|' .. req .. '|' .. worker
+local now_tok = fmt(now_us)
+local record, floors, leases, claimed = {}, {}, {}, 0
+for round = 1, 8 do
+  if claimed >= limit then break end
+  local want = limit - claimed
+  -- Up to \`want\` of the oldest entries of the shards' ready sets, popped from them.
+  local picks = {}
+  if #shards == 1 then
+    local s = shards[1]
+    local base = pre .. s .. ${L.tagEnd}
+    if round == 1 then expire_leases(base .. ${L.ready}, base .. ${L.leased}, base, now_ms) end
+    local page = call('ZPOPMIN', base .. ${L.ready}, want)
+    for i = 1, #page, 2 do picks[#picks + 1] = { s = s, id = page[i], score = page[i + 1] } end
+  else
+    picks = oldest(pre, shards, want, now_ms)
+    local counts = {}
+    for _, p in ipairs(picks) do counts[p.s] = (counts[p.s] or 0) + 1 end
+    for s, n in pairs(counts) do call('ZPOPMIN', pre .. s .. ${L.tagEnd} .. ${L.ready}, n) end
+  end
+  if #picks == 0 then break end
+  -- Each pick is claimed if its task is ready and unclaimed, else put where it belongs.
+  for _, p in ipairs(picks) do
+    local id = p.id
+    local key = pre .. p.s .. ${L.tagEnd} .. ${L.instance} .. id
+    local m = call('HMGET', key, ${L.finished}, ${L.positionTaskId}, ${L.lastCompletedTaskId}, ${L.initialInput}, ${L.definitionHash})
+    local task = m[2]
+    -- The task's claim, the input when it is an output, and the task's own output (there is
+    -- none while the index is in step: the check keeps a stray entry from being claimed).
+    local v = task and call('HMGET', key, ${L.claim} .. task, ${L.result} .. (m[3] or ''), ${L.result} .. task)
+    local raw = v and v[1]
+    if m[1] == '0' and task and not v[3] and not is_live(parse_claim(raw), now_ms) then
+      local floor = floors[p.s]
+      if floor == nil then
+        floor = floor_of(pre .. p.s .. ${L.tagEnd} .. ${L.floor})
+        floors[p.s] = floor
+      end
+      -- token = max(last token of this (instance, task) + 1, shard floor + 1, now in microseconds)
+      local tok_s = now_tok
+      local tok = last_token(raw) + 1
+      if floor + 1 > tok then tok = floor + 1 end
+      if tok > now_us then tok_s = fmt(tok) end
+      call('HSET', key, ${L.claim} .. task, tok_s .. tail)
+      local input = m[3] and v[2]
+      if not input then input = m[4] or '' end
+      emit(id, task, p.score, m[5], input, tok_s, at_s, exp)
+      local lease = leases[p.s]
+      if lease == nil then
+        lease = {}
+        leases[p.s] = lease
+      end
+      lease[#lease + 1] = lease_score
+      lease[#lease + 1] = id
+      record[#record + 1] = p.s; record[#record + 1] = id; record[#record + 1] = task
+      claimed = claimed + 1
+    else
+      -- Out of step with the index (only if keys were changed behind the scripts' back): it was
+      -- popped; put it where it belongs (never back in the ready set: it was refused as not ready).
+      local base = pre .. p.s .. ${L.tagEnd}
+      reindex(base .. ${L.ready}, base .. ${L.leased}, key, id, now_ms)
+    end
+  end
+end
+for s, lease in pairs(leases) do call_chunked('ZADD', pre .. s .. ${L.tagEnd} .. ${L.leased}, lease) end
+if req ~= '' and #record > 0 then
+  call('SET', KEYS[1], table.concat(record, NUL), 'PX', ARGV[6])
+end
+return reply()
+`;

@@ -1,0 +1,70 @@
+import { L } from "../layout.js";
+import { PRELUDE } from "./lua.js";
+
+/** completeTasks: per completion, the fenced result write and the release of its claim. */
+export const COMPLETE_TASKS = `--[[ completeTasks
+  KEYS[1] the ready set of the shard of the first completion (routing only)
+  ARGV[1] "{P:"   ARGV[2] request id (hex, one per call)
+  ARGV[3] a JSON array of strings, 4 per completion (shard, instance id, taskId, token)
+  ARGV[4..] the outputs, in the same order (bytes)
+  Per completion, in order, the fenced saveTaskResult (result, lastCompletedTaskId, updatedAt =
+  max(old, now), index) and the release of that claim: it becomes a tombstone
+  "token|request id". A refused completion writes nothing. Per completion 2 commands on the
+  instance hash (one read, one write); per shard 2 (its finished tasks leave both index sets at
+  once). Repeat-safe per request id: run a second time (its first reply lost, the command sent
+  again), a completion whose claim is gone but whose tombstone is this call's own answers OK
+  again, not FENCE_REJECTED.
+  Returns one digit per completion: OK, SNAPSHOT_NOT_FOUND, FENCE_REJECTED (unless the live
+  claim on the task carries that token) or RESULTS_FINAL, checked in that order.
+]]
+${PRELUDE}
+local pre, req = ARGV[1], ARGV[2]
+local items = cjson.decode(ARGV[3])
+local now_ms = clock()
+local out, gone = {}, {}
+for k = 1, #items / 4 do
+  local j = 4 * k - 3
+  local s, id, task, tok = items[j], items[j + 1], items[j + 2], items[j + 3]
+  local key = pre .. s .. ${L.tagEnd} .. ${L.instance} .. id
+  local cfield = ${L.claim} .. task
+  local m = call('HMGET', key, ${L.finished}, ${L.updatedAt}, ${L.positionTaskId}, cfield)
+  local code = OK
+  if not m[1] then
+    code = SNAPSHOT_NOT_FOUND
+  else
+    local raw = m[4]
+    local ctok, cexp
+    if raw then ctok, cexp = string.match(raw, '^(%d+)|%d+|(%d*)|') end
+    local tomb = tok .. '|' .. req
+    if ctok ~= tok or (cexp ~= '' and tonumber(cexp) <= now_ms) then
+      -- Not the live claim, unless its tombstone is this very call's (a second run): OK again.
+      if raw ~= tomb or req == '' then code = FENCE_REJECTED end
+    elseif m[1] == '1' then
+      code = RESULTS_FINAL
+    else
+      local u = tonumber(m[2])
+      if now_ms > u then u = now_ms end
+      call('HSET', key, ${L.result} .. task, ARGV[3 + k], ${L.lastCompletedTaskId}, task, ${L.updatedAt}, fmt(u), cfield, tomb)
+      if m[3] == task then
+        -- Its position task has a result now: the instance is in neither index set.
+        local ids = gone[s]
+        if ids == nil then
+          ids = {}
+          gone[s] = ids
+        end
+        ids[#ids + 1] = id
+      else
+        local base = pre .. s .. ${L.tagEnd}
+        reindex(base .. ${L.ready}, base .. ${L.leased}, key, id, now_ms)
+      end
+    end
+  end
+  out[k] = code
+end
+for s, ids in pairs(gone) do
+  local base = pre .. s .. ${L.tagEnd}
+  call_chunked('ZREM', base .. ${L.leased}, ids)
+  call_chunked('ZREM', base .. ${L.ready}, ids)
+end
+return table.concat(out)
+`;

@@ -1,0 +1,24 @@
+import { L } from "../layout.js";
+import { PRELUDE } from "./lua.js";
+
+/** extendTaskClaim: the holder's live claim expires at now + duration. */
+export const EXTEND_CLAIM = `--[[ extendTaskClaim
+  KEYS[1] the instance hash   KEYS[2] the shard's ready set   KEYS[3] its lease set
+  ARGV[1] task id   ARGV[2] worker id   ARGV[3] duration ms   ARGV[4] instance id
+  A claim without ttl stays without ttl; an expired claim is never revived.
+  Returns {OK, token, claimedAt, expiresAt}, or {CLAIM_NOT_FOUND}, {CLAIMED_BY_OTHER} or
+  {CLAIM_EXPIRED}.
+]]
+${PRELUDE}
+local now_ms = clock()
+local c = parse_claim(call('HGET', KEYS[1], ${L.claim} .. ARGV[1]))
+if not c then return { CLAIM_NOT_FOUND } end
+if c.worker ~= ARGV[2] then return { CLAIMED_BY_OTHER } end
+if not is_live(c, now_ms) then return { CLAIM_EXPIRED } end
+if c.exp ~= '' then
+  c.exp = fmt(now_ms + tonumber(ARGV[3]))
+  call('HSET', KEYS[1], ${L.claim} .. ARGV[1], format_claim(c))
+  reindex(KEYS[2], KEYS[3], KEYS[1], ARGV[4], now_ms)
+end
+return { OK, c.token, c.at, c.exp }
+`;
