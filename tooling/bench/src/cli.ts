@@ -6,13 +6,14 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, freemem, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Availability, type BackendName, resolveBackends } from "./backends.ts";
+import { type BackendName, SERVER_KINDS } from "@sayiir/backends";
 import { type DiscoveryResult, runDiscovery } from "./discovery.ts";
 import { type BenchOptions, parseOptions, USAGE } from "./options.ts";
 import { PEER_BACKEND, type PeerName } from "./peers.ts";
 import { type BenchReport, evaluateTargets, printReport, renderSvg } from "./report.ts";
 import { type ServerKindUsed, type Servers, startServers } from "./servers.ts";
 import { runSnapshots } from "./snapshots.ts";
+import { type Availability, type BackendTarget, resolveBackends } from "./targets.ts";
 import { runPeer, runThroughput } from "./throughput.ts";
 import { errorMessage } from "./util.ts";
 
@@ -65,32 +66,40 @@ function loadAverage(): number[] {
 function serverKinds(o: BenchOptions): ServerKindUsed[] {
   const kinds = new Set<ServerKindUsed>();
   for (const b of o.backends) {
-    if (b === "redis" || b === "postgres" || b === "mongodb" || b === "dynamodb") kinds.add(b);
+    const kind = SERVER_KINDS[b];
+    if (kind !== null) kinds.add(kind);
   }
   if (o.scenarios.includes("peers")) for (const p of o.peers) kinds.add(PEER_BACKEND[p]);
   return [...kinds];
 }
 
-const STAND_INS: ReadonlySet<BackendName> = new Set(["mongodb", "dynamodb"]);
+/** Backends on a Java stand-in server (mongo-java-server, DynamoDB Local): smaller sizes. */
+const STAND_INS: ReadonlySet<BackendName> = new Set(["mongo", "dynamodb"]);
 
-async function main(): Promise<number> {
-  let o: BenchOptions;
-  try {
-    o = parseOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`${errorMessage(error)}\n\n${USAGE}\n`);
-    return 2;
-  }
-  if (o.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  const started = new Date();
-  const t0 = performance.now();
-  log(
-    `${o.quick ? "quick run" : "full run"}: backends ${o.backends.join(",")}; peers ${o.peers.join(",") || "none"}`,
-  );
-  const servers: Servers = await startServers(serverKinds(o));
+/** Runs a scenario on one backend, logs its time; a failure is recorded (an extra row's is not fatal). */
+type Guard = <T>(
+  scenario: string,
+  backend: string,
+  fn: () => Promise<T>,
+  fatal?: boolean,
+) => Promise<T | undefined>;
+
+function guardOf(report: BenchReport): Guard {
+  return async (scenario, backend, fn, fatal = true) => {
+    const s0 = performance.now();
+    try {
+      const value = await fn();
+      log(`${scenario} ${backend}: done in ${((performance.now() - s0) / 1000).toFixed(1)} s`);
+      return value;
+    } catch (error) {
+      log(`${scenario} ${backend}: FAILED: ${errorMessage(error)}`);
+      report.errors.push({ scenario, backend, message: errorMessage(error), fatal });
+      return undefined;
+    }
+  };
+}
+
+function newReport(o: BenchOptions, started: Date, servers: Servers): BenchReport {
   const report: BenchReport = {
     version: 1,
     startedAt: started.toISOString(),
@@ -119,134 +128,115 @@ async function main(): Promise<number> {
   for (const [kind, reason] of Object.entries(servers.unavailable)) {
     log(`${kind}: no server: ${reason}`);
   }
+  return report;
+}
 
-  try {
-    const targets = await resolveBackends(o.backends, servers);
-    const available = [...targets.entries()].flatMap(([name, a]: [BackendName, Availability]) => {
-      if (a.ok) {
+/** The requested backends that can run (the others are recorded as skipped, with the reason). */
+async function availableTargets(
+  o: BenchOptions,
+  servers: Servers,
+  report: BenchReport,
+): Promise<BackendTarget[]> {
+  const targets = await resolveBackends(o.backends, servers);
+  return [...targets.entries()].flatMap(([name, a]: [BackendName, Availability]) => {
+    if (a.ok) {
+      // Server backends are listed under their server kind already.
+      if (SERVER_KINDS[name] === null) {
         report.servers[name] ??= { server: a.target.server, version: "", source: "in-process" };
-        return [a.target];
       }
-      report.skipped[name] = a.reason;
-      log(`SKIP ${name}: ${a.reason}`);
-      return [];
-    });
-
-    // A broken extra row (an option variant or a bench experiment) is reported, not fatal.
-    const guard = async <T>(
-      scenario: string,
-      backend: string,
-      fn: () => Promise<T>,
-      fatal = true,
-    ): Promise<T | undefined> => {
-      const s0 = performance.now();
-      try {
-        const value = await fn();
-        log(`${scenario} ${backend}: done in ${((performance.now() - s0) / 1000).toFixed(1)} s`);
-        return value;
-      } catch (error) {
-        log(`${scenario} ${backend}: FAILED: ${errorMessage(error)}`);
-        report.errors.push({ scenario, backend, message: errorMessage(error), fatal });
-        return undefined;
-      }
-    };
-
-    for (const target of available) {
-      const standIn = STAND_INS.has(target.name);
-      if (o.scenarios.includes("throughput")) {
-        const tasks = standIn ? Math.min(o.tasks, o.tasksStandIn) : o.tasks;
-        for (const t of [target, ...(target.variants ?? [])]) {
-          const r = await guard(
-            "throughput",
-            t.label,
-            () =>
-              runThroughput(t, {
-                tasks,
-                workers: o.workers,
-                processes: o.processes,
-                batch: o.batch,
-                timeoutMs: o.durationS * 1000,
-                preloadConcurrency: o.preloadConcurrency,
-              }),
-            t === target,
-          );
-          if (r) {
-            r.extra = t !== target;
-            if (tasks < o.tasks)
-              r.note = `${tasks} tasks instead of ${o.tasks} on ${t.server} (a Java stand-in)`;
-            report.throughput.push(r);
-            log(
-              `  ${r.backend}: ${r.tasksPerSecond} tasks/s (${r.tasks} tasks in ${r.ms} ms, ${r.processes} processes)` +
-                `${r.exactlyOnce ? ", exactly once: ok" : `, EXACTLY-ONCE FAILED: ${r.problems.join("; ")}`}`,
-            );
-          }
-        }
-      }
+      return [a.target];
     }
+    report.skipped[name] = a.reason;
+    log(`SKIP ${name}: ${a.reason}`);
+    return [];
+  });
+}
 
-    if (o.scenarios.includes("peers")) {
-      for (const peer of o.peers as PeerName[]) {
-        const info = PEER_BACKEND[peer] === "redis" ? servers.redis : servers.postgres;
-        if (!info) {
-          report.skipped[peer] = `no ${PEER_BACKEND[peer]} server`;
-          log(`SKIP ${peer}: no ${PEER_BACKEND[peer]} server`);
-          continue;
-        }
-        const r = await guard("peers", peer, () =>
-          runPeer(peer, info, {
-            tasks: o.tasks,
-            workers: o.workers,
-            processes: o.processes,
-            batch: o.batch,
-            timeoutMs: o.durationS * 1000,
-            preloadConcurrency: o.preloadConcurrency,
-          }),
-        );
-        if (r) {
-          report.peers.push(r);
-          log(`  ${peer}: ${r.jobsPerSecond} jobs/s (${r.jobs} jobs in ${r.ms} ms)`);
-        }
-      }
-    }
-
-    for (const target of available) {
-      const standIn = STAND_INS.has(target.name);
-      if (o.scenarios.includes("discovery")) {
-        const sizes =
-          target.name === "dynamodb" ? o.storeSizesDynamo : standIn ? o.storeSizesStandIn : o.storeSizes;
-        const r: DiscoveryResult | undefined = await guard("discovery", target.name, () =>
-          runDiscovery(
-            target,
-            { sizes, ready: o.ready, samples: o.samples, preloadConcurrency: o.preloadConcurrency },
-            log,
-          ),
-        );
-        if (r) {
-          if (standIn && sizes.at(-1)! < o.storeSizes.at(-1)!) {
-            r.note = `${target.server}: ${sizes.at(-1)!.toLocaleString("en-US")} instead of ${o.storeSizes.at(-1)!.toLocaleString("en-US")} (a Java stand-in: loading through the adapter runs at ${r.points.at(-1)?.load.perSecond ?? "?"} snapshots/s here)`;
-          }
-          report.discovery.push(r);
-        }
-      }
-      if (o.scenarios.includes("snapshots")) {
-        const samples = o.samples;
-        const r = await guard("snapshots", target.name, () =>
-          runSnapshots(target, [
-            { bytes: 1024, samples },
-            { bytes: 64 * 1024, samples },
-            { bytes: 1024 * 1024, samples: Math.max(5, Math.floor(samples / 4)) },
-          ]),
-        );
-        if (r) report.snapshots.push(r);
-      }
-    }
-  } finally {
-    await servers.stop();
+/** Scenario 1 on one backend and its variants (extra rows). */
+async function throughputOf(o: BenchOptions, target: BackendTarget, report: BenchReport, guard: Guard) {
+  const tasks = STAND_INS.has(target.name) ? Math.min(o.tasks, o.tasksStandIn) : o.tasks;
+  for (const t of [target, ...(target.variants ?? [])]) {
+    const run = () =>
+      runThroughput(t, {
+        tasks,
+        workers: o.workers,
+        processes: o.processes,
+        batch: o.batch,
+        timeoutMs: o.durationS * 1000,
+        preloadConcurrency: o.preloadConcurrency,
+      });
+    const r = await guard("throughput", t.label, run, t === target);
+    if (!r) continue;
+    r.extra = t !== target;
+    if (tasks < o.tasks) r.note = `${tasks} tasks instead of ${o.tasks} on ${t.server} (a Java stand-in)`;
+    report.throughput.push(r);
+    log(
+      `  ${r.backend}: ${r.tasksPerSecond} tasks/s (${r.tasks} tasks in ${r.ms} ms, ${r.processes} processes)` +
+        `${r.exactlyOnce ? ", exactly once: ok" : `, EXACTLY-ONCE FAILED: ${r.problems.join("; ")}`}`,
+    );
   }
+}
 
-  report.targets = evaluateTargets(report);
-  report.finishedAt = new Date().toISOString();
-  report.durationS = Math.round((performance.now() - t0) / 100) / 10;
+/** Scenario 2: the peers on the same servers. */
+async function peersOf(o: BenchOptions, servers: Servers, report: BenchReport, guard: Guard) {
+  for (const peer of o.peers as PeerName[]) {
+    const info = PEER_BACKEND[peer] === "redis" ? servers.redis : servers.postgres;
+    if (!info) {
+      report.skipped[peer] = `no ${PEER_BACKEND[peer]} server`;
+      log(`SKIP ${peer}: no ${PEER_BACKEND[peer]} server`);
+      continue;
+    }
+    const r = await guard("peers", peer, () =>
+      runPeer(peer, info, {
+        tasks: o.tasks,
+        workers: o.workers,
+        processes: o.processes,
+        batch: o.batch,
+        timeoutMs: o.durationS * 1000,
+        preloadConcurrency: o.preloadConcurrency,
+      }),
+    );
+    if (r) {
+      report.peers.push(r);
+      log(`  ${peer}: ${r.jobsPerSecond} jobs/s (${r.jobs} jobs in ${r.ms} ms)`);
+    }
+  }
+}
+
+/** Scenario 3 (discovery as the store fills) on one backend. */
+async function discoveryOf(o: BenchOptions, target: BackendTarget, report: BenchReport, guard: Guard) {
+  const standIn = STAND_INS.has(target.name);
+  const sizes =
+    target.name === "dynamodb" ? o.storeSizesDynamo : standIn ? o.storeSizesStandIn : o.storeSizes;
+  const r: DiscoveryResult | undefined = await guard("discovery", target.name, () =>
+    runDiscovery(
+      target,
+      { sizes, ready: o.ready, samples: o.samples, preloadConcurrency: o.preloadConcurrency },
+      log,
+    ),
+  );
+  if (!r) return;
+  if (standIn && sizes.at(-1)! < o.storeSizes.at(-1)!) {
+    r.note = `${target.server}: ${sizes.at(-1)!.toLocaleString("en-US")} instead of ${o.storeSizes.at(-1)!.toLocaleString("en-US")} (a Java stand-in: loading through the adapter runs at ${r.points.at(-1)?.load.perSecond ?? "?"} snapshots/s here)`;
+  }
+  report.discovery.push(r);
+}
+
+/** Scenario 4 (snapshot sizes) on one backend. */
+async function snapshotsOf(o: BenchOptions, target: BackendTarget, report: BenchReport, guard: Guard) {
+  const samples = o.samples;
+  const r = await guard("snapshots", target.name, () =>
+    runSnapshots(target, [
+      { bytes: 1024, samples },
+      { bytes: 64 * 1024, samples },
+      { bytes: 1024 * 1024, samples: Math.max(5, Math.floor(samples / 4)) },
+    ]),
+  );
+  if (r) report.snapshots.push(r);
+}
+
+/** Writes latest.json, latest.svg and latest.md, and prints the tables. */
+function writeOutputs(o: BenchOptions, report: BenchReport): void {
   // A quick run must not overwrite the committed figures of the last full run: it goes to the
   // git-ignored bench-results/ unless --out says otherwise.
   const outDir = o.outDir ? resolve(o.outDir) : join(PACKAGE_DIR, o.quick ? "bench-results" : "results");
@@ -263,7 +253,10 @@ async function main(): Promise<number> {
   process.stdout.write(
     `\nraw figures: ${join(outDir, "latest.json")}\ntables: ${join(outDir, "latest.md")}\nchart: ${join(outDir, "latest.svg")}\n`,
   );
+}
 
+/** 1 when an exactly-once check failed or a scenario broke, else 0. */
+function exitCode(report: BenchReport): number {
   const broken = report.throughput.filter((r) => !r.exactlyOnce && !r.extra);
   if (broken.length > 0) {
     process.stdout.write(
@@ -277,6 +270,46 @@ async function main(): Promise<number> {
     return 1;
   }
   return 0;
+}
+
+async function main(): Promise<number> {
+  let o: BenchOptions;
+  try {
+    o = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`${errorMessage(error)}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (o.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const started = new Date();
+  const t0 = performance.now();
+  log(
+    `${o.quick ? "quick run" : "full run"}: backends ${o.backends.join(",")}; peers ${o.peers.join(",") || "none"}`,
+  );
+  const servers: Servers = await startServers(serverKinds(o));
+  const report = newReport(o, started, servers);
+  const guard = guardOf(report);
+  try {
+    const available = await availableTargets(o, servers, report);
+    if (o.scenarios.includes("throughput")) {
+      for (const target of available) await throughputOf(o, target, report, guard);
+    }
+    if (o.scenarios.includes("peers")) await peersOf(o, servers, report, guard);
+    for (const target of available) {
+      if (o.scenarios.includes("discovery")) await discoveryOf(o, target, report, guard);
+      if (o.scenarios.includes("snapshots")) await snapshotsOf(o, target, report, guard);
+    }
+  } finally {
+    await servers.stop();
+  }
+  report.targets = evaluateTargets(report);
+  report.finishedAt = new Date().toISOString();
+  report.durationS = Math.round((performance.now() - t0) / 100) / 10;
+  writeOutputs(o, report);
+  return exitCode(report);
 }
 
 main().then(

@@ -2,7 +2,7 @@
 // ready task. The same few ready tasks are present throughout (with the newest updatedAt, so a scan in
 // updatedAt order would have to walk past every non-ready snapshot); only the non-ready count grows.
 import type { PersistentBackend } from "@sayiir/persistence-core";
-import type { BackendTarget, Store } from "./backends.ts";
+import type { BackendTarget, Store } from "./targets.ts";
 import { forEachConcurrent, type Summary, summarize } from "./util.ts";
 import { nonReadySnapshot, type PreloadResult, preload, readySnapshot } from "./workload.ts";
 

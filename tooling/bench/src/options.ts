@@ -1,6 +1,6 @@
 // Command-line options of `pnpm bench`.
 import { parseArgs } from "node:util";
-import { BACKEND_NAMES, type BackendName } from "./backends.ts";
+import { BACKEND_ALIASES, BACKEND_NAMES, type BackendName, backendNamed } from "@sayiir/backends";
 import { PEER_NAMES, type PeerName } from "./peers.ts";
 
 export const SCENARIOS = ["throughput", "peers", "discovery", "snapshots"] as const;
@@ -35,7 +35,7 @@ export interface BenchOptions {
 export const USAGE = `pnpm bench [options]      (from the repository root; or \`pnpm start\` in tooling/bench)
 
   --quick                 small sizes for CI: 500 tasks, 1k/3k non-ready snapshots, few samples
-  --backends LIST         of ${BACKEND_NAMES.join(",")} (default: all)
+  --backends LIST         of ${BACKEND_NAMES.join(",")} (default: all; ${Object.keys(BACKEND_ALIASES).join(",")} also accepted)
   --peers LIST            of ${PEER_NAMES.join(",")}, or none (default: all)
   --scenarios LIST        of ${SCENARIOS.join(",")} (default: all)
   --tasks N               scenario 1/2: ready tasks (jobs) pre-loaded and worked off (default 20000)
@@ -66,6 +66,17 @@ function list<T extends string>(value: string | undefined, all: readonly T[], wh
   if (unknown.length > 0)
     throw new Error(`unknown ${what}: ${unknown.join(", ")} (expected ${all.join(", ")})`);
   return items;
+}
+
+/** --backends: names or their aliases (mongodb for mongo), each once, in the order given. */
+function backendList(value: string | undefined): BackendName[] {
+  if (value === undefined || value === "all") return [...BACKEND_NAMES];
+  if (value === "none" || value === "") return [];
+  const items = value.split(",").map((s) => s.trim());
+  const unknown = items.filter((s) => backendNamed(s) === undefined);
+  if (unknown.length > 0)
+    throw new Error(`unknown backend: ${unknown.join(", ")} (expected ${BACKEND_NAMES.join(", ")})`);
+  return [...new Set(items.map((s) => backendNamed(s)!))];
 }
 
 function int(value: string | undefined, fallback: number, name: string): number {
@@ -109,7 +120,7 @@ export function parseOptions(argv: string[]): BenchOptions {
   });
   const quick = values.quick === true;
   return {
-    backends: list(values.backends, BACKEND_NAMES, "backend"),
+    backends: backendList(values.backends),
     peers: list(values.peers, PEER_NAMES, "peer"),
     scenarios: list(values.scenarios, SCENARIOS, "scenario"),
     quick,

@@ -2,7 +2,7 @@
 // them all at once, and collect what they did.
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import type { StoreConfig } from "./backends.ts";
+import type { StoreConfig } from "@sayiir/backends";
 import type { PeerConfig, PeerSettings } from "./peers.ts";
 import type { SayiirLoopOptions, SayiirLoopResult } from "./sayiir-workers.ts";
 import { nowMs, sleep } from "./util.ts";

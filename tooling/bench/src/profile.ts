@@ -4,8 +4,8 @@
 //
 //   node src/profile.ts [--backends redis,postgres] [--tasks 2000] [--workers 16] [--batch 8]
 import { parseArgs } from "node:util";
+import { parseBackendName, SERVER_KINDS } from "@sayiir/backends";
 import type { ClaimedTask, PersistentBackend } from "@sayiir/persistence-core";
-import { type BackendName, resolveBackends } from "./backends.ts";
 import {
   countPgStatements,
   countRedisCommands,
@@ -15,6 +15,7 @@ import {
 } from "./counters.ts";
 import { outputFor } from "./sayiir-workers.ts";
 import { type ServerKindUsed, startServers } from "./servers.ts";
+import { resolveBackends } from "./targets.ts";
 import { fmtMs, forEachConcurrent } from "./util.ts";
 import { preload, readyId, readySnapshot } from "./workload.ts";
 
@@ -26,7 +27,7 @@ const { values } = parseArgs({
     batch: { type: "string", default: "8" },
   },
 });
-const names = values.backends.split(",") as BackendName[];
+const names = values.backends.split(",").map(parseBackendName);
 const tasks = Number(values.tasks);
 const workers = Number(values.workers);
 const batch = Number(values.batch);
@@ -35,9 +36,10 @@ await countRedisCommands();
 countPgStatements();
 const requests = () => redisCommandCount() + pgStatementCount();
 
-const kinds = names.filter((n): n is ServerKindUsed =>
-  ["redis", "postgres", "mongodb", "dynamodb"].includes(n),
-);
+const kinds = names.flatMap((n): ServerKindUsed[] => {
+  const kind = SERVER_KINDS[n];
+  return kind === null ? [] : [kind];
+});
 const servers = await startServers(kinds);
 try {
   const targets = await resolveBackends(names, servers);

@@ -1,6 +1,6 @@
 // Scenario 4: saveSnapshot / loadSnapshot latency by snapshot size, one call at a time.
 import type { PersistentBackend } from "@sayiir/persistence-core";
-import type { BackendTarget } from "./backends.ts";
+import type { BackendTarget } from "./targets.ts";
 import { type Summary, summarize } from "./util.ts";
 import { payloadSnapshot } from "./workload.ts";
 

@@ -1,11 +1,11 @@
 // Scenario 1 (task throughput of our backends) and scenario 2 (the same workload on the peers).
 import type { PersistentBackend } from "@sayiir/persistence-core";
-import type { BackendTarget } from "./backends.ts";
 import { groupCpuMs, ownCpuMs, redisCommandTotal } from "./counters.ts";
 import { describeSettings, type PeerName, type PeerSettings, peerVersion, setupPeer } from "./peers.ts";
 import { runProcesses, type WorkerJob } from "./procs.ts";
 import { outputFor, runSayiirLoop, type SayiirLoopResult } from "./sayiir-workers.ts";
 import type { ServerInfo } from "./servers.ts";
+import type { BackendTarget, Store } from "./targets.ts";
 import { forEachConcurrent, round3 } from "./util.ts";
 import { type PreloadResult, preload, readyId, readySnapshot, TASK_ID } from "./workload.ts";
 
@@ -58,6 +58,62 @@ function splitWorkers(workers: number, processes: number): number[] {
   ).filter((w) => w > 0);
 }
 
+/** What the workers of one throughput run did. */
+interface LoopRun {
+  results: SayiirLoopResult[];
+  startedAt: number;
+  endedAt: number;
+  /** Requests the workers sent while timed (undefined: not counted). */
+  roundTrips?: number;
+  workerCpuMs: number;
+}
+
+const TTL_MS = 300_000;
+
+/** Scenario 1's workers: spread over worker processes, or all in this process (`processes` 1). */
+async function runLoops(
+  target: BackendTarget,
+  store: Store,
+  loader: PersistentBackend,
+  o: ThroughputOptions,
+  processes: number,
+  countFrom: () => Promise<void>,
+): Promise<LoopRun> {
+  if (processes > 1) {
+    const jobs: WorkerJob[] = splitWorkers(o.workers, processes).map((w, p) => ({
+      kind: "sayiir",
+      store: store.config,
+      loop: {
+        workers: w,
+        batch: o.batch,
+        ttlMs: TTL_MS,
+        workerPrefix: `p${p}`,
+        ...(target.completeMode ? { complete: target.completeMode } : {}),
+      },
+      poolSize: w + 2,
+    }));
+    const run = await runProcesses(jobs, o.timeoutMs, undefined, countFrom);
+    return {
+      results: run.outcomes.flatMap((x) => (x.kind === "sayiir" ? [x.result] : [])),
+      startedAt: run.startedAt,
+      endedAt: run.endedAt,
+      ...(run.outcomes.every((x) => x.roundTrips !== undefined)
+        ? { roundTrips: run.outcomes.reduce((a, x) => a + (x.roundTrips ?? 0), 0) }
+        : {}),
+      workerCpuMs: run.outcomes.reduce((a, x) => a + x.cpuMs, 0),
+    };
+  }
+  await countFrom();
+  const cpu0 = ownCpuMs();
+  const r = await runSayiirLoop(loader, {
+    workers: o.workers,
+    batch: o.batch,
+    ttlMs: TTL_MS,
+    workerPrefix: "p0",
+  });
+  return { results: [r], startedAt: r.startedAt, endedAt: r.endedAt, workerCpuMs: ownCpuMs() - cpu0 };
+}
+
 export async function runThroughput(target: BackendTarget, o: ThroughputOptions): Promise<ThroughputResult> {
   const store = await target.createStore("tp");
   let loader: PersistentBackend | undefined;
@@ -70,103 +126,79 @@ export async function runThroughput(target: BackendTarget, o: ThroughputOptions)
       (i) => readySnapshot(readyId(prefix, i), i),
       o.preloadConcurrency,
     );
-
-    const processes = target.multiProcess ? Math.max(1, o.processes) : 1;
-    const ttlMs = 300_000;
-    let results: SayiirLoopResult[];
-    let startedAt: number;
-    let endedAt: number;
-    let roundTrips: number | undefined;
-    const redisUrl = store.config.backend === "redis" ? store.config.url : undefined;
+    // A store that lives in this process (not durable: memory) cannot be shared with worker processes.
+    const processes = loader.capabilities.durable ? Math.max(1, o.processes) : 1;
+    const redisUrl = store.config.backend === "redis" ? (store.config.url ?? undefined) : undefined;
     let before = 0;
     const pgid = target.serverInfo?.control?.pgid;
     let serverCpu0: number | undefined;
-    let workerCpuMs: number | undefined;
     const countFrom = async () => {
       if (redisUrl) before = await redisCommandTotal(redisUrl);
       serverCpu0 = groupCpuMs(pgid);
     };
-    if (processes > 1) {
-      const jobs: WorkerJob[] = splitWorkers(o.workers, processes).map((w, p) => ({
-        kind: "sayiir",
-        store: store.config,
-        loop: {
-          workers: w,
-          batch: o.batch,
-          ttlMs,
-          workerPrefix: `p${p}`,
-          ...(target.completeMode ? { complete: target.completeMode } : {}),
-        },
-        poolSize: w + 2,
-      }));
-      const run = await runProcesses(jobs, o.timeoutMs, undefined, countFrom);
-      results = run.outcomes.flatMap((x) => (x.kind === "sayiir" ? [x.result] : []));
-      if (run.outcomes.every((x) => x.roundTrips !== undefined)) {
-        roundTrips = run.outcomes.reduce((a, x) => a + (x.roundTrips ?? 0), 0);
-      }
-      workerCpuMs = run.outcomes.reduce((a, x) => a + x.cpuMs, 0);
-      startedAt = run.startedAt;
-      endedAt = run.endedAt;
-    } else {
-      await countFrom();
-      const cpu0 = ownCpuMs();
-      const r = await runSayiirLoop(loader, {
-        workers: o.workers,
-        batch: o.batch,
-        ttlMs,
-        workerPrefix: "p0",
-      });
-      workerCpuMs = ownCpuMs() - cpu0;
-      results = [r];
-      startedAt = r.startedAt;
-      endedAt = r.endedAt;
-    }
-    const ms = endedAt - startedAt;
+    const run = await runLoops(target, store, loader, o, processes, countFrom);
     // The two INFO calls (and their connections' handshakes) are noise next to thousands of tasks.
     const serverCpu1 = groupCpuMs(pgid);
     const serverCommands = redisUrl ? (await redisCommandTotal(redisUrl)) - before : undefined;
-
-    const problems = await verifyExactlyOnce(loader, prefix, o.tasks, results);
-    const sum = (f: (r: SayiirLoopResult) => number) => results.reduce((a, r) => a + f(r), 0);
-    const mean = (k: "claim" | "save" | "release") => {
-      const count = sum((r) => r.ops[k].count);
-      return count === 0 ? Number.NaN : round3(sum((r) => r.ops[k].totalMs) / count);
-    };
-    const errors: Record<string, number> = {};
-    for (const r of results) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
-    const claimCalls = sum((r) => r.claimCalls);
-    return {
-      backend: target.label,
-      chartLabel: target.chartLabel ?? target.label,
-      tasks: o.tasks,
-      workers: o.workers,
-      processes,
-      batch: o.batch,
-      preload: pre,
-      ms: Math.round(ms),
-      tasksPerSecond: Math.round((o.tasks / ms) * 1000),
-      exactlyOnce: problems.length === 0,
-      problems,
-      claimCalls,
-      emptyClaims: sum((r) => r.emptyClaims),
-      tasksPerClaim: round3(sum((r) => r.claimed) / Math.max(1, claimCalls)),
-      meanClaimMs: mean("claim"),
-      meanSaveMs: mean("save"),
-      meanReleaseMs: mean("release"),
-      errors,
-      roundTripsPerTask: roundTrips === undefined ? null : round3(roundTrips / o.tasks),
-      serverCommandsPerTask: serverCommands === undefined ? null : round3(serverCommands / o.tasks),
-      workerCpuMsPerTask: workerCpuMs === undefined ? null : round3(workerCpuMs / o.tasks),
-      serverCpuMsPerTask:
-        serverCpu0 === undefined || serverCpu1 === undefined
-          ? null
-          : round3((serverCpu1 - serverCpu0) / o.tasks),
-      ...(processes < o.processes ? { note: "in-process backend: all workers in one process" } : {}),
-    };
+    const problems = await verifyExactlyOnce(loader, prefix, o.tasks, run.results);
+    const serverCpuMs =
+      serverCpu0 === undefined || serverCpu1 === undefined ? undefined : serverCpu1 - serverCpu0;
+    return throughputRow(target, o, { processes, pre, run, problems, serverCommands, serverCpuMs });
   } finally {
     await loader?.close().catch(() => undefined);
     await store.drop().catch((e: unknown) => process.stderr.write(`[bench] drop failed: ${String(e)}\n`));
   }
+}
+
+/** The report's row of one throughput run. */
+function throughputRow(
+  target: BackendTarget,
+  o: ThroughputOptions,
+  m: {
+    processes: number;
+    pre: PreloadResult;
+    run: LoopRun;
+    problems: string[];
+    serverCommands: number | undefined;
+    serverCpuMs: number | undefined;
+  },
+): ThroughputResult {
+  const { results, roundTrips, workerCpuMs } = m.run;
+  const ms = m.run.endedAt - m.run.startedAt;
+  const sum = (f: (r: SayiirLoopResult) => number) => results.reduce((a, r) => a + f(r), 0);
+  const mean = (k: "claim" | "save" | "release") => {
+    const count = sum((r) => r.ops[k].count);
+    return count === 0 ? Number.NaN : round3(sum((r) => r.ops[k].totalMs) / count);
+  };
+  const errors: Record<string, number> = {};
+  for (const r of results) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+  const claimCalls = sum((r) => r.claimCalls);
+  const perTask = (x: number | undefined) => (x === undefined ? null : round3(x / o.tasks));
+  return {
+    backend: target.label,
+    chartLabel: target.chartLabel ?? target.label,
+    tasks: o.tasks,
+    workers: o.workers,
+    processes: m.processes,
+    batch: o.batch,
+    preload: m.pre,
+    ms: Math.round(ms),
+    tasksPerSecond: Math.round((o.tasks / ms) * 1000),
+    exactlyOnce: m.problems.length === 0,
+    problems: m.problems,
+    claimCalls,
+    emptyClaims: sum((r) => r.emptyClaims),
+    tasksPerClaim: round3(sum((r) => r.claimed) / Math.max(1, claimCalls)),
+    meanClaimMs: mean("claim"),
+    meanSaveMs: mean("save"),
+    meanReleaseMs: mean("release"),
+    errors,
+    roundTripsPerTask: perTask(roundTrips),
+    serverCommandsPerTask: perTask(m.serverCommands),
+    workerCpuMsPerTask: perTask(workerCpuMs),
+    serverCpuMsPerTask: perTask(m.serverCpuMs),
+    ...(m.processes < o.processes ? { note: "in-process backend: all workers in one process" } : {}),
+  };
 }
 
 /**

@@ -2,7 +2,6 @@
 //   parent -> {type:"init", job}   child -> {type:"ready"}   (connections open, nothing consumed yet)
 //   parent -> {type:"go"}          child works; a Sayiir loop ends on its own with {type:"done", result}
 //   parent -> {type:"stop"}        (peers: the parent saw the queue empty) child -> {type:"done", result}
-import { openStore } from "./backends.ts";
 import {
   countDynamoRequests,
   countPgStatements,
@@ -15,6 +14,7 @@ import {
 import { preparePeerWorker } from "./peers.ts";
 import type { ChildMessage, ParentMessage, WorkerJob } from "./procs.ts";
 import { runSayiirLoop } from "./sayiir-workers.ts";
+import { openStore } from "./targets.ts";
 import { errorMessage } from "./util.ts";
 
 /** Resolves once the message is handed to the channel (large reports must not be cut off by the exit). */

@@ -8,8 +8,7 @@ import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import type { PersistentBackend } from "@sayiir/persistence-core";
-import { InMemoryBackend } from "@sayiir/persistence-memory";
+import { BackendUnavailable, backendNamed, type Subject } from "@sayiir/backends";
 import {
   bytes,
   childInstanceId,
@@ -20,22 +19,14 @@ import {
   taskCount,
   type WorkerEvent,
 } from "@sayiir/worker";
-import {
-  BACKEND_KINDS,
-  type BackendConfig,
-  type BackendKind,
-  DEFAULT_URLS,
-  isMultiProcess,
-  migrate,
-  openBackend,
-} from "./backends.ts";
 import { runChecks } from "./checks.ts";
+import { BACKENDS, DEMO_BACKENDS, serverUrls, storageOf } from "./store.ts";
 import { createView, type WorkerView } from "./view.ts";
 import type { WorkerMessage, WorkerProcessConfig } from "./worker-process.ts";
 
 const HELP = `Usage: pnpm demo [options]
 
-  --backend <kind>      ${BACKEND_KINDS.join(" | ")} (default sqlite)
+  --backend <kind>      ${DEMO_BACKENDS.join(" | ")} (default sqlite)
   --url <url>           sqlite: file path; redis/postgres/mongo: connection URL; dynamodb: endpoint
   --namespace <name>    key prefix / schema / table of a server backend (default sayiir_demo)
   --workers <k>         worker processes (default 4)
@@ -95,8 +86,7 @@ if (args.help) {
   console.log(HELP);
   process.exit(0);
 }
-const kind = args.backend as BackendKind;
-if (!BACKEND_KINDS.includes(kind)) fail(`unknown backend ${JSON.stringify(args.backend)}`);
+const kind = backendNamed(args.backend ?? "") ?? fail(`unknown backend ${JSON.stringify(args.backend)}`);
 const workerCount = int("workers", args.workers);
 const workflowCount = int("workflows", args.workflows);
 const batch = int("batch", args.batch);
@@ -112,7 +102,6 @@ const workMs = (args["work-ms"] ?? "").split(",").map(Number) as [number, number
 if (workMs.length !== 2 || !workMs.every((n) => Number.isFinite(n) && n >= 0) || workMs[0] > workMs[1]) {
   fail("--work-ms must be min,max milliseconds");
 }
-const inProcess = args["in-process"] || !isMultiProcess(kind);
 if (workerCount < 2 && !args["no-kill"])
   fail("--workers must be at least 2 to survive a kill (or pass --no-kill)");
 
@@ -128,15 +117,24 @@ for (const old of readdirSync(demoDir)
   .slice(0, -10)) {
   rmSync(join(demoDir, old), { recursive: true, force: true });
 }
-const url = args.url ?? (kind === "sqlite" ? join(runDir, "demo.sqlite") : DEFAULT_URLS[kind]) ?? "";
-const backendConfig: BackendConfig = { kind, url, namespace: args.namespace ?? "sayiir_demo" };
+const url = args.url ?? join(runDir, "demo.sqlite"); // the SQLite file
 const tty = process.stdout.isTTY === true && !args.plain;
 
 // --- the store and the workflows ------------------------------------------------------------
-const memoryRoot = kind === "memory" ? new InMemoryBackend() : undefined;
-const connect = async (): Promise<PersistentBackend> => memoryRoot?.connect() ?? openBackend(backendConfig);
-const admin = await connect();
-await migrate(admin);
+let subject: Subject;
+try {
+  subject = await BACKENDS[kind].create(serverUrls(kind, args.url), {
+    storage: storageOf(kind, url, args.namespace ?? "sayiir_demo"),
+  });
+} catch (error) {
+  if (!(error instanceof BackendUnavailable)) throw error;
+  console.error(`demo: cannot use --backend ${kind}: ${error.message}`);
+  process.exit(1);
+}
+const admin = subject.backend;
+const connect = () => subject.connect();
+// A store that lives in this process (memory) cannot be shared with worker processes.
+const inProcess = args["in-process"] || !admin.capabilities.durable;
 
 const { pipeline, fanout } = demoWorkflows({ workMs });
 // The same tasks without the simulated work: computes the expected outputs at once.
@@ -236,7 +234,7 @@ function startWorker(index: number): Worker {
   logs.set(id, logFile);
   const view: WorkerView = { id, committed: 0, inFlight: 0, takeovers: 0, status: "starting" };
   const config: WorkerProcessConfig = {
-    backend: backendConfig,
+    store: subject.config,
     workerId: id,
     leaseMs,
     heartbeatMs: Math.max(1, Math.floor(leaseMs / 3)),

@@ -5,11 +5,13 @@
  * one of these with SIGKILL midway.
  */
 import { appendFileSync } from "node:fs";
+import type { StoreConfig } from "@sayiir/backends";
 import { demoWorkflows, runWorker, type WorkerEvent } from "@sayiir/worker";
-import { type BackendConfig, openBackend } from "./backends.ts";
+import { BACKENDS } from "./store.ts";
 
 export interface WorkerProcessConfig {
-  backend: BackendConfig;
+  /** The run's store (opened again in this process). */
+  store: StoreConfig;
   workerId: string;
   leaseMs: number;
   heartbeatMs: number;
@@ -35,7 +37,7 @@ process.on("message", (message: { type?: string }) => {
 });
 process.on("disconnect", () => stop.abort());
 
-const backend = await openBackend(config.backend);
+const backend = await BACKENDS[config.store.backend].open(config.store);
 const { pipeline, fanout } = demoWorkflows({ workMs: config.workMs });
 send({ type: "ready" });
 await runWorker({

@@ -1,9 +1,17 @@
 // Shared helpers of the reliability tests: a subject per test with its teardown, and a
 // fingerprint of a whole store to prove that "nothing else changed".
+
+import {
+  type BackendName,
+  BackendUnavailable,
+  type ClientOptions,
+  type CreateOptions,
+  type Subject,
+} from "@sayiir/backends";
 import type { PersistentBackend } from "@sayiir/persistence-core";
 import { isPersistenceError } from "@sayiir/persistence-core";
 import { comparable } from "@sayiir/persistence-core/conformance";
-import { BACKENDS, type BackendName, type CreateOptions, SkipError, type Subject } from "./backends.ts";
+import { BACKENDS } from "./registry.ts";
 import { injectedUrls } from "./servers.ts";
 
 interface SkipContext {
@@ -20,7 +28,7 @@ export async function subjectOrSkip(
   try {
     return await BACKENDS[name].create(injectedUrls(), options);
   } catch (error) {
-    if (error instanceof SkipError) {
+    if (error instanceof BackendUnavailable) {
       console.warn(`[reliability] ${suite}: SKIPPED backend ${name}: ${error.message}`);
       ctx.skip(error.message);
     }
@@ -34,7 +42,7 @@ export async function withSubject<T>(
   name: BackendName,
   ctx: SkipContext,
   options: CreateOptions,
-  body: (subject: Subject, open: (o?: CreateOptions) => Promise<PersistentBackend>) => Promise<T>,
+  body: (subject: Subject, open: (o?: ClientOptions) => Promise<PersistentBackend>) => Promise<T>,
 ): Promise<T> {
   const subject = await subjectOrSkip(suite, name, ctx, options);
   const opened: PersistentBackend[] = [subject.backend];

@@ -95,6 +95,7 @@ export function recordingBackend(
     }
   }
   return {
+    capabilities: backend.capabilities,
     saveSnapshot: (snapshot: WorkflowSnapshot, options?: WriteOptions) =>
       write("snapshot", snapshot.instanceId, fenceOf(options?.claim, null), () =>
         backend.saveSnapshot(snapshot, options),
@@ -137,53 +138,7 @@ export function recordingBackend(
       log({ k: "extend", w, i, t, tok: claim.token, ea: claim.expiresAt, d, q, r: Date.now() });
       return claim;
     },
-    completeTasks: async (completions) => {
-      const q = Date.now();
-      for (const { claim } of completions) {
-        log({ k: "release-req", w: claim.workerId, i: claim.instanceId, t: claim.taskId, q });
-      }
-      let outcomes: Awaited<ReturnType<PersistentBackend["completeTasks"]>>;
-      try {
-        outcomes = await backend.completeTasks(completions);
-      } catch (error) {
-        const code = (error as { code?: string }).code ?? "UNTYPED";
-        for (const { claim } of completions) {
-          const fence = { t: claim.taskId, tok: claim.token };
-          log({
-            k: "write",
-            op: "result",
-            w: workerId,
-            i: claim.instanceId,
-            ...fence,
-            ok: false,
-            code,
-            q,
-            r: Date.now(),
-          });
-        }
-        throw error;
-      }
-      const r = Date.now();
-      outcomes.forEach((outcome, n) => {
-        const claim = completions[n]?.claim;
-        if (claim === undefined) return;
-        const fence = { t: claim.taskId, tok: claim.token };
-        const ok = outcome === null;
-        log({
-          k: "write",
-          op: "result",
-          w: workerId,
-          i: claim.instanceId,
-          ...fence,
-          ok,
-          code: outcome?.code ?? null,
-          q,
-          r,
-        });
-        if (ok) log({ k: "release", w: claim.workerId, i: claim.instanceId, t: claim.taskId, q, r });
-      });
-      return outcomes;
-    },
+    completeTasks: recordedCompletions(backend, workerId, log),
     findAvailableTasks: (w, limit) => backend.findAvailableTasks(w, limit),
     claimAvailableTasks: async (w, limit, ttl) => {
       const q = Date.now();
@@ -199,5 +154,60 @@ export function recordingBackend(
     [Symbol.asyncDispose]: async () => {
       await backend.close();
     },
+  };
+}
+
+/** completeTasks, recorded: a release request per task, then its fenced write and release. */
+function recordedCompletions(
+  backend: PersistentBackend,
+  workerId: string,
+  log: (event: RecordedEvent) => void,
+): PersistentBackend["completeTasks"] {
+  return async (completions) => {
+    const q = Date.now();
+    for (const { claim } of completions) {
+      log({ k: "release-req", w: claim.workerId, i: claim.instanceId, t: claim.taskId, q });
+    }
+    let outcomes: Awaited<ReturnType<PersistentBackend["completeTasks"]>>;
+    try {
+      outcomes = await backend.completeTasks(completions);
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? "UNTYPED";
+      for (const { claim } of completions) {
+        const fence = { t: claim.taskId, tok: claim.token };
+        log({
+          k: "write",
+          op: "result",
+          w: workerId,
+          i: claim.instanceId,
+          ...fence,
+          ok: false,
+          code,
+          q,
+          r: Date.now(),
+        });
+      }
+      throw error;
+    }
+    const r = Date.now();
+    outcomes.forEach((outcome, n) => {
+      const claim = completions[n]?.claim;
+      if (claim === undefined) return;
+      const fence = { t: claim.taskId, tok: claim.token };
+      const ok = outcome === null;
+      log({
+        k: "write",
+        op: "result",
+        w: workerId,
+        i: claim.instanceId,
+        ...fence,
+        ok,
+        code: outcome?.code ?? null,
+        q,
+        r,
+      });
+      if (ok) log({ k: "release", w: claim.workerId, i: claim.instanceId, t: claim.taskId, q, r });
+    });
+    return outcomes;
   };
 }

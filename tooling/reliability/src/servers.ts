@@ -1,7 +1,8 @@
 // Server URLs from vitest's provided context (the test-servers global setups).
+
+import type { ServerUrls } from "@sayiir/backends";
 import type {} from "@sayiir/test-servers";
 import { inject } from "vitest";
-import type { ServerUrls } from "./backends.ts";
 
 export function injectedUrls(): ServerUrls {
   const postgres = inject("postgres") ?? [];

@@ -1,9 +1,11 @@
 // One soak worker process: the reference worker loop (@sayiir/worker) on one backend, every claim
 // and write recorded to its own log. Killed with SIGKILL by the soak at random; SIGTERM drains.
 // Usage: node src/soak-worker.ts <backend> <storage> <workerId> <logPath>
+
+import { type BackendName, urlsFromEnv } from "@sayiir/backends";
 import { demoWorkflows, runWorker } from "@sayiir/worker";
-import { BACKENDS, type BackendName, urlsFromEnv } from "./backends.ts";
 import { recordingBackend } from "./recorder.ts";
+import { BACKENDS } from "./registry.ts";
 
 const [name, storage, workerId, logPath] = process.argv.slice(2) as [BackendName, string, string, string];
 const leaseMs = Number(process.env.SAYIIR_SOAK_LEASE_MS ?? 1000);

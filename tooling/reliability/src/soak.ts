@@ -11,10 +11,17 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { bytesEqual } from "@sayiir/persistence-core";
+import {
+  type BackendName,
+  envOfUrls,
+  parseBackendName,
+  type ServerUrls,
+  urlsFromEnv,
+} from "@sayiir/backends";
+import { bytesEqual, type PersistentBackend } from "@sayiir/persistence-core";
 import { bytes, demoWorkflows, evaluate, startWorkflow, type WorkflowDefinition } from "@sayiir/worker";
-import { BACKENDS, type BackendName, type ServerUrls, urlsFromEnv } from "./backends.ts";
 import type { RecordedEvent } from "./recorder.ts";
+import { BACKENDS } from "./registry.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -57,19 +64,6 @@ export interface SoakReport {
   ms: number;
 }
 
-function spawnWorker(
-  name: BackendName,
-  storage: string,
-  workerId: string,
-  logPath: string,
-  env: NodeJS.ProcessEnv,
-): ChildProcess {
-  return fork(join(HERE, "soak-worker.ts"), [name, storage, workerId, logPath], {
-    env,
-    stdio: ["ignore", "ignore", "inherit", "ipc"],
-  });
-}
-
 async function killAndWait(child: ChildProcess, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   await new Promise<void>((resolve) => {
@@ -80,11 +74,197 @@ async function killAndWait(child: ChildProcess, signal: NodeJS.Signals = "SIGKIL
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function runSoak(options: SoakOptions): Promise<SoakReport> {
+/** The worker processes, one per slot, and the chaos done to them. */
+class Fleet {
+  readonly children = new Map<string, ChildProcess>();
+  readonly paused = new Set<ChildProcess>();
+  kills = 0;
+  pauses = 0;
+  #generation = 0;
+  readonly #args: [BackendName, string, string];
+  readonly #env: NodeJS.ProcessEnv;
+  readonly #leaseMs: number;
+
+  constructor(
+    backend: BackendName,
+    storage: string,
+    logDir: string,
+    env: NodeJS.ProcessEnv,
+    leaseMs: number,
+  ) {
+    this.#args = [backend, storage, logDir];
+    this.#env = env;
+    this.#leaseMs = leaseMs;
+  }
+
+  /** Starts a worker process in `slot` (replacing whatever was there). */
+  start(slot: number): void {
+    const [backend, storage, logDir] = this.#args;
+    const workerId = `w${slot}-g${this.#generation++}`;
+    const child = fork(
+      join(HERE, "soak-worker.ts"),
+      [backend, storage, workerId, join(logDir, `${workerId}.log`)],
+      { env: this.#env, stdio: ["ignore", "ignore", "inherit", "ipc"] },
+    );
+    this.children.set(`slot${slot}`, child);
+  }
+
+  /** Freezes the worker in `slot` past its lease (then resumes it), or kills and restarts it. */
+  async strike(slot: number): Promise<void> {
+    const victim = this.children.get(`slot${slot}`)!;
+    if (Math.random() < 0.3 && !this.paused.has(victim)) {
+      // Freeze it past its lease: its claims are taken over; when it wakes, its writes must be refused.
+      this.paused.add(victim);
+      this.pauses++;
+      victim.kill("SIGSTOP");
+      setTimeout(
+        () => {
+          this.paused.delete(victim);
+          if (victim.exitCode === null && victim.signalCode === null) victim.kill("SIGCONT");
+        },
+        this.#leaseMs * (1.5 + Math.random()),
+      );
+      return;
+    }
+    if (this.paused.has(victim)) victim.kill("SIGCONT");
+    await killAndWait(victim);
+    this.kills++;
+    this.start(slot);
+  }
+
+  async killAll(): Promise<void> {
+    await Promise.all([...this.children.values()].map((c) => killAndWait(c, "SIGKILL")));
+  }
+}
+
+type Expected = Map<string, { definition: WorkflowDefinition; input: Uint8Array }>;
+
+/** Starts new workflows (pipelines and fan-outs in turn) and remembers them. */
+class Feeder {
+  readonly expected: Expected = new Map();
+  retries = 0;
+  #next = 0;
+  readonly #admin: PersistentBackend;
+  readonly #workflows = demoWorkflows({ workMs: [1, 30] });
+
+  constructor(admin: PersistentBackend) {
+    this.#admin = admin;
+  }
+
+  async add(n: number): Promise<void> {
+    const { pipeline, fanout } = this.#workflows;
+    for (let k = 0; k < n; k++) {
+      const id = `soak/wf-${this.#next}`;
+      const definition = this.#next % 2 === 0 ? pipeline : fanout;
+      const input = bytes(`order-${this.#next}`);
+      this.#next++;
+      // The feeder is not under test: a busy store (SQLite's lock held by a frozen worker) is retried.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await startWorkflow(this.#admin, definition, id, input);
+          break;
+        } catch (error) {
+          if (attempt >= 20 || (error as { code?: string }).code !== "BACKEND") throw error;
+          this.retries++;
+          await sleep(100);
+        }
+      }
+      this.expected.set(id, { definition, input });
+    }
+  }
+}
+
+/** The timed part: new workflows every second, a worker struck every killMin..killMax ms. */
+async function chaos(options: SoakOptions, started: number, fleet: Fleet, feeder: Feeder): Promise<void> {
   const workers = options.workers ?? 8;
   const killMin = options.killMinMs ?? 1500;
   const killMax = options.killMaxMs ?? 3500;
   const perSecond = options.workflowsPerSecond ?? 6;
+  const end = started + options.seconds * 1000;
+  let nextKill = Date.now() + killMin + Math.random() * (killMax - killMin);
+  let nextFeed = Date.now() + 1000;
+  while (Date.now() < end) {
+    await sleep(50);
+    if (Date.now() >= nextFeed) {
+      await feeder.add(perSecond);
+      nextFeed += 1000;
+    }
+    if (Date.now() >= nextKill) {
+      await fleet.strike(Math.floor(Math.random() * workers));
+      nextKill = Date.now() + killMin + Math.random() * (killMax - killMin);
+    }
+  }
+}
+
+/** Waits until every expected workflow is Completed, or the deadline. */
+async function drain(admin: PersistentBackend, expected: Expected, deadline: number): Promise<void> {
+  let pending = [...expected.keys()];
+  while (pending.length > 0 && Date.now() < deadline) {
+    const still: string[] = [];
+    for (const id of pending) {
+      const s = await admin.loadSnapshot(id).catch(() => null);
+      if (s === null || s.state.kind !== "Completed") still.push(id);
+    }
+    pending = still;
+    if (pending.length > 0) await sleep(250);
+  }
+}
+
+/** Every expected workflow is Completed with the output evaluate() predicts. */
+async function checkOutcomes(admin: PersistentBackend, expected: Expected) {
+  let completed = 0;
+  let wrongOutput = 0;
+  const violations: string[] = [];
+  for (const [id, { definition, input }] of expected) {
+    const s = await admin.loadSnapshot(id).catch(() => null);
+    if (s?.state.kind === "Completed") {
+      completed++;
+      const want = await evaluate(definition, input);
+      if (!bytesEqual(s.state.finalOutput, want)) {
+        wrongOutput++;
+        violations.push(`${id}: wrong final output`);
+      }
+    } else {
+      violations.push(`${id}: not completed (${s === null ? "missing" : s.state.kind})`);
+    }
+  }
+  return { completed, wrongOutput, violations };
+}
+
+/** Every event the workers recorded. */
+async function readEvents(logDir: string): Promise<RecordedEvent[]> {
+  const events: RecordedEvent[] = [];
+  for (const file of await readdir(logDir)) {
+    const text = await readFile(join(logDir, file), "utf8");
+    for (const line of text.split("\n")) {
+      if (line.length === 0) continue;
+      try {
+        events.push(JSON.parse(line) as RecordedEvent);
+      } catch {
+        // A line cut by SIGKILL mid-write (writeSync makes this very unlikely): not an event.
+      }
+    }
+  }
+  return events;
+}
+
+/** Writes the events of the instances a violation names to a file; returns its path. */
+async function dumpViolations(
+  backend: string,
+  violations: string[],
+  events: RecordedEvent[],
+): Promise<string> {
+  const dump = join(tmpdir(), `sayiir-soak-violations-${backend}-${Date.now()}.jsonl`);
+  const involved = new Set(violations.map((v) => /soak\/wf-\d+/.exec(v)?.[0]).filter(Boolean));
+  const lines = events
+    .filter((e) => [...involved].some((id) => e.i.startsWith(id!)))
+    .sort((a, b) => a.q - b.q)
+    .map((e) => JSON.stringify(e));
+  await writeFile(dump, `${lines.join("\n")}\n`);
+  return dump;
+}
+
+export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const leaseMs = options.leaseMs ?? 1000;
   const log = options.log ?? ((line: string) => console.info(line));
   const started = Date.now();
@@ -95,142 +275,34 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     ...process.env,
     SAYIIR_SOAK_LEASE_MS: String(leaseMs),
     SAYIIR_SOAK_WORK_MS: process.env.SAYIIR_SOAK_WORK_MS ?? "20,400",
-    ...(options.urls.redis ? { SAYIIR_TEST_REDIS_URL: options.urls.redis } : {}),
-    ...(options.urls.postgres ? { SAYIIR_TEST_POSTGRES_URL: options.urls.postgres } : {}),
-    ...(options.urls.mongodb ? { SAYIIR_TEST_MONGODB_URL: options.urls.mongodb } : {}),
-    ...(options.urls.dynamodb ? { SAYIIR_TEST_DYNAMODB_ENDPOINT: options.urls.dynamodb } : {}),
+    ...envOfUrls(options.urls),
   };
-  const { pipeline, fanout } = demoWorkflows({ workMs: [1, 30] });
-  const expected = new Map<string, { definition: WorkflowDefinition; input: Uint8Array }>();
-  let generation = 0;
-  const children = new Map<string, ChildProcess>();
-  const startChild = (slot: number) => {
-    const workerId = `w${slot}-g${generation++}`;
-    const child = spawnWorker(
-      options.backend,
-      subject.storage,
-      workerId,
-      join(logDir, `${workerId}.log`),
-      env,
-    );
-    children.set(`slot${slot}`, child);
-  };
-  let kills = 0;
-  let pauses = 0;
-  let feederRetries = 0;
-  const paused = new Set<ChildProcess>();
-  let next = 0;
-  const addWorkflows = async (n: number) => {
-    for (let k = 0; k < n; k++) {
-      const id = `soak/wf-${next}`;
-      const definition = next % 2 === 0 ? pipeline : fanout;
-      const input = bytes(`order-${next}`);
-      next++;
-      // The feeder is not under test: a busy store (SQLite's lock held by a frozen worker) is retried.
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await startWorkflow(admin, definition, id, input);
-          break;
-        } catch (error) {
-          if (attempt >= 20 || (error as { code?: string }).code !== "BACKEND") throw error;
-          feederRetries++;
-          await sleep(100);
-        }
-      }
-      expected.set(id, { definition, input });
-    }
-  };
+  const fleet = new Fleet(options.backend, subject.storage, logDir, env, leaseMs);
+  const feeder = new Feeder(admin);
   try {
-    await addWorkflows(perSecond * 2);
-    for (let slot = 0; slot < workers; slot++) startChild(slot);
-    const end = started + options.seconds * 1000;
-    let nextKill = Date.now() + killMin + Math.random() * (killMax - killMin);
-    let nextFeed = Date.now() + 1000;
-    while (Date.now() < end) {
-      await sleep(50);
-      if (Date.now() >= nextFeed) {
-        await addWorkflows(perSecond);
-        nextFeed += 1000;
-      }
-      if (Date.now() >= nextKill) {
-        const slot = Math.floor(Math.random() * workers);
-        const victim = children.get(`slot${slot}`)!;
-        if (Math.random() < 0.3 && !paused.has(victim)) {
-          // Freeze it past its lease: its claims are taken over; when it wakes, its writes must be refused.
-          paused.add(victim);
-          pauses++;
-          victim.kill("SIGSTOP");
-          setTimeout(
-            () => {
-              paused.delete(victim);
-              if (victim.exitCode === null && victim.signalCode === null) victim.kill("SIGCONT");
-            },
-            leaseMs * (1.5 + Math.random()),
-          );
-        } else {
-          if (paused.has(victim)) victim.kill("SIGCONT");
-          await killAndWait(victim);
-          kills++;
-          startChild(slot);
-        }
-        nextKill = Date.now() + killMin + Math.random() * (killMax - killMin);
-      }
-    }
-    log(`[soak] ${options.backend}: timed part over (${kills} kills, ${expected.size} workflows); draining`);
+    await feeder.add((options.workflowsPerSecond ?? 6) * 2);
+    for (let slot = 0; slot < (options.workers ?? 8); slot++) fleet.start(slot);
+    await chaos(options, started, fleet, feeder);
+    log(
+      `[soak] ${options.backend}: timed part over (${fleet.kills} kills, ${feeder.expected.size} workflows); draining`,
+    );
     // Drain: the current workers (not killed any more) finish every workflow.
-    const drainDeadline = Date.now() + (options.drainTimeoutMs ?? 90_000);
-    let pending = [...expected.keys()];
-    while (pending.length > 0 && Date.now() < drainDeadline) {
-      const still: string[] = [];
-      for (const id of pending) {
-        const s = await admin.loadSnapshot(id).catch(() => null);
-        if (s === null || s.state.kind !== "Completed") still.push(id);
-      }
-      pending = still;
-      if (pending.length > 0) await sleep(250);
-    }
-    await Promise.all([...children.values()].map((c) => killAndWait(c, "SIGKILL")));
+    await drain(admin, feeder.expected, Date.now() + (options.drainTimeoutMs ?? 90_000));
+    await fleet.killAll();
     await sleep(100); // paused workers' SIGCONT timers
-
-    let completed = 0;
-    let wrongOutput = 0;
-    const violations: string[] = [];
-    for (const [id, { definition, input }] of expected) {
-      const s = await admin.loadSnapshot(id).catch(() => null);
-      if (s?.state.kind === "Completed") {
-        completed++;
-        const want = await evaluate(definition, input);
-        if (!bytesEqual(s.state.finalOutput, want)) {
-          wrongOutput++;
-          violations.push(`${id}: wrong final output`);
-        }
-      } else {
-        violations.push(`${id}: not completed (${s === null ? "missing" : s.state.kind})`);
-      }
-    }
-    const events: RecordedEvent[] = [];
-    for (const file of await readdir(logDir)) {
-      const text = await readFile(join(logDir, file), "utf8");
-      for (const line of text.split("\n")) {
-        if (line.length === 0) continue;
-        try {
-          events.push(JSON.parse(line) as RecordedEvent);
-        } catch {
-          // A line cut by SIGKILL mid-write (writeSync makes this very unlikely): not an event.
-        }
-      }
-    }
+    const outcomes = await checkOutcomes(admin, feeder.expected);
+    const events = await readEvents(logDir);
     const analysis = analyze(events);
-    violations.push(...analysis.violations);
+    const violations = [...outcomes.violations, ...analysis.violations];
     const report: SoakReport = {
       backend: options.backend,
       seconds: options.seconds,
-      workers,
-      kills,
-      pauses,
-      workflows: expected.size,
-      completed,
-      wrongOutput,
+      workers: options.workers ?? 8,
+      kills: fleet.kills,
+      pauses: fleet.pauses,
+      workflows: feeder.expected.size,
+      completed: outcomes.completed,
+      wrongOutput: outcomes.wrongOutput,
       claims: analysis.claims,
       takeovers: analysis.takeovers,
       extends: analysis.extends,
@@ -242,20 +314,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     };
     log(`[soak] ${JSON.stringify({ ...report, violations: report.violations.length })}`);
     for (const v of violations.slice(0, 20)) log(`[soak] VIOLATION ${v}`);
-    if (feederRetries > 0) log(`[soak] ${options.backend}: the feeder retried ${feederRetries} busy writes`);
+    if (feeder.retries > 0)
+      log(`[soak] ${options.backend}: the feeder retried ${feeder.retries} busy writes`);
     if (analysis.violations.length > 0) {
-      const dump = join(tmpdir(), `sayiir-soak-violations-${options.backend}-${Date.now()}.jsonl`);
-      const involved = new Set(analysis.violations.map((v) => /soak\/wf-\d+/.exec(v)?.[0]).filter(Boolean));
-      const lines = events
-        .filter((e) => [...involved].some((id) => e.i.startsWith(id!)))
-        .sort((a, b) => a.q - b.q)
-        .map((e) => JSON.stringify(e));
-      await writeFile(dump, `${lines.join("\n")}\n`);
-      log(`[soak] events of the instances involved: ${dump}`);
+      log(
+        `[soak] events of the instances involved: ${await dumpViolations(options.backend, analysis.violations, events)}`,
+      );
     }
     return report;
   } finally {
-    await Promise.all([...children.values()].map((c) => killAndWait(c, "SIGKILL")));
+    await fleet.killAll();
     await admin.close();
     await subject.cleanup().catch(() => {});
     await rm(logDir, { recursive: true, force: true });
@@ -375,7 +443,7 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
     },
   });
   const report = await runSoak({
-    backend: values.backend as BackendName,
+    backend: parseBackendName(values.backend),
     urls: urlsFromEnv(),
     seconds: Number(values.seconds),
     workers: Number(values.workers),

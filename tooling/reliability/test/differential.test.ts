@@ -2,11 +2,12 @@
 // reference, results and error codes compared step by step, failures shrunk to a minimal sequence.
 // SAYIIR_FUZZ_RUNS sets the number of sequences per backend (default 60; CI keeps each backend
 // under a time budget), SAYIIR_FUZZ_SEED replays a failure.
+
+import { BACKEND_NAMES, BackendUnavailable, type Subject } from "@sayiir/backends";
 import type { PersistentBackend } from "@sayiir/persistence-core";
 import { InMemoryBackend } from "@sayiir/persistence-memory";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { BACKEND_NAMES, BACKENDS, SkipError, type Subject } from "../src/backends.ts";
 import {
   cleanupRun,
   describeOps,
@@ -16,6 +17,7 @@ import {
   runSequence,
   sequenceArb,
 } from "../src/fuzz.ts";
+import { BACKENDS } from "../src/registry.ts";
 import { injectedUrls } from "../src/servers.ts";
 
 const RUNS = Number(process.env.SAYIIR_FUZZ_RUNS ?? 60);
@@ -81,7 +83,7 @@ describe("differential fuzzing against the memory reference", () => {
       try {
         subject = await BACKENDS[name].create(injectedUrls());
       } catch (error) {
-        if (error instanceof SkipError) {
+        if (error instanceof BackendUnavailable) {
           console.warn(`[reliability] differential: SKIPPED backend ${name}: ${error.message}`);
           ctx.skip(error.message);
         }

@@ -2,16 +2,17 @@
 // or blackholed (half-open: accepted, never answered), every operation fails with a typed
 // BackendError within a bound; after healing the same backend instance works again; and work that
 // was in flight when the fault hit is never half-applied (each claim and fenced write is whole or absent).
+
+import { BACKEND_NAMES, type BackendName, SERVER_KINDS, serverAddress } from "@sayiir/backends";
 import { atTask } from "@sayiir/persistence-core/conformance";
 import { describe, expect, it } from "vitest";
-import { BACKENDS, type BackendName, serverAddress } from "../src/backends.ts";
 import { outcome, timed, withSubject } from "../src/harness.ts";
 import { inFlightUnderFault, recover } from "../src/inflight.ts";
 import { FaultProxy } from "../src/proxy.ts";
 import { injectedUrls } from "../src/servers.ts";
 
 const SUITE = "network faults";
-const SERVER_BACKENDS = (Object.keys(BACKENDS) as BackendName[]).filter((n) => BACKENDS[n].server !== null);
+const SERVER_BACKENDS = BACKEND_NAMES.filter((n) => SERVER_KINDS[n] !== null);
 /** Driver timeouts configured on the backend under test. */
 const TIMEOUT_MS = 1000;
 /** Every operation must settle within this while the network is faulty. */

@@ -3,12 +3,14 @@
 // are in flight; every operation fails typed within a bound, the same backend instance recovers
 // once the server is back on the same port and data, and nothing is half-applied or lost.
 // Redis runs with appendonly + appendfsync always, so an acknowledged write survives kill -9.
+
+import { BackendUnavailable, type ServerUrls } from "@sayiir/backends";
 import { describe, expect, it } from "vitest";
-import { BACKENDS, type ServerUrls, SkipError } from "../src/backends.ts";
 import { timed } from "../src/harness.ts";
 import { inFlightUnderFault } from "../src/inflight.ts";
 import { LocalPostgres } from "../src/pg-server.ts";
 import { LocalRedis, REDIS_SERVER_BIN } from "../src/redis-server.ts";
+import { BACKENDS } from "../src/registry.ts";
 
 const SUITE = "server restart";
 const BOUND_MS = 15_000;
@@ -25,7 +27,7 @@ const SERVERS: Array<["redis" | "postgres", () => Promise<Server>]> = [
   [
     "redis",
     async () => {
-      if (REDIS_SERVER_BIN === undefined) throw new SkipError("no redis-server binary");
+      if (REDIS_SERVER_BIN === undefined) throw new BackendUnavailable("no redis-server binary");
       const server = await LocalRedis.start(["--appendonly", "yes", "--appendfsync", "always"]);
       return {
         urls: { redis: `redis://127.0.0.1:${server.port}` },
@@ -42,7 +44,7 @@ const SERVERS: Array<["redis" | "postgres", () => Promise<Server>]> = [
       try {
         server = await LocalPostgres.start();
       } catch (error) {
-        throw new SkipError(`cannot start a dedicated PostgreSQL: ${(error as Error).message}`);
+        throw new BackendUnavailable(`cannot start a dedicated PostgreSQL: ${(error as Error).message}`);
       }
       return {
         urls: { postgres: server.url },
@@ -61,7 +63,7 @@ describe(SUITE, () => {
       try {
         server = await start();
       } catch (error) {
-        if (error instanceof SkipError) {
+        if (error instanceof BackendUnavailable) {
           console.warn(`[reliability] ${SUITE}: SKIPPED backend ${name}: ${error.message}`);
           ctx.skip(error.message);
         }

@@ -2,8 +2,9 @@
 // connection. Wrong-password connections against real servers (Postgres with password auth, a
 // dedicated redis-server with requirepass), and for every server backend a password in the URL of
 // a server that is not there.
+
+import { type BackendName, BackendUnavailable } from "@sayiir/backends";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { type BackendName, SkipError } from "../src/backends.ts";
 import { LocalRedis, REDIS_SERVER_BIN } from "../src/redis-server.ts";
 import { injectedUrls } from "../src/servers.ts";
 
@@ -65,7 +66,7 @@ async function adapter<T>(specifier: string, ctx: { skip: (note?: string) => voi
     const message = `${specifier} does not load: ${(error as Error).message.split("\n")[0]}`;
     console.warn(`[reliability] ${SUITE}: SKIPPED ${message}`);
     ctx.skip(message);
-    throw new SkipError(message);
+    throw new BackendUnavailable(message);
   }
 }
 

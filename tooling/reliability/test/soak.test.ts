@@ -1,14 +1,18 @@
 // Crash soak, short form: 8 worker processes of the reference loop on SQLite and on Postgres, a
 // random one SIGKILLed (or frozen past its lease) every 1.5-3.5 s. SAYIIR_SOAK_SECONDS sets the
 // duration (default 20 s); the long form is `node src/soak.ts --backend <name> --seconds N`.
+
+import { BackendUnavailable, parseBackendName } from "@sayiir/backends";
 import { describe, expect, it } from "vitest";
-import { BACKENDS, type BackendName, SkipError } from "../src/backends.ts";
 import type { RecordedEvent } from "../src/recorder.ts";
+import { BACKENDS } from "../src/registry.ts";
 import { injectedUrls } from "../src/servers.ts";
 import { analyze, runSoak } from "../src/soak.ts";
 
 const SECONDS = Number(process.env.SAYIIR_SOAK_SECONDS ?? 20);
-const SOAK_BACKENDS = (process.env.SAYIIR_SOAK_BACKENDS ?? "sqlite,postgres").split(",") as BackendName[];
+const SOAK_BACKENDS = (process.env.SAYIIR_SOAK_BACKENDS ?? "sqlite,postgres")
+  .split(",")
+  .map(parseBackendName);
 
 describe("crash soak", () => {
   for (const name of SOAK_BACKENDS) {
@@ -20,7 +24,7 @@ describe("crash soak", () => {
         await probe.backend.close();
         await probe.cleanup();
       } catch (error) {
-        if (error instanceof SkipError) {
+        if (error instanceof BackendUnavailable) {
           console.warn(`[reliability] crash soak: SKIPPED backend ${name}: ${error.message}`);
           ctx.skip(error.message);
         }

@@ -27,4 +27,10 @@ export {
   runEndToEnd,
   startWorkflow,
 } from "./end-to-end.ts";
-export { runWorker, type WorkerEvent, type WorkerOptions, type WorkerStats } from "./worker.ts";
+export {
+  type LostDuring,
+  runWorker,
+  type WorkerEvent,
+  type WorkerOptions,
+  type WorkerStats,
+} from "./worker.ts";

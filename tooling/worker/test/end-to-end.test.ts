@@ -1,35 +1,24 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { PersistentBackend } from "@sayiir/persistence-core";
 import { describe, expect, it } from "vitest";
-// The adapters depend on this package (their end-to-end tests), so it tests against their sources, not their packages.
-import { InMemoryBackend } from "../../../packages/memory/src/index.ts";
-import { SqliteBackend } from "../../../packages/sqlite/src/index.ts";
 import { runEndToEnd } from "../src/index.ts";
+import { BACKENDS } from "./backends.ts";
 
 describe("worker loop end to end", () => {
   it("InMemoryBackend: 3 workers, one crashes, every workflow completes once", async () => {
-    const root = new InMemoryBackend();
-    const report = await runEndToEnd({ connect: () => root.connect(), workflows: 30, leaseMs: 300 });
+    const store = await BACKENDS.memory.create({});
+    const report = await runEndToEnd({ connect: () => store.connect(), workflows: 30, leaseMs: 300 });
     expect(report.workflows).toBe(30);
     expect(report.orphaned).toBeGreaterThan(0);
     expect(report.takeovers).toBeGreaterThan(0);
   });
 
   it("SqliteBackend (one file, a connection per worker)", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "sayiir-worker-"));
-    const path = join(dir, "e2e.sqlite");
+    const store = await BACKENDS.sqlite.create({}, { tag: "e2e" });
     try {
-      const connect = async (): Promise<PersistentBackend> => {
-        const backend = new SqliteBackend({ path });
-        await backend.migrate();
-        return backend;
-      };
-      const report = await runEndToEnd({ connect, workflows: 30, leaseMs: 400 });
+      const report = await runEndToEnd({ connect: () => store.connect(), workflows: 30, leaseMs: 400 });
       expect(report.takeovers).toBeGreaterThan(0);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      await store.backend.close();
+      await store.cleanup();
     }
   });
 });

@@ -1,8 +1,6 @@
 import { setTimeout as delay } from "node:timers/promises";
-import { bytesEqual } from "@sayiir/persistence-core";
+import { bytesEqual, type PersistentBackend } from "@sayiir/persistence-core";
 import { describe, expect, it } from "vitest";
-// The adapters depend on this package (their end-to-end tests), so it tests against their sources, not their packages.
-import { InMemoryBackend } from "../../../packages/memory/src/index.ts";
 import {
   bytes,
   defineWorkflow,
@@ -14,6 +12,7 @@ import {
   type WorkerEvent,
   type WorkflowDefinition,
 } from "../src/index.ts";
+import { BACKENDS } from "./backends.ts";
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -23,15 +22,23 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promi
   }
 }
 
-const completed = (backend: InMemoryBackend, id: string) => async () =>
+const completed = (backend: PersistentBackend, id: string) => async () =>
   (await backend.loadSnapshot(id)).state.kind === "Completed";
 
-function startFleet(root: InMemoryBackend, workflows: WorkflowDefinition[], ids: string[], leaseMs: number) {
+/** A fresh in-memory store: `root` is its first client, `connect()` gives more. */
+const memoryStore = async () => {
+  const store = await BACKENDS.memory.create({});
+  return { root: store.backend, connect: store.connect };
+};
+type Store = Awaited<ReturnType<typeof memoryStore>>;
+
+async function startFleet(store: Store, workflows: WorkflowDefinition[], ids: string[], leaseMs: number) {
   const stop = new AbortController();
   const events: WorkerEvent[] = [];
-  const runs = ids.map((workerId) =>
+  const clients = await Promise.all(ids.map(() => store.connect()));
+  const runs = ids.map((workerId, i) =>
     runWorker({
-      backend: root.connect(),
+      backend: clients[i]!,
       workerId,
       workflows,
       leaseMs,
@@ -51,7 +58,8 @@ function startFleet(root: InMemoryBackend, workflows: WorkflowDefinition[], ids:
 
 describe("runWorker", () => {
   it("heartbeats keep a task alive well past its lease", async () => {
-    const root = new InMemoryBackend();
+    const store = await memoryStore();
+    const { root } = store;
     let calls = 0;
     const slow = defineWorkflow("slow", [
       step("long", async (input) => {
@@ -61,7 +69,7 @@ describe("runWorker", () => {
       }),
     ]);
     await startWorkflow(root, slow, "w1", bytes("x"));
-    const fleet = startFleet(root, [slow], ["a", "b"], 200);
+    const fleet = await startFleet(store, [slow], ["a", "b"], 200);
     await waitFor(completed(root, "w1"));
     await fleet.stop();
     expect(calls).toBe(1);
@@ -71,7 +79,8 @@ describe("runWorker", () => {
   });
 
   it("a worker whose lease was taken over gets its fenced commit refused and does not advance", async () => {
-    const root = new InMemoryBackend();
+    const store = await memoryStore();
+    const { root } = store;
     let releaseStale!: () => void;
     const staleMayWrite = new Promise<void>((resolve) => {
       releaseStale = resolve;
@@ -82,7 +91,7 @@ describe("runWorker", () => {
     ]);
     await startWorkflow(root, wf, "w1", bytes(""));
     // The stale worker pauses (think: a long GC pause) between loading and writing, without heartbeats.
-    const staleBackend = root.connect();
+    const staleBackend = await store.connect();
     const save = staleBackend.saveSnapshot.bind(staleBackend);
     staleBackend.saveSnapshot = async (...args) => {
       await staleMayWrite;
@@ -102,7 +111,7 @@ describe("runWorker", () => {
     await waitFor(async () => staleEvents.some((e) => e.type === "claimed"));
     stopStale.abort();
     // The lease expires; a second worker takes the task over and finishes the workflow.
-    const fleet = startFleet(root, [wf], ["fresh"], 150);
+    const fleet = await startFleet(store, [wf], ["fresh"], 150);
     await waitFor(completed(root, "w1"));
     await fleet.stop();
     const before = await root.loadSnapshot("w1");
@@ -119,7 +128,8 @@ describe("runWorker", () => {
   });
 
   it("a fan-out's branches run concurrently and its join is advanced exactly once", async () => {
-    const root = new InMemoryBackend();
+    const store = await memoryStore();
+    const { root } = store;
     let joins = 0;
     let running = 0;
     let maxRunning = 0;
@@ -142,7 +152,7 @@ describe("runWorker", () => {
       ),
     ]);
     await startWorkflow(root, wf, "p", bytes("in"));
-    const fleet = startFleet(root, [wf], ["w0", "w1", "w2", "w3"], 500);
+    const fleet = await startFleet(store, [wf], ["w0", "w1", "w2", "w3"], 500);
     await waitFor(completed(root, "p"));
     await fleet.stop();
     expect(joins).toBe(1);
@@ -161,7 +171,8 @@ describe("runWorker", () => {
   });
 
   it("a failing task fails its workflow (and a failing branch fails the parent)", async () => {
-    const root = new InMemoryBackend();
+    const store = await memoryStore();
+    const { root } = store;
     const wf = defineWorkflow("boom", [
       fanOut(
         "fan",
@@ -175,7 +186,7 @@ describe("runWorker", () => {
       ),
     ]);
     await startWorkflow(root, wf, "p", bytes(""));
-    const fleet = startFleet(root, [wf], ["w0", "w1"], 500);
+    const fleet = await startFleet(store, [wf], ["w0", "w1"], 500);
     await waitFor(async () => (await root.loadSnapshot("p")).state.kind === "Failed");
     await fleet.stop();
     const state = (await root.loadSnapshot("p")).state;

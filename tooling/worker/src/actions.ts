@@ -1,0 +1,106 @@
+// What the worker does for each kind of task (see TaskAction): run the function, then the fenced
+// commit that records the result and advances the workflow.
+import {
+  getTaskResult,
+  markCompleted,
+  markTaskCompleted,
+  updatePosition,
+  type WorkflowSnapshot,
+} from "@sayiir/persistence-core";
+import { commit, loadForCommit } from "./commit.ts";
+import {
+  childInstanceId,
+  parseChildId,
+  stageEntryTaskId,
+  type TaskAction,
+  taskIds,
+  type WorkflowDefinition,
+} from "./definition.ts";
+import { ensureChild, fanOutStage, recordBranch } from "./fan-out.ts";
+import { callTask, type TaskRun } from "./task-run.ts";
+
+type Handler<K extends TaskAction["kind"]> = (
+  run: TaskRun,
+  definition: WorkflowDefinition,
+  action: Extract<TaskAction, { kind: K }>,
+) => Promise<void>;
+
+/** A step: run it, commit its output and the next stage (or completion). */
+const step: Handler<"step"> = async (run, definition, action) => {
+  const stage = definition.stages[action.stage];
+  if (stage?.kind !== "step") throw new Error(`bad stage for ${run.task.taskId}`);
+  const output = await callTask(() => stage.run(run.task.input, run.context));
+  const snapshot = await loadForCommit(run);
+  const done = markTaskCompleted(snapshot, run.task.taskId, output);
+  await commit(run, action, advance(definition, action.stage, done, output));
+};
+
+/** A fan-out's spawn: create every child (idempotent), then move the parent to its join. */
+const spawn: Handler<"spawn"> = async (run, definition, action) => {
+  const stage = fanOutStage(definition, action.stage);
+  const snapshot = await loadForCommit(run);
+  for (let i = 0; i < stage.branches.length; i++) {
+    await ensureChild(run, childInstanceId(run.task.instanceId, stage.id, i), definition.hash, stage, i);
+  }
+  await commit(
+    run,
+    action,
+    updatePosition(snapshot, { kind: "AtJoin", joinId: stage.id, completedBranches: [] }),
+  );
+};
+
+/** A branch (in its child instance): run it, commit its output and move the child to notify. */
+const branch: Handler<"branch"> = async (run, definition, action) => {
+  const stage = fanOutStage(definition, action.stage);
+  const branchFn = stage.branches[action.branch]!;
+  const output = await callTask(() => branchFn(run.task.input, run.context));
+  const snapshot = await loadForCommit(run);
+  const done = markTaskCompleted(snapshot, run.task.taskId, output);
+  await commit(run, action, updatePosition(done, { kind: "AtTask", taskId: taskIds.notify(stage.id) }));
+};
+
+/** A child's notify: record the branch output in the parent, then complete the child. */
+const notify: Handler<"notify"> = async (run, definition, action) => {
+  const { instanceId } = run.task;
+  const stage = fanOutStage(definition, action.stage);
+  const child = parseChildId(instanceId);
+  if (child === undefined) throw new Error(`${instanceId} is not a fan-out child`);
+  // The input of notify is the branch's committed output (checked against the snapshot by load).
+  const snapshot = await loadForCommit(run);
+  await recordBranch(run, child.parentId, stage, child.branch, { output: run.task.input });
+  await commit(run, action, markCompleted(snapshot, run.task.input));
+};
+
+/** A fan-out's join: run it on the recorded branch outputs, commit and move on. */
+const join: Handler<"join"> = async (run, definition, action) => {
+  const { instanceId } = run.task;
+  const stage = fanOutStage(definition, action.stage);
+  const snapshot = await loadForCommit(run);
+  const outputs = stage.branches.map((_, i) => {
+    const output = getTaskResult(snapshot, taskIds.branch(stage.id, i));
+    if (output === undefined) throw new Error(`${instanceId}: branch ${i} of ${stage.id} has no output`);
+    return output;
+  });
+  const output = await callTask(() => stage.join(outputs, run.context));
+  const done = markTaskCompleted(snapshot, run.task.taskId, output);
+  await commit(run, action, advance(definition, action.stage, done, output));
+};
+
+const HANDLERS: { [K in TaskAction["kind"]]: Handler<K> } = { step, spawn, branch, notify, join };
+
+/** Runs the task's action to its commit (throws what the action or the backend threw). */
+export function runAction(run: TaskRun, definition: WorkflowDefinition, action: TaskAction): Promise<void> {
+  return (HANDLERS[action.kind] as Handler<TaskAction["kind"]>)(run, definition, action);
+}
+
+/** After stage `index` produced `output` (already recorded in `snapshot`): the next stage, or completion. */
+function advance(
+  definition: WorkflowDefinition,
+  index: number,
+  snapshot: WorkflowSnapshot,
+  output: Uint8Array,
+): WorkflowSnapshot {
+  const next = definition.stages[index + 1];
+  if (next === undefined) return markCompleted(snapshot, output, snapshot.updatedAt);
+  return updatePosition(snapshot, { kind: "AtTask", taskId: stageEntryTaskId(next) }, snapshot.updatedAt);
+}

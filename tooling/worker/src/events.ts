@@ -1,0 +1,87 @@
+// The public shapes of the worker loop: its options, the events it reports and its counters.
+import type { PersistentBackend } from "@sayiir/persistence-core";
+import type { TaskAction, WorkflowDefinition } from "./definition.ts";
+
+/** Where a claim was found lost (see the `lost` event). */
+export type LostDuring = "heartbeat" | "load" | "commit" | "join-lock";
+
+/** Everything the loop reports, in order, synchronously (write it to a log, count it, forward it). */
+export type WorkerEvent =
+  | { type: "claimed"; workerId: string; instanceId: string; taskId: string; token: number; at: number }
+  | {
+      type: "committed";
+      workerId: string;
+      instanceId: string;
+      taskId: string;
+      token: number;
+      action: TaskAction["kind"];
+      /** The instance is Completed by this write. */
+      finished: boolean;
+      /** A top-level workflow (not a fan-out child) is Completed by this write. */
+      workflowCompleted: boolean;
+      ms: number;
+    }
+  | {
+      type: "branch-recorded";
+      workerId: string;
+      parentId: string;
+      branchTaskId: string;
+      lockToken: number;
+      /** This record was the last branch: the parent's join task is now ready. */
+      joinReady: boolean;
+    }
+  | { type: "branch-already-recorded"; workerId: string; parentId: string; branchTaskId: string }
+  | { type: "child-created"; workerId: string; instanceId: string; token: number }
+  | {
+      type: "lost";
+      workerId: string;
+      instanceId: string;
+      taskId: string;
+      token: number;
+      /** heartbeat: extend refused; load: the workflow had moved on; commit / join-lock: fenced write refused. */
+      during: LostDuring;
+    }
+  | { type: "released"; workerId: string; instanceId: string; taskId: string; token: number }
+  | {
+      /** claimAvailableTasks handed out an input that is not the snapshot's (a backend bug); not committed. */
+      type: "input-mismatch";
+      workerId: string;
+      instanceId: string;
+      taskId: string;
+      token: number;
+      got: string;
+      expected: string;
+    }
+  | { type: "failed"; workerId: string; instanceId: string; taskId: string; error: string }
+  | { type: "error"; workerId: string; instanceId?: string; taskId?: string; error: string };
+
+export interface WorkerOptions {
+  backend: PersistentBackend;
+  workerId: string;
+  /** The workflow definitions this worker can run (keyed by their hash). */
+  workflows: WorkflowDefinition[];
+  /** Lease of every claim (ms). Default 1000. */
+  leaseMs?: number;
+  /** Heartbeat period (ms): extendTaskClaim by leaseMs. Default leaseMs / 3. 0 disables heartbeats. */
+  heartbeatMs?: number;
+  /** Tasks in flight at once (claimed in batches of the free slots). Default 4. */
+  batch?: number;
+  /** Longest idle sleep when nothing is ready (ms); the sleep doubles from 5 ms up to this. Default 200. */
+  maxIdleMs?: number;
+  /** Stop claiming, let the tasks in flight finish, then resolve. */
+  signal?: AbortSignal;
+  /**
+   * Simulates a crash (kill -9): stop at once, abandon the tasks in flight without committing
+   * or releasing them, stop the heartbeats. Their leases expire and other workers take over.
+   */
+  crash?: AbortSignal;
+  onEvent?: (event: WorkerEvent) => void;
+}
+
+export interface WorkerStats {
+  claimed: number;
+  committed: number;
+  lost: number;
+  failed: number;
+  errors: number;
+}

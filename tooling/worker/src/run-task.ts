@@ -1,0 +1,110 @@
+// One claimed task from start to end: heartbeat while it runs, its action and fenced commit, what
+// a failure means (lost claim, wrong input, failing task function, backend error), and the release.
+import { type ClaimedTask, ClaimLostError, NotFoundError } from "@sayiir/persistence-core";
+import { runAction } from "./actions.ts";
+import { errorText, type WorkerContext } from "./context.ts";
+import type { TaskAction, WorkflowDefinition } from "./definition.ts";
+import { failWorkflow } from "./fan-out.ts";
+import { startHeartbeat } from "./heartbeat.ts";
+import { InputMismatch, TaskAborted, TaskFunctionError, TaskRun } from "./task-run.ts";
+
+/**
+ * Runs one claimed task. Releases its claim afterwards unless the claim was lost, the worker
+ * crashed, or a backend error left it to expire (so that another attempt happens later).
+ */
+export async function runTask(worker: WorkerContext, task: ClaimedTask): Promise<void> {
+  const run = new TaskRun(worker, task);
+  const stopHeartbeat = startHeartbeat(run);
+  let release = true;
+  try {
+    release = await execute(run);
+  } finally {
+    stopHeartbeat();
+    run.dispose();
+    if (release && !worker.crashed()) await releaseClaim(run);
+  }
+}
+
+/** The action of the task; resolves whether to release the claim. */
+async function execute(run: TaskRun): Promise<boolean> {
+  const { worker, task } = run;
+  const workflow = worker.compiled.get(task.workflowDefinitionHash);
+  const action = workflow?.actions.get(task.taskId);
+  if (workflow === undefined || action === undefined) {
+    worker.emit({
+      type: "error",
+      workerId: worker.workerId,
+      instanceId: task.instanceId,
+      taskId: task.taskId,
+      error: `no definition for ${task.workflowDefinitionHash} / ${task.taskId}`,
+    });
+    return true;
+  }
+  try {
+    await runAction(run, workflow.definition, action);
+    return true;
+  } catch (error) {
+    return handleFailure(run, workflow.definition, action, error);
+  }
+}
+
+/** What a failed action means; resolves whether to release the claim. */
+async function handleFailure(
+  run: TaskRun,
+  definition: WorkflowDefinition,
+  action: TaskAction,
+  error: unknown,
+): Promise<boolean> {
+  const { worker, task } = run;
+  const { workerId } = worker;
+  const { instanceId, taskId } = task;
+  if (error instanceof TaskAborted || run.signal.aborted) {
+    if (!worker.crashed() && run.lostDuring !== undefined) {
+      worker.stats.lost++;
+      worker.emit({
+        type: "lost",
+        workerId,
+        instanceId,
+        taskId,
+        token: task.claim.token,
+        during: run.lostDuring,
+      });
+    }
+    return false;
+  }
+  if (error instanceof ClaimLostError) return false;
+  if (error instanceof InputMismatch) {
+    worker.stats.errors++;
+    return true; // released: the task is retried, hopefully with its right input
+  }
+  const text = errorText(error);
+  if (error instanceof TaskFunctionError) {
+    await failWorkflow(run, definition, action, text);
+    worker.stats.failed++;
+    worker.emit({ type: "failed", workerId, instanceId, taskId, error: text });
+    return true;
+  }
+  // A backend problem: leave the claim to expire so that another attempt happens later.
+  worker.emit({ type: "error", workerId, instanceId, taskId, error: text });
+  return false;
+}
+
+/** releaseTaskClaim; a claim that is already gone is fine, other failures are reported. */
+async function releaseClaim(run: TaskRun): Promise<void> {
+  const { worker, task } = run;
+  const { instanceId, taskId } = task;
+  try {
+    await worker.backend.releaseTaskClaim(instanceId, taskId, worker.workerId);
+    worker.emit({ type: "released", workerId: worker.workerId, instanceId, taskId, token: task.claim.token });
+  } catch (error) {
+    if (!(error instanceof ClaimLostError || error instanceof NotFoundError)) {
+      worker.emit({
+        type: "error",
+        workerId: worker.workerId,
+        instanceId,
+        taskId,
+        error: `release: ${errorText(error)}`,
+      });
+    }
+  }
+}

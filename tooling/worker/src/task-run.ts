@@ -1,0 +1,78 @@
+// The state of one claimed task while the worker runs it: the abort controller that a lost claim
+// or a crash fires, where the claim was lost, and the checkpoint every step passes before it
+// touches the backend.
+import type { ClaimedTask } from "@sayiir/persistence-core";
+import type { WorkerContext } from "./context.ts";
+import type { TaskContext } from "./definition.ts";
+import type { LostDuring } from "./events.ts";
+
+/** Thrown (and used as abort reason) when the task must stop: claim lost or worker crashed. */
+export class TaskAborted extends Error {}
+
+/** claimAvailableTasks handed out an input that is not the snapshot's: nothing is committed. */
+export class InputMismatch extends Error {}
+
+/** What a task function threw: fails the workflow (a backend error is retried instead). */
+export class TaskFunctionError extends Error {}
+
+export class TaskRun {
+  /** When the run started (for the `committed` event's `ms`). */
+  readonly started = Date.now();
+  readonly controller = new AbortController();
+  /** Where the claim was first found lost, if it was. */
+  lostDuring: LostDuring | undefined;
+  readonly worker: WorkerContext;
+  readonly task: ClaimedTask;
+  readonly #onCrash = () => this.controller.abort(new TaskAborted("crashed"));
+
+  constructor(worker: WorkerContext, task: ClaimedTask) {
+    this.worker = worker;
+    this.task = task;
+    worker.crash?.addEventListener("abort", this.#onCrash, { once: true });
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** What the task function gets besides its input. */
+  get context(): TaskContext {
+    const { instanceId, taskId } = this.task;
+    return { instanceId, taskId, workerId: this.worker.workerId, signal: this.controller.signal };
+  }
+
+  /** The claim is gone: remember where first, abort the task. */
+  lost(during: LostDuring): void {
+    this.lostDuring ??= during;
+    this.controller.abort(new TaskAborted(`claim lost during ${during}`));
+  }
+
+  /** Throws TaskAborted when the claim was lost or the worker crashed. */
+  checkpoint(): void {
+    if (this.worker.crashed()) this.controller.abort(new TaskAborted("crashed"));
+    if (this.controller.signal.aborted) throw new TaskAborted(String(this.controller.signal.reason));
+  }
+
+  /** Stops listening for the crash. */
+  dispose(): void {
+    this.worker.crash?.removeEventListener("abort", this.#onCrash);
+  }
+}
+
+/** Runs a task function; what it throws becomes a TaskFunctionError (an abort stays an abort). */
+export async function callTask(fn: () => Uint8Array | Promise<Uint8Array>): Promise<Uint8Array> {
+  try {
+    return await fn();
+  } catch (error) {
+    if (error instanceof TaskAborted) throw error;
+    throw new TaskFunctionError(error instanceof Error ? error.message : String(error), { cause: error });
+  }
+}
+
+const previewDecoder = new TextDecoder();
+
+/** The first bytes of a value, as text, for events. */
+export function preview(bytes: Uint8Array): string {
+  const head = previewDecoder.decode(bytes.subarray(0, 120));
+  return bytes.length > 120 ? `${head}... (${bytes.length} bytes)` : head;
+}
