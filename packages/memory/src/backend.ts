@@ -5,26 +5,37 @@ import {
   type BaseBackendOptions,
   type ClaimedTask,
   type CompletionOutcome,
+  type ControlRequest,
   copyBytes,
-  EMPTY_BYTES,
+  type EventRef,
   type Fence,
   failures,
   isClaimLive,
+  markCancelled,
+  markPaused,
+  markResumed,
+  type PendingEvent,
   type PersistenceError,
+  type RenewedClaim,
   type SnapshotPage,
   type TaskClaim,
   type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
+  type ControlOperation,
+  consumeRefusal,
+  controlRefusal,
   extendRefusal,
   fromStoredParts,
   releaseRefusal,
   resultRefusal,
+  type StoredSnapshot,
   snapshotRefusal,
   toStoredSnapshot,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
+import { availableTasks, openWait, place, unplace } from "./discovery.js";
 import type { MemoryStore, StoredInstance } from "./layout.js";
 import { type InMemoryBackendOptions, storeOf } from "./options.js";
 
@@ -72,50 +83,68 @@ export class InMemoryBackend extends BaseBackend {
     return {
       found: stored !== undefined,
       finished: stored?.finished ?? false,
+      paused: stored?.status === "Paused",
       claim: fence === undefined ? undefined : this.store.claim(instanceId, fence.taskId),
       now: this.#now(),
     };
   }
 
-  /** The ready task: InProgress at a task that has no result yet (claims aside), else null. */
-  #readyTask(stored: StoredInstance): string | null {
-    const taskId = stored.positionTaskId;
-    return !stored.finished && taskId !== null && !stored.results.has(taskId) ? taskId : null;
-  }
-
-  #reindex(instanceId: string, stored: StoredInstance, readyTaskId = this.#readyTask(stored)): void {
-    if (readyTaskId !== null) {
-      this.store.ready.set({ instanceId, taskId: readyTaskId, updatedAt: stored.updatedAt });
-    } else {
-      this.store.ready.remove(instanceId);
-    }
-  }
-
-  /** Input of the ready task: the last completed output, else the initial input, else empty bytes. */
-  #input(stored: StoredInstance): Uint8Array {
-    const last =
-      stored.lastCompletedTaskId === null ? undefined : stored.results.get(stored.lastCompletedTaskId);
-    return copyBytes(last ?? stored.initialInput ?? EMPTY_BYTES);
-  }
-
-  protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
-    const id = snapshot.instanceId;
-    const parts = toStoredSnapshot(snapshot);
-    const refusal = snapshotRefusal(id, fence, this.#writeView(id, fence), parts.finished);
-    if (refusal !== null) throw refusal;
+  /**
+   * Stores a snapshot's stored form (private copies of its byte values) and indexes it. A
+   * terminal snapshot (Completed, Failed, Cancelled) drops the instance's pending events: nothing
+   * can consume them any more.
+   */
+  #put(parts: StoredSnapshot): void {
+    const id = parts.instanceId;
     const stored: StoredInstance = {
       header: parts.header,
+      status: parts.status,
       finished: parts.finished,
       definitionHash: parts.definitionHash,
       initialInput: parts.initialInput === null ? undefined : copyBytes(parts.initialInput),
       positionTaskId: parts.positionTaskId,
+      awaiting: parts.awaiting,
       results: new Map(parts.results.map((r) => [r.taskId, copyBytes(r.output)])),
       lastCompletedTaskId: parts.lastCompletedTaskId,
       updatedAt: parts.updatedAt,
     };
     if (!this.store.instances.has(id)) this.store.idsChanged();
     this.store.instances.set(id, stored);
-    this.#reindex(id, stored, parts.readyTaskId);
+    if (stored.finished) this.store.events.drop(id);
+    place(this.store, id, stored);
+  }
+
+  /** The stored snapshot, decoded (copies: the decoded byte values are views into the header). */
+  #snapshot(instanceId: string, stored: StoredInstance): WorkflowSnapshot {
+    return fromStoredParts({
+      instanceId,
+      header: copyBytes(stored.header),
+      initialInput: stored.initialInput === undefined ? null : copyBytes(stored.initialInput),
+      results: [...stored.results].map(([taskId, output]) => ({ taskId, output: copyBytes(output) })),
+      lastCompletedTaskId: stored.lastCompletedTaskId,
+      updatedAt: stored.updatedAt,
+    });
+  }
+
+  /**
+   * The fence, then the state (snapshotRefusal), then the event it consumes (consumeRefusal): the
+   * oldest pending event of its name, removed with the write. All or nothing.
+   */
+  protected async doSaveSnapshot(
+    snapshot: WorkflowSnapshot,
+    fence: Fence | undefined,
+    consumeEvent: EventRef | undefined,
+  ): Promise<void> {
+    const id = snapshot.instanceId;
+    const parts = toStoredSnapshot(snapshot);
+    const refusal =
+      snapshotRefusal(id, fence, this.#writeView(id, fence), parts.status) ??
+      (consumeEvent === undefined
+        ? null
+        : consumeRefusal(id, consumeEvent, this.store.events.oldest(id, consumeEvent.eventName)?.sequence));
+    if (refusal !== null) throw refusal;
+    if (consumeEvent !== undefined) this.store.events.consumeOldest(id, consumeEvent.eventName);
+    this.#put(parts);
   }
 
   protected async doSaveTaskResult(
@@ -128,7 +157,10 @@ export class InMemoryBackend extends BaseBackend {
     if (refusal !== null) throw refusal;
   }
 
-  /** The fenced write of one task result; the refusal, or null once it is written. */
+  /**
+   * The fenced write of one task result; the refusal, or null once it is written. A Paused
+   * workflow takes it (and stays in no index); a Cancelled one is finished and refuses it.
+   */
   #saveTaskResult(
     instanceId: string,
     taskId: string,
@@ -141,7 +173,7 @@ export class InMemoryBackend extends BaseBackend {
     stored.results.set(taskId, copyBytes(output));
     stored.lastCompletedTaskId = taskId;
     stored.updatedAt = Math.max(stored.updatedAt, this.#now());
-    this.#reindex(instanceId, stored);
+    place(this.store, instanceId, stored);
     return null;
   }
 
@@ -160,16 +192,7 @@ export class InMemoryBackend extends BaseBackend {
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
     const stored = this.store.instances.get(instanceId);
     if (stored === undefined) throw failures.snapshotNotFound(instanceId);
-    // Copies, so that the caller mutating the loaded bytes can't reach the store (the decoded
-    // snapshot's byte values are views into the header).
-    return fromStoredParts({
-      instanceId,
-      header: copyBytes(stored.header),
-      initialInput: stored.initialInput === undefined ? null : copyBytes(stored.initialInput),
-      results: [...stored.results].map(([taskId, output]) => ({ taskId, output: copyBytes(output) })),
-      lastCompletedTaskId: stored.lastCompletedTaskId,
-      updatedAt: stored.updatedAt,
-    });
+    return this.#snapshot(instanceId, stored);
   }
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
@@ -178,7 +201,8 @@ export class InMemoryBackend extends BaseBackend {
     }
     this.store.idsChanged();
     this.store.claims.delete(instanceId);
-    this.store.ready.remove(instanceId);
+    this.store.events.delete(instanceId);
+    unplace(this.store, instanceId);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
@@ -227,40 +251,25 @@ export class InMemoryBackend extends BaseBackend {
     this.store.deleteClaim(instanceId, taskId);
   }
 
+  /** Renews the claim and says, from the same step, whether its workflow is paused. */
   protected async doExtendTaskClaim(
     instanceId: string,
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim> {
+  ): Promise<RenewedClaim> {
     const claim = this.store.claim(instanceId, taskId);
     const now = this.#now();
     const refusal = extendRefusal(instanceId, taskId, claim, workerId, now);
     if (refusal !== null) throw refusal;
     const held = claim as TaskClaim;
     if (held.expiresAt !== null) held.expiresAt = now + durationMs;
-    return { ...held };
-  }
-
-  /** Up to `limit` ready tasks nobody holds a live claim on, oldest first. */
-  #ready(limit: number): Array<{ instanceId: string; taskId: string; stored: StoredInstance }> {
-    const found = [];
-    for (const entry of this.store.ready) {
-      if (found.length >= limit) break;
-      if (this.#liveClaim(entry.instanceId, entry.taskId) !== undefined) continue;
-      const stored = this.store.instances.get(entry.instanceId) as StoredInstance;
-      found.push({ instanceId: entry.instanceId, taskId: entry.taskId, stored });
-    }
-    return found;
+    const workflowPaused = this.store.instances.get(instanceId)?.status === "Paused";
+    return { ...held, workflowPaused };
   }
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    return this.#ready(limit).map(({ instanceId, taskId, stored }) => ({
-      instanceId,
-      taskId,
-      input: this.#input(stored),
-      workflowDefinitionHash: stored.definitionHash,
-    }));
+    return availableTasks(this.store, this.#now(), limit);
   }
 
   protected async doClaimAvailableTasks(
@@ -268,13 +277,69 @@ export class InMemoryBackend extends BaseBackend {
     limit: number,
     ttlMs: number | null,
   ): Promise<ClaimedTask[]> {
-    return this.#ready(limit).map(({ instanceId, taskId, stored }) => ({
-      instanceId,
-      taskId,
-      input: this.#input(stored),
-      workflowDefinitionHash: stored.definitionHash,
-      claim: this.#claim(instanceId, taskId, workerId, ttlMs) as TaskClaim,
+    return availableTasks(this.store, this.#now(), limit).map((task) => ({
+      ...task,
+      claim: this.#claim(task.instanceId, task.taskId, workerId, ttlMs) as TaskClaim,
     }));
+  }
+
+  /** The stored instance a control operation or an event applies to, once controlRefusal allows it. */
+  #controlled(operation: ControlOperation, instanceId: string): StoredInstance {
+    const stored = this.store.instances.get(instanceId);
+    const refusal = controlRefusal(operation, instanceId, stored?.status);
+    if (refusal !== null) throw refusal;
+    return stored as StoredInstance;
+  }
+
+  /**
+   * InProgress or Paused -> Cancelled (results kept), its pending events dropped (the write is
+   * terminal) and every claim on the instance revoked.
+   */
+  protected async doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    const stored = this.#controlled("cancel", instanceId);
+    const now = this.#now();
+    this.#put(toStoredSnapshot(markCancelled(this.#snapshot(instanceId, stored), request, now)));
+    this.#revokeClaims(instanceId, now);
+  }
+
+  /**
+   * Revoking a claim expires it now: the record and its token stay, so later claims get larger
+   * tokens, its holder's extend and fenced writes get ClaimLost, and the holder may still release it.
+   */
+  #revokeClaims(instanceId: string, now: number): void {
+    for (const claim of this.store.claims.get(instanceId)?.values() ?? []) {
+      if (isClaimLive(claim, now)) claim.expiresAt = now;
+    }
+  }
+
+  /** InProgress -> Paused at the same position: out of both indexes; claims stay. */
+  protected async doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    const stored = this.#controlled("pause", instanceId);
+    this.#put(toStoredSnapshot(markPaused(this.#snapshot(instanceId, stored), request, this.#now())));
+  }
+
+  /** Paused -> InProgress at the same position, with every result: indexed again (ready, or a wait). */
+  protected async doResumeWorkflow(instanceId: string): Promise<void> {
+    const stored = this.#controlled("resume", instanceId);
+    this.#put(toStoredSnapshot(markResumed(this.#snapshot(instanceId, stored), this.#now())));
+  }
+
+  /**
+   * Appends the event to the FIFO of (instance, name) with the instance's next sequence and the
+   * store's clock as sentAt. A workflow waiting for that name becomes ready in the same step.
+   */
+  protected async doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
+    const stored = this.#controlled("sendEvent", instanceId);
+    const sequence = this.store.events.append(instanceId, eventName, copyBytes(payload), this.#now());
+    if (openWait(stored)?.eventName === eventName) place(this.store, instanceId, stored);
+    return sequence;
+  }
+
+  protected async doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
+    if (!this.store.instances.has(instanceId)) throw failures.snapshotNotFound(instanceId);
+    return this.store.events
+      .pending(instanceId)
+      .map((event) => ({ ...event, payload: copyBytes(event.payload) }));
   }
 
   protected async doClose(): Promise<void> {

@@ -1,13 +1,22 @@
 import type { TaskClaim } from "@sayiir/persistence-core";
-import { ReadyIndex } from "./ready-index.js";
+import type { StoredSnapshot, StoredStatus } from "@sayiir/persistence-core/adapter";
+import { EventQueues } from "./events.js";
+import { InstanceIndex } from "./indexes.js";
 
 /*
  * What the memory backend keeps, the in-memory counterpart of a database's tables:
  *
  *   instances   instance id -> StoredInstance: the stored form of its snapshot (toStoredSnapshot)
  *   claims      instance id -> task id -> TaskClaim (nested maps: no pair of ids shares a key)
- *   ready       the ready index: one entry per instance that has a ready task, by (updatedAt, id)
+ *   events      instance id -> event name -> its pending events, oldest first, and the instance's
+ *               event counter (src/events.ts)
+ *   ready       the ready index: one entry per instance that has a task to run now (a task without
+ *               result, or a wait whose event is pending), by (updatedAt, instance id)
+ *   timers      the timer index: one entry per wait with a timeout and no event pending, by
+ *               (timeoutAt, instance id); discovery reads it up to now
  *   lastToken   the fencing-token counter of the whole store
+ *
+ * A Paused, Cancelled, Completed or Failed workflow is in neither index.
  *
  * Every byte value is a private copy, so a caller changing its bytes after a save, or the bytes it
  * loaded, cannot reach the store.
@@ -17,13 +26,17 @@ import { ReadyIndex } from "./ready-index.js";
 export interface StoredInstance {
   /** toStoredSnapshot's header: everything but the task results and the initial input. */
   header: Uint8Array;
-  /** Completed or Failed. */
+  /** InProgress, Paused, Cancelled, Completed or Failed. */
+  status: StoredStatus;
+  /** Completed, Failed or Cancelled: terminal. */
   finished: boolean;
   definitionHash: string;
   /** The initial input, stored once, beside the header; undefined when the snapshot has none. */
   initialInput: Uint8Array | undefined;
-  /** The task of an AtTask position, else null. */
+  /** The task of an InProgress AtTask position, else null. */
   positionTaskId: string | null;
+  /** The wait of an InProgress AwaitingEvent position whose next task had no result when written, else null. */
+  awaiting: StoredSnapshot["awaiting"];
   /** Task id -> output. */
   results: Map<string, Uint8Array>;
   lastCompletedTaskId: string | null;
@@ -38,7 +51,9 @@ export class MemoryStore {
   readonly instances = new Map<string, StoredInstance>();
   /** Claims by instance, then task: nested maps so no pair of ids can ever share a key. */
   readonly claims = new Map<string, Map<string, TaskClaim>>();
-  readonly ready = new ReadyIndex();
+  readonly events = new EventQueues();
+  readonly ready = new InstanceIndex();
+  readonly timers = new InstanceIndex();
   /** One counter for the whole store: tokens never repeat, even across deleted instances. */
   lastToken = 0;
   #sortedIds: string[] | null = null;

@@ -4,7 +4,11 @@ import {
   BaseBackend,
   type ClaimedTask,
   type CompletionOutcome,
+  type ControlRequest,
+  type EventRef,
   type Fence,
+  type PendingEvent,
+  type RenewedClaim,
   type SnapshotPage,
   type TaskClaim,
   type ValidCompletion,
@@ -15,7 +19,9 @@ import { MongoClient } from "mongodb";
 import { claimTask, extendClaim, releaseClaim } from "./claims.js";
 import { completeTasks, saveTaskResult } from "./completion.js";
 import { MongoContext, noServerClock } from "./context.js";
+import { cancelWorkflow, pauseWorkflow, resumeWorkflow } from "./control.js";
 import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
+import { loadPendingEvents, sendEvent } from "./events.js";
 import type { CollectionNames } from "./layout.js";
 import { type MongoBackendOptions, normalizeOptions } from "./options.js";
 import { migrate, type ServerFeatures } from "./schema.js";
@@ -23,9 +29,10 @@ import { deleteSnapshot, listSnapshotsPage, loadSnapshot, saveSnapshot } from ".
 
 /**
  * Sayiir persistence on MongoDB (official driver). Each instance has one document holding its
- * snapshot header, its initial input (or the reference of its blob), its task-result references
- * and its claims; every claim, release, extend and (fenced) write is one compare-and-set of that
- * document, so a fence check and the write it guards are atomic. No multi-document transaction
+ * snapshot header, its initial input (or the reference of its blob), its task-result references,
+ * its claims and its pending events; every claim, release, extend, (fenced) write, control
+ * operation and event is one compare-and-set of that document, so a fence check and the write
+ * it guards are atomic. No multi-document transaction
  * is used. The operations live in modules per concern that take a MongoContext; see the README.
  */
 export class MongoBackend extends BaseBackend {
@@ -120,8 +127,12 @@ export class MongoBackend extends BaseBackend {
     return this.run("clockMode", async () => (await this.#ctx.clock()).mode);
   }
 
-  protected doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
-    return saveSnapshot(this.#ctx, snapshot, fence);
+  protected doSaveSnapshot(
+    snapshot: WorkflowSnapshot,
+    fence: Fence | undefined,
+    consumeEvent: EventRef | undefined,
+  ): Promise<void> {
+    return saveSnapshot(this.#ctx, snapshot, fence, consumeEvent);
   }
 
   protected doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
@@ -167,7 +178,7 @@ export class MongoBackend extends BaseBackend {
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim> {
+  ): Promise<RenewedClaim> {
     return extendClaim(this.#ctx, instanceId, taskId, workerId, durationMs);
   }
 
@@ -181,6 +192,26 @@ export class MongoBackend extends BaseBackend {
     ttlMs: number | null,
   ): Promise<ClaimedTask[]> {
     return claimAvailableTasks(this.#ctx, workerId, limit, ttlMs);
+  }
+
+  protected doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    return cancelWorkflow(this.#ctx, instanceId, request);
+  }
+
+  protected doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    return pauseWorkflow(this.#ctx, instanceId, request);
+  }
+
+  protected doResumeWorkflow(instanceId: string): Promise<void> {
+    return resumeWorkflow(this.#ctx, instanceId);
+  }
+
+  protected doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
+    return sendEvent(this.#ctx, instanceId, eventName, payload);
+  }
+
+  protected doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
+    return loadPendingEvents(this.#ctx, instanceId);
   }
 
   protected async doClose(): Promise<void> {

@@ -2,7 +2,7 @@
  * Claims: claim, release, extend, and the fencing-token counter. A claim lives in the `c` array
  * of its instance's document, so each of these is one compare-and-set of that document.
  */
-import { BackendError, type TaskClaim } from "@sayiir/persistence-core";
+import { BackendError, type RenewedClaim, type TaskClaim } from "@sayiir/persistence-core";
 import { extendRefusal, RETRY, releaseRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { claimOn, heldClaim, liveClaimOn, toTaskClaim, withClaim } from "./instance.js";
@@ -106,13 +106,17 @@ export function releaseClaim(
   );
 }
 
+/**
+ * Renews a live claim; `workflowPaused` is read from the document version the renewal commits
+ * over (false when there is no snapshot).
+ */
 export function extendClaim(
   ctx: MongoContext,
   instanceId: string,
   taskId: string,
   workerId: string,
   durationMs: number,
-): Promise<TaskClaim> {
+): Promise<RenewedClaim> {
   return retryOnRace(
     `extendTaskClaim: ${quote(instanceId)}`,
     async () => {
@@ -121,11 +125,12 @@ export function extendClaim(
       const refusal = extendRefusal(instanceId, taskId, heldClaim(doc, taskId), workerId, now);
       if (refusal !== null) throw refusal;
       const claim = claimOn(doc, taskId) as ClaimEntry;
+      const workflowPaused = isSnapshot(doc) && doc.s === "Paused";
       // A claim without ttl stays without ttl (and never expires).
-      if (claim.e === null) return toTaskClaim(instanceId, claim);
+      if (claim.e === null) return { ...toTaskClaim(instanceId, claim), workflowPaused };
       const renewed: ClaimEntry = { ...claim, e: now + durationMs };
       if (await ctx.commit(instanceId, doc, { c: withClaim(doc, taskId, renewed, now) })) {
-        return toTaskClaim(instanceId, renewed);
+        return { ...toTaskClaim(instanceId, renewed), workflowPaused };
       }
       return RETRY;
     },

@@ -9,7 +9,7 @@ import type { RaceRetryOptions } from "@sayiir/persistence-core/adapter";
 import type { Collection, Db, Document, MongoClient } from "mongodb";
 import { ChunkStore, newBlobId } from "./chunks.js";
 import { type Clock, clientClock, ServerClock } from "./clock.js";
-import { nextUpdate } from "./instance.js";
+import { type EventsChange, nextUpdate } from "./instance.js";
 import {
   type ChunkDoc,
   type CollectionNames,
@@ -167,13 +167,15 @@ export class MongoContext {
   /**
    * The commit point of every mutation: one compare-and-set of the instance document against
    * the version that was read (`doc.v`). False: the document changed since (re-read and retry).
-   * A new document is inserted (false on a duplicate key: someone else created it first).
+   * A new document is inserted (false on a duplicate key: someone else created it first; a new
+   * document has no events, so `events` applies only to an existing one).
    */
   async commit(
     instanceId: string,
     doc: InstanceDoc | null,
     changes: Partial<InstanceDoc>,
     remove: readonly string[] = [],
+    events?: EventsChange,
   ): Promise<boolean> {
     const version = newBlobId();
     if (doc === null) {
@@ -186,7 +188,7 @@ export class MongoContext {
         throw error;
       }
     }
-    const update = nextUpdate(instanceId, doc, changes, remove, version);
+    const update = nextUpdate(instanceId, doc, changes, remove, version, events);
     const result = await this.snapshots.updateOne({ _id: instanceId, v: doc.v }, update);
     return result.matchedCount === 1;
   }

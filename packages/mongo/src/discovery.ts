@@ -1,42 +1,99 @@
 /*
  * Discovery (findAvailableTasks) and claim-next (claimAvailableTasks), in small steps: walk the
- * ready index page by page, reserve tokens, claim candidates (compare-and-sets), read the inputs
- * of what was found or claimed, and give back claims that will not be returned.
+ * ready and timer indexes page by page (merged by key), reserve tokens, claim candidates
+ * (compare-and-sets), read the inputs of what was found or claimed (inputs.ts), and give back
+ * claims that will not be returned.
  */
 import { type AvailableTask, BackendError, type ClaimedTask } from "@sayiir/persistence-core";
-import { backoffDelay, fromStoredParts, RETRY, retryOnRace, sleep } from "@sayiir/persistence-core/adapter";
+import { backoffDelay, RETRY, retryOnRace, sleep } from "@sayiir/persistence-core/adapter";
 import type { Document } from "mongodb";
 import { newClaim, removeClaim, reserveTokens } from "./claims.js";
 import { type MongoContext, quote, RACE } from "./context.js";
-import { claimOn, liveClaimOn, toTaskClaim, withClaim } from "./instance.js";
-import { type ClaimEntry, type InstanceDoc, isSnapshot, PROJECTION } from "./layout.js";
-import { headerBytes, initialInputBytes } from "./snapshots.js";
+import { availableTask, readInputs } from "./inputs.js";
+import { claimOn, liveClaimOn, runnableTask, toTaskClaim, withClaim } from "./instance.js";
+import { type ClaimEntry, type InstanceDoc, PROJECTION } from "./layout.js";
 
 /** Attempts per candidate in claim-next before moving on to the next candidate. */
 const CLAIM_NEXT_ATTEMPTS = 4;
 
-/** A task to read the input of: its instance, and the token of the claim just taken, if any. */
-interface InputItem {
-  instanceId: string;
-  taskId: string;
-  token?: number;
+// ---------------------------------------------------------------- walk the indexes
+
+/** One index discovery reads: its time key, tie-break key and claim-expiry key. */
+interface IndexKeys {
+  time: "qa" | "ta";
+  id: "qi" | "ti";
+  expiry: "qe" | "te";
+  /** Only entries whose time has come (the timer index: `ta <= now`). */
+  upToNow: boolean;
 }
 
-/** The input of a task and the definition hash of its workflow. */
-interface Input {
-  input: Uint8Array;
-  definitionHash: string;
+const READY: IndexKeys = { time: "qa", id: "qi", expiry: "qe", upToNow: false };
+const TIMERS: IndexKeys = { time: "ta", id: "ti", expiry: "te", upToNow: true };
+
+/** A keyset cursor over one index: the page read and not yet handed out, and where it stopped. */
+class IndexCursor {
+  readonly keys: IndexKeys;
+  buffer: InstanceDoc[] = [];
+  done = false;
+  #after: { time: number; id: string } | null = null;
+
+  constructor(keys: IndexKeys) {
+    this.keys = keys;
+  }
+
+  /** The (time, tie-break) key of a document of this index. */
+  key(doc: InstanceDoc): [number, string] {
+    return [Number(doc[this.keys.time]), String(doc[this.keys.id])];
+  }
+
+  /**
+   * Reads the next page: entries (after the last one read) whose claim expiry is null or has
+   * passed at `now`, and for the timer index whose time has come, in key order.
+   */
+  async fill(ctx: MongoContext, now: number, size: number): Promise<void> {
+    const { time, id, expiry } = this.keys;
+    const and: Document[] = [{ $or: [{ [expiry]: null }, { [expiry]: { $lte: now } }] }];
+    const after = this.#after;
+    if (after !== null) {
+      and.push({ $or: [{ [time]: { $gt: after.time } }, { [time]: after.time, [id]: { $gt: after.id } }] });
+    }
+    const present = this.keys.upToNow ? { $exists: true, $lte: now } : { $exists: true };
+    this.buffer = await ctx.snapshots
+      .find({ [time]: present, $and: and }, { projection: PROJECTION.page })
+      .sort({ [time]: 1, [id]: 1 })
+      .limit(size)
+      .toArray();
+    if (this.buffer.length < size) this.done = true;
+    const last = this.buffer[this.buffer.length - 1];
+    if (last !== undefined) {
+      const [t, i] = this.key(last);
+      this.#after = { time: t, id: i };
+    }
+  }
 }
 
-type Eligible = InstanceDoc & { d: string };
-
-// ---------------------------------------------------------------- walk the index
+/** The cursor whose next entry comes first (time, then instance id in code point order). */
+function earliest(cursors: readonly IndexCursor[]): IndexCursor | undefined {
+  let best: IndexCursor | undefined;
+  let bestKey: [number, string] | undefined;
+  for (const cursor of cursors) {
+    const head = cursor.buffer[0];
+    if (head === undefined) continue;
+    const key = cursor.key(head);
+    if (bestKey === undefined || key[0] < bestKey[0] || (key[0] === bestKey[0] && key[1] < bestKey[1])) {
+      best = cursor;
+      bestKey = key;
+    }
+  }
+  return best;
+}
 
 /**
- * Walks the ready index (oldest updatedAt first, ties by instance id) page by page. The index
- * holds only documents whose position's task is ready; `qe` (the expiry of a claim on that
- * task, null if unclaimed) leaves out tasks under a live claim. Each page goes to `take`
- * until `want()` reaches 0.
+ * Walks the ready index (by updatedAt) and the timer index up to now (by timeoutAt) as one
+ * sequence, merged by key (ties by instance id), page by page. The indexes hold only documents
+ * whose task is ready (or whose wait's timeout is set); the claim-expiry key leaves out tasks
+ * under a live claim. Each page goes to `take` until `want()` reaches 0. A document seen once
+ * (it may move from one index to the other during the walk) is not handed out again.
  */
 async function walkReady(
   ctx: MongoContext,
@@ -44,131 +101,23 @@ async function walkReady(
   want: () => number,
   take: (page: InstanceDoc[]) => Promise<void>,
 ): Promise<void> {
-  let after: { qa: number; qi: string } | null = null;
+  const cursors = [new IndexCursor(READY), new IndexCursor(TIMERS)];
+  const seen = new Set<string>();
   while (want() > 0) {
-    const pageSize = Math.min(1_000, want() * 2 + 8);
-    const and: Document[] = [{ $or: [{ qe: null }, { qe: { $lte: now } }] }];
-    if (after !== null)
-      and.push({ $or: [{ qa: { $gt: after.qa } }, { qa: after.qa, qi: { $gt: after.qi } }] });
-    const page = await ctx.snapshots
-      .find({ qa: { $exists: true }, $and: and }, { projection: PROJECTION.page })
-      .sort({ qa: 1, qi: 1 })
-      .limit(pageSize)
-      .toArray();
+    const size = Math.min(1_000, want() * 2 + 8);
+    const page: InstanceDoc[] = [];
+    while (page.length < size) {
+      const empty = cursors.filter((c) => c.buffer.length === 0 && !c.done);
+      await Promise.all(empty.map((c) => c.fill(ctx, now, size)));
+      const next = earliest(cursors)?.buffer.shift();
+      if (next === undefined) break;
+      if (seen.has(next._id)) continue;
+      seen.add(next._id);
+      page.push(next);
+    }
     if (page.length === 0) return;
-    await take(page.filter((d) => typeof d.p === "string"));
-    const last = page[page.length - 1] as InstanceDoc;
-    after = { qa: last.qa as number, qi: last.qi as string };
-    if (page.length < pageSize) return;
+    await take(page.filter((d) => runnableTask(d) !== undefined));
   }
-}
-
-// ---------------------------------------------------------------- read inputs
-
-/**
- * The current document of an item if its task can run: a snapshot still at that task, not
- * finished, without a result for it, and not under a live claim, unless `token` names that
- * claim (claim-next reading the inputs of what it just claimed).
- */
-function eligible(doc: InstanceDoc | undefined, item: InputItem, now: number): Eligible | undefined {
-  if (!isSnapshot(doc) || doc.f === true || doc.p !== item.taskId) return undefined;
-  if ((doc.r ?? []).some((e) => e.t === item.taskId)) return undefined;
-  const live = liveClaimOn(doc, item.taskId, now);
-  if (item.token === undefined ? live !== undefined : claimOn(doc, item.taskId)?.k !== item.token)
-    return undefined;
-  return doc;
-}
-
-/** The blob of the last completed task's output: the input, unless it is the initial input. */
-const outputRef = (doc: InstanceDoc): string | undefined =>
-  doc.l === null || doc.l === undefined ? undefined : (doc.r ?? []).find((e) => e.t === doc.l)?.g;
-
-/** Needs the document's inline payloads (header or initial input) to know the input. */
-const needsInline = (doc: InstanceDoc): boolean =>
-  outputRef(doc) === undefined && (doc.hg === undefined || doc.ig === undefined);
-
-/**
- * The documents of the items, as mutations read them (no inline payloads); those of tasks whose
- * input is the initial input and that keep a payload inline are read again in full, and judged
- * on that newer version.
- */
-async function readDocs(
-  ctx: MongoContext,
-  items: readonly InputItem[],
-  now: number,
-): Promise<Map<string, InstanceDoc>> {
-  const byId = new Map<string, InstanceDoc>();
-  const docs = await ctx.snapshots
-    .find({ _id: { $in: items.map((c) => c.instanceId) } }, { projection: PROJECTION.state })
-    .toArray();
-  for (const doc of docs) byId.set(doc._id, doc);
-  const again = items
-    .filter((item) => {
-      const doc = eligible(byId.get(item.instanceId), item, now);
-      return doc !== undefined && needsInline(doc);
-    })
-    .map((item) => item.instanceId);
-  if (again.length > 0) {
-    for (const id of again) byId.delete(id);
-    const full = await ctx.snapshots.find({ _id: { $in: again } }).toArray();
-    for (const doc of full) byId.set(doc._id, doc);
-  }
-  return byId;
-}
-
-/**
- * The input of a task from its document and the blobs read: the last output, else the initial
- * input (stored beside the header, or inside a header written before the split), else empty
- * bytes. undefined: a blob is gone (the snapshot moved on) or the record does not decode.
- */
-function inputOf(doc: Eligible, blobs: Map<string, Uint8Array>): Uint8Array | undefined {
-  const ref = outputRef(doc);
-  if (ref !== undefined) return blobs.get(ref);
-  if (doc.hg !== undefined && !blobs.has(doc.hg)) return undefined;
-  if (doc.ig !== undefined && !blobs.has(doc.ig)) return undefined;
-  try {
-    const snapshot = fromStoredParts({
-      instanceId: doc._id,
-      header: headerBytes(doc, blobs),
-      initialInput: initialInputBytes(doc, blobs),
-      results: [],
-      lastCompletedTaskId: null,
-    });
-    return snapshot.initialInput ?? new Uint8Array(0);
-  } catch {
-    return undefined; // a corrupt record cannot be run; loadSnapshot reports it
-  }
-}
-
-/**
- * Reads the current documents of tasks and their inputs. A task whose snapshot moved on (no
- * longer at that task, completed, finished) is left out, as is one under a live claim that is
- * not the item's own and one whose record cannot be decoded (loadSnapshot reports it).
- */
-async function readInputs(
-  ctx: MongoContext,
-  items: readonly InputItem[],
-  now: number,
-): Promise<Map<string, Input>> {
-  const out = new Map<string, Input>();
-  if (items.length === 0) return out;
-  const byId = await readDocs(ctx, items, now);
-  const plan: Eligible[] = [];
-  const need: string[] = [];
-  for (const item of items) {
-    const doc = eligible(byId.get(item.instanceId), item, now);
-    if (doc === undefined) continue;
-    const ref = outputRef(doc);
-    if (ref !== undefined) need.push(ref);
-    else need.push(...[doc.hg, doc.ig].filter((g): g is string => g !== undefined));
-    plan.push(doc);
-  }
-  const blobs = await ctx.chunks.read(need);
-  for (const doc of plan) {
-    const input = inputOf(doc, blobs);
-    if (input !== undefined) out.set(doc._id, { input, definitionHash: doc.d });
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------- findAvailableTasks
@@ -178,7 +127,7 @@ export async function findAvailableTasks(ctx: MongoContext, limit: number): Prom
   const tasks: AvailableTask[] = [];
   // A candidate whose input cannot be read (its snapshot moved on, or its record is corrupt)
   // is replaced by the next one in index order: keep walking until `limit` tasks have inputs
-  // or the index is exhausted.
+  // or the indexes are exhausted.
   await walkReady(
     ctx,
     now,
@@ -188,17 +137,11 @@ export async function findAvailableTasks(ctx: MongoContext, limit: number): Prom
       while (rest.length > 0 && tasks.length < limit) {
         const batch = rest.slice(0, limit - tasks.length);
         rest = rest.slice(batch.length);
-        const items = batch.map((doc) => ({ instanceId: doc._id, taskId: doc.p as string }));
+        const items = batch.map((doc) => ({ instanceId: doc._id, taskId: runnableTask(doc) as string }));
         const inputs = await readInputs(ctx, items, now);
-        for (const c of items) {
-          const got = inputs.get(c.instanceId);
-          if (got === undefined) continue;
-          tasks.push({
-            instanceId: c.instanceId,
-            taskId: c.taskId,
-            input: got.input,
-            workflowDefinitionHash: got.definitionHash,
-          });
+        for (const item of items) {
+          const got = inputs.get(item.instanceId);
+          if (got !== undefined) tasks.push(availableTask(item, got));
         }
       }
     },
@@ -230,14 +173,18 @@ function claimCandidate(
   attempted: (entry: ClaimEntry) => void,
 ): Promise<ClaimEntry | null> {
   const instanceId = candidate._id;
-  const taskId = candidate.p as string;
+  const taskId = runnableTask(candidate) as string;
   return retryOnRace(
     `claimAvailableTasks: ${quote(instanceId)}`,
     async (attempt) => {
       const doc = attempt === 0 ? candidate : await ctx.read(instanceId, PROJECTION.page);
       const token = attempt === 0 ? firstToken : await reserveTokens(ctx, 1);
       const now = await ctx.now();
-      if (doc?.qa === undefined || doc.p !== taskId || liveClaimOn(doc, taskId, now) !== undefined)
+      if (
+        !indexedReady(doc, now) ||
+        runnableTask(doc) !== taskId ||
+        liveClaimOn(doc, taskId, now) !== undefined
+      )
         return null;
       const entry = newClaim(taskId, workerId, token, now, ttlMs);
       attempted(entry);
@@ -247,6 +194,10 @@ function claimCandidate(
     { attempts: CLAIM_NEXT_ATTEMPTS, baseMs: 2, capMs: 50 },
   );
 }
+
+/** Is the document (as read) in the ready index, or in the timer index with its time come? */
+const indexedReady = (doc: InstanceDoc | null, now: number): doc is InstanceDoc =>
+  doc !== null && (doc.qa !== undefined || (doc.ta !== undefined && Number(doc.ta) <= now));
 
 /** What one batch of claim attempts won, and the first failure of one of them. */
 interface BatchOutcome {
@@ -370,13 +321,8 @@ async function claimPage(ctx: MongoContext, state: ClaimNext, page: InstanceDoc[
         state.toGiveBack.push(win);
         continue;
       }
-      state.claimed.push({
-        instanceId: win.instanceId,
-        taskId: win.entry.t,
-        input: got.input,
-        workflowDefinitionHash: got.definitionHash,
-        claim: toTaskClaim(win.instanceId, win.entry),
-      });
+      const item = { instanceId: win.instanceId, taskId: win.entry.t };
+      state.claimed.push({ ...availableTask(item, got), claim: toTaskClaim(win.instanceId, win.entry) });
     }
     // The claims this batch won are in `claimed`; now report the failure of another.
     if (rejected !== undefined) throw rejected.reason;

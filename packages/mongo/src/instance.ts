@@ -1,22 +1,38 @@
 /*
- * Pure functions over an instance document: claim liveness, fences, and the ready-index fields.
+ * Pure functions over an instance document: claim liveness, fences, pending events, and the
+ * ready- and timer-index fields.
  * Every mutation reads the document, computes its next state here, and commits it with one
  * compare-and-set on `v` (see context.ts), so whatever is judged here (a live claim, a fence,
  * readiness) is exactly the state the write commits over.
  */
-import type { CompletionOutcome, Fence, TaskClaim } from "@sayiir/persistence-core";
+import type {
+  CompletionOutcome,
+  EventRef,
+  Fence,
+  PersistenceError,
+  TaskClaim,
+} from "@sayiir/persistence-core";
 import {
+  consumeRefusal,
   type HeldClaimView,
   fenceHolds as holds,
   resultRefusal,
   type StoredClaimView,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
-import { type ClaimEntry, type InstanceDoc, isSnapshot, orderKey, type ResultRef } from "./layout.js";
+import {
+  type ClaimEntry,
+  type EventEntry,
+  type InstanceDoc,
+  isSnapshot,
+  orderKey,
+  type ResultRef,
+} from "./layout.js";
 import { isStale } from "./maintenance.js";
 
-/** Is a claim live at `now` (ms, the backend's clock)? */
-export const isLive = (claim: ClaimEntry, now: number): boolean => claim.e === null || claim.e > now;
+/** Is a claim live at `now` (ms, the backend's clock)? A revoked claim never is. */
+export const isLive = (claim: ClaimEntry, now: number): boolean =>
+  claim.x !== true && (claim.e === null || claim.e > now);
 
 /** The claim on `taskId`, live or expired, if any. */
 export function claimOn(doc: InstanceDoc | null, taskId: string): ClaimEntry | undefined {
@@ -41,7 +57,26 @@ export function heldClaim(doc: InstanceDoc | null, taskId: string): HeldClaimVie
   return claim === undefined ? undefined : { workerId: claim.w, expiresAt: expiry(claim) };
 }
 
-const expiry = (claim: ClaimEntry): number | null => (claim.e === null ? null : Number(claim.e));
+/** The expiry the kit judges: a revoked claim is expired on every clock (epoch 0). */
+const expiry = (claim: ClaimEntry): number | null =>
+  claim.x === true ? 0 : claim.e === null ? null : Number(claim.e);
+
+/**
+ * The claims with every live one revoked at `now`: expired on every clock (`x`), its entry and
+ * token kept, so later claims get larger tokens and the holder may still release it.
+ */
+export function revokedClaims(doc: InstanceDoc, now: number): ClaimEntry[] {
+  return (doc.c ?? []).map((c): ClaimEntry => (isLive(c, now) ? { ...c, e: now, x: true } : c));
+}
+
+/** The oldest pending event named `eventName`, if any. */
+export function oldestEvent(doc: Pick<InstanceDoc, "e"> | null, eventName: string): EventEntry | undefined {
+  let oldest: EventEntry | undefined;
+  for (const event of doc?.e ?? []) {
+    if (event.n === eventName && (oldest === undefined || event.q < oldest.q)) oldest = event;
+  }
+  return oldest;
+}
 
 /** Does the fence name the live claim of this document at `now`? */
 export function fenceHolds(doc: InstanceDoc | null, fence: Fence, now: number): boolean {
@@ -53,6 +88,7 @@ export function writeView(doc: InstanceDoc | null, fence: Fence | undefined, now
   return {
     found: isSnapshot(doc),
     finished: doc?.f === true,
+    paused: doc?.s === "Paused",
     claim: fence === undefined ? undefined : storedClaim(doc, fence.taskId),
     now,
   };
@@ -83,35 +119,101 @@ export function toTaskClaim(instanceId: string, entry: ClaimEntry): TaskClaim {
   };
 }
 
+/** The fields the index entries are computed from. */
+type IndexedView = Pick<InstanceDoc, "d" | "f" | "s" | "p" | "w" | "r" | "u" | "c"> & {
+  e?: ReadonlyArray<Pick<EventEntry, "n">>;
+};
+
+/** The task a ready or timer entry of this document offers: its AtTask task, else its wait's next task. */
+export const runnableTask = (doc: Pick<InstanceDoc, "p" | "w">): string | undefined =>
+  typeof doc.p === "string" ? doc.p : doc.w?.t;
+
 /**
- * The ready-index fields of a document state: present (qa, qi, qe) only while the snapshot is
- * InProgress at a task that has no result and no claim without ttl; qe is the expiry of the
- * claim on that task, null when unclaimed. Discovery then reads `qe null or <= now`. qi is the
- * instance id as `orderKey` (code point order on every server).
+ * The task an index entry would offer and the expiry of the claim on it (null: unclaimed), or
+ * null: not a snapshot, not InProgress, no such task, the task has a result, or a claim without
+ * ttl holds it.
  */
-export function readyFields(
-  instanceId: string,
-  doc: Pick<InstanceDoc, "d" | "f" | "p" | "r" | "u" | "c">,
-): { qa: number; qi: string; qe: number | null } | null {
+function offered(doc: IndexedView): { expiry: number | null } | null {
   if (typeof doc.d !== "string" || doc.f === true) return null;
-  const task = doc.p;
-  if (typeof task !== "string") return null;
+  if (doc.s !== undefined && doc.s !== "InProgress") return null;
+  const task = runnableTask(doc);
+  if (task === undefined) return null;
   if ((doc.r ?? []).some((r) => r.t === task)) return null;
   const claim = (doc.c ?? []).find((c) => c.t === task);
   if (claim !== undefined && claim.e === null) return null;
-  return {
-    qa: Number(doc.u ?? 0),
-    qi: orderKey(instanceId),
-    qe: claim === undefined ? null : Number(claim.e),
-  };
+  return { expiry: claim === undefined ? null : Number(claim.e) };
+}
+
+const eventPending = (doc: IndexedView, eventName: string): boolean =>
+  (doc.e ?? []).some((event) => event.n === eventName);
+
+/**
+ * The ready-index fields of a document state: present (qa, qi, qe) only while the snapshot is
+ * InProgress at a task that has no result and no claim without ttl, at an AtTask position or at
+ * a wait with an event of its name pending; qe is the expiry of the claim on that task, null
+ * when unclaimed. Discovery then reads `qe null or <= now`. qi is the instance id as `orderKey`
+ * (code point order on every server).
+ */
+export function readyFields(
+  instanceId: string,
+  doc: IndexedView,
+): { qa: number; qi: string; qe: number | null } | null {
+  const offer = offered(doc);
+  if (offer === null) return null;
+  if (typeof doc.p !== "string" && !eventPending(doc, (doc.w as { n: string }).n)) return null;
+  return { qa: Number(doc.u ?? 0), qi: orderKey(instanceId), qe: offer.expiry };
+}
+
+/**
+ * The timer-index fields: present (ta, ti, te) only while the snapshot is InProgress at a wait
+ * with a timeout and no event of its name pending, its next task without result and not claimed
+ * without ttl: ta = timeoutAt, te = the expiry of the claim on the next task (null: unclaimed).
+ * Discovery reads `ta <= now` and `te null or <= now`.
+ */
+export function timerFields(
+  instanceId: string,
+  doc: IndexedView,
+): { ta: number; ti: string; te: number | null } | null {
+  const offer = offered(doc);
+  const wait = doc.w;
+  if (offer === null || typeof doc.p === "string" || wait === undefined || wait.o === null) return null;
+  if (eventPending(doc, wait.n)) return null;
+  return { ta: Number(wait.o), ti: orderKey(instanceId), te: offer.expiry };
 }
 
 export const READY_FIELDS = ["qa", "qi", "qe"] as const;
+export const TIMER_FIELDS = ["ta", "ti", "te"] as const;
 
 /**
- * The update that moves `doc` (as read) to `doc + changes` (minus `remove`), with a new version
- * and recomputed ready fields. Only changed fields are sent, so a document read with a
- * projection is never truncated.
+ * How a commit changes the pending events (never by rewriting the array, so that a document
+ * read without the inline payloads is never truncated): append one, remove some by sequence,
+ * or remove all.
+ */
+export interface EventsChange {
+  push?: EventEntry;
+  pull?: readonly number[];
+  clear?: boolean;
+}
+
+/** The pending events after `change` (for the index fields; payloads as read). */
+function nextEvents(doc: InstanceDoc | null, change: EventsChange | undefined): EventEntry[] {
+  if (change?.clear === true) return [];
+  const pulled = new Set(change?.pull ?? []);
+  const events = (doc?.e ?? []).filter((event) => !pulled.has(event.q));
+  return change?.push === undefined ? events : [...events, change.push];
+}
+
+type Update = {
+  $set: Record<string, unknown>;
+  $unset?: Record<string, "">;
+  $push?: Record<string, unknown>;
+  $pull?: Record<string, unknown>;
+};
+
+/**
+ * The update that moves `doc` (as read) to `doc + changes` (minus `remove`, with `events`
+ * applied), with a new version and recomputed ready and timer fields. Only changed fields are
+ * sent, so a document read with a projection is never truncated.
  */
 export function nextUpdate(
   instanceId: string,
@@ -119,17 +221,71 @@ export function nextUpdate(
   changes: Partial<InstanceDoc>,
   remove: readonly string[],
   version: string,
-): { $set: Record<string, unknown>; $unset?: Record<string, ""> } {
-  const next: Partial<InstanceDoc> = { ...(doc ?? {}), ...changes };
+  events?: EventsChange,
+): Update {
+  const next: Partial<InstanceDoc> = { ...(doc ?? {}), ...changes, e: nextEvents(doc, events) };
   for (const field of remove) delete (next as Record<string, unknown>)[field];
-  const ready = readyFields(instanceId, next);
   const set: Record<string, unknown> = { ...changes, v: version };
   const unset = new Set(remove);
+  const ready = readyFields(instanceId, next);
+  const timer = timerFields(instanceId, next);
   if (ready === null) for (const field of READY_FIELDS) unset.add(field);
   else Object.assign(set, ready);
+  // Timer fields are removed only where they are (the document as read has them: every
+  // projection a commit reads with includes them).
+  if (timer === null) {
+    if (TIMER_FIELDS.some((field) => doc?.[field] !== undefined)) for (const f of TIMER_FIELDS) unset.add(f);
+  } else Object.assign(set, timer);
+  if (events?.clear === true) unset.add("e");
   for (const field of Object.keys(set)) unset.delete(field);
-  if (unset.size === 0) return { $set: set };
-  return { $set: set, $unset: Object.fromEntries([...unset].map((f) => [f, ""])) };
+  const update: Update = { $set: set };
+  if (unset.size > 0) update.$unset = Object.fromEntries([...unset].map((f) => [f, ""]));
+  if (events?.clear !== true && events?.push !== undefined) update.$push = { e: events.push };
+  if (events?.clear !== true && (events?.pull ?? []).length > 0) {
+    update.$pull = { e: { q: { $in: [...(events?.pull ?? [])] } } };
+  }
+  return update;
+}
+
+/** The blob ids of a document's pending events. */
+export function eventBlobsOf(doc: Pick<InstanceDoc, "e">): string[] {
+  return (doc.e ?? []).flatMap((event) => (event.g === undefined ? [] : [event.g]));
+}
+
+/** What a saveSnapshot does to the pending events: the change of its commit, and the blobs it frees. */
+export interface Consumption {
+  change: EventsChange | undefined;
+  /** Blobs of the events it removes: garbage once the commit lands. */
+  garbage: string[];
+}
+
+/**
+ * What a saveSnapshot over `doc` does to its pending events: a write that ends the workflow
+ * (`finished`) removes them all; else the event it consumes (if any) must be the oldest pending
+ * one of its name and is removed. Throws the kit's refusal (Conflict) otherwise; judged after the
+ * fence and the state, on the version the commit replaces.
+ */
+export function consumption(
+  instanceId: string,
+  doc: InstanceDoc | null,
+  consume: EventRef | undefined,
+  finished: boolean,
+): Consumption {
+  const refusal: PersistenceError | null = consumeRefusal(
+    instanceId,
+    consume,
+    consume === undefined ? undefined : oldestEvent(doc, consume.eventName)?.q,
+  );
+  if (refusal !== null) throw refusal;
+  const events = doc?.e ?? [];
+  if (finished) {
+    return events.length === 0
+      ? { change: undefined, garbage: [] }
+      : { change: { clear: true }, garbage: eventBlobsOf(doc ?? {}) };
+  }
+  if (consume === undefined) return { change: undefined, garbage: [] };
+  const consumed = events.find((event) => event.q === consume.sequence);
+  return { change: { pull: [consume.sequence] }, garbage: consumed?.g === undefined ? [] : [consumed.g] };
 }
 
 /** One completion of a completeTasks batch, its output already stored under `blobId`. */

@@ -2,9 +2,10 @@
  * How data is laid out: every collection, field, index and meta-document name, and the
  * projections the adapter reads with. Nobody else builds names. Ids are only ever used as values
  * (never as field names, never as operators): an instance id is an instance document's `_id`
- * string, and task and worker ids live in arrays of small subdocuments ({ t, g } results,
- * { t, w, k, c, e } claims).
+ * string, and task, worker ids and event names live in arrays of small subdocuments ({ t, g }
+ * results, { t, w, k, c, e, x } claims, { q, n, a, z, b | g } events) or in the wait `w`.
  */
+import type { StoredStatus } from "@sayiir/persistence-core/adapter";
 
 /** Collection names under one prefix. */
 export interface CollectionNames {
@@ -42,6 +43,40 @@ export interface ClaimEntry {
   c: number;
   /** expiresAt, epoch ms, or null: no ttl (never expires). */
   e: number | null;
+  /**
+   * Revoked by cancelWorkflow (then `e` is the moment of the revocation): expired on every clock,
+   * whatever the clocks of other processes say. The entry and its token stay.
+   */
+  x?: true;
+}
+
+/**
+ * One pending event, inside its instance's document, until the write that moves the workflow
+ * past its wait consumes it (removed then), or the workflow ends (all removed).
+ */
+export interface EventEntry {
+  /** Sequence: increases with every event sent to the instance (the counter `es`). */
+  q: number;
+  /** Event name. */
+  n: string;
+  /** sentAt, epoch ms (the backend's clock). */
+  a: number;
+  /** Payload size in bytes. */
+  z: number;
+  /** The payload inline when it fits the events' inline budget (EVENT_INLINE_BYTES) ... */
+  b?: Uint8Array | { buffer: Uint8Array; position: number };
+  /** ... else the blob id of the payload in the outputs collection (chunked like an output). */
+  g?: string;
+}
+
+/** An InProgress wait for an event (toStoredSnapshot's `awaiting`). */
+export interface WaitEntry {
+  /** Event name. */
+  n: string;
+  /** The task to run next (no result yet). */
+  t: string;
+  /** timeoutAt, epoch ms, or null: no timeout. */
+  o: number | null;
 }
 
 /**
@@ -72,10 +107,18 @@ export interface InstanceDoc {
   i?: Uint8Array | { buffer: Uint8Array; position: number };
   /** ... else the blob id of the initial input in the outputs collection (chunked like an output). */
   ig?: string;
-  /** Finished (Completed or Failed). */
+  /** Finished (Completed, Failed or Cancelled). */
   f?: boolean;
+  /** Status (toStoredSnapshot's); absent on documents of older releases (then: `f`, or InProgress). */
+  s?: StoredStatus;
   /** Task id of an AtTask position, else null. */
   p?: string | null;
+  /** An InProgress wait for an event whose next task has no result; absent otherwise. */
+  w?: WaitEntry;
+  /** Pending events, in the order they were sent. */
+  e?: EventEntry[];
+  /** The last event sequence given out for this instance (its counter; 0 when absent). */
+  es?: number;
   /** Task results. */
   r?: ResultRef[];
   /** lastCompletedTaskId. */
@@ -91,6 +134,15 @@ export interface InstanceDoc {
   /** The instance id as `orderKey` (hex of its UTF-8 bytes): sorts in code point order everywhere. */
   qi?: string;
   qe?: number | null;
+  /**
+   * Timer index, present only while a wait with a timeout and no pending event of its name is
+   * runnable (InProgress, next task without result, not claimed without ttl): ta = timeoutAt,
+   * ti = instance id as `orderKey`, te = expiresAt of the claim on the next task (null:
+   * unclaimed). Discovery reads `ta <= now` and `te: null or te <= now`.
+   */
+  ta?: number;
+  ti?: string;
+  te?: number | null;
 }
 
 /** Is this instance document a stored snapshot (not a claims-only placeholder)? */
@@ -114,6 +166,7 @@ export const INDEX = {
   ready: "sayiir_ready",
   blob: "sayiir_blob",
   blobInstance: "sayiir_blob_instance",
+  timers: "sayiir_timers",
 } as const;
 
 /**
@@ -121,6 +174,10 @@ export const INDEX = {
  * stored inline while together they fit; what does not fit is a blob in the outputs collection.
  */
 export const INLINE_BYTES = 4 * 1024 * 1024;
+/** An event payload of at most this size is stored inline in the instance document ... */
+export const EVENT_INLINE_BYTES = 16 * 1024;
+/** ... while the inline payloads of the instance's pending events stay within this total. */
+export const EVENTS_INLINE_TOTAL = 1024 * 1024;
 /** Chunk size of blobs: well under MongoDB's 16 MB document limit. */
 export const CHUNK_BYTES = 8 * 1024 * 1024;
 
@@ -140,20 +197,43 @@ export const META = {
 
 /** What the adapter reads of an instance document, per purpose. */
 export const PROJECTION = {
-  /** A mutation: everything but the inline payloads (header, initial input). */
-  state: { h: 0, i: 0 },
-  /** A ready-index page of discovery. */
-  page: { _id: 1, v: 1, d: 1, f: 1, p: 1, "r.t": 1, u: 1, c: 1, qa: 1, qi: 1, qe: 1 },
-  /** loadSnapshot: everything but the claims. */
-  load: { c: 0 },
+  /** A mutation: everything but the inline payloads (header, initial input, events). */
+  state: { h: 0, i: 0, "e.b": 0 },
+  /** A control operation: a mutation that also reads the header. */
+  control: { i: 0, "e.b": 0 },
+  /** A page of discovery (what readiness is computed from, and the index keys). */
+  page: {
+    _id: 1,
+    v: 1,
+    d: 1,
+    f: 1,
+    s: 1,
+    p: 1,
+    w: 1,
+    "r.t": 1,
+    "e.q": 1,
+    "e.n": 1,
+    u: 1,
+    c: 1,
+    qa: 1,
+    qi: 1,
+    qe: 1,
+    ta: 1,
+    ti: 1,
+    te: 1,
+  },
+  /** loadSnapshot: everything but the claims and the events. */
+  load: { c: 0, e: 0 },
+  /** loadPendingEvents. */
+  events: { _id: 1, v: 1, d: 1, e: 1 },
   /** deleteSnapshot: the blobs to collect after the delete. */
-  blobs: { r: 1, hg: 1, ig: 1 },
+  blobs: { r: 1, hg: 1, ig: 1, "e.g": 1 },
   /** listSnapshotsPage. */
   id: { _id: 1 },
 } as const;
 
 /**
- * The tie-break key of the ready index: the instance id's UTF-8 bytes in lower-case hex. Hex is
+ * The tie-break key of the ready and timer indexes: the instance id's UTF-8 bytes in lower-case hex. Hex is
  * ASCII, so every server orders it the same way, and its order is the byte order of the UTF-8
  * encoding, i.e. code point order (core's `compareIds`). Storing the id itself would be ordered
  * by UTF-8 bytes on MongoDB but by UTF-16 code units on mongo-java-server (Java's

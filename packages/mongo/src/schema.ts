@@ -1,7 +1,7 @@
 /*
  * The schema: the indexes (and so the collections), the schema version in the meta collection,
  * and the probes of what the connected server can do. Schema versions are numbered from 1 and
- * forward-only; version 1 is the three indexes below.
+ * forward-only; version 1 is the ready index and the two blob indexes, version 2 the timer index.
  */
 import { randomUUID } from "node:crypto";
 import { type MigrationReport, RETRY, retryOnRace } from "@sayiir/persistence-core/adapter";
@@ -11,7 +11,7 @@ import { type CollectionNames, INDEX, META, type MetaDoc } from "./layout.js";
 import { isDuplicateKey } from "./pending-blobs.js";
 
 /** The schema version this release migrates to. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** What the connected server can do, found by probing it (never by its name or version). */
 export interface ServerFeatures {
@@ -103,8 +103,14 @@ export async function probeServer(db: Db, prefix: string): Promise<ServerFeature
   return { serverClock, partialIndexes };
 }
 
+/** A partial index over the documents that have `field` (MongoDB), else a sparse one (stand-ins). */
+const onlyWith = (features: ServerFeatures, name: string, field: string) =>
+  features.partialIndexes
+    ? { name, partialFilterExpression: { [field]: { $exists: true } } }
+    : { name, sparse: true };
+
 /**
- * Creates the indexes of version 1 (and so the collections). Idempotent and safe when many
+ * Creates the indexes of versions 1 and 2 (and so the collections). Idempotent and safe when many
  * processes run it at once: createIndex with identical options is a no-op.
  */
 async function createIndexes(db: Db, names: CollectionNames, features: ServerFeatures): Promise<void> {
@@ -112,16 +118,12 @@ async function createIndexes(db: Db, names: CollectionNames, features: ServerFea
   // claimed without ttl, so both a partial index (MongoDB) and a sparse one (stand-ins without
   // partial indexes) hold exactly those documents. qe (claim expiry) is the third key so that
   // the `qe null or <= now` filter is answered from the index.
-  await createIndex(
-    db,
-    names.snapshots,
-    { qa: 1, qi: 1, qe: 1 },
-    features.partialIndexes
-      ? { name: INDEX.ready, partialFilterExpression: { qa: { $exists: true } } }
-      : { name: INDEX.ready, sparse: true },
-  );
+  await createIndex(db, names.snapshots, { qa: 1, qi: 1, qe: 1 }, onlyWith(features, INDEX.ready, "qa"));
   await createIndex(db, names.outputs, { g: 1, n: 1 }, { name: INDEX.blob, unique: true });
   await createIndex(db, names.outputs, { s: 1 }, { name: INDEX.blobInstance });
+  // Version 2. Waits with a timeout and no pending event, by timeoutAt: ta/ti/te exist only
+  // while such a wait is runnable, so the partial and the sparse index hold exactly those.
+  await createIndex(db, names.snapshots, { ta: 1, ti: 1, te: 1 }, onlyWith(features, INDEX.timers, "ta"));
 }
 
 /**
@@ -152,7 +154,8 @@ async function recordVersion(meta: Collection<MetaDoc>, version: number): Promis
 /**
  * Probes the server, creates the indexes and records the schema version. Idempotent and safe
  * when many processes run it at once (each probe uses a collection of its own). The report
- * names version 1 as applied by the one call that recorded it.
+ * names the versions after the one recorded before (1 and 2 on a new store, 2 on a store at
+ * version 1) as applied by the one call that recorded them.
  */
 export async function migrate(
   db: Db,
@@ -163,6 +166,7 @@ export async function migrate(
   const features = await probeServer(db, prefix);
   await createIndexes(db, names, features);
   const before = await recordVersion(meta, SCHEMA_VERSION);
-  const applied = before < SCHEMA_VERSION ? [SCHEMA_VERSION] : [];
+  const applied: number[] = [];
+  for (let version = before + 1; version <= SCHEMA_VERSION; version++) applied.push(version);
   return { features, report: { applied, version: Math.max(before, SCHEMA_VERSION) } };
 }

@@ -7,6 +7,7 @@
 import {
   copyBytes,
   EMPTY_BYTES,
+  type EventRef,
   type Fence,
   failures,
   SerializationError,
@@ -17,13 +18,14 @@ import {
   fromStoredParts,
   RETRY,
   retryOnRace,
+  type StoredStatus,
   snapshotRefusal,
   toStoredSnapshot,
 } from "@sayiir/persistence-core/adapter";
 import type { Document } from "mongodb";
 import { binaryBytes, newBlobId } from "./chunks.js";
 import { type MongoContext, quote, RACE } from "./context.js";
-import { writeView } from "./instance.js";
+import { consumption, eventBlobsOf, writeView } from "./instance.js";
 import {
   decodeCursor,
   encodeCursor,
@@ -41,48 +43,83 @@ export interface SnapshotWrite {
   fields: Partial<InstanceDoc>;
   remove: string[];
   blobs: Array<{ id: string; bytes: Uint8Array }>;
-  /** Completed or Failed: the write may finish a workflow, never reopen one. */
+  /** Completed, Failed or Cancelled: the write may finish a workflow, never reopen one. */
   finished: boolean;
+  /** The status it writes (what snapshotRefusal judges). */
+  status: StoredStatus;
+}
+
+/** The header and initial-input fields of a write, the fields it removes, and its blobs. */
+export interface PayloadPlacement {
+  fields: Pick<InstanceDoc, "h" | "hg" | "i" | "ig">;
+  remove: string[];
+  blobs: Array<{ id: string; bytes: Uint8Array }>;
 }
 
 /**
- * Splits a snapshot into its stored form (toStoredSnapshot): every output a blob of its own; the
- * header, then the initial input, inline while together they fit INLINE_BYTES, else blobs.
+ * Where a header and an initial input go: the header, then the initial input, inline while
+ * together they fit INLINE_BYTES, else blobs. `input` null: none (both fields removed);
+ * undefined: the stored one stays as it is (only the header is placed).
  */
-export function planSnapshot(snapshot: WorkflowSnapshot): SnapshotWrite {
-  const stored = toStoredSnapshot(snapshot);
-  const blobs = stored.results.map((r) => ({ id: newBlobId(), bytes: r.output, taskId: r.taskId }));
-  const fields: Partial<InstanceDoc> = {
-    d: stored.definitionHash,
-    f: stored.finished,
-    p: stored.positionTaskId,
-    r: blobs.map((b): ResultRef => ({ t: b.taskId, g: b.id })),
-    l: stored.lastCompletedTaskId,
-    u: stored.updatedAt,
-  };
+export function placePayloads(header: Uint8Array, input: Uint8Array | null | undefined): PayloadPlacement {
+  const fields: PayloadPlacement["fields"] = {};
   const remove: string[] = [];
+  const blobs: PayloadPlacement["blobs"] = [];
   let inline = 0;
-  if (stored.header.byteLength <= INLINE_BYTES) {
-    fields.h = stored.header;
-    inline = stored.header.byteLength;
+  if (header.byteLength <= INLINE_BYTES) {
+    fields.h = header;
+    inline = header.byteLength;
     remove.push("hg");
   } else {
     fields.hg = newBlobId();
-    blobs.push({ id: fields.hg, bytes: stored.header, taskId: "" });
+    blobs.push({ id: fields.hg, bytes: header });
     remove.push("h");
   }
-  const input = stored.initialInput;
   if (input === null) {
     remove.push("i", "ig");
+  } else if (input === undefined) {
+    // kept as stored
   } else if (inline + input.byteLength <= INLINE_BYTES) {
     fields.i = input;
     remove.push("ig");
   } else {
     fields.ig = newBlobId();
-    blobs.push({ id: fields.ig, bytes: input, taskId: "" });
+    blobs.push({ id: fields.ig, bytes: input });
     remove.push("i");
   }
-  return { fields, remove, blobs: blobs.map(({ id, bytes }) => ({ id, bytes })), finished: stored.finished };
+  return { fields, remove, blobs };
+}
+
+/**
+ * Splits a snapshot into its stored form (toStoredSnapshot): every output a blob of its own; the
+ * header, then the initial input, inline while together they fit INLINE_BYTES, else blobs; the
+ * status, and the wait `w` of an InProgress AwaitingEvent position.
+ */
+export function planSnapshot(snapshot: WorkflowSnapshot): SnapshotWrite {
+  const stored = toStoredSnapshot(snapshot);
+  const results = stored.results.map((r) => ({ id: newBlobId(), bytes: r.output, taskId: r.taskId }));
+  const payloads = placePayloads(stored.header, stored.initialInput);
+  const fields: Partial<InstanceDoc> = {
+    d: stored.definitionHash,
+    f: stored.finished,
+    s: stored.status,
+    p: stored.positionTaskId,
+    r: results.map((b): ResultRef => ({ t: b.taskId, g: b.id })),
+    l: stored.lastCompletedTaskId,
+    u: stored.updatedAt,
+    ...payloads.fields,
+  };
+  const remove = [...payloads.remove];
+  const wait = stored.awaiting;
+  if (wait === null) remove.push("w");
+  else fields.w = { n: wait.eventName, t: wait.nextTaskId, o: wait.timeoutAt };
+  return {
+    fields,
+    remove,
+    blobs: [...results.map(({ id, bytes }) => ({ id, bytes })), ...payloads.blobs],
+    finished: stored.finished,
+    status: stored.status,
+  };
 }
 
 /** The blob ids a stored snapshot document refers to: outputs, header, initial input. */
@@ -118,14 +155,43 @@ export function initialInputBytes(doc: InstanceDoc, blobs: Map<string, Uint8Arra
 }
 
 /**
- * Saves a snapshot: read, judge (fence, finished state), write the blobs, then one
- * compare-and-set (or insert). The blobs of the replaced version are collected after it lands;
- * those of a write that did not land are collected on the way out (see PendingBlobs).
+ * The stored status of a document (undefined: no snapshot). Documents of older releases do not
+ * store it: not finished is InProgress; finished is Completed or Failed, as the header says
+ * (read again for this; an undecodable header gives a SerializationError).
+ */
+export async function storedStatus(
+  ctx: MongoContext,
+  doc: InstanceDoc | null,
+): Promise<StoredStatus | undefined> {
+  if (!isSnapshot(doc)) return undefined;
+  if (doc.s !== undefined) return doc.s;
+  if (doc.f !== true) return "InProgress";
+  const full = await ctx.read(doc._id, { h: 1, hg: 1, d: 1 });
+  if (!isSnapshot(full)) return undefined;
+  const blobs = full.hg === undefined ? new Map<string, Uint8Array>() : await ctx.chunks.read([full.hg]);
+  const header = headerBytes(full, blobs);
+  const parts = {
+    instanceId: doc._id,
+    header,
+    initialInput: undefined,
+    results: [],
+    lastCompletedTaskId: null,
+  };
+  return fromStoredParts(parts).state.kind;
+}
+
+/**
+ * Saves a snapshot: read, judge (fence, finished and paused states, the event it consumes),
+ * write the blobs, then one compare-and-set (or insert) that also removes the consumed event (or
+ * every pending event, when the write ends the workflow). The blobs of the replaced version and
+ * of removed events are collected after it lands; those of a write that did not land are
+ * collected on the way out (see PendingBlobs).
  */
 export async function saveSnapshot(
   ctx: MongoContext,
   snapshot: WorkflowSnapshot,
   fence: Fence | undefined,
+  consume: EventRef | undefined,
 ): Promise<void> {
   const id = snapshot.instanceId;
   const plan = planSnapshot(snapshot);
@@ -138,8 +204,9 @@ export async function saveSnapshot(
       async () => {
         const doc = await ctx.read(id);
         const now = fence === undefined ? 0 : await ctx.now();
-        const refusal = snapshotRefusal(id, fence, writeView(doc, fence, now), plan.finished);
+        const refusal = snapshotRefusal(id, fence, writeView(doc, fence, now), plan.status);
         if (refusal !== null) throw refusal;
+        const events = consumption(id, doc, consume, plan.finished);
         if (!written) {
           // Outputs first: nothing refers to them until the instance document commits.
           await ctx.chunks.write(plan.blobs.map((b) => ({ instanceId: id, ...b })));
@@ -149,11 +216,12 @@ export async function saveSnapshot(
           if (fence !== undefined) return RETRY;
         }
         // The commit carries the claims of the version read (they stay), and fails if anything
-        // (a claim, a release, a take-over, another write) changed the document since.
+        // (a claim, a release, a take-over, another write, an event) changed the document since.
         const c = hasExpiringClaims(doc) ? prunedClaims(doc, await ctx.now()) : undefined;
         const changes = c === undefined ? plan.fields : { ...plan.fields, c };
-        if (!(await pending.commit(ours, () => ctx.commit(id, doc, changes, plan.remove)))) return RETRY;
-        if (isSnapshot(doc)) await collectBlobs(ctx.chunks, blobsOf(doc));
+        const commit = () => ctx.commit(id, doc, changes, plan.remove, events.change);
+        if (!(await pending.commit(ours, commit))) return RETRY;
+        if (isSnapshot(doc)) await collectBlobs(ctx.chunks, [...blobsOf(doc), ...events.garbage]);
         return undefined;
       },
       RACE,
@@ -205,7 +273,7 @@ function joinSnapshot(doc: InstanceDoc, blobs: Map<string, Uint8Array>): Workflo
 
 export async function deleteSnapshot(ctx: MongoContext, instanceId: string): Promise<void> {
   // One conditional delete: only a stored snapshot (a claims-only placeholder is "no
-  // snapshot"); its claims go with the document.
+  // snapshot"); its claims and pending events go with the document.
   const doc = await ctx.snapshots.findOneAndDelete(
     { _id: instanceId, d: { $exists: true } },
     { projection: PROJECTION.blobs },
@@ -214,7 +282,7 @@ export async function deleteSnapshot(ctx: MongoContext, instanceId: string): Pro
   // The delete has happened (the document was the commit point): a failure to collect the
   // blobs must not report it as failed (a retry would say NotFound). Left-over blobs belong to
   // no document; they can be swept (see the README).
-  await collectBlobs(ctx.chunks, blobsOf(doc));
+  await collectBlobs(ctx.chunks, [...blobsOf(doc), ...eventBlobsOf(doc)]);
 }
 
 export async function listSnapshotsPage(

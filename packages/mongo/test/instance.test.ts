@@ -1,7 +1,17 @@
 // The pure decisions every compare-and-set commits (no server needed).
 import { compareIds, ErrorCode } from "@sayiir/persistence-core";
 import { describe, expect, it } from "vitest";
-import { completionPlan, fenceHolds, nextUpdate, readyFields, withClaim } from "../src/instance.js";
+import {
+  completionPlan,
+  consumption,
+  fenceHolds,
+  isLive,
+  nextUpdate,
+  readyFields,
+  revokedClaims,
+  timerFields,
+  withClaim,
+} from "../src/instance.js";
 import { type InstanceDoc, orderKey } from "../src/layout.js";
 import { PRUNE_EXPIRED_AFTER_MS, prunedClaims } from "../src/maintenance.js";
 
@@ -149,5 +159,80 @@ describe("instance document decisions", () => {
       ErrorCode.Conflict,
       ErrorCode.ClaimLost,
     ]);
+  });
+
+  it("a wait: ready with an event of its name pending, else in the timer index with a timeout, else in neither", () => {
+    const wait: InstanceDoc = { ...doc, p: null, w: { n: "go", t: "t1", o: 5_000 }, c: [] };
+    const event = { q: 3, n: "go", a: 1, z: 0 };
+    expect(readyFields("i", wait)).toBeNull();
+    expect(timerFields("i", wait)).toEqual({ ta: 5_000, ti: "69", te: null });
+    expect(timerFields("i", { ...wait, c: doc.c })).toEqual({ ta: 5_000, ti: "69", te: 2_000 });
+    expect(timerFields("i", { ...wait, e: [{ ...event, n: "other" }] })).not.toBeNull();
+    expect(readyFields("i", { ...wait, e: [event] })).toEqual({ qa: 100, qi: "69", qe: null });
+    expect(timerFields("i", { ...wait, e: [event] })).toBeNull();
+    expect(timerFields("i", { ...wait, w: { n: "go", t: "t1", o: null } })).toBeNull();
+    // Paused, cancelled, finished, or the next task has a result: in neither index.
+    for (const state of [
+      { s: "Paused" as const },
+      { s: "Cancelled" as const, f: true },
+      { r: [{ t: "t1", g: "g" }] },
+    ]) {
+      expect(readyFields("i", { ...wait, e: [event], ...state })).toBeNull();
+      expect(timerFields("i", { ...wait, ...state })).toBeNull();
+    }
+    expect(readyFields("i", { ...doc, s: "Paused" })).toBeNull();
+  });
+
+  it("events change by $push, $pull and $unset (never a rewritten array), and the index fields follow", () => {
+    const wait: InstanceDoc = { ...doc, p: null, w: { n: "go", t: "t1", o: 5_000 }, c: [], ta: 5_000 };
+    const event = { q: 1, n: "go", a: 1, z: 2, b: new Uint8Array(2) };
+    expect(nextUpdate("i", wait, { es: 1 }, [], "v2", { push: event })).toEqual({
+      $set: { es: 1, v: "v2", qa: 100, qi: "69", qe: null },
+      $unset: { ta: "", ti: "", te: "" },
+      $push: { e: event },
+    });
+    const ready: InstanceDoc = { ...wait, ta: undefined, e: [event], qa: 100 };
+    expect(nextUpdate("i", ready, {}, [], "v3", { pull: [1] })).toEqual({
+      $set: { v: "v3", ta: 5_000, ti: "69", te: null },
+      $unset: { qa: "", qi: "", qe: "" },
+      $pull: { e: { q: { $in: [1] } } },
+    });
+    expect(nextUpdate("i", ready, { f: true }, [], "v4", { clear: true })).toEqual({
+      $set: { f: true, v: "v4" },
+      $unset: { qa: "", qi: "", qe: "", e: "" },
+    });
+  });
+
+  it("consuming: only the oldest pending event of its name, removed with the write; a terminal write removes all", () => {
+    const events = [
+      { q: 1, n: "a", a: 1, z: 1, g: "blob-1" },
+      { q: 2, n: "b", a: 1, z: 1 },
+      { q: 3, n: "a", a: 1, z: 1 },
+    ];
+    const d: InstanceDoc = { ...doc, e: events };
+    expect(consumption("i", d, { eventName: "a", sequence: 1 }, false)).toEqual({
+      change: { pull: [1] },
+      garbage: ["blob-1"],
+    });
+    expect(consumption("i", d, { eventName: "b", sequence: 2 }, false)).toEqual({
+      change: { pull: [2] },
+      garbage: [],
+    });
+    expect(() => consumption("i", d, { eventName: "a", sequence: 3 }, false)).toThrow(/not the oldest/);
+    expect(() => consumption("i", d, { eventName: "c", sequence: 4 }, false)).toThrow(/not the oldest/);
+    expect(() => consumption("i", null, { eventName: "a", sequence: 1 }, false)).toThrow(/not the oldest/);
+    expect(consumption("i", d, undefined, true)).toEqual({ change: { clear: true }, garbage: ["blob-1"] });
+    expect(consumption("i", d, undefined, false)).toEqual({ change: undefined, garbage: [] });
+  });
+
+  it("a revoked claim is expired on every clock: not live, no fence holds, whatever the expiry says", () => {
+    const live = { t: "t1", w: "w", k: 7, c: 1_000, e: 9_000 };
+    const forever = { t: "t2", w: "w", k: 8, c: 1_000, e: null };
+    const expired = { t: "t3", w: "w", k: 9, c: 1_000, e: 1_100 };
+    const revoked = revokedClaims({ ...doc, c: [live, forever, expired] }, 2_000);
+    expect(revoked).toEqual([{ ...live, e: 2_000, x: true }, { ...forever, e: 2_000, x: true }, expired]);
+    // A process whose clock is behind the one that revoked still sees them expired.
+    for (const claim of revoked.slice(0, 2)) expect(isLive(claim, 0)).toBe(false);
+    expect(fenceHolds({ ...doc, c: revoked }, { taskId: "t1", token: 7 }, 0)).toBe(false);
   });
 });

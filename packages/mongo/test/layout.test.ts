@@ -36,14 +36,21 @@ const SNAPSHOT_FIELDS = new Set([
   "i",
   "ig",
   "f",
+  "s",
   "d",
   "p",
+  "w",
   "r",
   "l",
   "u",
+  "e",
+  "es",
   "qa",
   "qi",
   "qe",
+  "ta",
+  "ti",
+  "te",
 ]);
 
 describe.skipIf(server === null)("storage layout", () => {

@@ -1,3 +1,4 @@
+import { atTask, text, uid } from "@sayiir/persistence-core/conformance";
 import { MongoClient } from "mongodb";
 import { describe, expect, it } from "vitest";
 import { INDEX, MongoBackend } from "../src/index.js";
@@ -14,13 +15,13 @@ describe.skipIf(server === null)("migrate", () => {
     const client = new MongoClient(url);
     try {
       const reports = await Promise.all(backends.map((b) => b.migrate()));
-      // Every call ends at version 1; exactly one of them applied it.
-      expect(reports.map((r) => r.version)).toEqual(backends.map(() => 1));
-      expect(reports.flatMap((r) => r.applied)).toEqual([1]);
+      // Every call ends at version 2; exactly one of them applied versions 1 and 2.
+      expect(reports.map((r) => r.version)).toEqual(backends.map(() => 2));
+      expect(reports.flatMap((r) => r.applied)).toEqual([1, 2]);
       // What each one found on the server is the same.
       const features = await Promise.all(backends.map((b) => b.serverFeatures()));
       expect(new Set(features.map((f) => JSON.stringify(f))).size).toBe(1);
-      expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 1 });
+      expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 2 });
       const db = client.db(DATABASE);
       const names = (await db.listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
       // Probe collections are dropped again; only the adapter's collections remain (meta holds
@@ -32,9 +33,47 @@ describe.skipIf(server === null)("migrate", () => {
       const outputs = await byName("outputs");
       expect(outputs[INDEX.blob]).toMatchObject({ key: { g: 1, n: 1 }, unique: true });
       expect(outputs[INDEX.blobInstance]).toMatchObject({ key: { s: 1 } });
-      expect((await byName("snapshots"))[INDEX.ready]).toMatchObject({ key: { qa: 1, qi: 1, qe: 1 } });
+      const snapshots = await byName("snapshots");
+      expect(snapshots[INDEX.ready]).toMatchObject({ key: { qa: 1, qi: 1, qe: 1 } });
+      expect(snapshots[INDEX.timers]).toMatchObject({ key: { ta: 1, ti: 1, te: 1 } });
     } finally {
       await Promise.all(backends.map((b) => b.close()));
+      await dropPrefix(client, prefix);
+      await client.close();
+    }
+  });
+
+  it("a store at version 1 migrates to version 2: the timer index is added, data kept, applied [2] once", async () => {
+    const url = server?.url ?? "";
+    const prefix = freshPrefix();
+    const backend = new MongoBackend({ url, database: DATABASE, collectionPrefix: prefix });
+    const client = new MongoClient(url);
+    try {
+      await backend.migrate();
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1", { completed: { t0: text("zero") } }));
+      // The store as version 1 left it: version 1 recorded, no timer index.
+      const db = client.db(DATABASE);
+      await db.collection(`${prefix}snapshots`).dropIndex(INDEX.timers);
+      await db
+        .collection<{ _id: string; n: number }>(`${prefix}meta`)
+        .updateOne({ _id: "schema" }, { $set: { n: 1 } });
+      const [first, second] = await Promise.all([backend.migrate(), backend.migrate()]);
+      expect([first, second].flatMap((r) => r?.applied ?? [])).toEqual([2]);
+      expect([first?.version, second?.version]).toEqual([2, 2]);
+      const timers = (await db.collection(`${prefix}snapshots`).indexes()).find(
+        (i) => i.name === INDEX.timers,
+      );
+      const { partialIndexes } = await backend.serverFeatures();
+      expect(timers).toMatchObject(
+        partialIndexes
+          ? { key: { ta: 1, ti: 1, te: 1 }, partialFilterExpression: { ta: { $exists: true } } }
+          : { key: { ta: 1, ti: 1, te: 1 }, sparse: true },
+      );
+      expect((await backend.loadSnapshot(id)).state).toMatchObject({ kind: "InProgress" });
+      expect((await backend.findAvailableTasks("w", 10)).map((t) => t.instanceId)).toEqual([id]);
+    } finally {
+      await backend.close();
       await dropPrefix(client, prefix);
       await client.close();
     }

@@ -9,12 +9,20 @@
 // next commit on the snapshots collection (an updateOne with `v` in its filter, or an
 // insertOne) performs the real write and then throws a network error (or is sent in a form the
 // server refuses: the server's own refusal of a write it did not apply).
-import { ErrorCode, type PersistentBackend, type TaskClaim } from "@sayiir/persistence-core";
+import {
+  type ClaimedTask,
+  ErrorCode,
+  markTaskCompleted,
+  type PersistentBackend,
+  type TaskClaim,
+} from "@sayiir/persistence-core";
 import {
   atTask,
+  awaiting,
   claimOrFail,
   comparable,
   finished,
+  patternBytes,
   rejection,
   text,
   uid,
@@ -227,6 +235,67 @@ describe.skipIf(server === null)("a commit whose reply is lost keeps the outputs
     );
   });
 
+  it("sendEvent with a payload stored as a blob: it landed with its reply lost; the event is pending with its payload, and a retry sends it again", async () => {
+    const big = patternBytes(64 * 1024, 4);
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(awaiting(id, "e", "t1"));
+      },
+      (b, id) => b.sendEvent(id, "e", big),
+      async (b, id) => {
+        const [event] = await b.loadPendingEvents(id);
+        expect(event?.sequence).toBe(1);
+        expect(Buffer.compare(event?.payload ?? new Uint8Array(), big)).toBe(0);
+        // sendEvent has no idempotency key: a caller that retries after a lost reply sends a
+        // second event (the next sequence); the runtime must tolerate or avoid the duplicate.
+        expect(await b.sendEvent(id, "e", big)).toBe(2);
+        expect((await b.loadPendingEvents(id)).map((e) => e.sequence)).toEqual([1, 2]);
+      },
+    );
+  });
+
+  it("saveSnapshot consuming an event: it landed with its reply lost; the event is consumed, a retry says Conflict", async () => {
+    const wait = (id: string) => awaiting(id, "e", "t1");
+    const past = (id: string) => markTaskCompleted(wait(id), "t1", text("done"));
+    let held: ClaimedTask | undefined;
+    const write = (b: PersistentBackend, id: string) =>
+      b.saveSnapshot(past(id), { claim: held?.claim, consumeEvent: held?.event });
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(wait(id));
+        await b.sendEvent(id, "e", patternBytes(64 * 1024, 2));
+        [held] = await b.claimAvailableTasks("w", 1, 60_000);
+        expect(held?.event).toEqual({ eventName: "e", sequence: 1 });
+      },
+      write,
+      async (b, id) => {
+        const loaded = comparable(await b.loadSnapshot(id)) as { state: unknown };
+        expect(loaded.state).toEqual((comparable(past(id)) as { state: unknown }).state);
+        expect(await b.loadPendingEvents(id)).toEqual([]);
+        // The event is consumed once: the retry of a write whose reply was lost is refused.
+        expect(await rejection(write(b, id))).toMatchObject({ code: ErrorCode.Conflict });
+      },
+    );
+  });
+
+  it("cancelWorkflow: it landed with its reply lost; the workflow is Cancelled and a retry says Conflict", async () => {
+    await scenario(
+      "lands, reply lost",
+      async (b, id) => {
+        await b.saveSnapshot(atTask(id, "t2", { completed: { t1: text("one") } }));
+        await b.sendEvent(id, "e", text("dropped"));
+      },
+      (b, id) => b.cancelWorkflow(id),
+      async (b, id) => {
+        expect((await b.loadSnapshot(id)).state.kind).toBe("Cancelled");
+        expect(await b.loadPendingEvents(id)).toEqual([]);
+        expect(await rejection(b.cancelWorkflow(id))).toMatchObject({ code: ErrorCode.Conflict });
+      },
+    );
+  });
+
   it("a commit lost before reaching the server leaves unreferenced blobs, which the README's sweep removes", async () => {
     await scenario(
       "lost before the server",
@@ -283,6 +352,18 @@ describe.skipIf(server === null)("a commit whose reply is lost keeps the outputs
         setup,
         (b, id) => b.saveSnapshot(atTask(id, "t3", { completed: { t1: text("new"), t2: text("two") } })),
         refused,
+      );
+    });
+
+    it("sendEvent (payload stored as a blob)", async () => {
+      await scenario(
+        "refused by the server",
+        setup,
+        (b, id) => b.sendEvent(id, "e", patternBytes(64 * 1024, 6)),
+        async (b, id, error, outputs) => {
+          await refused(b, id, error, outputs);
+          expect(await b.loadPendingEvents(id)).toEqual([]);
+        },
       );
     });
 
