@@ -5,7 +5,11 @@ import {
   BaseBackend,
   type ClaimedTask,
   type CompletionOutcome,
+  type ControlRequest,
+  type EventRef,
   type Fence,
+  type PendingEvent,
+  type RenewedClaim,
   type SnapshotPage,
   type TaskClaim,
   type ValidCompletion,
@@ -15,8 +19,10 @@ import type { MigrationReport } from "@sayiir/persistence-core/adapter";
 import { extendTaskClaim, releaseTaskClaim, tryClaim } from "./claims.js";
 import { completeTasks, saveTaskResult } from "./completion.js";
 import { type Context, createContext } from "./context.js";
+import { cancelWorkflow, pauseWorkflow, resumeWorkflow } from "./control.js";
 import { deleteSnapshot } from "./deletion.js";
 import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
+import { loadPendingEvents, sendEvent } from "./events.js";
 import { Layout } from "./layout.js";
 import { cleanup, DEFAULT_GRACE_MS } from "./maintenance.js";
 import {
@@ -32,8 +38,8 @@ import { listSnapshotsPage, loadSnapshot, saveSnapshot } from "./snapshots.js";
  * Sayiir persistence on one DynamoDB table (single-table design; see the README for the layout).
  * Claims, releases, extensions and fenced writes are conditional writes judged on the client
  * clock, with `clockSkewBudgetMs` of tolerance between clients. The work is done by one module
- * per concern (snapshots, deletion, completion, claims, discovery, maintenance), each taking the
- * backend's Context.
+ * per concern (snapshots, deletion, completion, claims, discovery, control, events, maintenance),
+ * each taking the backend's Context.
  */
 export class DynamoDBBackend extends BaseBackend {
   readonly client: DynamoDBClient;
@@ -71,7 +77,8 @@ export class DynamoDBBackend extends BaseBackend {
 
   /**
    * Creates the table and its indexes if missing and waits until they are ACTIVE. Idempotent.
-   * Version 1 is the table with both indexes; `applied` is [1] when this call created them.
+   * Version 1 is the table with the ready and list indexes, version 2 adds the timer index;
+   * `applied` lists the versions this call brought (creating the table: [1, 2]).
    */
   async migrate(): Promise<MigrationReport> {
     return this.run("migrate", () => ensureTable(this.client, this.tableName));
@@ -88,8 +95,12 @@ export class DynamoDBBackend extends BaseBackend {
     return this.run("cleanup", () => cleanup(this.#ctx, options.graceMs ?? DEFAULT_GRACE_MS));
   }
 
-  protected doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
-    return saveSnapshot(this.#ctx, snapshot, fence);
+  protected doSaveSnapshot(
+    snapshot: WorkflowSnapshot,
+    fence: Fence | undefined,
+    consumeEvent: EventRef | undefined,
+  ): Promise<void> {
+    return saveSnapshot(this.#ctx, snapshot, fence, consumeEvent);
   }
 
   protected doSaveTaskResult(
@@ -135,7 +146,7 @@ export class DynamoDBBackend extends BaseBackend {
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim> {
+  ): Promise<RenewedClaim> {
     return extendTaskClaim(this.#ctx, instanceId, taskId, workerId, durationMs);
   }
 
@@ -149,6 +160,26 @@ export class DynamoDBBackend extends BaseBackend {
     ttlMs: number | null,
   ): Promise<ClaimedTask[]> {
     return claimAvailableTasks(this.#ctx, workerId, limit, ttlMs);
+  }
+
+  protected doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    return cancelWorkflow(this.#ctx, instanceId, request);
+  }
+
+  protected doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    return pauseWorkflow(this.#ctx, instanceId, request);
+  }
+
+  protected doResumeWorkflow(instanceId: string): Promise<void> {
+    return resumeWorkflow(this.#ctx, instanceId);
+  }
+
+  protected doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
+    return sendEvent(this.#ctx, instanceId, eventName, payload);
+  }
+
+  protected doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
+    return loadPendingEvents(this.#ctx, instanceId);
   }
 
   protected async doClose(): Promise<void> {

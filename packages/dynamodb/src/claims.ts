@@ -4,9 +4,21 @@
  * budget). Claim-next (discovery.ts) claims through tryClaim too, moving the head to the leased
  * partition of the ready index in the same transaction.
  */
-import { PutItemCommand, TransactWriteItemsCommand, UpdateItemCommand } from "@aws-sdk/client-dynamodb";
-import { BackendError, type TaskClaim } from "@sayiir/persistence-core";
-import { extendRefusal, RETRY, releaseRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
+import {
+  GetItemCommand,
+  PutItemCommand,
+  type TransactWriteItem,
+  TransactWriteItemsCommand,
+  UpdateItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import { BackendError, type RenewedClaim, type TaskClaim } from "@sayiir/persistence-core";
+import {
+  extendRefusal,
+  RETRY,
+  releaseRefusal,
+  retryOnRace,
+  type StoredStatus,
+} from "@sayiir/persistence-core/adapter";
 import { type Context, quote, RACE_ATTEMPTS, retryUnlessLast, tombstoneTtl } from "./context.js";
 import {
   cancellationReasons,
@@ -16,8 +28,11 @@ import {
   isConflictOnly,
   N,
   S,
+  str,
 } from "./dynamo.js";
+import { oldestEvents } from "./events.js";
 import {
+  eventCountCondition,
   getClaim,
   getHead,
   type Head,
@@ -27,7 +42,8 @@ import {
   type StoredClaim,
   TOMBSTONE_UPDATE,
 } from "./items.js";
-import { ATTR, freshId } from "./layout.js";
+import { ATTR, freshId, names } from "./layout.js";
+import { homeOf, leasedEntry, moveLease } from "./readiness.js";
 
 /** A claim this call writes (every field set, but expiresAt without ttl). */
 type NewClaim = StoredClaim & { workerId: string; claimedAt: number; nonce: string };
@@ -49,6 +65,15 @@ export function leaseEnd(ctx: Context, expiresAt: number | undefined): number | 
 }
 
 /**
+ * What claim-next claims against: the head read, and whether the task is ready because its wait
+ * timed out (then no event may have been sent since: an event wins over a timeout).
+ */
+export interface LeaseTarget {
+  head: Head;
+  timedOut: boolean;
+}
+
+/**
  * Claims (instance, task) with a conditional write on the claim item. With `ready`, the head must
  * still show this exact ready state in the same transaction (claim-next). null: the task is
  * claimed by someone else, no longer ready, or the races were lost RACE_ATTEMPTS times.
@@ -59,7 +84,7 @@ export async function tryClaim(
   taskId: string,
   workerId: string,
   ttlMs: number | null,
-  ready?: Head,
+  ready?: LeaseTarget,
 ): Promise<TaskClaim | null> {
   const pk = ctx.layout.instancePk(instanceId);
   let current = await getClaim(ctx, pk, taskId);
@@ -101,7 +126,7 @@ async function putClaim(
   taskId: string,
   claim: NewClaim,
   current: StoredClaim | undefined,
-  ready: Head | undefined,
+  ready: LeaseTarget | undefined,
 ): Promise<"landed" | "not ready" | { current: StoredClaim | undefined }> {
   const item: Item = {
     ...ctx.layout.claimKey(pk, taskId),
@@ -155,76 +180,47 @@ async function putClaim(
 }
 
 /**
- * Claim-next: the head, still ready at this task with the generation and last completed task
- * read (so the input returned is the one claimed against), moves to the leased partition keyed
- * by when others may take the claim over: discovery no longer reads past it.
+ * Claim-next: the head, still ready at this task (in the ready index, or due in the timer index)
+ * with the generation and last completed task read (so the input returned is the one claimed
+ * against; a timed-out wait also with no event sent since), moves to the leased partition keyed by
+ * when others may take the claim over: discovery no longer reads past it.
  */
-function leaseUpdate(ctx: Context, ready: Head, taskId: string, claim: NewClaim) {
+function leaseUpdate(ctx: Context, { head, timedOut }: LeaseTarget, taskId: string, claim: NewClaim) {
   const { layout } = ctx;
-  const headCondition =
-    `attribute_exists(#${ATTR.readyPk}) AND #${ATTR.generation} = :gen AND #${ATTR.position} = :pos AND ` +
-    (ready.lastCompletedTaskId === undefined
+  const lease = leasedEntry(layout, head.instanceId, leaseEnd(ctx, claim.expiresAt));
+  const headCondition = [
+    `(attribute_exists(#${ATTR.readyPk}) OR attribute_exists(#${ATTR.timerPk}))`,
+    `#${ATTR.generation} = :gen AND #${ATTR.position} = :pos`,
+    head.lastCompletedTaskId === undefined
       ? `attribute_not_exists(#${ATTR.lastCompleted})`
-      : `#${ATTR.lastCompleted} = :last`);
+      : `#${ATTR.lastCompleted} = :last`,
+    ...(timedOut ? [eventCountCondition(head.eventCount)] : []),
+  ].join(" AND ");
   return {
     TableName: ctx.tableName,
-    Key: layout.headKey(ready.pk),
+    Key: layout.headKey(head.pk),
     ...expressions(
       {
         ConditionExpression: headCondition,
-        UpdateExpression: `SET #${ATTR.readyPk} = :kpk, #${ATTR.readySk} = :ksk`,
+        UpdateExpression: `SET #${ATTR.readyPk} = :kpk, #${ATTR.readySk} = :ksk REMOVE #${ATTR.timerPk}, #${ATTR.timerSk}`,
       },
       {
-        ":gen": S(ready.generation),
+        ":gen": S(head.generation),
         ":pos": S(taskId),
-        ":last": S(ready.lastCompletedTaskId ?? ""),
-        ":kpk": S(layout.leasedPk(layout.shardOf(ready.instanceId))),
-        ":ksk": S(layout.leaseSk(leaseEnd(ctx, claim.expiresAt), ready.instanceId)),
+        ":last": S(head.lastCompletedTaskId ?? ""),
+        ":evn": N(head.eventCount),
+        ":kpk": S(lease?.pk ?? ""),
+        ":ksk": S(lease?.sk ?? ""),
       },
     ),
   };
 }
 
-/** Moves a leased head's index entry (conditional on the lease it still has). */
-export async function moveLease(ctx: Context, head: Head, to: { pk: string; sk: string }): Promise<void> {
-  const { layout } = ctx;
-  try {
-    await ctx.send(
-      new UpdateItemCommand({
-        TableName: ctx.tableName,
-        Key: layout.headKey(head.pk),
-        ...expressions(
-          {
-            UpdateExpression: `SET #${ATTR.readyPk} = :to, #${ATTR.readySk} = :tosk`,
-            ConditionExpression: `#${ATTR.readyPk} = :kpk AND #${ATTR.readySk} = :ksk`,
-          },
-          {
-            ":to": S(to.pk),
-            ":tosk": S(to.sk),
-            ":kpk": S(layout.leasedPk(layout.shardOf(head.instanceId))),
-            ":ksk": S(head.leaseSk ?? ""),
-          },
-        ),
-      }),
-    );
-  } catch (error) {
-    if (!isConditionFailed(error)) throw error;
-  }
-}
-
-/** Where a head goes back to in the ready partition (its updatedAt order). */
-export function readyEntry(ctx: Context, head: Head): { pk: string; sk: string } {
-  const { layout } = ctx;
-  return {
-    pk: layout.readyPk(layout.shardOf(head.instanceId)),
-    sk: layout.readySk(head.updatedAt, head.instanceId),
-  };
-}
-
 /**
- * releaseTaskClaim: first out of the leased partition (if claim-next put the head there), then
- * the tombstone: a failure in between leaves a claimed task in the ready partition (harmless),
- * never an unclaimed one hidden in the leased partition.
+ * releaseTaskClaim: first out of the leased partition (if claim-next put the head there: back to
+ * the ready partition, or, for a wait with no event pending, to the timer index), then the
+ * tombstone: a failure in between leaves a claimed task in the ready partition (harmless), never
+ * an unclaimed one hidden in the leased partition.
  */
 export async function releaseTaskClaim(
   ctx: Context,
@@ -241,7 +237,9 @@ export async function releaseTaskClaim(
     throw error;
   });
   if (head?.leaseSk !== undefined && head.positionTaskId === taskId) {
-    await moveLease(ctx, head, readyEntry(ctx, head));
+    const wait = head.awaiting;
+    const pending = wait !== undefined && (await oldestEvents(ctx, head, wait.eventName)).length > 0;
+    await moveLease(ctx, head, homeOf(ctx.layout, head, pending));
   }
   await retryOnRace(
     `releaseTaskClaim on ${quote(instanceId)}`,
@@ -290,16 +288,38 @@ async function tombstone(
   }
 }
 
-/** extendTaskClaim: expiresAt becomes now + duration, if the holder's claim is still live. */
+/**
+ * Is the workflow of a claim paused? (A missing head, or one of another instance id: no.) Read
+ * with the claim; the renewal's transaction checks it has not changed.
+ */
+async function pausedNow(ctx: Context, pk: string, instanceId: string): Promise<boolean> {
+  const out = await ctx.send<{ Item?: Item }>(
+    new GetItemCommand({
+      TableName: ctx.tableName,
+      Key: ctx.layout.headKey(pk),
+      ConsistentRead: true,
+      ...expressions({ ProjectionExpression: names(ATTR.instanceId, ATTR.kind) }),
+    }),
+  );
+  return str(out.Item, ATTR.instanceId) === instanceId && str(out.Item, ATTR.kind) === PAUSED;
+}
+
+const PAUSED: StoredStatus = "Paused";
+
+/**
+ * extendTaskClaim: expiresAt becomes now + duration, if the holder's claim is still live, in one
+ * transaction with a check that the workflow is still paused (or not) as read: the renewed claim
+ * says so exactly. A claim without ttl needs no write.
+ */
 export async function extendTaskClaim(
   ctx: Context,
   instanceId: string,
   taskId: string,
   workerId: string,
   durationMs: number,
-): Promise<TaskClaim> {
+): Promise<RenewedClaim> {
   const pk = ctx.layout.instancePk(instanceId);
-  let current = await getClaim(ctx, pk, taskId);
+  let [current, paused] = await Promise.all([getClaim(ctx, pk, taskId), pausedNow(ctx, pk, instanceId)]);
   return retryOnRace(
     `extendTaskClaim on ${quote(instanceId)}`,
     async () => {
@@ -307,30 +327,84 @@ export async function extendTaskClaim(
       const refusal = extendRefusal(instanceId, taskId, heldView(current), workerId, now);
       if (refusal !== null) throw refusal;
       const claim = current as StoredClaim;
-      if (claim.expiresAt === undefined) return toClaim(instanceId, taskId, workerId, claim);
+      if (claim.expiresAt === undefined)
+        return { ...toClaim(instanceId, taskId, workerId, claim), workflowPaused: paused };
       const expiresAt = now + durationMs;
-      try {
-        await ctx.send(
-          new UpdateItemCommand({
-            TableName: ctx.tableName,
-            Key: ctx.layout.claimKey(pk, taskId),
-            ...expressions(
-              {
-                UpdateExpression: `SET #${ATTR.expiresAt} = :exp`,
-                ConditionExpression: `#${ATTR.token} = :tok AND #${ATTR.worker} = :w AND #${ATTR.expiresAt} > :now`,
-              },
-              { ":exp": N(expiresAt), ":tok": N(claim.token), ":w": S(workerId), ":now": N(now) },
-            ),
-            ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-          }),
-        );
-        return toClaim(instanceId, taskId, workerId, { ...claim, expiresAt });
-      } catch (error) {
-        if (!isConditionFailed(error)) throw error;
-        current = parseClaim(error.Item);
-        return RETRY;
-      }
+      const lost = await renew(ctx, pk, {
+        instanceId,
+        taskId,
+        workerId,
+        token: claim.token,
+        now,
+        expiresAt,
+        paused,
+      });
+      if (lost === null)
+        return { ...toClaim(instanceId, taskId, workerId, { ...claim, expiresAt }), workflowPaused: paused };
+      if ("claim" in lost) current = lost.claim;
+      else paused = await pausedNow(ctx, pk, instanceId);
+      return RETRY;
     },
     { attempts: RACE_ATTEMPTS },
   );
+}
+
+/**
+ * One renewal: the claim's update (that token, held by the worker, not expired) and the check of
+ * the head's pause state. null: it landed; else the claim found, or the pause state changed.
+ */
+async function renew(
+  ctx: Context,
+  pk: string,
+  r: {
+    instanceId: string;
+    taskId: string;
+    workerId: string;
+    token: number;
+    now: number;
+    expiresAt: number;
+    paused: boolean;
+  },
+): Promise<{ claim: StoredClaim | undefined } | { pauseChanged: true } | null> {
+  const kind = `#${ATTR.kind} = :paused AND #${ATTR.instanceId} = :iid`;
+  const items: TransactWriteItem[] = [
+    {
+      Update: {
+        TableName: ctx.tableName,
+        Key: ctx.layout.claimKey(pk, r.taskId),
+        ...expressions(
+          {
+            UpdateExpression: `SET #${ATTR.expiresAt} = :exp`,
+            ConditionExpression: `#${ATTR.token} = :tok AND #${ATTR.worker} = :w AND #${ATTR.expiresAt} > :now`,
+          },
+          { ":exp": N(r.expiresAt), ":tok": N(r.token), ":w": S(r.workerId), ":now": N(r.now) },
+        ),
+        ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+      },
+    },
+    {
+      ConditionCheck: {
+        TableName: ctx.tableName,
+        Key: ctx.layout.headKey(pk),
+        ...expressions(
+          { ConditionExpression: r.paused ? kind : `NOT (${kind})` },
+          { ":paused": S(PAUSED), ":iid": S(r.instanceId) },
+        ),
+      },
+    },
+  ];
+  try {
+    await ctx.send(
+      () => new TransactWriteItemsCommand({ ClientRequestToken: freshId(), TransactItems: items }),
+    );
+    return null;
+  } catch (error) {
+    const reasons = cancellationReasons(error);
+    if (reasons === undefined || isConflictOnly(error)) throw error;
+    if (reasons[0]?.Code === "ConditionalCheckFailed") return { claim: parseClaim(reasons[0].Item) };
+    if (reasons[1]?.Code === "ConditionalCheckFailed") return { pauseChanged: true };
+    if (reasons.some((r) => r.Code === "TransactionConflict"))
+      return { claim: await getClaim(ctx, pk, r.taskId) };
+    throw error;
+  }
 }

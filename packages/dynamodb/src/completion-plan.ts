@@ -6,9 +6,10 @@
  * release, and so are the completions it carries together.
  */
 import type { AttributeValue, TransactWriteItem } from "@aws-sdk/client-dynamodb";
+import type { StoredStatus } from "@sayiir/persistence-core/adapter";
 import { chunkSetOf, refAttributes, type ValueRef } from "./chunks.js";
 import { expressions, type Item, N, S } from "./dynamo.js";
-import { FENCE_CONDITION, TOMBSTONE_UPDATE } from "./items.js";
+import { FENCE_CONDITION, kindCondition, TOMBSTONE_UPDATE } from "./items.js";
 import { ATTR, type Layout, STATUS, VALUE } from "./layout.js";
 
 /** Items one TransactWriteItems may hold. */
@@ -50,6 +51,12 @@ export interface HeadState {
   updatedAt: number;
   ready: boolean;
   positionTaskId: string | undefined;
+  /** The stored status as read (absent on older heads: then absent in the condition too). */
+  kind?: StoredStatus | undefined;
+  /** A wait for an event (its next task is positionTaskId): it ends when that task completes. */
+  awaiting?: unknown;
+  /** In the timer index. */
+  timer?: boolean;
 }
 
 /** Cuts entries into consecutive groups under both transaction limits (never an empty group). */
@@ -118,18 +125,25 @@ export function completionTransaction(args: TransactionArgs): {
   for (const entry of entries) {
     items.push(resultPut(args, entry), claimTombstone(args, entry));
   }
+  const waitDone = positionDone && head.awaiting !== undefined;
   return {
     items,
-    after: { ...head, updatedAt: update.updatedAt, ready: head.ready && !positionDone },
+    after: {
+      ...head,
+      updatedAt: update.updatedAt,
+      ready: head.ready && !positionDone,
+      ...(waitDone ? { awaiting: undefined, timer: false } : {}),
+    },
   };
 }
 
 /**
  * The head's update when `lastTaskId` completes (saveTaskResult's, and each completeTasks
  * transaction's): `last` and updatedAt = max(stored, now); out of the ready index when the
- * position's task completed, else (back) into the ready partition with the new updatedAt.
- * Conditioned on the head as read: same generation, in progress, updatedAt not past the new one,
- * in the ready index exactly when it was read there.
+ * position's task completed (and, for a wait, out of the timer index with its wait: its next task
+ * has a result), else (back) into the ready partition with the new updatedAt. Conditioned on the
+ * head as read: same generation, not finished (a Paused head takes results), same status,
+ * updatedAt not past the new one, in the ready and timer indexes exactly when it was read there.
  */
 export function headUpdate(
   layout: Layout,
@@ -144,19 +158,27 @@ export function headUpdate(
     ":P": S(STATUS.inProgress),
     ":upd": N(updatedAt),
     ":last": S(lastTaskId),
+    ":kind": S(head.kind ?? ""),
   };
   let update = `SET #${ATTR.lastCompleted} = :last, #${ATTR.updatedAt} = :upd`;
-  if (head.ready && positionDone) update += ` REMOVE #${ATTR.readyPk}, #${ATTR.readySk}`;
+  const remove: string[] = [];
+  if (head.ready && positionDone) remove.push(`#${ATTR.readyPk}`, `#${ATTR.readySk}`);
   else if (head.ready) {
     // (Back) into the ready partition: a lease key would not carry the new updatedAt.
     update += `, #${ATTR.readyPk} = :gpk, #${ATTR.readySk} = :gsk`;
     values[":gpk"] = S(layout.readyPk(layout.shardOf(head.instanceId)));
     values[":gsk"] = S(layout.readySk(updatedAt, head.instanceId));
   }
+  if (positionDone && head.awaiting !== undefined) {
+    remove.push(`#${ATTR.awaitedEvent}`, `#${ATTR.timeoutAt}`, `#${ATTR.timerPk}`, `#${ATTR.timerSk}`);
+  }
+  if (remove.length > 0) update += ` REMOVE ${remove.join(", ")}`;
   const condition =
     `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen AND #${ATTR.status} = :P AND ` +
     `#${ATTR.updatedAt} <= :upd AND ` +
-    (head.ready ? `attribute_exists(#${ATTR.readyPk})` : `attribute_not_exists(#${ATTR.readyPk})`);
+    (head.ready ? `attribute_exists(#${ATTR.readyPk})` : `attribute_not_exists(#${ATTR.readyPk})`) +
+    ` AND ${kindCondition(head.kind)}` +
+    ` AND ${head.timer === true ? `attribute_exists(#${ATTR.timerPk})` : `attribute_not_exists(#${ATTR.timerPk})`}`;
   return { update, condition, values, updatedAt };
 }
 

@@ -375,9 +375,12 @@ async function sendBatch(
     return false;
   }
   landed(run, batch, call);
+  const waitDone = tx.after.awaiting === undefined;
   run.head = {
     ...head,
     ...tx.after,
+    awaiting: waitDone ? undefined : head.awaiting,
+    timer: waitDone ? false : head.timer,
     leaseSk: undefined,
     lastCompletedTaskId: batch[batch.length - 1]?.c.taskId,
   };

@@ -6,8 +6,8 @@ import type { Layout } from "./layout.js";
 import type { NormalizedOptions } from "./options.js";
 
 /**
- * What every concern module (snapshots, claims, completion, discovery, maintenance) works with:
- * one per backend, built by its constructor.
+ * What every concern module (snapshots, deletion, claims, completion, discovery, control, events,
+ * maintenance) works with: one per backend, built by its constructor.
  */
 export interface Context {
   readonly client: DynamoDBClient;

@@ -1,6 +1,7 @@
 /*
  * deleteSnapshot: the head's delete and every claim's tombstone in one transaction, recognised by
- * a marker item when its response is lost; then the deleted generation is dropped.
+ * a marker item when its response is lost; then the deleted generation and the events of the
+ * deleted incarnation are dropped (a head created again has a new incarnation: it never sees them).
  */
 import {
   type AttributeValue,
@@ -20,23 +21,14 @@ import {
   type Item,
   isConditionFailed,
   isConflictOnly,
-  type Key,
   N,
-  num,
-  queryAll,
   S,
   str,
 } from "./dynamo.js";
-import { getHead, type Head, parseHead, TOMBSTONE_UPDATE } from "./items.js";
-import { ATTR, freshId, keyOf, names } from "./layout.js";
+import { dropEvents } from "./events.js";
+import { type ClaimRef, claimItems, getHead, type Head, parseHead, TOMBSTONE_UPDATE } from "./items.js";
+import { ATTR, freshId } from "./layout.js";
 import { dropGeneration } from "./snapshots.js";
-
-/** A claim item of an instance as deleteSnapshot reads it: key, token, and whether it is held. */
-interface ClaimRef {
-  key: Key;
-  token: number;
-  held: boolean;
-}
 
 /**
  * deleteSnapshot: deletes the head and tombstones every claim in ONE transaction, conditioned on
@@ -83,6 +75,7 @@ export async function deleteSnapshot(ctx: Context, instanceId: string): Promise<
     );
   });
   await quietly(() => dropGeneration(ctx, target));
+  await dropEvents(ctx, target);
 }
 
 /** What one delete attempt found: done, a head that changed (re-read), or a claim race. */
@@ -176,28 +169,6 @@ function claimOnDelete(ctx: Context, c: ClaimRef, ttl: AttributeValue): Transact
       ),
     },
   };
-}
-
-/** Every claim item (live or tombstone) of an instance. */
-async function claimItems(ctx: Context, pk: string): Promise<ClaimRef[]> {
-  const items = await queryAll(ctx.send, {
-    TableName: ctx.tableName,
-    ConsistentRead: true,
-    ...expressions(
-      {
-        KeyConditionExpression: `#${ATTR.pk} = :pk AND begins_with(#${ATTR.sk}, :prefix)`,
-        ProjectionExpression: names(ATTR.pk, ATTR.sk, ATTR.token, ATTR.worker),
-      },
-      { ":pk": S(pk), ":prefix": S(ctx.layout.claimPrefix()) },
-    ),
-  });
-  const out: ClaimRef[] = [];
-  for (const item of items) {
-    const token = num(item, ATTR.token);
-    if (token === undefined) continue;
-    out.push({ key: keyOf(item), token, held: str(item, ATTR.worker) !== undefined });
-  }
-  return out;
 }
 
 /** Best effort: tombstones the given claims that still hold the token read. */

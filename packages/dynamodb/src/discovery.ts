@@ -1,140 +1,37 @@
 /*
- * findAvailableTasks and claimAvailableTasks (claim-next): the shards of the sparse ready index,
- * and the leases that have ended, merged into (updatedAt, instance id) order; every candidate
- * verified on the base table (the index is eventually consistent), then claimed through tryClaim.
+ * findAvailableTasks and claimAvailableTasks (claim-next): the candidates of candidates.ts (ready
+ * index, due timers, ended leases) verified on the base table (the indexes are eventually
+ * consistent), with what made each ready (its task, the oldest pending event of its wait, or its
+ * timeout), then claimed through tryClaim.
  */
-import {
-  type AttributeValue,
-  GetItemCommand,
-  QueryCommand,
-  type QueryCommandOutput,
-} from "@aws-sdk/client-dynamodb";
-import { type AvailableTask, type ClaimedTask, compareIds, EMPTY_BYTES } from "@sayiir/persistence-core";
+import { GetItemCommand } from "@aws-sdk/client-dynamodb";
+import { type AvailableTask, type ClaimedTask, EMPTY_BYTES } from "@sayiir/persistence-core";
 import { fromStoredParts } from "@sayiir/persistence-core/adapter";
+import { type Candidate, candidates } from "./candidates.js";
 import { MissingChunkError, readRef } from "./chunks.js";
-import { leaseEnd, moveLease, readyEntry, tryClaim } from "./claims.js";
+import { leaseEnd, tryClaim } from "./claims.js";
 import { type Context, quietly } from "./context.js";
-import { batchGet, expressions, type Item, num, queryAll, S, str } from "./dynamo.js";
-import { type Head, liveForOthers, parseClaim, parseHead } from "./items.js";
-import { ATTR, keyString, READY_INDEX } from "./layout.js";
+import { batchGet, type Item, str } from "./dynamo.js";
+import { oldestEvents, type StoredEvent } from "./events.js";
+import { type Head, liveForOthers, parseClaim, parseHead, type StoredClaim } from "./items.js";
+import { ATTR, keyString } from "./layout.js";
+import { homeOf, type IndexEntry, leasedEntry, moveLease } from "./readiness.js";
 
-interface Candidate {
-  pk: string;
-  instanceId: string;
-  taskId: string;
-  updatedAt: number;
-  /** Found in the leased partition (a lease that has ended): its lease sort key. */
-  leaseSk?: string;
-}
+/** What made a verified task ready: its position, its wait's oldest pending event, or its timeout. */
+type Why = { kind: "task" } | { kind: "event"; event: StoredEvent } | { kind: "timeout" };
 
-/** A candidate that survived verification, with its head as read. */
+/** A candidate that survived verification, with its head as read and why it is ready. */
 interface Verified {
   candidate: Candidate;
   head: Head;
+  why: Why;
 }
 
-type Page = Pick<QueryCommandOutput, "Items" | "LastEvaluatedKey">;
-
-/** One shard of the ready index, read page by page in (updatedAt, instance id) order. */
-class ShardCursor {
-  buffer: Candidate[] = [];
-  #startKey: Record<string, AttributeValue> | undefined;
-  #done = false;
-  constructor(
-    private readonly fetch: (startKey: Record<string, AttributeValue> | undefined) => Promise<Page>,
-    private readonly leased = false,
-  ) {}
-
-  async fill(): Promise<void> {
-    while (this.buffer.length === 0 && !this.#done) {
-      const out = await this.fetch(this.#startKey);
-      this.#startKey = out.LastEvaluatedKey;
-      if (this.#startKey === undefined) this.#done = true;
-      for (const item of out.Items ?? []) {
-        const instanceId = str(item, ATTR.instanceId);
-        const taskId = str(item, ATTR.position);
-        const updatedAt = num(item, ATTR.updatedAt);
-        const pk = str(item, ATTR.pk);
-        if (instanceId !== undefined && taskId !== undefined && updatedAt !== undefined && pk !== undefined) {
-          const candidate: Candidate = { pk, instanceId, taskId, updatedAt };
-          const leaseSk = str(item, ATTR.readySk);
-          if (this.leased && leaseSk !== undefined) candidate.leaseSk = leaseSk;
-          this.buffer.push(candidate);
-        }
-      }
-    }
-  }
-}
-
-/** Index order: updatedAt, then instance id in code point (UTF-8 byte) order, as the index sorts. */
-const before = (a: Candidate, b: Candidate): boolean =>
-  a.updatedAt < b.updatedAt || (a.updatedAt === b.updatedAt && compareIds(a.instanceId, b.instanceId) < 0);
-
-/** A page of one shard's ready partition. */
-function readyShard(ctx: Context, shard: number, pageSize: number): ShardCursor {
-  return new ShardCursor((startKey) =>
-    ctx.send<QueryCommandOutput>(
-      new QueryCommand({
-        TableName: ctx.tableName,
-        IndexName: READY_INDEX,
-        Limit: pageSize,
-        ExclusiveStartKey: startKey,
-        ...expressions(
-          { KeyConditionExpression: `#${ATTR.readyPk} = :gpk` },
-          { ":gpk": S(ctx.layout.readyPk(shard)) },
-        ),
-      }),
-    ),
-  );
-}
-
-/**
- * Leases that have ended (expiresAt + skew budget passed on our clock) are ready again: all of
- * them, from every shard's leased partition, in (updatedAt, instance id) order, as one cursor.
- */
-function endedLeases(ctx: Context): ShardCursor {
-  const cut = ctx.layout.leaseSk(ctx.now() + 1, "");
-  return new ShardCursor(async () => {
-    const lists = await Promise.all(
-      Array.from({ length: ctx.layout.shards }, (_, shard) =>
-        queryAll(ctx.send, {
-          TableName: ctx.tableName,
-          IndexName: READY_INDEX,
-          ...expressions(
-            { KeyConditionExpression: `#${ATTR.readyPk} = :kpk AND #${ATTR.readySk} < :cut` },
-            { ":kpk": S(ctx.layout.leasedPk(shard)), ":cut": S(cut) },
-          ),
-        }),
-      ),
-    );
-    const items = lists.flat();
-    const key = (item: Item) => ({
-      updatedAt: num(item, ATTR.updatedAt) ?? 0,
-      instanceId: str(item, ATTR.instanceId) ?? "",
-    });
-    items.sort((a, b) => {
-      const x = key(a);
-      const y = key(b);
-      return x.updatedAt - y.updatedAt || compareIds(x.instanceId, y.instanceId);
-    });
-    return { Items: items };
-  }, true);
-}
-
-/** Ready-index candidates of every shard, merged into (updatedAt, instance id) order. */
-async function* candidates(ctx: Context, pageSize: number): AsyncGenerator<Candidate, void, undefined> {
-  const cursors = Array.from({ length: ctx.layout.shards }, (_, shard) => readyShard(ctx, shard, pageSize));
-  cursors.push(endedLeases(ctx));
-  for (;;) {
-    await Promise.all(cursors.map((c) => c.fill()));
-    let best: ShardCursor | undefined;
-    for (const c of cursors) {
-      const head = c.buffer[0];
-      if (head !== undefined && (best === undefined || before(head, best.buffer[0] as Candidate))) best = c;
-    }
-    if (best === undefined) return;
-    yield best.buffer.shift() as Candidate;
-  }
+/** A candidate whose head (and claim) passed the first checks. */
+interface Read {
+  candidate: Candidate;
+  head: Head;
+  claim: StoredClaim | undefined;
 }
 
 /**
@@ -157,48 +54,94 @@ async function* verified(ctx: Context, pageSize: number): AsyncGenerator<Verifie
   if (batch.length > 0) yield await verify(ctx, batch);
 }
 
-/** Reads the heads and claims of a batch of candidates and keeps those still ready and unclaimed. */
+/** Is the head still where the candidate was found, at that task, and runnable? */
+function stillThere(c: Candidate, head: Head, now: number): boolean {
+  if (head.finished || head.paused || head.positionTaskId !== c.taskId) return false;
+  if (c.source !== "timer") return head.ready;
+  const timeoutAt = head.awaiting?.timeoutAt;
+  return head.timer && timeoutAt !== undefined && timeoutAt <= now;
+}
+
+/**
+ * Reads the heads and claims of a batch of candidates (one BatchGetItem), then the oldest pending
+ * event of each wait found in the ready index (one Query each, in parallel), and keeps those still
+ * ready and unclaimed. Leases seen on the way are repaired (see repairLease).
+ */
 async function verify(ctx: Context, batch: Candidate[]): Promise<Verified[]> {
   const { layout } = ctx;
   const keys = batch.flatMap((c) => [layout.headKey(c.pk), layout.claimKey(c.pk, c.taskId)]);
   const items = await batchGet(ctx.client, ctx.tableName, keys, 100, 2);
   const byKey = new Map(items.map((item) => [keyString(item), item]));
   const now = ctx.now();
+  const read: Read[] = [];
+  for (const candidate of batch) {
+    const headItem = byKey.get(keyString(layout.headKey(candidate.pk)));
+    if (headItem === undefined || str(headItem, ATTR.instanceId) !== candidate.instanceId) continue;
+    const head = parseHead(layout, headItem, candidate.instanceId) as Head;
+    if (!stillThere(candidate, head, now)) continue;
+    const claim = parseClaim(byKey.get(keyString(layout.claimKey(candidate.pk, candidate.taskId))));
+    read.push({ candidate, head, claim });
+  }
+  const events = await Promise.all(
+    read.map(({ candidate, head }) =>
+      head.awaiting === undefined || candidate.source === "timer"
+        ? []
+        : oldestEvents(ctx, head, head.awaiting.eventName),
+    ),
+  );
   const out: Verified[] = [];
   const repairs: Array<Promise<void>> = [];
-  for (const c of batch) {
-    const headItem = byKey.get(keyString(layout.headKey(c.pk)));
-    if (headItem === undefined || str(headItem, ATTR.instanceId) !== c.instanceId) continue;
-    const head = parseHead(layout, headItem, c.instanceId) as Head;
-    if (!head.ready || head.finished || head.positionTaskId !== c.taskId) continue;
-    const claim = parseClaim(byKey.get(keyString(layout.claimKey(c.pk, c.taskId))));
-    const live = liveForOthers(ctx, claim, now);
-    // An ended lease: back to the ready partition; a renewed one (extend, or taken over by
-    // claimTask): re-keyed to when the live claim ends. Both conditional on the lease read.
-    if (c.leaseSk !== undefined && head.leaseSk === c.leaseSk) {
-      const to = live
-        ? {
-            pk: layout.leasedPk(layout.shardOf(c.instanceId)),
-            sk: layout.leaseSk(leaseEnd(ctx, claim?.expiresAt), c.instanceId),
-          }
-        : readyEntry(ctx, head);
-      if (to.sk !== c.leaseSk || !live) repairs.push(quietly(() => moveLease(ctx, head, to)));
-    }
-    if (live) continue;
-    out.push({ candidate: c, head });
+  for (const [i, r] of read.entries()) {
+    const event = events[i]?.[0];
+    const live = liveForOthers(ctx, r.claim, now);
+    const repair = repairLease(ctx, r, live, event !== undefined);
+    if (repair !== undefined) repairs.push(quietly(() => moveLease(ctx, r.head, repair.to)));
+    const why = whyReady(r, event, now);
+    if (!live && why !== undefined) out.push({ candidate: r.candidate, head: r.head, why });
   }
   await Promise.all(repairs);
   return out;
 }
 
 /**
- * The input of a ready task: the last completed task's output, else the initial input (a value of
- * its own, or inside the header of a head written before it was split out), else empty.
+ * Why the task is ready: not a wait (its position's task); a wait with an event pending (that
+ * event wins over a passed timeout); a wait past its timeout. undefined: a wait with neither.
+ */
+function whyReady(r: Read, event: StoredEvent | undefined, now: number): Why | undefined {
+  if (r.head.awaiting === undefined) return { kind: "task" };
+  if (event !== undefined) return { kind: "event", event };
+  const timeoutAt = r.head.awaiting.timeoutAt;
+  return timeoutAt !== undefined && timeoutAt <= now ? { kind: "timeout" } : undefined;
+}
+
+/**
+ * Where an ended lease goes (conditional on the lease read; undefined: nowhere to move): a live
+ * claim (renewed, or taken over by claimTask) re-keys it to when that claim ends; otherwise it
+ * goes home: the ready partition, or the timer index for a wait with no event pending.
+ */
+function repairLease(
+  ctx: Context,
+  r: Read,
+  live: boolean,
+  eventPending: boolean,
+): { to: IndexEntry } | undefined {
+  const { candidate: c, head } = r;
+  if (c.leaseSk === undefined || head.leaseSk !== c.leaseSk) return undefined;
+  if (!live) return { to: homeOf(ctx.layout, head, eventPending) };
+  const to = leasedEntry(ctx.layout, c.instanceId, leaseEnd(ctx, r.claim?.expiresAt));
+  return to?.sk === c.leaseSk ? undefined : { to };
+}
+
+/**
+ * The input of a ready task: after a wait, its event's payload (or empty bytes when it timed
+ * out); otherwise the last completed task's output, else the initial input (a value of its own,
+ * or inside the header of a head written before it was split out), else empty.
  * undefined: a value was replaced under the reader (the task is skipped).
  */
-async function taskInput(ctx: Context, head: Head): Promise<Uint8Array | undefined> {
-  let ref = head.input;
-  if (head.lastCompletedTaskId !== undefined) {
+async function taskInput(ctx: Context, { head, why }: Verified): Promise<Uint8Array | undefined> {
+  if (why.kind === "timeout") return EMPTY_BYTES;
+  let ref = why.kind === "event" ? (why.event.ref ?? { inline: EMPTY_BYTES }) : head.input;
+  if (why.kind === "task" && head.lastCompletedTaskId !== undefined) {
     const out = await ctx.send<{ Item?: Item }>(
       new GetItemCommand({
         TableName: ctx.tableName,
@@ -227,19 +170,28 @@ async function taskInput(ctx: Context, head: Head): Promise<Uint8Array | undefin
   }
 }
 
+/** The available task of a verified candidate with its input: after a wait, its event or timeout. */
+function availableTask(v: Verified, input: Uint8Array): AvailableTask {
+  const task: AvailableTask = {
+    instanceId: v.candidate.instanceId,
+    taskId: v.candidate.taskId,
+    input,
+    workflowDefinitionHash: v.head.definitionHash,
+  };
+  if (v.why.kind === "event")
+    task.event = { eventName: v.why.event.eventName, sequence: v.why.event.sequence };
+  if (v.why.kind === "timeout") task.timedOut = true;
+  return task;
+}
+
 export async function findAvailableTasks(ctx: Context, limit: number): Promise<AvailableTask[]> {
   const found: AvailableTask[] = [];
   for await (const batch of verified(ctx, limit)) {
-    const inputs = await Promise.all(batch.map(({ head }) => taskInput(ctx, head)));
-    for (const [i, { candidate, head }] of batch.entries()) {
+    const inputs = await Promise.all(batch.map((v) => taskInput(ctx, v)));
+    for (const [i, v] of batch.entries()) {
       const input = inputs[i];
       if (input === undefined || found.length >= limit) continue;
-      found.push({
-        instanceId: candidate.instanceId,
-        taskId: candidate.taskId,
-        input,
-        workflowDefinitionHash: head.definitionHash,
-      });
+      found.push(availableTask(v, input));
     }
     if (found.length >= limit) break;
   }
@@ -286,19 +238,15 @@ export async function claimAvailableTasks(
 /** Claims one verified task against the head read (the input returned is the one claimed). */
 async function claimOne(
   ctx: Context,
-  { candidate, head }: Verified,
+  v: Verified,
   workerId: string,
   ttlMs: number | null,
 ): Promise<ClaimedTask | undefined> {
-  const input = await taskInput(ctx, head);
+  const input = await taskInput(ctx, v);
   if (input === undefined) return undefined;
-  const claim = await tryClaim(ctx, candidate.instanceId, candidate.taskId, workerId, ttlMs, head);
+  const { candidate, head } = v;
+  const target = { head, timedOut: v.why.kind === "timeout" };
+  const claim = await tryClaim(ctx, candidate.instanceId, candidate.taskId, workerId, ttlMs, target);
   if (claim === null) return undefined;
-  return {
-    instanceId: candidate.instanceId,
-    taskId: candidate.taskId,
-    input,
-    workflowDefinitionHash: head.definitionHash,
-    claim,
-  };
+  return { ...availableTask(v, input), claim };
 }

@@ -3,20 +3,38 @@
  * into plain objects, plus the conditions a fenced write and a release put on a claim item.
  */
 import { GetItemCommand, type TransactWriteItem } from "@aws-sdk/client-dynamodb";
-import { BackendError, type Fence, isClaimLive } from "@sayiir/persistence-core";
-import type { HeldClaimView, WriteView } from "@sayiir/persistence-core/adapter";
+import { BackendError, EMPTY_BYTES, type Fence, isClaimLive } from "@sayiir/persistence-core";
+import {
+  fromStoredParts,
+  type HeldClaimView,
+  type StoredStatus,
+  type WriteView,
+} from "@sayiir/persistence-core/adapter";
 import { readRef, type ValueRef } from "./chunks.js";
 import type { Context } from "./context.js";
 import { quote } from "./context.js";
-import { expressions, type Item, N, num, queryAll, S, str } from "./dynamo.js";
-import { ATTR, HEAD_VALUE, type Layout, names, STATUS } from "./layout.js";
+import { expressions, type Item, type Key, N, num, queryAll, S, str } from "./dynamo.js";
+import { ATTR, HEAD_VALUE, keyOf, type Layout, names, STATUS } from "./layout.js";
 
 /** A snapshot's head item. */
 export interface Head {
   pk: string;
   instanceId: string;
   generation: string;
+  /** Completed, Failed or Cancelled. */
   finished: boolean;
+  /** The stored status (absent on heads written before it was stored: see statusOf). */
+  kind: StoredStatus | undefined;
+  paused: boolean;
+  /** The incarnation its events live under (absent on older heads and until an event is sent). */
+  incarnation: string | undefined;
+  /** Events sent to this incarnation so far (the last sequence given; 0: none). */
+  eventCount: number;
+  /** An InProgress wait for an event whose next task (positionTaskId) has no result yet. */
+  awaiting: { eventName: string; timeoutAt: number | undefined } | undefined;
+  /** In the timer index (a wait with a timeout and no event pending). */
+  timer: boolean;
+  /** The task of an AtTask position, or the next task of a wait (see awaiting). */
   positionTaskId: string | undefined;
   lastCompletedTaskId: string | undefined;
   updatedAt: number;
@@ -58,11 +76,19 @@ export function parseHead(layout: Layout, item: Item | undefined, instanceId: st
     );
   }
   const readyPk = str(item, ATTR.readyPk);
+  const eventName = str(item, ATTR.awaitedEvent);
+  const kind = str(item, ATTR.kind) as StoredStatus | undefined;
   return {
     pk: str(item, ATTR.pk) as string,
     instanceId: iid,
     generation: str(item, ATTR.generation) ?? "",
     finished: str(item, ATTR.status) === STATUS.finished,
+    kind,
+    paused: kind === "Paused",
+    incarnation: str(item, ATTR.incarnation),
+    eventCount: num(item, ATTR.eventCount) ?? 0,
+    awaiting: eventName === undefined ? undefined : { eventName, timeoutAt: num(item, ATTR.timeoutAt) },
+    timer: str(item, ATTR.timerPk) !== undefined,
     positionTaskId: str(item, ATTR.position),
     lastCompletedTaskId: str(item, ATTR.lastCompleted),
     updatedAt: num(item, ATTR.updatedAt) ?? 0,
@@ -72,6 +98,39 @@ export function parseHead(layout: Layout, item: Item | undefined, instanceId: st
     header: readRef(item, HEAD_VALUE.header),
     input: readRef(item, HEAD_VALUE.input),
   };
+}
+
+/** Completed and Failed keep no results; InProgress, Paused and Cancelled do. */
+export function keepsResults(head: Head): boolean {
+  return !head.finished || head.kind === "Cancelled";
+}
+
+/**
+ * The stored status. A head written before the status was stored has only `st`: in progress, or
+ * finished, then its header says which (read only in that case).
+ */
+export async function statusOf(ctx: Context, head: Head): Promise<StoredStatus> {
+  if (head.kind !== undefined) return head.kind;
+  if (!head.finished) return "InProgress";
+  const header = head.header === undefined ? EMPTY_BYTES : await ctx.chunks.read(head.header);
+  const snapshot = fromStoredParts({
+    instanceId: head.instanceId,
+    header,
+    initialInput: null,
+    results: [],
+    lastCompletedTaskId: null,
+  });
+  return snapshot.state.kind;
+}
+
+/** The condition that the head's status is still `kind` as read (absent on older heads). */
+export function kindCondition(kind: StoredStatus | undefined): string {
+  return kind === undefined ? `attribute_not_exists(#${ATTR.kind})` : `#${ATTR.kind} = :kind`;
+}
+
+/** The condition that the head's event count is still `count` as read (absent: 0). */
+export function eventCountCondition(count: number): string {
+  return count === 0 ? `attribute_not_exists(#${ATTR.eventCount})` : `#${ATTR.eventCount} = :evn`;
 }
 
 /** The head item as stored (strongly consistent). */
@@ -161,7 +220,49 @@ export async function writeView(
 ): Promise<WriteView> {
   const { claim, now } =
     fence === undefined ? { claim: undefined, now: ctx.now() } : await fenceView(ctx, pk, fence);
-  return { found: head !== undefined, finished: head?.finished ?? false, claim, now };
+  return {
+    found: head !== undefined,
+    finished: head?.finished ?? false,
+    paused: head?.paused ?? false,
+    claim,
+    now,
+  };
+}
+
+/** A claim item of an instance as a whole-instance write reads it (deleteSnapshot, cancelWorkflow). */
+export interface ClaimRef {
+  key: Key;
+  token: number;
+  /** It has a holder (else: a tombstone). */
+  held: boolean;
+  expiresAt: number | undefined;
+}
+
+/** Every claim item (live or tombstone) of an instance. */
+export async function claimItems(ctx: Context, pk: string): Promise<ClaimRef[]> {
+  const items = await queryAll(ctx.send, {
+    TableName: ctx.tableName,
+    ConsistentRead: true,
+    ...expressions(
+      {
+        KeyConditionExpression: `#${ATTR.pk} = :pk AND begins_with(#${ATTR.sk}, :prefix)`,
+        ProjectionExpression: names(ATTR.pk, ATTR.sk, ATTR.token, ATTR.worker, ATTR.expiresAt),
+      },
+      { ":pk": S(pk), ":prefix": S(ctx.layout.claimPrefix()) },
+    ),
+  });
+  const out: ClaimRef[] = [];
+  for (const item of items) {
+    const token = num(item, ATTR.token);
+    if (token === undefined) continue;
+    out.push({
+      key: keyOf(item),
+      token,
+      held: str(item, ATTR.worker) !== undefined,
+      expiresAt: num(item, ATTR.expiresAt),
+    });
+  }
+  return out;
 }
 
 /** The result items of one generation of an instance. */

@@ -8,10 +8,12 @@ import { type Item, type Key, S } from "./dynamo.js";
  * concatenation; the exact ids are stored as attributes and checked on read.
  *
  *   item            PK                               SK                      other attributes
- *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, hd | hc/hn/hl, id | ic/in/il, pos, last, upd, def,
- *                                                                            GPK/GSK (only while ready), LPK/LSK
+ *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, kind, hd | hc/hn/hl, id | ic/in/il, pos, last, upd, def,
+ *                                                                            inc, evn, ev/tmo (only while waiting for an event),
+ *                                                                            GPK/GSK (only while ready), TPK/TSK (only on a timer), LPK/LSK
  *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l
  *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: released by completeTasks)
+ *   event           <P>I#<h(instanceId)>             E#<inc>#<h(name)>#<seq> en, seq, sat, inc, nc, at, d | c/n/l
  *   delete marker   <P>I#<h(instanceId)>             D                       op, at, ttl (written by deleteSnapshot's commit)
  *   chunk           <P>C#<chunkSetId>#<index>        C                       own, at, d
  *
@@ -19,6 +21,11 @@ import { type Item, type Key, S } from "./dynamo.js";
  * GSI "ready": GPK = <P>Q#<shard>, GSK = zero-padded updatedAt + "#" + instance id (truncated).
  *              While claimed by claim-next: GPK = <P>K#<shard> ("leased"), GSK = zero-padded lease end + "#" + id.
  * GSI "list":  LPK = <P>L#<shard>, LSK = h(instanceId).
+ * GSI "timer": TPK = <P>T#<shard>, TSK = zero-padded timeoutAt + "#" + instance id (truncated): waits
+ *              for an event with a timeout and no event pending (sparse; claim-next moves a due one
+ *              to the leased partition of "ready").
+ * Events live under the head's incarnation `inc` (fresh when the head is created): the events of
+ * a deleted instance are never seen by one re-created under the same id.
  */
 
 /** Attribute names of every item. */
@@ -29,14 +36,32 @@ export const ATTR = {
   readySk: "GSK",
   listPk: "LPK",
   listSk: "LSK",
+  timerPk: "TPK",
+  timerSk: "TSK",
   /** Head and claim: the exact instance id. */
   instanceId: "iid",
   /** Result and claim: the exact task id. */
   taskId: "tid",
   /** Head and result: the generation (a fresh id per saveSnapshot). */
   generation: "gen",
-  /** Head: STATUS.inProgress or STATUS.finished. */
+  /** Head: STATUS.inProgress or STATUS.finished (Paused is in progress: it takes results). */
   status: "st",
+  /** Head: the stored status (InProgress, Paused, Completed, Failed, Cancelled); absent on older heads. */
+  kind: "kind",
+  /** Head: the incarnation its events are stored under (fresh when the head is created). */
+  incarnation: "inc",
+  /** Head: how many events were sent to this incarnation (the last sequence given). */
+  eventCount: "evn",
+  /** Head: the event an InProgress wait awaits (absent unless waiting, next task without result). */
+  awaitedEvent: "ev",
+  /** Head: that wait's timeoutAt (absent: no timeout). */
+  timeoutAt: "tmo",
+  /** Event: the exact event name. */
+  eventName: "en",
+  /** Event: its sequence (per instance, across names). */
+  sequence: "seq",
+  /** Event: sentAt (client clock). */
+  sentAt: "sat",
   /** Head: the task of an AtTask position. */
   position: "pos",
   /** Head: lastCompletedTaskId. */
@@ -54,7 +79,7 @@ export const ATTR = {
   claimedAt: "ca",
   /** Claim: expiresAt (absent: no ttl). */
   expiresAt: "exp",
-  /** Claim: random per claim attempt, to recognise our own landed write. */
+  /** Claim and event: random per attempt, to recognise our own landed write. */
   nonce: "nc",
   /** Claim tombstone: the nonce of the completeTasks completion that released it. */
   completedBy: "cn",
@@ -85,12 +110,14 @@ export const names = (...attributes: string[]): string => attributes.map((a) => 
 
 export const READY_INDEX = "ready";
 export const LIST_INDEX = "list";
+export const TIMER_INDEX = "timer";
 export const HEAD_SK = "H";
 export const CHUNK_SK = "C";
 /** Sort key of the marker a deleteSnapshot leaves (with a TTL) to recognise its own retried commit. */
 export const DELETE_MARKER_SK = "D";
 const RESULT_SK_PREFIX = "R#";
 const CLAIM_SK_PREFIX = "L#";
+const EVENT_SK_PREFIX = "E#";
 /** Byte values up to this size are stored inline in their item; larger ones are chunked. */
 export const INLINE_MAX_BYTES = 300_000;
 /** Size of one chunk item's payload (items are capped at 400 KB). */
@@ -160,6 +187,28 @@ export class Layout {
     return CLAIM_SK_PREFIX;
   }
 
+  /** The sort key prefix of every event of an incarnation. */
+  eventPrefix(incarnation: string): string {
+    return `${EVENT_SK_PREFIX}${incarnation}#`;
+  }
+
+  /** The sort key prefix of the events of one name (oldest first in key order). */
+  eventNamePrefix(incarnation: string, eventName: string): string {
+    return `${this.eventPrefix(incarnation)}${hashId(eventName)}#`;
+  }
+
+  eventSk(incarnation: string, eventName: string, sequence: number): string {
+    return `${this.eventNamePrefix(incarnation, eventName)}${String(sequence).padStart(16, "0")}`;
+  }
+
+  isEventSk(sk: string): boolean {
+    return sk.startsWith(EVENT_SK_PREFIX);
+  }
+
+  eventKey(pk: string, incarnation: string, eventName: string, sequence: number): Key {
+    return key(pk, this.eventSk(incarnation, eventName, sequence));
+  }
+
   chunkPk(chunkSetId: string, index: number): string {
     return `${this.base}C#${chunkSetId}#${index}`;
   }
@@ -225,6 +274,15 @@ export class Layout {
   leaseSk(until: number | undefined, instanceId: string): string {
     const sk = this.readySk(until ?? 0, instanceId);
     return until === undefined ? `${LEASE_FOREVER}${sk.slice(LEASE_FOREVER.length)}` : sk;
+  }
+
+  /** Partition of the timer index: waits with a timeout and no event pending, by timeoutAt. */
+  timerPk(shard: number): string {
+    return `${this.base}T#${shard}`;
+  }
+
+  timerSk(timeoutAt: number, instanceId: string): string {
+    return this.readySk(timeoutAt, instanceId);
   }
 
   listPk(shard: number): string {

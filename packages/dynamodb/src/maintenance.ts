@@ -5,7 +5,7 @@
 import { type AttributeValue, ScanCommand, type ScanCommandOutput } from "@aws-sdk/client-dynamodb";
 import type { Context } from "./context.js";
 import { batchWrite, expressions, type Item, type Key, num, S, str } from "./dynamo.js";
-import { ATTR, DELETE_MARKER_SK, HEAD_SK, HEAD_VALUE, keyOf, names, VALUE } from "./layout.js";
+import { ATTR, DELETE_MARKER_SK, HEAD_SK, HEAD_VALUE, keyOf, names, STATUS, VALUE } from "./layout.js";
 
 /** Default age below which cleanup() leaves an item alone (it may belong to a write in flight). */
 export const DEFAULT_GRACE_MS = 15 * 60_000;
@@ -14,18 +14,22 @@ export const DEFAULT_GRACE_MS = 15 * 60_000;
 interface Inventory {
   /** Current generation of every head, by partition key. */
   heads: Map<string, string>;
-  /** Chunk sets some head or current (or young) result points at. */
+  /** The incarnation of every head whose events are still pending (not finished), by partition key. */
+  incarnations: Map<string, string>;
+  /** Chunk sets some head or current (or young) result or event points at. */
   referenced: Set<string>;
   results: Array<{ key: Key; pk: string; gen: string; at: number; chunkSetId?: string }>;
+  events: Array<{ key: Key; pk: string; inc: string; at: number; chunkSetId?: string }>;
   chunks: Array<{ key: Key; chunkSetId: string; at: number }>;
   markers: Array<{ key: Key; at: number }>;
 }
 
 /**
- * Deletes result items of a generation that is not (or no longer) current, chunk items that no
- * head or current result points at, and the markers of interrupted deletes. Only items older
- * than `graceMs` are touched, so writes in flight are safe. It scans the table (filtered to this
- * backend's key prefix).
+ * Deletes result items of a generation that is not (or no longer) current, event items that no
+ * unfinished head's incarnation owns (its instance finished, was deleted, or the send never
+ * committed), chunk items that no head, current result or pending event points at, and the
+ * markers of interrupted deletes. Only items older than `graceMs` are touched, so writes in
+ * flight are safe. It scans the table (filtered to this backend's key prefix).
  */
 export async function cleanup(ctx: Context, graceMs: number): Promise<{ deletedItems: number }> {
   const cutoff = ctx.now() - graceMs;
@@ -43,8 +47,10 @@ export async function cleanup(ctx: Context, graceMs: number): Promise<{ deletedI
 async function scan(ctx: Context): Promise<Inventory> {
   const inventory: Inventory = {
     heads: new Map(),
+    incarnations: new Map(),
     referenced: new Set(),
     results: [],
+    events: [],
     chunks: [],
     markers: [],
   };
@@ -62,6 +68,8 @@ async function scan(ctx: Context): Promise<Inventory> {
               ATTR.pk,
               ATTR.sk,
               ATTR.generation,
+              ATTR.status,
+              ATTR.incarnation,
               ATTR.writtenAt,
               VALUE.chunkSet,
               `${HEAD_VALUE.header}${VALUE.chunkSet}`,
@@ -85,6 +93,8 @@ function classify(ctx: Context, item: Item, inventory: Inventory): void {
   const at = num(item, ATTR.writtenAt) ?? 0;
   if (sk === HEAD_SK) {
     inventory.heads.set(pk, str(item, ATTR.generation) ?? "");
+    const inc = str(item, ATTR.incarnation);
+    if (inc !== undefined && str(item, ATTR.status) !== STATUS.finished) inventory.incarnations.set(pk, inc);
     for (const prefix of [HEAD_VALUE.header, HEAD_VALUE.input]) {
       const set = str(item, `${prefix}${VALUE.chunkSet}`);
       if (set) inventory.referenced.add(set);
@@ -94,6 +104,11 @@ function classify(ctx: Context, item: Item, inventory: Inventory): void {
     const c = str(item, VALUE.chunkSet);
     if (c !== undefined) entry.chunkSetId = c;
     inventory.results.push(entry);
+  } else if (ctx.layout.isEventSk(sk)) {
+    const entry: Inventory["events"][number] = { key, pk, inc: str(item, ATTR.incarnation) ?? "", at };
+    const c = str(item, VALUE.chunkSet);
+    if (c !== undefined) entry.chunkSetId = c;
+    inventory.events.push(entry);
   } else if (sk === DELETE_MARKER_SK) {
     inventory.markers.push({ key, at });
   } else {
@@ -109,6 +124,11 @@ function garbageOf(inventory: Inventory, cutoff: number): Key[] {
     if (inventory.heads.get(r.pk) === r.gen || r.at > cutoff) {
       if (r.chunkSetId) inventory.referenced.add(r.chunkSetId);
     } else garbage.push(r.key);
+  }
+  for (const e of inventory.events) {
+    if (inventory.incarnations.get(e.pk) === e.inc || e.at > cutoff) {
+      if (e.chunkSetId) inventory.referenced.add(e.chunkSetId);
+    } else garbage.push(e.key);
   }
   for (const c of inventory.chunks) {
     if (!inventory.referenced.has(c.chunkSetId) && c.at <= cutoff) garbage.push(c.key);

@@ -9,16 +9,19 @@ import {
   UpdateTimeToLiveCommand,
 } from "@aws-sdk/client-dynamodb";
 import { type MigrationReport, sleep } from "@sayiir/persistence-core/adapter";
-import { ATTR, LIST_INDEX, READY_INDEX, TTL_ATTRIBUTE } from "./layout.js";
+import { ATTR, LIST_INDEX, READY_INDEX, TIMER_INDEX, TTL_ATTRIBUTE } from "./layout.js";
 
 /*
- * The schema: one table with two global secondary indexes and TTL on ATTR.ttl. Version 1 is the
- * table with both indexes; there is no later version yet. DynamoDB stores no schema version:
- * the table and its indexes are the version.
+ * The schema: one table with global secondary indexes and TTL on ATTR.ttl. Version 1 is the table
+ * with the ready and list indexes; version 2 adds the timer index (waits for an event with a
+ * timeout). DynamoDB stores no schema version: the table and its indexes are the version.
  */
 
 /** The schema version migrate() brings a table to. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
+
+/** The version that brought each index. */
+const INDEX_VERSION: Record<string, number> = { [READY_INDEX]: 1, [LIST_INDEX]: 1, [TIMER_INDEX]: 2 };
 
 const INDEXES: GlobalSecondaryIndex[] = [
   {
@@ -40,6 +43,17 @@ const INDEXES: GlobalSecondaryIndex[] = [
     ],
     Projection: { ProjectionType: "INCLUDE", NonKeyAttributes: [ATTR.instanceId] },
   },
+  {
+    IndexName: TIMER_INDEX,
+    KeySchema: [
+      { AttributeName: ATTR.timerPk, KeyType: "HASH" },
+      { AttributeName: ATTR.timerSk, KeyType: "RANGE" },
+    ],
+    Projection: {
+      ProjectionType: "INCLUDE",
+      NonKeyAttributes: [ATTR.instanceId, ATTR.position, ATTR.timeoutAt],
+    },
+  },
 ];
 
 /** The table definition migrate() creates (also useful for infrastructure-as-code). */
@@ -47,12 +61,16 @@ export function tableDefinition(tableName: string): CreateTableCommandInput {
   return {
     TableName: tableName,
     BillingMode: "PAY_PER_REQUEST",
-    AttributeDefinitions: [ATTR.pk, ATTR.sk, ATTR.readyPk, ATTR.readySk, ATTR.listPk, ATTR.listSk].map(
-      (name) => ({
-        AttributeName: name,
-        AttributeType: "S",
-      }),
-    ),
+    AttributeDefinitions: [
+      ATTR.pk,
+      ATTR.sk,
+      ATTR.readyPk,
+      ATTR.readySk,
+      ATTR.listPk,
+      ATTR.listSk,
+      ATTR.timerPk,
+      ATTR.timerSk,
+    ].map((name) => ({ AttributeName: name, AttributeType: "S" })),
     KeySchema: [
       { AttributeName: ATTR.pk, KeyType: "HASH" },
       { AttributeName: ATTR.sk, KeyType: "RANGE" },
@@ -82,24 +100,27 @@ async function waitActive(client: DynamoDBClient, tableName: string, timeoutMs: 
 }
 
 /**
- * Creates the table and its indexes if missing (on-demand billing), adds a missing index, enables
- * TTL, and waits until everything is ACTIVE. Safe when many processes run it at once. Reports
- * version 1 applied when this call created the table or an index, else nothing applied.
+ * Creates the table and its indexes if missing (on-demand billing), adds a missing index (one at
+ * a time: DynamoDB allows one index creation per update), enables TTL, and waits until everything
+ * is ACTIVE. Safe when many processes run it at once. Reports the versions this call brought:
+ * creating the table, all of them ([1, 2]); adding the timer index to a version-1 table, [2].
  */
 export async function ensureTable(
   client: DynamoDBClient,
   tableName: string,
   timeoutMs = 300_000,
 ): Promise<MigrationReport> {
-  let created = await createTable(client, tableName);
+  const applied = new Set<number>();
+  if (await createTable(client, tableName)) for (const v of Object.values(INDEX_VERSION)) applied.add(v);
   for (;;) {
     const present = await waitActive(client, tableName, timeoutMs);
     const missing = INDEXES.find((index) => !present.includes(index.IndexName ?? ""));
     if (missing === undefined) break;
-    created = (await createIndex(client, tableName, missing)) || created;
+    if (await createIndex(client, tableName, missing))
+      applied.add(INDEX_VERSION[missing.IndexName ?? ""] ?? 1);
   }
   await enableTtl(client, tableName);
-  return { applied: created ? [SCHEMA_VERSION] : [], version: SCHEMA_VERSION };
+  return { applied: [...applied].sort((a, b) => a - b), version: SCHEMA_VERSION };
 }
 
 /** True when this call created the table; false when it exists (or another process creates it). */

@@ -9,10 +9,12 @@ import {
   PutItemCommand,
   QueryCommand,
   type QueryCommandOutput,
+  type TransactWriteItem,
   TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
 import {
   EMPTY_BYTES,
+  type EventRef,
   type Fence,
   failures,
   type SnapshotPage,
@@ -21,6 +23,7 @@ import {
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
+  consumeRefusal,
   fromStoredParts,
   RETRY,
   retryOnRace,
@@ -51,8 +54,20 @@ import {
   S,
   str,
 } from "./dynamo.js";
-import { fenceCheck, getHead, getHeadItem, type Head, parseHead, resultItems, writeView } from "./items.js";
+import { consumeItem, dropEvents, oldestEvents, type StoredEvent } from "./events.js";
+import {
+  eventCountCondition,
+  fenceCheck,
+  getHead,
+  getHeadItem,
+  type Head,
+  keepsResults,
+  parseHead,
+  resultItems,
+  writeView,
+} from "./items.js";
 import { ATTR, freshId, HEAD_SK, HEAD_VALUE, keyOf, LIST_INDEX, STATUS } from "./layout.js";
+import { entryAttributes, entryOf, positionAttributes } from "./readiness.js";
 
 /** What a saveSnapshot has written so far: undone if it fails before its commit for a known reason. */
 interface PendingSave {
@@ -68,13 +83,15 @@ interface PendingSave {
 
 /**
  * saveSnapshot: 1. the values and result items the new head will point at, under keys nobody
- * reads yet; 2. the head's conditional put, the commit point; 3. the replaced generation dropped.
+ * reads yet; 2. the head's conditional put, the commit point (with the consumed event's delete);
+ * 3. the replaced generation dropped, and the events of a workflow that became terminal.
  * A failure before the commit for a known reason removes what step 1 wrote.
  */
 export async function saveSnapshot(
   ctx: Context,
   snapshot: WorkflowSnapshot,
   fence: Fence | undefined,
+  consume: EventRef | undefined,
 ): Promise<void> {
   const stored = toStoredSnapshot(snapshot);
   const pk = ctx.layout.instancePk(stored.instanceId);
@@ -87,14 +104,11 @@ export async function saveSnapshot(
   };
   try {
     const values = await writeValues(ctx, stored, pk, save);
-    const previous = await commitHead(
-      ctx,
-      stored,
-      headItem(ctx, stored, pk, save.generation, values),
-      fence,
-      save,
-    );
+    const { previous, consumed } = await commitHead(ctx, stored, values, { fence, consume }, save);
     if (previous !== undefined) await quietly(() => dropGeneration(ctx, previous));
+    const set = chunkSetOf(consumed?.ref);
+    if (set !== undefined) await quietly(() => ctx.chunks.delete([set]));
+    if (stored.finished && previous !== undefined && !previous.finished) await dropEvents(ctx, previous);
   } catch (error) {
     if (!save.committed && save.definite) await quietly(() => undoSave(ctx, save));
     throw error;
@@ -107,7 +121,7 @@ async function writeValues(
   stored: StoredSnapshot,
   pk: string,
   save: PendingSave,
-): Promise<{ header: ValueRef; input: ValueRef | undefined }> {
+): Promise<HeadValues> {
   const now = ctx.now();
   const header = await ctx.chunks.write(stored.header, pk);
   save.written.push(header);
@@ -128,67 +142,88 @@ async function writeValues(
     ctx.tableName,
     items.map((Item) => ({ PutRequest: { Item } })),
   );
-  return { header, input };
+  return { header, input, generation: save.generation };
 }
 
-/** The new head item: in the ready index when a task is ready, in the list index always. */
+interface HeadValues {
+  header: ValueRef;
+  input: ValueRef | undefined;
+  generation: string;
+}
+
+/**
+ * The new head item: its status, values and position; the incarnation and event count of the
+ * head it replaces (its events stay pending); in the ready index when a task is ready (or a wait's
+ * event is pending), in the timer index when a wait has a timeout, in the list index always.
+ */
 function headItem(
   ctx: Context,
   stored: StoredSnapshot,
-  pk: string,
-  generation: string,
-  values: { header: ValueRef; input: ValueRef | undefined },
+  values: HeadValues,
+  previous: Head | undefined,
+  eventPending: boolean,
 ): Item {
   const { layout } = ctx;
   const id = stored.instanceId;
   const shard = layout.shardOf(id);
   const item: Item = {
-    ...layout.headKey(pk),
+    ...layout.headKey(layout.instancePk(id)),
     [ATTR.instanceId]: S(id),
-    [ATTR.generation]: S(generation),
+    [ATTR.generation]: S(values.generation),
     [ATTR.status]: S(stored.finished ? STATUS.finished : STATUS.inProgress),
+    [ATTR.kind]: S(stored.status),
     [ATTR.updatedAt]: N(stored.updatedAt),
     [ATTR.definitionHash]: S(stored.definitionHash),
     [ATTR.listPk]: S(layout.listPk(shard)),
     [ATTR.listSk]: S(layout.listSk(id)),
+    [ATTR.incarnation]: S(previous?.incarnation ?? freshId()),
     ...refAttributes(values.header, HEAD_VALUE.header),
     ...(values.input === undefined ? {} : refAttributes(values.input, HEAD_VALUE.input)),
+    ...positionAttributes(stored),
+    ...entryAttributes(entryOf(layout, id, stored, eventPending)),
   };
-  if (stored.positionTaskId !== null) item[ATTR.position] = S(stored.positionTaskId);
+  if (previous !== undefined && previous.eventCount > 0) item[ATTR.eventCount] = N(previous.eventCount);
   if (stored.lastCompletedTaskId !== null) item[ATTR.lastCompleted] = S(stored.lastCompletedTaskId);
-  if (stored.readyTaskId !== null) {
-    item[ATTR.readyPk] = S(layout.readyPk(shard));
-    item[ATTR.readySk] = S(layout.readySk(stored.updatedAt, id));
-  }
   return item;
 }
 
+/** The fence of a write, and the event it consumes. */
+interface SaveOptions {
+  fence: Fence | undefined;
+  consume: EventRef | undefined;
+}
+
 /**
- * Step 2: puts the head, conditioned on the generation read (none: on its absence), until it
- * does not lose a race. Each attempt judges the fence and the reopening of a finished workflow
- * on the head read. Returns the head it replaced.
+ * Step 2: puts the head, conditioned on the generation and event count read (none: on its
+ * absence), until it does not lose a race. Each attempt judges, on the head read, the fence, the
+ * state (snapshotRefusal) and the event consumed (consumeRefusal: the oldest pending of its name),
+ * and whether the new wait has an event pending. Returns the head it replaced and the event it
+ * consumed.
  */
 async function commitHead(
   ctx: Context,
   stored: StoredSnapshot,
-  item: Item,
-  fence: Fence | undefined,
+  values: HeadValues,
+  options: SaveOptions,
   save: PendingSave,
-): Promise<Head | undefined> {
+): Promise<{ previous: Head | undefined; consumed: StoredEvent | undefined }> {
   const id = stored.instanceId;
   const pk = ctx.layout.instancePk(id);
   let previous = await getHead(ctx, id);
   return retryOnRace(
     `saveSnapshot of ${quote(id)}`,
     async () => {
-      const refusal = snapshotRefusal(id, fence, await writeView(ctx, pk, fence, previous), stored.finished);
+      const view = await writeView(ctx, pk, options.fence, previous);
+      const refusal = snapshotRefusal(id, options.fence, view, stored.status);
       if (refusal !== null) throw refusal;
-      const lost = await putHead(ctx, id, item, previous, fence, save);
+      const { consumed, eventPending } = await pendingEvents(ctx, stored, previous, options.consume);
+      const item = headItem(ctx, stored, values, previous, eventPending);
+      const lost = await putHead(ctx, id, item, previous, { ...options, consumed }, save);
       // An SDK retry of a write that did land: the head already carries our generation.
       const head = lost === null ? undefined : parseHead(ctx.layout, lost.current, id);
       if (lost === null || head?.generation === save.generation) {
         save.committed = true;
-        return previous;
+        return { previous, consumed };
       }
       previous = head;
       return RETRY;
@@ -198,18 +233,47 @@ async function commitHead(
 }
 
 /**
- * One conditional put of the head (fenced: in a transaction with the claim's condition check).
- * null: it landed; else the head item found instead. What is not a lost race is thrown.
+ * What the write needs of the pending events, read after the head (its put is conditioned on the
+ * event count read): the event it consumes, which must be the oldest pending of its name (else
+ * ConflictError), and whether an event of the new wait's name is pending once it is consumed.
+ */
+async function pendingEvents(
+  ctx: Context,
+  stored: StoredSnapshot,
+  previous: Head | undefined,
+  consume: EventRef | undefined,
+): Promise<{ consumed: StoredEvent | undefined; eventPending: boolean }> {
+  const awaited = stored.awaiting?.eventName;
+  const same = consume !== undefined && consume.eventName === awaited;
+  const [oldest, waiting] = await Promise.all([
+    consume === undefined || previous === undefined
+      ? []
+      : oldestEvents(ctx, previous, consume.eventName, same ? 2 : 1),
+    awaited === undefined || same || previous === undefined ? [] : oldestEvents(ctx, previous, awaited),
+  ]);
+  const refusal = consumeRefusal(stored.instanceId, consume, oldest[0]?.sequence);
+  if (refusal !== null) throw refusal;
+  return {
+    consumed: consume === undefined ? undefined : oldest[0],
+    eventPending: same ? oldest.length > 1 : waiting.length > 0,
+  };
+}
+
+/**
+ * One conditional put of the head (fenced or consuming: in a transaction with the claim's
+ * condition check and the event's delete). null: it landed; else the head item found instead.
+ * What is not a lost race is thrown.
  */
 async function putHead(
   ctx: Context,
   id: string,
   item: Item,
   previous: Head | undefined,
-  fence: Fence | undefined,
+  options: { fence: Fence | undefined; consumed: StoredEvent | undefined },
   save: PendingSave,
 ): Promise<{ current: Item | undefined } | null> {
   const pk = item[ATTR.pk]?.S as string;
+  const { fence, consumed } = options;
   const put = {
     TableName: ctx.tableName,
     Item: item,
@@ -218,23 +282,22 @@ async function putHead(
         ConditionExpression:
           previous === undefined
             ? `attribute_not_exists(#${ATTR.pk})`
-            : `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen`,
+            : `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen AND ${eventCountCondition(previous.eventCount)}`,
       },
-      previous === undefined ? {} : { ":gen": S(previous.generation) },
+      previous === undefined ? {} : { ":gen": S(previous.generation), ":evn": N(previous.eventCount) },
     ),
     ReturnValuesOnConditionCheckFailure: "ALL_OLD" as const,
   };
+  const items: TransactWriteItem[] = [];
+  if (fence !== undefined) items.push(fenceCheck(ctx, pk, fence, ctx.now()));
+  items.push({ Put: put });
+  if (consumed !== undefined) items.push(consumeItem(ctx, consumed));
   try {
     save.definite = false;
-    if (fence === undefined) await ctx.send(new PutItemCommand(put));
+    if (items.length === 1) await ctx.send(new PutItemCommand(put));
     else {
-      const check = fenceCheck(ctx, pk, fence, ctx.now());
       await ctx.send(
-        () =>
-          new TransactWriteItemsCommand({
-            ClientRequestToken: freshId(),
-            TransactItems: [check, { Put: put }],
-          }),
+        () => new TransactWriteItemsCommand({ ClientRequestToken: freshId(), TransactItems: items }),
       );
     }
     return null;
@@ -248,9 +311,13 @@ async function putHead(
     // Conflicts that outlasted the retries: the transaction did not apply.
     save.definite = true;
     if (isConflictOnly(error)) throw error;
-    if (reasons[0]?.Code === "ConditionalCheckFailed") throw failures.fenceRejected(id, fence as Fence);
-    if (reasons[1]?.Code === "ConditionalCheckFailed") return { current: reasons[1].Item };
-    if (reasons.some((r) => r.Code === "TransactionConflict")) return { current: await getHeadItem(ctx, pk) };
+    const at = fence === undefined ? 0 : 1;
+    if (fence !== undefined && reasons[0]?.Code === "ConditionalCheckFailed")
+      throw failures.fenceRejected(id, fence);
+    if (reasons[at]?.Code === "ConditionalCheckFailed") return { current: reasons[at].Item };
+    // The consumed event is gone (or a conflict): read again; the next attempt judges it.
+    if (reasons.some((r) => r.Code === "TransactionConflict" || r.Code === "ConditionalCheckFailed"))
+      return { current: await getHeadItem(ctx, pk) };
     throw error;
   }
 }
@@ -329,7 +396,7 @@ async function readGeneration(
   ]);
   let results: TaskResult[] = [];
   let racy = isChunked(head.header) || isChunked(head.input);
-  if (!head.finished) {
+  if (keepsResults(head)) {
     const items = await resultItems(ctx, head.pk, head.generation);
     racy ||= items.length > 0;
     results = await Promise.all(

@@ -1,14 +1,15 @@
 import {
+  CreateTableCommand,
   DeleteTableCommand,
   DescribeTableCommand,
   DynamoDBClient,
   ListTablesCommand,
 } from "@aws-sdk/client-dynamodb";
 import { BackendError, ErrorCode } from "@sayiir/persistence-core";
-import { atTask, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { atTask, awaiting, eventually, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { uniqueTestName } from "@sayiir/test-servers";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { DynamoDBBackend, LIST_INDEX, READY_INDEX } from "../src/index.js";
+import { DynamoDBBackend, LIST_INDEX, READY_INDEX, TIMER_INDEX, tableDefinition } from "../src/index.js";
 import { freshBackend } from "./helpers.js";
 import { backendOptions, clientConfig, ensureTable, server, TABLE } from "./subject.js";
 
@@ -40,7 +41,7 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
     expect(destroyed).toBe(true);
   });
 
-  it("migrate() creates the table with both indexes (on-demand), is idempotent and safe to race", async () => {
+  it("migrate() creates the table with its three indexes (on-demand), is idempotent and safe to race", async () => {
     const tableName = uniqueTestName("sayiir_migrate");
     const backends = Array.from({ length: 3 }, () => new DynamoDBBackend(backendOptions(ddb, { tableName })));
     onTestFinished(async () => {
@@ -48,21 +49,61 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
       await Promise.all(backends.map((b) => b.close()));
     });
     const reports = await Promise.all(backends.map((b) => b.migrate()));
-    // Exactly one of the racing calls created the table (schema version 1); a later call applies nothing.
-    expect(reports.map((r) => r.version)).toEqual([1, 1, 1]);
-    expect(reports.filter((r) => r.applied.length > 0).map((r) => r.applied)).toEqual([[1]]);
-    expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 1 });
+    // Exactly one of the racing calls created the table (schema versions 1 and 2); a later call applies nothing.
+    expect(reports.map((r) => r.version)).toEqual([2, 2, 2]);
+    expect(reports.filter((r) => r.applied.length > 0).map((r) => r.applied)).toEqual([[1, 2]]);
+    expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 2 });
     const { Table } = await (backends[0] as DynamoDBBackend).client.send(
       new DescribeTableCommand({ TableName: tableName }),
     );
     expect(Table?.TableStatus).toBe("ACTIVE");
     expect(Table?.BillingModeSummary?.BillingMode ?? "PAY_PER_REQUEST").toBe("PAY_PER_REQUEST");
     expect((Table?.GlobalSecondaryIndexes ?? []).map((i) => i.IndexName).sort()).toEqual(
-      [LIST_INDEX, READY_INDEX].sort(),
+      [LIST_INDEX, READY_INDEX, TIMER_INDEX].sort(),
     );
     const id = uid();
     await backends[1]?.saveSnapshot(atTask(id, "t1"));
     expect(await backends[2]?.listSnapshots()).toEqual([id]);
+  });
+
+  it("migrate() brings a version-1 table (no timer index) to version 2, keeping its data", async () => {
+    const tableName = uniqueTestName("sayiir_v1");
+    const backend = new DynamoDBBackend(backendOptions(ddb, { tableName }));
+    onTestFinished(async () => {
+      await backend.client.send(new DeleteTableCommand({ TableName: tableName }));
+      await backend.close();
+    });
+    // The version-1 table: the definition without the timer index and its key attributes.
+    const v2 = tableDefinition(tableName);
+    await backend.client.send(
+      new CreateTableCommand({
+        ...v2,
+        AttributeDefinitions: v2.AttributeDefinitions?.filter(
+          (a) => !["TPK", "TSK"].includes(a.AttributeName ?? ""),
+        ),
+        GlobalSecondaryIndexes: v2.GlobalSecondaryIndexes?.filter((i) => i.IndexName !== TIMER_INDEX),
+      }),
+    );
+    const id = uid();
+    await eventually("the v1 table to be usable", async () =>
+      backend
+        .saveSnapshot(atTask(id, "t1", { initialInput: text("kept") }))
+        .then(() => true)
+        .catch(() => undefined),
+    );
+    expect(await backend.migrate()).toEqual({ applied: [2], version: 2 });
+    expect(await backend.migrate()).toEqual({ applied: [], version: 2 });
+    expect(Array.from((await backend.loadSnapshot(id)).initialInput ?? [])).toEqual(Array.from(text("kept")));
+    const waiting = uid();
+    await backend.saveSnapshot(awaiting(waiting, "e", "t2", { timeoutAt: 1_000 }));
+    expect(
+      (await backend.findAvailableTasks("w", 10)).map((t) => [t.instanceId, t.timedOut ?? false]),
+    ).toEqual(
+      expect.arrayContaining([
+        [id, false],
+        [waiting, true],
+      ]),
+    );
   });
 
   it("a missing table gives BackendError (not a hang)", async () => {
