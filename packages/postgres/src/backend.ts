@@ -4,10 +4,14 @@ import {
   BaseBackend,
   type ClaimedTask,
   type CompletionOutcome,
+  type ControlRequest,
+  type EventRef,
   type Fence,
   failures,
   isPersistenceError,
+  type PendingEvent,
   type PersistenceError,
+  type RenewedClaim,
   type SnapshotPage,
   type TaskClaim,
   type TaskResult,
@@ -19,14 +23,25 @@ import {
   fromStoredParts,
   type MigrationReport,
   releaseRefusal,
+  snapshotRefusal,
   toStoredSnapshot,
 } from "@sayiir/persistence-core/adapter";
 import pg from "pg";
 import { bigintArray, byteaArray, textArray } from "./arrays.js";
+import {
+  availableTask,
+  consumeEvent,
+  type Db,
+  loadPendingEvents,
+  sendEvent,
+  toBuffer,
+  transition,
+  waitValues,
+  writableOverPaused,
+} from "./control.js";
 import { type Layout, layoutFor } from "./layout.js";
 import { type NormalizedOptions, normalizeOptions, type PostgresBackendOptions } from "./options.js";
 import { claimNextStatements, type FixedKey, preparedStatements, type Statement } from "./prepared.js";
-import { applyMigrations, schemaStatements } from "./schema.js";
 import {
   batches,
   type ClaimNextRow,
@@ -34,12 +49,16 @@ import {
   COMPLETE_BATCH,
   type CompleteRow,
   claimOf,
+  completionOutcome,
+  type ExtendRow,
   type LoadRow,
+  type LockRow,
   RESULTS_BATCH,
   type ReadyRow,
-  type Statements,
-  statements,
-} from "./sql.js";
+  writeView,
+} from "./rows.js";
+import { applyMigrations, schemaStatements } from "./schema.js";
+import { type Statements, statements } from "./sql.js";
 
 type Queryable = Pick<pg.PoolClient, "query">;
 
@@ -49,7 +68,6 @@ interface Session {
   broken: Error | undefined;
 }
 
-const toBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 
 /**
@@ -113,12 +131,20 @@ export class PostgresBackend extends BaseBackend {
       typeof statement === "string" ? { text: statement, values } : { text: statement.text, values };
     if (typeof statement !== "string" && statement.name !== undefined) config.name = statement.name;
     if (this.#options.queryTimeoutMs > 0) config.query_timeout = this.#options.queryTimeoutMs;
-    const hook = this.#options.faults?.beforeQuery;
-    if (hook === undefined) return db.query<R>(config);
+    const faults = this.#options.faults;
+    if (faults === undefined) return db.query<R>(config);
+    const name = typeof statement === "string" ? statement : statement.key;
     return (async () => {
-      await hook(typeof statement === "string" ? statement : statement.key);
-      return db.query<R>(config);
+      await faults.beforeQuery?.(name);
+      const result = await db.query<R>(config);
+      await faults.afterQuery?.(name);
+      return result;
     })();
+  }
+
+  /** The fixed statements of sql.ts on `db`, as control.ts sends them. */
+  #db(db: Queryable): Db {
+    return (key, values) => this.#q(db, this.#st[key], values);
   }
 
   /** One checked-out connection for `body`; a broken connection is destroyed, not reused. */
@@ -202,33 +228,53 @@ export class PostgresBackend extends BaseBackend {
     return r.rowCount !== 0;
   }
 
-  protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
+  /**
+   * One transaction. Locks are always taken snapshot row first, then claim row (as claim-next
+   * does), so a fenced write and a concurrent claim-next can never deadlock. Refusals in
+   * snapshotRefusal's order (the fence, then the stored state), then the consumed event, then the
+   * writes: the pending events dropped by a terminal write, the row, the results.
+   */
+  protected async doSaveSnapshot(
+    snapshot: WorkflowSnapshot,
+    fence: Fence | undefined,
+    consume: EventRef | undefined,
+  ): Promise<void> {
     const stored = toStoredSnapshot(snapshot);
     const id = stored.instanceId;
     await this.#transaction(async (db) => {
-      // Locks are always taken snapshot row first, then claim row (as claim-next does), so a
-      // fenced write and a concurrent claim-next can never deadlock. Refusals in
-      // snapshotRefusal's order: the fence, then a finished workflow going back to InProgress.
-      const existing = await this.#q<{ finished: boolean }>(db, this.#st.lockSnapshot, [id]);
-      if (fence !== undefined && !(await this.#fenceHolds(db, id, fence))) {
-        throw failures.fenceRejected(id, fence);
-      }
-      if (existing.rows[0]?.finished === true && !stored.finished) throw failures.cannotReopen(id);
-      // The conflict clause repeats the guard for a row inserted by someone else meanwhile.
+      let state = await this.#lockSnapshot(db, id);
+      const holds = fence === undefined || (await this.#fenceHolds(db, id, fence));
+      let refusal = snapshotRefusal(id, fence, writeView(state, fence, holds), stored.status);
+      if (refusal !== null) throw refusal;
+      if (consume !== undefined) await consumeEvent(this.#db(db), id, consume);
+      if (stored.finished) await this.#q(db, this.#st.deleteEvents, [id]);
+      // The conflict clause repeats the state guards for a row inserted by someone else meanwhile.
       const up = await this.#q(db, this.#st.upsertSnapshot, [
         id,
         stored.definitionHash,
         toBuffer(stored.header),
         stored.initialInput === null ? null : toBuffer(stored.initialInput),
         stored.finished,
+        stored.paused,
         stored.lastCompletedTaskId,
         stored.readyTaskId,
         stored.updatedAt,
+        ...waitValues(stored.awaiting),
+        writableOverPaused(stored.status),
       ]);
-      if (up.rowCount === 0) throw failures.cannotReopen(id);
+      if (up.rowCount === 0) {
+        state = await this.#lockSnapshot(db, id);
+        refusal = snapshotRefusal(id, undefined, writeView(state, undefined, true), stored.status);
+        throw refusal ?? failures.cannotReopen(id);
+      }
       await this.#q(db, this.#st.deleteResults, [id]);
       await this.#insertResults(db, id, stored.results);
     });
+  }
+
+  /** The snapshot row's state, locked (FOR UPDATE): the first lock of every write. */
+  async #lockSnapshot(db: Queryable, instanceId: string): Promise<LockRow | undefined> {
+    return (await this.#q<LockRow>(db, this.#st.lockSnapshot, [instanceId])).rows[0];
   }
 
   /** Multi-row inserts, RESULTS_BATCH rows or bytes at a time. */
@@ -248,8 +294,7 @@ export class PostgresBackend extends BaseBackend {
   ): Promise<void> {
     await this.#transaction(async (db) => {
       // Refusals in resultRefusal's order: missing instance, fence, finished workflow.
-      const row = await this.#q<{ finished: boolean }>(db, this.#st.lockSnapshot, [instanceId]);
-      const stored = row.rows[0];
+      const stored = await this.#lockSnapshot(db, instanceId);
       if (stored === undefined) throw failures.snapshotNotFound(instanceId);
       if (fence !== undefined && !(await this.#fenceHolds(db, instanceId, fence))) {
         throw failures.fenceRejected(instanceId, fence);
@@ -316,7 +361,7 @@ export class PostgresBackend extends BaseBackend {
     const r = await this.#q<{ n: number; moved: boolean }>(this.#pool, this.#st.deleteSnapshot, [instanceId]);
     const row = r.rows[0];
     if (row === undefined || row.n === 0) throw failures.snapshotNotFound(instanceId);
-    if (row.moved) await this.#q(this.#pool, this.#st.deleteOrphanResults, [instanceId]);
+    if (row.moved) await this.#q(this.#pool, this.#st.deleteOrphans, [instanceId]);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
@@ -368,8 +413,8 @@ export class PostgresBackend extends BaseBackend {
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim> {
-    const r = await this.#q<ClaimRow>(this.#pool, this.#st.extendClaim, [
+  ): Promise<RenewedClaim> {
+    const r = await this.#q<ExtendRow>(this.#pool, this.#st.extendClaim, [
       instanceId,
       taskId,
       workerId,
@@ -380,17 +425,12 @@ export class PostgresBackend extends BaseBackend {
       // This worker's claim, but not live on the server clock: extendRefusal's last rule.
       throw await this.#refusal(instanceId, taskId, workerId, failures.claimExpired(instanceId, taskId));
     }
-    return claimOf(instanceId, taskId, workerId, row);
+    return { ...claimOf(instanceId, taskId, workerId, row), workflowPaused: row.paused };
   }
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
     const r = await this.#q<ReadyRow>(this.#pool, this.#st.findAvailable, [limit]);
-    return r.rows.map((row) => ({
-      instanceId: row.instance_id,
-      taskId: row.task_id,
-      input: toBytes(row.input),
-      workflowDefinitionHash: row.definition_hash,
-    }));
+    return r.rows.map(availableTask);
   }
 
   protected async doClaimAvailableTasks(
@@ -416,15 +456,13 @@ export class PostgresBackend extends BaseBackend {
       }
       let unclaimed = 0;
       for (const row of rows) {
-        if (row.token === null || row.input === null || row.definition_hash === null) {
+        const { input, definition_hash } = row;
+        if (row.token === null || input === null || definition_hash === null) {
           unclaimed++;
           continue;
         }
         claimed.push({
-          instanceId: row.instance_id,
-          taskId: row.task_id,
-          input: toBytes(row.input),
-          workflowDefinitionHash: row.definition_hash,
+          ...availableTask({ ...row, input, definition_hash }),
           claim: claimOf(row.instance_id, row.task_id, workerId, row),
         });
       }
@@ -433,18 +471,28 @@ export class PostgresBackend extends BaseBackend {
     return claimed;
   }
 
+  protected async doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    await this.#transaction((db) => transition(this.#db(db), "cancel", instanceId, request));
+  }
+
+  protected async doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    await this.#transaction((db) => transition(this.#db(db), "pause", instanceId, request));
+  }
+
+  protected async doResumeWorkflow(instanceId: string): Promise<void> {
+    const request = { reason: null, requestedBy: null };
+    await this.#transaction((db) => transition(this.#db(db), "resume", instanceId, request));
+  }
+
+  protected async doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
+    return sendEvent(this.#db(this.#pool), instanceId, eventName, payload);
+  }
+
+  protected async doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
+    return loadPendingEvents(this.#db(this.#pool), instanceId);
+  }
+
   protected async doClose(): Promise<void> {
     if (this.#ownsPool) await this.#pool.end();
   }
-}
-
-/**
- * One completeTasks row as saveTaskResult's outcome, in resultRefusal's order: a missing
- * instance, then a lost claim, then a finished workflow (fenced: finished, claim live).
- */
-function completionOutcome(row: CompleteRow, c: ValidCompletion): CompletionOutcome {
-  if (row.done) return null;
-  if (!row.found) return failures.snapshotNotFound(c.instanceId);
-  if (row.fenced) return failures.resultsFinal(c.instanceId);
-  return failures.fenceRejected(c.instanceId, c);
 }

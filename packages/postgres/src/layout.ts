@@ -1,13 +1,15 @@
 /**
- * Where the data lives: one schema holding three tables, a sequence and the migrations table.
+ * Where the data lives: one schema holding four tables, a sequence and the migrations table.
  * Every name is quoted, so a schema name may hold any character (quotes included); ids are
  * only ever bound as parameters, never spliced into SQL.
  *
- *   snapshots     one row per instance: encoded header (bytea), initial input, ready_task_id, updated_at,
- *                 claimed_until (the lease claim-next puts on the ready task)
+ *   snapshots     one row per instance: encoded header (bytea), initial input, finished, paused,
+ *                 ready_task_id, updated_at, claimed_until (the lease claim-next puts on the task it
+ *                 claims), and the wait of an AwaitingEvent position (wait_event, wait_task, timeout_at)
  *   task_results  one row per (instance, task): the output (bytea)
  *   claims        one row per (instance, task) claim: worker, fencing token, server-clock timestamps
- *   claim_tokens  global sequence of fencing tokens
+ *   events        one row per pending event: (instance_id, sequence) PK, event_name, payload, sent_at
+ *   claim_tokens  global sequence of fencing tokens and event sequences
  */
 
 /** Quotes an identifier for SQL: `"` doubled, wrapped in `"`. */
@@ -24,13 +26,21 @@ export const TABLES = {
   snapshots: "snapshots",
   taskResults: "task_results",
   claims: "claims",
+  events: "events",
   migrations: "sayiir_migrations",
 } as const;
 export const TOKEN_SEQUENCE = "claim_tokens";
 /** The partial index over ready tasks without a lease, that discovery and claim-next read in order. */
 export const READY_INDEX = "snapshots_ready_idx";
-/** The partial index over ready tasks with a lease, by lease end: where expired leases are found. */
+/**
+ * The partial index over leased rows (a ready task, or a due wait, that claim-next claimed), by
+ * lease end: where expired leases are found.
+ */
 export const LEASED_INDEX = "snapshots_leased_idx";
+/** The partial index over waits that are not ready, by timeout: the timers discovery reads up to now. */
+export const TIMER_INDEX = "snapshots_timers_idx";
+/** The index over events by (instance, name, sequence): the oldest pending event of a name. */
+export const EVENTS_INDEX = "events_by_name_idx";
 
 export interface Layout {
   schema: string;
@@ -39,6 +49,7 @@ export interface Layout {
   snapshots: string;
   taskResults: string;
   claims: string;
+  events: string;
   migrations: string;
   /** Quoted, qualified sequence name as a regclass literal, for nextval(). */
   tokenSequence: string;
@@ -54,6 +65,7 @@ export function layoutFor(schema: string): Layout {
     snapshots: q(TABLES.snapshots),
     taskResults: q(TABLES.taskResults),
     claims: q(TABLES.claims),
+    events: q(TABLES.events),
     migrations: q(TABLES.migrations),
     tokenSequence: `${quoteLiteral(q(TOKEN_SEQUENCE))}::regclass`,
     readyIndex: READY_INDEX,

@@ -15,6 +15,12 @@ export interface FaultHooks {
    * that statement before it is sent, as a dropped connection would.
    */
   beforeQuery?: (statement: string) => void | Promise<void>;
+  /**
+   * Called after a statement's reply has arrived, with the same name. A throw or a rejection fails
+   * the call as a reply lost on the way back would: the statement's effects stand (committed,
+   * outside a transaction) and the caller sees a BackendError.
+   */
+  afterQuery?: (statement: string) => void | Promise<void>;
 }
 
 /** Options of {@link PostgresBackend}. Give exactly one of `connectionString`, `poolConfig` or `pool`. */

@@ -38,8 +38,8 @@ function prepared(key: string, sql: string, label = key): Statement {
 }
 
 /**
- * The statements sent under a name (prepared once per connection): those of the task cycle and
- * the other fixed ones. After five runs the server may keep a generic plan; for these it reads
+ * The statements sent under a name (prepared once per connection): those of the task cycle,
+ * events and the other fixed ones. After five runs the server may keep a generic plan; for these it reads
  * by the same indexes as the custom one (test/explain.test.ts checks the task cycle's). `findAvailable`
  * keeps being planned per call (its LIMIT is a parameter) but is parsed once. listPage stays
  * unnamed: its generic plan could not fold `$1 IS NULL` and would lose the index condition.
@@ -56,16 +56,27 @@ export const PREPARED = [
   "upsertResult",
   "recordResult",
   "upsertSnapshot",
+  "consumeEvent",
+  "deleteEvents",
   "deleteResults",
   "loadSnapshot",
   "deleteSnapshot",
   "findAvailable",
+  "sendEvent",
+  "loadEvents",
 ] as const satisfies ReadonlyArray<keyof Statements>;
 
 export type PreparedKey = (typeof PREPARED)[number];
 
-/** The other fixed statements, always sent unnamed. */
-export const UNNAMED = ["listPage", "deleteOrphanResults"] as const satisfies ReadonlyArray<keyof Statements>;
+/** The other fixed statements, always sent unnamed (the rare ones: control operations, cleanup). */
+export const UNNAMED = [
+  "listPage",
+  "deleteOrphans",
+  "lockHeader",
+  "hasResult",
+  "storeTransition",
+  "revokeClaims",
+] as const satisfies ReadonlyArray<keyof Statements>;
 
 export type FixedKey = PreparedKey | (typeof UNNAMED)[number];
 

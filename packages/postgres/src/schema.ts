@@ -1,6 +1,13 @@
 import type { MigrationReport } from "@sayiir/persistence-core/adapter";
 import type { Layout } from "./layout.js";
-import { LEASED_INDEX, quoteIdentifier, READY_INDEX, TOKEN_SEQUENCE } from "./layout.js";
+import {
+  EVENTS_INDEX,
+  LEASED_INDEX,
+  quoteIdentifier,
+  READY_INDEX,
+  TIMER_INDEX,
+  TOKEN_SEQUENCE,
+} from "./layout.js";
 
 /** One schema version. Migrations are append-only: never edit a released one, add the next. */
 export interface Migration {
@@ -61,6 +68,36 @@ CREATE INDEX ${quoteIdentifier(READY_INDEX)} ON ${l.snapshots} (updated_at, inst
   WHERE ready_task_id IS NOT NULL AND claimed_until IS NULL;
 CREATE INDEX ${quoteIdentifier(LEASED_INDEX)} ON ${l.snapshots} (claimed_until)
   WHERE ready_task_id IS NOT NULL AND claimed_until IS NOT NULL;
+`,
+  },
+  {
+    version: 3,
+    name: "workflow control and events: paused, the wait columns, timer index, leases of due waits, events",
+    // Nullable columns and a NOT NULL column with a constant default are catalog changes only
+    // (PostgreSQL 11+): no row is rewritten, and no existing row holds a wait or a pause. The
+    // leased index is rebuilt to cover every leased row (a due wait claimed by claim-next has no
+    // ready_task_id); before this version only ready rows held a lease, so it holds the same rows.
+    // The index builds read the table once, holding writes back meanwhile; the timer index starts empty.
+    sql: (l) => `
+ALTER TABLE ${l.snapshots}
+  ADD COLUMN paused boolean NOT NULL DEFAULT false,
+  ADD COLUMN wait_event text COLLATE "C",
+  ADD COLUMN wait_task text COLLATE "C",
+  ADD COLUMN timeout_at bigint;
+DROP INDEX ${l.s}.${quoteIdentifier(LEASED_INDEX)};
+CREATE INDEX ${quoteIdentifier(LEASED_INDEX)} ON ${l.snapshots} (claimed_until)
+  WHERE claimed_until IS NOT NULL;
+CREATE INDEX ${quoteIdentifier(TIMER_INDEX)} ON ${l.snapshots} (timeout_at, instance_id)
+  WHERE timeout_at IS NOT NULL AND ready_task_id IS NULL AND claimed_until IS NULL;
+CREATE TABLE ${l.events} (
+  instance_id text COLLATE "C" NOT NULL,
+  sequence    bigint NOT NULL,
+  event_name  text COLLATE "C" NOT NULL,
+  payload     bytea NOT NULL,
+  sent_at     bigint NOT NULL,
+  PRIMARY KEY (instance_id, sequence)
+);
+CREATE INDEX ${quoteIdentifier(EVENTS_INDEX)} ON ${l.events} (instance_id, event_name, sequence);
 `,
   },
 ];

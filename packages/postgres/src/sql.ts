@@ -1,57 +1,15 @@
-import type { TaskClaim } from "@sayiir/persistence-core";
 import type { Layout } from "./layout.js";
-
-/** Epoch milliseconds (bigint) of a timestamptz, on the server. */
-const ms = (expr: string) => `floor(extract(epoch FROM ${expr}) * 1000)::bigint`;
-/** Is the claim row `c` live on the server's clock? */
-const live = (c: string) => `(${c}.expires_at IS NULL OR ${c}.expires_at > clock_timestamp())`;
-
-/** No live claim on the row's ready task (a primary-key probe per candidate). */
-const unclaimed = (l: Layout) => `NOT EXISTS (
-        SELECT 1 FROM ${l.claims} c
-        WHERE c.instance_id = s.instance_id AND c.task_id = s.ready_task_id AND ${live("c")})`;
+import { candidate, discovery, live, ms } from "./sql-discovery.js";
 
 /**
- * Ready tasks, oldest updated_at first (ties by instance id, "C" order), in two parts:
- *
- * - `fresh`: rows with no lease (claimed_until null), from snapshots_ready_idx in index order.
- *   A claimed row leaves that index when claim-next takes it, so a scan does not walk past
- *   the tasks in flight. A claim taken otherwise (claimTask) leaves no lease; the anti-join on
- *   the claims primary key skips it.
- * - `expired`: rows whose lease has run out (claimed_until <= now), from snapshots_leased_idx
- *   (ordered by lease end, so the scan stops at the first lease still running). Their claim
- *   may have been renewed since (the claims table decides, through the same anti-join).
- *
- * The lease is only a hint for finding candidates: the claims table stays the truth. It is
- * never later than the claim's expiry (claim-next and extend set it to it, release and
- * completion clear it), so a task whose claim is gone is always in one of the two parts.
+ * The ready task of a snapshot row as written ($ready, $waitEvent, $waitTask: placeholders of the
+ * statement): the AtTask task, else the wait's task when an event of its name is pending, else
+ * null (a wait with a timeout is then in the timer index). The same rule in every write that sets it.
  */
-const fresh = (l: Layout, limit: string, lock: boolean) => `
-    SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at${lock ? ", s.ctid AS tid" : ""}
-    FROM ${l.snapshots} s
-    WHERE s.ready_task_id IS NOT NULL AND s.claimed_until IS NULL
-      AND ${unclaimed(l)}
-    ORDER BY s.updated_at, s.instance_id
-    LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-const expired = (l: Layout, limit: string, lock: boolean) => `
-    SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at${lock ? ", s.ctid AS tid" : ""}
-    FROM ${l.snapshots} s
-    WHERE s.ready_task_id IS NOT NULL AND s.claimed_until IS NOT NULL AND s.claimed_until <= now()
-      AND ${unclaimed(l)}
-    ORDER BY s.updated_at, s.instance_id
-    LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-/** Both parts merged: the `limit` oldest ready tasks without a live claim. */
-const readyCandidates = (l: Layout, limit: string) => `
-    SELECT * FROM (
-      (${fresh(l, limit, false)})
-      UNION ALL
-      (${expired(l, limit, false)})
-    ) u
-    ORDER BY u.updated_at, u.instance_id
-    LIMIT ${limit}`;
-
-/** The input of a ready task: the last completed task's output, else the initial input, else empty. */
-const input = `coalesce(r.output, s.initial_input, ''::bytea)`;
+const readyTask = (l: Layout, id: string, ready: string, waitEvent: string, waitTask: string) =>
+  `coalesce(${ready}::text, CASE WHEN ${waitEvent}::text IS NOT NULL AND EXISTS (
+          SELECT 1 FROM ${l.events} p WHERE p.instance_id = ${id} AND p.event_name = ${waitEvent}::text
+        ) THEN ${waitTask}::text END)`;
 
 /**
  * Every statement the backend runs, built once per schema and named after the operation it
@@ -63,6 +21,8 @@ export function statements(l: Layout) {
     ...snapshotWrites(l),
     ...snapshotReads(l),
     ...claimStatements(l),
+    ...control(l),
+    ...events(l),
     ...discovery(l),
     ...completion(l),
   };
@@ -72,25 +32,44 @@ export function statements(l: Layout) {
 function snapshotWrites(l: Layout) {
   return {
     /**
-     * Upsert of the snapshot row; the terminal-state guard is in the conflict clause, so it is
-     * judged on the locked, latest row. No row back: refused (a finished workflow stays finished).
-     * The lease stays while the ready task stays the same (its claim still holds it).
+     * Upsert of the snapshot row; the state guards are in the conflict clause, so they are judged
+     * on the locked, latest row: a finished workflow stays finished, and over a paused one only a
+     * Paused or Cancelled snapshot is written ($13). No row back: refused. The ready task follows
+     * the rule of readyTask (an awaited event already pending makes the wait ready). The lease
+     * stays while the row offers the same task (its claim still holds it).
+     *
+     * $1 id, $2 hash, $3 header, $4 initial input, $5 finished, $6 paused, $7 last completed task,
+     * $8 AtTask ready task, $9 updated_at, $10 wait event, $11 wait task, $12 timeout_at.
      */
     upsertSnapshot: `
       INSERT INTO ${l.snapshots} AS t
-        (instance_id, definition_hash, header, initial_input, finished, last_completed_task_id, ready_task_id, updated_at)
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        (instance_id, definition_hash, header, initial_input, finished, paused, last_completed_task_id,
+         ready_task_id, updated_at, wait_event, wait_task, timeout_at)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, ${readyTask(l, "$1", "$8", "$10", "$11")}, $9, $10, $11, $12)
       ON CONFLICT (instance_id) DO UPDATE SET
         definition_hash = excluded.definition_hash,
         header = excluded.header,
         initial_input = excluded.initial_input,
         finished = excluded.finished,
+        paused = excluded.paused,
         last_completed_task_id = excluded.last_completed_task_id,
         ready_task_id = excluded.ready_task_id,
         updated_at = excluded.updated_at,
-        claimed_until = CASE WHEN t.ready_task_id = excluded.ready_task_id THEN t.claimed_until END
-      WHERE NOT (t.finished AND NOT excluded.finished)
+        wait_event = excluded.wait_event,
+        wait_task = excluded.wait_task,
+        timeout_at = excluded.timeout_at,
+        claimed_until = CASE WHEN ${candidate("t")} = ${candidate("excluded")} THEN t.claimed_until END
+      WHERE NOT (t.finished AND NOT excluded.finished) AND NOT (t.paused AND NOT $13::boolean)
       RETURNING 1`,
+
+    /**
+     * saveSnapshot with consumeEvent: deletes the event if it is the oldest pending one of its
+     * name. No row deleted: it is not (consumed already, or an older one is pending).
+     */
+    consumeEvent: `
+      DELETE FROM ${l.events} e
+      WHERE e.instance_id = $1 AND e.event_name = $2 AND e.sequence = $3
+        AND e.sequence = (SELECT min(o.sequence) FROM ${l.events} o WHERE o.instance_id = $1 AND o.event_name = $2)`,
 
     deleteResults: `DELETE FROM ${l.taskResults} WHERE instance_id = $1`,
 
@@ -106,19 +85,26 @@ function snapshotWrites(l: Layout) {
       WHERE c.instance_id = $1 AND c.task_id = $2 AND c.token = $3 AND ${live("c")}
       FOR SHARE`,
 
-    lockSnapshot: `SELECT finished FROM ${l.snapshots} WHERE instance_id = $1 FOR UPDATE`,
+    lockSnapshot: `SELECT finished, paused FROM ${l.snapshots} WHERE instance_id = $1 FOR UPDATE`,
 
     upsertResult: `
       INSERT INTO ${l.taskResults} (instance_id, task_id, output) VALUES ($1, $2, $3)
       ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output`,
 
-    /** After a task result: it is the last one, updated_at never goes back, and its task is no longer ready. */
+    /**
+     * After a task result: it is the last one, updated_at never goes back, its task is no longer
+     * ready (its lease goes), and a wait for it is over (out of the timer index). SET expressions
+     * read the old row.
+     */
     recordResult: `
       UPDATE ${l.snapshots} SET
         last_completed_task_id = $2,
         updated_at = greatest(updated_at, ${ms("clock_timestamp()")}),
         ready_task_id = CASE WHEN ready_task_id = $2 THEN NULL ELSE ready_task_id END,
-        claimed_until = CASE WHEN ready_task_id = $2 THEN NULL ELSE claimed_until END
+        claimed_until = CASE WHEN coalesce(ready_task_id, wait_task) = $2 THEN NULL ELSE claimed_until END,
+        wait_event = CASE WHEN wait_task = $2 THEN NULL ELSE wait_event END,
+        wait_task = CASE WHEN wait_task = $2 THEN NULL ELSE wait_task END,
+        timeout_at = CASE WHEN wait_task = $2 THEN NULL ELSE timeout_at END
       WHERE instance_id = $1`,
   };
 }
@@ -140,26 +126,32 @@ function snapshotReads(l: Layout) {
       WHERE r.instance_id = $1 AND EXISTS (SELECT 1 FROM ${l.snapshots} WHERE instance_id = $1)`,
 
     /**
-     * Deletes the snapshot and, only if it existed, its results and claims. `moved`: the row
-     * deleted is not the version this statement's snapshot sees, i.e. a write committed while
-     * the delete waited for the row lock (or just before it). Every write of task results also
-     * writes the snapshot row, so only then can results exist that r did not see: the caller
-     * runs `deleteOrphanResults` in a new statement.
+     * Deletes the snapshot and, only if it existed, its results, claims and events. `moved`: the
+     * row deleted is not the version this statement's snapshot sees, i.e. a write committed while
+     * the delete waited for the row lock (or just before it). Every write of task results or events
+     * also writes the snapshot row, so only then can results or events exist that r and e did not
+     * see: the caller runs `deleteOrphans` in a new statement.
      */
     deleteSnapshot: `
       WITH d AS (DELETE FROM ${l.snapshots} t WHERE t.instance_id = $1 RETURNING t.ctid AS tid),
       v AS (SELECT t.ctid AS tid FROM ${l.snapshots} t WHERE t.instance_id = $1),
       r AS (DELETE FROM ${l.taskResults} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d)),
-      c AS (DELETE FROM ${l.claims} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d))
+      c AS (DELETE FROM ${l.claims} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d)),
+      e AS (DELETE FROM ${l.events} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d))
       SELECT count(*)::int AS n, NOT EXISTS (SELECT 1 FROM d JOIN v ON v.tid = d.tid) AS moved FROM d`,
 
     /**
-     * The results a racing write committed after the delete's snapshot. Nothing is removed if the
-     * instance exists again (a saveSnapshot that re-created it replaces the results itself).
+     * The results and events a racing write committed after the delete's snapshot. Nothing is
+     * removed if the instance exists again (a saveSnapshot that re-created it replaces the results
+     * itself, and a re-created instance has no events before its first sendEvent).
      */
-    deleteOrphanResults: `
-      DELETE FROM ${l.taskResults} r
-      WHERE r.instance_id = $1 AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} t WHERE t.instance_id = $1)`,
+    deleteOrphans: `
+      WITH r AS (
+        DELETE FROM ${l.taskResults} r
+        WHERE r.instance_id = $1 AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} t WHERE t.instance_id = $1)
+      )
+      DELETE FROM ${l.events} e
+      WHERE e.instance_id = $1 AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} t WHERE t.instance_id = $1)`,
 
     /** Keyset page over the primary key ("C" collation): ids after the cursor, one extra to know if more follow. */
     listPage: `
@@ -191,16 +183,16 @@ function claimStatements(l: Layout) {
       RETURNING c.token::text AS token, ${ms("c.claimed_at")}::text AS claimed_at, ${ms("c.expires_at")}::text AS expires_at`,
 
     /**
-     * Deletes this worker's claim (live or expired) and ends the lease of the ready task it held,
-     * so claim-next sees the task at once. The snapshot row, when this task is its ready one, is
-     * locked first (the `>= 0` subquery runs before any claim row is touched): the lock order of
-     * every write. The lease is only tested in the select list, so that the planner reads the row
-     * by primary key rather than by walking the leased index.
+     * Deletes this worker's claim (live or expired) and ends the lease of the task it held (the
+     * row's ready task, or the task after its wait), so claim-next sees the task at once. The
+     * snapshot row, when it offers this task, is locked first (the `>= 0` subquery runs before any
+     * claim row is touched): the lock order of every write. The lease is only tested in the select
+     * list, so that the planner reads the row by primary key rather than by walking the leased index.
      */
     releaseClaim: `
       WITH s AS (
         SELECT t.claimed_until IS NOT NULL AS leased FROM ${l.snapshots} t
-        WHERE t.instance_id = $1 AND t.ready_task_id = $2
+        WHERE t.instance_id = $1 AND ${candidate("t")} = $2
         FOR UPDATE
       ),
       d AS (
@@ -216,12 +208,13 @@ function claimStatements(l: Layout) {
 
     /**
      * Renewal: expiry = now + duration for a live claim of this worker; a claim without ttl stays
-     * so. A lease on the task moves with it (snapshot row locked first, as in release).
+     * so. A lease on the task moves with it (snapshot row locked first, as in release). `paused`:
+     * the instance is Paused, read by the same statement (false when it is missing).
      */
     extendClaim: `
       WITH s AS (
         SELECT t.claimed_until IS NOT NULL AS leased FROM ${l.snapshots} t
-        WHERE t.instance_id = $1 AND t.ready_task_id = $2
+        WHERE t.instance_id = $1 AND ${candidate("t")} = $2
         FOR UPDATE
       ),
       c AS (
@@ -236,7 +229,8 @@ function claimStatements(l: Layout) {
         FROM c
         WHERE t.instance_id = $1 AND (SELECT leased FROM s)
       )
-      SELECT c.token::text AS token, ${ms("c.claimed_at")}::text AS claimed_at, ${ms("c.expires_at")}::text AS expires_at
+      SELECT c.token::text AS token, ${ms("c.claimed_at")}::text AS claimed_at, ${ms("c.expires_at")}::text AS expires_at,
+             coalesce((SELECT p.paused FROM ${l.snapshots} p WHERE p.instance_id = $1), false) AS paused
       FROM c`,
 
     /** Who holds the claim (live or not), to tell NotFound from ClaimLost after a refused release/extend. */
@@ -244,77 +238,82 @@ function claimStatements(l: Layout) {
   };
 }
 
-/** findAvailableTasks and claimAvailableTasks (claim-next). */
-function discovery(l: Layout) {
+/** cancelWorkflow, pauseWorkflow and resumeWorkflow (each in one transaction). */
+function control(l: Layout) {
   return {
-    readyCandidates: readyCandidates(l, "$1"),
+    /** What transitionHeader reads, with the row lock, and the server's clock (epoch ms). */
+    lockHeader: `
+      SELECT header, last_completed_task_id, ${ms("clock_timestamp()")}::text AS now
+      FROM ${l.snapshots} WHERE instance_id = $1
+      FOR UPDATE`,
 
-    findAvailable: `
-      WITH k AS (${readyCandidates(l, "$1")})
-      SELECT k.instance_id, k.task_id, s.definition_hash, ${input} AS input
-      FROM k
-      JOIN ${l.snapshots} s ON s.instance_id = k.instance_id
-      LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
-      ORDER BY k.updated_at, k.instance_id`,
+    /** Does the instance hold a result for this task? */
+    hasResult: `SELECT 1 AS found FROM ${l.taskResults} WHERE instance_id = $1 AND task_id = $2`,
 
     /**
-     * Claim-next in one statement: lock up to `limit` candidate rows of each part (SKIP LOCKED,
-     * so concurrent workers take different ones), keep the `limit` oldest, claim each with the
-     * takeover-only-if-expired upsert, put the lease on the claimed rows (h: they leave the ready
-     * index), and return each claimed task with its input. A candidate whose claim insert lost a
-     * race comes back with a null token (the caller may retry for the rest).
-     *
-     * The input is only trusted when the locked row is the very version this statement's
-     * snapshot sees (same ctid). Under READ COMMITTED, SKIP LOCKED follows a row that another
-     * transaction updated and committed after the snapshot was taken, and locks the newer
-     * version; that write's task result is invisible to this snapshot, so an input joined here
-     * would be stale. Such a row is not claimed at all (null token, like a lost race), and the
-     * caller's next statement, with a new snapshot, sees it whole. Every write that changes an
-     * instance's results also writes its snapshot row, so "same row version" implies "same results".
-     *
-     * $1 = worker id, $2 = ttl ms. The limit is a literal for the sizes the backend prepares
-     * (see claimNextStatements in prepared.ts): with LIMIT $n the server's generic plan assumes
-     * 10% of the table and is never preferred, so every call would be planned again.
+     * The new header and index fields of a transition; the ready task by the rule of readyTask.
+     * The lease goes (pause and cancel take the row out of every index; resume puts it back
+     * without one). $1 id, $2 header, $3 finished, $4 paused, $5 AtTask ready task, $6 updated_at,
+     * $7 wait event, $8 wait task, $9 timeout_at.
      */
-    claimNext: (limit: number | "$3") => `
-      WITH k1 AS (${fresh(l, String(limit), true)}),
-      k2 AS (${expired(l, String(limit), true)}),
-      k AS (
-        SELECT * FROM k1 UNION ALL SELECT * FROM k2
-        ORDER BY updated_at, instance_id
-        LIMIT ${limit}
+    storeTransition: `
+      UPDATE ${l.snapshots} SET
+        header = $2, finished = $3, paused = $4, ready_task_id = ${readyTask(l, "$1", "$5", "$7", "$8")},
+        updated_at = $6, wait_event = $7, wait_task = $8, timeout_at = $9, claimed_until = NULL
+      WHERE instance_id = $1`,
+
+    /**
+     * cancelWorkflow: every live claim of the instance expires now (server clock). The rows and
+     * their tokens stay: later claims get larger tokens, and the holder may still release its claim.
+     */
+    revokeClaims: `
+      UPDATE ${l.claims} SET expires_at = clock_timestamp()
+      WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > clock_timestamp())`,
+
+    /** cancelWorkflow and a terminal saveSnapshot: the instance's pending events go. */
+    deleteEvents: `DELETE FROM ${l.events} WHERE instance_id = $1`,
+  };
+}
+
+/** sendEvent and loadPendingEvents. */
+function events(l: Layout) {
+  return {
+    /**
+     * sendEvent in one statement: locks the snapshot row (s); unless the workflow is finished,
+     * appends the event (e) with the next value of the token sequence, drawn after the lock so
+     * that sequences of one instance increase in commit order, and the server's clock as sent_at;
+     * and (u) writes the row: a wait for this name that is not ready yet becomes ready (it leaves
+     * the timer index). The row is written even when nothing in it changes, so that a racing
+     * deleteSnapshot sees it moved and removes the event (see deleteSnapshot). No row back: no
+     * snapshot. A finished workflow gets no event; its header comes back to name its state.
+     */
+    sendEvent: `
+      WITH s AS (
+        SELECT t.finished, CASE WHEN t.finished THEN t.header END AS header
+        FROM ${l.snapshots} t WHERE t.instance_id = $1
+        FOR UPDATE
       ),
-      v AS (
-        SELECT k.instance_id, k.task_id, k.updated_at, s.definition_hash, ${input} AS input
-        FROM k
-        JOIN ${l.snapshots} s ON s.instance_id = k.instance_id AND s.ctid = k.tid
-        LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
+      e AS (
+        INSERT INTO ${l.events} (instance_id, sequence, event_name, payload, sent_at)
+        SELECT $1, nextval(${l.tokenSequence}), $2, $3, ${ms("clock_timestamp()")}
+        FROM s WHERE NOT s.finished
+        RETURNING sequence
       ),
-      n AS (SELECT clock_timestamp() AS t),
-      cl AS (
-        INSERT INTO ${l.claims} AS c (instance_id, task_id, worker_id, token, claimed_at, expires_at)
-        SELECT v.instance_id, v.task_id, $1, nextval(${l.tokenSequence}), n.t, n.t + $2::bigint * interval '1 millisecond'
-        FROM v CROSS JOIN n
-        ON CONFLICT (instance_id, task_id) DO UPDATE SET
-          worker_id = excluded.worker_id,
-          token = nextval(${l.tokenSequence}),
-          claimed_at = excluded.claimed_at,
-          expires_at = excluded.expires_at
-        WHERE c.expires_at IS NOT NULL AND c.expires_at <= excluded.claimed_at
-        RETURNING c.instance_id, c.task_id, c.token, c.claimed_at, c.expires_at
-      ),
-      h AS (
-        UPDATE ${l.snapshots} t SET claimed_until = coalesce(cl.expires_at, 'infinity'::timestamptz)
-        FROM cl
-        WHERE t.instance_id = cl.instance_id
+      u AS (
+        UPDATE ${l.snapshots} t SET
+          ready_task_id = CASE WHEN t.wait_event = $2 AND t.ready_task_id IS NULL THEN t.wait_task ELSE t.ready_task_id END
+        FROM s
+        WHERE t.instance_id = $1 AND NOT s.finished
       )
-      SELECT k.instance_id, k.task_id,
-             cl.token::text AS token, ${ms("cl.claimed_at")}::text AS claimed_at, ${ms("cl.expires_at")}::text AS expires_at,
-             v.definition_hash, CASE WHEN cl.token IS NULL THEN NULL ELSE v.input END AS input
-      FROM k
-      LEFT JOIN cl ON cl.instance_id = k.instance_id AND cl.task_id = k.task_id
-      LEFT JOIN v ON v.instance_id = k.instance_id
-      ORDER BY k.updated_at, k.instance_id`,
+      SELECT s.finished, s.header, (SELECT e.sequence::text FROM e) AS sequence FROM s`,
+
+    /** loadPendingEvents: one row with null event columns when the instance has none; no row when it is missing. */
+    loadEvents: `
+      SELECT e.event_name, e.sequence::text AS sequence, e.payload, e.sent_at::text AS sent_at
+      FROM ${l.snapshots} s
+      LEFT JOIN ${l.events} e ON e.instance_id = s.instance_id
+      WHERE s.instance_id = $1
+      ORDER BY e.sequence`,
   };
 }
 
@@ -334,8 +333,8 @@ function completion(l: Layout) {
      *   and the release in one: a claim released, taken over or expired meanwhile is re-checked
      *   on its latest version and left alone.
      * - r upserts the results and u updates each snapshot once, for the items d released only:
-     *   lastCompletedTaskId = the last of them in input order, updated_at never goes back, and
-     *   the ready task (and its lease) goes if one of them completed it.
+     *   lastCompletedTaskId = the last of them in input order, updated_at never goes back, the
+     *   ready task (and its lease) goes if one of them completed it, and so does a wait for one.
      * - f tells CONFLICT from CLAIM_LOST for items of finished instances: their claim is only
      *   checked (and share-locked, as a fenced write does), never deleted.
      *
@@ -378,7 +377,10 @@ function completion(l: Layout) {
           last_completed_task_id = x.tasks[1],
           updated_at = greatest(t.updated_at, ${ms("clock_timestamp()")}),
           ready_task_id = CASE WHEN t.ready_task_id = ANY(x.tasks) THEN NULL ELSE t.ready_task_id END,
-          claimed_until = CASE WHEN t.ready_task_id = ANY(x.tasks) THEN NULL ELSE t.claimed_until END
+          claimed_until = CASE WHEN ${candidate("t")} = ANY(x.tasks) THEN NULL ELSE t.claimed_until END,
+          wait_event = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.wait_event END,
+          wait_task = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.wait_task END,
+          timeout_at = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.timeout_at END
         FROM x
         WHERE t.instance_id = x.instance_id
       ),
@@ -398,97 +400,3 @@ function completion(l: Layout) {
 }
 
 export type Statements = ReturnType<typeof statements>;
-
-/** How much one statement carries: items, and (past its first item) bytes of values. */
-export interface BatchBound {
-  rows: number;
-  bytes: number;
-}
-
-/** saveSnapshot's multi-row inserts of task results (bind parameters and message size). */
-export const RESULTS_BATCH: BatchBound = { rows: 1000, bytes: 16 * 1024 * 1024 };
-/**
- * One completeTasks statement; a larger call runs several, one after another. Items are
- * independent, so each item stays one atomic step either way.
- */
-export const COMPLETE_BATCH: BatchBound = { rows: 1000, bytes: 16 * 1024 * 1024 };
-
-/** Splits `items`, in order, into the runs that one statement each carries. */
-export function* batches<T>(
-  items: readonly T[],
-  bound: BatchBound,
-  size: (item: T) => number,
-): Generator<T[]> {
-  let batch: T[] = [];
-  let bytes = 0;
-  for (const item of items) {
-    const n = size(item);
-    if (batch.length >= bound.rows || (batch.length > 0 && bytes + n > bound.bytes)) {
-      yield batch;
-      batch = [];
-      bytes = 0;
-    }
-    batch.push(item);
-    bytes += n;
-  }
-  if (batch.length > 0) yield batch;
-}
-
-/** A row of claimTask and extendClaim: server-clock epoch ms and the token, as text (bigint). */
-export interface ClaimRow {
-  token: string | null;
-  claimed_at: string | null;
-  expires_at: string | null;
-}
-
-/** A row of claimNext: a candidate, claimed (token set) or not (lost a race, or its row moved on). */
-export interface ClaimNextRow extends ClaimRow {
-  instance_id: string;
-  task_id: string;
-  definition_hash: string | null;
-  input: Buffer | null;
-}
-
-/** A row of findAvailable. */
-export interface ReadyRow {
-  instance_id: string;
-  task_id: string;
-  definition_hash: string;
-  input: Buffer;
-}
-
-/** A row of loadSnapshot: kind 0 is the snapshot row (data: header, extra: initial input), kind 1 a result. */
-export interface LoadRow {
-  kind: number;
-  task_id: string | null;
-  data: Buffer;
-  extra: Buffer | null;
-  last_completed_task_id: string | null;
-  updated_at: string | null;
-}
-
-/**
- * A row of completeTasks, one per item (ord: its 1-based position): found (the instance
- * exists), done (stored and released), fenced (finished instance, and its claim is live with
- * this token).
- */
-export interface CompleteRow {
-  ord: number;
-  found: boolean;
-  done: boolean;
-  fenced: boolean;
-}
-
-const num = (v: string | null): number | null => (v === null ? null : Number(v));
-
-/** The claim a claimTask, extendClaim or claimNext row describes. */
-export function claimOf(instanceId: string, taskId: string, workerId: string, row: ClaimRow): TaskClaim {
-  return {
-    instanceId,
-    taskId,
-    workerId,
-    claimedAt: num(row.claimed_at) ?? 0,
-    expiresAt: num(row.expires_at),
-    token: num(row.token) ?? 0,
-  };
-}

@@ -1,7 +1,7 @@
-import { atTask, inProgress } from "@sayiir/persistence-core/conformance";
+import { atTask, awaiting, inProgress, text } from "@sayiir/persistence-core/conformance";
 import type {} from "@sayiir/test-servers";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { LEASED_INDEX, READY_INDEX } from "../src/index.js";
+import { EVENTS_INDEX, LEASED_INDEX, READY_INDEX, TIMER_INDEX } from "../src/index.js";
 import { layoutFor, quoteIdentifier } from "../src/layout.js";
 import { statements } from "../src/sql.js";
 import { adminPool, closeAdminPools, createSubject, serverName } from "./subject.js";
@@ -15,7 +15,7 @@ function planText(rows: Array<Record<string, string>>): string {
 
 describe.skipIf(servers.length === 0)("discovery plan", () => {
   for (const server of servers) {
-    it(`${serverName(server)}: discovery and claim-next read the partial index, never scan snapshots`, async () => {
+    it(`${serverName(server)}: discovery and claim-next read the partial indexes (ready, timers, leases), never scan snapshots`, async () => {
       const subject = await createSubject({}, {}, server);
       try {
         const { backend, schema } = subject;
@@ -32,6 +32,19 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
           );
         }
         await backend.saveSnapshot(inProgress("not-started"));
+        // 3,000 waits whose timeout is far off (in the timer index, not due), bulk-inserted; and
+        // three waits due long ago, keyed after every ready row (by timeout_at, or by updated_at for
+        // due-b, ready by its event: it leaves the timer index for the ready one).
+        await admin.query(
+          `INSERT INTO ${s}.snapshots (instance_id, definition_hash, header, finished, ready_task_id, updated_at, wait_event, wait_task, timeout_at)
+           SELECT 'wait-' || g, 'h', '\\x00'::bytea, false, NULL, 1700000000000 + g, 'e', 't1', 4000000000000 + g FROM generate_series(1, 3000) g`,
+        );
+        for (const [i, id] of ["due-a", "due-b", "due-c"].entries()) {
+          await backend.saveSnapshot(
+            awaiting(id, "e", "t1", { timeoutAt: 1_700_000_001_000 + i, updatedAt: 1_700_000_000_500 }),
+          );
+        }
+        await backend.sendEvent("due-b", "e", text("event"));
         for (let i = 0; i < 5; i++)
           await backend.claimTask(`ready-${String(i).padStart(2, "0")}`, "t1", "other", 60_000);
         // Two more claimed by claim-next: these carry a lease and leave the ready index.
@@ -62,6 +75,11 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
               `Index Scan using ${LEASED_INDEX} on snapshots[^\\n]*\\n\\s*Index Cond: \\(.*claimed_until <= now\\(\\)\\)`,
             ),
           );
+          expect(discovery).toMatch(
+            new RegExp(
+              `Limit[^\\n]*\\n\\s*->  Index Scan using ${TIMER_INDEX} on snapshots[^\\n]*\\n\\s*Index Cond: \\(timeout_at <= `,
+            ),
+          );
           expect(discovery).not.toMatch(/Seq Scan/);
           const find = planText((await client.query(`EXPLAIN ${sql.findAvailable}`, [10])).rows);
           const claimNext = planText(
@@ -73,8 +91,13 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
           for (const plan of [find, claimNext]) {
             expect(plan).toContain(READY_INDEX);
             expect(plan).toContain(LEASED_INDEX);
-            expect(plan).not.toMatch(/Seq Scan on snapshots/);
+            expect(plan).toContain(TIMER_INDEX);
+            expect(plan).toContain(EVENTS_INDEX);
+            expect(plan).not.toMatch(/Seq Scan on (snapshots|events)/);
           }
+          expect(claimNext).toMatch(
+            /CTE k2\n\s*-> {2}Limit[^\n]*\n\s*-> {2}LockRows[^\n]*\n\s*-> {2}Index Scan using snapshots_timers_idx/,
+          );
           expect(claimNext).toMatch(
             /CTE k1\n\s*-> {2}Limit[^\n]*\n\s*-> {2}LockRows[^\n]*\n\s*-> {2}Index Scan using snapshots_ready_idx/,
           );
@@ -111,6 +134,7 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
             expect(plan).not.toMatch(/Seq Scan on (snapshots|claims)/);
           }
           expect(plans.claimNext).toMatch(/LockRows[^\n]*\n\s*-> {2}Index Scan using snapshots_ready_idx/);
+          expect(plans.claimNext).toMatch(/LockRows[^\n]*\n\s*-> {2}Index Scan using snapshots_timers_idx/);
           expect(plans.completeTasks).toContain("Index Scan using claims_pkey");
           expect(plans.completeTasks).toMatch(/snapshots_pkey/);
           for (const plan of [plans.release, plans.extend]) {
@@ -127,6 +151,16 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
         expect(found.map((t) => t.instanceId)).toEqual(["ready-07", "ready-08", "ready-09"]);
         const claimed = await backend.claimAvailableTasks("w", 2, 30_000);
         expect(claimed.map((t) => t.instanceId)).toEqual(["ready-07", "ready-08"]);
+        // The waits after every ready row: due-b by its event (updatedAt), then the timed-out ones
+        // (timeoutAt); none of the 3,000 far-off timers.
+        const all = await backend.findAvailableTasks("w", 100);
+        expect(all.map((t) => t.instanceId)).toEqual([
+          ...Array.from({ length: 31 }, (_, i) => `ready-${String(i + 9).padStart(2, "0")}`),
+          "due-b",
+          "due-a",
+          "due-c",
+        ]);
+        expect(all.filter((t) => t.timedOut).map((t) => t.instanceId)).toEqual(["due-a", "due-c"]);
         await backend.close();
       } finally {
         await subject.cleanup?.();

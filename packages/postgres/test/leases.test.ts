@@ -2,7 +2,7 @@ import type { PersistentBackend } from "@sayiir/persistence-core";
 import { atTask, sleep, text, uid } from "@sayiir/persistence-core/conformance";
 import type {} from "@sayiir/test-servers";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { MIGRATIONS, PostgresBackend } from "../src/index.js";
+import { LATEST_VERSION, MIGRATIONS, PostgresBackend } from "../src/index.js";
 import { layoutFor, quoteIdentifier } from "../src/layout.js";
 import { adminPool, closeAdminPools, createSubject, dropSchema, serverName, testSchema } from "./subject.js";
 
@@ -130,7 +130,7 @@ describe.skipIf(servers.length === 0)("leases of claim-next", () => {
         }
       });
 
-      it("a version-1 store migrates to version 2 with its claims and ready tasks intact", async () => {
+      it("a version-1 store migrates to the latest version with its claims and ready tasks intact", async () => {
         const schema = testSchema();
         const l = layoutFor(schema);
         const admin = adminPool(server.url);
@@ -156,7 +156,7 @@ describe.skipIf(servers.length === 0)("leases of claim-next", () => {
                ('v1-3', 't1', 'old', nextval(${l.tokenSequence}), now() - interval '1 hour', now() - interval '1 minute')`,
           );
           backend = new PostgresBackend({ connectionString: server.url, schema });
-          expect(await backend.migrate()).toEqual({ applied: [2], version: 2 });
+          expect(await backend.migrate()).toEqual({ applied: [2, 3], version: LATEST_VERSION });
           expect(await offered(backend)).toEqual(["v1-3/t1", "v1-4/t1", "v1-5/t1", "v1-6/t1"]);
           const got = await backend.claimAvailableTasks("new", 10, 60_000);
           expect(got.map((t) => t.instanceId)).toEqual(["v1-3", "v1-4", "v1-5", "v1-6"]);

@@ -110,9 +110,10 @@ export function conformanceTargets(): ConformanceOptions[] {
 /**
  * Fault injection, one documented path per side:
  *
- * - client side (a statement that fails before it reaches the server, as on a dropped
- *   connection): the backend's testing-only `faults` option (FaultHooks), for example
- *   `createSubject({}, { faults: failStatements("claimNext", () => true) }, server)`;
+ * - client side (a statement that fails before it reaches the server, or whose reply is lost on
+ *   the way back, as on a dropped connection): the backend's testing-only `faults` option
+ *   (FaultHooks), for example `createSubject({}, { faults: failStatements("claimNext", () => true) }, server)`
+ *   or `loseReplies("sendEvent", ...)`;
  * - server side (an error or a silently skipped row inside one statement): a row trigger on one
  *   of the schema's tables, {@link addTrigger}.
  *
@@ -122,6 +123,20 @@ export function failStatements(statement: string, failing: () => boolean): Fault
   return {
     beforeQuery: (name) => {
       if (name === statement && failing()) throw new Error("connection reset (injected)");
+    },
+  };
+}
+
+/**
+ * Loses the reply of `statement` (through FaultHooks.afterQuery) while `losing()` holds: the
+ * statement ran (and committed, outside a transaction), but the call fails as on a connection
+ * dropped before the reply arrived.
+ */
+export function loseReplies(statement: string, losing: () => boolean): FaultHooks {
+  return {
+    afterQuery: (name) => {
+      if (name === statement && losing())
+        throw new Error("connection reset after the statement ran (injected)");
     },
   };
 }

@@ -1,4 +1,4 @@
-import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
+import { DatabaseSync } from "node:sqlite";
 import {
   type AvailableTask,
   type BackendCapabilities,
@@ -6,10 +6,14 @@ import {
   BaseBackend,
   type ClaimedTask,
   type CompletionOutcome,
+  type ControlRequest,
+  type EventRef,
   type Fence,
   failures,
   isClaimLive,
+  type PendingEvent,
   type PersistenceError,
+  type RenewedClaim,
   type SnapshotPage,
   type TaskClaim,
   toBytes,
@@ -26,6 +30,14 @@ import {
   toStoredSnapshot,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
+import {
+  availableTask,
+  consumeEvent,
+  loadPendingEvents,
+  sendEvent,
+  transition,
+  waitParams,
+} from "./control.js";
 import { Status, statusOf, type Tables, tableNames } from "./layout.js";
 import {
   DEFAULT_BUSY_TIMEOUT_MS,
@@ -33,11 +45,10 @@ import {
   normalizeOptions,
   type SqliteBackendOptions,
 } from "./options.js";
+import { Queries } from "./queries.js";
 import { migrate } from "./schema.js";
-import { type ClaimRow, type ReadyRow, type StatementName, statements } from "./sql.js";
-import { immediate, prepare, read } from "./transaction.js";
-
-type Row = Record<string, SQLInputValue>;
+import { type ClaimRow, type ReadyRow, statements } from "./sql.js";
+import { immediate, read } from "./transaction.js";
 
 /** A stored claim as the kit's refusals read it (HeldClaimView and StoredClaimView at once). */
 interface StoredClaim {
@@ -67,17 +78,16 @@ export class SqliteBackend extends BaseBackend {
   readonly #owned: boolean;
   readonly #busyTimeoutMs: number;
   readonly #tables: Tables;
-  readonly #sql: ReturnType<typeof statements>;
-  readonly #prepared = new Map<StatementName, StatementSync>();
+  readonly #q: Queries;
 
   constructor(options: SqliteBackendOptions) {
     super(options);
     const normalized = normalizeOptions(options);
     this.#tables = tableNames(normalized.tablePrefix);
-    this.#sql = statements(this.#tables);
     this.#owned = normalized.database === undefined;
     this.#busyTimeoutMs = normalized.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
     this.database = normalized.database ?? open(normalized);
+    this.#q = new Queries(this.database, statements(this.#tables));
     if (!this.#owned && normalized.busyTimeoutMs !== undefined) {
       configure(this.database, normalized.busyTimeoutMs, undefined);
     }
@@ -98,38 +108,13 @@ export class SqliteBackend extends BaseBackend {
     return this.run("migrate", () => migrate(this.database, this.#tables, this.#busyTimeoutMs));
   }
 
-  #statement(name: StatementName): StatementSync {
-    let statement = this.#prepared.get(name);
-    if (statement === undefined) {
-      statement = prepare(this.database, this.#sql[name]);
-      this.#prepared.set(name, statement);
-    }
-    return statement;
-  }
-
-  #get<T>(name: StatementName, ...params: SQLInputValue[]): T | undefined {
-    return this.#statement(name).get(...params) as T | undefined;
-  }
-
-  #all<T>(name: StatementName, ...params: SQLInputValue[]): T[] {
-    return this.#statement(name).all(...params) as T[];
-  }
-
-  #run(name: StatementName, ...params: SQLInputValue[]): number {
-    return Number(this.#statement(name).run(...params).changes);
-  }
-
-  #runNamed(name: StatementName, params: Row): number {
-    return Number(this.#statement(name).run(params).changes);
-  }
-
   /** Inside a write transaction: the clock reading, taken once the write lock is held. */
   #write<T>(body: (now: number) => T): T {
     return immediate(this.database, () => body(Date.now()));
   }
 
   #claim(instanceId: string, taskId: string): StoredClaim | undefined {
-    const row = this.#get<ClaimRow>("readClaim", instanceId, taskId);
+    const row = this.#q.get<ClaimRow>("readClaim", instanceId, taskId);
     return row === undefined
       ? undefined
       : { workerId: row.worker_id, token: row.token, claimedAt: row.claimed_at, expiresAt: row.expires_at };
@@ -137,33 +122,46 @@ export class SqliteBackend extends BaseBackend {
 
   /** Inside a write transaction: what a write is checked against (the fence's claim only when fenced). */
   #view(instanceId: string, fence: Fence | undefined, now: number): WriteView {
-    const stored = this.#get<{ status: string }>("lockSnapshot", instanceId);
+    const stored = this.#q.get<{ status: string }>("lockSnapshot", instanceId);
     return {
       found: stored !== undefined,
-      finished: stored !== undefined && stored.status !== Status.InProgress,
+      finished:
+        stored !== undefined && stored.status !== Status.InProgress && stored.status !== Status.Paused,
+      paused: stored?.status === Status.Paused,
       claim: fence === undefined ? undefined : this.#claim(instanceId, fence.taskId),
       now,
     };
   }
 
-  protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
+  /**
+   * One transaction: the refusals (snapshotRefusal), the consumed event (consumeEvent), the
+   * pending events dropped by a terminal write, then the row (its ready task by the rule of
+   * upsertSnapshot: an awaited event already pending makes the wait ready) and the results.
+   */
+  protected async doSaveSnapshot(
+    snapshot: WorkflowSnapshot,
+    fence: Fence | undefined,
+    consume: EventRef | undefined,
+  ): Promise<void> {
     const stored = toStoredSnapshot(snapshot);
     const id = stored.instanceId;
     this.#write((now) => {
-      const refusal = snapshotRefusal(id, fence, this.#view(id, fence, now), stored.finished);
+      const refusal = snapshotRefusal(id, fence, this.#view(id, fence, now), stored.status);
       if (refusal !== null) throw refusal;
-      this.#runNamed("upsertSnapshot", {
+      if (consume !== undefined) consumeEvent(this.#q, id, consume);
+      if (stored.finished) this.#q.run("deleteEvents", id);
+      this.#q.runNamed("upsertSnapshot", {
         id,
         header: stored.header,
         status: statusOf[stored.status],
         hash: stored.definitionHash,
         input: stored.initialInput,
         last: stored.lastCompletedTaskId,
-        ready: stored.readyTaskId,
         updatedAt: stored.updatedAt,
+        ...waitParams(stored.readyTaskId, stored.awaiting),
       });
-      this.#run("deleteResults", id);
-      for (const result of stored.results) this.#run("upsertResult", id, result.taskId, result.output);
+      this.#q.run("deleteResults", id);
+      for (const result of stored.results) this.#q.run("upsertResult", id, result.taskId, result.output);
     });
   }
 
@@ -192,8 +190,8 @@ export class SqliteBackend extends BaseBackend {
   ): PersistenceError | null {
     const refusal = resultRefusal(instanceId, fence, this.#view(instanceId, fence, now));
     if (refusal !== null) return refusal;
-    this.#run("upsertResult", instanceId, taskId, output);
-    this.#runNamed("recordResult", { id: instanceId, task: taskId, now });
+    this.#q.run("upsertResult", instanceId, taskId, output);
+    this.#q.runNamed("recordResult", { id: instanceId, task: taskId, now });
     return null;
   }
 
@@ -211,7 +209,7 @@ export class SqliteBackend extends BaseBackend {
       completions.map((c): CompletionOutcome => {
         const refusal = this.#saveTaskResult(c.instanceId, c.taskId, c.output, c, now);
         if (refusal !== null) return refusal;
-        this.#run("releaseClaim", c.instanceId, c.taskId);
+        this.#q.run("releaseClaim", c.instanceId, c.taskId);
         return null;
       }),
     );
@@ -219,14 +217,17 @@ export class SqliteBackend extends BaseBackend {
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
     const { row, results } = read(this.database, () => {
-      const row = this.#get<{
+      const row = this.#q.get<{
         header: Uint8Array;
         initial_input: Uint8Array | null;
         last_completed_task_id: string | null;
         updated_at: number;
       }>("loadSnapshot", instanceId);
       if (row === undefined) throw failures.snapshotNotFound(instanceId);
-      return { row, results: this.#all<{ task_id: string; output: Uint8Array }>("loadResults", instanceId) };
+      return {
+        row,
+        results: this.#q.all<{ task_id: string; output: Uint8Array }>("loadResults", instanceId),
+      };
     });
     return fromStoredParts({
       instanceId,
@@ -240,11 +241,12 @@ export class SqliteBackend extends BaseBackend {
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
     this.#write(() => {
-      if (this.#run("deleteSnapshot", instanceId) === 0) {
+      if (this.#q.run("deleteSnapshot", instanceId) === 0) {
         throw failures.snapshotNotFound(instanceId);
       }
-      this.#run("deleteResults", instanceId);
-      this.#run("deleteClaims", instanceId);
+      this.#q.run("deleteResults", instanceId);
+      this.#q.run("deleteClaims", instanceId);
+      this.#q.run("deleteEvents", instanceId);
     });
   }
 
@@ -252,8 +254,8 @@ export class SqliteBackend extends BaseBackend {
     // Keyset pagination on the primary key: the cursor is the last id of the previous page.
     const rows =
       cursor === null
-        ? this.#all<{ instance_id: string }>("listPage", limit + 1)
-        : this.#all<{ instance_id: string }>("listPageAfter", cursor, limit + 1);
+        ? this.#q.all<{ instance_id: string }>("listPage", limit + 1)
+        : this.#q.all<{ instance_id: string }>("listPageAfter", cursor, limit + 1);
     const instanceIds = rows.slice(0, limit).map((r) => r.instance_id);
     const more = rows.length > limit;
     return { instanceIds, nextCursor: more ? (instanceIds[instanceIds.length - 1] ?? null) : null };
@@ -269,7 +271,7 @@ export class SqliteBackend extends BaseBackend {
   ): TaskClaim | null {
     const existing = this.#claim(instanceId, taskId);
     if (existing !== undefined && isClaimLive(existing, now)) return null;
-    const { last_token: token } = this.#get<{ last_token: number }>("nextToken") as { last_token: number };
+    const token = this.#q.nextToken();
     const claim: TaskClaim = {
       instanceId,
       taskId,
@@ -278,7 +280,7 @@ export class SqliteBackend extends BaseBackend {
       expiresAt: ttlMs === null ? null : now + ttlMs,
       token,
     };
-    this.#run("claimTask", instanceId, taskId, workerId, token, now, claim.expiresAt);
+    this.#q.run("claimTask", instanceId, taskId, workerId, token, now, claim.expiresAt);
     return claim;
   }
 
@@ -295,39 +297,46 @@ export class SqliteBackend extends BaseBackend {
     this.#write(() => {
       const refusal = releaseRefusal(instanceId, taskId, this.#claim(instanceId, taskId), workerId);
       if (refusal !== null) throw refusal;
-      this.#run("releaseClaim", instanceId, taskId);
+      this.#q.run("releaseClaim", instanceId, taskId);
     });
   }
 
+  /** The renewal, and whether the workflow is paused, read under the same lock. */
   protected async doExtendTaskClaim(
     instanceId: string,
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim> {
+  ): Promise<RenewedClaim> {
     return this.#write((now) => {
       const found = this.#claim(instanceId, taskId);
       const refusal = extendRefusal(instanceId, taskId, found, workerId, now);
       if (refusal !== null) throw refusal;
       const claim = found as StoredClaim; // extendRefusal refuses a missing claim
       const expiresAt = claim.expiresAt === null ? null : now + durationMs;
-      if (expiresAt !== null) this.#run("extendClaim", expiresAt, instanceId, taskId);
-      return { instanceId, taskId, workerId, claimedAt: claim.claimedAt, expiresAt, token: claim.token };
+      if (expiresAt !== null) this.#q.run("extendClaim", expiresAt, instanceId, taskId);
+      const status = this.#q.get<{ status: string }>("lockSnapshot", instanceId)?.status;
+      return {
+        instanceId,
+        taskId,
+        workerId,
+        claimedAt: claim.claimedAt,
+        expiresAt,
+        token: claim.token,
+        workflowPaused: status === Status.Paused,
+      };
     });
   }
 
   #findAvailable(limit: number, now: number): ReadyRow[] {
-    return this.#statement("findAvailable").all({ now, limit }) as unknown as ReadyRow[];
+    return this.#q.allNamed<ReadyRow>("findAvailable", { now, limit });
   }
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    // One SELECT is one consistent read; no transaction needed.
-    return this.#findAvailable(limit, Date.now()).map((row) => ({
-      instanceId: row.instance_id,
-      taskId: row.ready_task_id,
-      input: toBytes(row.input),
-      workflowDefinitionHash: row.definition_hash,
-    }));
+    // One read transaction: the rows and the events of the waits among them, as of one moment.
+    return read(this.database, () =>
+      this.#findAvailable(limit, Date.now()).map((row) => availableTask(this.#q, row)),
+    );
   }
 
   protected async doClaimAvailableTasks(
@@ -339,17 +348,35 @@ export class SqliteBackend extends BaseBackend {
     // row found is claimable and no task is handed out twice.
     return this.#write((now) =>
       this.#findAvailable(limit, now).map((row) => ({
-        instanceId: row.instance_id,
-        taskId: row.ready_task_id,
-        input: toBytes(row.input),
-        workflowDefinitionHash: row.definition_hash,
-        claim: this.#claimTask(row.instance_id, row.ready_task_id, workerId, ttlMs, now) as TaskClaim,
+        ...availableTask(this.#q, row),
+        claim: this.#claimTask(row.instance_id, row.task_id, workerId, ttlMs, now) as TaskClaim,
       })),
     );
   }
 
+  protected async doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    this.#write((now) => transition(this.#q, "cancel", instanceId, request, now));
+  }
+
+  protected async doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    this.#write((now) => transition(this.#q, "pause", instanceId, request, now));
+  }
+
+  protected async doResumeWorkflow(instanceId: string): Promise<void> {
+    this.#write((now) => transition(this.#q, "resume", instanceId, { reason: null, requestedBy: null }, now));
+  }
+
+  protected async doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
+    return this.#write((now) => sendEvent(this.#q, instanceId, eventName, payload, now));
+  }
+
+  protected async doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
+    // One SELECT is one consistent read.
+    return loadPendingEvents(this.#q, instanceId);
+  }
+
   protected async doClose(): Promise<void> {
-    this.#prepared.clear();
+    this.#q.clear();
     if (this.#owned) this.database.close();
   }
 }

@@ -5,14 +5,23 @@ import type { StoredStatus } from "@sayiir/persistence-core/adapter";
  * ever bound as parameters (TEXT, BINARY collation), never spliced into SQL.
  *
  *   <p>schema_version  (id = 1, version)                 the applied migration
- *   <p>token_sequence  (id = 1, last_token)              one global fencing-token counter
+ *   <p>token_sequence  (id = 1, last_token)              one global counter: fencing tokens and
+ *                                                        event sequences
  *   <p>snapshots       (instance_id PK, header, status, definition_hash, initial_input,
- *                       last_completed_task_id, ready_task_id, updated_at)
+ *                       last_completed_task_id, ready_task_id, updated_at,
+ *                       wait_event, wait_task, timeout_at)
  *   <p>results         (instance_id, task_id, output)    PK (instance_id, task_id)
  *   <p>claims          (instance_id, task_id, worker_id, token, claimed_at, expires_at)
  *                                                        PK (instance_id, task_id)
- *   <p>snapshots_ready partial index on snapshots (updated_at, instance_id)
- *                       WHERE ready_task_id IS NOT NULL: what discovery walks
+ *   <p>events          (instance_id, sequence, event_name, payload, sent_at)
+ *                                                        PK (instance_id, sequence)
+ *   <p>snapshots_ready  partial index on snapshots (updated_at, instance_id)
+ *                       WHERE ready_task_id IS NOT NULL: the ready tasks discovery walks
+ *   <p>snapshots_timers partial index on snapshots (timeout_at, instance_id)
+ *                       WHERE timeout_at IS NOT NULL AND ready_task_id IS NULL: the waits that
+ *                       become ready when their timeout passes, read up to now
+ *   <p>events_by_name  index on events (instance_id, event_name, sequence): the oldest pending
+ *                       event of a name
  */
 
 export interface Tables {
@@ -21,7 +30,12 @@ export interface Tables {
   snapshots: string;
   results: string;
   claims: string;
+  events: string;
   readyIndex: string;
+  timerIndex: string;
+  eventsByName: string;
+  /** Migration 2 builds the new snapshots table under this name, then renames it. */
+  snapshotsRebuild: string;
 }
 
 /** Quotes an identifier; the prefix is validated already, so this is belt and braces. */
@@ -37,13 +51,19 @@ export function tableNames(prefix: string): Tables {
     snapshots: q("snapshots"),
     results: q("results"),
     claims: q("claims"),
+    events: q("events"),
     readyIndex: q("snapshots_ready"),
+    timerIndex: q("snapshots_timers"),
+    eventsByName: q("events_by_name"),
+    snapshotsRebuild: q("snapshots_rebuild"),
   };
 }
 
 /** Values of snapshots.status. */
 export const Status = {
   InProgress: "in_progress",
+  Paused: "paused",
+  Cancelled: "cancelled",
   Completed: "completed",
   Failed: "failed",
 } as const;
@@ -52,6 +72,17 @@ export type Status = (typeof Status)[keyof typeof Status];
 /** The snapshots.status value of each stored status (toStoredSnapshot's `status`). */
 export const statusOf: Readonly<Record<StoredStatus, Status>> = {
   InProgress: Status.InProgress,
+  Paused: Status.Paused,
+  Cancelled: Status.Cancelled,
   Completed: Status.Completed,
   Failed: Status.Failed,
+};
+
+/** The stored status a snapshots.status value stands for (the inverse of statusOf). */
+export const storedStatusOf: Readonly<Record<Status, StoredStatus>> = {
+  [Status.InProgress]: "InProgress",
+  [Status.Paused]: "Paused",
+  [Status.Cancelled]: "Cancelled",
+  [Status.Completed]: "Completed",
+  [Status.Failed]: "Failed",
 };

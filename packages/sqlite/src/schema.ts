@@ -5,10 +5,13 @@ import type { Tables } from "./layout.js";
 import { immediate, isBusy, prepare } from "./transaction.js";
 
 /** The schema version this release writes and reads. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
-/** Each migration takes the schema from version i to i + 1. Never edit a released one: append. */
-function migrations(t: Tables): string[] {
+/**
+ * Each migration takes the schema from version i to i + 1. Never edit a released one: append.
+ * Exported for this package's tests (an older file is built from the first ones).
+ */
+export function migrations(t: Tables): string[] {
   return [
     `
     CREATE TABLE ${t.tokenSequence} (
@@ -46,6 +49,46 @@ function migrations(t: Tables): string[] {
       expires_at INTEGER,
       PRIMARY KEY (instance_id, task_id)
     ) STRICT, WITHOUT ROWID;
+    `,
+    // 2: workflow control and events. The status CHECK gains 'paused' and 'cancelled' and the
+    // snapshot row gains the wait of an AwaitingEvent position; SQLite cannot alter a CHECK, so the
+    // table is rebuilt (rows copied as they are: a version-1 file holds no wait and no control
+    // state). Then the timer index and the events table.
+    `
+    CREATE TABLE ${t.snapshotsRebuild} (
+      instance_id TEXT COLLATE BINARY PRIMARY KEY NOT NULL,
+      header BLOB NOT NULL,
+      status TEXT NOT NULL
+        CHECK (status IN ('in_progress', 'paused', 'cancelled', 'completed', 'failed')),
+      definition_hash TEXT NOT NULL,
+      initial_input BLOB,
+      last_completed_task_id TEXT COLLATE BINARY,
+      ready_task_id TEXT COLLATE BINARY,
+      updated_at INTEGER NOT NULL,
+      wait_event TEXT COLLATE BINARY,
+      wait_task TEXT COLLATE BINARY,
+      timeout_at INTEGER
+    ) STRICT;
+    INSERT INTO ${t.snapshotsRebuild}
+      (instance_id, header, status, definition_hash, initial_input, last_completed_task_id, ready_task_id, updated_at)
+      SELECT instance_id, header, status, definition_hash, initial_input, last_completed_task_id, ready_task_id, updated_at
+      FROM ${t.snapshots};
+    DROP TABLE ${t.snapshots};
+    ALTER TABLE ${t.snapshotsRebuild} RENAME TO ${t.snapshots};
+    CREATE INDEX ${t.readyIndex} ON ${t.snapshots} (updated_at, instance_id)
+      WHERE ready_task_id IS NOT NULL;
+    CREATE INDEX ${t.timerIndex} ON ${t.snapshots} (timeout_at, instance_id)
+      WHERE timeout_at IS NOT NULL AND ready_task_id IS NULL;
+
+    CREATE TABLE ${t.events} (
+      instance_id TEXT COLLATE BINARY NOT NULL,
+      sequence INTEGER NOT NULL,
+      event_name TEXT COLLATE BINARY NOT NULL,
+      payload BLOB NOT NULL,
+      sent_at INTEGER NOT NULL,
+      PRIMARY KEY (instance_id, sequence)
+    ) STRICT;
+    CREATE INDEX ${t.eventsByName} ON ${t.events} (instance_id, event_name, sequence);
     `,
   ];
 }

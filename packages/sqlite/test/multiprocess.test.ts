@@ -103,7 +103,7 @@ describe("several processes on one database file", () => {
 
     const raw = new DatabaseSync(db.path);
     try {
-      expect(raw.prepare(`SELECT version FROM "sayiir_schema_version"`).all()).toEqual([{ version: 1 }]);
+      expect(raw.prepare(`SELECT version FROM "sayiir_schema_version"`).all()).toEqual([{ version: 2 }]);
       expect(raw.prepare("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
       const names = raw
         .prepare(`SELECT name FROM sqlite_schema WHERE name LIKE 'sayiir\\_%' ESCAPE '\\' ORDER BY name`)
@@ -111,10 +111,13 @@ describe("several processes on one database file", () => {
         .map((r) => r.name);
       expect(names).toEqual([
         "sayiir_claims",
+        "sayiir_events",
+        "sayiir_events_by_name",
         "sayiir_results",
         "sayiir_schema_version",
         "sayiir_snapshots",
         "sayiir_snapshots_ready",
+        "sayiir_snapshots_timers",
         "sayiir_token_sequence",
       ]);
     } finally {

@@ -109,12 +109,13 @@ describe("migrate", () => {
     expect(rawConnection(path).prepare("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
   });
 
-  it("reports what it applied: version 1 on a fresh file, nothing when current", async () => {
+  it("reports what it applied: every version on a fresh file, nothing when current", async () => {
     const db = await tempDatabase();
     cleanups.push(db.remove);
     const backend = new SqliteBackend({ path: db.path });
     cleanups.push(() => backend.close());
-    expect(await backend.migrate()).toEqual({ applied: [1], version: SCHEMA_VERSION });
+    expect(await backend.migrate()).toEqual({ applied: [1, 2], version: SCHEMA_VERSION });
+    expect(SCHEMA_VERSION).toBe(2);
     expect(await backend.migrate()).toEqual({ applied: [], version: SCHEMA_VERSION });
   });
 

@@ -1,0 +1,177 @@
+/**
+ * The SQL of discovery (findAvailableTasks) and claim-next (claimAvailableTasks): the three parts
+ * of the candidates, each read through a partial index in its own order, and what a candidate
+ * carries. statements() in sql.ts includes these statements under the same names as SQLite's.
+ */
+import type { Layout } from "./layout.js";
+
+/** Epoch milliseconds (bigint) of a timestamptz, on the server. */
+export const ms = (expr: string) => `floor(extract(epoch FROM ${expr}) * 1000)::bigint`;
+/** Is the claim row `c` live on the server's clock? */
+export const live = (c: string) => `(${c}.expires_at IS NULL OR ${c}.expires_at > clock_timestamp())`;
+
+/** Now on the server, in epoch ms: stable within a statement, so an index condition can use it. */
+const nowMs = ms("now()");
+
+/** No live claim on the row's candidate task (a primary-key probe per candidate). */
+const unclaimed = (l: Layout, task: string) => `NOT EXISTS (
+        SELECT 1 FROM ${l.claims} c
+        WHERE c.instance_id = s.instance_id AND c.task_id = ${task} AND ${live("c")})`;
+
+/** The task a row offers: its ready task, else the task after its wait. */
+export const candidate = (s: string) => `coalesce(${s}.ready_task_id, ${s}.wait_task)`;
+
+/**
+ * Tasks ready to run, in three parts, each read through a partial index in its own order and
+ * merged by (sort_key, instance_id) ("C" order for ties):
+ *
+ * - `fresh`: ready rows with no lease (claimed_until null), from snapshots_ready_idx in index
+ *   order, by updated_at. A claimed row leaves that index when claim-next takes it, so a scan does
+ *   not walk past the tasks in flight. A claim taken otherwise (claimTask) leaves no lease; the
+ *   anti-join on the claims primary key skips it.
+ * - `due`: waits that are not ready (no event pending) and have no lease, whose timeout has passed
+ *   (timeout_at <= now), from snapshots_timers_idx in index order, by timeout_at.
+ * - `expired`: rows whose lease has run out (claimed_until <= now), from snapshots_leased_idx
+ *   (ordered by lease end, so the scan stops at the first lease still running): ready rows by
+ *   updated_at, and waits (due ones only) by timeout_at. Their claim may have been renewed since
+ *   (the claims table decides, through the same anti-join).
+ *
+ * The lease is only a hint for finding candidates: the claims table stays the truth. It is
+ * never later than the claim's expiry (claim-next and extend set it to it, release and
+ * completion clear it), so a task whose claim is gone is always in one of the three parts.
+ */
+const fresh = (l: Layout, limit: string, lock: boolean) => `
+    SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at AS sort_key${lock ? ", s.ctid AS tid" : ""}
+    FROM ${l.snapshots} s
+    WHERE s.ready_task_id IS NOT NULL AND s.claimed_until IS NULL
+      AND ${unclaimed(l, "s.ready_task_id")}
+    ORDER BY s.updated_at, s.instance_id
+    LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
+const due = (l: Layout, limit: string, lock: boolean) => `
+    SELECT s.instance_id, s.wait_task AS task_id, s.timeout_at AS sort_key${lock ? ", s.ctid AS tid" : ""}
+    FROM ${l.snapshots} s
+    WHERE s.timeout_at IS NOT NULL AND s.ready_task_id IS NULL AND s.claimed_until IS NULL
+      AND s.timeout_at <= ${nowMs}
+      AND ${unclaimed(l, "s.wait_task")}
+    ORDER BY s.timeout_at, s.instance_id
+    LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
+const expired = (l: Layout, limit: string, lock: boolean) => `
+    SELECT s.instance_id, ${candidate("s")} AS task_id,
+           CASE WHEN s.ready_task_id IS NULL THEN s.timeout_at ELSE s.updated_at END AS sort_key${lock ? ", s.ctid AS tid" : ""}
+    FROM ${l.snapshots} s
+    WHERE s.claimed_until IS NOT NULL AND s.claimed_until <= now()
+      AND (s.ready_task_id IS NOT NULL OR s.timeout_at <= ${nowMs})
+      AND ${unclaimed(l, candidate("s"))}
+    ORDER BY sort_key, s.instance_id
+    LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
+/** The three parts merged: the `limit` first tasks ready to run without a live claim. */
+const readyCandidates = (l: Layout, limit: string) => `
+    SELECT * FROM (
+      (${fresh(l, limit, false)})
+      UNION ALL
+      (${due(l, limit, false)})
+      UNION ALL
+      (${expired(l, limit, false)})
+    ) u
+    ORDER BY u.sort_key, u.instance_id
+    LIMIT ${limit}`;
+
+/** Is candidate `k` the task after the wait of snapshot row `s`? */
+const isWait = "(s.wait_task IS NOT NULL AND s.wait_task = k.task_id)";
+
+/**
+ * What a candidate `k` of snapshot row `s` carries: its input (a wait's task: the oldest pending
+ * event's payload, else empty; any other: the last completed task's output, else the initial
+ * input, else empty), and for a wait its event (name, sequence) or timed_out. Joins r (the last
+ * result) and ev (the oldest pending event of the wait's name, by events_by_name_idx).
+ */
+const carried = `CASE WHEN ${isWait} THEN coalesce(ev.payload, ''::bytea)
+             ELSE coalesce(r.output, s.initial_input, ''::bytea) END AS input,
+             CASE WHEN ${isWait} THEN s.wait_event END AS event_name,
+             ev.sequence::text AS event_sequence,
+             (${isWait} AND ev.sequence IS NULL) AS timed_out`;
+const carriedJoins = (l: Layout) => `
+      LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
+      LEFT JOIN LATERAL (
+        SELECT e.sequence, e.payload FROM ${l.events} e
+        WHERE e.instance_id = s.instance_id AND e.event_name = s.wait_event
+        ORDER BY e.sequence
+        LIMIT 1
+      ) ev ON ${isWait}`;
+
+/** findAvailableTasks and claimAvailableTasks (claim-next). */
+export function discovery(l: Layout) {
+  return {
+    readyCandidates: readyCandidates(l, "$1"),
+
+    findAvailable: `
+      WITH k AS (${readyCandidates(l, "$1")})
+      SELECT k.instance_id, k.task_id, s.definition_hash,
+             ${carried}
+      FROM k
+      JOIN ${l.snapshots} s ON s.instance_id = k.instance_id${carriedJoins(l)}
+      ORDER BY k.sort_key, k.instance_id`,
+
+    /**
+     * Claim-next in one statement: lock up to `limit` candidate rows of each part (SKIP LOCKED,
+     * so concurrent workers take different ones), keep the `limit` first, claim each with the
+     * takeover-only-if-expired upsert, put the lease on the claimed rows (h: they leave the ready
+     * and timer indexes), and return each claimed task with what it carries. A candidate whose
+     * claim insert lost a race comes back with a null token (the caller may retry for the rest).
+     *
+     * What a task carries is only trusted when the locked row is the very version this
+     * statement's snapshot sees (same ctid). Under READ COMMITTED, SKIP LOCKED follows a row that
+     * another transaction updated and committed after the snapshot was taken, and locks the newer
+     * version; that write's task result or event is invisible to this snapshot, so an input joined
+     * here would be stale. Such a row is not claimed at all (null token, like a lost race), and
+     * the caller's next statement, with a new snapshot, sees it whole. Every write that changes an
+     * instance's results or events also writes its snapshot row, so "same row version" implies
+     * "same results and events".
+     *
+     * $1 = worker id, $2 = ttl ms. The limit is a literal for the sizes the backend prepares
+     * (see claimNextStatements in prepared.ts): with LIMIT $n the server's generic plan assumes
+     * 10% of the table and is never preferred, so every call would be planned again.
+     */
+    claimNext: (limit: number | "$3") => `
+      WITH k1 AS (${fresh(l, String(limit), true)}),
+      k2 AS (${due(l, String(limit), true)}),
+      k3 AS (${expired(l, String(limit), true)}),
+      k AS (
+        SELECT * FROM k1 UNION ALL SELECT * FROM k2 UNION ALL SELECT * FROM k3
+        ORDER BY sort_key, instance_id
+        LIMIT ${limit}
+      ),
+      v AS (
+        SELECT k.instance_id, k.task_id, s.definition_hash,
+               ${carried}
+        FROM k
+        JOIN ${l.snapshots} s ON s.instance_id = k.instance_id AND s.ctid = k.tid${carriedJoins(l)}
+      ),
+      n AS (SELECT clock_timestamp() AS t),
+      cl AS (
+        INSERT INTO ${l.claims} AS c (instance_id, task_id, worker_id, token, claimed_at, expires_at)
+        SELECT v.instance_id, v.task_id, $1, nextval(${l.tokenSequence}), n.t, n.t + $2::bigint * interval '1 millisecond'
+        FROM v CROSS JOIN n
+        ON CONFLICT (instance_id, task_id) DO UPDATE SET
+          worker_id = excluded.worker_id,
+          token = nextval(${l.tokenSequence}),
+          claimed_at = excluded.claimed_at,
+          expires_at = excluded.expires_at
+        WHERE c.expires_at IS NOT NULL AND c.expires_at <= excluded.claimed_at
+        RETURNING c.instance_id, c.task_id, c.token, c.claimed_at, c.expires_at
+      ),
+      h AS (
+        UPDATE ${l.snapshots} t SET claimed_until = coalesce(cl.expires_at, 'infinity'::timestamptz)
+        FROM cl
+        WHERE t.instance_id = cl.instance_id
+      )
+      SELECT k.instance_id, k.task_id,
+             cl.token::text AS token, ${ms("cl.claimed_at")}::text AS claimed_at, ${ms("cl.expires_at")}::text AS expires_at,
+             v.definition_hash, CASE WHEN cl.token IS NULL THEN NULL ELSE v.input END AS input,
+             v.event_name, v.event_sequence, v.timed_out
+      FROM k
+      LEFT JOIN cl ON cl.instance_id = k.instance_id AND cl.task_id = k.task_id
+      LEFT JOIN v ON v.instance_id = k.instance_id
+      ORDER BY k.sort_key, k.instance_id`,
+  };
+}
