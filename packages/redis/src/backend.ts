@@ -5,20 +5,25 @@ import {
   BaseBackend,
   type ClaimedTask,
   type CompletionOutcome,
+  type ControlRequest,
+  type EventRef,
   type Fence,
   failures,
+  type PendingEvent,
+  type RenewedClaim,
   type SnapshotPage,
   type TaskClaim,
   ValidationError,
   type ValidCompletion,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
-import { toStoredSnapshot } from "@sayiir/persistence-core/adapter";
 import type { Cluster, Redis } from "ioredis";
 import { completeTasks } from "./completion.js";
 import type { ShardContext } from "./context.js";
+import { changeWorkflow } from "./control.js";
 import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
-import { decodeCursor, encodeCursor, KeyLayout, resultField } from "./layout.js";
+import { loadPendingEvents, sendEvent } from "./events.js";
+import { decodeCursor, encodeCursor, KeyLayout } from "./layout.js";
 import {
   DEFAULT_CLUSTER_SHARDS,
   DEFAULT_STANDALONE_SHARDS,
@@ -28,6 +33,7 @@ import {
 import { decodeInstance, requestId, toArg, toClaim } from "./replies.js";
 import { type StoreRecordRequest, storeLayout, storeRecordArgs } from "./schema.js";
 import { refusal, type ScriptArg, type ScriptName, Scripts } from "./scripts/index.js";
+import { saveSnapshot } from "./snapshots.js";
 
 /**
  * Persistence backend over Redis (standalone or Cluster) through ioredis. Every state change is
@@ -144,32 +150,12 @@ export class RedisBackend extends BaseBackend {
     return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
   }
 
-  protected async doSaveSnapshot(snapshot: WorkflowSnapshot, fence: Fence | undefined): Promise<void> {
-    const stored = toStoredSnapshot(snapshot);
-    const id = stored.instanceId;
-    const k = (await this.#keys()).instance(id);
-    const args: ScriptArg[] = [
-      k.meta,
-      k.ready,
-      k.ids,
-      k.leased,
-      id,
-      toArg(stored.header),
-      stored.finished ? "1" : "0",
-      stored.definitionHash,
-      stored.positionTaskId ?? "",
-      stored.lastCompletedTaskId ?? "",
-      stored.readyTaskId ?? "",
-      String(stored.updatedAt),
-      stored.initialInput === null ? "0" : "1",
-      toArg(stored.initialInput ?? ""),
-      fence?.taskId ?? "",
-      fence === undefined ? "" : String(fence.token),
-    ];
-    for (const result of stored.results) args.push(resultField(result.taskId), toArg(result.output));
-    const code = await this.#call("saveSnapshot", "saveSnapshot", args);
-    const error = refusal(Number(code), { instanceId: id, ...(fence === undefined ? {} : { fence }) });
-    if (error !== null) throw error;
+  protected async doSaveSnapshot(
+    snapshot: WorkflowSnapshot,
+    fence: Fence | undefined,
+    consume: EventRef | undefined,
+  ): Promise<void> {
+    return saveSnapshot(await this.#shards(), snapshot, fence, consume);
   }
 
   protected async doSaveTaskResult(
@@ -208,6 +194,9 @@ export class RedisBackend extends BaseBackend {
       k.ids,
       k.floor,
       k.leased,
+      k.timers,
+      k.events,
+      k.eventOrder,
       instanceId,
     ]);
     const error = refusal(Number(code), { instanceId });
@@ -287,7 +276,7 @@ export class RedisBackend extends BaseBackend {
     taskId: string,
     workerId: string,
     durationMs: number,
-  ): Promise<TaskClaim> {
+  ): Promise<RenewedClaim> {
     const k = (await this.#keys()).instance(instanceId);
     const reply = (await this.#call("extendClaim", "extendTaskClaim", [
       k.meta,
@@ -297,10 +286,13 @@ export class RedisBackend extends BaseBackend {
       workerId,
       String(durationMs),
       instanceId,
-    ])) as [number, string?, string?, string?];
+    ])) as [number, string?, string?, string?, string?];
     const error = refusal(Number(reply[0]), { instanceId, taskId });
     if (error !== null) throw error;
-    return toClaim(instanceId, taskId, workerId, reply[1] ?? "", reply[2] ?? "", reply[3] ?? "");
+    return {
+      ...toClaim(instanceId, taskId, workerId, reply[1] ?? "", reply[2] ?? "", reply[3] ?? ""),
+      workflowPaused: reply[4] === "1",
+    };
   }
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
@@ -319,6 +311,26 @@ export class RedisBackend extends BaseBackend {
     completions: readonly ValidCompletion[],
   ): Promise<CompletionOutcome[]> {
     return completeTasks(await this.#shards(), completions);
+  }
+
+  protected async doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    return changeWorkflow(await this.#shards(), "cancel", instanceId, request);
+  }
+
+  protected async doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
+    return changeWorkflow(await this.#shards(), "pause", instanceId, request);
+  }
+
+  protected async doResumeWorkflow(instanceId: string): Promise<void> {
+    return changeWorkflow(await this.#shards(), "resume", instanceId, { reason: null, requestedBy: null });
+  }
+
+  protected async doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
+    return sendEvent(await this.#shards(), instanceId, eventName, payload);
+  }
+
+  protected async doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
+    return loadPendingEvents(await this.#shards(), instanceId);
   }
 
   protected async doClose(): Promise<void> {

@@ -2,8 +2,9 @@ import type { KeyLayout } from "./layout.js";
 import type { ScriptArg, ScriptName } from "./scripts/index.js";
 
 /**
- * What the modules that fan out over shards (discovery.ts, completion.ts) get from the backend:
- * the store's layout, whether one script may cover every shard, and the script caller.
+ * What the modules get from the backend (discovery.ts and completion.ts, which fan out over
+ * shards; snapshots.ts, control.ts and events.ts, which call instance scripts): the store's
+ * layout, whether one script may cover every shard, and the script caller.
  */
 export interface ShardContext {
   readonly layout: KeyLayout;
@@ -11,7 +12,7 @@ export interface ShardContext {
   readonly oneScript: boolean;
   /** Every shard number as a script argument. */
   readonly shardArgs: readonly string[];
-  /** How long a request record (claim-next) stays, in ms: longer than any wait for its reply. */
+  /** How long a request record (claim-next, sendEvent) stays, in ms: longer than any wait for its reply. */
   readonly recordTtlMs: string;
   /** Calls one script for `operation`, bounded by the operation timeout. */
   call(name: ScriptName, operation: string, args: ScriptArg[], buffers?: boolean): Promise<unknown>;

@@ -1,5 +1,5 @@
 export { RedisBackend } from "./backend.js";
-export { FieldPrefix, fnv1a, KeyLayout, MetaField } from "./layout.js";
+export { EventField, FieldPrefix, fnv1a, KeyLayout, MetaField } from "./layout.js";
 export {
   DEFAULT_CLUSTER_SHARDS,
   DEFAULT_KEY_PREFIX,

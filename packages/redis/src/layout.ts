@@ -11,14 +11,23 @@
  *                    "token|claimedAt|expiresAt|requestId|workerId" (requestId: hex), or after a
  *                    release the bare token, after a completion "token|requestId" (the field
  *                    keeps the last token issued for the task)
+ *   {P:K}:e:<id>     hash: the instance's pending events. "n" = the last sequence issued (the
+ *                    per-instance counter), "<seq>" (16 digits) = that event's payload
+ *   {P:K}:o:<id>     sorted set (score 0, read by ZRANGEBYLEX): one member per pending event,
+ *                    "<event name> NUL <seq, 16 digits> NUL <sentAt>", so the oldest pending
+ *                    event of a name is the first member from "<name> NUL"
  *   {P:K}:ready      sorted set: instances of shard K whose ready task holds no live claim,
- *                    score = updatedAt, member = instance id
+ *                    score = updatedAt (a wait that timed out: its timeoutAt), member = instance id
  *   {P:K}:leased     sorted set: instances whose ready task holds a live claim, score = the
  *                    claim's expiry (+inf without ttl); expired ones go back to ready lazily
+ *   {P:K}:timers     sorted set: waits for an event with a timeout, none pending, not yet
+ *                    ready, score = timeoutAt; discovery and claim-next move the due ones to
+ *                    ready (score timeoutAt) first, as they move expired leases back
  *   {P:K}:ids        sorted set: every instance id of shard K (score 0, walked by ZRANGE BYLEX)
  *   {P:K}:floor      string: highest fencing token of any instance deleted from shard K
  *   {P:K}:q:<req>    string: (shard, id, task id) of what one claim-next call claimed, NUL-joined,
- *                    so a second run of the same call returns them (expires; built in Lua only)
+ *                    so a second run of the same call returns them (expires; built in Lua only);
+ *                    for a sendEvent call, the sequence it was given (expires)
  *
  * The instance id is always the whole tail of a key, after a fixed-length type marker, so no two
  * different ids (whatever characters they hold, "{" and ":" included) ever share a key, and the
@@ -55,19 +64,42 @@ export const FieldPrefix = {
 export const MetaField = {
   /** toStoredSnapshot's header: everything but task outputs, lastCompletedTaskId and the initial input. */
   header: "h",
-  /** "1" when Completed or Failed, else "0". */
+  /** "1" when Completed, Failed or Cancelled, else "0". */
   finished: "f",
+  /** The stored status (toStoredSnapshot's); absent in records written before it was kept (never Paused). */
+  status: "s",
   /** definitionHash. */
   definitionHash: "d",
-  /** Task id of an AtTask position; absent otherwise. */
+  /** Task id of an InProgress AtTask position (toStoredSnapshot's positionTaskId); absent otherwise. */
   positionTaskId: "p",
+  /** The task of the position of an InProgress or Paused snapshot (AtTask's, or the one after a wait), for cancel/pause/resume. */
+  positionTask: "k",
+  /** toStoredSnapshot's awaiting: the event name of an InProgress wait whose next task has no result; absent otherwise. */
+  awaitedEvent: "w",
+  /** The wait's next task (with `w`). */
+  awaitedTask: "n",
+  /** The wait's timeoutAt in epoch ms (with `w`; absent when the wait has none). */
+  timeoutAt: "t",
   /** lastCompletedTaskId; absent when null. */
   lastCompletedTaskId: "l",
   /** updatedAt in epoch ms (decimal). */
   updatedAt: "u",
   /** initialInput bytes, stored once (not in the header); absent when the snapshot has none. */
   initialInput: "i",
+  /** Request id of the cancel, pause or resume that wrote the header last (a second run of it answers OK). */
+  controlRequest: "q",
+  /** "sequence|request id" of the event the saveSnapshot that wrote the snapshot consumed (a second run of it answers OK). */
+  consumed: "x",
 } as const;
+
+/** Fields of the events hash `{P:K}:e:<id>` besides the payloads (whose fields are 16-digit sequences). */
+export const EventField = {
+  /** The last sequence issued to the instance. */
+  counter: "n",
+} as const;
+
+/** Digits of a sequence in event fields and members (zero-padded, so they sort as numbers). */
+export const SEQUENCE_DIGITS = 16;
 
 /** What follows a shard's base `{P:K}:` in its keys. */
 export const ShardKey = {
@@ -77,7 +109,12 @@ export const ShardKey = {
   leased: "leased",
   ids: "ids",
   floor: "floor",
-  /** `q:<request id>`: what one claim-next call claimed. */
+  timers: "timers",
+  /** `e:<id>`: the instance's pending events (payloads and the sequence counter). */
+  events: "e:",
+  /** `o:<id>`: the order of the instance's pending events, by name then sequence. */
+  eventOrder: "o:",
+  /** `q:<request id>`: what one claim-next call claimed, or the sequence one sendEvent call got. */
   request: "q:",
 } as const;
 
@@ -105,6 +142,17 @@ export const L = {
   lastCompletedTaskId: luaString(MetaField.lastCompletedTaskId),
   updatedAt: luaString(MetaField.updatedAt),
   initialInput: luaString(MetaField.initialInput),
+  status: luaString(MetaField.status),
+  positionTask: luaString(MetaField.positionTask),
+  awaitedEvent: luaString(MetaField.awaitedEvent),
+  awaitedTask: luaString(MetaField.awaitedTask),
+  timeoutAt: luaString(MetaField.timeoutAt),
+  controlRequest: luaString(MetaField.controlRequest),
+  consumed: luaString(MetaField.consumed),
+  counter: luaString(EventField.counter),
+  /** The length of the instance key's type marker, to get a shard's base from an instance key. */
+  instanceLength: String(ShardKey.instance.length),
+  sequenceDigits: String(SEQUENCE_DIGITS),
   result: luaString(FieldPrefix.result),
   claim: luaString(FieldPrefix.claim),
   /** The length of the claim prefix, to test a field name for it. */
@@ -113,6 +161,9 @@ export const L = {
   ready: luaString(ShardKey.ready),
   leased: luaString(ShardKey.leased),
   floor: luaString(ShardKey.floor),
+  timers: luaString(ShardKey.timers),
+  events: luaString(ShardKey.events),
+  eventOrder: luaString(ShardKey.eventOrder),
   /** What follows the shard number in a shard's base `{P:K}:`. */
   tagEnd: luaString("}:"),
   shards: luaString(RecordField.shards),
@@ -128,6 +179,11 @@ export interface InstanceKeys {
   leased: string;
   ids: string;
   floor: string;
+  timers: string;
+  /** The pending events' payloads and sequence counter. */
+  events: string;
+  /** The pending events' order (by name, then sequence). */
+  eventOrder: string;
 }
 
 export class KeyLayout {
@@ -171,6 +227,10 @@ export class KeyLayout {
     return `${this.base(shard)}${ShardKey.floor}`;
   }
 
+  timers(shard: number): string {
+    return `${this.base(shard)}${ShardKey.timers}`;
+  }
+
   /** `{P:K}:q:<request id>`: the request record of a claim-next call over shards starting at K. */
   request(shard: number | string, requestId: string): string {
     return `${this.tagStart()}${shard}}:${ShardKey.request}${requestId}`;
@@ -187,6 +247,9 @@ export class KeyLayout {
       leased: `${base}${ShardKey.leased}`,
       ids: `${base}${ShardKey.ids}`,
       floor: `${base}${ShardKey.floor}`,
+      timers: `${base}${ShardKey.timers}`,
+      events: `${base}${ShardKey.events}${instanceId}`,
+      eventOrder: `${base}${ShardKey.eventOrder}${instanceId}`,
     };
   }
 

@@ -4,13 +4,14 @@ import {
   type ClaimedTask,
   compareIds,
   copyBytes,
+  type PendingEvent,
   type TaskClaim,
   type TaskResult,
   toBytes,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { fromStoredParts } from "@sayiir/persistence-core/adapter";
-import { FieldPrefix, MetaField } from "./layout.js";
+import { FieldPrefix, MetaField, SEQUENCE_DIGITS } from "./layout.js";
 
 /*
  * Conversions between script arguments / replies and the contract's types.
@@ -143,29 +144,43 @@ export function decodeCandidates(flat: string[], shard: number, checked: boolean
   return out;
 }
 
-/** A peek reply in mode '2': {id, taskId, score, definitionHash, input, ...}. */
+/**
+ * What a task after a wait carries, from a script's wake: '' (not a wait), 't' (timed out) or
+ * "<sequence, 16 digits><event name>" (the event it carries).
+ */
+export function wakeOf(wake: string): Pick<AvailableTask, "event" | "timedOut"> {
+  if (wake === "") return {};
+  if (wake === "t") return { timedOut: true };
+  return {
+    event: { eventName: wake.slice(SEQUENCE_DIGITS), sequence: Number(wake.slice(0, SEQUENCE_DIGITS)) },
+  };
+}
+
+/** A peek reply in mode '2': {id, taskId, score, definitionHash, input, wake, ...}. */
 export function decodeAvailable(flat: Buffer[]): AvailableTask[] {
   const found: AvailableTask[] = [];
-  for (let i = 0; i + 4 < flat.length; i += 5) {
+  for (let i = 0; i + 5 < flat.length; i += 6) {
     found.push({
       instanceId: str(flat[i] as Buffer),
       taskId: str(flat[i + 1] as Buffer),
       workflowDefinitionHash: str(flat[i + 3] as Buffer),
       input: bytes(flat[i + 4] as Buffer),
+      ...wakeOf(str(flat[i + 5] as Buffer)),
     });
   }
   return found;
 }
 
-/** A shard-inputs reply: {id, taskId, definitionHash, input, ...}. */
+/** A shard-inputs reply: {id, taskId, definitionHash, input, wake, ...}. */
 export function decodeInputs(flat: Buffer[]): AvailableTask[] {
   const found: AvailableTask[] = [];
-  for (let i = 0; i + 3 < flat.length; i += 4) {
+  for (let i = 0; i + 4 < flat.length; i += 5) {
     found.push({
       instanceId: str(flat[i] as Buffer),
       taskId: str(flat[i + 1] as Buffer),
       input: bytes(flat[i + 3] as Buffer),
       workflowDefinitionHash: str(flat[i + 2] as Buffer),
+      ...wakeOf(str(flat[i + 4] as Buffer)),
     });
   }
   return found;
@@ -173,7 +188,8 @@ export function decodeInputs(flat: Buffer[]): AvailableTask[] {
 
 /**
  * Claim-next reply: {json, input, input, ...}, json = flat strings, 7 per task (id, taskId,
- * score, definitionHash, token, claimedAt, expiresAt), the inputs in the same order.
+ * score, definitionHash, token, claimedAt, expiresAt), then 2 per task after a wait (its place
+ * from 1, its wake), the inputs in the task order.
  */
 export function decodeClaimed(reply: Buffer[], workerId: string): Array<ClaimedTask & Scored> {
   const head = reply[0];
@@ -181,7 +197,8 @@ export function decodeClaimed(reply: Buffer[], workerId: string): Array<ClaimedT
   const fields = JSON.parse(head.toString("utf8")) as string[] | Record<string, never>;
   if (!Array.isArray(fields)) return [];
   const out: Array<ClaimedTask & Scored> = [];
-  for (let i = 0, k = 1; i + 6 < fields.length; i += 7, k++) {
+  const count = reply.length - 1;
+  for (let i = 0, k = 1; k <= count && i + 6 < fields.length; i += 7, k++) {
     const instanceId = fields[i] as string;
     const taskId = fields[i + 1] as string;
     const expires = fields[i + 6] as string;
@@ -201,5 +218,31 @@ export function decodeClaimed(reply: Buffer[], workerId: string): Array<ClaimedT
       },
     });
   }
+  for (let i = 7 * count; i + 1 < fields.length; i += 2) {
+    const task = out[Number(fields[i]) - 1];
+    if (task !== undefined) Object.assign(task, wakeOf(fields[i + 1] as string));
+  }
   return out;
+}
+
+/**
+ * loadEvents' reply: the order members ("name NUL sequence NUL sentAt") and the events hash
+ * flat (the counter and the payloads by sequence), as pending events oldest first.
+ */
+export function decodeEvents(members: Buffer[], hash: Buffer[]): PendingEvent[] {
+  const payloads = new Map<string, Buffer>();
+  for (let i = 0; i + 1 < hash.length; i += 2) payloads.set(str(hash[i] as Buffer), hash[i + 1] as Buffer);
+  const events: PendingEvent[] = [];
+  for (const member of members) {
+    const nameEnd = member.indexOf(0);
+    const seqEnd = member.indexOf(0, nameEnd + 1);
+    const seq = member.toString("latin1", nameEnd + 1, seqEnd);
+    events.push({
+      eventName: member.toString("utf8", 0, nameEnd),
+      sequence: Number(seq),
+      payload: bytes(payloads.get(seq) ?? Buffer.alloc(0)),
+      sentAt: Number(member.toString("latin1", seqEnd + 1)),
+    });
+  }
+  return events.sort((a, b) => a.sequence - b.sequence);
 }

@@ -45,12 +45,16 @@ describe.skipIf(info === null)("cluster: one slot per script", () => {
     try {
       for (const id of TRICKY_IDS) {
         const k = backend.layout.instance(id);
-        const keys = [k.meta, k.ready, k.leased, k.ids, k.floor];
-        // What the shard scripts build in Lua from "{P:" .. shard .. "}:".
+        const keys = [k.meta, k.ready, k.leased, k.ids, k.floor, k.timers, k.events, k.eventOrder];
+        // What the shard scripts build in Lua from "{P:" .. shard .. "}:", and the instance
+        // scripts from the instance key's base.
         keys.push(
           `${backend.layout.tagStart()}${k.shard}}:m:${id}`,
           `${backend.layout.tagStart()}${k.shard}}:floor`,
+          `${backend.layout.tagStart()}${k.shard}}:timers`,
           `${k.base}q:0123abcd`,
+          `${k.base}e:${id}`,
+          `${k.base}o:${id}`,
         );
         const slots = new Set(await Promise.all(keys.map(slot)));
         expect(slots.size, `keys of ${JSON.stringify(id)}`).toBe(1);

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { BackendError, ErrorCode } from "@sayiir/persistence-core";
-import { atTask, eventually, rejection, text, uid } from "@sayiir/persistence-core/conformance";
+import { atTask, awaiting, eventually, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { Cluster, Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { RedisBackend } from "../src/index.js";
@@ -30,6 +30,7 @@ const CLAIM_TASK = markers(SCRIPTS.claimTask.lua);
 const CLAIM_SHARD = markers(SCRIPTS.claimNext.lua);
 const DELETE = markers(SCRIPTS.deleteSnapshot.lua);
 const COMPLETE = markers(SCRIPTS.completeTasks.lua);
+const SEND_EVENT = markers(SCRIPTS.sendEvent.lua);
 
 /** Arming shared by the proxies of one test (one per cluster node): the first to see the marker drops. */
 interface Arming {
@@ -306,6 +307,42 @@ describe.skipIf(standalone === null)("a claim whose reply was lost (standalone, 
       });
     } finally {
       await backend.close();
+      await direct.close();
+      client.disconnect();
+    }
+  }, 20_000);
+
+  it("a sendEvent whose reply was lost: the own client fails it and the event is stored once; a re-sending client gets the first run's sequence", async () => {
+    const keyPrefix = prefix("lost-event");
+    const own = new RedisBackend({ url: proxyUrl, keyPrefix, operationTimeoutMs: 1000 });
+    const client = new Redis(proxyUrl);
+    client.on("error", () => {});
+    const resending = new RedisBackend({ client, keyPrefix, operationTimeoutMs: 5000 });
+    const direct = new RedisBackend({ url: directUrl, keyPrefix });
+    try {
+      const id = uid();
+      await own.saveSnapshot(awaiting(id, "e", "t1"));
+      expect(await own.sendEvent(id, "warm", text("w"))).toBe(1); // loads the script
+      dropper.arm(SEND_EVENT);
+      const before = dropper.dropped;
+      const error = await rejection(own.sendEvent(id, "e", text("once")));
+      expect(dropper.dropped).toBe(before + 1);
+      // Not sent again: unknown outcome. It landed, once, and made the wait ready.
+      expect(error).toBeInstanceOf(BackendError);
+      expect((await direct.loadPendingEvents(id)).map((e) => [e.sequence, e.eventName])).toEqual([
+        [1, "warm"],
+        [2, "e"],
+      ]);
+      expect((await direct.findAvailableTasks("w", 10))[0]?.event).toEqual({ eventName: "e", sequence: 2 });
+      // A client that re-sends: the second run answers the first run's sequence and appends nothing.
+      expect(await resending.sendEvent(id, "warm", text("w2"))).toBe(3);
+      dropper.arm(SEND_EVENT);
+      expect(await resending.sendEvent(id, "e", text("again"))).toBe(4);
+      expect(dropper.dropped).toBe(before + 2);
+      expect((await direct.loadPendingEvents(id)).map((e) => e.sequence)).toEqual([1, 2, 3, 4]);
+    } finally {
+      await own.close();
+      await resending.close();
       await direct.close();
       client.disconnect();
     }

@@ -10,10 +10,12 @@ export const CLAIM_NEXT = `--[[ claimNext (claimAvailableTasks)
   Claims the oldest unclaimed ready tasks of those shards in one step: pops them from the ready
   sets (ZPOPMIN takes exactly the picks of each shard, the first entries of its ready set) and
   puts them in the lease sets. Per task 3 commands on the instance hash: its fields read, the
-  task's claim (and output, and the input when it is an output) read, the claim written.
+  task's claim (and output, and the input when it is an output) read, the claim written. A wait
+  (no AtTask position) costs a few more: its fields, its event's order member and payload.
   Returns {json, input, input, ...}: json = a flat array of strings, 7 per task (id, taskId,
-  score, definitionHash, token, claimedAt, expiresAt), oldest first, then the inputs in the same
-  order as bulk strings (bytes). Idempotent per request id: what a run claimed is recorded in the
+  score, definitionHash, token, claimedAt, expiresAt), oldest first, then 2 per task that ran a
+  wait (its place in the reply from 1, its wake as in peek: 't' or "<seq><event name>"); then the
+  inputs in the task order as bulk strings (bytes). Idempotent per request id: what a run claimed is recorded in the
   request record (shard, id, taskId joined by NUL, which ids cannot hold; it expires), and a
   second run of the same request returns those claims (the ones still live and its own) instead
   of claiming more.
@@ -22,16 +24,18 @@ ${PRELUDE}${WALK}
 local now_ms, now_us = clock()
 local pre, limit, worker, ttl, req = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local shards = shard_list(7)
-local meta_out, inputs = {}, {}
+local meta_out, inputs, wakes = {}, {}, {}
 local nm = 0
-local function emit(id, task, score, def, input, tok, at, exp)
+local function emit(id, task, score, def, input, tok, at, exp, wake)
   meta_out[nm + 1] = id; meta_out[nm + 2] = task; meta_out[nm + 3] = score; meta_out[nm + 4] = def or ''
   meta_out[nm + 5] = tok; meta_out[nm + 6] = at; meta_out[nm + 7] = exp
   nm = nm + 7
   inputs[#inputs + 1] = input
+  if wake and wake ~= '' then wakes[#wakes + 1] = fmt(#inputs); wakes[#wakes + 1] = wake end
 end
 local function reply()
   if nm == 0 then return { '[]' } end
+  for i = 1, #wakes do meta_out[nm + i] = wakes[i] end
   local out = { cjson.encode(meta_out) }
   for i = 1, #inputs do out[i + 1] = inputs[i] end
   return out
@@ -43,11 +47,13 @@ if req ~= '' then
     local parts = split_nul(done)
     for i = 1, #parts - 2, 3 do
       local id, task = parts[i + 1], parts[i + 2]
-      local key = pre .. parts[i] .. ${L.tagEnd} .. ${L.instance} .. id
+      local base = pre .. parts[i] .. ${L.tagEnd}
+      local key = base .. ${L.instance} .. id
       local c = parse_claim(call('HGET', key, ${L.claim} .. task))
       if own_retry(c, req, worker, now_ms) then
-        local input, def = task_input(key)
-        emit(id, task, call('HGET', key, ${L.updatedAt}) or '0', def, input, c.token, c.at, c.exp)
+        local ready, score, waiting, member = readiness(base, key, id, now_ms)
+        local input, def, wake = offer(base, key, id, waiting and ready == task, member)
+        emit(id, task, score or '0', def, input, c.token, c.at, c.exp, wake)
       end
     end
     return reply()
@@ -60,6 +66,15 @@ if ttl ~= '' then exp = fmt(now_ms + tonumber(ttl)) end
 local lease_score = exp == '' and '+inf' or exp
 local tail = '|' .. at_s .. '|' .. exp .. '|' .. req .. '|' .. worker
 local now_tok = fmt(now_us)
+-- A wait's ready task, that task's claim field, its input and wake (nil when it is not ready).
+local function wait_pick(base, key, id)
+  local w = call('HMGET', key, ${L.awaitedEvent}, ${L.awaitedTask}, ${L.timeoutAt}, ${L.updatedAt})
+  if not w[1] then return nil end
+  local task, _, member = wait_readiness(base, key, id, w[1], w[2], w[3], w[4], now_ms)
+  if not task then return nil end
+  local input, wake = wait_input(base, id, member)
+  return task, call('HGET', key, ${L.claim} .. task), input, wake
+end
 local record, floors, leases, claimed = {}, {}, {}, 0
 for round = 1, 8 do
   if claimed >= limit then break end
@@ -69,7 +84,10 @@ for round = 1, 8 do
   if #shards == 1 then
     local s = shards[1]
     local base = pre .. s .. ${L.tagEnd}
-    if round == 1 then expire_leases(base .. ${L.ready}, base .. ${L.leased}, base, now_ms) end
+    if round == 1 then
+      expire_leases(base, now_ms)
+      promote_timers(base, now_ms, want)
+    end
     local page = call('ZPOPMIN', base .. ${L.ready}, want)
     for i = 1, #page, 2 do picks[#picks + 1] = { s = s, id = page[i], score = page[i + 1] } end
   else
@@ -89,7 +107,15 @@ for round = 1, 8 do
     -- none while the index is in step: the check keeps a stray entry from being claimed).
     local v = task and call('HMGET', key, ${L.claim} .. task, ${L.result} .. (m[3] or ''), ${L.result} .. task)
     local raw = v and v[1]
-    if m[1] == '0' and task and not v[3] and not is_live(parse_claim(raw), now_ms) then
+    local input, wake
+    if m[1] == '0' and task and not v[3] then
+      input = m[3] and v[2]
+      if not input then input = m[4] or '' end
+    elseif m[1] == '0' and not task then
+      -- No AtTask position: a wait, ready with its event pending or timed out (else out of step).
+      task, raw, input, wake = wait_pick(pre .. p.s .. ${L.tagEnd}, key, id)
+    end
+    if input and not is_live(parse_claim(raw), now_ms) then
       local floor = floors[p.s]
       if floor == nil then
         floor = floor_of(pre .. p.s .. ${L.tagEnd} .. ${L.floor})
@@ -101,9 +127,7 @@ for round = 1, 8 do
       if floor + 1 > tok then tok = floor + 1 end
       if tok > now_us then tok_s = fmt(tok) end
       call('HSET', key, ${L.claim} .. task, tok_s .. tail)
-      local input = m[3] and v[2]
-      if not input then input = m[4] or '' end
-      emit(id, task, p.score, m[5], input, tok_s, at_s, exp)
+      emit(id, task, p.score, m[5], input, tok_s, at_s, exp, wake)
       local lease = leases[p.s]
       if lease == nil then
         lease = {}
@@ -116,8 +140,7 @@ for round = 1, 8 do
     else
       -- Out of step with the index (only if keys were changed behind the scripts' back): it was
       -- popped; put it where it belongs (never back in the ready set: it was refused as not ready).
-      local base = pre .. p.s .. ${L.tagEnd}
-      reindex(base .. ${L.ready}, base .. ${L.leased}, key, id, now_ms)
+      reindex(pre .. p.s .. ${L.tagEnd}, key, id, now_ms)
     end
   end
 end

@@ -17,6 +17,6 @@ local c = parse_claim(raw)
 if own_retry(c, ARGV[5], ARGV[2], now_ms) then return { c.token, c.at, c.exp } end
 if is_live(c, now_ms) then return false end
 local tok, at, exp = new_claim(KEYS[1], ARGV[1], raw, floor_of(KEYS[2]), ARGV[2], ARGV[3], ARGV[5], now_ms, now_us)
-reindex(KEYS[3], KEYS[4], KEYS[1], ARGV[4], now_ms)
+reindex(base_of(KEYS[1], ARGV[4]), KEYS[1], ARGV[4], now_ms)
 return { tok, at, exp }
 `;

@@ -1,10 +1,16 @@
-import { BackendError, type Fence, failures, type PersistenceError } from "@sayiir/persistence-core";
+import {
+  BackendError,
+  type EventRef,
+  type Fence,
+  failures,
+  type PersistenceError,
+} from "@sayiir/persistence-core";
 
 /*
  * Result codes of the scripts, shared by the Lua side (LUA_CODES: a local per code) and the
  * TypeScript side (refusal: the core's failure for each code). A refusal is judged inside the
  * script, where it is atomic with the write; its wording is the core's, like every adapter's.
- * Completion answers one digit per item, so every code is a single digit.
+ * Completion answers one digit per item, so the codes it answers (0 to 3) are single digits.
  */
 export const Code = {
   ok: 0,
@@ -22,6 +28,14 @@ export const Code = {
   claimedByOther: 6,
   /** A finished workflow cannot go back to InProgress (Conflict). */
   cannotReopen: 7,
+  /** A paused workflow may only be written Paused or Cancelled (Conflict: resume it first). */
+  pausedCannotMove: 8,
+  /** The event to consume is not the oldest pending event of its name (Conflict). */
+  eventNotPending: 9,
+  /** Cancel, pause, resume: the instance changed since it was read; read it again (no failure). */
+  changed: 10,
+  /** sendEvent: the workflow is Completed, Failed or Cancelled (Conflict). */
+  eventsClosed: 11,
 } as const;
 
 export type CodeName = keyof typeof Code;
@@ -31,8 +45,8 @@ const luaName = (name: string): string => name.replace(/[A-Z]/g, (c) => `_${c}`)
 
 /**
  * The codes as Lua locals (`OK`, `FENCE_REJECTED`, ...), at the start of every script that answers
- * one. They are one-digit strings: completion concatenates them into its reply, and a number
- * would be formatted on every item.
+ * one. They are strings (one digit for those completion answers): completion concatenates them
+ * into its reply, and a number would be formatted on every item.
  */
 export const LUA_CODES = `
 local ${Object.keys(Code).map(luaName).join(", ")} = ${Object.values(Code)
@@ -40,11 +54,15 @@ local ${Object.keys(Code).map(luaName).join(", ")} = ${Object.values(Code)
   .join(", ")}
 `;
 
-/** What a code is about: the instance, and the task or the fence of the call. */
+/** What a code is about: the instance, and the task, fence, event or stored status of the call. */
 export interface CodeSubject {
   instanceId: string;
   taskId?: string;
   fence?: Pick<Fence, "taskId" | "token">;
+  /** The event a saveSnapshot consumes (eventNotPending). */
+  event?: EventRef;
+  /** The stored status a sendEvent was refused for (eventsClosed). */
+  status?: string;
 }
 
 /**
@@ -52,7 +70,7 @@ export interface CodeSubject {
  * not fit the call, is a BackendError: the script and this package do not agree.
  */
 export function refusal(code: number, on: CodeSubject): PersistenceError | null {
-  const { instanceId, taskId, fence } = on;
+  const { instanceId, taskId, fence, event, status } = on;
   switch (code) {
     case Code.ok:
       return null;
@@ -62,6 +80,14 @@ export function refusal(code: number, on: CodeSubject): PersistenceError | null 
       return failures.resultsFinal(instanceId);
     case Code.cannotReopen:
       return failures.cannotReopen(instanceId);
+    case Code.pausedCannotMove:
+      return failures.pausedCannotMove(instanceId);
+    case Code.eventNotPending:
+      if (event !== undefined) return failures.eventNotPending(instanceId, event);
+      break;
+    case Code.eventsClosed:
+      if (status !== undefined) return failures.eventsClosed(instanceId, status);
+      break;
     case Code.fenceRejected:
       if (fence !== undefined) return failures.fenceRejected(instanceId, fence);
       break;

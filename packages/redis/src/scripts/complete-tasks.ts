@@ -54,8 +54,7 @@ for k = 1, #items / 4 do
         end
         ids[#ids + 1] = id
       else
-        local base = pre .. s .. ${L.tagEnd}
-        reindex(base .. ${L.ready}, base .. ${L.leased}, key, id, now_ms)
+        reindex(pre .. s .. ${L.tagEnd}, key, id, now_ms)
       end
     end
   end

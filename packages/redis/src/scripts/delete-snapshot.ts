@@ -1,10 +1,11 @@
 import { L } from "../layout.js";
 import { PRELUDE } from "./lua.js";
 
-/** deleteSnapshot: the instance, its outputs and claims, out of every index. */
+/** deleteSnapshot: the instance, its outputs, claims and events, out of every index. */
 export const DELETE_SNAPSHOT = `--[[ deleteSnapshot
   KEYS[1] the instance hash   KEYS[2] the shard's ready set   KEYS[3] its ids set
-  KEYS[4] its token floor     KEYS[5] its lease set
+  KEYS[4] its token floor     KEYS[5] its lease set   KEYS[6] its timer set
+  KEYS[7] the instance's events hash   KEYS[8] the instance's event order
   ARGV[1] instance id
   The highest token of the instance (in its claims and tombstones) is kept in the shard's floor,
   so a re-created instance never issues a token that an old claim already holds.
@@ -27,9 +28,10 @@ for i = 1, #claims, 200 do
   end
 end
 call('SET', KEYS[4], fmt(hi))
-call('DEL', key)
+call('DEL', key, KEYS[7], KEYS[8])
 call('ZREM', KEYS[2], ARGV[1])
 call('ZREM', KEYS[3], ARGV[1])
 call('ZREM', KEYS[5], ARGV[1])
+call('ZREM', KEYS[6], ARGV[1])
 return OK
 `;

@@ -5,9 +5,10 @@ import { PRELUDE } from "./lua.js";
 export const EXTEND_CLAIM = `--[[ extendTaskClaim
   KEYS[1] the instance hash   KEYS[2] the shard's ready set   KEYS[3] its lease set
   ARGV[1] task id   ARGV[2] worker id   ARGV[3] duration ms   ARGV[4] instance id
-  A claim without ttl stays without ttl; an expired claim is never revived.
-  Returns {OK, token, claimedAt, expiresAt}, or {CLAIM_NOT_FOUND}, {CLAIMED_BY_OTHER} or
-  {CLAIM_EXPIRED}.
+  A claim without ttl stays without ttl; an expired claim (a claim revoked by cancelWorkflow
+  among them) is never revived.
+  Returns {OK, token, claimedAt, expiresAt, paused ('1' when the snapshot is Paused, else '0')},
+  or {CLAIM_NOT_FOUND}, {CLAIMED_BY_OTHER} or {CLAIM_EXPIRED}.
 ]]
 ${PRELUDE}
 local now_ms = clock()
@@ -18,7 +19,9 @@ if not is_live(c, now_ms) then return { CLAIM_EXPIRED } end
 if c.exp ~= '' then
   c.exp = fmt(now_ms + tonumber(ARGV[3]))
   call('HSET', KEYS[1], ${L.claim} .. ARGV[1], format_claim(c))
-  reindex(KEYS[2], KEYS[3], KEYS[1], ARGV[4], now_ms)
+  reindex(base_of(KEYS[1], ARGV[4]), KEYS[1], ARGV[4], now_ms)
 end
-return { OK, c.token, c.at, c.exp }
+local paused = '0'
+if call('HGET', KEYS[1], ${L.status}) == 'Paused' then paused = '1' end
+return { OK, c.token, c.at, c.exp, paused }
 `;

@@ -1,14 +1,20 @@
 import type { Cluster, Redis } from "ioredis";
+import { CANCEL_WORKFLOW } from "./cancel-workflow.js";
 import { CLAIM_NEXT } from "./claim-next.js";
 import { CLAIM_TASK } from "./claim-task.js";
 import { COMPLETE_TASKS } from "./complete-tasks.js";
 import { DELETE_SNAPSHOT } from "./delete-snapshot.js";
 import { EXTEND_CLAIM } from "./extend-claim.js";
+import { LOAD_EVENTS } from "./load-events.js";
+import { LOAD_HEADER } from "./load-header.js";
 import { LOAD_SNAPSHOT } from "./load-snapshot.js";
+import { PAUSE_WORKFLOW } from "./pause-workflow.js";
 import { PEEK } from "./peek.js";
 import { RELEASE_CLAIM } from "./release-claim.js";
+import { RESUME_WORKFLOW } from "./resume-workflow.js";
 import { SAVE_SNAPSHOT } from "./save-snapshot.js";
 import { SAVE_TASK_RESULT } from "./save-task-result.js";
+import { SEND_EVENT } from "./send-event.js";
 import { SHARD_INPUTS } from "./shard-inputs.js";
 import { STORE_RECORD } from "./store-record.js";
 
@@ -24,7 +30,9 @@ export { Code, type CodeName, type CodeSubject, refusal } from "./codes.js";
  *
  * An instance is one hash (see layout.ts): the snapshot fields, its task outputs ("r:" .. task)
  * and its claims ("c:" .. task), so finishing a task writes one hash, and neither claiming nor
- * finishing creates a key.
+ * finishing creates a key. Its pending events are two keys of their own (payloads, order).
+ * Re-indexing an instance (the PRELUDE's place) may also touch its shard's timer set and read
+ * its event order: keys built from the shard's base inside Lua, in the same slot.
  *
  * The hot path (claim-next, completion) is written for few Redis commands per task: the Redis
  * thread shares the machine with the workers, and each redis.call costs about as much as a small
@@ -33,10 +41,10 @@ export { Code, type CodeName, type CodeSubject, refusal } from "./codes.js";
 
 /** Each script by the operation it serves: its key count and its Lua (which opens with its KEYS, ARGV and reply). */
 export const SCRIPTS = {
-  saveSnapshot: { numberOfKeys: 4, lua: SAVE_SNAPSHOT },
+  saveSnapshot: { numberOfKeys: 7, lua: SAVE_SNAPSHOT },
   saveTaskResult: { numberOfKeys: 3, lua: SAVE_TASK_RESULT },
   loadSnapshot: { numberOfKeys: 1, lua: LOAD_SNAPSHOT },
-  deleteSnapshot: { numberOfKeys: 5, lua: DELETE_SNAPSHOT },
+  deleteSnapshot: { numberOfKeys: 8, lua: DELETE_SNAPSHOT },
   claimTask: { numberOfKeys: 4, lua: CLAIM_TASK },
   releaseClaim: { numberOfKeys: 3, lua: RELEASE_CLAIM },
   extendClaim: { numberOfKeys: 3, lua: EXTEND_CLAIM },
@@ -45,6 +53,12 @@ export const SCRIPTS = {
   shardInputs: { numberOfKeys: 1, lua: SHARD_INPUTS },
   completeTasks: { numberOfKeys: 1, lua: COMPLETE_TASKS },
   storeRecord: { numberOfKeys: 1, lua: STORE_RECORD },
+  loadHeader: { numberOfKeys: 1, lua: LOAD_HEADER },
+  cancelWorkflow: { numberOfKeys: 6, lua: CANCEL_WORKFLOW },
+  pauseWorkflow: { numberOfKeys: 4, lua: PAUSE_WORKFLOW },
+  resumeWorkflow: { numberOfKeys: 5, lua: RESUME_WORKFLOW },
+  sendEvent: { numberOfKeys: 7, lua: SEND_EVENT },
+  loadEvents: { numberOfKeys: 3, lua: LOAD_EVENTS },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -8,7 +8,9 @@ export const PEEK = `--[[ peek (findAvailableTasks; a cluster's claim-next candi
   Mode '0': the oldest entries of the ready sets as they are, flat {id, score, ...} (the
   candidates of a cluster's claim-next, whose claim scripts check each task themselves).
   Mode '1': checked tasks, flat {id, taskId, score, ...}.
-  Mode '2': checked tasks with their inputs, flat {id, taskId, score, definitionHash, input, ...}.
+  Mode '2': checked tasks with their inputs, flat {id, taskId, score, definitionHash, input,
+  wake, ...}; wake: '' (no wait), 't' (a wait that timed out) or "<seq><event name>" (a wait
+  with the event it carries, whose payload is the input).
   Oldest first. A checked entry found out of step with its instance (it cannot happen while every
   write goes through these scripts) is re-indexed and replaced.
 ]]
@@ -27,13 +29,14 @@ for round = 1, 8 do
   out = {}
   local bad = {}
   for _, p in ipairs(oldest(pre, shards, limit, now_ms)) do
-    local key = shard_base(pre, p.s) .. ${L.instance} .. p.id
-    local task = ready_task(key)
+    local base = shard_base(pre, p.s)
+    local key = base .. ${L.instance} .. p.id
+    local task, _, waiting, member = readiness(base, key, p.id, now_ms)
     if task and not is_live(parse_claim(call('HGET', key, ${L.claim} .. task)), now_ms) then
       out[#out + 1] = p.id; out[#out + 1] = task; out[#out + 1] = p.score
       if mode == '2' then
-        local input, def = task_input(key)
-        out[#out + 1] = def; out[#out + 1] = input
+        local input, def, wake = offer(base, key, p.id, waiting, member)
+        out[#out + 1] = def; out[#out + 1] = input; out[#out + 1] = wake
       end
     else
       bad[#bad + 1] = p
@@ -43,7 +46,7 @@ for round = 1, 8 do
   -- Not ready after all: re-indexing takes it out of the ready set, and the walk runs again.
   for _, p in ipairs(bad) do
     local base = shard_base(pre, p.s)
-    reindex(base .. ${L.ready}, base .. ${L.leased}, base .. ${L.instance} .. p.id, p.id, now_ms)
+    reindex(base, base .. ${L.instance} .. p.id, p.id, now_ms)
   end
 end
 return out

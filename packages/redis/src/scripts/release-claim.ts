@@ -13,6 +13,6 @@ local c = parse_claim(call('HGET', KEYS[1], ${L.claim} .. ARGV[1]))
 if not c then return CLAIM_NOT_FOUND end
 if c.worker ~= ARGV[2] then return CLAIMED_BY_OTHER end
 call('HSET', KEYS[1], ${L.claim} .. ARGV[1], c.token)
-reindex(KEYS[2], KEYS[3], KEYS[1], ARGV[3], clock())
+reindex(base_of(KEYS[1], ARGV[3]), KEYS[1], ARGV[3], clock())
 return OK
 `;

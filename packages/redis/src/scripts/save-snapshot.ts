@@ -1,45 +1,87 @@
 import { L } from "../layout.js";
 import { PRELUDE } from "./lua.js";
 
-/** saveSnapshot: the snapshot's fields and outputs, replaced in one step. */
+/** saveSnapshot: the snapshot's fields and outputs, replaced in one step (consuming an event if asked). */
 export const SAVE_SNAPSHOT = `--[[ saveSnapshot
   KEYS[1] the instance hash   KEYS[2] the shard's ready set   KEYS[3] its ids set
-  KEYS[4] its lease set
+  KEYS[4] its lease set       KEYS[5] its timer set   KEYS[6] the instance's events hash
+  KEYS[7] the instance's event order
   ARGV[1] instance id         ARGV[2] header (toStoredSnapshot's: no outputs, no initial input)
   ARGV[3] finished ('1'/'0')  ARGV[4] definitionHash
   ARGV[5] position task id ('' = none)  ARGV[6] lastCompletedTaskId ('' = none)
   ARGV[7] ready task id ('' = none)     ARGV[8] updatedAt
   ARGV[9] has an initial input ('1'/'0')  ARGV[10] initial input
   ARGV[11] fence task id      ARGV[12] fence token ('' = no fence)
-  ARGV[13..] ("r:" .. task id, output) pairs
-  Replaces every field of the snapshot and every output; the claims stay.
-  Returns OK, FENCE_REJECTED (the fence is not the live claim) or CANNOT_REOPEN (a finished
-  workflow would go back to InProgress), checked in that order.
+  ARGV[13] status             ARGV[14] the position's task ('' = none; cancel/pause/resume read it)
+  ARGV[15] awaited event ('' = not awaiting)   ARGV[16] awaited task   ARGV[17] timeoutAt ('' = none)
+  ARGV[18] name of the event consumed ('' = none)   ARGV[19] its sequence
+  ARGV[20] request id (hex, one per call; with an event consumed)
+  ARGV[21..] ("r:" .. task id, output) pairs
+  Replaces every field of the snapshot and every output; the claims stay. The consumed event is
+  deleted with the write, which records "sequence|request id" (so a second run of the same call,
+  its first reply lost, answers OK instead of EVENT_NOT_PENDING); a finished write (Completed,
+  Failed, Cancelled) drops every pending event. Index: the ready task in the ready (or lease) set; a wait in the ready set when an
+  event of its name is pending or its timeout has passed, else in the timer set when it has a
+  timeout; anything else (paused, finished) in no set.
+  Returns OK, FENCE_REJECTED (the fence is not the live claim), CANNOT_REOPEN (a finished
+  workflow would go back to InProgress), PAUSED_CANNOT_MOVE (a paused one would become anything
+  but Paused or Cancelled) or EVENT_NOT_PENDING (the event is not the oldest pending of its
+  name), checked in that order.
 ]]
 ${PRELUDE}
 local now_ms = clock()
-local key = KEYS[1]
+local key, id = KEYS[1], ARGV[1]
 if not fence_ok(key, ARGV[11], ARGV[12], now_ms) then return FENCE_REJECTED end
-if ARGV[3] == '0' and call('HGET', key, ${L.finished}) == '1' then return CANNOT_REOPEN end
+local m = call('HMGET', key, ${L.finished}, ${L.status}, ${L.timeoutAt})
+if ARGV[3] == '0' and m[1] == '1' then return CANNOT_REOPEN end
+if m[2] == 'Paused' and ARGV[13] ~= 'Paused' and ARGV[13] ~= 'Cancelled' then return PAUSED_CANNOT_MOVE end
+local base = base_of(key, id)
+local consumed
+if ARGV[18] ~= '' then
+  consumed = oldest_event(base, id, ARGV[18])
+  if not consumed or tonumber(member_seq(consumed, ARGV[18])) ~= tonumber(ARGV[19]) then
+    if call('HGET', key, ${L.consumed}) == ARGV[19] .. '|' .. ARGV[20] then return OK end
+    return EVENT_NOT_PENDING
+  end
+end
 local old = {}
 for _, field in ipairs(call('HKEYS', key)) do
   if string.sub(field, 1, ${L.claimLength}) ~= ${L.claim} then old[#old + 1] = field end
 end
 call_chunked('HDEL', key, old)
-local fields = { ${L.header}, ARGV[2], ${L.finished}, ARGV[3], ${L.definitionHash}, ARGV[4], ${L.updatedAt}, ARGV[8] }
-if ARGV[5] ~= '' then fields[#fields + 1] = ${L.positionTaskId}; fields[#fields + 1] = ARGV[5] end
-if ARGV[6] ~= '' then fields[#fields + 1] = ${L.lastCompletedTaskId}; fields[#fields + 1] = ARGV[6] end
+local fields = { ${L.header}, ARGV[2], ${L.finished}, ARGV[3], ${L.definitionHash}, ARGV[4], ${L.updatedAt}, ARGV[8], ${L.status}, ARGV[13] }
+local optional = { ${L.positionTaskId}, ARGV[5], ${L.lastCompletedTaskId}, ARGV[6], ${L.positionTask}, ARGV[14],
+  ${L.awaitedEvent}, ARGV[15], ${L.awaitedTask}, ARGV[16], ${L.timeoutAt}, ARGV[17] }
+for i = 1, #optional, 2 do
+  if optional[i + 1] ~= '' then fields[#fields + 1] = optional[i]; fields[#fields + 1] = optional[i + 1] end
+end
 if ARGV[9] == '1' then fields[#fields + 1] = ${L.initialInput}; fields[#fields + 1] = ARGV[10] end
+if consumed then fields[#fields + 1] = ${L.consumed}; fields[#fields + 1] = ARGV[19] .. '|' .. ARGV[20] end
 call('HSET', key, unpack(fields))
 local n = #ARGV
-for i = 13, n, 200 do
+for i = 21, n, 200 do
   local last = i + 199
   if last > n then last = n end
   call('HSET', key, unpack(ARGV, i, last))
 end
-call('ZADD', KEYS[3], 0, ARGV[1])
-local ready = ARGV[7]
-if ready == '' then ready = nil end
-place(KEYS[2], KEYS[4], key, ARGV[1], ready, now_ms)
+call('ZADD', KEYS[3], 0, id)
+if ARGV[3] == '1' then
+  drop_events(base, id)
+elseif consumed then
+  call('ZREM', KEYS[7], consumed)
+  call('HDEL', KEYS[6], member_seq(consumed, ARGV[18]))
+end
+if ARGV[7] ~= '' then
+  place(base, key, id, ARGV[7], ARGV[8], false, now_ms)
+elseif ARGV[15] ~= '' then
+  local timeout = ARGV[17]
+  if timeout == '' then timeout = nil end
+  local task, score = wait_readiness(base, key, id, ARGV[15], ARGV[16], timeout, ARGV[8], now_ms)
+  place(base, key, id, task, score, true, now_ms)
+else
+  place(base, key, id, nil, nil, false, now_ms)
+end
+-- It was a wait with a timeout (so maybe in the timer set) and is none now.
+if m[3] and ARGV[15] == '' then call('ZREM', KEYS[5], id) end
 return OK
 `;

@@ -7,6 +7,7 @@ export const SAVE_TASK_RESULT = `--[[ saveTaskResult
   ARGV[1] instance id   ARGV[2] task id   ARGV[3] output
   ARGV[4] fence task id   ARGV[5] fence token ('' = no fence)
   Writes the output, lastCompletedTaskId = task id, updatedAt = max(stored, now); re-indexes.
+  A paused workflow takes results (it is not finished); a cancelled one refuses them.
   Returns OK, SNAPSHOT_NOT_FOUND, FENCE_REJECTED or RESULTS_FINAL, checked in that order.
 ]]
 ${PRELUDE}
@@ -19,6 +20,6 @@ if m[1] == '1' then return RESULTS_FINAL end
 local u = tonumber(m[2])
 if now_ms > u then u = now_ms end
 call('HSET', key, ${L.result} .. ARGV[2], ARGV[3], ${L.lastCompletedTaskId}, ARGV[2], ${L.updatedAt}, fmt(u))
-reindex(KEYS[2], KEYS[3], key, ARGV[1], now_ms)
+reindex(base_of(key, ARGV[1]), key, ARGV[1], now_ms)
 return OK
 `;

@@ -5,7 +5,8 @@ import { PRELUDE } from "./lua.js";
 export const SHARD_INPUTS = `--[[ shardInputs (findAvailableTasks on a cluster, after the peeks)
   KEYS[1] the shard's ready set (routing only)
   ARGV[1] the shard's base "{P:K}:"   ARGV[2..] instance ids
-  Returns, for each id still ready and unclaimed, flat {id, taskId, definitionHash, input, ...}.
+  Returns, for each id still ready and unclaimed, flat {id, taskId, definitionHash, input, wake,
+  ...} (wake as in peek).
 ]]
 ${PRELUDE}
 local now_ms = clock()
@@ -14,10 +15,10 @@ local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local key = base .. ${L.instance} .. id
-  local task = ready_task(key)
+  local task, _, waiting, member = readiness(base, key, id, now_ms)
   if task and not is_live(parse_claim(call('HGET', key, ${L.claim} .. task)), now_ms) then
-    local input, def = task_input(key)
-    for _, v in ipairs({ id, task, def, input }) do out[#out + 1] = v end
+    local input, def, wake = offer(base, key, id, waiting, member)
+    for _, v in ipairs({ id, task, def, input, wake }) do out[#out + 1] = v end
   end
 end
 return out

@@ -1,0 +1,46 @@
+import { L } from "../layout.js";
+import { CONTROL, PRELUDE } from "./lua.js";
+
+/** cancelWorkflow: Cancelled, every claim revoked, out of every index, events dropped. */
+export const CANCEL_WORKFLOW = `--[[ cancelWorkflow
+  KEYS[1] the instance hash   KEYS[2] the shard's ready set   KEYS[3] its lease set
+  KEYS[4] its timer set       KEYS[5] the instance's events hash   KEYS[6] its event order
+  ARGV: see CONTROL (lua.ts); the new header is the kit's transitionHeader("cancel").
+  Applies the new header when the instance is as read, then revokes every claim of the
+  instance: a live claim's expiry becomes Redis's now (the record, its holder and its token
+  stay, so later tokens keep growing, the holder's fenced writes and extends fail, and the
+  holder may still release it). Deletes the position and lastCompletedTaskId fields, takes the
+  instance out of the ready, lease and timer sets and drops its pending events.
+  Returns OK, SNAPSHOT_NOT_FOUND or CHANGED (read again).
+]]
+${PRELUDE}${CONTROL}
+local state = as_read()
+if state then return state end
+local now_ms = clock()
+local claims = {}
+for _, field in ipairs(call('HKEYS', key)) do
+  if string.sub(field, 1, ${L.claimLength}) == ${L.claim} then claims[#claims + 1] = field end
+end
+local now_s = fmt(now_ms)
+for i = 1, #claims, 200 do
+  local last = i + 199
+  if last > #claims then last = #claims end
+  local values = call('HMGET', key, unpack(claims, i, last))
+  local revoked = {}
+  for j = 1, last - i + 1 do
+    local c = parse_claim(values[j])
+    if is_live(c, now_ms) then
+      c.exp = now_s
+      revoked[#revoked + 1] = claims[i + j - 1]; revoked[#revoked + 1] = format_claim(c)
+    end
+  end
+  if #revoked > 0 then call('HSET', key, unpack(revoked)) end
+end
+apply()
+call('HDEL', key, ${L.positionTask}, ${L.lastCompletedTaskId})
+call('ZREM', KEYS[2], id)
+call('ZREM', KEYS[3], id)
+call('ZREM', KEYS[4], id)
+call('DEL', KEYS[5], KEYS[6])
+return OK
+`;
