@@ -17,7 +17,8 @@ import {
  * the header refers to them by index into the blob section, where each blob is a u32 BE
  * length followed by its bytes. Bumping FORMAT_VERSION is how a future layout is told apart.
  * Version 2 added the Paused and Cancelled states and the AwaitingEvent position; version 1
- * records, which cannot hold them, still decode.
+ * records, which cannot hold them, still decode. A snapshot that uses none of them is still
+ * written as version 1, so workers of the previous release keep reading it during an upgrade.
  */
 export const FORMAT_VERSION = 2;
 /** Versions this release reads: 1 (no control states, no event waits) and 2. */
@@ -57,6 +58,13 @@ interface Header {
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Does the snapshot use what only version 2 can hold (Paused, Cancelled, AwaitingEvent)? */
+function needsVersion2(snapshot: WorkflowSnapshot): boolean {
+  const state = snapshot.state;
+  if (state.kind === "Paused" || state.kind === "Cancelled") return true;
+  return state.kind === "InProgress" && state.position.kind === "AwaitingEvent";
+}
 
 function encode(snapshot: WorkflowSnapshot, includeTasks: boolean): Uint8Array {
   const blobs: Uint8Array[] = [];
@@ -110,7 +118,7 @@ function encode(snapshot: WorkflowSnapshot, includeTasks: boolean): Uint8Array {
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   out.set(MAGIC, 0);
-  out[3] = FORMAT_VERSION;
+  out[3] = needsVersion2(snapshot) ? FORMAT_VERSION : 1;
   view.setUint32(4, json.byteLength);
   out.set(json, PREFIX_LENGTH);
   let offset = PREFIX_LENGTH + json.byteLength;

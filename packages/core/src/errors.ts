@@ -123,6 +123,12 @@ export const failures = {
     new ConflictError(`workflow ${q(instanceId)} is finished; it cannot go back to InProgress`),
   resultsFinal: (instanceId: string) =>
     new ConflictError(`workflow ${q(instanceId)} is finished; its task results are final`),
+  claimRevoked: (instanceId: string, taskId: string) =>
+    new ClaimLostError(`workflow ${q(instanceId)} is cancelled; the claim on task ${q(taskId)} is revoked`),
+  cancelledIsFinal: (instanceId: string) =>
+    new ConflictError(
+      `workflow ${q(instanceId)} is cancelled; only a Cancelled snapshot may be written over it`,
+    ),
   notCancellable: (instanceId: string, state: string) =>
     new ConflictError(
       `workflow ${q(instanceId)} is ${state}; only an InProgress or Paused workflow can be cancelled`,

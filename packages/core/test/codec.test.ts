@@ -159,3 +159,18 @@ describe("snapshot codec, version 2: control states and event waits", () => {
     }
   });
 });
+
+describe("snapshot codec: the version written", () => {
+  it("writes version 1 unless the snapshot needs version 2, so older readers keep reading it", () => {
+    expect(encodeSnapshot(sample())[3]).toBe(1);
+    expect(encodeSnapshotHeader(markCompleted(sample(), all256))[3]).toBe(1);
+    expect(encodeSnapshot(markPaused(sample(), {}, 5))[3]).toBe(2);
+    expect(encodeSnapshot(markCancelled(sample(), {}, 5))[3]).toBe(2);
+    const waiting = updatePosition(
+      sample(),
+      { kind: "AwaitingEvent", eventName: "e", nextTaskId: "c", timeoutAt: null },
+      5,
+    );
+    expect(encodeSnapshotHeader(waiting)[3]).toBe(2);
+  });
+});

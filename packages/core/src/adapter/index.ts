@@ -13,6 +13,7 @@ export {
   extendRefusal,
   fenceHolds,
   type HeldClaimView,
+  REVOKED_EXPIRY,
   releaseRefusal,
   resultRefusal,
   type StoredClaimView,

@@ -17,6 +17,8 @@ export interface WriteView {
   found: boolean;
   /** The stored snapshot is Completed, Failed or Cancelled. */
   finished: boolean;
+  /** The stored snapshot is Cancelled (only saveSnapshot asks: a cancel is final). */
+  cancelled?: boolean;
   /** The stored snapshot is Paused (only saveSnapshot asks). */
   paused?: boolean;
   /** The stored claim on the fence's task (only read when there is a fence). */
@@ -47,8 +49,10 @@ export function resultRefusal(
 /**
  * Why a snapshot may not be written (saveSnapshot): a fence that is not the live claim
  * (ClaimLost); then a finished stored workflow that the write would reopen (Conflict); then a
- * paused stored workflow that the write would move on, i.e. anything but Paused or Cancelled
- * (Conflict: resume it first). A missing snapshot is no refusal: saveSnapshot creates it.
+ * cancelled stored workflow overwritten by anything but Cancelled (Conflict: a cancel is final,
+ * even against a late Completed or Failed); then a paused stored workflow that the write would
+ * move on, i.e. anything but Paused or Cancelled (Conflict: resume it first). A missing snapshot
+ * is no refusal: saveSnapshot creates it.
  */
 export function snapshotRefusal(
   instanceId: string,
@@ -62,6 +66,7 @@ export function snapshotRefusal(
   if (!view.found) return null;
   const writesFinished = writes === "Completed" || writes === "Failed" || writes === "Cancelled";
   if (view.finished && !writesFinished) return failures.cannotReopen(instanceId);
+  if (view.cancelled === true && writes !== "Cancelled") return failures.cancelledIsFinal(instanceId);
   if (view.paused === true && writes !== "Paused" && writes !== "Cancelled") {
     return failures.pausedCannotMove(instanceId);
   }
@@ -129,8 +134,10 @@ export function releaseRefusal(
 }
 
 /**
- * Why `workerId` may not extend this claim: as for a release, and an expired claim is never
- * revived (ClaimLost).
+ * Why `workerId` may not extend this claim: as for a release; an expired claim is never revived
+ * (ClaimLost); and the heartbeat of a claim on a cancelled workflow fails (ClaimLost), whether
+ * cancelWorkflow revoked it or it was taken after the cancel. `status`: the stored state of the
+ * instance, read in the same step (undefined when missing).
  */
 export function extendRefusal(
   instanceId: string,
@@ -138,12 +145,21 @@ export function extendRefusal(
   claim: HeldClaimView,
   workerId: string,
   now: number,
+  status?: StoredStatus,
 ): PersistenceError | null {
   const refusal = releaseRefusal(instanceId, taskId, claim, workerId);
   if (refusal !== null) return refusal;
   if (claim !== undefined && !isClaimLive(claim, now)) return failures.claimExpired(instanceId, taskId);
+  if (status === "Cancelled") return failures.claimRevoked(instanceId, taskId);
   return null;
 }
+
+/**
+ * The expiry a revoked claim gets: the epoch. The record and its token stay (later claims get
+ * larger tokens, the holder may release it), and no clock, however far it steps back or however
+ * large a skew budget, ever judges it live again.
+ */
+export const REVOKED_EXPIRY = 0;
 
 /** releaseRefusal in throwing form: for adapters that check the holder in JavaScript. */
 export function assertClaimHolder(

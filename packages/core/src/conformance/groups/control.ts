@@ -71,6 +71,57 @@ export function controlGroup(options: ConformanceOptions): void {
       expect(again.token).toBeGreaterThan(running.token);
     });
 
+    it("a revoked claim stays a record: its holder may release it, and it never comes back to life", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1"));
+      await claimOrFail(backend, id, "t1", "worker-1", 60_000);
+      await backend.cancelWorkflow(id);
+      // A deleted claim would answer NotFound; a revoked one is the holder's to release.
+      await backend.releaseTaskClaim(id, "t1", "worker-1");
+      await expectCode(backend.releaseTaskClaim(id, "t1", "worker-1"), ErrorCode.NotFound);
+    });
+
+    it("a cancel is final: no later write but a Cancelled one, and no heartbeat, even on a claim taken after it", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1", { completed: { t0: text("zero") } }));
+      await backend.cancelWorkflow(id, { reason: "stop" });
+      // claimTask does not look at the snapshot, so a claim can still be taken; it fences nothing.
+      const late = await claimOrFail(backend, id, "t1", "worker-2", 60_000);
+      await expectCode(backend.extendTaskClaim(id, "t1", "worker-2", 60_000), ErrorCode.ClaimLost);
+      const done = finished(id, { kind: "Completed", finalOutput: text("late") });
+      await expectCode(backend.saveSnapshot(done, { claim: late }), ErrorCode.Conflict);
+      await expectCode(
+        backend.saveSnapshot(finished(id, { kind: "Failed", error: "late" })),
+        ErrorCode.Conflict,
+      );
+      expect((await backend.loadSnapshot(id)).state).toMatchObject({ kind: "Cancelled", reason: "stop" });
+      // A Cancelled snapshot written with saveSnapshot is final too, and its claims' heartbeats fail.
+      const other = uid();
+      await backend.saveSnapshot(atTask(other, "t1"));
+      await claimOrFail(backend, other, "t1", "worker-3", 60_000);
+      const cancelled = await backend.loadSnapshot(id);
+      await backend.saveSnapshot({ ...cancelled, instanceId: other });
+      await expectCode(backend.extendTaskClaim(other, "t1", "worker-3", 60_000), ErrorCode.ClaimLost);
+      await expectCode(backend.saveSnapshot(atTask(other, "t1")), ErrorCode.Conflict);
+    });
+
+    it("pause and resume set updatedAt to the store's now", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1_700_000_000_000 }));
+      const before = Date.now();
+      await backend.pauseWorkflow(id);
+      const paused = await backend.loadSnapshot(id);
+      expect(paused.updatedAt).toBeGreaterThanOrEqual(before - 2_000);
+      expect(paused.updatedAt).toBeLessThanOrEqual(Date.now() + 2_000);
+      await backend.resumeWorkflow(id);
+      const resumed = await backend.loadSnapshot(id);
+      expect(resumed.updatedAt).toBeGreaterThanOrEqual(paused.updatedAt);
+      expect(resumed.updatedAt).toBeLessThanOrEqual(Date.now() + 2_000);
+    });
+
     it("cancel: missing is NotFound; Completed, Failed or Cancelled is Conflict; Paused can be cancelled", async () => {
       const { backend } = await useSubject(options);
       await expectCode(backend.cancelWorkflow(uid("missing")), ErrorCode.NotFound);

@@ -201,6 +201,71 @@ export function eventsGroup(options: ConformanceOptions): void {
       expect(await findTask(backend, never)).toBeUndefined();
     });
 
+    it("a timed-out task that is claimed is not handed out again while the claim lives, and is after it expires", async () => {
+      const { backend, connect } = await useSubject(options);
+      const other = await connect();
+      const id = uid();
+      await backend.saveSnapshot(awaiting(id, "approval", "t1", { timeoutAt: 1_000 }));
+      const [first] = await backend.claimAvailableTasks("worker-1", 10, 300);
+      expect(first).toMatchObject({ instanceId: id, taskId: "t1", timedOut: true });
+      expect(await findTask(other, id)).toBeUndefined();
+      expect(
+        (await other.claimAvailableTasks("worker-2", 10, 60_000)).map((t) => t.instanceId),
+      ).not.toContain(id);
+      await sleep(300 + expirySlackMs(backend) + 100);
+      const again = await eventually("the expired claim's task to be offered again", async () => {
+        const [t] = await other.claimAvailableTasks("worker-2", 10, 60_000);
+        return t;
+      });
+      expect(again).toMatchObject({ instanceId: id, taskId: "t1", timedOut: true });
+      expect(again.claim.token).toBeGreaterThan(first?.claim.token ?? Number.POSITIVE_INFINITY);
+    });
+
+    it("a timed wait leaves discovery while paused or cancelled, and comes back on resume", async () => {
+      const { backend } = await useSubject(options);
+      const paused = uid();
+      const cancelled = uid();
+      for (const id of [paused, cancelled])
+        await backend.saveSnapshot(awaiting(id, "e", "t1", { timeoutAt: 1_000 }));
+      await backend.pauseWorkflow(paused);
+      await backend.cancelWorkflow(cancelled);
+      expect(await findTask(backend, paused)).toBeUndefined();
+      expect(await findTask(backend, cancelled)).toBeUndefined();
+      await backend.resumeWorkflow(paused);
+      expect(await findTask(backend, paused)).toMatchObject({ taskId: "t1", timedOut: true });
+    });
+
+    it("waits are served in key order with other ready tasks: by updatedAt when an event is pending, by timeoutAt when timed out", async () => {
+      const { backend } = await useSubject(options);
+      const T0 = 1_700_000_000_000;
+      const p = uid("order");
+      const byEvent = `${p}-a`;
+      const byTimeout = `${p}-b`;
+      const atTaskId = `${p}-c`;
+      await backend.saveSnapshot(awaiting(byEvent, "e", "t1", { updatedAt: T0 + 10 }));
+      await backend.sendEvent(byEvent, "e", text("x"));
+      await backend.saveSnapshot(awaiting(byTimeout, "e", "t1", { updatedAt: T0 + 1, timeoutAt: T0 + 5 }));
+      await backend.saveSnapshot(atTask(atTaskId, "t1", { updatedAt: T0 + 7 }));
+      const found = (await backend.findAvailableTasks("observer", 100)).filter((t) =>
+        t.instanceId.startsWith(p),
+      );
+      expect(found.map((t) => t.instanceId)).toEqual([byTimeout, atTaskId, byEvent]);
+    });
+
+    it("a terminal saveSnapshot drops the pending events", async () => {
+      const { backend } = await useSubject(options);
+      for (const state of [
+        { kind: "Completed" as const, finalOutput: text("x") },
+        { kind: "Failed" as const, error: "boom" },
+      ]) {
+        const id = uid();
+        await backend.saveSnapshot(awaiting(id, "e", "t1"));
+        await backend.sendEvent(id, "other", text("never consumed"));
+        await backend.saveSnapshot(finished(id, state));
+        expect(await backend.loadPendingEvents(id)).toEqual([]);
+      }
+    });
+
     it("a pending event wins over a passed timeout", async () => {
       const { backend } = await useSubject(options);
       const id = uid();
