@@ -28,6 +28,7 @@ import {
   controlRefusal,
   extendRefusal,
   fromStoredParts,
+  REVOKED_EXPIRY,
   releaseRefusal,
   resultRefusal,
   type StoredSnapshot,
@@ -83,6 +84,7 @@ export class InMemoryBackend extends BaseBackend {
     return {
       found: stored !== undefined,
       finished: stored?.finished ?? false,
+      cancelled: stored?.status === "Cancelled",
       paused: stored?.status === "Paused",
       claim: fence === undefined ? undefined : this.store.claim(instanceId, fence.taskId),
       now: this.#now(),
@@ -127,8 +129,9 @@ export class InMemoryBackend extends BaseBackend {
   }
 
   /**
-   * The fence, then the state (snapshotRefusal), then the event it consumes (consumeRefusal): the
-   * oldest pending event of its name, removed with the write. All or nothing.
+   * The fence, then the state (snapshotRefusal: no reopening, a cancel is final, a paused
+   * workflow does not move), then the event it consumes (consumeRefusal): the oldest pending
+   * event of its name, removed with the write. All or nothing.
    */
   protected async doSaveSnapshot(
     snapshot: WorkflowSnapshot,
@@ -251,7 +254,11 @@ export class InMemoryBackend extends BaseBackend {
     this.store.deleteClaim(instanceId, taskId);
   }
 
-  /** Renews the claim and says, from the same step, whether its workflow is paused. */
+  /**
+   * Renews the claim and says, from the same step, whether its workflow is paused. On a cancelled
+   * workflow the heartbeat fails (ClaimLost), whether cancelWorkflow revoked the claim or it was
+   * taken after the cancel, or the Cancelled snapshot came from saveSnapshot.
+   */
   protected async doExtendTaskClaim(
     instanceId: string,
     taskId: string,
@@ -260,12 +267,12 @@ export class InMemoryBackend extends BaseBackend {
   ): Promise<RenewedClaim> {
     const claim = this.store.claim(instanceId, taskId);
     const now = this.#now();
-    const refusal = extendRefusal(instanceId, taskId, claim, workerId, now);
+    const status = this.store.instances.get(instanceId)?.status;
+    const refusal = extendRefusal(instanceId, taskId, claim, workerId, now, status);
     if (refusal !== null) throw refusal;
     const held = claim as TaskClaim;
     if (held.expiresAt !== null) held.expiresAt = now + durationMs;
-    const workflowPaused = this.store.instances.get(instanceId)?.status === "Paused";
-    return { ...held, workflowPaused };
+    return { ...held, workflowPaused: status === "Paused" };
   }
 
   protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
@@ -297,18 +304,18 @@ export class InMemoryBackend extends BaseBackend {
    */
   protected async doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
     const stored = this.#controlled("cancel", instanceId);
-    const now = this.#now();
-    this.#put(toStoredSnapshot(markCancelled(this.#snapshot(instanceId, stored), request, now)));
-    this.#revokeClaims(instanceId, now);
+    this.#put(toStoredSnapshot(markCancelled(this.#snapshot(instanceId, stored), request, this.#now())));
+    this.#revokeClaims(instanceId);
   }
 
   /**
-   * Revoking a claim expires it now: the record and its token stay, so later claims get larger
-   * tokens, its holder's extend and fenced writes get ClaimLost, and the holder may still release it.
+   * Revoking a claim sets its expiry to the epoch (REVOKED_EXPIRY), so no clock stepping back can
+   * make it live again: the record and its token stay, so later claims get larger tokens, its
+   * holder's extend and fenced writes get ClaimLost, and the holder may still release it.
    */
-  #revokeClaims(instanceId: string, now: number): void {
+  #revokeClaims(instanceId: string): void {
     for (const claim of this.store.claims.get(instanceId)?.values() ?? []) {
-      if (isClaimLive(claim, now)) claim.expiresAt = now;
+      claim.expiresAt = REVOKED_EXPIRY;
     }
   }
 

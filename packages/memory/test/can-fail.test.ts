@@ -36,6 +36,29 @@ const CAUGHT_BY: Record<string, string[]> = {
   "newest event first": [
     "events > the fenced write past the wait consumes its event exactly once; events of one name go in order",
   ],
+  "cancel deletes claims": [
+    "control > a revoked claim stays a record: its holder may release it, and it never comes back to life",
+  ],
+  "cancel not final": [
+    "control > a cancel is final: no later write but a Cancelled one, and no heartbeat, even on a claim taken after it",
+  ],
+  "heartbeat ignores cancel": [
+    "control > a cancel is final: no later write but a Cancelled one, and no heartbeat, even on a claim taken after it",
+  ],
+  "control keeps updatedAt": ["control > pause and resume set updatedAt to the store's now"],
+  "timed-out claims not kept": [
+    "events > a timed-out task that is claimed is not handed out again while the claim lives, and is after it expires",
+  ],
+  "timer survives pause and cancel": [
+    "events > a timed wait leaves discovery while paused or cancelled, and comes back on resume",
+  ],
+  "resume forgets the timer": [
+    "events > a timed wait leaves discovery while paused or cancelled, and comes back on resume",
+  ],
+  "timers after ready": [
+    "events > waits are served in key order with other ready tasks: by updatedAt when an event is pending, by timeoutAt when timed out",
+  ],
+  "terminal save keeps events": ["events > a terminal saveSnapshot drops the pending events"],
 };
 
 interface JsonReport {

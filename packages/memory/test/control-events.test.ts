@@ -1,3 +1,5 @@
+import { isClaimLive, type TaskClaim } from "@sayiir/persistence-core";
+import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import { atTask, awaiting, claimOrFail, text } from "@sayiir/persistence-core/conformance";
 import { describe, expect, it } from "vitest";
 import { InMemoryBackend, MemoryStore } from "../src/index.js";
@@ -89,7 +91,7 @@ describe("memory: the ready index and the timer index", () => {
 });
 
 describe("memory: control and event records", () => {
-  it("cancel expires every live claim now, keeping its record and token; results stay", async () => {
+  it("cancel expires every claim at the epoch, keeping its record and token; results stay", async () => {
     const { clock, backend, store } = manualClock();
     await backend.saveSnapshot(atTask("c", "t1", { completed: { t0: text("zero") } }));
     const running = await claimOrFail(backend, "c", "t1", "w1", 60_000);
@@ -99,9 +101,15 @@ describe("memory: control and event records", () => {
     expect(store.claim("c", "t1")).toMatchObject({
       token: running.token,
       workerId: "w1",
-      expiresAt: clock.now,
+      expiresAt: REVOKED_EXPIRY,
     });
-    expect(store.claim("c", "side")).toMatchObject({ token: forever.token, expiresAt: clock.now });
+    expect(store.claim("c", "side")).toMatchObject({ token: forever.token, expiresAt: REVOKED_EXPIRY });
+    // A clock stepping back does not revive a revoked claim (an expiry of "now" would be live
+    // again): another worker can take the task, with a larger token.
+    clock.now -= 1_000;
+    expect(isClaimLive(store.claim("c", "side") as TaskClaim, clock.now)).toBe(false);
+    const after = await claimOrFail(backend, "c", "side", "w3", 60_000);
+    expect(after.token).toBeGreaterThan(forever.token);
     expect([...(store.instances.get("c")?.results.keys() ?? [])]).toEqual(["t0"]);
     expect(store.instances.get("c")).toMatchObject({ status: "Cancelled", finished: true });
     // The holder may still release its revoked claim.
