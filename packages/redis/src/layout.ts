@@ -66,7 +66,7 @@ export const MetaField = {
   header: "h",
   /** "1" when Completed, Failed or Cancelled, else "0". */
   finished: "f",
-  /** The stored status (toStoredSnapshot's); absent in records written before it was kept (never Paused). */
+  /** The stored status (toStoredSnapshot's); absent in records written before it was kept (never Paused or Cancelled). */
   status: "s",
   /** definitionHash. */
   definitionHash: "d",

@@ -3,9 +3,11 @@ import {
   ConflictError,
   ErrorCode,
   encodeSnapshotHeader,
+  failures,
   markTaskCompleted,
   updatePosition,
 } from "@sayiir/persistence-core";
+import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import {
   atTask,
   awaiting,
@@ -19,7 +21,7 @@ import {
 import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import type { RedisBackend, RedisBackendOptions } from "../src/index.js";
-import { EventField, MetaField } from "../src/layout.js";
+import { EventField, FieldPrefix, MetaField } from "../src/layout.js";
 import { Code, type FaultHooks, refusal, type ScriptName } from "../src/scripts/index.js";
 import { adminClient, createSubject, type RedisSubject, targets as servers, type Target } from "./subject.js";
 
@@ -52,10 +54,15 @@ describe("result codes (no server needed)", () => {
       code: ErrorCode.Conflict,
       message: expect.stringContaining("Cancelled"),
     });
+    expect(refusal(Code.cancelledIsFinal, { instanceId: id })).toEqual(failures.cancelledIsFinal(id));
+    expect(refusal(Code.claimRevoked, { instanceId: id, taskId: "t1" })).toEqual(
+      failures.claimRevoked(id, "t1"),
+    );
     // Codes that need more than the instance, or that are no failure (CHANGED: read again).
     expect(refusal(Code.eventNotPending, { instanceId: id })).toBeInstanceOf(BackendError);
     expect(refusal(Code.eventsClosed, { instanceId: id })).toBeInstanceOf(BackendError);
     expect(refusal(Code.changed, { instanceId: id })).toBeInstanceOf(BackendError);
+    expect(refusal(Code.claimRevoked, { instanceId: id })).toBeInstanceOf(BackendError);
   });
 });
 
@@ -292,10 +299,69 @@ for (const [name, target] of targets) {
       expect(
         Object.keys(loaded.state.kind === "Cancelled" ? loaded.state.completedTasks : {}).sort(),
       ).toEqual(["t1", "t2"]);
-      // Revoked: the claim record stays (token kept, expired now), so a new claim's token is larger.
+      // Revoked: the claim record stays (token kept, expiry the epoch), so a new claim's token is larger.
       await expectCode(other.extendTaskClaim(id, "t2", "w", 60_000), ErrorCode.ClaimLost);
       const next = await s.backend.claimTask(id, "t2", "w2", 60_000);
       expect(next?.token).toBeGreaterThan(claim!.token);
+    });
+
+    it("a cancel is final inside the scripts: revoked claims expire at the epoch (ttl or not), saveSnapshot answers FENCE_REJECTED then CANCELLED_IS_FINAL, extend CLAIM_EXPIRED then CLAIM_REVOKED", async () => {
+      const replies: Array<[ScriptName, unknown]> = [];
+      const s = await subject(
+        around(async (script, run) => {
+          const reply = await run();
+          replies.push([script, reply]);
+          return reply;
+        }),
+      );
+      const { backend } = s;
+      const admin = adminClient(t) as Redis;
+      const code = (script: ScriptName): number => {
+        const reply = replies.filter(([name]) => name === script).at(-1)?.[1];
+        return Number(Array.isArray(reply) ? reply[0] : reply);
+      };
+      try {
+        const id = uid();
+        const k = backend.layout.instance(id);
+        await backend.saveSnapshot(atTask(id, "t1"));
+        const timed = await backend.claimTask(id, "t1", "w1", 60_000);
+        const forever = await backend.claimTask(id, "t0", "w0", null);
+        await backend.cancelWorkflow(id, { reason: "stop" });
+        // Both revoked to the epoch, holder and token kept.
+        for (const [task, claim, worker] of [
+          ["t1", timed, "w1"],
+          ["t0", forever, "w0"],
+        ] as const) {
+          const raw = (await admin.hget(k.meta, `${FieldPrefix.claim}${task}`)) ?? "";
+          const [token, , expiry] = raw.split("|");
+          expect([token, expiry, raw.endsWith(`|${worker}`)]).toEqual([
+            String(claim!.token),
+            String(REVOKED_EXPIRY),
+            true,
+          ]);
+        }
+        // The revoked holder: its claim has expired (checked before the cancel), its fence is stale.
+        await expectCode(backend.extendTaskClaim(id, "t1", "w1", 60_000), ErrorCode.ClaimLost);
+        expect(code("extendClaim")).toBe(Code.claimExpired);
+        const done = finished(id, { kind: "Completed", finalOutput: text("late") });
+        await expectCode(backend.saveSnapshot(done, { claim: timed! }), ErrorCode.ClaimLost);
+        expect(code("saveSnapshot")).toBe(Code.fenceRejected);
+        // A claim taken after the cancel: live, but its heartbeat fails and its fence writes nothing.
+        const late = await backend.claimTask(id, "t1", "w2", 60_000);
+        await expectCode(backend.extendTaskClaim(id, "t1", "w2", 60_000), ErrorCode.ClaimLost);
+        expect(code("extendClaim")).toBe(Code.claimRevoked);
+        await expectCode(backend.saveSnapshot(done, { claim: late! }), ErrorCode.Conflict);
+        expect(code("saveSnapshot")).toBe(Code.cancelledIsFinal);
+        // Reopening is judged before cancelled-final.
+        await expectCode(backend.saveSnapshot(atTask(id, "t1")), ErrorCode.Conflict);
+        expect(code("saveSnapshot")).toBe(Code.cannotReopen);
+        expect(await admin.hget(k.meta, MetaField.status)).toBe("Cancelled");
+        // A Cancelled snapshot over it is accepted.
+        await backend.saveSnapshot(await backend.loadSnapshot(id));
+        expect(code("saveSnapshot")).toBe(Code.ok);
+      } finally {
+        admin.disconnect();
+      }
     });
 
     it("a second run of the same call (a re-sent command) answers what the first did: control, sendEvent, a consuming save", async () => {

@@ -1,3 +1,4 @@
+import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import { L } from "../layout.js";
 import { CONTROL, PRELUDE } from "./lua.js";
 
@@ -7,9 +8,10 @@ export const CANCEL_WORKFLOW = `--[[ cancelWorkflow
   KEYS[4] its timer set       KEYS[5] the instance's events hash   KEYS[6] its event order
   ARGV: see CONTROL (lua.ts); the new header is the kit's transitionHeader("cancel").
   Applies the new header when the instance is as read, then revokes every claim of the
-  instance: a live claim's expiry becomes Redis's now (the record, its holder and its token
-  stay, so later tokens keep growing, the holder's fenced writes and extends fail, and the
-  holder may still release it). Deletes the position and lastCompletedTaskId fields, takes the
+  instance: a live claim's expiry becomes the epoch (the kit's REVOKED_EXPIRY, ${REVOKED_EXPIRY}: no
+  clock stepping back revives it; the record, its holder and its token stay, so later tokens
+  keep growing, the holder's fenced writes and extends fail, and the holder may still release
+  it). Deletes the position and lastCompletedTaskId fields, takes the
   instance out of the ready, lease and timer sets and drops its pending events.
   Returns OK, SNAPSHOT_NOT_FOUND or CHANGED (read again).
 ]]
@@ -21,7 +23,7 @@ local claims = {}
 for _, field in ipairs(call('HKEYS', key)) do
   if string.sub(field, 1, ${L.claimLength}) == ${L.claim} then claims[#claims + 1] = field end
 end
-local now_s = fmt(now_ms)
+local revoked_at = '${REVOKED_EXPIRY}'
 for i = 1, #claims, 200 do
   local last = i + 199
   if last > #claims then last = #claims end
@@ -30,7 +32,7 @@ for i = 1, #claims, 200 do
   for j = 1, last - i + 1 do
     local c = parse_claim(values[j])
     if is_live(c, now_ms) then
-      c.exp = now_s
+      c.exp = revoked_at
       revoked[#revoked + 1] = claims[i + j - 1]; revoked[#revoked + 1] = format_claim(c)
     end
   end

@@ -36,6 +36,10 @@ export const Code = {
   changed: 10,
   /** sendEvent: the workflow is Completed, Failed or Cancelled (Conflict). */
   eventsClosed: 11,
+  /** saveSnapshot: a cancelled workflow may only be written Cancelled: a cancel is final (Conflict). */
+  cancelledIsFinal: 12,
+  /** extendTaskClaim: the workflow is cancelled, the claim's heartbeat fails (ClaimLost). */
+  claimRevoked: 13,
 } as const;
 
 export type CodeName = keyof typeof Code;
@@ -80,6 +84,8 @@ export function refusal(code: number, on: CodeSubject): PersistenceError | null 
       return failures.resultsFinal(instanceId);
     case Code.cannotReopen:
       return failures.cannotReopen(instanceId);
+    case Code.cancelledIsFinal:
+      return failures.cancelledIsFinal(instanceId);
     case Code.pausedCannotMove:
       return failures.pausedCannotMove(instanceId);
     case Code.eventNotPending:
@@ -99,6 +105,9 @@ export function refusal(code: number, on: CodeSubject): PersistenceError | null 
       break;
     case Code.claimExpired:
       if (taskId !== undefined) return failures.claimExpired(instanceId, taskId);
+      break;
+    case Code.claimRevoked:
+      if (taskId !== undefined) return failures.claimRevoked(instanceId, taskId);
       break;
   }
   return new BackendError(`unexpected script status ${code} for ${JSON.stringify(instanceId)}`);

@@ -24,9 +24,10 @@ export const SAVE_SNAPSHOT = `--[[ saveSnapshot
   event of its name is pending or its timeout has passed, else in the timer set when it has a
   timeout; anything else (paused, finished) in no set.
   Returns OK, FENCE_REJECTED (the fence is not the live claim), CANNOT_REOPEN (a finished
-  workflow would go back to InProgress), PAUSED_CANNOT_MOVE (a paused one would become anything
-  but Paused or Cancelled) or EVENT_NOT_PENDING (the event is not the oldest pending of its
-  name), checked in that order.
+  workflow would go back to InProgress), CANCELLED_IS_FINAL (a cancelled one would become
+  anything but Cancelled, a finished Completed or Failed included), PAUSED_CANNOT_MOVE (a paused
+  one would become anything but Paused or Cancelled) or EVENT_NOT_PENDING (the event is not the
+  oldest pending of its name), checked in that order.
 ]]
 ${PRELUDE}
 local now_ms = clock()
@@ -34,6 +35,7 @@ local key, id = KEYS[1], ARGV[1]
 if not fence_ok(key, ARGV[11], ARGV[12], now_ms) then return FENCE_REJECTED end
 local m = call('HMGET', key, ${L.finished}, ${L.status}, ${L.timeoutAt})
 if ARGV[3] == '0' and m[1] == '1' then return CANNOT_REOPEN end
+if m[2] == 'Cancelled' and ARGV[13] ~= 'Cancelled' then return CANCELLED_IS_FINAL end
 if m[2] == 'Paused' and ARGV[13] ~= 'Paused' and ARGV[13] ~= 'Cancelled' then return PAUSED_CANNOT_MOVE end
 local base = base_of(key, id)
 local consumed
