@@ -5,6 +5,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { bytesEqual, type PersistentBackend, type WorkflowSnapshot } from "@sayiir/persistence-core";
 import { text, type WorkerEvent } from "@sayiir/worker";
+import type { ControlPlan } from "./control.ts";
+import { controlChecks } from "./control-checks.ts";
 
 export interface Check {
   ok: boolean;
@@ -24,6 +26,8 @@ export interface ChecksInput {
   /** How: "SIGKILLed" (a process) or "crashed" (an in-process worker stopped dead). */
   killedHow?: string;
   wallMs: number;
+  /** The controller's cancel, pause/resume and approvals, to check too. */
+  control?: ControlPlan;
 }
 
 export interface ChecksResult {
@@ -38,7 +42,7 @@ export interface ChecksResult {
   };
 }
 
-type LoggedEvent = WorkerEvent & { t: number };
+export type LoggedEvent = WorkerEvent & { t: number };
 
 export function readLog(file: string): LoggedEvent[] {
   if (!existsSync(file)) return [];
@@ -142,6 +146,9 @@ export async function runChecks(input: ChecksInput): Promise<ChecksResult> {
         ...doubleRecords.map(([k, w]) => `${show(k)} recorded by ${w.join(", ")}`),
       ]),
   });
+
+  if (input.control !== undefined)
+    checks.push(...(await controlChecks(input.backend, input.control, events)));
 
   checks.push({
     ok: mismatches.length === 0,

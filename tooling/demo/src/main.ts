@@ -1,7 +1,9 @@
 /**
  * `pnpm demo`: several worker processes share durable workflows; one is killed with SIGKILL
  * midway; its leases expire, the others take over, and every workflow still finishes exactly
- * once. SQLite (one file, no server) by default; any backend with --backend and --url.
+ * once. Meanwhile a controller cancels one workflow, pauses and resumes another, and sends
+ * approvals that a batch of workflows wait for (one never gets its approval and times out).
+ * SQLite (one file, no server) by default; any backend with --backend and --url.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
@@ -9,6 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { BackendUnavailable, backendNamed, type Subject } from "@sayiir/backends";
+import { isFinished } from "@sayiir/persistence-core";
 import {
   bytes,
   childInstanceId,
@@ -20,6 +23,7 @@ import {
   type WorkerEvent,
 } from "@sayiir/worker";
 import { runChecks } from "./checks.ts";
+import { Controller, createControlWorkflows } from "./control.ts";
 import { BACKENDS, DEMO_BACKENDS, serverUrls, storageOf } from "./store.ts";
 import { createView, type WorkerView } from "./view.ts";
 import type { WorkerMessage, WorkerProcessConfig } from "./worker-process.ts";
@@ -136,9 +140,11 @@ const connect = () => subject.connect();
 // A store that lives in this process (memory) cannot be shared with worker processes.
 const inProcess = args["in-process"] || !admin.capabilities.durable;
 
-const { pipeline, fanout } = demoWorkflows({ workMs });
+const workflows = demoWorkflows({ workMs });
+const { pipeline, fanout } = workflows;
+const definitions = Object.values(workflows);
 // The same tasks without the simulated work: computes the expected outputs at once.
-const instant = demoWorkflows({ workMs: [0, 0] });
+const instant = demoWorkflows({ workMs: [0, 0], slowWorkMs: [0, 0] });
 const expected = new Map<string, Uint8Array>();
 const children: string[] = [];
 let tasksTotal = 0;
@@ -156,9 +162,22 @@ for (let i = 0; i < workflowCount; i++) {
   }
 }
 
+// The controller's workflows: one to cancel, one to pause and resume, approvals (one unanswered).
+const approvalCount = Math.min(12, Math.max(3, Math.round(workflowCount / 25)));
+const plan = await createControlWorkflows(admin, workflows, instant, runId, approvalCount);
+for (const [id, want] of plan.expected) expected.set(id, want);
+tasksTotal += plan.tasks;
+/** Every top-level workflow the run waits for: the expected ones and the one that gets cancelled. */
+const tracked = [...expected.keys(), plan.cancel.id];
+
 console.log(
-  `Sayiir persistence demo: ${workflowCount} workflows (${tasksTotal} tasks: pipelines of 4 steps, ` +
-    `fan-outs of 4 concurrent branches) on ${kind}${kind === "sqlite" ? ` (${url})` : ""}`,
+  `Sayiir persistence demo: ${workflowCount} workflows (pipelines of 4 steps, fan-outs of 4 concurrent ` +
+    `branches) and ${approvalCount + 3} controlled ones, ${tasksTotal} tasks, on ${kind}${kind === "sqlite" ? ` (${url})` : ""}`,
+);
+console.log(
+  `Controller: cancels ${plan.cancel.id.slice(runId.length + 1)} mid-task, pauses and resumes ` +
+    `${plan.pause.id.slice(runId.length + 1)}, sends ${approvalCount} approvals (one before any wait), ` +
+    `leaves ${plan.expiring.slice(runId.length + 1)} unanswered until it times out`,
 );
 console.log(
   `${workerCount} ${inProcess ? "in-process workers" : "worker processes"}, lease ${leaseMs} ms, ` +
@@ -183,10 +202,13 @@ let tasksDone = 0;
 let errorsShown = 0;
 let lastProgress = Date.now();
 let workflowsDoneByEvents = 0;
+let approvalsConsumed = 0;
+let waitsTimedOut = 0;
 const claimHolders = new Map<string, string>(); // (instance, task) -> last claiming worker
 
 function onEvent(worker: Worker, event: WorkerEvent): void {
   const k = "instanceId" in event && "taskId" in event ? `${event.instanceId}\u0000${event.taskId}` : "";
+  controller?.onEvent(event);
   switch (event.type) {
     case "claimed": {
       worker.open.add(k);
@@ -205,10 +227,19 @@ function onEvent(worker: Worker, event: WorkerEvent): void {
       lastProgress = Date.now();
       worker.view.committed++;
       if (event.workflowCompleted) workflowsDoneByEvents++;
+      if (event.event !== undefined) approvalsConsumed++;
+      if (event.timedOut === true) waitsTimedOut++;
+      break;
+    case "paused":
+      view.log(
+        `  ‖ ${worker.id}: ${event.instanceId} / ${event.taskId} stopped early, its workflow is paused (${event.during}); released`,
+      );
       break;
     case "released":
     case "lost":
       worker.open.delete(k);
+      // Released without a commit (its workflow was paused): claiming it again is no takeover.
+      if (event.type === "released" && claimHolders.get(k) === worker.id) claimHolders.delete(k);
       if (event.type === "lost")
         view.log(
           `  ⨯ ${worker.id}: stale claim on ${event.instanceId} / ${event.taskId} refused (${event.during})`,
@@ -261,7 +292,7 @@ function startWorker(index: number): Worker {
       await runWorker({
         backend,
         workerId: id,
-        workflows: [pipeline, fanout],
+        workflows: definitions,
         leaseMs,
         heartbeatMs: config.heartbeatMs,
         batch,
@@ -314,32 +345,38 @@ function startWorker(index: number): Worker {
 
 const view = createView({ tty });
 const view_log = (line: string) => view.log(line);
+const controller: Controller = new Controller(admin, plan, view_log);
+await controller.start();
 const started = Date.now();
 for (let i = 0; i < workerCount; i++) workers.push(startWorker(i));
 
 // --- watch, kill one, wait for the end -------------------------------------------------------
-const pending = new Set(expected.keys());
+const pending = new Set(tracked);
 let killed: Worker | undefined;
 let lastPoll = 0;
 let timedOut = false;
+let dropped = 0;
 const render = () =>
   view.update({
     workers: workers.map((w) => w.view),
-    workflowsDone: Math.max(expected.size - pending.size, Math.min(workflowsDoneByEvents, expected.size)),
-    workflows: expected.size,
+    workflowsDone: tracked.length - pending.size,
+    workflows: tracked.length,
     tasksDone,
-    tasksTotal,
+    tasksTotal: tasksTotal - dropped,
     elapsedMs: Date.now() - started,
+    control: controller.status(approvalsConsumed, waitsTimedOut),
   });
 
 while (pending.size > 0) {
   await new Promise((r) => setTimeout(r, 100));
   const elapsed = Date.now() - started;
+  await controller.tick(elapsed);
+  dropped = controller.tasksDropped;
   render();
   const shouldKill =
     !args["no-kill"] &&
     killed === undefined &&
-    (killAfterMs !== undefined ? elapsed >= killAfterMs : tasksDone >= killAt * tasksTotal);
+    (killAfterMs !== undefined ? elapsed >= killAfterMs : tasksDone >= killAt * (tasksTotal - dropped));
   if (shouldKill) {
     // The busiest running worker: it holds claims that must be taken over.
     const victim = workers
@@ -364,7 +401,7 @@ while (pending.size > 0) {
     lastPoll = Date.now();
     for (const id of [...pending]) {
       const snapshot = await admin.loadSnapshot(id).catch(() => undefined);
-      if (snapshot !== undefined && snapshot.state.kind !== "InProgress") pending.delete(id);
+      if (snapshot !== undefined && isFinished(snapshot.state)) pending.delete(id);
     }
   }
   if (elapsed > timeoutMs || Date.now() - lastProgress > stallMs) {
@@ -397,6 +434,7 @@ const { checks, figures } = await runChecks({
   killed: killed?.id,
   killedHow: inProcess ? "crashed (in-process, no release)" : "SIGKILLed",
   wallMs,
+  control: plan,
 });
 if (timedOut)
   checks.unshift({ ok: false, text: `finished within ${timeoutMs} ms, never stalled for ${stallMs} ms` });
@@ -414,7 +452,8 @@ console.log("\nChecks");
 for (const check of checks) console.log(`  ${check.ok ? "✓" : "✗"} ${check.text}`);
 const ok = checks.every((c) => c.ok);
 console.log(
-  `\n${ok ? "All checks passed" : "SOME CHECKS FAILED"}: ${figures.workflows}/${expected.size} workflows, ${figures.tasks} tasks, ` +
-    `takeovers ${figures.takeovers}, ${figures.tasksPerSecond.toFixed(0)} tasks/s, ${(wallMs / 1000).toFixed(1)} s`,
+  `\n${ok ? "All checks passed" : "SOME CHECKS FAILED"}: ${figures.workflows}/${expected.size} workflows completed, 1 cancelled, ` +
+    `${figures.tasks} tasks, takeovers ${figures.takeovers}, ${approvalsConsumed} approvals consumed, ${waitsTimedOut} timed out, ` +
+    `${figures.tasksPerSecond.toFixed(0)} tasks/s, ${(wallMs / 1000).toFixed(1)} s`,
 );
 process.exit(ok ? 0 : 1);

@@ -19,6 +19,8 @@ export interface ViewState {
   tasksDone: number;
   tasksTotal: number;
   elapsedMs: number;
+  /** The controller's status (cancel, pause, approvals), one line. */
+  control?: string;
 }
 
 export interface View {
@@ -52,6 +54,7 @@ class BarsView implements View {
   );
   readonly #bars = new Map<string, cliProgress.SingleBar>();
   #total: cliProgress.SingleBar | undefined;
+  #control: cliProgress.SingleBar | undefined;
 
   update(state: ViewState): void {
     const info = `${seconds(state.elapsedMs)}  tasks ${state.tasksDone}/${state.tasksTotal}`;
@@ -60,6 +63,15 @@ class BarsView implements View {
     }
     this.#total.setTotal(state.workflows);
     this.#total.update(state.workflowsDone, { info });
+    if (state.control !== undefined) {
+      this.#control ??= this.#multibar.create(
+        1,
+        0,
+        { name: "control  ", unit: "", info: "" },
+        { format: " {name} {info}" },
+      );
+      this.#control.update(0, { name: "control  ", info: state.control });
+    }
     // Each worker's bar: the tasks it committed, out of all the tasks (the bars add up to the total).
     const total = Math.max(1, state.tasksTotal);
     for (const worker of state.workers) {
@@ -109,7 +121,8 @@ class PlainView implements View {
       .map((w) => `${w.id}=${w.committed}${w.status === "running" ? "" : `(${w.status})`}`)
       .join(" ");
     console.log(
-      `[${seconds(state.elapsedMs)}] workflows ${state.workflowsDone}/${state.workflows}, tasks ${state.tasksDone}/${state.tasksTotal} | ${workers}`,
+      `[${seconds(state.elapsedMs)}] workflows ${state.workflowsDone}/${state.workflows}, tasks ${state.tasksDone}/${state.tasksTotal} | ${workers}` +
+        (state.control === undefined ? "" : ` | ${state.control}`),
     );
   }
 

@@ -38,12 +38,12 @@ process.on("message", (message: { type?: string }) => {
 process.on("disconnect", () => stop.abort());
 
 const backend = await BACKENDS[config.store.backend].open(config.store);
-const { pipeline, fanout } = demoWorkflows({ workMs: config.workMs });
+const workflows = Object.values(demoWorkflows({ workMs: config.workMs }));
 send({ type: "ready" });
 await runWorker({
   backend,
   workerId: config.workerId,
-  workflows: [pipeline, fanout],
+  workflows,
   leaseMs: config.leaseMs,
   heartbeatMs: config.heartbeatMs,
   batch: config.batch,

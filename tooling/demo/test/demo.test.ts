@@ -6,7 +6,8 @@ import type {} from "@sayiir/test-servers";
 import { describe, expect, inject, it } from "vitest";
 
 // The demo, end to end, as a user runs it: the coordinator spawns worker processes, SIGKILLs one
-// midway, and exits non-zero if any of its checks fails. Once on the SQLite default, then short
+// midway, cancels, pauses/resumes and feeds approvals to workflows, and exits non-zero if any of
+// its checks fails. Once on the SQLite default, then short
 // runs on every server backend the test tooling provides.
 const main = join(dirname(fileURLToPath(import.meta.url)), "..", "src", "main.ts");
 
@@ -30,6 +31,11 @@ async function expectDemoPasses(args: string[]): Promise<void> {
   expect(output, output).toContain("All checks passed");
   expect(code, output).toBe(0);
   expect(output).toMatch(/SIGKILL/);
+  // The controller's part ran and was checked: cancel, pause/resume, approvals, a timeout.
+  expect(output).toMatch(/✓ cancelled \S+ ended Cancelled and never advanced after the cancel/);
+  expect(output).toMatch(/✓ paused \S+ did not advance while paused .* completed after resume/);
+  expect(output).toMatch(/✓ \d+ approvals .* each consumed exactly once .* continued with its payload/);
+  expect(output).toMatch(/✓ unanswered \S+ timed out and ran its timeout path/);
 }
 
 const namespace = () => `demo_${randomBytes(4).toString("hex")}`;

@@ -4,6 +4,7 @@ import { closeSync, openSync, writeSync } from "node:fs";
 import type {
   ListPageOptions,
   PersistentBackend,
+  RenewedClaim,
   TaskClaim,
   TaskResultWriteOptions,
   WorkflowSnapshot,
@@ -120,7 +121,7 @@ export function recordingBackend(
     },
     extendTaskClaim: async (i, t, w, d) => {
       const q = Date.now();
-      let claim: TaskClaim;
+      let claim: RenewedClaim;
       try {
         claim = await backend.extendTaskClaim(i, t, w, d);
       } catch (error) {
@@ -147,6 +148,12 @@ export function recordingBackend(
       for (const task of tasks) log(claimEvent(task.claim, q, r));
       return tasks;
     },
+    // Control and events are passed through (the soak's workers neither cancel nor wait).
+    cancelWorkflow: (i, request) => backend.cancelWorkflow(i, request),
+    pauseWorkflow: (i, request) => backend.pauseWorkflow(i, request),
+    resumeWorkflow: (i) => backend.resumeWorkflow(i),
+    sendEvent: (i, name, payload) => backend.sendEvent(i, name, payload),
+    loadPendingEvents: (i) => backend.loadPendingEvents(i),
     close: async () => {
       await backend.close();
       closeSync(fd);

@@ -4,7 +4,14 @@
 // under a time budget), SAYIIR_FUZZ_SEED replays a failure.
 
 import { BACKEND_NAMES, BackendUnavailable, type Subject } from "@sayiir/backends";
-import type { PersistentBackend } from "@sayiir/persistence-core";
+import type {
+  AvailableTask,
+  ControlRequest,
+  PersistentBackend,
+  RenewedClaim,
+  WorkflowSnapshot,
+  WriteOptions,
+} from "@sayiir/persistence-core";
 import { InMemoryBackend } from "@sayiir/persistence-memory";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -113,17 +120,96 @@ describe("differential fuzzing against the memory reference", () => {
         return super.releaseTaskClaim(instanceId, taskId, holder ?? _workerId);
       }
     }
-    const sloppy = new Sloppy();
-    const stats = { runs: 0, ops: 0 };
-    const details = await fc.check(property([sloppy, sloppy.connect(), sloppy.connect()], "sloppy", stats), {
-      numRuns: 500,
-      seed: 42,
-    });
-    expect(details.failed).toBe(true);
-    const ops = details.counterexample?.[0] as Op[];
+    const ops = await catches(() => new Sloppy(), 500);
     console.info(`[reliability] sloppy release, minimal sequence:\n${describeOps(ops)}`);
     // Shrunk to the few steps that show it: a claim, then another worker's release.
     expect(ops.length).toBeLessThanOrEqual(3);
     expect(ops.map((o) => o.op)).toContain("release");
   });
+
+  // The control and event operations are fuzzed too: a backend that gets one of them wrong is caught.
+  const sloppyControl: Array<[string, () => InMemoryBackend, Array<Op["op"]>]> = [
+    [
+      "a write past a wait that leaves its event pending",
+      () =>
+        new (class extends InMemoryBackend {
+          override async saveSnapshot(snapshot: WorkflowSnapshot, options?: WriteOptions): Promise<void> {
+            const { consumeEvent, ...rest } = options ?? {};
+            if (consumeEvent === undefined || rest.claim === undefined)
+              return super.saveSnapshot(snapshot, options);
+            const pending = await this.loadPendingEvents(snapshot.instanceId).catch(() => []);
+            const oldest = pending.find((e) => e.eventName === consumeEvent.eventName);
+            // Refused as the reference refuses; when it lands, the event stays.
+            if (oldest?.sequence !== consumeEvent.sequence) return super.saveSnapshot(snapshot, options);
+            return super.saveSnapshot(snapshot, rest);
+          }
+        })(),
+      ["save", "work"],
+    ],
+    [
+      "a heartbeat that never says paused",
+      () =>
+        new (class extends InMemoryBackend {
+          override async extendTaskClaim(i: string, t: string, w: string, d: number): Promise<RenewedClaim> {
+            return { ...(await super.extendTaskClaim(i, t, w, d)), workflowPaused: false };
+          }
+        })(),
+      ["extend", "heartbeat"],
+    ],
+    [
+      "discovery that ignores timed-out waits",
+      () =>
+        new (class extends InMemoryBackend {
+          override async findAvailableTasks(w: string, limit: number): Promise<AvailableTask[]> {
+            return (await super.findAvailableTasks(w, limit)).filter((t) => t.timedOut !== true);
+          }
+        })(),
+      ["find"],
+    ],
+    [
+      "a cancel that keeps the claims alive",
+      () =>
+        new (class extends InMemoryBackend {
+          override async cancelWorkflow(instanceId: string, request?: ControlRequest): Promise<void> {
+            const held = [...(this.store.claims.get(instanceId)?.values() ?? [])].map((c) => ({ ...c }));
+            await super.cancelWorkflow(instanceId, request);
+            for (const claim of held) this.store.claims.get(instanceId)?.set(claim.taskId, claim);
+          }
+        })(),
+      ["cancel"],
+    ],
+  ];
+  for (const [what, make, culprits] of sloppyControl) {
+    it(`can fail: ${what} is caught and shrunk`, async () => {
+      const ops = await catches(make, 3000);
+      console.info(`[reliability] ${what}, minimal sequence:\n${describeOps(ops)}`);
+      expect(ops.some((o) => culprits.includes(o.op))).toBe(true);
+      expect(ops.length).toBeLessThanOrEqual(8);
+    });
+  }
 });
+
+/**
+ * Fuzzes a deliberately broken in-memory backend (seed 42): it must fail. Returns the shrunk
+ * sequence, cut after the step that diverges (replayed on a fresh one; shrinking keeps at least
+ * one operation after the setup even when the divergence comes earlier).
+ */
+async function catches(make: () => InMemoryBackend, numRuns: number): Promise<Op[]> {
+  const sloppy = make();
+  const stats = { runs: 0, ops: 0 };
+  const details = await fc.check(property([sloppy, sloppy.connect(), sloppy.connect()], "sloppy", stats), {
+    numRuns,
+    seed: 42,
+  });
+  expect(details.failed).toBe(true);
+  const ops = details.counterexample?.[0] as Op[];
+  const replay = make();
+  const reference = new InMemoryBackend();
+  const ids = laneIds(`replay-${++runCounter}`);
+  const result = await runSequence(
+    new Lane("sloppy", [replay, replay.connect(), replay.connect()], ids),
+    new Lane("memory", [reference], ids),
+    ops,
+  );
+  return result !== null && typeof result !== "string" ? ops.slice(0, result.step + 1) : ops;
+}

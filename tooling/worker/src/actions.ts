@@ -4,14 +4,15 @@ import {
   getTaskResult,
   markCompleted,
   markTaskCompleted,
+  nextTaskInput,
   updatePosition,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { commit, loadForCommit } from "./commit.ts";
 import {
   childInstanceId,
+  entryPosition,
   parseChildId,
-  stageEntryTaskId,
   type TaskAction,
   taskIds,
   type WorkflowDefinition,
@@ -86,14 +87,38 @@ const join: Handler<"join"> = async (run, definition, action) => {
   await commit(run, action, advance(definition, action.stage, done, output));
 };
 
-const HANDLERS: { [K in TaskAction["kind"]]: Handler<K> } = { step, spawn, branch, notify, join };
+/**
+ * The task after a wait, ready because its event arrived or its wait timed out: run the stage's
+ * function on the event's payload (or its timeout function on the stage input), then one fenced
+ * write that records the output, moves on and consumes the event (the event is consumed exactly
+ * when the workflow moves past the wait; a worker that dies before consumes nothing).
+ */
+const afterEvent: Handler<"afterEvent"> = async (run, definition, action) => {
+  const stage = definition.stages[action.stage];
+  if (stage?.kind !== "waitForEvent") throw new Error(`bad stage for ${run.task.taskId}`);
+  // Loaded first: the timeout path's input, and the previous output for the event path, are in it.
+  const stageInput = nextTaskInput(await loadForCommit(run));
+  const context = { ...run.context, stageInput };
+  const output =
+    run.task.event !== undefined
+      ? await callTask(() => stage.run(run.task.input, context))
+      : await callTask(() => stage.onTimeout(stageInput, context));
+  // Loaded again after the function, like every other task: the commit builds on the latest state.
+  const done = markTaskCompleted(await loadForCommit(run), run.task.taskId, output);
+  await commit(run, action, advance(definition, action.stage, done, output));
+};
+
+const HANDLERS: { [K in TaskAction["kind"]]: Handler<K> } = { step, spawn, branch, notify, join, afterEvent };
 
 /** Runs the task's action to its commit (throws what the action or the backend threw). */
 export function runAction(run: TaskRun, definition: WorkflowDefinition, action: TaskAction): Promise<void> {
   return (HANDLERS[action.kind] as Handler<TaskAction["kind"]>)(run, definition, action);
 }
 
-/** After stage `index` produced `output` (already recorded in `snapshot`): the next stage, or completion. */
+/**
+ * After stage `index` produced `output` (already recorded in `snapshot`): the next stage (its
+ * first task, or the wait, whose timeout counts from now), or completion.
+ */
 function advance(
   definition: WorkflowDefinition,
   index: number,
@@ -102,5 +127,5 @@ function advance(
 ): WorkflowSnapshot {
   const next = definition.stages[index + 1];
   if (next === undefined) return markCompleted(snapshot, output, snapshot.updatedAt);
-  return updatePosition(snapshot, { kind: "AtTask", taskId: stageEntryTaskId(next) }, snapshot.updatedAt);
+  return updatePosition(snapshot, entryPosition(next, Date.now()), snapshot.updatedAt);
 }

@@ -1,25 +1,49 @@
 // The fenced commit: load the task's snapshot (checking the workflow is still at this task and the
 // claimed input is the snapshot's), then one saveSnapshot fenced by the claim that records the
-// result and advances the workflow together.
-import { bytesEqual, ClaimLostError, nextTaskInput, type WorkflowSnapshot } from "@sayiir/persistence-core";
+// result and advances the workflow together (and, for the task after a wait, consumes its event).
+import {
+  bytesEqual,
+  ClaimLostError,
+  ConflictError,
+  EMPTY_BYTES,
+  type ExecutionPosition,
+  nextTaskInput,
+  type WorkflowSnapshot,
+  type WriteOptions,
+} from "@sayiir/persistence-core";
 import { parseChildId, type TaskAction } from "./definition.ts";
 import { InputMismatch, preview, type TaskRun } from "./task-run.ts";
 
-/** Loads the task's snapshot; a workflow that moved on means the claim is lost. */
+/** The task a position runs: AtTask's task, or the task after an awaited event. */
+function positionTask(position: ExecutionPosition): string | undefined {
+  if (position.kind === "AtTask") return position.taskId;
+  if (position.kind === "AwaitingEvent") return position.nextTaskId;
+  return undefined;
+}
+
+/**
+ * Loads the task's snapshot. A paused workflow stops the task (it may not move on); a finished or
+ * cancelled one, or one that moved on, means the claim is lost.
+ */
 export async function loadForCommit(run: TaskRun): Promise<WorkflowSnapshot> {
   const { worker, task } = run;
   run.checkpoint();
   const snapshot = await worker.backend.loadSnapshot(task.instanceId);
-  const position = snapshot.state.kind === "InProgress" ? snapshot.state.position : undefined;
-  if (position?.kind !== "AtTask" || position.taskId !== task.taskId) {
-    // Another worker took the task over and moved the workflow on: our claim is gone.
+  const state = snapshot.state;
+  if (state.kind === "Paused" && positionTask(state.position) === task.taskId) {
+    run.paused("load");
+    run.checkpoint();
+  }
+  if (state.kind !== "InProgress" || positionTask(state.position) !== task.taskId) {
+    // Another worker took the task over and moved the workflow on, or it was cancelled: our claim is gone.
     run.lost("load");
     run.checkpoint();
   }
-  // The contract: a claimed task's input is the last completed task's output, else the
-  // initial input. A backend that hands out another input has a bug; refuse to build on it.
-  const expectedInput = nextTaskInput(snapshot);
-  if (!bytesEqual(expectedInput, task.input)) {
+  // The contract: a claimed task's input is the last completed task's output, else the initial
+  // input; after a wait, the payload of the oldest pending event of its name, or empty bytes when
+  // it timed out. A backend that hands out another input has a bug; refuse to build on it.
+  const expectedInput = await expectedInputOf(run, snapshot);
+  if (expectedInput === undefined || !bytesEqual(expectedInput, task.input)) {
     worker.emit({
       type: "input-mismatch",
       workerId: worker.workerId,
@@ -27,21 +51,47 @@ export async function loadForCommit(run: TaskRun): Promise<WorkflowSnapshot> {
       taskId: task.taskId,
       token: task.claim.token,
       got: preview(task.input),
-      expected: preview(expectedInput),
+      expected:
+        expectedInput === undefined
+          ? `(event ${JSON.stringify(task.event)} is not the oldest pending)`
+          : preview(expectedInput),
     });
     throw new InputMismatch();
   }
   return snapshot;
 }
 
-/** Writes `snapshot` fenced by the task's claim; a refused fence marks the claim lost. */
+/** What the claimed task's input must be (undefined: its event is not the oldest pending one of its name). */
+async function expectedInputOf(run: TaskRun, snapshot: WorkflowSnapshot): Promise<Uint8Array | undefined> {
+  const { task } = run;
+  const state = snapshot.state;
+  const waiting = state.kind === "InProgress" && state.position.kind === "AwaitingEvent";
+  if (!waiting) return nextTaskInput(snapshot);
+  if (task.event === undefined) return task.timedOut === true ? EMPTY_BYTES : undefined;
+  run.checkpoint();
+  const pending = await run.worker.backend.loadPendingEvents(task.instanceId);
+  const oldest = pending.find((e) => e.eventName === task.event?.eventName);
+  return oldest?.sequence === task.event.sequence ? oldest.payload : undefined;
+}
+
+/**
+ * Writes `snapshot` fenced by the task's claim (consuming the task's event, if it carries one).
+ * A refused fence marks the claim lost; a write refused because the workflow was paused meanwhile
+ * stops the task as paused.
+ */
 export async function commit(run: TaskRun, action: TaskAction, snapshot: WorkflowSnapshot): Promise<void> {
   const { worker, task } = run;
   run.checkpoint();
+  const options: WriteOptions = { claim: task.claim };
+  if (task.event !== undefined) options.consumeEvent = task.event;
   try {
-    await worker.backend.saveSnapshot(snapshot, { claim: task.claim });
+    await worker.backend.saveSnapshot(snapshot, options);
   } catch (error) {
     if (error instanceof ClaimLostError) run.lost("commit");
+    if (error instanceof ConflictError && (await pausedNow(run))) {
+      run.paused("commit");
+      run.checkpoint();
+    }
     throw error;
   }
   worker.stats.committed++;
@@ -56,5 +106,16 @@ export async function commit(run: TaskRun, action: TaskAction, snapshot: Workflo
     finished,
     workflowCompleted: finished && parseChildId(task.instanceId) === undefined,
     ms: Date.now() - run.started,
+    ...(task.event !== undefined ? { event: task.event } : {}),
+    ...(task.timedOut === true ? { timedOut: true } : {}),
   });
+}
+
+/** Is the task's workflow paused now? (Why a fenced write that holds its claim was refused.) */
+async function pausedNow(run: TaskRun): Promise<boolean> {
+  try {
+    return (await run.worker.backend.loadSnapshot(run.task.instanceId)).state.kind === "Paused";
+  } catch {
+    return false;
+  }
 }

@@ -35,7 +35,7 @@ export function workerContext(options: WorkerOptions): WorkerContext {
   const leaseMs = options.leaseMs ?? 1000;
   const compiled = new Map<string, CompiledWorkflow>();
   for (const definition of options.workflows) compiled.set(definition.hash, compileWorkflow(definition));
-  const stats: WorkerStats = { claimed: 0, committed: 0, lost: 0, failed: 0, errors: 0 };
+  const stats: WorkerStats = { claimed: 0, committed: 0, lost: 0, paused: 0, failed: 0, errors: 0 };
   const crashed = () => options.crash?.aborted === true;
   return {
     backend: options.backend,

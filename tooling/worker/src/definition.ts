@@ -1,19 +1,30 @@
 /**
  * Workflow definitions for the reference worker loop.
  *
- * A workflow is a list of stages run in order: a `step` (one task) or a `fanOut` (branches run
- * concurrently as child workflow instances, then a join task combines their outputs). Each
- * stage's output is the next stage's input. The definition is identified by its `hash`, which is
- * the snapshot's `definitionHash`.
+ * A workflow is a list of stages run in order: a `step` (one task), a `fanOut` (branches run
+ * concurrently as child workflow instances, then a join task combines their outputs) or a
+ * `waitForEvent` (the workflow waits for an external event, then runs one task on its payload, or
+ * a timeout task once the wait times out). Each stage's output is the next stage's input. The
+ * definition is identified by its `hash`, which is the snapshot's `definitionHash`.
  */
+import type { EventRef, ExecutionPosition } from "@sayiir/persistence-core";
 
 /** What a task function gets besides its input bytes. */
 export interface TaskContext {
   instanceId: string;
   taskId: string;
   workerId: string;
-  /** Aborted when the claim is lost (heartbeat refused) or the worker crashes. */
+  /**
+   * Aborted when the task must stop: the claim is lost (heartbeat refused, e.g. the workflow was
+   * cancelled), the workflow was paused (the heartbeat says so), or the worker crashes.
+   */
   signal: AbortSignal;
+  /** The task after a wait: the event it runs on (its input is that event's payload). */
+  event?: EventRef;
+  /** The task after a wait: true when the wait timed out with no event. */
+  timedOut?: boolean;
+  /** The task after a wait: the output of the stage before the wait (or the workflow's input). */
+  stageInput?: Uint8Array;
 }
 
 export type TaskFn = (input: Uint8Array, context: TaskContext) => Uint8Array | Promise<Uint8Array>;
@@ -32,7 +43,22 @@ export interface FanOutStage {
   join: JoinFn;
 }
 
-export type Stage = StepStage | FanOutStage;
+/**
+ * Waits for an event named `eventName` (sent with `sendEvent`), then runs `run` on its payload
+ * (the previous stage's output is `context.stageInput`); if `timeoutMs` passes first (counted from
+ * when the workflow reaches the wait), runs `onTimeout` on the previous stage's output instead.
+ * `timeoutMs: null` waits for ever.
+ */
+export interface WaitStage {
+  kind: "waitForEvent";
+  id: string;
+  eventName: string;
+  timeoutMs: number | null;
+  run: TaskFn;
+  onTimeout: TaskFn;
+}
+
+export type Stage = StepStage | FanOutStage | WaitStage;
 
 export interface WorkflowDefinition {
   hash: string;
@@ -45,7 +71,8 @@ export type TaskAction =
   | { kind: "spawn"; stage: number }
   | { kind: "branch"; stage: number; branch: number }
   | { kind: "notify"; stage: number; branch: number }
-  | { kind: "join"; stage: number };
+  | { kind: "join"; stage: number }
+  | { kind: "afterEvent"; stage: number };
 
 export interface CompiledWorkflow {
   definition: WorkflowDefinition;
@@ -58,6 +85,24 @@ export function step(id: string, run: TaskFn): StepStage {
 
 export function fanOut(id: string, branches: TaskFn[], join: JoinFn): FanOutStage {
   return { kind: "fanOut", id, branches, join };
+}
+
+/**
+ * "Wait for event `eventName`, timeout `timeoutMs`, then run `run`": `run` gets the event's payload
+ * (and `context.event`, `context.stageInput`); `onTimeout` (default: pass the previous output
+ * through) gets the previous stage's output (and `context.timedOut`) when the wait times out first.
+ */
+export function waitForEvent(
+  id: string,
+  eventName: string,
+  options: { timeoutMs: number | null; onTimeout?: TaskFn },
+  run: TaskFn,
+): WaitStage {
+  const { timeoutMs, onTimeout = (input) => input } = options;
+  if (timeoutMs !== null && !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) {
+    throw new TypeError(`wait ${id}: timeoutMs must be a non-negative integer or null`);
+  }
+  return { kind: "waitForEvent", id, eventName, timeoutMs, run, onTimeout };
 }
 
 export function defineWorkflow(hash: string, stages: Stage[]): WorkflowDefinition {
@@ -109,7 +154,21 @@ export function firstTaskId(definition: WorkflowDefinition): string {
 }
 
 export function stageEntryTaskId(stage: Stage): string {
-  return stage.kind === "step" ? stage.id : taskIds.spawn(stage.id);
+  return stage.kind === "fanOut" ? taskIds.spawn(stage.id) : stage.id;
+}
+
+/**
+ * The position a workflow takes when it reaches `stage` at `now`: its first task, or for a wait
+ * the AwaitingEvent position whose timeout counts from now.
+ */
+export function entryPosition(stage: Stage, now: number): ExecutionPosition {
+  if (stage.kind !== "waitForEvent") return { kind: "AtTask", taskId: stageEntryTaskId(stage) };
+  return {
+    kind: "AwaitingEvent",
+    eventName: stage.eventName,
+    nextTaskId: stage.id,
+    timeoutAt: stage.timeoutMs === null ? null : now + stage.timeoutMs,
+  };
 }
 
 export function compileWorkflow(definition: WorkflowDefinition): CompiledWorkflow {
@@ -117,6 +176,8 @@ export function compileWorkflow(definition: WorkflowDefinition): CompiledWorkflo
   definition.stages.forEach((stage, index) => {
     if (stage.kind === "step") {
       actions.set(stage.id, { kind: "step", stage: index });
+    } else if (stage.kind === "waitForEvent") {
+      actions.set(stage.id, { kind: "afterEvent", stage: index });
     } else {
       actions.set(taskIds.spawn(stage.id), { kind: "spawn", stage: index });
       actions.set(taskIds.join(stage.id), { kind: "join", stage: index });
@@ -130,16 +191,33 @@ export function compileWorkflow(definition: WorkflowDefinition): CompiledWorkflo
 }
 
 /**
+ * What the waits of a workflow get in `evaluate`: per event name, the payload of the event it
+ * receives, or null when the wait times out. A wait whose name is missing times out.
+ */
+export type EvaluatedEvents = Readonly<Record<string, Uint8Array | null>>;
+
+/**
  * Runs a definition directly, without a backend: the output a worker fleet must produce.
  * Task functions must be deterministic for this to be the expected output.
  */
-export async function evaluate(definition: WorkflowDefinition, input: Uint8Array): Promise<Uint8Array> {
+export async function evaluate(
+  definition: WorkflowDefinition,
+  input: Uint8Array,
+  events: EvaluatedEvents = {},
+): Promise<Uint8Array> {
   const signal = new AbortController().signal;
   let current = input;
   for (const stage of definition.stages) {
     const context = { instanceId: "(evaluate)", taskId: stage.id, workerId: "(evaluate)", signal };
     if (stage.kind === "step") {
       current = await stage.run(current, context);
+    } else if (stage.kind === "waitForEvent") {
+      const payload = events[stage.eventName] ?? null;
+      const waited = { ...context, stageInput: current };
+      current =
+        payload === null
+          ? await stage.onTimeout(current, { ...waited, timedOut: true })
+          : await stage.run(payload, { ...waited, event: { eventName: stage.eventName, sequence: 1 } });
     } else {
       const branchInput = current;
       const outputs = await Promise.all(stage.branches.map((branch) => branch(branchInput, context)));
@@ -154,7 +232,7 @@ export function taskCount(definition: WorkflowDefinition): number {
   let count = 0;
   for (const stage of definition.stages) {
     // spawn + join on the parent, branch + notify on each child
-    count += stage.kind === "step" ? 1 : 2 + 2 * stage.branches.length;
+    count += stage.kind === "fanOut" ? 2 + 2 * stage.branches.length : 1;
   }
   return count;
 }

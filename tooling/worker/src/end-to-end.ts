@@ -5,7 +5,7 @@ import {
   updatePosition,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
-import { evaluate, firstTaskId, type WorkflowDefinition } from "./definition.ts";
+import { entryPosition, evaluate, type WorkflowDefinition } from "./definition.ts";
 import { bytes, demoWorkflows, text } from "./demo-workflows.ts";
 import { runWorker, type WorkerEvent, type WorkerStats } from "./worker.ts";
 
@@ -35,7 +35,7 @@ export interface EndToEndReport {
   ms: number;
 }
 
-/** Creates one workflow instance at its first task. */
+/** Creates one workflow instance at its first task (or its first wait). */
 export async function startWorkflow(
   backend: PersistentBackend,
   definition: WorkflowDefinition,
@@ -43,9 +43,9 @@ export async function startWorkflow(
   input: Uint8Array,
 ): Promise<void> {
   const fresh = createSnapshot(instanceId, definition.hash, { initialInput: input });
-  await backend.saveSnapshot(
-    updatePosition(fresh, { kind: "AtTask", taskId: firstTaskId(definition) }, fresh.createdAt),
-  );
+  const first = definition.stages[0];
+  if (first === undefined) throw new TypeError(`workflow ${definition.hash} has no stage`);
+  await backend.saveSnapshot(updatePosition(fresh, entryPosition(first, fresh.createdAt), fresh.createdAt));
 }
 
 /**

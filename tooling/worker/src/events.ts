@@ -1,9 +1,12 @@
 // The public shapes of the worker loop: its options, the events it reports and its counters.
-import type { PersistentBackend } from "@sayiir/persistence-core";
+import type { EventRef, PersistentBackend } from "@sayiir/persistence-core";
 import type { TaskAction, WorkflowDefinition } from "./definition.ts";
 
 /** Where a claim was found lost (see the `lost` event). */
 export type LostDuring = "heartbeat" | "load" | "commit" | "join-lock";
+
+/** Where a task found its workflow paused (see the `paused` event). */
+export type PausedDuring = "heartbeat" | "load" | "commit";
 
 /** Everything the loop reports, in order, synchronously (write it to a log, count it, forward it). */
 export type WorkerEvent =
@@ -20,6 +23,10 @@ export type WorkerEvent =
       /** A top-level workflow (not a fan-out child) is Completed by this write. */
       workflowCompleted: boolean;
       ms: number;
+      /** The task after a wait: the event this write consumed. */
+      event?: EventRef;
+      /** The task after a wait: it ran because the wait timed out. */
+      timedOut?: boolean;
     }
   | {
       type: "branch-recorded";
@@ -40,6 +47,19 @@ export type WorkerEvent =
       token: number;
       /** heartbeat: extend refused; load: the workflow had moved on; commit / join-lock: fenced write refused. */
       during: LostDuring;
+    }
+  | {
+      /**
+       * The task's workflow is paused: the task stopped early, wrote nothing, and its claim is
+       * released (the next `released` event) so that it runs again once the workflow is resumed.
+       */
+      type: "paused";
+      workerId: string;
+      instanceId: string;
+      taskId: string;
+      token: number;
+      /** heartbeat: extend said workflowPaused; load: the snapshot was Paused; commit: the write was refused as the workflow is paused. */
+      during: PausedDuring;
     }
   | { type: "released"; workerId: string; instanceId: string; taskId: string; token: number }
   | {
@@ -82,6 +102,8 @@ export interface WorkerStats {
   claimed: number;
   committed: number;
   lost: number;
+  /** Tasks stopped because their workflow was paused (released, to run again after resume). */
+  paused: number;
   failed: number;
   errors: number;
 }

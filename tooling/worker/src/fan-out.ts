@@ -72,7 +72,11 @@ type BranchStep =
   | { kind: "retry" }
   | { kind: "write"; next: WorkflowSnapshot; joinReady: boolean };
 
-/** Decides the parent's update for branch `branch` of `stage` (no I/O). */
+/**
+ * Decides the parent's update for branch `branch` of `stage` (no I/O). A paused parent still
+ * takes a branch's output (a result landing, like saveTaskResult; it stays Paused and its join
+ * runs after resume), but not a branch's failure (a paused workflow cannot be failed): that waits.
+ */
 function branchStep(
   parent: WorkflowSnapshot,
   stage: FanOutStage,
@@ -80,13 +84,14 @@ function branchStep(
   result: BranchResult,
 ): BranchStep {
   if (isFinished(parent.state)) return { kind: "already" };
-  const state = parent.state as Extract<WorkflowSnapshot["state"], { kind: "InProgress" }>;
+  const state = parent.state as Extract<WorkflowSnapshot["state"], { kind: "InProgress" | "Paused" }>;
   const position = state.position;
   const branchTaskId = taskIds.branch(stage.id, branch);
   // The parent's spawn has created us but not committed yet.
   if (position.kind === "AtTask" && position.taskId === taskIds.spawn(stage.id)) return { kind: "retry" };
   if (position.kind !== "AtJoin" || position.joinId !== stage.id) return { kind: "already" };
   if (position.completedBranches.includes(branchTaskId)) return { kind: "already" };
+  if ("error" in result && state.kind === "Paused") return { kind: "retry" };
   if ("error" in result) {
     const next = markFailed(parent, `branch ${branch} of ${stage.id} failed: ${result.error}`);
     return { kind: "write", next, joinReady: false };
@@ -187,6 +192,11 @@ export async function failWorkflow(
   const { task } = run;
   run.checkpoint();
   const snapshot = await backend.loadSnapshot(task.instanceId);
+  if (snapshot.state.kind === "Paused") {
+    // A paused workflow cannot be failed (nor moved on): stop; the task runs again after resume.
+    run.paused("load");
+    run.checkpoint();
+  }
   await backend.saveSnapshot(markFailed(snapshot, `${task.taskId}: ${error}`), { claim: task.claim });
   const child = parseChildId(task.instanceId);
   if (action.kind === "branch" && child !== undefined) {

@@ -1,6 +1,7 @@
 // The heartbeat of a claimed task: extendTaskClaim by the lease every heartbeatMs while it runs.
-// A refused extend (ClaimLostError / NotFoundError) aborts the task; other failures are reported
-// and the next beat tries again.
+// A refused extend (ClaimLostError / NotFoundError: taken over, or the workflow was cancelled)
+// aborts the task as lost; an extend that says the workflow is paused stops it early (it is then
+// released, to run again after resume); other failures are reported and the next beat tries again.
 import { ClaimLostError, NotFoundError } from "@sayiir/persistence-core";
 import { errorText } from "./context.ts";
 import type { TaskRun } from "./task-run.ts";
@@ -14,6 +15,9 @@ export function startHeartbeat(run: TaskRun): () => void {
     if (run.signal.aborted || worker.crashed()) return;
     worker.backend
       .extendTaskClaim(instanceId, taskId, worker.workerId, worker.leaseMs)
+      .then((renewed) => {
+        if (renewed.workflowPaused && !run.signal.aborted) run.paused("heartbeat");
+      })
       .catch((error: unknown) => {
         if (error instanceof ClaimLostError || error instanceof NotFoundError) run.lost("heartbeat");
         else

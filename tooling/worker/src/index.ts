@@ -3,6 +3,8 @@ export {
   childInstanceId,
   compileWorkflow,
   defineWorkflow,
+  type EvaluatedEvents,
+  entryPosition,
   evaluate,
   type FanOutStage,
   fanOut,
@@ -17,9 +19,17 @@ export {
   type TaskFn,
   taskCount,
   taskIds,
+  type WaitStage,
   type WorkflowDefinition,
+  waitForEvent,
 } from "./definition.ts";
-export { bytes, type DemoWorkflowOptions, demoWorkflows, text } from "./demo-workflows.ts";
+export {
+  bytes,
+  type DemoWorkflowOptions,
+  type DemoWorkflows,
+  demoWorkflows,
+  text,
+} from "./demo-workflows.ts";
 export {
   countTakeovers,
   type EndToEndOptions,
@@ -29,6 +39,7 @@ export {
 } from "./end-to-end.ts";
 export {
   type LostDuring,
+  type PausedDuring,
   runWorker,
   type WorkerEvent,
   type WorkerOptions,

@@ -1,5 +1,6 @@
 // One claimed task from start to end: heartbeat while it runs, its action and fenced commit, what
-// a failure means (lost claim, wrong input, failing task function, backend error), and the release.
+// a failure means (lost claim, paused workflow, wrong input, failing task function, backend
+// error), and the release.
 import { type ClaimedTask, ClaimLostError, NotFoundError } from "@sayiir/persistence-core";
 import { runAction } from "./actions.ts";
 import { errorText, type WorkerContext } from "./context.ts";
@@ -10,7 +11,8 @@ import { InputMismatch, TaskAborted, TaskFunctionError, TaskRun } from "./task-r
 
 /**
  * Runs one claimed task. Releases its claim afterwards unless the claim was lost, the worker
- * crashed, or a backend error left it to expire (so that another attempt happens later).
+ * crashed, or a backend error left it to expire (so that another attempt happens later). A task
+ * stopped because its workflow is paused is released: it runs again once the workflow is resumed.
  */
 export async function runTask(worker: WorkerContext, task: ClaimedTask): Promise<void> {
   const run = new TaskRun(worker, task);
@@ -58,6 +60,19 @@ async function handleFailure(
   const { worker, task } = run;
   const { workerId } = worker;
   const { instanceId, taskId } = task;
+  if (run.pausedDuring !== undefined && !worker.crashed()) {
+    // Stopped because the workflow is paused: nothing written; release, to run again after resume.
+    worker.stats.paused++;
+    worker.emit({
+      type: "paused",
+      workerId,
+      instanceId,
+      taskId,
+      token: task.claim.token,
+      during: run.pausedDuring,
+    });
+    return true;
+  }
   if (error instanceof TaskAborted || run.signal.aborted) {
     if (!worker.crashed() && run.lostDuring !== undefined) {
       worker.stats.lost++;
@@ -78,15 +93,41 @@ async function handleFailure(
     return true; // released: the task is retried, hopefully with its right input
   }
   const text = errorText(error);
-  if (error instanceof TaskFunctionError) {
-    await failWorkflow(run, definition, action, text);
-    worker.stats.failed++;
-    worker.emit({ type: "failed", workerId, instanceId, taskId, error: text });
-    return true;
-  }
+  if (error instanceof TaskFunctionError) return failTask(run, definition, action, text);
   // A backend problem: leave the claim to expire so that another attempt happens later.
   worker.emit({ type: "error", workerId, instanceId, taskId, error: text });
   return false;
+}
+
+/** The task function threw: fail its workflow (fenced); resolves whether to release the claim. */
+async function failTask(
+  run: TaskRun,
+  definition: WorkflowDefinition,
+  action: TaskAction,
+  text: string,
+): Promise<boolean> {
+  const { worker, task } = run;
+  const { workerId } = worker;
+  const { instanceId, taskId } = task;
+  try {
+    await failWorkflow(run, definition, action, text);
+  } catch (error) {
+    // Lost meanwhile, or paused (a paused workflow cannot be failed): what that failure means.
+    if (run.signal.aborted || error instanceof ClaimLostError)
+      return handleFailure(run, definition, action, error);
+    // A backend problem: the claim expires and the task runs (and fails) again.
+    worker.emit({
+      type: "error",
+      workerId,
+      instanceId,
+      taskId,
+      error: `failing the workflow: ${errorText(error)}`,
+    });
+    return false;
+  }
+  worker.stats.failed++;
+  worker.emit({ type: "failed", workerId, instanceId, taskId, error: text });
+  return true;
 }
 
 /** releaseTaskClaim; a claim that is already gone is fine, other failures are reported. */

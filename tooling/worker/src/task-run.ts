@@ -1,12 +1,12 @@
-// The state of one claimed task while the worker runs it: the abort controller that a lost claim
-// or a crash fires, where the claim was lost, and the checkpoint every step passes before it
-// touches the backend.
+// The state of one claimed task while the worker runs it: the abort controller that a lost claim,
+// a paused workflow or a crash fires, where the claim was lost (or the pause seen), and the
+// checkpoint every step passes before it touches the backend.
 import type { ClaimedTask } from "@sayiir/persistence-core";
 import type { WorkerContext } from "./context.ts";
 import type { TaskContext } from "./definition.ts";
-import type { LostDuring } from "./events.ts";
+import type { LostDuring, PausedDuring } from "./events.ts";
 
-/** Thrown (and used as abort reason) when the task must stop: claim lost or worker crashed. */
+/** Thrown (and used as abort reason) when the task must stop: claim lost, workflow paused or worker crashed. */
 export class TaskAborted extends Error {}
 
 /** claimAvailableTasks handed out an input that is not the snapshot's: nothing is committed. */
@@ -21,6 +21,8 @@ export class TaskRun {
   readonly controller = new AbortController();
   /** Where the claim was first found lost, if it was. */
   lostDuring: LostDuring | undefined;
+  /** Where the workflow was first found paused, if it was (and the claim not lost first). */
+  pausedDuring: PausedDuring | undefined;
   readonly worker: WorkerContext;
   readonly task: ClaimedTask;
   readonly #onCrash = () => this.controller.abort(new TaskAborted("crashed"));
@@ -35,16 +37,28 @@ export class TaskRun {
     return this.controller.signal;
   }
 
-  /** What the task function gets besides its input. */
+  /** What the task function gets besides its input (and, after a wait, its event or timeout). */
   get context(): TaskContext {
-    const { instanceId, taskId } = this.task;
-    return { instanceId, taskId, workerId: this.worker.workerId, signal: this.controller.signal };
+    const { instanceId, taskId, event, timedOut } = this.task;
+    const context: TaskContext = { instanceId, taskId, workerId: this.worker.workerId, signal: this.signal };
+    if (event !== undefined) context.event = event;
+    if (timedOut === true) context.timedOut = true;
+    return context;
   }
 
   /** The claim is gone: remember where first, abort the task. */
   lost(during: LostDuring): void {
-    this.lostDuring ??= during;
+    if (this.pausedDuring === undefined) this.lostDuring ??= during;
     this.controller.abort(new TaskAborted(`claim lost during ${during}`));
+  }
+
+  /**
+   * The workflow is paused: stop the task (nothing may move the workflow on, and a result recorded
+   * without moving on would leave the task with a result, never ready again after resume).
+   */
+  paused(during: PausedDuring): void {
+    if (this.lostDuring === undefined) this.pausedDuring ??= during;
+    this.controller.abort(new TaskAborted(`workflow paused (seen during ${during})`));
   }
 
   /** Throws TaskAborted when the claim was lost or the worker crashed. */

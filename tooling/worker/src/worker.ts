@@ -7,7 +7,7 @@ import { errorText, sleep, type WorkerContext, whenAborted, workerContext } from
 import type { WorkerOptions, WorkerStats } from "./events.ts";
 import { runTask } from "./run-task.ts";
 
-export type { LostDuring, WorkerEvent, WorkerOptions, WorkerStats } from "./events.ts";
+export type { LostDuring, PausedDuring, WorkerEvent, WorkerOptions, WorkerStats } from "./events.ts";
 
 /** The first idle sleep (ms); it doubles up to maxIdleMs while nothing is ready. */
 const FIRST_IDLE_MS = 5;

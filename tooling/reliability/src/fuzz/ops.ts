@@ -1,0 +1,294 @@
+// The differential fuzzer's operation model and its generators (fast-check): what a sequence may
+// do, over 3 instances x 3 tasks x 3 workers x 2 event names.
+import fc from "fast-check";
+
+export const INSTANCES = ["i0", "i:1", "i{2}"] as const;
+export const TASKS = ["t0", "t1", "t2"] as const;
+export const WORKERS = ["w0", "w1", "w2"] as const;
+/** The event names a sequence sends and waits for. */
+export const EVENTS = ["approval", "e:1"] as const;
+
+export type Inst = 0 | 1 | 2;
+export type Task = 0 | 1 | 2;
+export type Worker = 0 | 1 | 2;
+export type EventIx = 0 | 1;
+/** Which earlier claim a fenced write carries. */
+export type FenceRef = "none" | "latest" | "first" | "bogus";
+/**
+ * Which event a fenced write consumes: none; the one the lane's last discovered task of the
+ * instance carried (what a worker does); the first or the latest event of that name sent to the
+ * instance (stale once consumed, not the oldest while an earlier one is pending); or a sequence no
+ * backend issues.
+ */
+export type ConsumeRef = "none" | "carried" | "first" | "latest" | "bogus";
+/** When a wait times out: never, decades ago (due at once), or in 2100 (never during a run). */
+export type Timeout = "none" | "past" | "future";
+
+/** A position of an InProgress or Paused shape that a task can be ready at. */
+export type WaitPosition =
+  | { at: "task"; task: Task }
+  | { at: "event"; event: EventIx; next: Task; timeout: Timeout };
+
+export type Shape =
+  | { kind: "notStarted" }
+  /** `spent`: the position's task is among the done ones (so it is not ready); otherwise it is left out. */
+  | { kind: "atTask"; task: Task; done: Task[]; spent: boolean; input: boolean }
+  | {
+      kind: "awaiting";
+      event: EventIx;
+      next: Task;
+      timeout: Timeout;
+      done: Task[];
+      spent: boolean;
+      input: boolean;
+    }
+  | { kind: "fork"; done: Task[] }
+  | { kind: "paused"; position: WaitPosition; done: Task[]; reason: boolean }
+  | { kind: "cancelled"; done: Task[]; interrupted: Task | null; reason: boolean }
+  | { kind: "completed"; out: number }
+  | { kind: "failed"; message: string };
+
+export type Op =
+  | {
+      op: "save";
+      inst: Inst;
+      shape: Shape;
+      age: number;
+      fence: FenceRef;
+      /** The fence's task, or the task of the lane's last claim on the instance. */
+      fenceTask: Task | "last";
+      consume: ConsumeRef;
+      event: EventIx;
+    }
+  | { op: "result"; inst: Inst; task: Task; out: number; fence: FenceRef }
+  | { op: "load"; inst: Inst }
+  | { op: "delete"; inst: Inst }
+  | { op: "list" }
+  | { op: "claim"; inst: Inst; task: Task; worker: Worker; ttl: boolean }
+  | { op: "release"; inst: Inst; task: Task; worker: Worker }
+  | { op: "extend"; inst: Inst; task: Task; worker: Worker }
+  | { op: "find"; worker: Worker; limit: number }
+  | { op: "claimNext"; worker: Worker; limit: number; ttl: boolean }
+  | { op: "complete"; items: Array<{ inst: Inst; task: Task; out: number; fence: FenceRef; worker: Worker }> }
+  | { op: "race"; inst: Inst; task: Task; ttl: boolean }
+  | { op: "cancel"; inst: Inst; reason: boolean }
+  | { op: "pause"; inst: Inst; reason: boolean }
+  | { op: "resume"; inst: Inst }
+  /** `event: "awaited"`: the name the instance's last written wait waits for (else the first name). */
+  | { op: "send"; inst: Inst; event: EventIx | "awaited"; payload: number }
+  | { op: "events"; inst: Inst }
+  /**
+   * What a worker does: claim the next ready task (claim-next, limit 1), then one fenced save of
+   * `next` over its instance, consuming per `consume` ("carried": the event the task carries),
+   * then (when the save landed) the release of the claim.
+   */
+  | {
+      op: "work";
+      worker: Worker;
+      ttl: boolean;
+      next: Shape;
+      age: number;
+      consume: ConsumeRef;
+      event: EventIx;
+    }
+  /** A heartbeat: extendTaskClaim of the last claim made on the instance, by its holder. */
+  | { op: "heartbeat"; inst: Inst };
+
+const inst = fc.constantFrom<Inst>(0, 1, 2);
+const task = fc.constantFrom<Task>(0, 1, 2);
+const worker = fc.constantFrom<Worker>(0, 1, 2);
+const event = fc.constantFrom<EventIx>(0, 1);
+const fenceRef = fc.constantFrom<FenceRef>("none", "none", "latest", "first", "bogus");
+/** A save mostly consumes nothing: a consume without a fence is a ValidationError. */
+const consumeRef = fc.oneof(
+  { weight: 6, arbitrary: fc.constant<ConsumeRef>("none") },
+  { weight: 4, arbitrary: fc.constantFrom<ConsumeRef>("carried", "first", "latest", "bogus") },
+);
+const timeout = fc.constantFrom<Timeout>("none", "past", "future");
+const doneTasks = fc.uniqueArray(task, { maxLength: 3 });
+const spent = fc.constantFrom(false, false, false, false, true);
+
+const waitPosition: fc.Arbitrary<WaitPosition> = fc.oneof(
+  fc.record({ at: fc.constant("task" as const), task }),
+  fc.record({ at: fc.constant("event" as const), event, next: task, timeout }),
+);
+
+const shape: fc.Arbitrary<Shape> = fc.oneof(
+  { weight: 1, arbitrary: fc.constant<Shape>({ kind: "notStarted" }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      kind: fc.constant("atTask" as const),
+      task,
+      done: doneTasks,
+      spent,
+      input: fc.boolean(),
+    }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant("awaiting" as const),
+      event,
+      next: task,
+      timeout,
+      done: doneTasks,
+      spent,
+      input: fc.boolean(),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("fork" as const), done: doneTasks }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("paused" as const),
+      position: waitPosition,
+      done: doneTasks,
+      reason: fc.boolean(),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("cancelled" as const),
+      done: doneTasks,
+      interrupted: fc.option(task, { nil: null }),
+      reason: fc.boolean(),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("completed" as const), out: fc.nat(255) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant("failed" as const), message: fc.string({ maxLength: 8 }) }),
+  },
+);
+
+/** What a worker moves a workflow to: on to a task or a wait, or finished. */
+const nextShape: fc.Arbitrary<Shape> = fc.oneof(
+  { weight: 3, arbitrary: shape.filter((s) => s.kind === "atTask") },
+  { weight: 4, arbitrary: shape.filter((s) => s.kind === "awaiting") },
+  { weight: 1, arbitrary: shape.filter((s) => s.kind === "completed" || s.kind === "cancelled") },
+);
+
+const completeItems = fc.array(
+  fc.record({
+    inst,
+    task,
+    out: fc.nat(255),
+    fence: fc.constantFrom<FenceRef>("latest", "latest", "first", "bogus"),
+    worker,
+  }),
+  { minLength: 1, maxLength: 3 },
+);
+
+export const opArb: fc.Arbitrary<Op> = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant("save" as const),
+      inst,
+      shape,
+      age: fc.nat(3),
+      fence: fenceRef,
+      fenceTask: fc.constantFrom<Task | "last">(0, 1, 2, "last", "last"),
+      consume: consumeRef,
+      event,
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant("result" as const),
+      inst,
+      task,
+      out: fc.nat(255),
+      fence: fenceRef,
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("load" as const), inst }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("delete" as const), inst }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("list" as const) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({ op: fc.constant("claim" as const), inst, task, worker, ttl: fc.boolean() }),
+  },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("release" as const), inst, task, worker }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("extend" as const), inst, task, worker }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ op: fc.constant("find" as const), worker, limit: fc.integer({ min: 1, max: 4 }) }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant("claimNext" as const),
+      worker,
+      limit: fc.integer({ min: 1, max: 3 }),
+      ttl: fc.boolean(),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("race" as const), inst, task, ttl: fc.boolean() }) },
+  // Duplicates (same instance and task) are kept on purpose: both sides must refuse them.
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("complete" as const), items: completeItems }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("cancel" as const), inst, reason: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("pause" as const), inst, reason: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("resume" as const), inst }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constant("send" as const),
+      inst,
+      event: fc.constantFrom<EventIx | "awaited">(0, 1, "awaited", "awaited"),
+      payload: fc.nat(255),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("events" as const), inst }) },
+  {
+    weight: 7,
+    arbitrary: fc.record({
+      op: fc.constant("work" as const),
+      worker,
+      ttl: fc.boolean(),
+      next: nextShape,
+      age: fc.nat(3),
+      consume: fc.constantFrom<ConsumeRef>(
+        "carried",
+        "carried",
+        "carried",
+        "none",
+        "first",
+        "latest",
+        "bogus",
+      ),
+      event,
+    }),
+  },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant("heartbeat" as const), inst }) },
+);
+
+/**
+ * Unfenced saves that open a sequence (each instance with a probability of 4/5), so that most
+ * operations meet existing workflows. Each shrinks away on its own.
+ */
+const setupSave = (i: Inst) =>
+  fc.record({
+    op: fc.constant("save" as const),
+    inst: fc.constant(i),
+    shape: nextShape,
+    age: fc.nat(3),
+    fence: fc.constant<FenceRef>("none"),
+    fenceTask: fc.constant<Task>(0),
+    consume: fc.constant<ConsumeRef>("none"),
+    event,
+  });
+const setupArb: fc.Arbitrary<Op[]> = fc
+  .tuple(...([0, 1, 2] as const).map((i) => fc.option(setupSave(i), { nil: null, freq: 5 })))
+  .map((saves) => saves.filter((save) => save !== null));
+
+export const sequenceArb: fc.Arbitrary<Op[]> = fc
+  .tuple(setupArb, fc.array(opArb, { minLength: 1, maxLength: 37, size: "medium" }))
+  .map(([setup, ops]) => [...setup, ...ops]);
+
+export function describeOps(ops: Op[]): string {
+  return ops.map((o, i) => `${i}: ${JSON.stringify(o)}`).join("\n");
+}
