@@ -5,7 +5,7 @@
 import { BackendError, type RenewedClaim, type TaskClaim } from "@sayiir/persistence-core";
 import { extendRefusal, RETRY, releaseRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
 import { type MongoContext, quote, RACE } from "./context.js";
-import { claimOn, heldClaim, liveClaimOn, toTaskClaim, withClaim } from "./instance.js";
+import { claimOn, heldClaim, liveClaimOn, statusOf, toTaskClaim, withClaim } from "./instance.js";
 import { type ClaimEntry, type InstanceDoc, isSnapshot, META } from "./layout.js";
 import { isDuplicateKey } from "./pending-blobs.js";
 
@@ -107,8 +107,10 @@ export function releaseClaim(
 }
 
 /**
- * Renews a live claim; `workflowPaused` is read from the document version the renewal commits
- * over (false when there is no snapshot).
+ * Renews a live claim; refused (ClaimLost) when the stored workflow is Cancelled, whether the
+ * cancel revoked this claim or it was taken after the cancel. The status it judges and
+ * `workflowPaused` (false when there is no snapshot) are read from the document version the
+ * renewal commits over (a claim without ttl commits nothing: judged on the version read).
  */
 export function extendClaim(
   ctx: MongoContext,
@@ -122,7 +124,8 @@ export function extendClaim(
     async () => {
       const doc = await ctx.read(instanceId);
       const now = await ctx.now();
-      const refusal = extendRefusal(instanceId, taskId, heldClaim(doc, taskId), workerId, now);
+      const held = heldClaim(doc, taskId);
+      const refusal = extendRefusal(instanceId, taskId, held, workerId, now, statusOf(doc));
       if (refusal !== null) throw refusal;
       const claim = claimOn(doc, taskId) as ClaimEntry;
       const workflowPaused = isSnapshot(doc) && doc.s === "Paused";

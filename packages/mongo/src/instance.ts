@@ -16,8 +16,10 @@ import {
   consumeRefusal,
   type HeldClaimView,
   fenceHolds as holds,
+  REVOKED_EXPIRY,
   resultRefusal,
   type StoredClaimView,
+  type StoredStatus,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
 import {
@@ -30,9 +32,12 @@ import {
 } from "./layout.js";
 import { isStale } from "./maintenance.js";
 
-/** Is a claim live at `now` (ms, the backend's clock)? A revoked claim never is. */
+/**
+ * Is a claim live at `now` (ms, the backend's clock)? A revoked claim never is: its expiry is the
+ * epoch (REVOKED_EXPIRY), and it carries its revocation moment `x`.
+ */
 export const isLive = (claim: ClaimEntry, now: number): boolean =>
-  claim.x !== true && (claim.e === null || claim.e > now);
+  claim.x === undefined && (claim.e === null || claim.e > now);
 
 /** The claim on `taskId`, live or expired, if any. */
 export function claimOn(doc: InstanceDoc | null, taskId: string): ClaimEntry | undefined {
@@ -57,17 +62,27 @@ export function heldClaim(doc: InstanceDoc | null, taskId: string): HeldClaimVie
   return claim === undefined ? undefined : { workerId: claim.w, expiresAt: expiry(claim) };
 }
 
-/** The expiry the kit judges: a revoked claim is expired on every clock (epoch 0). */
+/** The expiry the kit judges: a revoked claim is expired on every clock (the epoch). */
 const expiry = (claim: ClaimEntry): number | null =>
-  claim.x === true ? 0 : claim.e === null ? null : Number(claim.e);
+  claim.x !== undefined ? REVOKED_EXPIRY : claim.e === null ? null : Number(claim.e);
 
 /**
- * The claims with every live one revoked at `now`: expired on every clock (`x`), its entry and
- * token kept, so later claims get larger tokens and the holder may still release it.
+ * The claims with every live one revoked at `now`: its expiry set to the epoch (REVOKED_EXPIRY),
+ * so that no clock, however far behind, judges it live again, and `x = now` (when it was revoked:
+ * what pruning counts from); its entry and token kept, so later claims get larger tokens and the
+ * holder may still release it.
  */
 export function revokedClaims(doc: InstanceDoc, now: number): ClaimEntry[] {
-  return (doc.c ?? []).map((c): ClaimEntry => (isLive(c, now) ? { ...c, e: now, x: true } : c));
+  return (doc.c ?? []).map((c): ClaimEntry => (isLive(c, now) ? { ...c, e: REVOKED_EXPIRY, x: now } : c));
 }
+
+/**
+ * The stored status as the heartbeat judges it (undefined: no snapshot). A document of an older
+ * release has no `s`; it can only be InProgress, Completed or Failed, never Cancelled, which is
+ * all the heartbeat asks.
+ */
+export const statusOf = (doc: InstanceDoc | null): StoredStatus | undefined =>
+  isSnapshot(doc) ? doc.s : undefined;
 
 /** The oldest pending event named `eventName`, if any. */
 export function oldestEvent(doc: Pick<InstanceDoc, "e"> | null, eventName: string): EventEntry | undefined {
@@ -88,6 +103,7 @@ export function writeView(doc: InstanceDoc | null, fence: Fence | undefined, now
   return {
     found: isSnapshot(doc),
     finished: doc?.f === true,
+    cancelled: doc?.s === "Cancelled",
     paused: doc?.s === "Paused",
     claim: fence === undefined ? undefined : storedClaim(doc, fence.taskId),
     now,

@@ -44,10 +44,11 @@ export interface ClaimEntry {
   /** expiresAt, epoch ms, or null: no ttl (never expires). */
   e: number | null;
   /**
-   * Revoked by cancelWorkflow (then `e` is the moment of the revocation): expired on every clock,
-   * whatever the clocks of other processes say. The entry and its token stay.
+   * Revoked by cancelWorkflow: the moment of the revocation, epoch ms (the backend's clock); `e`
+   * is then the epoch (REVOKED_EXPIRY), so the claim is expired on every clock, whatever the
+   * clocks of other processes say. The entry and its token stay; pruning counts from `x`.
    */
-  x?: true;
+  x?: number;
 }
 
 /**

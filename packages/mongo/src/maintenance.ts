@@ -14,9 +14,14 @@ import type { ClaimEntry, InstanceDoc } from "./layout.js";
  */
 export const PRUNE_EXPIRED_AFTER_MS = 60 * 60 * 1000;
 
-/** Is this claim expired for long enough to be dropped (see PRUNE_EXPIRED_AFTER_MS)? */
-export const isStale = (claim: ClaimEntry, now: number): boolean =>
-  claim.e !== null && Number(claim.e) + PRUNE_EXPIRED_AFTER_MS <= now;
+/**
+ * Is this claim expired for long enough to be dropped (see PRUNE_EXPIRED_AFTER_MS)? A revoked
+ * claim counts from its revocation `x` (its expiry is the epoch, which would drop it at once).
+ */
+export function isStale(claim: ClaimEntry, now: number): boolean {
+  const since = claim.x ?? claim.e;
+  return since !== null && Number(since) + PRUNE_EXPIRED_AFTER_MS <= now;
+}
 
 /** The claims without the stale ones, or undefined when there is none to drop. */
 export function prunedClaims(doc: InstanceDoc | null, now: number): ClaimEntry[] | undefined {

@@ -5,10 +5,12 @@
 import {
   ErrorCode,
   encodeSnapshotHeader,
+  markCancelled,
   markTaskCompleted,
   type PersistentBackend,
   updatePosition,
 } from "@sayiir/persistence-core";
+import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import {
   atTask,
   awaiting,
@@ -257,19 +259,23 @@ describe.skipIf(server === null)("control and events in the instance document", 
     });
   });
 
-  it("cancel revokes claims in the document: entries and tokens kept, marked revoked", async () => {
+  it("cancel revokes claims in the document: entries and tokens kept, expiry the epoch, the revocation's moment in x", async () => {
     await withSubject(async (backend, col) => {
       const id = uid();
       await backend.saveSnapshot(atTask(id, "t1"));
       const running = await claimOrFail(backend, id, "t1", "w1", 60_000);
       const forever = await claimOrFail(backend, id, "side", "w2", null);
+      const before = Date.now();
       await backend.cancelWorkflow(id);
       const claims = (await docOf(col, id, { c: 1 }))?.c as Document[];
-      expect(claims.map((c) => [c.t, c.k, c.x])).toEqual([
-        ["t1", running.token, true],
-        ["side", forever.token, true],
+      expect(claims.map((c) => [c.t, c.k, c.e])).toEqual([
+        ["t1", running.token, REVOKED_EXPIRY],
+        ["side", forever.token, REVOKED_EXPIRY],
       ]);
-      expect(claims.every((c) => typeof c.e === "number")).toBe(true);
+      for (const c of claims) {
+        expect(c.x).toBeGreaterThanOrEqual(before - 2_000);
+        expect(c.x).toBeLessThanOrEqual(Date.now() + 2_000);
+      }
       // The former holder may still release it.
       await backend.releaseTaskClaim(id, "side", "w2");
       const left = ((await docOf(col, id, { c: 1 }))?.c ?? []) as Document[];
@@ -332,6 +338,63 @@ describe.skipIf(server === null)("control and events in the instance document", 
       expect(racing.fired()).toBe(true);
       const found = (await backend.findAvailableTasks("w", 10)).find((t) => t.instanceId === other);
       expect(found).toMatchObject({ taskId: "t1", event: { eventName: "e", sequence } });
+    });
+  });
+
+  it("a cancel is final and the heartbeat reads it, each judged on the version its compare-and-set replaces", async () => {
+    await withSubject(async (backend, col, seam, prefix) => {
+      const snapshots = `${prefix}snapshots`;
+      const late = finished(uid(), { kind: "Completed", finalOutput: text("late") });
+      const claimsOf = async (id: string) => ((await docOf(col, id, { c: 1 }))?.c ?? []) as Document[];
+
+      // A Cancelled snapshot (saveSnapshot revokes nothing) lands between a fenced Completed
+      // write's read and its commit: the fence still holds, the commit misses, the re-read refuses.
+      const id = uid();
+      const running = atTask(id, "t1", { completed: { t0: text("zero") } });
+      await backend.saveSnapshot(running);
+      const claim = await claimOrFail(backend, id, "t1", "w1", 60_000);
+      const race = beforeNextCommit(seam, snapshots, async () => {
+        await backend.saveSnapshot(markCancelled(running, { reason: "stop" }));
+      });
+      const refused = await rejection(backend.saveSnapshot({ ...late, instanceId: id }, { claim }));
+      expect(race.fired()).toBe(true);
+      expect(refused).toMatchObject({ code: ErrorCode.Conflict });
+      expect((refused as Error).message).toContain("only a Cancelled snapshot may be written");
+      expect((await backend.loadSnapshot(id)).state).toMatchObject({ kind: "Cancelled", reason: "stop" });
+
+      // The same race against a heartbeat: the renewal misses, the re-read sees Cancelled, and
+      // the claim is left as it was (not renewed, not revoked).
+      const renewed = await rejection(backend.extendTaskClaim(id, "t1", "w1", 120_000));
+      expect(renewed).toMatchObject({ code: ErrorCode.ClaimLost });
+      const other = uid();
+      const waiting = atTask(other, "t1");
+      await backend.saveSnapshot(waiting);
+      const held = await claimOrFail(backend, other, "t1", "w2", 60_000);
+      const raced = beforeNextCommit(seam, snapshots, async () => {
+        await backend.saveSnapshot(markCancelled(waiting));
+      });
+      const lost = await rejection(backend.extendTaskClaim(other, "t1", "w2", 120_000));
+      expect(raced.fired()).toBe(true);
+      expect(lost).toMatchObject({ code: ErrorCode.ClaimLost });
+      expect((lost as Error).message).toContain("is revoked");
+      expect((await claimsOf(other)).map((c) => [c.k, c.e, c.x])).toEqual([
+        [held.token, held.expiresAt, undefined],
+      ]);
+
+      // cancelWorkflow racing a fenced write revokes its claim: the fence is judged first (ClaimLost).
+      const third = uid();
+      await backend.saveSnapshot(atTask(third, "t1"));
+      const fence = await claimOrFail(backend, third, "t1", "w3", 60_000);
+      const cancelling = beforeNextCommit(seam, snapshots, async () => {
+        await backend.cancelWorkflow(third);
+      });
+      await expectCode(
+        backend.saveSnapshot({ ...late, instanceId: third }, { claim: fence }),
+        ErrorCode.ClaimLost,
+      );
+      expect(cancelling.fired()).toBe(true);
+      expect((await backend.loadSnapshot(third)).state.kind).toBe("Cancelled");
+      expect((await claimsOf(third)).map((c) => [c.k, c.e])).toEqual([[fence.token, REVOKED_EXPIRY]]);
     });
   });
 });

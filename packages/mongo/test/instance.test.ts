@@ -1,5 +1,6 @@
 // The pure decisions every compare-and-set commits (no server needed).
 import { compareIds, ErrorCode } from "@sayiir/persistence-core";
+import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import { describe, expect, it } from "vitest";
 import {
   completionPlan,
@@ -9,8 +10,10 @@ import {
   nextUpdate,
   readyFields,
   revokedClaims,
+  statusOf,
   timerFields,
   withClaim,
+  writeView,
 } from "../src/instance.js";
 import { type InstanceDoc, orderKey } from "../src/layout.js";
 import { PRUNE_EXPIRED_AFTER_MS, prunedClaims } from "../src/maintenance.js";
@@ -225,14 +228,48 @@ describe("instance document decisions", () => {
     expect(consumption("i", d, undefined, false)).toEqual({ change: undefined, garbage: [] });
   });
 
-  it("a revoked claim is expired on every clock: not live, no fence holds, whatever the expiry says", () => {
+  it("a revoked claim is expired on every clock: its expiry is the epoch, not live, no fence holds; pruned an hour after its revocation", () => {
     const live = { t: "t1", w: "w", k: 7, c: 1_000, e: 9_000 };
     const forever = { t: "t2", w: "w", k: 8, c: 1_000, e: null };
     const expired = { t: "t3", w: "w", k: 9, c: 1_000, e: 1_100 };
     const revoked = revokedClaims({ ...doc, c: [live, forever, expired] }, 2_000);
-    expect(revoked).toEqual([{ ...live, e: 2_000, x: true }, { ...forever, e: 2_000, x: true }, expired]);
-    // A process whose clock is behind the one that revoked still sees them expired.
-    for (const claim of revoked.slice(0, 2)) expect(isLive(claim, 0)).toBe(false);
+    expect(REVOKED_EXPIRY).toBe(0);
+    expect(revoked).toEqual([
+      { ...live, e: REVOKED_EXPIRY, x: 2_000 },
+      { ...forever, e: REVOKED_EXPIRY, x: 2_000 },
+      expired,
+    ]);
+    // A process whose clock is behind the one that revoked (even at the epoch) still sees them expired.
+    for (const claim of revoked.slice(0, 2)) {
+      expect(isLive(claim, 0)).toBe(false);
+      expect(isLive(claim, -1)).toBe(false);
+    }
     expect(fenceHolds({ ...doc, c: revoked }, { taskId: "t1", token: 7 }, 0)).toBe(false);
+    expect(writeView({ ...doc, c: revoked }, { taskId: "t1", token: 7 }, 0).claim).toEqual({
+      token: 7,
+      expiresAt: REVOKED_EXPIRY,
+    });
+    // Pruning counts from the revocation, not from the epoch: the record stays for the hour.
+    const hour = 2_000 + PRUNE_EXPIRED_AFTER_MS;
+    const onlyRevoked = revoked.slice(0, 2);
+    expect(prunedClaims({ ...doc, c: onlyRevoked }, hour - 1)).toBeUndefined();
+    expect(prunedClaims({ ...doc, c: onlyRevoked }, hour)).toEqual([]);
+  });
+
+  it("a cancel is final and the heartbeat reads it: the write view and the status come from the version read", () => {
+    const cancelled: InstanceDoc = { ...doc, f: true, s: "Cancelled", p: null };
+    const view = writeView(cancelled, undefined, 0);
+    expect(view).toMatchObject({ found: true, finished: true, cancelled: true, paused: false });
+    expect(writeView({ ...doc, s: "Paused" }, undefined, 0)).toMatchObject({
+      cancelled: false,
+      paused: true,
+    });
+    expect(statusOf(cancelled)).toBe("Cancelled");
+    // A document of an older release has no status; it can never be Cancelled.
+    const { s: _, ...legacy } = { ...doc, s: "InProgress" as const };
+    expect(statusOf(legacy)).toBeUndefined();
+    expect(writeView(legacy, undefined, 0).cancelled).toBe(false);
+    expect(statusOf({ _id: "i", v: "v", c: [] })).toBeUndefined(); // a claims-only placeholder
+    expect(statusOf(null)).toBeUndefined();
   });
 });
