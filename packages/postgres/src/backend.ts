@@ -22,7 +22,6 @@ import {
 import {
   fromStoredParts,
   type MigrationReport,
-  releaseRefusal,
   snapshotRefusal,
   toStoredSnapshot,
 } from "@sayiir/persistence-core/adapter";
@@ -49,11 +48,13 @@ import {
   COMPLETE_BATCH,
   type CompleteRow,
   claimOf,
+  claimRefusal,
   completionOutcome,
   type ExtendRow,
   type LoadRow,
   type LockRow,
   RESULTS_BATCH,
+  type ReadClaimRow,
   type ReadyRow,
   writeView,
 } from "./rows.js";
@@ -261,6 +262,7 @@ export class PostgresBackend extends BaseBackend {
         stored.updatedAt,
         ...waitValues(stored.awaiting),
         writableOverPaused(stored.status),
+        stored.status === "Cancelled",
       ]);
       if (up.rowCount === 0) {
         state = await this.#lockSnapshot(db, id);
@@ -383,28 +385,22 @@ export class PostgresBackend extends BaseBackend {
     return row === undefined ? null : claimOf(instanceId, taskId, workerId, row);
   }
 
-  /**
-   * Why a release or an extend changed no row, read in a second statement: releaseRefusal on
-   * the claim found now (none: NotFound; another worker's: ClaimLost), else `otherwise` (the
-   * worker's own claim was not the one the statement could act on).
-   */
+  /** Why a release or an extend changed no row, read in a second statement (see claimRefusal). */
   async #refusal(
+    which: "release" | "extend",
     instanceId: string,
     taskId: string,
     workerId: string,
-    otherwise: PersistenceError,
   ): Promise<PersistenceError> {
-    const r = await this.#q<{ worker_id: string }>(this.#pool, this.#st.readClaim, [instanceId, taskId]);
-    const holder = r.rows[0];
-    const claim = holder === undefined ? undefined : { workerId: holder.worker_id, expiresAt: null };
-    return releaseRefusal(instanceId, taskId, claim, workerId) ?? otherwise;
+    const r = await this.#q<ReadClaimRow>(this.#pool, this.#st.readClaim, [instanceId, taskId]);
+    return claimRefusal(which, instanceId, taskId, workerId, r.rows[0]);
   }
 
   protected async doReleaseTaskClaim(instanceId: string, taskId: string, workerId: string): Promise<void> {
     const r = await this.#q<{ n: number }>(this.#pool, this.#st.releaseClaim, [instanceId, taskId, workerId]);
     if ((r.rows[0]?.n ?? 0) === 0) {
       // Found as this worker's after the delete found none: claimed again meanwhile.
-      throw await this.#refusal(instanceId, taskId, workerId, failures.claimedByOther(instanceId, taskId));
+      throw await this.#refusal("release", instanceId, taskId, workerId);
     }
   }
 
@@ -422,8 +418,8 @@ export class PostgresBackend extends BaseBackend {
     ]);
     const row = r.rows[0];
     if (row === undefined) {
-      // This worker's claim, but not live on the server clock: extendRefusal's last rule.
-      throw await this.#refusal(instanceId, taskId, workerId, failures.claimExpired(instanceId, taskId));
+      // No claim, another worker's, expired, or on a cancelled workflow: extendRefusal's order.
+      throw await this.#refusal("extend", instanceId, taskId, workerId);
     }
     return { ...claimOf(instanceId, taskId, workerId, row), workflowPaused: row.paused };
   }

@@ -64,7 +64,8 @@ function storedState(instanceId: string, header: Uint8Array) {
  * cancelWorkflow, pauseWorkflow, resumeWorkflow, inside one transaction: the row locked with the
  * server's clock (lockHeader), the state check (controlRefusal), the new header and index fields
  * (transitionHeader, asking hasResult for the position's task only), and for a cancel the pending
- * events dropped and every claim of the instance revoked (expired now, rows and tokens kept).
+ * events dropped and every claim of the instance revoked (expiry set to the epoch, rows and tokens
+ * kept).
  */
 export async function transition(
   db: Db,
@@ -99,6 +100,7 @@ export async function transition(
     next.readyTaskId,
     next.updatedAt,
     ...waitValues(next.awaiting),
+    next.status === "Cancelled",
   ]);
   if (which === "cancel") {
     await db("deleteEvents", [instanceId]);

@@ -4,7 +4,7 @@
  * only ever bound as parameters, never spliced into SQL.
  *
  *   snapshots     one row per instance: encoded header (bytea), initial input, finished, paused,
- *                 ready_task_id, updated_at, claimed_until (the lease claim-next puts on the task it
+ *                 cancelled, ready_task_id, updated_at, claimed_until (the lease claim-next puts on the task it
  *                 claims), and the wait of an AwaitingEvent position (wait_event, wait_task, timeout_at)
  *   task_results  one row per (instance, task): the output (bytea)
  *   claims        one row per (instance, task) claim: worker, fencing token, server-clock timestamps

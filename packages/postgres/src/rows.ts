@@ -6,10 +6,16 @@ import {
   type CompletionOutcome,
   type Fence,
   failures,
+  type PersistenceError,
   type TaskClaim,
   type ValidCompletion,
 } from "@sayiir/persistence-core";
-import type { WriteView } from "@sayiir/persistence-core/adapter";
+import {
+  extendRefusal,
+  REVOKED_EXPIRY,
+  releaseRefusal,
+  type WriteView,
+} from "@sayiir/persistence-core/adapter";
 
 /** How much one statement carries: items, and (past its first item) bytes of values. */
 export interface BatchBound {
@@ -57,6 +63,14 @@ export interface ClaimRow {
 export interface LockRow {
   finished: boolean;
   paused: boolean;
+  cancelled: boolean;
+}
+
+/** A row of readClaim: the holder, live on the server's clock or not, and a cancelled workflow. */
+export interface ReadClaimRow {
+  worker_id: string;
+  live: boolean;
+  cancelled: boolean;
 }
 
 /** A row of extendClaim: the renewed claim, and whether its workflow is paused. */
@@ -154,6 +168,7 @@ export function writeView(row: LockRow | undefined, fence: Fence | undefined, ho
   return {
     found: row !== undefined,
     finished: row?.finished ?? false,
+    cancelled: row?.cancelled ?? false,
     paused: row?.paused ?? false,
     // checkFence judged liveness on the server's clock; the kit then only compares the token.
     claim: fence !== undefined && holds ? { token: fence.token, expiresAt: null } : undefined,
@@ -170,4 +185,31 @@ export function completionOutcome(row: CompleteRow, c: ValidCompletion): Complet
   if (!row.found) return failures.snapshotNotFound(c.instanceId);
   if (row.fenced) return failures.resultsFinal(c.instanceId);
   return failures.fenceRejected(c.instanceId, c);
+}
+
+/**
+ * Why a release or an extend changed no row, from readClaim's row (the claim and the workflow as
+ * found by a second statement): releaseRefusal (none: NotFound; another worker's: ClaimLost), and
+ * for an extend extendRefusal's further rules (expired on the server's clock, then a cancelled
+ * workflow: ClaimLost). Otherwise this worker's own live claim was not the one the statement could
+ * act on: taken again in between (release), or expired meanwhile (extend).
+ */
+export function claimRefusal(
+  which: "release" | "extend",
+  instanceId: string,
+  taskId: string,
+  workerId: string,
+  row: ReadClaimRow | undefined,
+): PersistenceError {
+  if (which === "release" || row === undefined) {
+    const claim = row === undefined ? undefined : { workerId: row.worker_id, expiresAt: null };
+    return releaseRefusal(instanceId, taskId, claim, workerId) ?? failures.claimedByOther(instanceId, taskId);
+  }
+  // The server judged liveness: the kit sees a live claim as one without expiry and an expired one
+  // as revoked (the epoch), against now = 0.
+  const claim = { workerId: row.worker_id, expiresAt: row.live ? null : REVOKED_EXPIRY };
+  const status = row.cancelled ? "Cancelled" : undefined;
+  return (
+    extendRefusal(instanceId, taskId, claim, workerId, 0, status) ?? failures.claimExpired(instanceId, taskId)
+  );
 }

@@ -58,9 +58,10 @@ CREATE SEQUENCE ${l.s}.${quoteIdentifier(TOKEN_SEQUENCE)} AS bigint MINVALUE 1 S
   {
     version: 2,
     name: "lease on claimed ready tasks: ready index without them, leased index by lease end",
-    // A nullable column without default is a catalog change only. The index builds scan the
-    // table once, under a lock that holds writes back meanwhile (CONCURRENTLY cannot run in the
-    // migration's transaction); both indexes only hold ready rows.
+    // A nullable column without default is a catalog change only. ALTER TABLE and DROP INDEX take
+    // an ACCESS EXCLUSIVE lock on the snapshots table, held until the migration's transaction
+    // commits: reads of the table wait too while the index builds scan it once (CONCURRENTLY cannot
+    // run in a transaction). Both indexes only hold ready rows.
     sql: (l) => `
 ALTER TABLE ${l.snapshots} ADD COLUMN claimed_until timestamptz;
 DROP INDEX ${l.s}.${quoteIdentifier(READY_INDEX)};
@@ -72,15 +73,18 @@ CREATE INDEX ${quoteIdentifier(LEASED_INDEX)} ON ${l.snapshots} (claimed_until)
   },
   {
     version: 3,
-    name: "workflow control and events: paused, the wait columns, timer index, leases of due waits, events",
-    // Nullable columns and a NOT NULL column with a constant default are catalog changes only
-    // (PostgreSQL 11+): no row is rewritten, and no existing row holds a wait or a pause. The
-    // leased index is rebuilt to cover every leased row (a due wait claimed by claim-next has no
-    // ready_task_id); before this version only ready rows held a lease, so it holds the same rows.
-    // The index builds read the table once, holding writes back meanwhile; the timer index starts empty.
+    name: "workflow control and events: paused, cancelled, the wait columns, timer index, leases of due waits, events",
+    // Nullable columns and NOT NULL columns with a constant default are catalog changes only
+    // (PostgreSQL 11+): no row is rewritten, and no existing row holds a wait, a pause or a cancel.
+    // The leased index is rebuilt to cover every leased row (a due wait claimed by claim-next has
+    // no ready_task_id); before this version only ready rows held a lease, so it holds the same
+    // rows; the timer index starts empty. ALTER TABLE and DROP INDEX take an ACCESS EXCLUSIVE lock
+    // on the snapshots table, held until the migration's transaction commits: every read and write
+    // of snapshots waits while the two index builds read the table (not only the writes).
     sql: (l) => `
 ALTER TABLE ${l.snapshots}
   ADD COLUMN paused boolean NOT NULL DEFAULT false,
+  ADD COLUMN cancelled boolean NOT NULL DEFAULT false,
   ADD COLUMN wait_event text COLLATE "C",
   ADD COLUMN wait_task text COLLATE "C",
   ADD COLUMN timeout_at bigint;

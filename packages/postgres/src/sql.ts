@@ -1,5 +1,9 @@
+import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import type { Layout } from "./layout.js";
 import { candidate, discovery, live, ms } from "./sql-discovery.js";
+
+/** The expiry of a revoked claim: the epoch (REVOKED_EXPIRY, in ms) as a timestamptz. */
+const revokedExpiry = `to_timestamp(${REVOKED_EXPIRY / 1000})`;
 
 /**
  * The ready task of a snapshot row as written ($ready, $waitEvent, $waitTask: placeholders of the
@@ -33,25 +37,29 @@ function snapshotWrites(l: Layout) {
   return {
     /**
      * Upsert of the snapshot row; the state guards are in the conflict clause, so they are judged
-     * on the locked, latest row: a finished workflow stays finished, and over a paused one only a
-     * Paused or Cancelled snapshot is written ($13). No row back: refused. The ready task follows
+     * on the locked, latest row, in snapshotRefusal's order: a finished workflow stays finished,
+     * over a cancelled one only a Cancelled snapshot is written (a cancel is final, even against a
+     * late Completed or Failed), and over a paused one only a Paused or Cancelled one ($13). No row
+     * back: refused. The ready task follows
      * the rule of readyTask (an awaited event already pending makes the wait ready). The lease
      * stays while the row offers the same task (its claim still holds it).
      *
      * $1 id, $2 hash, $3 header, $4 initial input, $5 finished, $6 paused, $7 last completed task,
-     * $8 AtTask ready task, $9 updated_at, $10 wait event, $11 wait task, $12 timeout_at.
+     * $8 AtTask ready task, $9 updated_at, $10 wait event, $11 wait task, $12 timeout_at,
+     * $13 writable over Paused, $14 cancelled.
      */
     upsertSnapshot: `
       INSERT INTO ${l.snapshots} AS t
-        (instance_id, definition_hash, header, initial_input, finished, paused, last_completed_task_id,
-         ready_task_id, updated_at, wait_event, wait_task, timeout_at)
-      VALUES ($1, $2, $3, $4, $5, $6, $7, ${readyTask(l, "$1", "$8", "$10", "$11")}, $9, $10, $11, $12)
+        (instance_id, definition_hash, header, initial_input, finished, paused, cancelled,
+         last_completed_task_id, ready_task_id, updated_at, wait_event, wait_task, timeout_at)
+      VALUES ($1, $2, $3, $4, $5, $6, $14, $7, ${readyTask(l, "$1", "$8", "$10", "$11")}, $9, $10, $11, $12)
       ON CONFLICT (instance_id) DO UPDATE SET
         definition_hash = excluded.definition_hash,
         header = excluded.header,
         initial_input = excluded.initial_input,
         finished = excluded.finished,
         paused = excluded.paused,
+        cancelled = excluded.cancelled,
         last_completed_task_id = excluded.last_completed_task_id,
         ready_task_id = excluded.ready_task_id,
         updated_at = excluded.updated_at,
@@ -59,7 +67,8 @@ function snapshotWrites(l: Layout) {
         wait_task = excluded.wait_task,
         timeout_at = excluded.timeout_at,
         claimed_until = CASE WHEN ${candidate("t")} = ${candidate("excluded")} THEN t.claimed_until END
-      WHERE NOT (t.finished AND NOT excluded.finished) AND NOT (t.paused AND NOT $13::boolean)
+      WHERE NOT (t.finished AND NOT excluded.finished) AND NOT (t.cancelled AND NOT excluded.cancelled)
+        AND NOT (t.paused AND NOT $13::boolean)
       RETURNING 1`,
 
     /**
@@ -85,7 +94,7 @@ function snapshotWrites(l: Layout) {
       WHERE c.instance_id = $1 AND c.task_id = $2 AND c.token = $3 AND ${live("c")}
       FOR SHARE`,
 
-    lockSnapshot: `SELECT finished, paused FROM ${l.snapshots} WHERE instance_id = $1 FOR UPDATE`,
+    lockSnapshot: `SELECT finished, paused, cancelled FROM ${l.snapshots} WHERE instance_id = $1 FOR UPDATE`,
 
     upsertResult: `
       INSERT INTO ${l.taskResults} (instance_id, task_id, output) VALUES ($1, $2, $3)
@@ -207,9 +216,11 @@ function claimStatements(l: Layout) {
       SELECT count(*)::int AS n FROM d`,
 
     /**
-     * Renewal: expiry = now + duration for a live claim of this worker; a claim without ttl stays
-     * so. A lease on the task moves with it (snapshot row locked first, as in release). `paused`:
-     * the instance is Paused, read by the same statement (false when it is missing).
+     * Renewal: expiry = now + duration for a live claim of this worker on a workflow that is not
+     * cancelled (the heartbeat on a cancelled workflow fails, whether the claim was revoked or
+     * taken after the cancel); a claim without ttl stays so. A lease on the task moves with it
+     * (snapshot row locked first, as in release). `paused`: the instance is Paused, read by the
+     * same statement (false when it is missing). No row back: refused (readClaim tells why).
      */
     extendClaim: `
       WITH s AS (
@@ -222,6 +233,7 @@ function claimStatements(l: Layout) {
           expires_at = CASE WHEN c.expires_at IS NULL THEN NULL ELSE clock_timestamp() + $4::bigint * interval '1 millisecond' END
         WHERE c.instance_id = $1 AND c.task_id = $2 AND c.worker_id = $3 AND ${live("c")}
           AND (SELECT count(*) FROM s) >= 0
+          AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} x WHERE x.instance_id = $1 AND x.cancelled)
         RETURNING c.token, c.claimed_at, c.expires_at
       ),
       u AS (
@@ -233,8 +245,15 @@ function claimStatements(l: Layout) {
              coalesce((SELECT p.paused FROM ${l.snapshots} p WHERE p.instance_id = $1), false) AS paused
       FROM c`,
 
-    /** Who holds the claim (live or not), to tell NotFound from ClaimLost after a refused release/extend. */
-    readClaim: `SELECT worker_id FROM ${l.claims} WHERE instance_id = $1 AND task_id = $2`,
+    /**
+     * Who holds the claim (live or not), whether it is live (server clock), and whether its
+     * workflow is cancelled: why a release or an extend was refused, in releaseRefusal's and
+     * extendRefusal's order.
+     */
+    readClaim: `
+      SELECT c.worker_id, ${live("c")} AS live,
+             EXISTS (SELECT 1 FROM ${l.snapshots} x WHERE x.instance_id = $1 AND x.cancelled) AS cancelled
+      FROM ${l.claims} c WHERE c.instance_id = $1 AND c.task_id = $2`,
   };
 }
 
@@ -254,21 +273,24 @@ function control(l: Layout) {
      * The new header and index fields of a transition; the ready task by the rule of readyTask.
      * The lease goes (pause and cancel take the row out of every index; resume puts it back
      * without one). $1 id, $2 header, $3 finished, $4 paused, $5 AtTask ready task, $6 updated_at,
-     * $7 wait event, $8 wait task, $9 timeout_at.
+     * $7 wait event, $8 wait task, $9 timeout_at, $10 cancelled.
      */
     storeTransition: `
       UPDATE ${l.snapshots} SET
-        header = $2, finished = $3, paused = $4, ready_task_id = ${readyTask(l, "$1", "$5", "$7", "$8")},
+        header = $2, finished = $3, paused = $4, cancelled = $10,
+        ready_task_id = ${readyTask(l, "$1", "$5", "$7", "$8")},
         updated_at = $6, wait_event = $7, wait_task = $8, timeout_at = $9, claimed_until = NULL
       WHERE instance_id = $1`,
 
     /**
-     * cancelWorkflow: every live claim of the instance expires now (server clock). The rows and
-     * their tokens stay: later claims get larger tokens, and the holder may still release its claim.
+     * cancelWorkflow: every claim of the instance not revoked yet gets the epoch as its expiry
+     * (the kit's REVOKED_EXPIRY), not the clock's now: no later reading of the server's clock,
+     * even one stepped back, judges it live again. The rows and their tokens stay: later claims
+     * get larger tokens, and the holder may still release its claim.
      */
     revokeClaims: `
-      UPDATE ${l.claims} SET expires_at = clock_timestamp()
-      WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > clock_timestamp())`,
+      UPDATE ${l.claims} SET expires_at = ${revokedExpiry}
+      WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > ${revokedExpiry})`,
 
     /** cancelWorkflow and a terminal saveSnapshot: the instance's pending events go. */
     deleteEvents: `DELETE FROM ${l.events} WHERE instance_id = $1`,

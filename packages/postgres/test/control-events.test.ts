@@ -1,16 +1,18 @@
 import {
   ErrorCode,
+  failures,
   markTaskCompleted,
   type PersistentBackend,
   updatePosition,
 } from "@sayiir/persistence-core";
-import { toStoredSnapshot } from "@sayiir/persistence-core/adapter";
+import { REVOKED_EXPIRY, toStoredSnapshot } from "@sayiir/persistence-core/adapter";
 import {
   atTask,
   awaiting,
   claimOrFail,
   expectCode,
   finished,
+  rejection,
   sleep,
   text,
   uid,
@@ -40,7 +42,7 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 async function rowOf(url: string, schema: string, instanceId: string) {
   const r = await adminPool(url).query(
     `SELECT CASE WHEN claimed_until = 'infinity' THEN -1 ELSE floor(extract(epoch FROM claimed_until) * 1000) END::float8 AS lease,
-            ready_task_id, wait_event, wait_task, timeout_at::float8 AS timeout_at, paused, finished
+            ready_task_id, wait_event, wait_task, timeout_at::float8 AS timeout_at, paused, finished, cancelled
      FROM ${quoteIdentifier(schema)}.snapshots WHERE instance_id = $1`,
     [instanceId],
   );
@@ -215,7 +217,7 @@ describe.skipIf(servers.length === 0)("control and events on PostgreSQL", () => 
         }
       });
 
-      it("cancel revokes the claims: rows and tokens stay, expired on the server's clock; the lease goes", async () => {
+      it("cancel revokes the claims: rows and tokens stay, the epoch as expiry; the lease goes", async () => {
         const subject = await createSubject({}, {}, server);
         const { backend, schema } = subject;
         const s = quoteIdentifier(schema);
@@ -228,23 +230,87 @@ describe.skipIf(servers.length === 0)("control and events on PostgreSQL", () => 
           expect((await rowOf(server.url, schema, id))?.lease).toBe(-1);
           await backend.cancelWorkflow(id);
           const claims = await adminPool(server.url).query(
-            `SELECT task_id, token::float8 AS token, expires_at <= clock_timestamp() AS expired
+            `SELECT task_id, token::float8 AS token, floor(extract(epoch FROM expires_at) * 1000)::float8 AS expires_at
              FROM ${s}.claims WHERE instance_id = $1 ORDER BY task_id`,
             [id],
           );
           expect(claims.rows).toEqual([
-            { task_id: "side", token: side.token, expired: true },
-            { task_id: "t1", token: task.claim.token, expired: true },
+            { task_id: "side", token: side.token, expires_at: REVOKED_EXPIRY },
+            { task_id: "t1", token: task.claim.token, expires_at: REVOKED_EXPIRY },
           ]);
           expect(await rowOf(server.url, schema, id)).toMatchObject({
             lease: null,
             ready_task_id: null,
             finished: true,
+            cancelled: true,
           });
           await expectCode(backend.extendTaskClaim(id, "t1", "w1", 1_000), ErrorCode.ClaimLost);
           await backend.releaseTaskClaim(id, "side", "w2");
           expect(await backend.claimAvailableTasks("w3", 10, 60_000)).toEqual([]);
         } finally {
+          await backend.close();
+          await subject.cleanup();
+        }
+      });
+
+      it("a cancel is final in the statements: the upsert's guard and the heartbeat's", async () => {
+        let race: (() => Promise<void>) | undefined;
+        const faults = {
+          beforeQuery: async (name: string) => {
+            const run = race;
+            if (name === "upsertSnapshot" && run !== undefined) {
+              race = undefined;
+              await run();
+            }
+          },
+        };
+        const subject = await createSubject({}, { faults }, server);
+        const { backend } = subject;
+        const other = await subject.connect();
+        try {
+          const model = uid();
+          await backend.saveSnapshot(atTask(model, "t1"));
+          await backend.cancelWorkflow(model);
+          const cancelled = await backend.loadSnapshot(model);
+          // The row is inserted (Cancelled) by another connection after this write's lockSnapshot
+          // found none: only the conflict clause of upsertSnapshot sees it.
+          const id = uid();
+          race = () => other.saveSnapshot({ ...cancelled, instanceId: id });
+          const late = finished(id, { kind: "Completed", finalOutput: text("late") });
+          const refused = await rejection(backend.saveSnapshot(late));
+          expect(refused).toMatchObject({
+            code: ErrorCode.Conflict,
+            message: failures.cancelledIsFinal(id).message,
+          });
+          expect(race).toBeUndefined();
+          expect((await backend.loadSnapshot(id)).state.kind).toBe("Cancelled");
+
+          // extendClaim refuses in the statement; readClaim then names why, in extendRefusal's order.
+          const held = uid();
+          await backend.saveSnapshot(atTask(held, "t1"));
+          await claimOrFail(backend, held, "t1", "w1", 60_000);
+          await backend.cancelWorkflow(held);
+          const lateClaim = await claimOrFail(backend, held, "t2", "w2", 60_000);
+          expect(await rejection(backend.extendTaskClaim(held, "t1", "w1", 1_000))).toMatchObject({
+            code: ErrorCode.ClaimLost,
+            message: failures.claimExpired(held, "t1").message,
+          });
+          expect(await rejection(backend.extendTaskClaim(held, "t2", "w2", 1_000))).toMatchObject({
+            code: ErrorCode.ClaimLost,
+            message: failures.claimRevoked(held, "t2").message,
+          });
+          await expectCode(backend.extendTaskClaim(held, "t2", "w3", 1_000), ErrorCode.ClaimLost);
+          // The heartbeat renewed nothing: the late claim keeps its expiry.
+          const kept = await adminPool(server.url).query(
+            `SELECT floor(extract(epoch FROM expires_at) * 1000)::float8 AS expires_at
+             FROM ${quoteIdentifier(subject.schema)}.claims WHERE instance_id = $1 AND task_id = 't2'`,
+            [held],
+          );
+          expect(kept.rows[0]?.expires_at).toBe(lateClaim.expiresAt);
+          await backend.releaseTaskClaim(held, "t1", "w1");
+          await backend.releaseTaskClaim(held, "t2", "w2");
+        } finally {
+          await other.close();
           await backend.close();
           await subject.cleanup();
         }
@@ -338,6 +404,11 @@ describe.skipIf(servers.length === 0)("control and events on PostgreSQL", () => 
           );
           backend = new PostgresBackend({ connectionString: server.url, schema });
           expect(await backend.migrate()).toEqual({ applied: [3], version: LATEST_VERSION });
+          expect(await rowOf(server.url, schema, "v2-done")).toMatchObject({
+            finished: true,
+            paused: false,
+            cancelled: false,
+          });
           expect(await offered(backend)).toEqual(["v2-ready/t1", "v2-lapsed/t1"]);
           const got = await backend.claimAvailableTasks("new", 10, 60_000);
           expect(got.map((t) => [t.instanceId, dec(t.input)])).toEqual([

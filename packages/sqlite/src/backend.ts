@@ -35,6 +35,7 @@ import {
   consumeEvent,
   loadPendingEvents,
   sendEvent,
+  storedStatus,
   transition,
   waitParams,
 } from "./control.js";
@@ -127,6 +128,7 @@ export class SqliteBackend extends BaseBackend {
       found: stored !== undefined,
       finished:
         stored !== undefined && stored.status !== Status.InProgress && stored.status !== Status.Paused,
+      cancelled: stored?.status === Status.Cancelled,
       paused: stored?.status === Status.Paused,
       claim: fence === undefined ? undefined : this.#claim(instanceId, fence.taskId),
       now,
@@ -301,7 +303,10 @@ export class SqliteBackend extends BaseBackend {
     });
   }
 
-  /** The renewal, and whether the workflow is paused, read under the same lock. */
+  /**
+   * The renewal, under one lock with the workflow's status: refused on a cancelled workflow
+   * (extendRefusal's last rule), and `workflowPaused` when it is paused.
+   */
   protected async doExtendTaskClaim(
     instanceId: string,
     taskId: string,
@@ -310,12 +315,12 @@ export class SqliteBackend extends BaseBackend {
   ): Promise<RenewedClaim> {
     return this.#write((now) => {
       const found = this.#claim(instanceId, taskId);
-      const refusal = extendRefusal(instanceId, taskId, found, workerId, now);
+      const status = this.#q.get<{ status: string }>("lockSnapshot", instanceId)?.status;
+      const refusal = extendRefusal(instanceId, taskId, found, workerId, now, storedStatus(status));
       if (refusal !== null) throw refusal;
       const claim = found as StoredClaim; // extendRefusal refuses a missing claim
       const expiresAt = claim.expiresAt === null ? null : now + durationMs;
       if (expiresAt !== null) this.#q.run("extendClaim", expiresAt, instanceId, taskId);
-      const status = this.#q.get<{ status: string }>("lockSnapshot", instanceId)?.status;
       return {
         instanceId,
         taskId,

@@ -15,6 +15,7 @@ import {
 import {
   consumeRefusal,
   controlRefusal,
+  REVOKED_EXPIRY,
   type StoredSnapshot,
   type Transition,
   transitionHeader,
@@ -45,7 +46,8 @@ export function storedStatus(status: string | undefined) {
 /**
  * cancelWorkflow, pauseWorkflow, resumeWorkflow: the state check (controlRefusal), the new header
  * and index fields (transitionHeader, without reading any output), and for a cancel the pending
- * events dropped and every claim of the instance revoked (expired now, rows and tokens kept).
+ * events dropped and every claim of the instance revoked (expiry set to the epoch, rows and tokens
+ * kept).
  */
 export function transition(
   q: Queries,
@@ -78,7 +80,7 @@ export function transition(
   });
   if (which === "cancel") {
     q.run("deleteEvents", instanceId);
-    q.runNamed("revokeClaims", { id: instanceId, now });
+    q.runNamed("revokeClaims", { id: instanceId, revoked: REVOKED_EXPIRY });
   }
 }
 

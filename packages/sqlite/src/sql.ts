@@ -140,13 +140,14 @@ function control(t: Tables) {
       WHERE instance_id = :id`,
 
     /**
-     * cancelWorkflow: every live claim of the instance expires now (clock skew 0: a claim is live
-     * while expires_at > now). The rows and their tokens stay: later claims get larger tokens, and
+     * cancelWorkflow: every claim of the instance not revoked yet gets the epoch as its expiry
+     * (:revoked, the kit's REVOKED_EXPIRY), so no clock reading, however far the clock steps back,
+     * judges it live again. The rows and their tokens stay: later claims get larger tokens, and
      * the holder may still release its claim.
      */
     revokeClaims: `
-      UPDATE ${t.claims} SET expires_at = :now
-      WHERE instance_id = :id AND (expires_at IS NULL OR expires_at > :now)`,
+      UPDATE ${t.claims} SET expires_at = :revoked
+      WHERE instance_id = :id AND (expires_at IS NULL OR expires_at > :revoked)`,
 
     /** cancelWorkflow, deleteSnapshot and a terminal saveSnapshot: the instance's pending events go. */
     deleteEvents: `DELETE FROM ${t.events} WHERE instance_id = ?`,

@@ -1,6 +1,12 @@
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
-import { BackendError, ErrorCode, markTaskCompleted, updatePosition } from "@sayiir/persistence-core";
-import { toStoredSnapshot } from "@sayiir/persistence-core/adapter";
+import {
+  BackendError,
+  ErrorCode,
+  failures,
+  markTaskCompleted,
+  updatePosition,
+} from "@sayiir/persistence-core";
+import { REVOKED_EXPIRY, toStoredSnapshot } from "@sayiir/persistence-core/adapter";
 import {
   atTask,
   awaiting,
@@ -10,7 +16,7 @@ import {
   rejection,
   text,
 } from "@sayiir/persistence-core/conformance";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { SqliteBackend } from "../src/index.js";
 import { tableNames } from "../src/layout.js";
 import { migrations } from "../src/schema.js";
@@ -164,29 +170,60 @@ describe("event records and the timer index", () => {
 });
 
 describe("cancel revokes claims", () => {
-  it("every claim row stays with its token and expires now; the holder may still release it", async () => {
+  it("every claim row stays with its token and gets the epoch as expiry; the holder may still release it", async () => {
     const { backend, path } = await fileBackend();
     const raw = rawConnection(path);
     await backend.saveSnapshot(atTask("wf-1", "t1"));
     const a = await claimOrFail(backend, "wf-1", "t1", "w1", 60_000);
     const b = await claimOrFail(backend, "wf-1", "side", "w2", null);
-    const before = Date.now();
     await backend.cancelWorkflow("wf-1");
     const rows = raw
       .prepare(
         `SELECT task_id, token, expires_at FROM "sayiir_claims" WHERE instance_id = ? ORDER BY task_id`,
       )
       .all("wf-1");
-    expect(rows.map((r) => [r.task_id, r.token])).toEqual([
-      ["side", b.token],
-      ["t1", a.token],
+    expect(rows.map((r) => [r.task_id, r.token, r.expires_at])).toEqual([
+      ["side", b.token, REVOKED_EXPIRY],
+      ["t1", a.token, REVOKED_EXPIRY],
     ]);
-    for (const row of rows) {
-      expect(row.expires_at).toBeGreaterThanOrEqual(before);
-      expect(row.expires_at).toBeLessThanOrEqual(Date.now());
-    }
     await backend.releaseTaskClaim("wf-1", "side", "w2");
     await expectCode(backend.extendTaskClaim("wf-1", "t1", "w1", 1_000), ErrorCode.ClaimLost);
+  });
+
+  it("a clock stepped back a minute does not revive a revoked claim", async () => {
+    const { backend } = await fileBackend();
+    await backend.saveSnapshot(atTask("wf-1", "t1"));
+    const held = await claimOrFail(backend, "wf-1", "t1", "w1", 60_000);
+    await backend.cancelWorkflow("wf-1");
+    const now = Date.now();
+    const clock = vi.spyOn(Date, "now").mockReturnValue(now - 60_000);
+    try {
+      await expectCode(backend.extendTaskClaim("wf-1", "t1", "w1", 1_000), ErrorCode.ClaimLost);
+      const next = await claimOrFail(backend, "wf-1", "t1", "w2", 60_000);
+      expect(next.token).toBeGreaterThan(held.token);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
+  it("a claim taken after the cancel fences nothing and its heartbeat fails with claimRevoked", async () => {
+    const { backend } = await fileBackend();
+    await backend.saveSnapshot(atTask("wf-1", "t1"));
+    await backend.cancelWorkflow("wf-1");
+    const late = await claimOrFail(backend, "wf-1", "t1", "w1", 60_000);
+    const error = await rejection(backend.extendTaskClaim("wf-1", "t1", "w1", 1_000));
+    expect(error).toMatchObject({
+      code: ErrorCode.ClaimLost,
+      message: failures.claimRevoked("wf-1", "t1").message,
+    });
+    const done = finished("wf-1", { kind: "Completed", finalOutput: text("late") });
+    const refused = await rejection(backend.saveSnapshot(done, { claim: late }));
+    expect(refused).toMatchObject({
+      code: ErrorCode.Conflict,
+      message: failures.cancelledIsFinal("wf-1").message,
+    });
+    // The holder may still release it.
+    await backend.releaseTaskClaim("wf-1", "t1", "w1");
   });
 });
 
