@@ -289,10 +289,13 @@ async function tombstone(
 }
 
 /**
- * Is the workflow of a claim paused? (A missing head, or one of another instance id: no.) Read
- * with the claim; the renewal's transaction checks it has not changed.
+ * The state of a claim's workflow that a heartbeat answers to: Paused (reported), Cancelled (the
+ * heartbeat fails), or neither (undefined: any other state, a missing head, or one of another
+ * instance id). Read with the claim; the renewal's transaction checks it has not changed.
  */
-async function pausedNow(ctx: Context, pk: string, instanceId: string): Promise<boolean> {
+type Watched = "Paused" | "Cancelled" | undefined;
+
+async function watchedState(ctx: Context, pk: string, instanceId: string): Promise<Watched> {
   const out = await ctx.send<{ Item?: Item }>(
     new GetItemCommand({
       TableName: ctx.tableName,
@@ -301,15 +304,19 @@ async function pausedNow(ctx: Context, pk: string, instanceId: string): Promise<
       ...expressions({ ProjectionExpression: names(ATTR.instanceId, ATTR.kind) }),
     }),
   );
-  return str(out.Item, ATTR.instanceId) === instanceId && str(out.Item, ATTR.kind) === PAUSED;
+  if (str(out.Item, ATTR.instanceId) !== instanceId) return undefined;
+  const kind = str(out.Item, ATTR.kind);
+  return kind === PAUSED || kind === CANCELLED ? kind : undefined;
 }
 
-const PAUSED: StoredStatus = "Paused";
+const PAUSED = "Paused" satisfies StoredStatus;
+const CANCELLED = "Cancelled" satisfies StoredStatus;
 
 /**
- * extendTaskClaim: expiresAt becomes now + duration, if the holder's claim is still live, in one
- * transaction with a check that the workflow is still paused (or not) as read: the renewed claim
- * says so exactly. A claim without ttl needs no write.
+ * extendTaskClaim: expiresAt becomes now + duration, if the holder's claim is still live and its
+ * workflow not cancelled (extendRefusal), in one transaction with a check that the workflow is
+ * still in the state read (paused or not, and not cancelled): the renewed claim says so exactly.
+ * A claim without ttl needs no write.
  */
 export async function extendTaskClaim(
   ctx: Context,
@@ -319,14 +326,15 @@ export async function extendTaskClaim(
   durationMs: number,
 ): Promise<RenewedClaim> {
   const pk = ctx.layout.instancePk(instanceId);
-  let [current, paused] = await Promise.all([getClaim(ctx, pk, taskId), pausedNow(ctx, pk, instanceId)]);
+  let [current, state] = await Promise.all([getClaim(ctx, pk, taskId), watchedState(ctx, pk, instanceId)]);
   return retryOnRace(
     `extendTaskClaim on ${quote(instanceId)}`,
     async () => {
       const now = ctx.now();
-      const refusal = extendRefusal(instanceId, taskId, heldView(current), workerId, now);
+      const refusal = extendRefusal(instanceId, taskId, heldView(current), workerId, now, state);
       if (refusal !== null) throw refusal;
       const claim = current as StoredClaim;
+      const paused = state === PAUSED;
       if (claim.expiresAt === undefined)
         return { ...toClaim(instanceId, taskId, workerId, claim), workflowPaused: paused };
       const expiresAt = now + durationMs;
@@ -342,7 +350,7 @@ export async function extendTaskClaim(
       if (lost === null)
         return { ...toClaim(instanceId, taskId, workerId, { ...claim, expiresAt }), workflowPaused: paused };
       if ("claim" in lost) current = lost.claim;
-      else paused = await pausedNow(ctx, pk, instanceId);
+      else state = await watchedState(ctx, pk, instanceId);
       return RETRY;
     },
     { attempts: RACE_ATTEMPTS },
@@ -351,7 +359,8 @@ export async function extendTaskClaim(
 
 /**
  * One renewal: the claim's update (that token, held by the worker, not expired) and the check of
- * the head's pause state. null: it landed; else the claim found, or the pause state changed.
+ * the head's state (paused as read, never cancelled). null: it landed; else the claim found, or
+ * the state changed.
  */
 async function renew(
   ctx: Context,
@@ -365,8 +374,8 @@ async function renew(
     expiresAt: number;
     paused: boolean;
   },
-): Promise<{ claim: StoredClaim | undefined } | { pauseChanged: true } | null> {
-  const kind = `#${ATTR.kind} = :paused AND #${ATTR.instanceId} = :iid`;
+): Promise<{ claim: StoredClaim | undefined } | { stateChanged: true } | null> {
+  const ours = `#${ATTR.instanceId} = :iid`;
   const items: TransactWriteItem[] = [
     {
       Update: {
@@ -387,8 +396,12 @@ async function renew(
         TableName: ctx.tableName,
         Key: ctx.layout.headKey(pk),
         ...expressions(
-          { ConditionExpression: r.paused ? kind : `NOT (${kind})` },
-          { ":paused": S(PAUSED), ":iid": S(r.instanceId) },
+          {
+            ConditionExpression: r.paused
+              ? `${ours} AND #${ATTR.kind} = :paused`
+              : `NOT (${ours} AND #${ATTR.kind} IN (:paused, :cancelled))`,
+          },
+          { ":paused": S(PAUSED), ":cancelled": S(CANCELLED), ":iid": S(r.instanceId) },
         ),
       },
     },
@@ -402,7 +415,7 @@ async function renew(
     const reasons = cancellationReasons(error);
     if (reasons === undefined || isConflictOnly(error)) throw error;
     if (reasons[0]?.Code === "ConditionalCheckFailed") return { claim: parseClaim(reasons[0].Item) };
-    if (reasons[1]?.Code === "ConditionalCheckFailed") return { pauseChanged: true };
+    if (reasons[1]?.Code === "ConditionalCheckFailed") return { stateChanged: true };
     if (reasons.some((r) => r.Code === "TransactionConflict"))
       return { claim: await getClaim(ctx, pk, r.taskId) };
     throw error;

@@ -2,8 +2,10 @@
  * cancelWorkflow, pauseWorkflow and resumeWorkflow: one conditional update of the head each (the
  * kit's transitionHeader gives the new header and index fields without reading any output), in a
  * transaction when more items must change with it: cancel revokes every claim of the instance
- * (each claim's expiry set in the past, beyond the skew budget, its token kept), and a state
- * decided on a task having no result checks that it still has none.
+ * (each claim's expiry set to the epoch, its token kept) and checks that no claim was taken since
+ * it read them, and a state decided on a task having no result checks that it still has none.
+ * Each attempt writes a fresh nonce on the head and is conditioned on the nonce read: the head's
+ * version (a save changes its generation), and how a resent request recognises its own write.
  */
 import {
   type AttributeValue,
@@ -17,6 +19,7 @@ import {
   controlRefusal,
   fromStoredParts,
   RETRY,
+  REVOKED_EXPIRY,
   retryOnRace,
   type Transition,
   transitionHeader,
@@ -34,6 +37,7 @@ import {
   type Key,
   N,
   S,
+  str,
 } from "./dynamo.js";
 import { dropEvents, oldestEvents } from "./events.js";
 import {
@@ -43,10 +47,11 @@ import {
   getHead,
   type Head,
   kindCondition,
+  nonceCondition,
   parseHead,
   statusOf,
 } from "./items.js";
-import { ATTR, freshId, HEAD_VALUE, names, STATUS, VALUE } from "./layout.js";
+import { ATTR, freshId, HEAD_VALUE, keyString, names, STATUS, VALUE } from "./layout.js";
 import {
   entryAttributes,
   entryOf,
@@ -133,7 +138,7 @@ async function transition(
         ctx,
         op,
         current,
-        { ...next, headerRef: header, inputRef: input, now },
+        { ...next, headerRef: header, inputRef: input, now, nonce: freshId() },
         facts,
       );
       if (lost === null) return current;
@@ -202,12 +207,15 @@ type NextState = ReturnType<typeof transitionHeader> & {
   /** The initial input taken out of a legacy header (see Facts.legacyInput). */
   inputRef: ValueRef | undefined;
   now: number;
+  /** Fresh per attempt: written on the head, it tells a resent request that the write landed. */
+  nonce: string;
 };
 
 /**
- * The head's update: status, header, updatedAt, position, wait and index entry (resume: the ready
- * partition, the timer index or none; pause and cancel: none). Conditioned on the head as read:
- * same generation and status (resume also: same event count, since it decided on the events).
+ * The head's update: status, header, updatedAt, position, wait, index entry (resume: the ready
+ * partition, the timer index or none; pause and cancel: none) and the attempt's nonce.
+ * Conditioned on the head as read: same generation, nonce and status (resume also: same event
+ * count, since it decided on the events; cancel also: same index keys, which claim-next moves).
  */
 function transitionUpdate(ctx: Context, op: Transition, head: Head, next: NextState, facts: Facts) {
   const entry = entryOf(ctx.layout, head.instanceId, next, facts.eventPending);
@@ -216,15 +224,19 @@ function transitionUpdate(ctx: Context, op: Transition, head: Head, next: NextSt
     `#${ATTR.kind} = :kind_new`,
     `#${ATTR.status} = :st`,
     `#${ATTR.updatedAt} = :upd`,
+    `#${ATTR.nonce} = :nc`,
     ...moved.set,
   ];
   const remove = [...moved.remove];
   const values: Record<string, AttributeValue> = {
     ...moved.values,
+    ...indexValues(head),
     ":kind_new": S(next.status),
     ":st": S(next.finished ? STATUS.finished : STATUS.inProgress),
     ":upd": N(next.updatedAt),
+    ":nc": S(next.nonce),
     ":gen": S(head.generation),
+    ":nc_read": S(head.nonce ?? ""),
     ":kind": S(head.kind ?? ""),
     ":P": S(STATUS.inProgress),
     ":evn": N(head.eventCount),
@@ -235,7 +247,9 @@ function transitionUpdate(ctx: Context, op: Transition, head: Head, next: NextSt
   const condition = [
     `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen AND #${ATTR.status} = :P`,
     kindCondition(head.kind),
+    nonceCondition(head.nonce),
     ...(op === "resume" ? [eventCountCondition(head.eventCount)] : []),
+    ...(op === "cancel" ? [indexCondition(head)] : []),
   ].join(" AND ");
   return {
     TableName: ctx.tableName,
@@ -245,6 +259,26 @@ function transitionUpdate(ctx: Context, op: Transition, head: Head, next: NextSt
       values,
     ),
     ReturnValuesOnConditionCheckFailure: "ALL_OLD" as const,
+  };
+}
+
+/** The condition that the head's index keys (GPK, GSK, TSK) are still as read. */
+function indexCondition(head: Head): string {
+  const { readyPk, timerSk } = head.indexKeys;
+  return [
+    readyPk === undefined
+      ? `attribute_not_exists(#${ATTR.readyPk})`
+      : `#${ATTR.readyPk} = :gpk_read AND #${ATTR.readySk} = :gsk_read`,
+    timerSk === undefined ? `attribute_not_exists(#${ATTR.timerSk})` : `#${ATTR.timerSk} = :tsk_read`,
+  ].join(" AND ");
+}
+
+function indexValues(head: Head): Record<string, AttributeValue> {
+  const { readyPk, readySk, timerSk } = head.indexKeys;
+  return {
+    ":gpk_read": S(readyPk ?? ""),
+    ":gsk_read": S(readySk ?? ""),
+    ":tsk_read": S(timerSk ?? ""),
   };
 }
 
@@ -275,29 +309,39 @@ function valueClauses(
   }
 }
 
-/** The claims cancel revokes: held, and not yet expired beyond the skew budget at `revokedAt`. */
-function toRevoke(claims: ClaimRef[], revokedAt: number): ClaimRef[] {
-  return claims.filter((c) => c.held && (c.expiresAt === undefined || c.expiresAt > revokedAt));
+/** The claims cancel revokes: held, and not revoked yet. */
+function toRevoke(claims: ClaimRef[]): ClaimRef[] {
+  return claims.filter((c) => c.held && (c.expiresAt === undefined || c.expiresAt > REVOKED_EXPIRY));
 }
 
-/** A held claim's revocation: its expiry set to `revokedAt`, on the token read. */
-function revokeItem(ctx: Context, claim: ClaimRef, revokedAt: number) {
+/** A held claim's revocation: its expiry set to the epoch (REVOKED_EXPIRY), on the token read. */
+function revokeItem(ctx: Context, claim: ClaimRef) {
   return {
     TableName: ctx.tableName,
     Key: claim.key,
     ...expressions(
       {
-        UpdateExpression: `SET #${ATTR.expiresAt} = :past`,
+        UpdateExpression: `SET #${ATTR.expiresAt} = :revoked`,
         ConditionExpression: `#${ATTR.token} = :tok AND attribute_exists(#${ATTR.worker})`,
       },
-      { ":past": N(revokedAt), ":tok": N(claim.token) },
+      { ":revoked": N(REVOKED_EXPIRY), ":tok": N(claim.token) },
     ),
   };
 }
 
-/** The check that a task still has no result (what the new state was decided on). */
-function noResultCheck(ctx: Context, head: Head, taskId: string): TransactWriteItem {
-  const key: Key = ctx.layout.resultKey(head.pk, head.generation, taskId);
+/** The check that a claim item read still holds the token read (no claim was taken over it). */
+function tokenCheck(ctx: Context, claim: ClaimRef): TransactWriteItem {
+  return {
+    ConditionCheck: {
+      TableName: ctx.tableName,
+      Key: claim.key,
+      ...expressions({ ConditionExpression: `#${ATTR.token} = :tok` }, { ":tok": N(claim.token) }),
+    },
+  };
+}
+
+/** The check that an item (a task's result, a claim) read as absent is still absent. */
+function absentCheck(ctx: Context, key: Key): TransactWriteItem {
   return {
     ConditionCheck: {
       TableName: ctx.tableName,
@@ -308,10 +352,36 @@ function noResultCheck(ctx: Context, head: Head, taskId: string): TransactWriteI
 }
 
 /**
- * Sends the transition. null: it landed; else the head as it now is (read again after a claim or
- * result race). Cancel revokes the claims in the same transaction; with more than fit one (98),
- * it revokes them first, one by one, then commits the head: a failure in between leaves claims
- * revoked and the workflow not cancelled, never the reverse.
+ * The claim items of a cancel's transaction, at most `room`: each held claim's revocation (on the
+ * token read) and checks that no claim was taken since the read: the position task's claim item
+ * first (absent, or the token read: claim-next and claimTask of that task), then the other items
+ * read (tombstones: the token read) while there is room. Revocations that do not fit are done
+ * first, one by one (a failure in between leaves claims revoked and the workflow not cancelled,
+ * never the reverse), and their items are then checked like the others. What no check covers: a
+ * claim item created since the read for another task than the position's (see the README).
+ */
+async function claimWrites(ctx: Context, head: Head, facts: Facts, room: number) {
+  const position = facts.task === undefined ? undefined : ctx.layout.claimKey(head.pk, facts.task);
+  const isPosition = (c: ClaimRef) => position !== undefined && keyString(c.key) === keyString(position);
+  let revoke = toRevoke(facts.claims);
+  const positionNeedsCheck = position !== undefined && !revoke.some(isPosition);
+  if (revoke.length + (positionNeedsCheck ? 1 : 0) > room) {
+    await revokeEach(ctx, revoke);
+    revoke = [];
+  }
+  const items: TransactWriteItem[] = revoke.map((c) => ({ Update: revokeItem(ctx, c) }));
+  if (position !== undefined && !facts.claims.some(isPosition)) items.push(absentCheck(ctx, position));
+  const rest = facts.claims.filter((c) => !revoke.includes(c));
+  for (const c of [...rest.filter(isPosition), ...rest.filter((c) => !isPosition(c))]) {
+    if (items.length >= room) break;
+    items.push(tokenCheck(ctx, c));
+  }
+  return items;
+}
+
+/**
+ * Sends the transition. null: it landed (or an earlier send of this attempt did: the head carries
+ * its nonce); else the head as it now is (read again after a claim or result race).
  */
 async function commit(
   ctx: Context,
@@ -320,17 +390,13 @@ async function commit(
   next: NextState,
   facts: Facts,
 ): Promise<{ head: Head | undefined } | null> {
-  const revokedAt = next.now - ctx.options.skewMs - 1;
-  let claims = op === "cancel" ? toRevoke(facts.claims, revokedAt) : [];
   const extra: TransactWriteItem[] = [];
   if (op !== "pause" && facts.task !== undefined && !facts.taskDone)
-    extra.push(noResultCheck(ctx, head, facts.task));
-  if (claims.length > MAX_TRANSACTION_ITEMS - 2) {
-    await revokeEach(ctx, claims, revokedAt);
-    claims = [];
-  }
-  extra.push(...claims.map((c) => ({ Update: revokeItem(ctx, c, revokedAt) })));
+    extra.push(absentCheck(ctx, ctx.layout.resultKey(head.pk, head.generation, facts.task)));
+  if (op === "cancel") extra.push(...(await claimWrites(ctx, head, facts, MAX_TRANSACTION_ITEMS - 2)));
   const update = transitionUpdate(ctx, op, head, next, facts);
+  const found = (item: Item | undefined) =>
+    str(item, ATTR.nonce) === next.nonce ? null : { head: parseHead(ctx.layout, item, head.instanceId) };
   try {
     if (extra.length === 0) await ctx.send(new UpdateItemCommand(update));
     else {
@@ -341,11 +407,10 @@ async function commit(
     }
     return null;
   } catch (error) {
-    if (isConditionFailed(error)) return { head: parseHead(ctx.layout, error.Item, head.instanceId) };
+    if (isConditionFailed(error)) return found(error.Item);
     const reasons = cancellationReasons(error);
     if (reasons === undefined || isConflictOnly(error)) throw error;
-    if (reasons[0]?.Code === "ConditionalCheckFailed")
-      return { head: parseHead(ctx.layout, reasons[0].Item, head.instanceId) };
+    if (reasons[0]?.Code === "ConditionalCheckFailed") return found(reasons[0].Item);
     // A claim was taken or released, or the task got its result, meanwhile: read again.
     if (reasons.some((r) => r.Code === "ConditionalCheckFailed" || r.Code === "TransactionConflict"))
       return { head: await getHead(ctx, head.instanceId) };
@@ -354,10 +419,10 @@ async function commit(
 }
 
 /** Revokes claims one by one (more than a transaction holds); one released or taken meanwhile is skipped. */
-async function revokeEach(ctx: Context, claims: ClaimRef[], revokedAt: number): Promise<void> {
+async function revokeEach(ctx: Context, claims: ClaimRef[]): Promise<void> {
   await Promise.all(
     claims.map((c) =>
-      ctx.send(new UpdateItemCommand(revokeItem(ctx, c, revokedAt))).catch((error: unknown) => {
+      ctx.send(new UpdateItemCommand(revokeItem(ctx, c))).catch((error: unknown) => {
         if (!isConditionFailed(error)) throw error;
       }),
     ),

@@ -43,6 +43,14 @@ export interface Head {
   ready: boolean;
   /** In the leased partition (claimed by claim-next): its lease sort key. */
   leaseSk: string | undefined;
+  /** The index keys as stored (GPK, GSK, TSK): what a cancel conditions on (claim-next moves them). */
+  indexKeys: { readyPk: string | undefined; readySk: string | undefined; timerSk: string | undefined };
+  /**
+   * The nonce of the cancel, pause or resume that last changed the head in place (carried over by
+   * saves; absent on heads no transition ever changed). With the generation, the head's version:
+   * a change in place changes it, a save changes the generation.
+   */
+  nonce: string | undefined;
   header: ValueRef | undefined;
   /** The initial input stored as a value of its own (older heads carry it in the header). */
   input: ValueRef | undefined;
@@ -95,6 +103,8 @@ export function parseHead(layout: Layout, item: Item | undefined, instanceId: st
     definitionHash: str(item, ATTR.definitionHash) ?? "",
     ready: readyPk !== undefined,
     leaseSk: readyPk !== undefined && layout.isLeasedPk(readyPk) ? str(item, ATTR.readySk) : undefined,
+    indexKeys: { readyPk, readySk: str(item, ATTR.readySk), timerSk: str(item, ATTR.timerSk) },
+    nonce: str(item, ATTR.nonce),
     header: readRef(item, HEAD_VALUE.header),
     input: readRef(item, HEAD_VALUE.input),
   };
@@ -131,6 +141,14 @@ export function kindCondition(kind: StoredStatus | undefined): string {
 /** The condition that the head's event count is still `count` as read (absent: 0). */
 export function eventCountCondition(count: number): string {
   return count === 0 ? `attribute_not_exists(#${ATTR.eventCount})` : `#${ATTR.eventCount} = :evn`;
+}
+
+/**
+ * The condition that the head's transition nonce is still `nonce` as read (`:nc_read`; absent:
+ * none). With the generation's condition, nothing changed the head's state since it was read.
+ */
+export function nonceCondition(nonce: string | undefined): string {
+  return nonce === undefined ? `attribute_not_exists(#${ATTR.nonce})` : `#${ATTR.nonce} = :nc_read`;
 }
 
 /** The head item as stored (strongly consistent). */
@@ -223,6 +241,7 @@ export async function writeView(
   return {
     found: head !== undefined,
     finished: head?.finished ?? false,
+    cancelled: head?.kind === "Cancelled",
     paused: head?.paused ?? false,
     claim,
     now,

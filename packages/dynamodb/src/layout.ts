@@ -9,7 +9,7 @@ import { type Item, type Key, S } from "./dynamo.js";
  *
  *   item            PK                               SK                      other attributes
  *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, kind, hd | hc/hn/hl, id | ic/in/il, pos, last, upd, def,
- *                                                                            inc, evn, ev/tmo (only while waiting for an event),
+ *                                                                            inc, evn, ev/tmo (only while waiting for an event), nc,
  *                                                                            GPK/GSK (only while ready), TPK/TSK (only on a timer), LPK/LSK
  *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l
  *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: released by completeTasks)
@@ -79,7 +79,10 @@ export const ATTR = {
   claimedAt: "ca",
   /** Claim: expiresAt (absent: no ttl). */
   expiresAt: "exp",
-  /** Claim and event: random per attempt, to recognise our own landed write. */
+  /**
+   * Claim and event: random per attempt, to recognise our own landed write. Head: the same, of the
+   * cancel, pause or resume that last changed it in place (kept by saves): with `gen`, its version.
+   */
   nonce: "nc",
   /** Claim tombstone: the nonce of the completeTasks completion that released it. */
   completedBy: "cn",

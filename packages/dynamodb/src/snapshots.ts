@@ -62,6 +62,7 @@ import {
   getHeadItem,
   type Head,
   keepsResults,
+  nonceCondition,
   parseHead,
   resultItems,
   writeView,
@@ -152,9 +153,10 @@ interface HeadValues {
 }
 
 /**
- * The new head item: its status, values and position; the incarnation and event count of the
- * head it replaces (its events stay pending); in the ready index when a task is ready (or a wait's
- * event is pending), in the timer index when a wait has a timeout, in the list index always.
+ * The new head item: its status, values and position; the incarnation, event count and
+ * transition nonce of the head it replaces (its events stay pending); in the ready index when a
+ * task is ready (or a wait's event is pending), in the timer index when a wait has a timeout, in
+ * the list index always.
  */
 function headItem(
   ctx: Context,
@@ -183,6 +185,8 @@ function headItem(
     ...entryAttributes(entryOf(layout, id, stored, eventPending)),
   };
   if (previous !== undefined && previous.eventCount > 0) item[ATTR.eventCount] = N(previous.eventCount);
+  // Kept: a transition whose reply was lost still recognises its write after this save.
+  if (previous?.nonce !== undefined) item[ATTR.nonce] = S(previous.nonce);
   if (stored.lastCompletedTaskId !== null) item[ATTR.lastCompleted] = S(stored.lastCompletedTaskId);
   return item;
 }
@@ -194,8 +198,9 @@ interface SaveOptions {
 }
 
 /**
- * Step 2: puts the head, conditioned on the generation and event count read (none: on its
- * absence), until it does not lose a race. Each attempt judges, on the head read, the fence, the
+ * Step 2: puts the head, conditioned on the generation, transition nonce and event count read
+ * (none: on its absence), until it does not lose a race: a save that read the head before a
+ * cancel, pause or resume changed it in place is judged again on the new state. Each attempt judges, on the head read, the fence, the
  * state (snapshotRefusal) and the event consumed (consumeRefusal: the oldest pending of its name),
  * and whether the new wait has an event pending. Returns the head it replaced and the event it
  * consumed.
@@ -282,9 +287,16 @@ async function putHead(
         ConditionExpression:
           previous === undefined
             ? `attribute_not_exists(#${ATTR.pk})`
-            : `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen AND ${eventCountCondition(previous.eventCount)}`,
+            : `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen AND ` +
+              `${nonceCondition(previous.nonce)} AND ${eventCountCondition(previous.eventCount)}`,
       },
-      previous === undefined ? {} : { ":gen": S(previous.generation), ":evn": N(previous.eventCount) },
+      previous === undefined
+        ? {}
+        : {
+            ":gen": S(previous.generation),
+            ":nc_read": S(previous.nonce ?? ""),
+            ":evn": N(previous.eventCount),
+          },
     ),
     ReturnValuesOnConditionCheckFailure: "ALL_OLD" as const,
   };

@@ -1,5 +1,6 @@
 import { GetItemCommand, UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import { ErrorCode, encodeSnapshotHeader } from "@sayiir/persistence-core";
+import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import { atTask, awaiting, claimOrFail, expectCode, text, uid } from "@sayiir/persistence-core/conformance";
 import { describe, expect, it } from "vitest";
 import type { DynamoDBBackend } from "../src/index.js";
@@ -28,7 +29,7 @@ async function rawItem(backend: DynamoDBBackend, id: string, sk: string) {
 const commands = (calls: Array<{ command: string }>) => calls.map((c) => c.command.replace("Command", ""));
 
 describe.skipIf(info === null)("cancel, pause and resume on DynamoDB", () => {
-  it("cancel revokes each claim by its expiry (past the skew budget), keeping record and token; 4 requests", async () => {
+  it("cancel revokes each claim by its expiry (the epoch), keeping record and token, and checks the tombstone read; 4 requests", async () => {
     let now = T0;
     const backend = await freshBackend({ clock: () => now, clockSkewBudgetMs: SKEW });
     const id = uid();
@@ -45,12 +46,13 @@ describe.skipIf(info === null)("cancel, pause and resume on DynamoDB", () => {
     const transaction = calls.find((c) => c.command === "TransactWriteItemsCommand")?.input as {
       TransactItems: unknown[];
     };
-    expect(transaction.TransactItems).toHaveLength(1 + 1 + 2); // head, result check, two held claims
+    // The head, the result check, two held claims' revocations, the tombstone's token check.
+    expect(transaction.TransactItems).toHaveLength(1 + 1 + 2 + 1);
     const claim = await rawItem(backend, id, backend.layout.claimSk("t1"));
     expect(claim.tok?.N).toBe(String(held.token));
     expect(claim.w?.S).toBe("w1");
-    expect(claim.exp?.N).toBe(String(now - SKEW - 1));
-    expect((await rawItem(backend, id, backend.layout.claimSk("other"))).exp?.N).toBe(String(now - SKEW - 1));
+    expect(claim.exp?.N).toBe(String(REVOKED_EXPIRY));
+    expect((await rawItem(backend, id, backend.layout.claimSk("other"))).exp?.N).toBe(String(REVOKED_EXPIRY));
     expect((await rawItem(backend, id, backend.layout.claimSk("side"))).w).toBeUndefined();
     // The holder may still release it; others may claim at once, with a larger token.
     await backend.releaseTaskClaim(id, "t1", "w1");
