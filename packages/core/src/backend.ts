@@ -25,6 +25,21 @@ export interface TaskResultWriteOptions {
   claim?: TaskClaim | Fence | number;
 }
 
+/** Which queues a discovery or claim-next call serves (default ["default"]). */
+export interface DiscoveryOptions {
+  queues?: readonly string[];
+}
+
+/**
+ * One failed run to record with failTasks: the caller's claim, the error, and when the task may
+ * run again (null: not rescheduled; the workflow stays where it is for the runtime to decide).
+ */
+export interface TaskFailure {
+  claim: Pick<TaskClaim, "instanceId" | "taskId" | "workerId" | "token">;
+  error: string;
+  retryAt: number | null;
+}
+
 /** One task to finish with completeTasks: the caller's claim on it and the task's output. */
 export interface TaskCompletion {
   /** The claim returned by claimTask or claimAvailableTasks (its instance, task, worker and token). */
@@ -113,9 +128,15 @@ export interface PersistentBackend extends AsyncDisposable {
     workerId: string,
     durationMs: number,
   ): Promise<RenewedClaim>;
-  findAvailableTasks(workerId: string, limit: number): Promise<AvailableTask[]>;
+  /** Ready tasks of the queues served (default ["default"]), by effective time, never before their runAt. */
+  findAvailableTasks(workerId: string, limit: number, options?: DiscoveryOptions): Promise<AvailableTask[]>;
   /** Finds and claims up to `limit` ready tasks in one atomic step where the database allows it. */
-  claimAvailableTasks(workerId: string, limit: number, ttlMs?: number | null): Promise<ClaimedTask[]>;
+  claimAvailableTasks(
+    workerId: string,
+    limit: number,
+    ttlMs?: number | null,
+    options?: DiscoveryOptions,
+  ): Promise<ClaimedTask[]>;
   /**
    * Finishes claimed tasks in one call: for each completion, a saveTaskResult fenced by its claim
    * and the release of that claim, as one atomic step per completion. Completions are independent:
@@ -124,6 +145,13 @@ export interface PersistentBackend extends AsyncDisposable {
    * means the outcome of every item is unknown.
    */
   completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]>;
+  /**
+   * The twin of completeTasks for failed runs: per item, one atomic step fenced by its claim that
+   * records the failure in the task's attempts (count, last error, time), releases the claim and
+   * makes the task ready again at `retryAt` (null: not rescheduled). One outcome per item, in
+   * order, with completeTasks' refusals; the batch is validated before any I/O.
+   */
+  failTasks(failures: readonly TaskFailure[]): Promise<CompletionOutcome[]>;
   /**
    * InProgress or Paused -> Cancelled, in one atomic step that also revokes every claim on the
    * instance (their holders' fenced writes and heartbeats fail with ClaimLostError) and drops its

@@ -1,28 +1,33 @@
 import type {
   BackendCapabilities,
   CompletionOutcome,
+  DiscoveryOptions,
   ListPageOptions,
   PendingEvent,
   PersistentBackend,
   SnapshotPage,
   TaskCompletion,
+  TaskFailure,
   TaskResultWriteOptions,
   WriteOptions,
 } from "./backend.js";
 import type { AvailableTask, ClaimedTask, EventRef, Fence, RenewedClaim, TaskClaim } from "./claims.js";
 import { BackendError, ErrorCode, isPersistenceError, toBackendError, ValidationError } from "./errors.js";
-import type { ControlRequest, WorkflowSnapshot } from "./snapshot.js";
+import { type ControlRequest, DEFAULT_AGING_MS, type WorkflowSnapshot } from "./snapshot.js";
 import {
   type ValidCompletion,
+  type ValidFailure,
   validateBytes,
   validateCompletions,
   validateControlRequest,
   validateDuration,
   validateEventRef,
+  validateFailures,
   validateFence,
   validateId,
   validateLimit,
   validateMaxPayloadBytes,
+  validateQueues,
   validateSnapshot,
   validateTtl,
 } from "./validation.js";
@@ -30,6 +35,11 @@ import {
 export interface BaseBackendOptions {
   /** Largest single byte value accepted (default 32 MiB). Larger ones give PayloadTooLargeError. */
   maxPayloadBytes?: number;
+  /**
+   * Priority ageing: a waiting task gains one priority level per `agingMs` (default 60,000), so
+   * discovery serves by `readyAt + (priority - 1) * agingMs` and no priority starves.
+   */
+  agingMs?: number;
 }
 
 /**
@@ -39,6 +49,7 @@ export interface BaseBackendOptions {
  */
 export abstract class BaseBackend implements PersistentBackend {
   protected readonly maxPayloadBytes: number;
+  protected readonly agingMs: number;
   /** What the backend declares about itself; see BackendCapabilities. */
   abstract readonly capabilities: BackendCapabilities;
   #closed = false;
@@ -46,6 +57,8 @@ export abstract class BaseBackend implements PersistentBackend {
 
   constructor(options: BaseBackendOptions = {}) {
     this.maxPayloadBytes = validateMaxPayloadBytes(options.maxPayloadBytes);
+    this.agingMs =
+      options.agingMs === undefined ? DEFAULT_AGING_MS : validateDuration("agingMs", options.agingMs);
   }
 
   /** Secrets (passwords) to scrub from wrapped driver messages. */
@@ -81,12 +94,20 @@ export abstract class BaseBackend implements PersistentBackend {
     workerId: string,
     durationMs: number,
   ): Promise<RenewedClaim>;
-  protected abstract doFindAvailableTasks(workerId: string, limit: number): Promise<AvailableTask[]>;
+  /** `queues`: the validated queue names served (at least one, no duplicates). */
+  protected abstract doFindAvailableTasks(
+    workerId: string,
+    limit: number,
+    queues: readonly string[],
+  ): Promise<AvailableTask[]>;
   protected abstract doClaimAvailableTasks(
     workerId: string,
     limit: number,
     ttlMs: number | null,
+    queues: readonly string[],
   ): Promise<ClaimedTask[]>;
+  /** failTasks after validation: one atomic fenced step per failure (see PersistentBackend.failTasks). */
+  protected abstract doFailTasks(failures: readonly ValidFailure[]): Promise<CompletionOutcome[]>;
   protected abstract doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void>;
   protected abstract doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void>;
   protected abstract doResumeWorkflow(instanceId: string): Promise<void>;
@@ -226,17 +247,33 @@ export abstract class BaseBackend implements PersistentBackend {
     return this.run("extendTaskClaim", () => this.doExtendTaskClaim(instanceId, taskId, workerId, duration));
   }
 
-  async findAvailableTasks(workerId: string, limit: number): Promise<AvailableTask[]> {
+  async findAvailableTasks(
+    workerId: string,
+    limit: number,
+    options?: DiscoveryOptions,
+  ): Promise<AvailableTask[]> {
     validateId("workerId", workerId);
     const n = validateLimit(limit);
-    return this.run("findAvailableTasks", () => this.doFindAvailableTasks(workerId, n));
+    const queues = validateQueues(options);
+    return this.run("findAvailableTasks", () => this.doFindAvailableTasks(workerId, n, queues));
   }
 
-  async claimAvailableTasks(workerId: string, limit: number, ttlMs?: number | null): Promise<ClaimedTask[]> {
+  async claimAvailableTasks(
+    workerId: string,
+    limit: number,
+    ttlMs?: number | null,
+    options?: DiscoveryOptions,
+  ): Promise<ClaimedTask[]> {
     validateId("workerId", workerId);
     const n = validateLimit(limit);
     const ttl = validateTtl(ttlMs);
-    return this.run("claimAvailableTasks", () => this.doClaimAvailableTasks(workerId, n, ttl));
+    const queues = validateQueues(options);
+    return this.run("claimAvailableTasks", () => this.doClaimAvailableTasks(workerId, n, ttl, queues));
+  }
+
+  async failTasks(failures: readonly TaskFailure[]): Promise<CompletionOutcome[]> {
+    const valid = validateFailures(failures, this.maxPayloadBytes);
+    return this.run("failTasks", async () => (valid.length === 0 ? [] : this.doFailTasks(valid)));
   }
 
   async completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]> {

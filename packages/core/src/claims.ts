@@ -33,6 +33,11 @@ export interface AvailableTask {
    */
   input: Uint8Array;
   workflowDefinitionHash: string;
+  /** 1 on the first run; one more after each failure (failTasks) or takeover of an expired claim. */
+  attempt: number;
+  /** The task's priority (1 first .. 5 last; default 3) and queue (default "default"). */
+  priority: number;
+  queue: string;
   /** After a wait, the event this task carries; the fenced write that moves past the wait names it in `consumeEvent`. */
   event?: EventRef;
   /** After a wait: true when it became ready because its timeout passed with no event pending. */

@@ -3,7 +3,9 @@ import { SerializationError } from "./errors.js";
 import {
   type ExecutionPosition,
   setCompletedTask,
+  type TaskAttempts,
   type TaskResult,
+  type TaskSchedule,
   type WorkflowSnapshot,
   type WorkflowState,
 } from "./snapshot.js";
@@ -33,6 +35,8 @@ interface Header {
   c: number;
   u: number;
   in?: Blob;
+  /** Attempts, in whole-snapshot encodings only (adapters that split keep them beside the header). */
+  a?: StoredAttempt[];
   s:
     | { k: "InProgress"; p: ExecutionPosition; t?: Array<[string, Blob]>; l?: string | null }
     | { k: "Completed"; o: Blob }
@@ -60,10 +64,14 @@ const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Does the snapshot use what only version 2 can hold (Paused, Cancelled, AwaitingEvent)? */
-function needsVersion2(snapshot: WorkflowSnapshot): boolean {
+function needsVersion2(snapshot: WorkflowSnapshot, includeTasks: boolean): boolean {
   const state = snapshot.state;
   if (state.kind === "Paused" || state.kind === "Cancelled") return true;
-  return state.kind === "InProgress" && state.position.kind === "AwaitingEvent";
+  if (includeTasks && snapshot.attempts !== undefined) return true;
+  if (state.kind !== "InProgress") return false;
+  const p = state.position;
+  if (p.kind === "AwaitingEvent") return true;
+  return p.kind === "AtTask" && (p.runAt !== undefined || p.priority !== undefined || p.queue !== undefined);
 }
 
 function encode(snapshot: WorkflowSnapshot, includeTasks: boolean): Uint8Array {
@@ -112,13 +120,14 @@ function encode(snapshot: WorkflowSnapshot, includeTasks: boolean): Uint8Array {
     s,
   };
   if (snapshot.initialInput !== undefined) header.in = ref(snapshot.initialInput);
+  if (includeTasks && snapshot.attempts !== undefined) header.a = writeAttempts(snapshot.attempts);
   const json = textEncoder.encode(JSON.stringify(header));
   let total = PREFIX_LENGTH + json.byteLength;
   for (const blob of blobs) total += 4 + blob.byteLength;
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   out.set(MAGIC, 0);
-  out[3] = needsVersion2(snapshot) ? FORMAT_VERSION : 1;
+  out[3] = needsVersion2(snapshot, includeTasks) ? FORMAT_VERSION : 1;
   view.setUint32(4, json.byteLength);
   out.set(json, PREFIX_LENGTH);
   let offset = PREFIX_LENGTH + json.byteLength;
@@ -154,6 +163,66 @@ const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSaf
 const isObj = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
 
+/** The optional schedule fields of a position, as stored (only those present). */
+function readSchedule(p: Record<string, unknown>, withRunAt: boolean): TaskSchedule {
+  const schedule: TaskSchedule = {};
+  if (withRunAt && p.runAt !== undefined) {
+    need(isInt(p.runAt), "position.runAt");
+    schedule.runAt = p.runAt;
+  }
+  if (p.priority !== undefined) {
+    need(isInt(p.priority) && p.priority >= 1 && p.priority <= 5, "position.priority");
+    schedule.priority = p.priority;
+  }
+  if (p.queue !== undefined) {
+    need(isStr(p.queue), "position.queue");
+    schedule.queue = p.queue;
+  }
+  return schedule;
+}
+
+/** Attempts as stored: [taskId, count, lastError, lastFailedAt, retryAt?] per task. */
+type StoredAttempt = [string, number, string | null, number | null, (number | null)?];
+
+function writeAttempts(attempts: Record<string, TaskAttempts>): StoredAttempt[] {
+  return Object.entries(attempts).map(([taskId, a]) => {
+    const row: StoredAttempt = [taskId, a.count, a.lastError, a.lastFailedAt];
+    if (a.retryAt !== undefined) row.push(a.retryAt);
+    return row;
+  });
+}
+
+/** Reads attempts as writeAttempts stored them (also used by adapters that keep them beside the header). */
+export function readAttempts(rows: unknown): Record<string, TaskAttempts> {
+  const out: Record<string, TaskAttempts> = {};
+  try {
+    need(Array.isArray(rows), "attempts");
+    for (const row of rows) {
+      need(Array.isArray(row) && (row.length === 4 || row.length === 5), "attempt");
+      const [taskId, count, lastError, lastFailedAt, retryAt] = row as unknown[];
+      need(isStr(taskId) && isInt(count), "attempt task and count");
+      need(lastError === null || isStr(lastError), "attempt lastError");
+      need(lastFailedAt === null || isInt(lastFailedAt), "attempt lastFailedAt");
+      const entry: TaskAttempts = { count, lastError, lastFailedAt };
+      if (row.length === 5) {
+        need(retryAt === null || isInt(retryAt), "attempt retryAt");
+        entry.retryAt = retryAt as number | null;
+      }
+      Object.defineProperty(out, taskId, {
+        value: entry,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+  } catch (error) {
+    if (error instanceof Corrupt)
+      throw new SerializationError(`stored attempts could not be decoded (${error.message})`);
+    throw error;
+  }
+  return out;
+}
+
 function readPosition(p: unknown): ExecutionPosition {
   need(isObj(p), "position");
   const branches = (v: unknown): string[] => {
@@ -165,7 +234,7 @@ function readPosition(p: unknown): ExecutionPosition {
       return { kind: "NotStarted" };
     case "AtTask":
       need(isStr(p.taskId), "position.taskId");
-      return { kind: "AtTask", taskId: p.taskId };
+      return { kind: "AtTask", taskId: p.taskId, ...readSchedule(p, true) };
     case "AtFork":
       need(isStr(p.branchId), "position.branchId");
       return { kind: "AtFork", branchId: p.branchId, completedBranches: branches(p.completedBranches) };
@@ -180,13 +249,20 @@ function readPosition(p: unknown): ExecutionPosition {
         eventName: p.eventName,
         nextTaskId: p.nextTaskId,
         timeoutAt: p.timeoutAt,
+        ...readSchedule(p, false),
       };
     default:
       throw new Corrupt("position.kind");
   }
 }
 
-type Split = { results: Iterable<TaskResult>; lastCompletedTaskId: string | null; updatedAt?: number };
+export type Split = {
+  results: Iterable<TaskResult>;
+  lastCompletedTaskId: string | null;
+  updatedAt?: number;
+  /** Attempts stored beside the header (none recorded: empty or absent). */
+  attempts?: Record<string, TaskAttempts>;
+};
 
 /** The completed tasks: from the parts stored beside the header, else from the header itself. */
 function readTasks(
@@ -309,6 +385,11 @@ function decode(data: Uint8Array, instanceId: string, split?: Split): WorkflowSn
       updatedAt: split?.updatedAt ?? header.u,
     };
     if (header.in !== undefined) snapshot.initialInput = blob(header.in);
+    if (split?.attempts !== undefined) {
+      if (Object.keys(split.attempts).length > 0) snapshot.attempts = split.attempts;
+    } else if (header.a !== undefined) {
+      snapshot.attempts = readAttempts(header.a);
+    }
     return snapshot;
   } catch (error) {
     if (error instanceof SerializationError) throw error;
@@ -325,10 +406,6 @@ export function decodeSnapshot(data: Uint8Array, instanceId: string): WorkflowSn
 }
 
 /** Decodes what encodeSnapshotHeader wrote, joined with the task results stored beside it. */
-export function decodeSnapshotHeader(
-  data: Uint8Array,
-  instanceId: string,
-  parts: { results: Iterable<TaskResult>; lastCompletedTaskId: string | null; updatedAt?: number },
-): WorkflowSnapshot {
+export function decodeSnapshotHeader(data: Uint8Array, instanceId: string, parts: Split): WorkflowSnapshot {
   return decode(data, instanceId, parts);
 }

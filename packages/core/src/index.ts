@@ -2,11 +2,13 @@ export { assertClaimHolder } from "./adapter/refusals.js";
 export type {
   BackendCapabilities,
   CompletionOutcome,
+  DiscoveryOptions,
   ListPageOptions,
   PendingEvent,
   PersistentBackend,
   SnapshotPage,
   TaskCompletion,
+  TaskFailure,
   TaskResultWriteOptions,
   WriteOptions,
 } from "./backend.js";
@@ -44,7 +46,9 @@ export type {
   ExecutionPosition,
   InProgressState,
   PausedState,
+  TaskAttempts,
   TaskResult,
+  TaskSchedule,
   WorkflowSnapshot,
   WorkflowState,
 } from "./snapshot.js";
@@ -52,6 +56,10 @@ export {
   awaitedTaskId,
   completedTasksOf,
   createSnapshot,
+  DEFAULT_AGING_MS,
+  DEFAULT_PRIORITY,
+  DEFAULT_QUEUE,
+  effectiveTime,
   getLastTaskOutput,
   getTaskResult,
   isFinished,
@@ -64,10 +72,11 @@ export {
   nextTaskInput,
   positionTaskId,
   readyTaskId,
+  scheduleOf,
   setCompletedTask,
   updatePosition,
 } from "./snapshot.js";
-export type { ValidCompletion } from "./validation.js";
+export type { ValidCompletion, ValidFailure } from "./validation.js";
 export {
   compareIds,
   DEFAULT_MAX_PAYLOAD_BYTES,
@@ -81,10 +90,13 @@ export {
   validateControlText,
   validateDuration,
   validateEventRef,
+  validateFailures,
   validateFence,
   validateId,
   validateLimit,
   validateMaxPayloadBytes,
+  validatePriority,
+  validateQueues,
   validateSnapshot,
   validateTtl,
 } from "./validation.js";

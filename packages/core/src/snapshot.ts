@@ -1,9 +1,26 @@
 import { EMPTY_BYTES, toBytes } from "./bytes.js";
 
+/**
+ * How the task a position makes ready is scheduled. Every field is optional: absent, a task runs
+ * as soon as it is ready (runAt), at priority 3 (1 first .. 5 last) in the queue "default".
+ */
+export interface TaskSchedule {
+  /** Epoch ms: the task is never handed out before this time by the store's clock (a durable sleep). */
+  runAt?: number;
+  /** 1 (first) to 5 (last); a waiting task gains one level per `agingMs` (a backend option). */
+  priority?: number;
+  /** Only workers that serve this queue get the task (validated like an id). */
+  queue?: string;
+}
+
+export const DEFAULT_PRIORITY = 3;
+export const DEFAULT_QUEUE = "default";
+export const DEFAULT_AGING_MS = 60_000;
+
 /** Where an in-progress workflow stands. */
 export type ExecutionPosition =
   | { kind: "NotStarted" }
-  | { kind: "AtTask"; taskId: string }
+  | ({ kind: "AtTask"; taskId: string } & TaskSchedule)
   | { kind: "AtFork"; branchId: string; completedBranches: string[] }
   | { kind: "AtJoin"; joinId: string; completedBranches: string[] }
   /**
@@ -11,7 +28,10 @@ export type ExecutionPosition =
    * `eventName` is pending (its input is the oldest such event's payload), or, with none, once
    * `timeoutAt` (epoch ms, by the store's clock) has passed (its input is then empty).
    */
-  | { kind: "AwaitingEvent"; eventName: string; nextTaskId: string; timeoutAt: number | null };
+  | ({ kind: "AwaitingEvent"; eventName: string; nextTaskId: string; timeoutAt: number | null } & Omit<
+      TaskSchedule,
+      "runAt"
+    >);
 
 /** The output of one completed task. */
 export interface TaskResult {
@@ -56,6 +76,24 @@ export type WorkflowState =
       lastCompletedTaskId: string | null;
     };
 
+/**
+ * The failed runs of one task, recorded by failTasks (and by a takeover of an expired claim).
+ * `attempt` on an available task is `count + 1`.
+ */
+export interface TaskAttempts {
+  /** Runs of the task that ended without a result: failures and takeovers after a lease expired. */
+  count: number;
+  /** The error text of the last failure (null after a takeover only). */
+  lastError: string | null;
+  /** When the last failure was recorded (epoch ms, the store's clock). */
+  lastFailedAt: number | null;
+  /**
+   * When the task may run again after its last failure (epoch ms); null: not rescheduled (the
+   * task is held until a saveSnapshot moves the workflow); absent: no constraint.
+   */
+  retryAt?: number | null;
+}
+
 /** A checkpoint of one workflow instance. Timestamps are epoch milliseconds. */
 export interface WorkflowSnapshot {
   instanceId: string;
@@ -64,6 +102,8 @@ export interface WorkflowSnapshot {
   createdAt: number;
   updatedAt: number;
   initialInput?: Uint8Array;
+  /** Per task id, its failed runs (absent when none was recorded). */
+  attempts?: Record<string, TaskAttempts>;
 }
 
 export type InProgressState = Extract<WorkflowState, { kind: "InProgress" }>;
@@ -298,4 +338,26 @@ export function markCancelled(
       interruptedAtTaskId: taskId !== null && !Object.hasOwn(state.completedTasks, taskId) ? taskId : null,
     },
   };
+}
+
+/** The schedule of the task a position makes ready, with the defaults filled in. */
+export function scheduleOf(position: ExecutionPosition): {
+  runAt: number | null;
+  priority: number;
+  queue: string;
+} {
+  const given: TaskSchedule = position.kind === "AtTask" || position.kind === "AwaitingEvent" ? position : {};
+  return {
+    runAt: position.kind === "AtTask" ? (position.runAt ?? null) : null,
+    priority: given.priority ?? DEFAULT_PRIORITY,
+    queue: given.queue ?? DEFAULT_QUEUE,
+  };
+}
+
+/**
+ * The discovery key of a ready task: when it became ready plus one `agingMs` per priority level
+ * below 1, so a priority-5 task that has waited 4 x agingMs goes before a fresh priority-1 task.
+ */
+export function effectiveTime(readyAt: number, priority: number, agingMs: number): number {
+  return readyAt + (priority - 1) * agingMs;
 }

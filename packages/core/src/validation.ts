@@ -2,9 +2,12 @@ import type { EventRef, Fence } from "./claims.js";
 import { PayloadTooLargeError, ValidationError } from "./errors.js";
 import {
   type ControlRequest,
+  DEFAULT_QUEUE,
   type ExecutionPosition,
   setCompletedTask,
+  type TaskAttempts,
   type TaskResult,
+  type TaskSchedule,
   type WorkflowSnapshot,
   type WorkflowState,
 } from "./snapshot.js";
@@ -31,7 +34,7 @@ function describe(value: unknown): string {
  * which no UTF-8 database can store) and free of U+0000 (which C-string based servers truncate at).
  */
 export function validateId(
-  kind: "instanceId" | "taskId" | "workerId" | "definitionHash" | "eventName",
+  kind: "instanceId" | "taskId" | "workerId" | "definitionHash" | "eventName" | "queue",
   value: unknown,
 ): string {
   if (typeof value !== "string")
@@ -103,13 +106,50 @@ function validateBranches(name: string, value: unknown): string[] {
   return value.map((id) => validateId("taskId", id));
 }
 
+/** A priority: an integer from 1 (first) to 5 (last). */
+export function validatePriority(value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 5) {
+    throw new ValidationError(`priority must be an integer from 1 (first) to 5 (last), got ${String(value)}`);
+  }
+  return value;
+}
+
+/** The optional schedule fields of a position; only those given are kept (exact round trips). */
+function validateSchedule(value: Record<string, unknown>, withRunAt: boolean): TaskSchedule {
+  const schedule: TaskSchedule = {};
+  if (withRunAt && value.runAt !== undefined)
+    schedule.runAt = validateTimestamp("position.runAt", value.runAt);
+  if (!withRunAt && value.runAt !== undefined) {
+    throw new ValidationError("an AwaitingEvent position has timeoutAt, not runAt");
+  }
+  if (value.priority !== undefined) schedule.priority = validatePriority(value.priority);
+  if (value.queue !== undefined) schedule.queue = validateId("queue", value.queue);
+  return schedule;
+}
+
+/** The queues a discovery call serves: 1 to 100 queue names, default ["default"]. */
+export function validateQueues(options: unknown): string[] {
+  if (options === undefined || options === null) return [DEFAULT_QUEUE];
+  if (!isPlainObject(options)) throw new ValidationError("options must be { queues? }");
+  const queues = options.queues;
+  if (queues === undefined) return [DEFAULT_QUEUE];
+  if (!Array.isArray(queues) || queues.length === 0 || queues.length > 100) {
+    throw new ValidationError("queues must be an array of 1 to 100 queue names");
+  }
+  return [...new Set(queues.map((q) => validateId("queue", q)))];
+}
+
 function validatePosition(value: unknown): ExecutionPosition {
   if (!isPlainObject(value)) throw new ValidationError("state.position must be an object");
   switch (value.kind) {
     case "NotStarted":
       return { kind: "NotStarted" };
     case "AtTask":
-      return { kind: "AtTask", taskId: validateId("taskId", value.taskId) };
+      return {
+        kind: "AtTask",
+        taskId: validateId("taskId", value.taskId),
+        ...validateSchedule(value, true),
+      };
     case "AtFork":
       return {
         kind: "AtFork",
@@ -131,6 +171,7 @@ function validatePosition(value: unknown): ExecutionPosition {
           value.timeoutAt === undefined || value.timeoutAt === null
             ? null
             : validateTimestamp("position.timeoutAt", value.timeoutAt),
+        ...validateSchedule(value, false),
       };
     default:
       throw new ValidationError(`unknown position kind ${JSON.stringify(String(value.kind))}`);
@@ -168,7 +209,50 @@ export function validateSnapshot(value: unknown, maxPayloadBytes: number): Workf
     snapshot.initialInput = toPlain(validateBytes("initialInput", value.initialInput, maxPayloadBytes));
   }
   snapshot.state = validateState(value.state, maxPayloadBytes);
+  if (value.attempts !== undefined) snapshot.attempts = validateAttempts(value.attempts, maxPayloadBytes);
   return snapshot;
+}
+
+function validateErrorText(name: string, value: unknown, maxPayloadBytes: number): string {
+  if (typeof value !== "string") throw new ValidationError(`${name} must be a string`);
+  if (!value.isWellFormed()) throw new ValidationError(`${name} must be well-formed Unicode`);
+  if (Buffer.byteLength(value) > maxPayloadBytes) {
+    throw new PayloadTooLargeError(`${name} is longer than ${maxPayloadBytes} bytes`);
+  }
+  return value;
+}
+
+/** The attempts of a snapshot: per task id, { count >= 0, lastError, lastFailedAt, retryAt? }. */
+function validateAttempts(value: unknown, maxPayloadBytes: number): Record<string, TaskAttempts> {
+  if (!isPlainObject(value)) throw new ValidationError("attempts must be an object of task ids");
+  const out: Record<string, TaskAttempts> = {};
+  for (const [taskId, a] of Object.entries(value)) {
+    validateId("taskId", taskId);
+    if (!isPlainObject(a)) throw new ValidationError(`attempts[${JSON.stringify(taskId)}] must be an object`);
+    if (typeof a.count !== "number" || !Number.isSafeInteger(a.count) || a.count < 0) {
+      throw new ValidationError(`attempts[${JSON.stringify(taskId)}].count must be a non-negative integer`);
+    }
+    const entry: TaskAttempts = {
+      count: a.count,
+      lastError:
+        a.lastError === null || a.lastError === undefined
+          ? null
+          : validateErrorText("lastError", a.lastError, maxPayloadBytes),
+      lastFailedAt:
+        a.lastFailedAt === null || a.lastFailedAt === undefined
+          ? null
+          : validateTimestamp("lastFailedAt", a.lastFailedAt),
+    };
+    if (a.retryAt !== undefined)
+      entry.retryAt = a.retryAt === null ? null : validateTimestamp("retryAt", a.retryAt);
+    Object.defineProperty(out, taskId, {
+      value: entry,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return out;
 }
 
 function validateCompletedTasks(value: unknown, maxPayloadBytes: number): Record<string, TaskResult> {
@@ -243,14 +327,8 @@ function validateState(state: unknown, maxPayloadBytes: number): WorkflowState {
         kind: "Completed",
         finalOutput: toPlain(validateBytes("finalOutput", state.finalOutput, maxPayloadBytes)),
       };
-    case "Failed": {
-      if (typeof state.error !== "string") throw new ValidationError("state.error must be a string");
-      if (!state.error.isWellFormed()) throw new ValidationError("state.error must be well-formed Unicode");
-      if (Buffer.byteLength(state.error) > maxPayloadBytes) {
-        throw new PayloadTooLargeError(`state.error is longer than ${maxPayloadBytes} bytes`);
-      }
-      return { kind: "Failed", error: state.error };
-    }
+    case "Failed":
+      return { kind: "Failed", error: validateErrorText("state.error", state.error, maxPayloadBytes) };
     case "InProgress": {
       const position = validatePosition(state.position);
       const completedTasks = validateCompletedTasks(state.completedTasks, maxPayloadBytes);
@@ -386,5 +464,36 @@ export function validateCompletions(value: unknown, maxPayloadBytes: number): Va
     }
     seen.add(key);
     return { instanceId, taskId, workerId, token, output };
+  });
+}
+
+/** A failure after validation: plain ids, a checked token, the error text and the retry time. */
+export interface ValidFailure {
+  instanceId: string;
+  taskId: string;
+  workerId: string;
+  token: number;
+  error: string;
+  retryAt: number | null;
+}
+
+/** Validates a failTasks batch as a whole (the rules of validateCompletions, with error and retryAt). */
+export function validateFailures(value: unknown, maxPayloadBytes: number): ValidFailure[] {
+  if (!Array.isArray(value)) throw new ValidationError(`failures must be an array, got ${describe(value)}`);
+  const claims = validateCompletions(
+    value.map((item: unknown) =>
+      isPlainObject(item) ? { claim: item.claim, output: new Uint8Array(0) } : item,
+    ),
+    maxPayloadBytes,
+  );
+  return claims.map(({ output: _, ...claim }, index) => {
+    const item = value[index] as Record<string, unknown>;
+    const retryAt = item.retryAt;
+    if (retryAt === undefined) throw new ValidationError(`failures[${index}].retryAt must be a time or null`);
+    return {
+      ...claim,
+      error: validateErrorText(`failures[${index}].error`, item.error, maxPayloadBytes),
+      retryAt: retryAt === null ? null : validateTimestamp(`failures[${index}].retryAt`, retryAt),
+    };
   });
 }

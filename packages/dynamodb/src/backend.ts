@@ -13,6 +13,7 @@ import {
   type SnapshotPage,
   type TaskClaim,
   type ValidCompletion,
+  type ValidFailure,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import type { MigrationReport } from "@sayiir/persistence-core/adapter";
@@ -23,6 +24,7 @@ import { cancelWorkflow, pauseWorkflow, resumeWorkflow } from "./control.js";
 import { deleteSnapshot } from "./deletion.js";
 import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
 import { loadPendingEvents, sendEvent } from "./events.js";
+import { failTasks } from "./failure.js";
 import { Layout } from "./layout.js";
 import { cleanup, DEFAULT_GRACE_MS } from "./maintenance.js";
 import {
@@ -55,7 +57,11 @@ export class DynamoDBBackend extends BaseBackend {
     this.tableName = this.#o.tableName;
     this.#ownsClient = options.client === undefined;
     this.client = options.client ?? new DynamoDBClient(clientConfigOf(this.#o, options.clientConfig));
-    this.#ctx = createContext(this.client, new Layout(this.#o.keyPrefix, this.#o.shards), this.#o);
+    this.#ctx = createContext(
+      this.client,
+      new Layout(this.#o.keyPrefix, this.#o.shards, this.agingMs),
+      this.#o,
+    );
     this.capabilities = {
       durable: true,
       clock: "client",
@@ -150,16 +156,25 @@ export class DynamoDBBackend extends BaseBackend {
     return extendTaskClaim(this.#ctx, instanceId, taskId, workerId, durationMs);
   }
 
-  protected doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    return findAvailableTasks(this.#ctx, limit);
+  protected doFindAvailableTasks(
+    _workerId: string,
+    limit: number,
+    queues: readonly string[],
+  ): Promise<AvailableTask[]> {
+    return findAvailableTasks(this.#ctx, limit, queues);
   }
 
   protected doClaimAvailableTasks(
     workerId: string,
     limit: number,
     ttlMs: number | null,
+    queues: readonly string[],
   ): Promise<ClaimedTask[]> {
-    return claimAvailableTasks(this.#ctx, workerId, limit, ttlMs);
+    return claimAvailableTasks(this.#ctx, workerId, limit, ttlMs, queues);
+  }
+
+  protected doFailTasks(failures: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
+    return failTasks(this.#ctx, failures);
   }
 
   protected doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {

@@ -1,14 +1,16 @@
 /*
- * Discovery's candidates: the shards of the sparse ready index (by updatedAt), the shards of the
- * timer index from its start up to now (by timeoutAt), and the leases that have ended, merged by
- * key (time, then instance id in code point order). They are only candidates: the indexes are
+ * Discovery's candidates, per queue served: the shards of the sparse ready index (by discovery
+ * key), the shards of the timer index from its start up to now (by due time, merged with the key
+ * of that due time and the priority its sort key carries), and the leases that have ended (by
+ * the key of their write, priority 3: an approximation only for crash recovery), merged by key
+ * (time, then instance id in code point order). They are only candidates: the indexes are
  * eventually consistent, so discovery.ts verifies each one on the base table.
  */
 import { type AttributeValue, QueryCommand, type QueryCommandOutput } from "@aws-sdk/client-dynamodb";
 import { compareIds } from "@sayiir/persistence-core";
 import type { Context } from "./context.js";
 import { expressions, type Item, num, queryAll, S, str } from "./dynamo.js";
-import { ATTR, READY_INDEX, TIMER_INDEX } from "./layout.js";
+import { ATTR, type Layout, READY_INDEX, TIMER_INDEX } from "./layout.js";
 
 /** Where a candidate was found: the ready partition, the leased partition, or the timer index. */
 export type Source = "ready" | "leased" | "timer";
@@ -17,21 +19,30 @@ export interface Candidate {
   pk: string;
   instanceId: string;
   taskId: string;
-  /** Its key's time: updatedAt (ready and leased partitions) or timeoutAt (timer index). */
+  /** Its discovery key (see Layout.readySk). */
   time: number;
   source: Source;
   /** Found in the leased partition (a lease that has ended): its lease sort key. */
   leaseSk?: string;
 }
 
+/** The most urgent priority: the least key offset (-2 x agingMs) a timer entry can have. */
+const MIN_PRIORITY = 1;
+
 type Page = Pick<QueryCommandOutput, "Items" | "LastEvaluatedKey">;
 
-/** The attribute holding a candidate's time, per source. */
-const TIME_OF: Record<Source, string> = {
-  ready: ATTR.updatedAt,
-  leased: ATTR.updatedAt,
-  timer: ATTR.timeoutAt,
-};
+/** A candidate's discovery key, from the index item of its source. */
+function timeOf(layout: Layout, source: Source, item: Item): number | undefined {
+  if (source === "leased") {
+    const updatedAt = num(item, ATTR.updatedAt);
+    return updatedAt === undefined ? undefined : layout.discoveryKey(updatedAt, 3);
+  }
+  const sk = str(item, source === "ready" ? ATTR.readySk : ATTR.timerSk);
+  if (sk === undefined) return undefined;
+  if (source === "ready") return layout.timeOfSk(sk);
+  const { due, priority } = layout.parseTimerSk(sk);
+  return layout.discoveryKey(due, priority);
+}
 
 /** One partition of an index, read page by page in (time, instance id) order. */
 class ShardCursor {
@@ -41,24 +52,49 @@ class ShardCursor {
   constructor(
     private readonly fetch: (startKey: Record<string, AttributeValue> | undefined) => Promise<Page>,
     private readonly source: Source,
+    private readonly layout: Layout,
   ) {}
 
+  /** Timer partition: the largest due time read so far (the partition is read in due order). */
+  #lastDue = Number.NEGATIVE_INFINITY;
+
+  /**
+   * Reads pages until the buffer's head is the partition's next candidate in key order. The ready
+   * and leased partitions are read in key order: one non-empty page will do. A timer partition is
+   * read in due order while its key is effectiveTime(due, priority): an unread entry (due >= the
+   * last due read) can still move ahead of the buffered head by up to 2 x agingMs (priority 1), so
+   * reading goes on until the head's key is below the least key an unread entry can have.
+   */
   async fill(): Promise<void> {
-    while (this.buffer.length === 0 && !this.#done) {
+    while (!this.#done && (this.buffer.length === 0 || this.#overtakable())) {
       const out = await this.fetch(this.#startKey);
       this.#startKey = out.LastEvaluatedKey;
       if (this.#startKey === undefined) this.#done = true;
       for (const item of out.Items ?? []) {
         const candidate = this.#parse(item);
         if (candidate !== undefined) this.buffer.push(candidate);
+        if (this.source === "timer") this.#noteDue(item);
       }
+      if (this.source === "timer") this.buffer.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
     }
+  }
+
+  #noteDue(item: Item): void {
+    const sk = str(item, ATTR.timerSk);
+    if (sk !== undefined) this.#lastDue = Math.max(this.#lastDue, this.layout.parseTimerSk(sk).due);
+  }
+
+  /** Could an unread timer entry still come before the buffered head (ties included)? */
+  #overtakable(): boolean {
+    if (this.source !== "timer") return false;
+    const head = this.buffer[0] as Candidate;
+    return head.time >= this.layout.discoveryKey(this.#lastDue, MIN_PRIORITY);
   }
 
   #parse(item: Item): Candidate | undefined {
     const instanceId = str(item, ATTR.instanceId);
     const taskId = str(item, ATTR.position);
-    const time = num(item, TIME_OF[this.source]);
+    const time = timeOf(this.layout, this.source, item);
     const pk = str(item, ATTR.pk);
     if (instanceId === undefined || taskId === undefined || time === undefined || pk === undefined) return;
     const candidate: Candidate = { pk, instanceId, taskId, time, source: this.source };
@@ -73,7 +109,7 @@ const before = (a: Candidate, b: Candidate): boolean =>
   a.time < b.time || (a.time === b.time && compareIds(a.instanceId, b.instanceId) < 0);
 
 /** A page of one shard's ready partition. */
-function readyShard(ctx: Context, shard: number, pageSize: number): ShardCursor {
+function readyShard(ctx: Context, queue: string, shard: number, pageSize: number): ShardCursor {
   return new ShardCursor(
     (startKey) =>
       ctx.send<QueryCommandOutput>(
@@ -84,16 +120,17 @@ function readyShard(ctx: Context, shard: number, pageSize: number): ShardCursor 
           ExclusiveStartKey: startKey,
           ...expressions(
             { KeyConditionExpression: `#${ATTR.readyPk} = :gpk` },
-            { ":gpk": S(ctx.layout.readyPk(shard)) },
+            { ":gpk": S(ctx.layout.readyPk(shard, queue)) },
           ),
         }),
       ),
     "ready",
+    ctx.layout,
   );
 }
 
 /** A page of one shard's timer partition, from its start up to `cut` (timeoutAt <= now). */
-function timerShard(ctx: Context, shard: number, pageSize: number, cut: string): ShardCursor {
+function timerShard(ctx: Context, queue: string, shard: number, pageSize: number, cut: string): ShardCursor {
   return new ShardCursor(
     (startKey) =>
       ctx.send<QueryCommandOutput>(
@@ -104,11 +141,12 @@ function timerShard(ctx: Context, shard: number, pageSize: number, cut: string):
           ExclusiveStartKey: startKey,
           ...expressions(
             { KeyConditionExpression: `#${ATTR.timerPk} = :tpk AND #${ATTR.timerSk} < :cut` },
-            { ":tpk": S(ctx.layout.timerPk(shard)), ":cut": S(cut) },
+            { ":tpk": S(ctx.layout.timerPk(shard, queue)), ":cut": S(cut) },
           ),
         }),
       ),
     "timer",
+    ctx.layout,
   );
 }
 
@@ -116,33 +154,40 @@ function timerShard(ctx: Context, shard: number, pageSize: number, cut: string):
  * Leases that have ended (expiresAt + skew budget passed on our clock) are ready again: all of
  * them, from every shard's leased partition, in (updatedAt, instance id) order, as one cursor.
  */
-function endedLeases(ctx: Context, now: number): ShardCursor {
+function endedLeases(ctx: Context, queues: readonly string[], now: number): ShardCursor {
   const cut = ctx.layout.leaseSk(now + 1, "");
-  return new ShardCursor(async () => {
-    const lists = await Promise.all(
-      Array.from({ length: ctx.layout.shards }, (_, shard) =>
-        queryAll(ctx.send, {
-          TableName: ctx.tableName,
-          IndexName: READY_INDEX,
-          ...expressions(
-            { KeyConditionExpression: `#${ATTR.readyPk} = :kpk AND #${ATTR.readySk} < :cut` },
-            { ":kpk": S(ctx.layout.leasedPk(shard)), ":cut": S(cut) },
-          ),
-        }),
-      ),
-    );
-    const items = lists.flat();
-    const key = (item: Item) => ({
-      updatedAt: num(item, ATTR.updatedAt) ?? 0,
-      instanceId: str(item, ATTR.instanceId) ?? "",
-    });
-    items.sort((a, b) => {
-      const x = key(a);
-      const y = key(b);
-      return x.updatedAt - y.updatedAt || compareIds(x.instanceId, y.instanceId);
-    });
-    return { Items: items };
-  }, "leased");
+  const partitions = queues.flatMap((queue) =>
+    Array.from({ length: ctx.layout.shards }, (_, shard) => ctx.layout.leasedPk(shard, queue)),
+  );
+  return new ShardCursor(
+    async () => {
+      const lists = await Promise.all(
+        partitions.map((kpk) =>
+          queryAll(ctx.send, {
+            TableName: ctx.tableName,
+            IndexName: READY_INDEX,
+            ...expressions(
+              { KeyConditionExpression: `#${ATTR.readyPk} = :kpk AND #${ATTR.readySk} < :cut` },
+              { ":kpk": S(kpk), ":cut": S(cut) },
+            ),
+          }),
+        ),
+      );
+      const items = lists.flat();
+      const key = (item: Item) => ({
+        updatedAt: num(item, ATTR.updatedAt) ?? 0,
+        instanceId: str(item, ATTR.instanceId) ?? "",
+      });
+      items.sort((a, b) => {
+        const x = key(a);
+        const y = key(b);
+        return x.updatedAt - y.updatedAt || compareIds(x.instanceId, y.instanceId);
+      });
+      return { Items: items };
+    },
+    "leased",
+    ctx.layout,
+  );
 }
 
 /**
@@ -152,14 +197,15 @@ function endedLeases(ctx: Context, now: number): ShardCursor {
 export async function* candidates(
   ctx: Context,
   pageSize: number,
+  queues: readonly string[],
 ): AsyncGenerator<Candidate, void, undefined> {
   const now = ctx.now();
-  const due = ctx.layout.timerSk(now + 1, "");
+  const due = ctx.layout.timerCut(now);
   const shards = Array.from({ length: ctx.layout.shards }, (_, shard) => shard);
   const cursors = [
-    ...shards.map((shard) => readyShard(ctx, shard, pageSize)),
-    ...shards.map((shard) => timerShard(ctx, shard, pageSize, due)),
-    endedLeases(ctx, now),
+    ...queues.flatMap((queue) => shards.map((shard) => readyShard(ctx, queue, shard, pageSize))),
+    ...queues.flatMap((queue) => shards.map((shard) => timerShard(ctx, queue, shard, pageSize, due))),
+    endedLeases(ctx, queues, now),
   ];
   for (;;) {
     await Promise.all(cursors.map((c) => c.fill()));

@@ -32,6 +32,8 @@ import {
 } from "./dynamo.js";
 import { oldestEvents } from "./events.js";
 import {
+  attemptsOf,
+  encodeAttempts,
   eventCountCondition,
   getClaim,
   getHead,
@@ -39,6 +41,7 @@ import {
   heldView,
   liveForOthers,
   parseClaim,
+  type StoredAttempt,
   type StoredClaim,
   TOMBSTONE_UPDATE,
 } from "./items.js";
@@ -100,7 +103,10 @@ export async function tryClaim(
         expiresAt: ttlMs === null ? undefined : now + ttlMs,
         nonce: freshId(),
       };
-      const outcome = await putClaim(ctx, pk, instanceId, taskId, claim, current, ready);
+      // Claim-next taking over a held claim that ended counts one more attempt of the task (a
+      // takeover by claimTask does not: the fencing group wants the snapshot left as it was).
+      const counted = current?.workerId === undefined ? undefined : ready?.head;
+      const outcome = await putClaim(ctx, pk, { instanceId, taskId, claim, current, ready, counted });
       if (outcome === "landed") return toClaim(instanceId, taskId, workerId, claim);
       if (outcome === "not ready") return null;
       current = outcome.current;
@@ -122,12 +128,17 @@ export async function tryClaim(
 async function putClaim(
   ctx: Context,
   pk: string,
-  instanceId: string,
-  taskId: string,
-  claim: NewClaim,
-  current: StoredClaim | undefined,
-  ready: LeaseTarget | undefined,
+  p: {
+    instanceId: string;
+    taskId: string;
+    claim: NewClaim;
+    current: StoredClaim | undefined;
+    ready: LeaseTarget | undefined;
+    /** A takeover by claim-next: the head whose attempts count it (conditioned on them as read). */
+    counted: Head | undefined;
+  },
 ): Promise<"landed" | "not ready" | { current: StoredClaim | undefined }> {
+  const { instanceId, taskId, claim, current, ready, counted } = p;
   const item: Item = {
     ...ctx.layout.claimKey(pk, taskId),
     [ATTR.instanceId]: S(instanceId),
@@ -157,7 +168,7 @@ async function putClaim(
   try {
     if (ready === undefined) await ctx.send(new PutItemCommand(put));
     else {
-      const lease = leaseUpdate(ctx, ready, taskId, claim);
+      const lease = leaseUpdate(ctx, ready, taskId, claim, counted);
       await ctx.send(
         () =>
           new TransactWriteItemsCommand({
@@ -171,7 +182,7 @@ async function putClaim(
     if (isConditionFailed(error)) return { current: parseClaim(error.Item) };
     const reasons = cancellationReasons(error);
     if (reasons === undefined || isConflictOnly(error)) throw error;
-    // The task is no longer in the state the caller saw: not ready, nothing to claim.
+    // The task is no longer in the state the caller saw (its attempts included): nothing to claim.
     if (reasons[0]?.Code === "ConditionalCheckFailed") return "not ready";
     if (reasons[1]?.Code === "ConditionalCheckFailed") return { current: parseClaim(reasons[1].Item) };
     if (!reasons.some((r) => r.Code === "TransactionConflict")) throw error;
@@ -185,9 +196,16 @@ async function putClaim(
  * against; a timed-out wait also with no event sent since), moves to the leased partition keyed by
  * when others may take the claim over: discovery no longer reads past it.
  */
-function leaseUpdate(ctx: Context, { head, timedOut }: LeaseTarget, taskId: string, claim: NewClaim) {
+function leaseUpdate(
+  ctx: Context,
+  { head, timedOut }: LeaseTarget,
+  taskId: string,
+  claim: NewClaim,
+  counted: Head | undefined,
+) {
   const { layout } = ctx;
-  const lease = leasedEntry(layout, head.instanceId, leaseEnd(ctx, claim.expiresAt));
+  const lease = leasedEntry(layout, head.instanceId, head.queue, leaseEnd(ctx, claim.expiresAt));
+  const count = counted === undefined ? undefined : bumped(head, taskId);
   const headCondition = [
     `(attribute_exists(#${ATTR.readyPk}) OR attribute_exists(#${ATTR.timerPk}))`,
     `#${ATTR.generation} = :gen AND #${ATTR.position} = :pos`,
@@ -195,6 +213,7 @@ function leaseUpdate(ctx: Context, { head, timedOut }: LeaseTarget, taskId: stri
       ? `attribute_not_exists(#${ATTR.lastCompleted})`
       : `#${ATTR.lastCompleted} = :last`,
     ...(timedOut ? [eventCountCondition(head.eventCount)] : []),
+    ...(count === undefined ? [] : [attemptsCondition(head)]),
   ].join(" AND ");
   return {
     TableName: ctx.tableName,
@@ -202,9 +221,10 @@ function leaseUpdate(ctx: Context, { head, timedOut }: LeaseTarget, taskId: stri
     ...expressions(
       {
         ConditionExpression: headCondition,
-        UpdateExpression: `SET #${ATTR.readyPk} = :kpk, #${ATTR.readySk} = :ksk REMOVE #${ATTR.timerPk}, #${ATTR.timerSk}`,
+        UpdateExpression: `SET #${ATTR.readyPk} = :kpk, #${ATTR.readySk} = :ksk${count === undefined ? "" : `, #${ATTR.attempts} = :att_new`} REMOVE #${ATTR.timerPk}, #${ATTR.timerSk}`,
       },
       {
+        ...(count === undefined ? {} : { ":att_new": S(count), ":att": S(head.attemptsJson ?? "") }),
         ":gen": S(head.generation),
         ":pos": S(taskId),
         ":last": S(head.lastCompletedTaskId ?? ""),
@@ -214,6 +234,26 @@ function leaseUpdate(ctx: Context, { head, timedOut }: LeaseTarget, taskId: stri
       },
     ),
   };
+}
+
+/** The head's attempts with one more run of `taskId` (a takeover: lastError stays). */
+function bumped(head: Head, taskId: string): string {
+  const before = attemptsOf(head, taskId);
+  const after: StoredAttempt = {
+    lastError: null,
+    lastFailedAt: null,
+    ...before,
+    taskId,
+    count: (before?.count ?? 0) + 1,
+  };
+  return encodeAttempts([...head.attempts.filter((a) => a.taskId !== taskId), after]) as string;
+}
+
+/** The condition that the head's attempts are still as read (`:att`). */
+export function attemptsCondition(head: Head): string {
+  return head.attemptsJson === undefined
+    ? `attribute_not_exists(#${ATTR.attempts})`
+    : `#${ATTR.attempts} = :att`;
 }
 
 /**
@@ -239,7 +279,7 @@ export async function releaseTaskClaim(
   if (head?.leaseSk !== undefined && head.positionTaskId === taskId) {
     const wait = head.awaiting;
     const pending = wait !== undefined && (await oldestEvents(ctx, head, wait.eventName)).length > 0;
-    await moveLease(ctx, head, homeOf(ctx.layout, head, pending));
+    await moveLease(ctx, head, homeOf(ctx.layout, head, pending, ctx.now()));
   }
   await retryOnRace(
     `releaseTaskClaim on ${quote(instanceId)}`,

@@ -57,6 +57,10 @@ export interface HeadState {
   awaiting?: unknown;
   /** In the timer index. */
   timer?: boolean;
+  /** Its schedule (absent: "default", 3, ready at its write). */
+  queue?: string;
+  priority?: number;
+  readyAt?: number | undefined;
 }
 
 /** Cuts entries into consecutive groups under both transaction limits (never an empty group). */
@@ -132,7 +136,7 @@ export function completionTransaction(args: TransactionArgs): {
       ...head,
       updatedAt: update.updatedAt,
       ready: head.ready && !positionDone,
-      ...(waitDone ? { awaiting: undefined, timer: false } : {}),
+      ...(waitDone ? { awaiting: undefined, timer: false } : positionDone ? { timer: false } : {}),
     },
   };
 }
@@ -166,11 +170,14 @@ export function headUpdate(
   else if (head.ready) {
     // (Back) into the ready partition: a lease key would not carry the new updatedAt.
     update += `, #${ATTR.readyPk} = :gpk, #${ATTR.readySk} = :gsk`;
-    values[":gpk"] = S(layout.readyPk(layout.shardOf(head.instanceId)));
-    values[":gsk"] = S(layout.readySk(updatedAt, head.instanceId));
+    values[":gpk"] = S(layout.readyPk(layout.shardOf(head.instanceId), head.queue));
+    values[":gsk"] = S(layout.readySk(head.readyAt ?? updatedAt, head.priority ?? 3, head.instanceId));
   }
   if (positionDone && head.awaiting !== undefined) {
     remove.push(`#${ATTR.awaitedEvent}`, `#${ATTR.timeoutAt}`, `#${ATTR.timerPk}`, `#${ATTR.timerSk}`);
+  } else if (positionDone && head.timer === true) {
+    // A task with a future runAt or retryAt that completed anyway (claimed by claimTask).
+    remove.push(`#${ATTR.timerPk}`, `#${ATTR.timerSk}`);
   }
   if (remove.length > 0) update += ` REMOVE ${remove.join(", ")}`;
   const condition =

@@ -14,7 +14,13 @@ import {
   TransactWriteItemsCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
-import { type ControlRequest, positionTaskId } from "@sayiir/persistence-core";
+import {
+  type ControlRequest,
+  DEFAULT_PRIORITY,
+  DEFAULT_QUEUE,
+  positionTaskId,
+  scheduleOf,
+} from "@sayiir/persistence-core";
 import {
   controlRefusal,
   fromStoredParts,
@@ -57,6 +63,8 @@ import {
   entryOf,
   positionAttributes,
   replaceAttributes,
+  type Schedule,
+  scheduleOfTask,
   updateExpression,
 } from "./readiness.js";
 
@@ -90,6 +98,11 @@ interface Facts {
   claims: ClaimRef[];
   /** resume: an event of the awaited name is pending. */
   eventPending: boolean;
+  /**
+   * The schedule of the position's task, from the header and the head's attempts (a paused head
+   * carries none of its own: resume places the task by this).
+   */
+  schedule: Schedule;
 }
 
 /**
@@ -184,7 +197,14 @@ async function readFacts(ctx: Context, op: Transition, head: Head): Promise<Fact
     op === "resume" && awaited !== undefined ? oldestEvents(ctx, head, awaited) : [],
   ]);
   const legacyInput = head.input === undefined ? probe.initialInput : undefined;
-  return { header, legacyInput, task, taskDone, claims, eventPending: events.length > 0 };
+  const schedule = scheduleOfTask(
+    position === undefined
+      ? { runAt: null, priority: DEFAULT_PRIORITY, queue: DEFAULT_QUEUE }
+      : scheduleOf(position),
+    head.attempts,
+    task ?? null,
+  );
+  return { header, legacyInput, task, taskDone, claims, eventPending: events.length > 0, schedule };
 }
 
 /** Does the head's generation hold a result for `taskId`? (The last completed task surely does.) */
@@ -218,8 +238,9 @@ type NextState = ReturnType<typeof transitionHeader> & {
  * count, since it decided on the events; cancel also: same index keys, which claim-next moves).
  */
 function transitionUpdate(ctx: Context, op: Transition, head: Head, next: NextState, facts: Facts) {
-  const entry = entryOf(ctx.layout, head.instanceId, next, facts.eventPending);
-  const moved = replaceAttributes({ ...positionAttributes(next), ...entryAttributes(entry) });
+  const state = { ...next, ...facts.schedule };
+  const entry = entryOf(ctx.layout, head.instanceId, state, facts.eventPending, next.now);
+  const moved = replaceAttributes({ ...positionAttributes(state), ...entryAttributes(entry) });
   const set = [
     `#${ATTR.kind} = :kind_new`,
     `#${ATTR.status} = :st`,

@@ -13,7 +13,7 @@ import { leaseEnd, tryClaim } from "./claims.js";
 import { type Context, quietly } from "./context.js";
 import { batchGet, type Item, str } from "./dynamo.js";
 import { oldestEvents, type StoredEvent } from "./events.js";
-import { type Head, liveForOthers, parseClaim, parseHead, type StoredClaim } from "./items.js";
+import { attemptsOf, type Head, liveForOthers, parseClaim, parseHead, type StoredClaim } from "./items.js";
 import { ATTR, keyString } from "./layout.js";
 import { homeOf, type IndexEntry, leasedEntry, moveLease } from "./readiness.js";
 
@@ -25,6 +25,8 @@ interface Verified {
   candidate: Candidate;
   head: Head;
   why: Why;
+  /** The task's claim is held but ended: claiming it is a takeover (one more attempt). */
+  takeover: boolean;
 }
 
 /** A candidate whose head (and claim) passed the first checks. */
@@ -38,36 +40,50 @@ interface Read {
  * Ready tasks in index order, verified on the base table (the index is eventually consistent):
  * the head still ready at that task, and no claim another worker must respect.
  */
-async function* verified(ctx: Context, pageSize: number): AsyncGenerator<Verified[], void, undefined> {
+async function* verified(
+  ctx: Context,
+  pageSize: number,
+  queues: readonly string[],
+): AsyncGenerator<Verified[], void, undefined> {
   const batchSize = Math.min(pageSize, 50);
   let batch: Candidate[] = [];
   const seen = new Set<string>();
-  for await (const candidate of candidates(ctx, Math.min(Math.max(pageSize, 10), 200))) {
+  for await (const candidate of candidates(ctx, Math.min(Math.max(pageSize, 10), 200), queues)) {
     if (seen.has(candidate.pk)) continue;
     seen.add(candidate.pk);
     batch.push(candidate);
     if (batch.length >= batchSize) {
-      yield await verify(ctx, batch);
+      yield await verify(ctx, batch, queues);
       batch = [];
     }
   }
-  if (batch.length > 0) yield await verify(ctx, batch);
+  if (batch.length > 0) yield await verify(ctx, batch, queues);
 }
 
-/** Is the head still where the candidate was found, at that task, and runnable? */
-function stillThere(c: Candidate, head: Head, now: number): boolean {
+/**
+ * Is the head still where the candidate was found, at that task, in a queue served, and runnable?
+ * The queue is checked on the head because an index entry can lag: after a saveSnapshot moved
+ * the instance from queue B to A, B's partition may still list it for a while.
+ */
+export function stillThere(c: Candidate, head: Head, now: number, queues: readonly string[]): boolean {
   if (head.finished || head.paused || head.positionTaskId !== c.taskId) return false;
+  if (!queues.includes(head.queue)) return false;
   if (c.source !== "timer") return head.ready;
-  const timeoutAt = head.awaiting?.timeoutAt;
-  return head.timer && timeoutAt !== undefined && timeoutAt <= now;
+  return head.timerDue !== undefined && head.timerDue <= now;
 }
 
 /**
  * Reads the heads and claims of a batch of candidates (one BatchGetItem), then the oldest pending
- * event of each wait found in the ready index (one Query each, in parallel), and keeps those still
- * ready and unclaimed. Leases seen on the way are repaired (see repairLease).
+ * event of each wait found in the ready index or due by its retryAt (one Query each, in
+ * parallel), and keeps those still
+ * ready, in a queue served (`queues`) and unclaimed. Leases seen on the way are repaired (see
+ * repairLease). Exported for tests.
  */
-async function verify(ctx: Context, batch: Candidate[]): Promise<Verified[]> {
+export async function verify(
+  ctx: Context,
+  batch: Candidate[],
+  queues: readonly string[],
+): Promise<Verified[]> {
   const { layout } = ctx;
   const keys = batch.flatMap((c) => [layout.headKey(c.pk), layout.claimKey(c.pk, c.taskId)]);
   const items = await batchGet(ctx.client, ctx.tableName, keys, 100, 2);
@@ -78,13 +94,15 @@ async function verify(ctx: Context, batch: Candidate[]): Promise<Verified[]> {
     const headItem = byKey.get(keyString(layout.headKey(candidate.pk)));
     if (headItem === undefined || str(headItem, ATTR.instanceId) !== candidate.instanceId) continue;
     const head = parseHead(layout, headItem, candidate.instanceId) as Head;
-    if (!stillThere(candidate, head, now)) continue;
+    if (!stillThere(candidate, head, now, queues)) continue;
     const claim = parseClaim(byKey.get(keyString(layout.claimKey(candidate.pk, candidate.taskId))));
     read.push({ candidate, head, claim });
   }
   const events = await Promise.all(
     read.map(({ candidate, head }) =>
-      head.awaiting === undefined || candidate.source === "timer"
+      // A wait in the timer index has an event pending only when held there by its task's retryAt.
+      head.awaiting === undefined ||
+      (candidate.source === "timer" && typeof attemptsOf(head, candidate.taskId)?.retryAt !== "number")
         ? []
         : oldestEvents(ctx, head, head.awaiting.eventName),
     ),
@@ -94,10 +112,11 @@ async function verify(ctx: Context, batch: Candidate[]): Promise<Verified[]> {
   for (const [i, r] of read.entries()) {
     const event = events[i]?.[0];
     const live = liveForOthers(ctx, r.claim, now);
-    const repair = repairLease(ctx, r, live, event !== undefined);
+    const repair = repairLease(ctx, r, live, event !== undefined, now);
     if (repair !== undefined) repairs.push(quietly(() => moveLease(ctx, r.head, repair.to)));
     const why = whyReady(r, event, now);
-    if (!live && why !== undefined) out.push({ candidate: r.candidate, head: r.head, why });
+    const takeover = r.claim?.workerId !== undefined;
+    if (!live && why !== undefined) out.push({ candidate: r.candidate, head: r.head, why, takeover });
   }
   await Promise.all(repairs);
   return out;
@@ -124,11 +143,12 @@ function repairLease(
   r: Read,
   live: boolean,
   eventPending: boolean,
+  now: number,
 ): { to: IndexEntry } | undefined {
   const { candidate: c, head } = r;
   if (c.leaseSk === undefined || head.leaseSk !== c.leaseSk) return undefined;
-  if (!live) return { to: homeOf(ctx.layout, head, eventPending) };
-  const to = leasedEntry(ctx.layout, c.instanceId, leaseEnd(ctx, r.claim?.expiresAt));
+  if (!live) return { to: homeOf(ctx.layout, head, eventPending, now) };
+  const to = leasedEntry(ctx.layout, c.instanceId, head.queue, leaseEnd(ctx, r.claim?.expiresAt));
   return to?.sk === c.leaseSk ? undefined : { to };
 }
 
@@ -177,6 +197,9 @@ function availableTask(v: Verified, input: Uint8Array): AvailableTask {
     taskId: v.candidate.taskId,
     input,
     workflowDefinitionHash: v.head.definitionHash,
+    attempt: (attemptsOf(v.head, v.candidate.taskId)?.count ?? 0) + 1,
+    priority: v.head.priority,
+    queue: v.head.queue,
   };
   if (v.why.kind === "event")
     task.event = { eventName: v.why.event.eventName, sequence: v.why.event.sequence };
@@ -184,9 +207,13 @@ function availableTask(v: Verified, input: Uint8Array): AvailableTask {
   return task;
 }
 
-export async function findAvailableTasks(ctx: Context, limit: number): Promise<AvailableTask[]> {
+export async function findAvailableTasks(
+  ctx: Context,
+  limit: number,
+  queues: readonly string[],
+): Promise<AvailableTask[]> {
   const found: AvailableTask[] = [];
-  for await (const batch of verified(ctx, limit)) {
+  for await (const batch of verified(ctx, limit, queues)) {
     const inputs = await Promise.all(batch.map((v) => taskInput(ctx, v)));
     for (const [i, v] of batch.entries()) {
       const input = inputs[i];
@@ -209,11 +236,12 @@ export async function claimAvailableTasks(
   workerId: string,
   limit: number,
   ttlMs: number | null,
+  queues: readonly string[],
 ): Promise<ClaimedTask[]> {
   const claimed: ClaimedTask[] = [];
   let failure: { reason: unknown } | undefined;
   try {
-    for await (const batch of verified(ctx, limit)) {
+    for await (const batch of verified(ctx, limit, queues)) {
       let pending = batch;
       while (pending.length > 0 && claimed.length < limit) {
         const take = pending.slice(0, limit - claimed.length);
@@ -248,5 +276,7 @@ async function claimOne(
   const target = { head, timedOut: v.why.kind === "timeout" };
   const claim = await tryClaim(ctx, candidate.instanceId, candidate.taskId, workerId, ttlMs, target);
   if (claim === null) return undefined;
-  return { ...availableTask(v, input), claim };
+  const task = availableTask(v, input);
+  // A takeover counted one more run of the task.
+  return { ...task, attempt: task.attempt + (v.takeover ? 1 : 0), claim };
 }

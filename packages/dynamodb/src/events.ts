@@ -17,6 +17,7 @@ import {
 import { type EventRef, failures, type PendingEvent } from "@sayiir/persistence-core";
 import { controlRefusal, RETRY, retryOnRace } from "@sayiir/persistence-core/adapter";
 import { chunkSetOf, MissingChunkError, readRef, refAttributes, type ValueRef } from "./chunks.js";
+import { attemptsCondition } from "./claims.js";
 import { type Context, quietly, quote, RACE_ATTEMPTS } from "./context.js";
 import {
   batchWrite,
@@ -33,7 +34,7 @@ import {
 } from "./dynamo.js";
 import { eventCountCondition, getHead, type Head, parseHead, statusOf } from "./items.js";
 import { ATTR, freshId, keyOf, names, STATUS, VALUE } from "./layout.js";
-import { readyEntry, updateExpression } from "./readiness.js";
+import { homeOf, updateExpression } from "./readiness.js";
 
 /** An event item as read. */
 export interface StoredEvent extends EventRef {
@@ -262,13 +263,17 @@ async function appendEvent(
 
 /**
  * The head's update: its event count becomes `sequence` (and its incarnation is set if it had
- * none); a wait for this event that is in no ready entry becomes ready (out of the timer index).
- * Conditioned on what decided it: not finished, the event count, the incarnation, the wait (`ev`)
- * and whether it is in the ready index; making the wait ready also on updatedAt (its ready key is
- * built from it).
+ * none); a wait for this event that is in no ready entry goes where it now belongs (homeOf with
+ * the event pending): the ready partition, or the timer index at its task's retryAt, or, held
+ * after a failure without retry time, stays in none. Conditioned on what decided it: not
+ * finished, the event count, the incarnation, the wait (`ev`) and whether it is in the ready
+ * index; moving the wait also on updatedAt (its ready key is built from it) and the attempts.
  */
 function countUpdate(ctx: Context, head: Head, incarnation: string, sequence: number, eventName: string) {
+  // The wait's new home with this event pending (its task's attempts respected: a retryAt keeps
+  // it in the timer index, a hold in none); a leased head goes home when its lease ends.
   const makeReady = head.awaiting?.eventName === eventName && !head.ready;
+  const home = makeReady ? homeOf(ctx.layout, head, true, ctx.now()) : undefined;
   const set = [`#${ATTR.eventCount} = :seq`];
   const remove: string[] = [];
   const values: Record<string, AttributeValue> = {
@@ -280,13 +285,17 @@ function countUpdate(ctx: Context, head: Head, incarnation: string, sequence: nu
     ":upd": N(head.updatedAt),
   };
   if (head.incarnation === undefined) set.push(`#${ATTR.incarnation} = :inc`);
-  if (makeReady) {
-    const ready = readyEntry(ctx, head);
+  if (home?.index === "ready") {
     set.push(`#${ATTR.readyPk} = :gpk`, `#${ATTR.readySk} = :gsk`);
-    values[":gpk"] = S(ready.pk);
-    values[":gsk"] = S(ready.sk);
+    values[":gpk"] = S(home.pk);
+    values[":gsk"] = S(home.sk);
     remove.push(`#${ATTR.timerPk}`, `#${ATTR.timerSk}`);
+  } else if (home?.index === "timer") {
+    set.push(`#${ATTR.timerPk} = :tpk`, `#${ATTR.timerSk} = :tsk`);
+    values[":tpk"] = S(home.pk);
+    values[":tsk"] = S(home.sk);
   }
+  if (makeReady) values[":att"] = S(head.attemptsJson ?? "");
   const condition = [
     `attribute_exists(#${ATTR.pk}) AND #${ATTR.status} = :P`,
     eventCountCondition(head.eventCount),
@@ -297,7 +306,7 @@ function countUpdate(ctx: Context, head: Head, incarnation: string, sequence: nu
       ? `attribute_not_exists(#${ATTR.awaitedEvent})`
       : `#${ATTR.awaitedEvent} = :ev`,
     head.ready ? `attribute_exists(#${ATTR.readyPk})` : `attribute_not_exists(#${ATTR.readyPk})`,
-    ...(makeReady ? [`#${ATTR.updatedAt} = :upd`] : []),
+    ...(makeReady ? [`#${ATTR.updatedAt} = :upd`, attemptsCondition(head)] : []),
   ].join(" AND ");
   return {
     TableName: ctx.tableName,

@@ -3,7 +3,15 @@
  * into plain objects, plus the conditions a fenced write and a release put on a claim item.
  */
 import { GetItemCommand, type TransactWriteItem } from "@aws-sdk/client-dynamodb";
-import { BackendError, EMPTY_BYTES, type Fence, isClaimLive } from "@sayiir/persistence-core";
+import {
+  BackendError,
+  DEFAULT_PRIORITY,
+  DEFAULT_QUEUE,
+  EMPTY_BYTES,
+  type Fence,
+  isClaimLive,
+  type TaskAttempts,
+} from "@sayiir/persistence-core";
 import {
   fromStoredParts,
   type HeldClaimView,
@@ -54,6 +62,40 @@ export interface Head {
   header: ValueRef | undefined;
   /** The initial input stored as a value of its own (older heads carry it in the header). */
   input: ValueRef | undefined;
+  /** The schedule of its ready or awaited task (older heads: "default" and 3). */
+  queue: string;
+  priority: number;
+  /** When the position's task is ready by its schedule (runAt / retryAt); undefined: at its write. */
+  readyAt: number | undefined;
+  /** The position's task failed without a retry time: in no index until a save. */
+  held: boolean;
+  /** The attempts attribute as stored (undefined: none): what attempt writes condition on. */
+  attemptsJson: string | undefined;
+  attempts: StoredAttempt[];
+  /** In the timer index: its due time (undefined: not there). */
+  timerDue: number | undefined;
+}
+
+/** One task's attempts as stored on the head. */
+export type StoredAttempt = { taskId: string } & TaskAttempts;
+
+/** The attempts of one task (undefined: none recorded). */
+export function attemptsOf(head: Head, taskId: string): StoredAttempt | undefined {
+  return head.attempts.find((a) => a.taskId === taskId);
+}
+
+/** The attempts attribute of a list (empty: none, the attribute removed). */
+export function encodeAttempts(attempts: readonly StoredAttempt[]): string | undefined {
+  return attempts.length === 0 ? undefined : JSON.stringify(attempts);
+}
+
+function decodeAttempts(json: string | undefined, instanceId: string): StoredAttempt[] {
+  if (json === undefined) return [];
+  try {
+    return JSON.parse(json) as StoredAttempt[];
+  } catch {
+    throw new BackendError(`the attempts of ${quote(instanceId)} are not readable`);
+  }
 }
 
 /** A claim item: a live claim, or a tombstone (no worker) that keeps the last token. */
@@ -86,6 +128,7 @@ export function parseHead(layout: Layout, item: Item | undefined, instanceId: st
   const readyPk = str(item, ATTR.readyPk);
   const eventName = str(item, ATTR.awaitedEvent);
   const kind = str(item, ATTR.kind) as StoredStatus | undefined;
+  const timerSk = str(item, ATTR.timerSk);
   return {
     pk: str(item, ATTR.pk) as string,
     instanceId: iid,
@@ -107,6 +150,13 @@ export function parseHead(layout: Layout, item: Item | undefined, instanceId: st
     nonce: str(item, ATTR.nonce),
     header: readRef(item, HEAD_VALUE.header),
     input: readRef(item, HEAD_VALUE.input),
+    queue: str(item, ATTR.queue) ?? DEFAULT_QUEUE,
+    priority: num(item, ATTR.priority) ?? DEFAULT_PRIORITY,
+    readyAt: num(item, ATTR.readyAt),
+    held: item[ATTR.held] !== undefined,
+    attemptsJson: str(item, ATTR.attempts),
+    attempts: decodeAttempts(str(item, ATTR.attempts), iid),
+    timerDue: timerSk === undefined ? undefined : layout.parseTimerSk(timerSk).due,
   };
 }
 

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { DEFAULT_QUEUE } from "@sayiir/persistence-core";
 import { type Item, type Key, S } from "./dynamo.js";
 
 /*
@@ -10,6 +11,7 @@ import { type Item, type Key, S } from "./dynamo.js";
  *   item            PK                               SK                      other attributes
  *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, kind, hd | hc/hn/hl, id | ic/in/il, pos, last, upd, def,
  *                                                                            inc, evn, ev/tmo (only while waiting for an event), nc,
+ *                                                                            q, pri, rat, hold, att (schedule and attempts),
  *                                                                            GPK/GSK (only while ready), TPK/TSK (only on a timer), LPK/LSK
  *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l
  *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: released by completeTasks)
@@ -18,12 +20,19 @@ import { type Item, type Key, S } from "./dynamo.js";
  *   chunk           <P>C#<chunkSetId>#<index>        C                       own, at, d
  *
  * <P> is the key prefix, length-prefixed so that two prefixes can never produce the same key.
- * GSI "ready": GPK = <P>Q#<shard>, GSK = zero-padded updatedAt + "#" + instance id (truncated).
- *              While claimed by claim-next: GPK = <P>K#<shard> ("leased"), GSK = zero-padded lease end + "#" + id.
+ * GSI "ready": GPK = <P>Q#<shard> for the queue "default", <P>Q#<h(queue)>#<shard> for any other
+ *              (one ordered partition set per queue), GSK = zero-padded discovery key + "#" + instance
+ *              id (truncated). The discovery key is the effective time shifted by a constant:
+ *              readyAt + (priority - 3) x agingMs (floored at 0), the same order as readyAt +
+ *              (priority - 1) x agingMs, and for priority 3 exactly the readyAt older heads are keyed by.
+ *              While claimed by claim-next: GPK = <P>K#[<h(queue)>#]<shard> ("leased"), GSK =
+ *              zero-padded lease end + "#" + id.
  * GSI "list":  LPK = <P>L#<shard>, LSK = h(instanceId).
- * GSI "timer": TPK = <P>T#<shard>, TSK = zero-padded timeoutAt + "#" + instance id (truncated): waits
- *              for an event with a timeout and no event pending (sparse; claim-next moves a due one
- *              to the leased partition of "ready").
+ * GSI "timer": TPK = <P>T#[<h(queue)>#]<shard>, TSK = zero-padded due time + "." + priority + "#" +
+ *              instance id (truncated; heads written before issue 16: due + "#" + id, priority 3):
+ *              waits for an event with a timeout and no event pending (due: timeoutAt), tasks with a
+ *              future runAt or retryAt (due: that time). Sparse; claim-next moves a due one to the
+ *              leased partition of "ready".
  * Events live under the head's incarnation `inc` (fresh when the head is created): the events of
  * a deleted instance are never seen by one re-created under the same id.
  */
@@ -56,6 +65,16 @@ export const ATTR = {
   awaitedEvent: "ev",
   /** Head: that wait's timeoutAt (absent: no timeout). */
   timeoutAt: "tmo",
+  /** Head: the queue of the ready or awaited task (absent: "default"). */
+  queue: "q",
+  /** Head: its priority 1..5 (absent: 3). */
+  priority: "pri",
+  /** Head: when the position's task is ready by its schedule (max of runAt and retryAt; absent: at its write). */
+  readyAt: "rat",
+  /** Head: present when the position's task is held (a failure without retryAt): in no index. */
+  held: "hold",
+  /** Head: the attempts per task, JSON [{ taskId, count, lastError, lastFailedAt, retryAt? }] (absent: none). */
+  attempts: "att",
   /** Event: the exact event name. */
   eventName: "en",
   /** Event: its sequence (per instance, across names). */
@@ -156,6 +175,8 @@ export class Layout {
   constructor(
     keyPrefix: string,
     readonly shards: number,
+    /** The backend's agingMs: one priority level of the discovery key. */
+    readonly agingMs: number = 60_000,
   ) {
     this.base = `p${keyPrefix.length}:${keyPrefix}#`;
   }
@@ -254,19 +275,40 @@ export class Layout {
     return digest.readUInt32BE(0) % this.shards;
   }
 
-  readyPk(shard: number): string {
-    return `${this.base}Q#${shard}`;
+  /** The partition suffix of a queue: none for "default" (the layout of older heads), else its hash. */
+  #queuePart(queue: string): string {
+    return queue === DEFAULT_QUEUE ? "" : `${hashId(queue)}#`;
   }
 
-  readySk(updatedAt: number, instanceId: string): string {
+  readyPk(shard: number, queue: string = DEFAULT_QUEUE): string {
+    return `${this.base}Q#${this.#queuePart(queue)}${shard}`;
+  }
+
+  /** The discovery key of a task ready at `readyAt` with `priority` (see the layout comment). */
+  discoveryKey(readyAt: number, priority: number): number {
+    return Math.max(0, readyAt + (priority - 3) * this.agingMs);
+  }
+
+  /** The ready partition's sort key: the discovery key, then the instance id. */
+  readySk(readyAt: number, priority: number, instanceId: string): string {
+    return this.timeSk(this.discoveryKey(readyAt, priority), instanceId);
+  }
+
+  /** Zero-padded time + "#" + the instance id (truncated to GSK_ID_UNITS, well formed). */
+  timeSk(time: number, instanceId: string): string {
     let id = instanceId.slice(0, GSK_ID_UNITS);
     if (!id.isWellFormed()) id = id.slice(0, -1);
-    return `${String(updatedAt).padStart(16, "0")}#${id}`;
+    return `${String(time).padStart(16, "0")}#${id}`;
+  }
+
+  /** The time at the front of a ready, leased or timer sort key. */
+  timeOfSk(sk: string): number {
+    return Number(sk.slice(0, 16));
   }
 
   /** Partition of the ready index holding heads claimed by claim-next, sorted by lease end. */
-  leasedPk(shard: number): string {
-    return `${this.base}K#${shard}`;
+  leasedPk(shard: number, queue: string = DEFAULT_QUEUE): string {
+    return `${this.base}K#${this.#queuePart(queue)}${shard}`;
   }
 
   isLeasedPk(readyPk: string): boolean {
@@ -275,17 +317,29 @@ export class Layout {
 
   /** Lease sort key: when others may take the claim over (expiresAt + skew budget; no ttl: never). */
   leaseSk(until: number | undefined, instanceId: string): string {
-    const sk = this.readySk(until ?? 0, instanceId);
+    const sk = this.timeSk(until ?? 0, instanceId);
     return until === undefined ? `${LEASE_FOREVER}${sk.slice(LEASE_FOREVER.length)}` : sk;
   }
 
-  /** Partition of the timer index: waits with a timeout and no event pending, by timeoutAt. */
-  timerPk(shard: number): string {
-    return `${this.base}T#${shard}`;
+  /** Partition of the timer index: what comes due later (waits' timeouts, runAt, retryAt). */
+  timerPk(shard: number, queue: string = DEFAULT_QUEUE): string {
+    return `${this.base}T#${this.#queuePart(queue)}${shard}`;
   }
 
-  timerSk(timeoutAt: number, instanceId: string): string {
-    return this.readySk(timeoutAt, instanceId);
+  timerSk(due: number, priority: number, instanceId: string): string {
+    const sk = this.timeSk(due, instanceId);
+    return `${sk.slice(0, 16)}.${priority}${sk.slice(16)}`;
+  }
+
+  /** The upper bound (exclusive) of the timer keys due at or before `now`. */
+  timerCut(now: number): string {
+    return String(now + 1).padStart(16, "0");
+  }
+
+  /** The due time and priority of a timer sort key (older keys carry no priority: 3). */
+  parseTimerSk(sk: string): { due: number; priority: number } {
+    const due = this.timeOfSk(sk);
+    return sk[16] === "." ? { due, priority: Number(sk[17]) } : { due, priority: 3 };
   }
 
   listPk(shard: number): string {

@@ -56,6 +56,7 @@ import {
 } from "./dynamo.js";
 import { consumeItem, dropEvents, oldestEvents, type StoredEvent } from "./events.js";
 import {
+  encodeAttempts,
   eventCountCondition,
   fenceCheck,
   getHead,
@@ -68,7 +69,7 @@ import {
   writeView,
 } from "./items.js";
 import { ATTR, freshId, HEAD_SK, HEAD_VALUE, keyOf, LIST_INDEX, STATUS } from "./layout.js";
-import { entryAttributes, entryOf, positionAttributes } from "./readiness.js";
+import { entryAttributes, entryOf, positionAttributes, scheduleOfStored } from "./readiness.js";
 
 /** What a saveSnapshot has written so far: undone if it fails before its commit for a known reason. */
 interface PendingSave {
@@ -168,6 +169,7 @@ function headItem(
   const { layout } = ctx;
   const id = stored.instanceId;
   const shard = layout.shardOf(id);
+  const schedule = scheduleOfStored(stored);
   const item: Item = {
     ...layout.headKey(layout.instancePk(id)),
     [ATTR.instanceId]: S(id),
@@ -181,9 +183,11 @@ function headItem(
     [ATTR.incarnation]: S(previous?.incarnation ?? freshId()),
     ...refAttributes(values.header, HEAD_VALUE.header),
     ...(values.input === undefined ? {} : refAttributes(values.input, HEAD_VALUE.input)),
-    ...positionAttributes(stored),
-    ...entryAttributes(entryOf(layout, id, stored, eventPending)),
+    ...positionAttributes({ ...stored, ...schedule }),
+    ...entryAttributes(entryOf(layout, id, { ...stored, ...schedule }, eventPending, ctx.now())),
   };
+  const attempts = encodeAttempts(stored.attempts);
+  if (attempts !== undefined) item[ATTR.attempts] = S(attempts);
   if (previous !== undefined && previous.eventCount > 0) item[ATTR.eventCount] = N(previous.eventCount);
   // Kept: a transition whose reply was lost still recognises its write after this save.
   if (previous?.nonce !== undefined) item[ATTR.nonce] = S(previous.nonce);
@@ -387,6 +391,7 @@ export async function loadSnapshot(ctx: Context, instanceId: string): Promise<Wo
           results,
           lastCompletedTaskId: head.lastCompletedTaskId ?? null,
           updatedAt: head.updatedAt,
+          ...(head.attempts.length === 0 ? {} : { attempts: head.attempts }),
         });
       } catch (error) {
         if (error instanceof MissingChunkError && retriable) return RETRY;

@@ -96,7 +96,7 @@ describe("completeTasks transactions", () => {
     });
     const update = items[0]?.Update;
     expect(update?.UpdateExpression).toBe("SET #last = :last, #upd = :upd, #GPK = :gpk, #GSK = :gsk");
-    expect(update?.ExpressionAttributeValues?.[":gsk"]).toEqual({ S: layout.readySk(7_000, "i") });
+    expect(update?.ExpressionAttributeValues?.[":gsk"]).toEqual({ S: layout.readySk(7_000, 3, "i") });
     expect(after).toMatchObject({ ready: true, updatedAt: 7_000 });
     const notReady = completionTransaction({
       tableName: "t",

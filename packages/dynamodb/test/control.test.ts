@@ -113,7 +113,7 @@ describe.skipIf(info === null)("cancel, pause and resume on DynamoDB", () => {
     // The head, then the next task's result (and, had an event ever been sent, the awaited events,
     // in parallel), then the write with the check that the next task still has no result.
     expect(commands(calls).sort()).toEqual(["GetItem", "GetItem", "TransactWriteItems"]);
-    expect((await rawItem(backend, id, "H")).TSK?.S).toBe(backend.layout.timerSk(T0 + 5_000, id));
+    expect((await rawItem(backend, id, "H")).TSK?.S).toBe(backend.layout.timerSk(T0 + 5_000, 3, id));
     now = T0 + 5_000;
     expect(await backend.findAvailableTasks("w", 10)).toMatchObject([{ instanceId: id, timedOut: true }]);
     // Paused again, sent an event, resumed: in the ready partition (updatedAt = the resume).
@@ -124,7 +124,7 @@ describe.skipIf(info === null)("cancel, pause and resume on DynamoDB", () => {
     const resumed = await rawItem(backend, id, "H");
     expect([resumed.GPK?.S, resumed.GSK?.S, resumed.TPK]).toEqual([
       backend.layout.readyPk(0),
-      backend.layout.readySk(now, id),
+      backend.layout.readySk(now, 3, id),
       undefined,
     ]);
   });

@@ -144,7 +144,7 @@ describe.skipIf(info === null)("events on DynamoDB", () => {
     await backend.saveSnapshot(awaiting(due, "e", "t1", { timeoutAt: T0 - 1 }));
     expect(await timers(backend)).toEqual([...future, due].sort());
     expect((await rawHead(backend, due)).GPK).toBeUndefined();
-    expect((await rawHead(backend, due)).TSK?.S).toBe(backend.layout.timerSk(T0 - 1, due));
+    expect((await rawHead(backend, due)).TSK?.S).toBe(backend.layout.timerSk(T0 - 1, 3, due));
     const calls = record(backend.client);
     const found = await backend.findAvailableTasks("w", 10);
     expect(found.map((t) => [t.instanceId, t.timedOut])).toEqual([[due, true]]);

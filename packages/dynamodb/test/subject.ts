@@ -70,7 +70,12 @@ export async function createSubject(
   const keyPrefix = extra.keyPrefix ?? uniqueTestName("ddb");
   const open = (): DynamoDBBackend =>
     new DynamoDBBackend(
-      backendOptions(ddb, { maxPayloadBytes: options.maxPayloadBytes, ...extra, keyPrefix }),
+      backendOptions(ddb, {
+        maxPayloadBytes: options.maxPayloadBytes,
+        ...(options.agingMs === undefined ? {} : { agingMs: options.agingMs }),
+        ...extra,
+        keyPrefix,
+      }),
     );
   const backend = open();
   return {

@@ -20,6 +20,7 @@ import {
   type SnapshotPage,
   type TaskClaim,
   type ValidCompletion,
+  type ValidFailure,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
@@ -36,7 +37,8 @@ import {
   toStoredSnapshot,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
-import { availableTasks, openWait, place, unplace } from "./discovery.js";
+import { availableEntries, availableTask, openWait, place, positionTask, unplace } from "./discovery.js";
+import type { IndexEntry } from "./indexes.js";
 import type { MemoryStore, StoredInstance } from "./layout.js";
 import { type InMemoryBackendOptions, storeOf } from "./options.js";
 
@@ -65,6 +67,7 @@ export class InMemoryBackend extends BaseBackend {
     return new InMemoryBackend({
       ...options,
       maxPayloadBytes: options.maxPayloadBytes ?? this.maxPayloadBytes,
+      agingMs: options.agingMs ?? this.agingMs,
       store: this.store,
     });
   }
@@ -107,6 +110,8 @@ export class InMemoryBackend extends BaseBackend {
       positionTaskId: parts.positionTaskId,
       awaiting: parts.awaiting,
       results: new Map(parts.results.map((r) => [r.taskId, copyBytes(r.output)])),
+      schedule: { ...parts.schedule },
+      attempts: new Map(parts.attempts.map(({ taskId, ...attempts }) => [taskId, attempts])),
       lastCompletedTaskId: parts.lastCompletedTaskId,
       updatedAt: parts.updatedAt,
     };
@@ -125,6 +130,7 @@ export class InMemoryBackend extends BaseBackend {
       results: [...stored.results].map(([taskId, output]) => ({ taskId, output: copyBytes(output) })),
       lastCompletedTaskId: stored.lastCompletedTaskId,
       updatedAt: stored.updatedAt,
+      attempts: [...stored.attempts].map(([taskId, attempts]) => ({ taskId, ...attempts })),
     });
   }
 
@@ -239,6 +245,19 @@ export class InMemoryBackend extends BaseBackend {
     return { ...claim };
   }
 
+  /**
+   * Claim-next taking over an expired claim on the task the position offers counts a failed run
+   * of it (its holder crashed or hung): count + 1, the last error stays. (claimTask does not:
+   * the fencing group requires a takeover by claimTask to leave the snapshot as it was.)
+   */
+  #countTakeover(instanceId: string, taskId: string): void {
+    if (this.store.claim(instanceId, taskId) === undefined) return; // no claim: not a takeover
+    const stored = this.store.instances.get(instanceId);
+    if (stored === undefined || positionTask(stored) !== taskId) return;
+    const before = stored.attempts.get(taskId) ?? { count: 0, lastError: null, lastFailedAt: null };
+    stored.attempts.set(taskId, { ...before, count: before.count + 1 });
+  }
+
   protected async doClaimTask(
     instanceId: string,
     taskId: string,
@@ -275,19 +294,54 @@ export class InMemoryBackend extends BaseBackend {
     return { ...held, workflowPaused: status === "Paused" };
   }
 
-  protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    return availableTasks(this.store, this.#now(), limit);
+  /** The index entries discovery hands out now: the queues' ready and due lists, by effective time. */
+  #available(limit: number, queues: readonly string[]): IndexEntry[] {
+    return availableEntries(this.store, queues, { now: this.#now(), agingMs: this.agingMs, limit });
   }
 
+  protected async doFindAvailableTasks(
+    _workerId: string,
+    limit: number,
+    queues: readonly string[],
+  ): Promise<AvailableTask[]> {
+    return this.#available(limit, queues).map((entry) => availableTask(this.store, entry));
+  }
+
+  /** Finds and claims in one step; the task is read after its claim, so a takeover shows in `attempt`. */
   protected async doClaimAvailableTasks(
     workerId: string,
     limit: number,
     ttlMs: number | null,
+    queues: readonly string[],
   ): Promise<ClaimedTask[]> {
-    return availableTasks(this.store, this.#now(), limit).map((task) => ({
-      ...task,
-      claim: this.#claim(task.instanceId, task.taskId, workerId, ttlMs) as TaskClaim,
-    }));
+    return this.#available(limit, queues).map((entry) => {
+      this.#countTakeover(entry.instanceId, entry.taskId);
+      const claim = this.#claim(entry.instanceId, entry.taskId, workerId, ttlMs) as TaskClaim;
+      return { ...availableTask(this.store, entry), claim };
+    });
+  }
+
+  protected async doFailTasks(failed: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
+    return failed.map((failure) => this.#failTask(failure));
+  }
+
+  /**
+   * One failed run, one step, fenced like a completion (resultRefusal: NotFound, then ClaimLost,
+   * then Conflict on a finished workflow): the task's attempts get count + 1, the error, the
+   * store's now and retryAt, beside the header (which is not rewritten); the claim is released;
+   * the task goes into the due index at retryAt, or into no index when retryAt is null (held
+   * until a saveSnapshot changes the position or the attempts).
+   */
+  #failTask(failure: ValidFailure): PersistenceError | null {
+    const { instanceId, taskId, error, retryAt } = failure;
+    const refusal = resultRefusal(instanceId, failure, this.#writeView(instanceId, failure));
+    if (refusal !== null) return refusal;
+    const stored = this.store.instances.get(instanceId) as StoredInstance;
+    const count = (stored.attempts.get(taskId)?.count ?? 0) + 1;
+    stored.attempts.set(taskId, { count, lastError: error, lastFailedAt: this.#now(), retryAt });
+    this.store.deleteClaim(instanceId, taskId);
+    place(this.store, instanceId, stored);
+    return null;
   }
 
   /** The stored instance a control operation or an event applies to, once controlRefusal allows it. */

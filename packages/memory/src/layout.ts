@@ -1,7 +1,7 @@
-import type { TaskClaim } from "@sayiir/persistence-core";
+import type { TaskAttempts, TaskClaim } from "@sayiir/persistence-core";
 import type { StoredSnapshot, StoredStatus } from "@sayiir/persistence-core/adapter";
 import { EventQueues } from "./events.js";
-import { InstanceIndex } from "./indexes.js";
+import { QueueIndex } from "./indexes.js";
 
 /*
  * What the memory backend keeps, the in-memory counterpart of a database's tables:
@@ -10,13 +10,16 @@ import { InstanceIndex } from "./indexes.js";
  *   claims      instance id -> task id -> TaskClaim (nested maps: no pair of ids shares a key)
  *   events      instance id -> event name -> its pending events, oldest first, and the instance's
  *               event counter (src/events.ts)
- *   ready       the ready index: one entry per instance that has a task to run now (a task without
- *               result, or a wait whose event is pending), by (updatedAt, instance id)
- *   timers      the timer index: one entry per wait with a timeout and no event pending, by
- *               (timeoutAt, instance id); discovery reads it up to now
+ *   ready       the ready index: one entry per instance whose task may run now (a task without
+ *               result and without runAt or retryAt, or a wait whose event is pending), by
+ *               (readyAt = updatedAt, instance id), in one list per queue and priority
+ *   due         the due index: one entry per task that must not run before a time (its runAt, its
+ *               retryAt, or a wait's timeoutAt with no event pending), by (that time, instance
+ *               id), in one list per queue and priority; discovery reads it up to now
  *   lastToken   the fencing-token counter of the whole store
  *
- * A Paused, Cancelled, Completed or Failed workflow is in neither index.
+ * An instance is in at most one of the two indexes. A Paused, Cancelled, Completed or Failed
+ * workflow is in neither, nor is a task held after a failure that was not rescheduled.
  *
  * Every byte value is a private copy, so a caller changing its bytes after a save, or the bytes it
  * loaded, cannot reach the store.
@@ -39,6 +42,10 @@ export interface StoredInstance {
   awaiting: StoredSnapshot["awaiting"];
   /** Task id -> output. */
   results: Map<string, Uint8Array>;
+  /** The ready or awaited task's schedule, defaults filled in (toStoredSnapshot's `schedule`). */
+  schedule: StoredSnapshot["schedule"];
+  /** Task id -> its failed runs, beside the header: failTasks and takeovers change them alone. */
+  attempts: Map<string, TaskAttempts>;
   lastCompletedTaskId: string | null;
   updatedAt: number;
 }
@@ -52,8 +59,8 @@ export class MemoryStore {
   /** Claims by instance, then task: nested maps so no pair of ids can ever share a key. */
   readonly claims = new Map<string, Map<string, TaskClaim>>();
   readonly events = new EventQueues();
-  readonly ready = new InstanceIndex();
-  readonly timers = new InstanceIndex();
+  readonly ready = new QueueIndex();
+  readonly due = new QueueIndex();
   /** One counter for the whole store: tokens never repeat, even across deleted instances. */
   lastToken = 0;
   #sortedIds: string[] | null = null;

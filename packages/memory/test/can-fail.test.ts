@@ -9,8 +9,9 @@ import { BROKEN } from "./fixtures/broken-backends.js";
 const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 /**
- * For each deliberately broken backend (test/fixtures/broken-backends.ts), the cases of the kit's
- * control and events groups that must fail on it: proof that each group can catch the bug.
+ * For each deliberately broken backend (test/fixtures/broken-backends.ts and
+ * broken-scheduling.ts), the cases of the kit's control, events and scheduling groups that must
+ * fail on it: proof that each group can catch the bug.
  */
 const CAUGHT_BY: Record<string, string[]> = {
   "cancel keeps claims": [
@@ -59,6 +60,22 @@ const CAUGHT_BY: Record<string, string[]> = {
     "events > waits are served in key order with other ready tasks: by updatedAt when an event is pending, by timeoutAt when timed out",
   ],
   "terminal save keeps events": ["events > a terminal saveSnapshot drops the pending events"],
+  "hands out before runAt": [
+    "scheduling > never hands out a task before its runAt by the store's clock, then does",
+  ],
+  "ignores priority": [
+    "scheduling > serves by effective time readyAt + (priority - 1) x agingMs: a priority-5 task that waited goes first",
+  ],
+  "no ageing": [
+    "scheduling > serves by effective time readyAt + (priority - 1) x agingMs: a priority-5 task that waited goes first",
+  ],
+  "ignores queues": ["scheduling > queues: a worker gets only the tasks of the queues it serves"],
+  "failTasks unfenced": [
+    "scheduling > failTasks is fenced: a stale claim is refused and records nothing; missing is NotFound, finished Conflict",
+  ],
+  "takeover not counted": [
+    "scheduling > a takeover after a crash counts as an attempt: the next claim says attempt 2",
+  ],
 };
 
 interface JsonReport {
@@ -95,7 +112,9 @@ async function runFixture(): Promise<{ code: number; report: JsonReport }> {
   }
 }
 
-it("the control and events groups catch each deliberately broken backend", { timeout: 240_000 }, async () => {
+it("the control, events and scheduling groups catch each deliberately broken backend", {
+  timeout: 240_000,
+}, async () => {
   const { code, report } = await runFixture();
   expect(code).toBe(1);
   // Every broken backend ran both groups in full (the suite did not stop early).

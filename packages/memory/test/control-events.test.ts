@@ -14,10 +14,10 @@ function manualClock(start = 1_000_000) {
   return { clock, backend, store: backend.store };
 }
 
-/** Where an instance is indexed: "ready", "timer" or "none" (never both). */
+/** Where an instance is indexed: "ready", "timer" (the due index) or "none" (never both). */
 function indexOf(store: MemoryStore, id: string): string {
   const ready = store.ready.get(id);
-  const timer = store.timers.get(id);
+  const timer = store.due.get(id);
   if (ready !== undefined && timer !== undefined) throw new Error(`${id} is in both indexes`);
   return ready !== undefined
     ? `ready:${ready.taskId}@${ready.at}`

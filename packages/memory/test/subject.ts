@@ -23,10 +23,10 @@ export interface MemorySubject extends ConformanceSubject {
  * store, as a second client of one database would. `extra` adds or overrides backend options.
  */
 export async function createSubject(
-  { maxPayloadBytes }: SubjectOptions = {},
+  { maxPayloadBytes, agingMs }: SubjectOptions = {},
   extra: Partial<InMemoryBackendOptions> = {},
 ): Promise<MemorySubject> {
-  return subjectOf(new InMemoryBackend({ maxPayloadBytes, ...extra }));
+  return subjectOf(new InMemoryBackend({ maxPayloadBytes, agingMs, ...extra }));
 }
 
 /** BaseBackend's own (portable) completeTasks, which InMemoryBackend overrides. */
@@ -50,6 +50,7 @@ export class PortableCompletionBackend extends InMemoryBackend {
     return new PortableCompletionBackend({
       ...options,
       maxPayloadBytes: options.maxPayloadBytes ?? this.maxPayloadBytes,
+      agingMs: options.agingMs ?? this.agingMs,
       store: this.store,
     });
   }
@@ -57,10 +58,10 @@ export class PortableCompletionBackend extends InMemoryBackend {
 
 /** createSubject over a PortableCompletionBackend. */
 export async function createPortableSubject(
-  { maxPayloadBytes }: SubjectOptions = {},
+  { maxPayloadBytes, agingMs }: SubjectOptions = {},
   extra: Partial<InMemoryBackendOptions> = {},
 ): Promise<MemorySubject> {
-  return subjectOf(new PortableCompletionBackend({ maxPayloadBytes, ...extra }));
+  return subjectOf(new PortableCompletionBackend({ maxPayloadBytes, agingMs, ...extra }));
 }
 
 function subjectOf(backend: InMemoryBackend): MemorySubject {

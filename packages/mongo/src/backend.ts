@@ -12,12 +12,13 @@ import {
   type SnapshotPage,
   type TaskClaim,
   type ValidCompletion,
+  type ValidFailure,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { connectionSecrets, type MigrationReport } from "@sayiir/persistence-core/adapter";
 import { MongoClient } from "mongodb";
 import { claimTask, extendClaim, releaseClaim } from "./claims.js";
-import { completeTasks, saveTaskResult } from "./completion.js";
+import { completeTasks, failTasks, saveTaskResult } from "./completion.js";
 import { MongoContext, noServerClock } from "./context.js";
 import { cancelWorkflow, pauseWorkflow, resumeWorkflow } from "./control.js";
 import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
@@ -50,7 +51,7 @@ export class MongoBackend extends BaseBackend {
     this.#secrets = connectionSecrets(url);
     this.#ownsClient = client === undefined;
     this.#client = client ?? new MongoClient(url as string, clientOptions);
-    this.#ctx = new MongoContext(this.#client, normalized);
+    this.#ctx = new MongoContext(this.#client, normalized, this.agingMs);
   }
 
   /**
@@ -110,7 +111,8 @@ export class MongoBackend extends BaseBackend {
   async migrate(): Promise<MigrationReport> {
     return this.run("migrate", async () => {
       const ctx = this.#ctx;
-      const { features, report } = await migrate(ctx.db, ctx.names, ctx.meta, ctx.options.collectionPrefix);
+      const prefix = ctx.options.collectionPrefix;
+      const { features, report } = await migrate(ctx.db, ctx.names, ctx.meta, prefix, this.agingMs);
       ctx.knowFeatures(features);
       if (ctx.options.clock === "server" && !features.serverClock) throw noServerClock();
       return report;
@@ -182,16 +184,25 @@ export class MongoBackend extends BaseBackend {
     return extendClaim(this.#ctx, instanceId, taskId, workerId, durationMs);
   }
 
-  protected doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    return findAvailableTasks(this.#ctx, limit);
+  protected doFindAvailableTasks(
+    _workerId: string,
+    limit: number,
+    queues: readonly string[],
+  ): Promise<AvailableTask[]> {
+    return findAvailableTasks(this.#ctx, limit, queues);
   }
 
   protected doClaimAvailableTasks(
     workerId: string,
     limit: number,
     ttlMs: number | null,
+    queues: readonly string[],
   ): Promise<ClaimedTask[]> {
-    return claimAvailableTasks(this.#ctx, workerId, limit, ttlMs);
+    return claimAvailableTasks(this.#ctx, workerId, limit, ttlMs, queues);
+  }
+
+  protected doFailTasks(failures: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
+    return failTasks(this.#ctx, failures);
   }
 
   protected doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {

@@ -4,6 +4,7 @@
  */
 import { BackendError, type RenewedClaim, type TaskClaim } from "@sayiir/persistence-core";
 import { extendRefusal, RETRY, releaseRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
+import { takeoverAttempts } from "./attempts.js";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { claimOn, heldClaim, liveClaimOn, statusOf, toTaskClaim, withClaim } from "./instance.js";
 import { type ClaimEntry, type InstanceDoc, isSnapshot, META } from "./layout.js";
@@ -50,6 +51,21 @@ export function newClaim(
   return { t: taskId, w: workerId, k: token, c: now, e: ttlMs === null ? null : now + ttlMs };
 }
 
+/**
+ * The changes of a claim-next commit that puts `entry` on `taskId`: the claims, and when it takes
+ * over an expired claim on the runnable task, the attempts with one more (a takeover counts).
+ */
+export function claimChanges(
+  doc: InstanceDoc | null,
+  taskId: string,
+  entry: ClaimEntry,
+  now: number,
+): Partial<InstanceDoc> {
+  const at = takeoverAttempts(doc, taskId, now);
+  const c = withClaim(doc, taskId, entry, now);
+  return at === undefined ? { c } : { c, at };
+}
+
 export function claimTask(
   ctx: MongoContext,
   instanceId: string,
@@ -64,6 +80,8 @@ export function claimTask(
       const now = await ctx.now();
       if (liveClaimOn(doc, taskId, now) !== undefined) return null;
       const entry = newClaim(taskId, workerId, await reserveTokens(ctx, 1), now, ttlMs);
+      // Not counted as an attempt (only claim-next's takeovers are): the fencing group requires
+      // a takeover by claimTask to leave the snapshot as it was.
       if (await ctx.commit(instanceId, doc, { c: withClaim(doc, taskId, entry, now) })) {
         return toTaskClaim(instanceId, entry);
       }

@@ -1,11 +1,13 @@
 /*
- * Task results: saveTaskResult and completeTasks, the fenced writes of outputs. Each output is
+ * Task results: saveTaskResult and completeTasks, the fenced writes of outputs, and failTasks
+ * (the fenced record of failed runs). Each output is
  * written first as a new blob; then one compare-and-set of the instance document puts its
  * reference into `r` (and, for completeTasks, takes the claim out of `c`), judged on the version
  * it replaces, so the fence check and the write it guards are one atomic step.
  */
-import type { CompletionOutcome, Fence, ValidCompletion } from "@sayiir/persistence-core";
+import type { CompletionOutcome, Fence, ValidCompletion, ValidFailure } from "@sayiir/persistence-core";
 import { RETRY, resultRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
+import { type Failing, failurePlan } from "./attempts.js";
 import { newBlobId } from "./chunks.js";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { type Completing, completionPlan, writeView } from "./instance.js";
@@ -149,6 +151,68 @@ function completeOn(
         return { outcomes: plan.outcomes, replaced: plan.replaced };
       }
       return RETRY;
+    },
+    RACE,
+  );
+}
+
+/**
+ * failTasks: the instance documents are read with one find; then each instance commits ALL its
+ * accepted failures in one compare-and-set of its document (instances in parallel): attempts
+ * count + 1 with the error, the store's now and retryAt; claims out; the index fields recomputed
+ * (the timer index at retryAt, or none when retryAt is null). The header is not rewritten.
+ */
+export async function failTasks(
+  ctx: MongoContext,
+  failures: readonly ValidFailure[],
+): Promise<CompletionOutcome[]> {
+  const outcomes: CompletionOutcome[] = failures.map(() => null);
+  const groups = new Map<string, Array<Failing & { index: number }>>();
+  for (const [index, f] of failures.entries()) {
+    const item = {
+      taskId: f.taskId,
+      workerId: f.workerId,
+      token: f.token,
+      error: f.error,
+      retryAt: f.retryAt,
+      index,
+    };
+    const group = groups.get(f.instanceId);
+    if (group === undefined) groups.set(f.instanceId, [item]);
+    else group.push(item);
+  }
+  const docs = new Map(
+    (
+      await ctx.snapshots
+        .find({ _id: { $in: [...groups.keys()] } }, { projection: PROJECTION.state })
+        .toArray()
+    ).map((doc) => [doc._id, doc]),
+  );
+  const settled = await Promise.allSettled(
+    [...groups].map(async ([instanceId, items]) => {
+      const done = await failOn(ctx, instanceId, docs.get(instanceId) ?? null, items);
+      for (const [k, outcome] of done.entries()) outcomes[(items[k] as { index: number }).index] = outcome;
+    }),
+  );
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed !== undefined) throw failed.reason;
+  return outcomes;
+}
+
+/** The compare-and-set loop of one instance's failures, from the version `first`. */
+function failOn(
+  ctx: MongoContext,
+  instanceId: string,
+  first: InstanceDoc | null,
+  items: readonly Failing[],
+): Promise<CompletionOutcome[]> {
+  return retryOnRace(
+    `failTasks: ${quote(instanceId)}`,
+    async (attempt) => {
+      const doc = attempt === 0 ? first : await ctx.read(instanceId);
+      const plan = failurePlan(instanceId, doc, items, await ctx.now());
+      if (plan.changes === undefined) return plan.outcomes;
+      return (await ctx.commit(instanceId, doc, plan.changes)) ? plan.outcomes : RETRY;
     },
     RACE,
   );

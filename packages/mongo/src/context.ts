@@ -4,7 +4,7 @@
  * clock, the chunk store, and the commit point of every mutation (a compare-and-set of the
  * instance document).
  */
-import { BackendError } from "@sayiir/persistence-core";
+import { BackendError, DEFAULT_AGING_MS } from "@sayiir/persistence-core";
 import type { RaceRetryOptions } from "@sayiir/persistence-core/adapter";
 import type { Collection, Db, Document, MongoClient } from "mongodb";
 import { ChunkStore, newBlobId } from "./chunks.js";
@@ -73,12 +73,15 @@ export class MongoContext {
   readonly outputs: Collection<ChunkDoc>;
   readonly meta: Collection<MetaDoc>;
   readonly chunks: ChunkStore;
+  /** Priority ageing (the backend's agingMs): the ready index's effective-time key and the timers' keys. */
+  readonly agingMs: number;
   #clock: Promise<Clock> | undefined;
   #mode: "server" | "client" | undefined;
   #features: Promise<ServerFeatures> | undefined;
 
-  constructor(client: MongoClient, options: NormalizedOptions) {
+  constructor(client: MongoClient, options: NormalizedOptions, agingMs: number = DEFAULT_AGING_MS) {
     this.options = options;
+    this.agingMs = agingMs;
     this.db = client.db(databaseName(options));
     this.names = collectionNames(options.collectionPrefix);
     const faults = options.faults;
@@ -179,7 +182,15 @@ export class MongoContext {
   ): Promise<boolean> {
     const version = newBlobId();
     if (doc === null) {
-      const update = nextUpdate(instanceId, null, { c: [], ...changes }, remove, version);
+      const update = nextUpdate(
+        instanceId,
+        null,
+        { c: [], ...changes },
+        remove,
+        version,
+        undefined,
+        this.agingMs,
+      );
       try {
         await this.snapshots.insertOne({ _id: instanceId, ...(update.$set as Omit<InstanceDoc, "_id">) });
         return true;
@@ -188,7 +199,7 @@ export class MongoContext {
         throw error;
       }
     }
-    const update = nextUpdate(instanceId, doc, changes, remove, version, events);
+    const update = nextUpdate(instanceId, doc, changes, remove, version, events, this.agingMs);
     const result = await this.snapshots.updateOne({ _id: instanceId, v: doc.v }, update);
     return result.matchedCount === 1;
   }

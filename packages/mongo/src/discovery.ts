@@ -4,13 +4,13 @@
  * (compare-and-sets), read the inputs of what was found or claimed (inputs.ts), and give back
  * claims that will not be returned.
  */
-import { type AvailableTask, BackendError, type ClaimedTask } from "@sayiir/persistence-core";
+import { type AvailableTask, BackendError, type ClaimedTask, effectiveTime } from "@sayiir/persistence-core";
 import { backoffDelay, RETRY, retryOnRace, sleep } from "@sayiir/persistence-core/adapter";
 import type { Document } from "mongodb";
-import { newClaim, removeClaim, reserveTokens } from "./claims.js";
+import { claimChanges, newClaim, removeClaim, reserveTokens } from "./claims.js";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { availableTask, readInputs } from "./inputs.js";
-import { claimOn, liveClaimOn, runnableTask, toTaskClaim, withClaim } from "./instance.js";
+import { claimOn, liveClaimOn, runnableTask, toTaskClaim } from "./instance.js";
 import { type ClaimEntry, type InstanceDoc, PROJECTION } from "./layout.js";
 
 /** Attempts per candidate in claim-next before moving on to the next candidate. */
@@ -18,55 +18,72 @@ const CLAIM_NEXT_ATTEMPTS = 4;
 
 // ---------------------------------------------------------------- walk the indexes
 
-/** One index discovery reads: its time key, tie-break key and claim-expiry key. */
-interface IndexKeys {
-  time: "qa" | "ta";
-  id: "qi" | "ti";
-  expiry: "qe" | "te";
-  /** Only entries whose time has come (the timer index: `ta <= now`). */
-  upToNow: boolean;
-}
+/**
+ * One index range discovery reads: the ready entries of a queue (by effective time qa), or the
+ * timer entries of a queue and priority that are due (`ta <= now`, by due time ta; their key is
+ * effectiveTime(ta, priority, agingMs), in the same order as ta within one priority).
+ */
+type IndexRange = { kind: "ready"; queue: string } | { kind: "timer"; queue: string; priority: number };
 
-const READY: IndexKeys = { time: "qa", id: "qi", expiry: "qe", upToNow: false };
-const TIMERS: IndexKeys = { time: "ta", id: "ti", expiry: "te", upToNow: true };
+const PRIORITIES = [1, 2, 3, 4, 5] as const;
 
-/** A keyset cursor over one index: the page read and not yet handed out, and where it stopped. */
+/** The ranges discovery merges for these queues: per queue, its ready entries and its timers per priority. */
+const rangesOf = (queues: readonly string[]): IndexRange[] =>
+  queues.flatMap((queue): IndexRange[] => [
+    { kind: "ready", queue },
+    ...PRIORITIES.map((priority): IndexRange => ({ kind: "timer", queue, priority })),
+  ]);
+
+/** A keyset cursor over one index range: the page read and not yet handed out, and where it stopped. */
 class IndexCursor {
-  readonly keys: IndexKeys;
+  readonly range: IndexRange;
+  readonly #agingMs: number;
   buffer: InstanceDoc[] = [];
   done = false;
   #after: { time: number; id: string } | null = null;
 
-  constructor(keys: IndexKeys) {
-    this.keys = keys;
+  constructor(range: IndexRange, agingMs: number) {
+    this.range = range;
+    this.#agingMs = agingMs;
   }
 
-  /** The (time, tie-break) key of a document of this index. */
+  /** The stored (time, tie-break) of a document of this range. */
+  #stored(doc: InstanceDoc): [number, string] {
+    return this.range.kind === "ready" ? [Number(doc.qa), String(doc.qi)] : [Number(doc.ta), String(doc.ti)];
+  }
+
+  /** The merge key of a document of this range: effective time, then instance id (hex). */
   key(doc: InstanceDoc): [number, string] {
-    return [Number(doc[this.keys.time]), String(doc[this.keys.id])];
+    const [time, id] = this.#stored(doc);
+    if (this.range.kind === "ready") return [time, id];
+    return [effectiveTime(time, this.range.priority, this.#agingMs), id];
   }
 
   /**
    * Reads the next page: entries (after the last one read) whose claim expiry is null or has
-   * passed at `now`, and for the timer index whose time has come, in key order.
+   * passed at `now`, and for a timer range whose time has come, in key order.
    */
   async fill(ctx: MongoContext, now: number, size: number): Promise<void> {
-    const { time, id, expiry } = this.keys;
+    const ready = this.range.kind === "ready";
+    const [time, id, expiry] = ready ? ["qa", "qi", "qe"] : ["ta", "ti", "te"];
     const and: Document[] = [{ $or: [{ [expiry]: null }, { [expiry]: { $lte: now } }] }];
     const after = this.#after;
     if (after !== null) {
       and.push({ $or: [{ [time]: { $gt: after.time } }, { [time]: after.time, [id]: { $gt: after.id } }] });
     }
-    const present = this.keys.upToNow ? { $exists: true, $lte: now } : { $exists: true };
+    const filter: Document = ready
+      ? { qn: this.range.queue, qa: { $exists: true }, $and: and }
+      : { tn: this.range.queue, tp: this.range.priority, ta: { $exists: true, $lte: now }, $and: and };
+    const sort: Record<string, 1> = ready ? { qn: 1, qa: 1, qi: 1 } : { tn: 1, tp: 1, ta: 1, ti: 1 };
     this.buffer = await ctx.snapshots
-      .find({ [time]: present, $and: and }, { projection: PROJECTION.page })
-      .sort({ [time]: 1, [id]: 1 })
+      .find(filter, { projection: PROJECTION.page })
+      .sort(sort)
       .limit(size)
       .toArray();
     if (this.buffer.length < size) this.done = true;
     const last = this.buffer[this.buffer.length - 1];
     if (last !== undefined) {
-      const [t, i] = this.key(last);
+      const [t, i] = this.#stored(last);
       this.#after = { time: t, id: i };
     }
   }
@@ -89,19 +106,21 @@ function earliest(cursors: readonly IndexCursor[]): IndexCursor | undefined {
 }
 
 /**
- * Walks the ready index (by updatedAt) and the timer index up to now (by timeoutAt) as one
- * sequence, merged by key (ties by instance id), page by page. The indexes hold only documents
- * whose task is ready (or whose wait's timeout is set); the claim-expiry key leaves out tasks
- * under a live claim. Each page goes to `take` until `want()` reaches 0. A document seen once
- * (it may move from one index to the other during the walk) is not handed out again.
+ * Walks, for each queue served, the ready index (by effective time) and the timer index up to
+ * now (per priority, by due time) as one sequence, merged by effective time (ties by instance
+ * id), page by page. The indexes hold only documents whose task is ready (or has a due time);
+ * the claim-expiry key leaves out tasks under a live claim. Each page goes to `take` until
+ * `want()` reaches 0. A document seen once (it may move from one index to the other during the
+ * walk) is not handed out again.
  */
 async function walkReady(
   ctx: MongoContext,
   now: number,
+  queues: readonly string[],
   want: () => number,
   take: (page: InstanceDoc[]) => Promise<void>,
 ): Promise<void> {
-  const cursors = [new IndexCursor(READY), new IndexCursor(TIMERS)];
+  const cursors = rangesOf(queues).map((range) => new IndexCursor(range, ctx.agingMs));
   const seen = new Set<string>();
   while (want() > 0) {
     const size = Math.min(1_000, want() * 2 + 8);
@@ -122,7 +141,11 @@ async function walkReady(
 
 // ---------------------------------------------------------------- findAvailableTasks
 
-export async function findAvailableTasks(ctx: MongoContext, limit: number): Promise<AvailableTask[]> {
+export async function findAvailableTasks(
+  ctx: MongoContext,
+  limit: number,
+  queues: readonly string[],
+): Promise<AvailableTask[]> {
   const now = await ctx.now();
   const tasks: AvailableTask[] = [];
   // A candidate whose input cannot be read (its snapshot moved on, or its record is corrupt)
@@ -131,6 +154,7 @@ export async function findAvailableTasks(ctx: MongoContext, limit: number): Prom
   await walkReady(
     ctx,
     now,
+    queues,
     () => limit - tasks.length,
     async (page) => {
       let rest = page;
@@ -170,6 +194,7 @@ function claimCandidate(
   firstToken: number,
   workerId: string,
   ttlMs: number | null,
+  served: ReadonlySet<string>,
   attempted: (entry: ClaimEntry) => void,
 ): Promise<ClaimEntry | null> {
   const instanceId = candidate._id;
@@ -181,23 +206,32 @@ function claimCandidate(
       const token = attempt === 0 ? firstToken : await reserveTokens(ctx, 1);
       const now = await ctx.now();
       if (
-        !indexedReady(doc, now) ||
+        !indexedReady(doc, now, served) ||
         runnableTask(doc) !== taskId ||
         liveClaimOn(doc, taskId, now) !== undefined
       )
         return null;
       const entry = newClaim(taskId, workerId, token, now, ttlMs);
       attempted(entry);
-      if (await ctx.commit(instanceId, doc, { c: withClaim(doc, taskId, entry, now) })) return entry;
+      if (await ctx.commit(instanceId, doc, claimChanges(doc, taskId, entry, now))) return entry;
       return attempt + 1 < CLAIM_NEXT_ATTEMPTS ? RETRY : null;
     },
     { attempts: CLAIM_NEXT_ATTEMPTS, baseMs: 2, capMs: 50 },
   );
 }
 
-/** Is the document (as read) in the ready index, or in the timer index with its time come? */
-const indexedReady = (doc: InstanceDoc | null, now: number): doc is InstanceDoc =>
-  doc !== null && (doc.qa !== undefined || (doc.ta !== undefined && Number(doc.ta) <= now));
+/**
+ * Is the document (as read) in the ready index, or in the timer index with its time come, in a
+ * queue served?
+ */
+const indexedReady = (
+  doc: InstanceDoc | null,
+  now: number,
+  served: ReadonlySet<string>,
+): doc is InstanceDoc =>
+  doc !== null &&
+  ((doc.qa !== undefined && served.has(String(doc.qn))) ||
+    (doc.ta !== undefined && Number(doc.ta) <= now && served.has(String(doc.tn))));
 
 /** What one batch of claim attempts won, and the first failure of one of them. */
 interface BatchOutcome {
@@ -215,12 +249,13 @@ async function claimBatch(
   batch: readonly InstanceDoc[],
   workerId: string,
   ttlMs: number | null,
+  served: ReadonlySet<string>,
   open: Map<number, Held>,
 ): Promise<BatchOutcome> {
   const first = await reserveTokens(ctx, batch.length);
   const outcomes = await Promise.allSettled(
     batch.map((doc, i) =>
-      claimCandidate(ctx, doc, first + i, workerId, ttlMs, (entry) =>
+      claimCandidate(ctx, doc, first + i, workerId, ttlMs, served, (entry) =>
         open.set(entry.k, { instanceId: doc._id, entry }),
       ),
     ),
@@ -292,6 +327,8 @@ async function giveBackAll(
 interface ClaimNext {
   readonly workerId: string;
   readonly limit: number;
+  /** The queues served. */
+  readonly served: ReadonlySet<string>;
   readonly ttlMs: number | null;
   readonly claimed: ClaimedTask[];
   /**
@@ -309,7 +346,14 @@ async function claimPage(ctx: MongoContext, state: ClaimNext, page: InstanceDoc[
   while (rest.length > 0 && state.claimed.length < state.limit) {
     const batch = rest.slice(0, state.limit - state.claimed.length);
     rest = rest.slice(batch.length);
-    const { wins, rejected } = await claimBatch(ctx, batch, state.workerId, state.ttlMs, state.open);
+    const { wins, rejected } = await claimBatch(
+      ctx,
+      batch,
+      state.workerId,
+      state.ttlMs,
+      state.served,
+      state.open,
+    );
     const items = wins.map((w) => ({ instanceId: w.instanceId, taskId: w.entry.t, token: w.entry.k }));
     const inputs = await readInputs(ctx, items, await ctx.now());
     for (const win of wins) {
@@ -334,13 +378,23 @@ export async function claimAvailableTasks(
   workerId: string,
   limit: number,
   ttlMs: number | null,
+  queues: readonly string[],
 ): Promise<ClaimedTask[]> {
-  const state: ClaimNext = { workerId, limit, ttlMs, claimed: [], open: new Map(), toGiveBack: [] };
+  const state: ClaimNext = {
+    workerId,
+    limit,
+    served: new Set(queues),
+    ttlMs,
+    claimed: [],
+    open: new Map(),
+    toGiveBack: [],
+  };
   let failure: { error: unknown } | undefined;
   try {
     await walkReady(
       ctx,
       await ctx.now(),
+      queues,
       () => limit - state.claimed.length,
       (page) => claimPage(ctx, state, page),
     );

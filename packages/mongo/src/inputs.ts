@@ -6,6 +6,7 @@
  */
 import type { AvailableTask, EventRef } from "@sayiir/persistence-core";
 import { fromStoredParts } from "@sayiir/persistence-core/adapter";
+import { attemptOf, scheduleOf } from "./attempts.js";
 import type { MongoContext } from "./context.js";
 import { eventPayload } from "./events.js";
 import { claimOn, liveClaimOn, oldestEvent, runnableTask } from "./instance.js";
@@ -23,6 +24,10 @@ export interface InputItem {
 export interface Input {
   input: Uint8Array;
   definitionHash: string;
+  /** The attempt this run is (attempts count + 1), and the task's priority and queue. */
+  attempt: number;
+  priority: number;
+  queue: string;
   event?: EventRef;
   timedOut?: true;
 }
@@ -36,6 +41,9 @@ export function availableTask(item: InputItem, got: Input): AvailableTask {
     taskId: item.taskId,
     input: got.input,
     workflowDefinitionHash: got.definitionHash,
+    attempt: got.attempt,
+    priority: got.priority,
+    queue: got.queue,
   };
   if (got.event !== undefined) task.event = got.event;
   if (got.timedOut === true) task.timedOut = true;
@@ -135,7 +143,7 @@ function inputOf(
   doc: Eligible,
   blobs: Map<string, Uint8Array>,
   now: number,
-): Omit<Input, "definitionHash"> | undefined {
+): Pick<Input, "input" | "event" | "timedOut"> | undefined {
   if (atWait(doc)) {
     const source = waitSource(doc, now);
     if (source === undefined) return undefined;
@@ -178,18 +186,21 @@ export async function readInputs(
   const out = new Map<string, Input>();
   if (items.length === 0) return out;
   const byId = await readDocs(ctx, items, now);
-  const plan: Eligible[] = [];
+  const plan: Array<{ doc: Eligible; item: InputItem }> = [];
   const need: string[] = [];
   for (const item of items) {
     const doc = eligible(byId.get(item.instanceId), item, now);
     if (doc === undefined) continue;
     need.push(...inputBlobs(doc, now));
-    plan.push(doc);
+    plan.push({ doc, item });
   }
   const blobs = await ctx.chunks.read(need);
-  for (const doc of plan) {
+  for (const { doc, item } of plan) {
     const got = inputOf(doc, blobs, now);
-    if (got !== undefined) out.set(doc._id, { ...got, definitionHash: doc.d });
+    if (got === undefined) continue;
+    const { priority, queue } = scheduleOf(doc);
+    const attempt = attemptOf(doc, item.taskId);
+    out.set(doc._id, { ...got, definitionHash: doc.d, attempt, priority, queue });
   }
   return out;
 }

@@ -12,6 +12,7 @@ import type {
   PersistenceError,
   TaskClaim,
 } from "@sayiir/persistence-core";
+import { DEFAULT_AGING_MS, effectiveTime } from "@sayiir/persistence-core";
 import {
   consumeRefusal,
   type HeldClaimView,
@@ -22,6 +23,7 @@ import {
   type StoredStatus,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
+import { attemptsOn, scheduleOf } from "./attempts.js";
 import {
   type ClaimEntry,
   type EventEntry,
@@ -29,6 +31,7 @@ import {
   isSnapshot,
   orderKey,
   type ResultRef,
+  type WaitEntry,
 } from "./layout.js";
 import { isStale } from "./maintenance.js";
 
@@ -136,7 +139,7 @@ export function toTaskClaim(instanceId: string, entry: ClaimEntry): TaskClaim {
 }
 
 /** The fields the index entries are computed from. */
-type IndexedView = Pick<InstanceDoc, "d" | "f" | "s" | "p" | "w" | "r" | "u" | "c"> & {
+type IndexedView = Pick<InstanceDoc, "d" | "f" | "s" | "p" | "w" | "r" | "u" | "c" | "sc" | "at"> & {
   e?: ReadonlyArray<Pick<EventEntry, "n">>;
 };
 
@@ -149,7 +152,7 @@ export const runnableTask = (doc: Pick<InstanceDoc, "p" | "w">): string | undefi
  * null: not a snapshot, not InProgress, no such task, the task has a result, or a claim without
  * ttl holds it.
  */
-function offered(doc: IndexedView): { expiry: number | null } | null {
+function offered(doc: IndexedView): { task: string; expiry: number | null } | null {
   if (typeof doc.d !== "string" || doc.f === true) return null;
   if (doc.s !== undefined && doc.s !== "InProgress") return null;
   const task = runnableTask(doc);
@@ -157,48 +160,74 @@ function offered(doc: IndexedView): { expiry: number | null } | null {
   if ((doc.r ?? []).some((r) => r.t === task)) return null;
   const claim = (doc.c ?? []).find((c) => c.t === task);
   if (claim !== undefined && claim.e === null) return null;
-  return { expiry: claim === undefined ? null : Number(claim.e) };
+  return { task, expiry: claim === undefined ? null : Number(claim.e) };
 }
 
 const eventPending = (doc: IndexedView, eventName: string): boolean =>
   (doc.e ?? []).some((event) => event.n === eventName);
 
 /**
- * The ready-index fields of a document state: present (qa, qi, qe) only while the snapshot is
- * InProgress at a task that has no result and no claim without ttl, at an AtTask position or at
- * a wait with an event of its name pending; qe is the expiry of the claim on that task, null
- * when unclaimed. Discovery then reads `qe null or <= now`. qi is the instance id as `orderKey`
- * (code point order on every server).
+ * Where an offered task belongs: ready now (with no due time: an AtTask without runAt, a wait
+ * with an event of its name pending), due at a time (runAt, a wait's timeoutAt with no event
+ * pending, a retryAt: the latest of them), or nowhere (a wait with neither event nor timeout, a
+ * failure with retryAt null: held).
+ */
+function placement(doc: IndexedView, task: string): { due: number | null } | null {
+  let due: number | null = null;
+  if (typeof doc.p === "string") due = scheduleOf(doc).runAt;
+  else {
+    const wait = doc.w as WaitEntry;
+    if (!eventPending(doc, wait.n)) {
+      if (wait.o === null) return null;
+      due = Number(wait.o);
+    }
+  }
+  const retry = attemptsOn(doc, task)?.y;
+  if (retry === null) return null;
+  if (retry !== undefined) due = due === null ? Number(retry) : Math.max(due, Number(retry));
+  return { due };
+}
+
+/**
+ * The ready-index fields of a document state: present (qn, qa, qi, qe) only while the snapshot
+ * is InProgress at a task that has no result and no claim without ttl, is ready now and has no
+ * due time (see placement): qn = queue, qa = effectiveTime(updatedAt, priority, agingMs), qi =
+ * the instance id as `orderKey` (code point order on every server), qe = the expiry of the
+ * claim on that task, null when unclaimed. Discovery then reads `qe null or <= now`.
  */
 export function readyFields(
   instanceId: string,
   doc: IndexedView,
-): { qa: number; qi: string; qe: number | null } | null {
+  agingMs: number = DEFAULT_AGING_MS,
+): { qn: string; qa: number; qi: string; qe: number | null } | null {
   const offer = offered(doc);
   if (offer === null) return null;
-  if (typeof doc.p !== "string" && !eventPending(doc, (doc.w as { n: string }).n)) return null;
-  return { qa: Number(doc.u ?? 0), qi: orderKey(instanceId), qe: offer.expiry };
+  const place = placement(doc, offer.task);
+  if (place === null || place.due !== null) return null;
+  const { priority, queue } = scheduleOf(doc);
+  const qa = effectiveTime(Number(doc.u ?? 0), priority, agingMs);
+  return { qn: queue, qa, qi: orderKey(instanceId), qe: offer.expiry };
 }
 
 /**
- * The timer-index fields: present (ta, ti, te) only while the snapshot is InProgress at a wait
- * with a timeout and no event of its name pending, its next task without result and not claimed
- * without ttl: ta = timeoutAt, te = the expiry of the claim on the next task (null: unclaimed).
- * Discovery reads `ta <= now` and `te null or <= now`.
+ * The timer-index fields: present (tn, tp, ta, ti, te) only while the runnable task has a due
+ * time (see placement): tn = queue, tp = priority, ta = the due time, te = the expiry of the
+ * claim on the task (null: unclaimed). Discovery reads `ta <= now` and `te null or <= now`.
  */
 export function timerFields(
   instanceId: string,
   doc: IndexedView,
-): { ta: number; ti: string; te: number | null } | null {
+): { tn: string; tp: number; ta: number; ti: string; te: number | null } | null {
   const offer = offered(doc);
-  const wait = doc.w;
-  if (offer === null || typeof doc.p === "string" || wait === undefined || wait.o === null) return null;
-  if (eventPending(doc, wait.n)) return null;
-  return { ta: Number(wait.o), ti: orderKey(instanceId), te: offer.expiry };
+  if (offer === null) return null;
+  const place = placement(doc, offer.task);
+  if (place === null || place.due === null) return null;
+  const { priority, queue } = scheduleOf(doc);
+  return { tn: queue, tp: priority, ta: place.due, ti: orderKey(instanceId), te: offer.expiry };
 }
 
-export const READY_FIELDS = ["qa", "qi", "qe"] as const;
-export const TIMER_FIELDS = ["ta", "ti", "te"] as const;
+export const READY_FIELDS = ["qn", "qa", "qi", "qe"] as const;
+export const TIMER_FIELDS = ["tn", "tp", "ta", "ti", "te"] as const;
 
 /**
  * How a commit changes the pending events (never by rewriting the array, so that a document
@@ -238,12 +267,13 @@ export function nextUpdate(
   remove: readonly string[],
   version: string,
   events?: EventsChange,
+  agingMs: number = DEFAULT_AGING_MS,
 ): Update {
   const next: Partial<InstanceDoc> = { ...(doc ?? {}), ...changes, e: nextEvents(doc, events) };
   for (const field of remove) delete (next as Record<string, unknown>)[field];
   const set: Record<string, unknown> = { ...changes, v: version };
   const unset = new Set(remove);
-  const ready = readyFields(instanceId, next);
+  const ready = readyFields(instanceId, next, agingMs);
   const timer = timerFields(instanceId, next);
   if (ready === null) for (const field of READY_FIELDS) unset.add(field);
   else Object.assign(set, ready);

@@ -81,6 +81,33 @@ export interface WaitEntry {
 }
 
 /**
+ * The failed runs of one task (core's TaskAttempts), inside its instance's document beside the
+ * header: failTasks and takeovers update them without rewriting the header.
+ */
+export interface AttemptEntry {
+  /** Task id. */
+  t: string;
+  /** count: failures and takeovers of expired claims. */
+  n: number;
+  /** lastError (null after a takeover only). */
+  m: string | null;
+  /** lastFailedAt, epoch ms (the backend's clock), or null. */
+  a: number | null;
+  /** retryAt: absent = no constraint; null = held (in no index); a number = not ready before it. */
+  y?: number | null;
+}
+
+/** The schedule of the ready or awaited task (toStoredSnapshot's `schedule`); absent: the defaults. */
+export interface ScheduleEntry {
+  /** runAt, epoch ms, or null: at once. */
+  r: number | null;
+  /** Priority, 1 first .. 5 last. */
+  p: number;
+  /** Queue name. */
+  n: string;
+}
+
+/**
  * The instance document: the single document every claim, release, extend and fenced write of
  * an instance commits to (a compare-and-set on `v`). A document without `d` is a claims-only
  * placeholder (tasks were claimed, no snapshot was saved): it is "no snapshot" to every reader.
@@ -126,21 +153,30 @@ export interface InstanceDoc {
   l?: string | null;
   /** updatedAt, epoch ms. */
   u?: number;
+  /** The schedule of the ready or awaited task; absent: runAt null, priority 3, queue "default". */
+  sc?: ScheduleEntry;
+  /** The attempts per task (absent or empty: none recorded). */
+  at?: AttemptEntry[];
   /**
-   * Ready index, present only while the position's task is ready (no result, not claimed
-   * without ttl): qa = updatedAt, qi = instance id, qe = expiresAt of the claim on that task
-   * (null: unclaimed). Discovery reads `qe: null or qe <= now`.
+   * Ready index, present only while the position's task is ready now with no due time (no
+   * result, not claimed without ttl, no runAt, no retryAt): qn = queue, qa = the effective time
+   * effectiveTime(updatedAt, priority, agingMs), qi = instance id, qe = expiresAt of the claim on
+   * that task (null: unclaimed). Discovery reads, per queue, `qe: null or qe <= now` by (qa, qi).
    */
+  qn?: string;
   qa?: number;
   /** The instance id as `orderKey` (hex of its UTF-8 bytes): sorts in code point order everywhere. */
   qi?: string;
   qe?: number | null;
   /**
-   * Timer index, present only while a wait with a timeout and no pending event of its name is
-   * runnable (InProgress, next task without result, not claimed without ttl): ta = timeoutAt,
-   * ti = instance id as `orderKey`, te = expiresAt of the claim on the next task (null:
-   * unclaimed). Discovery reads `ta <= now` and `te: null or te <= now`.
+   * Timer ("due") index, present only while the runnable task has a due time: an AtTask runAt,
+   * a wait's timeoutAt (no event of its name pending), or a retryAt (the latest of these): tn =
+   * queue, tp = priority, ta = the due time, ti = instance id as `orderKey`, te = expiresAt of the
+   * claim on the task (null: unclaimed). Discovery reads, per queue and priority, `ta <= now` and
+   * `te: null or te <= now` by (ta, ti); its key is effectiveTime(ta, tp, agingMs).
    */
+  tn?: string;
+  tp?: number;
   ta?: number;
   ti?: string;
   te?: number | null;
@@ -164,11 +200,16 @@ export interface ChunkDoc {
 
 /** Index names created by migrate(). */
 export const INDEX = {
-  ready: "sayiir_ready",
+  /** The ready index (version 3): queue, effective time, instance id, claim expiry. */
+  ready: "sayiir_ready_queue",
   blob: "sayiir_blob",
   blobInstance: "sayiir_blob_instance",
-  timers: "sayiir_timers",
+  /** The timer index (version 3): queue, priority, due time, instance id, claim expiry. */
+  timers: "sayiir_timers_queue",
 } as const;
+
+/** The ready and timer indexes of versions 1 and 2 (not led by the queue): dropped by version 3. */
+export const OLD_INDEXES = ["sayiir_ready", "sayiir_timers"] as const;
 
 /**
  * The inline budget of an instance document: the header, and the initial input after it, are
@@ -216,9 +257,14 @@ export const PROJECTION = {
     "e.n": 1,
     u: 1,
     c: 1,
+    sc: 1,
+    at: 1,
+    qn: 1,
     qa: 1,
     qi: 1,
     qe: 1,
+    tn: 1,
+    tp: 1,
     ta: 1,
     ti: 1,
     te: 1,

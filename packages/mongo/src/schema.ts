@@ -1,17 +1,19 @@
 /*
  * The schema: the indexes (and so the collections), the schema version in the meta collection,
  * and the probes of what the connected server can do. Schema versions are numbered from 1 and
- * forward-only; version 1 is the ready index and the two blob indexes, version 2 the timer index.
+ * forward-only; version 1 is the ready index and the two blob indexes, version 2 the timer index,
+ * version 3 the ready and timer indexes led by the queue (the old two are dropped, and the index
+ * fields of documents written before are filled in: queue "default", priority 3).
  */
 import { randomUUID } from "node:crypto";
 import { type MigrationReport, RETRY, retryOnRace } from "@sayiir/persistence-core/adapter";
 import { type Collection, type Db, type Document, MongoServerError } from "mongodb";
 import type { ServerTimeSample } from "./clock.js";
-import { type CollectionNames, INDEX, META, type MetaDoc } from "./layout.js";
+import { type CollectionNames, INDEX, META, type MetaDoc, OLD_INDEXES } from "./layout.js";
 import { isDuplicateKey } from "./pending-blobs.js";
 
 /** The schema version this release migrates to. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** What the connected server can do, found by probing it (never by its name or version). */
 export interface ServerFeatures {
@@ -110,20 +112,47 @@ const onlyWith = (features: ServerFeatures, name: string, field: string) =>
     : { name, sparse: true };
 
 /**
- * Creates the indexes of versions 1 and 2 (and so the collections). Idempotent and safe when many
+ * Creates the indexes of versions 1 to 3 (and so the collections). Idempotent and safe when many
  * processes run it at once: createIndex with identical options is a no-op.
  */
 async function createIndexes(db: Db, names: CollectionNames, features: ServerFeatures): Promise<void> {
-  // Ready tasks, oldest first: qa/qi/qe exist only while the position's task is ready and not
-  // claimed without ttl, so both a partial index (MongoDB) and a sparse one (stand-ins without
-  // partial indexes) hold exactly those documents. qe (claim expiry) is the third key so that
-  // the `qe null or <= now` filter is answered from the index.
-  await createIndex(db, names.snapshots, { qa: 1, qi: 1, qe: 1 }, onlyWith(features, INDEX.ready, "qa"));
   await createIndex(db, names.outputs, { g: 1, n: 1 }, { name: INDEX.blob, unique: true });
   await createIndex(db, names.outputs, { s: 1 }, { name: INDEX.blobInstance });
-  // Version 2. Waits with a timeout and no pending event, by timeoutAt: ta/ti/te exist only
-  // while such a wait is runnable, so the partial and the sparse index hold exactly those.
-  await createIndex(db, names.snapshots, { ta: 1, ti: 1, te: 1 }, onlyWith(features, INDEX.timers, "ta"));
+  // Version 3. Ready tasks per queue, by effective time: qn/qa/qi/qe exist only while the task is
+  // ready with no due time and not claimed without ttl, so both a partial index (MongoDB) and a
+  // sparse one (stand-ins without partial indexes) hold exactly those documents. qe (claim
+  // expiry) is the last key so that the `qe null or <= now` filter is answered from the index.
+  const ready = { qn: 1, qa: 1, qi: 1, qe: 1 } as const;
+  await createIndex(db, names.snapshots, ready, onlyWith(features, INDEX.ready, "qa"));
+  // Tasks with a due time (runAt, timeoutAt, retryAt) per queue and priority, by due time.
+  const timers = { tn: 1, tp: 1, ta: 1, ti: 1, te: 1 } as const;
+  await createIndex(db, names.snapshots, timers, onlyWith(features, INDEX.timers, "ta"));
+}
+
+/**
+ * Version 3 over documents written before it: their ready entries get the queue "default" and
+ * the effective-time key (updatedAt + 2 x agingMs: priority 3), their timer entries the queue
+ * and priority; then the indexes of versions 1 and 2 are dropped. Each update matches only
+ * documents still without the new field, so running it twice (or beside a commit, which writes
+ * every index field itself) changes nothing more.
+ */
+async function upgradeToQueues(db: Db, names: CollectionNames, agingMs: number): Promise<void> {
+  const snapshots = db.collection(names.snapshots);
+  await snapshots.updateMany(
+    { qa: { $exists: true }, qn: { $exists: false } },
+    { $set: { qn: "default" }, $inc: { qa: 2 * agingMs } },
+  );
+  await snapshots.updateMany(
+    { ta: { $exists: true }, tn: { $exists: false } },
+    { $set: { tn: "default", tp: 3 } },
+  );
+  for (const name of OLD_INDEXES) {
+    try {
+      await snapshots.dropIndex(name);
+    } catch (error) {
+      if (!refused(error)) throw error; // already gone (IndexNotFound, NamespaceNotFound)
+    }
+  }
 }
 
 /**
@@ -154,17 +183,20 @@ async function recordVersion(meta: Collection<MetaDoc>, version: number): Promis
 /**
  * Probes the server, creates the indexes and records the schema version. Idempotent and safe
  * when many processes run it at once (each probe uses a collection of its own). The report
- * names the versions after the one recorded before (1 and 2 on a new store, 2 on a store at
- * version 1) as applied by the one call that recorded them.
+ * names the versions after the one recorded before (1, 2 and 3 on a new store, 3 on a store at
+ * version 2) as applied by the one call that recorded them.
  */
 export async function migrate(
   db: Db,
   names: CollectionNames,
   meta: Collection<MetaDoc>,
   prefix: string,
+  agingMs: number,
 ): Promise<{ features: ServerFeatures; report: MigrationReport }> {
   const features = await probeServer(db, prefix);
   await createIndexes(db, names, features);
+  const recorded = Number((await meta.findOne({ _id: META.schema }))?.n ?? 0);
+  if (recorded < 3) await upgradeToQueues(db, names, agingMs);
   const before = await recordVersion(meta, SCHEMA_VERSION);
   const applied: number[] = [];
   for (let version = before + 1; version <= SCHEMA_VERSION; version++) applied.push(version);

@@ -23,6 +23,7 @@ import {
   toStoredSnapshot,
 } from "@sayiir/persistence-core/adapter";
 import type { Document } from "mongodb";
+import { attemptEntries, scheduleEntry, storedAttempts } from "./attempts.js";
 import { binaryBytes, newBlobId } from "./chunks.js";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { consumption, eventBlobsOf, writeView } from "./instance.js";
@@ -110,6 +111,12 @@ export function planSnapshot(snapshot: WorkflowSnapshot): SnapshotWrite {
     ...payloads.fields,
   };
   const remove = [...payloads.remove];
+  const schedule = scheduleEntry(stored.schedule);
+  if (schedule === undefined) remove.push("sc");
+  else fields.sc = schedule;
+  // The snapshot's own attempts replace the stored ones (like its results).
+  if (stored.attempts.length === 0) remove.push("at");
+  else fields.at = attemptEntries(stored.attempts);
   const wait = stored.awaiting;
   if (wait === null) remove.push("w");
   else fields.w = { n: wait.eventName, t: wait.nextTaskId, o: wait.timeoutAt };
@@ -261,6 +268,7 @@ export async function loadSnapshot(ctx: MongoContext, instanceId: string): Promi
 /** A stored snapshot document and its blobs, joined (fromStoredParts). */
 function joinSnapshot(doc: InstanceDoc, blobs: Map<string, Uint8Array>): WorkflowSnapshot {
   const refs = Array.isArray(doc.r) ? doc.r : [];
+  const attempts = storedAttempts(doc);
   return fromStoredParts({
     instanceId: doc._id,
     header: headerBytes(doc, blobs),
@@ -268,6 +276,7 @@ function joinSnapshot(doc: InstanceDoc, blobs: Map<string, Uint8Array>): Workflo
     results: refs.map((e) => ({ taskId: e.t, output: blobs.get(e.g) as Uint8Array })),
     lastCompletedTaskId: doc.l ?? null,
     ...(doc.u === undefined ? {} : { updatedAt: doc.u }),
+    ...(attempts === undefined ? {} : { attempts }),
   });
 }
 

@@ -39,8 +39,13 @@ describe("instance document decisions", () => {
   });
 
   it("ready fields: only a stored, unfinished snapshot at a task without result or ttl-less claim", () => {
-    expect(readyFields("i", doc)).toEqual({ qa: 100, qi: "69", qe: 2_000 });
-    expect(readyFields("i", { ...doc, c: [] })).toEqual({ qa: 100, qi: "69", qe: null });
+    expect(readyFields("i", doc, 1_000)).toEqual({ qn: "default", qa: 2_100, qi: "69", qe: 2_000 });
+    expect(readyFields("i", { ...doc, c: [] }, 1_000)).toEqual({
+      qn: "default",
+      qa: 2_100,
+      qi: "69",
+      qe: null,
+    });
     expect(readyFields("i", { ...doc, c: [{ t: "t1", w: "w", k: 7, c: 1, e: null }] })).toBeNull();
     expect(readyFields("i", { ...doc, r: [{ t: "t1", g: "g" }] })).toBeNull();
     expect(readyFields("i", { ...doc, f: true })).toBeNull();
@@ -49,15 +54,18 @@ describe("instance document decisions", () => {
   });
 
   it("the update sets only what changed, a new version and the ready fields; never $set and $unset of one field", () => {
-    expect(nextUpdate("i", doc, { c: [] }, [], "v2")).toEqual({
-      $set: { c: [], v: "v2", qa: 100, qi: "69", qe: null },
+    expect(nextUpdate("i", doc, { c: [] }, [], "v2", undefined, 1_000)).toEqual({
+      $set: { c: [], v: "v2", qn: "default", qa: 2_100, qi: "69", qe: null },
     });
     expect(nextUpdate("i", doc, { r: [{ t: "t1", g: "g1" }], l: "t1", u: 150 }, ["hg"], "v3")).toEqual({
       $set: { r: [{ t: "t1", g: "g1" }], l: "t1", u: 150, v: "v3" },
-      $unset: { hg: "", qa: "", qi: "", qe: "" },
+      $unset: { hg: "", qn: "", qa: "", qi: "", qe: "" },
     });
-    expect(nextUpdate("i", null, { c: [], d: "h", p: "t", u: 5, r: [] }, ["h"], "v4").$set).toMatchObject({
-      qa: 5,
+    expect(
+      nextUpdate("i", null, { c: [], d: "h", p: "t", u: 5, r: [] }, ["h"], "v4", undefined, 1_000).$set,
+    ).toMatchObject({
+      qn: "default",
+      qa: 2_005,
       qi: "69",
       qe: null,
     });
@@ -168,10 +176,16 @@ describe("instance document decisions", () => {
     const wait: InstanceDoc = { ...doc, p: null, w: { n: "go", t: "t1", o: 5_000 }, c: [] };
     const event = { q: 3, n: "go", a: 1, z: 0 };
     expect(readyFields("i", wait)).toBeNull();
-    expect(timerFields("i", wait)).toEqual({ ta: 5_000, ti: "69", te: null });
-    expect(timerFields("i", { ...wait, c: doc.c })).toEqual({ ta: 5_000, ti: "69", te: 2_000 });
+    const timer = { tn: "default", tp: 3, ta: 5_000, ti: "69" };
+    expect(timerFields("i", wait)).toEqual({ ...timer, te: null });
+    expect(timerFields("i", { ...wait, c: doc.c })).toEqual({ ...timer, te: 2_000 });
     expect(timerFields("i", { ...wait, e: [{ ...event, n: "other" }] })).not.toBeNull();
-    expect(readyFields("i", { ...wait, e: [event] })).toEqual({ qa: 100, qi: "69", qe: null });
+    expect(readyFields("i", { ...wait, e: [event] }, 1_000)).toEqual({
+      qn: "default",
+      qa: 2_100,
+      qi: "69",
+      qe: null,
+    });
     expect(timerFields("i", { ...wait, e: [event] })).toBeNull();
     expect(timerFields("i", { ...wait, w: { n: "go", t: "t1", o: null } })).toBeNull();
     // Paused, cancelled, finished, or the next task has a result: in neither index.
@@ -189,20 +203,20 @@ describe("instance document decisions", () => {
   it("events change by $push, $pull and $unset (never a rewritten array), and the index fields follow", () => {
     const wait: InstanceDoc = { ...doc, p: null, w: { n: "go", t: "t1", o: 5_000 }, c: [], ta: 5_000 };
     const event = { q: 1, n: "go", a: 1, z: 2, b: new Uint8Array(2) };
-    expect(nextUpdate("i", wait, { es: 1 }, [], "v2", { push: event })).toEqual({
-      $set: { es: 1, v: "v2", qa: 100, qi: "69", qe: null },
-      $unset: { ta: "", ti: "", te: "" },
+    expect(nextUpdate("i", wait, { es: 1 }, [], "v2", { push: event }, 1_000)).toEqual({
+      $set: { es: 1, v: "v2", qn: "default", qa: 2_100, qi: "69", qe: null },
+      $unset: { tn: "", tp: "", ta: "", ti: "", te: "" },
       $push: { e: event },
     });
     const ready: InstanceDoc = { ...wait, ta: undefined, e: [event], qa: 100 };
     expect(nextUpdate("i", ready, {}, [], "v3", { pull: [1] })).toEqual({
-      $set: { v: "v3", ta: 5_000, ti: "69", te: null },
-      $unset: { qa: "", qi: "", qe: "" },
+      $set: { v: "v3", tn: "default", tp: 3, ta: 5_000, ti: "69", te: null },
+      $unset: { qn: "", qa: "", qi: "", qe: "" },
       $pull: { e: { q: { $in: [1] } } },
     });
     expect(nextUpdate("i", ready, { f: true }, [], "v4", { clear: true })).toEqual({
       $set: { f: true, v: "v4" },
-      $unset: { qa: "", qi: "", qe: "", e: "" },
+      $unset: { qn: "", qa: "", qi: "", qe: "", e: "" },
     });
   });
 

@@ -2,6 +2,7 @@
 // document as the commit point, and garbage collection of superseded outputs.
 import {
   bytesEqual,
+  DEFAULT_AGING_MS,
   decodeSnapshotHeader,
   ErrorCode,
   encodeSnapshotHeader,
@@ -45,12 +46,17 @@ const SNAPSHOT_FIELDS = new Set([
   "u",
   "e",
   "es",
+  "sc",
+  "at",
+  "qn",
   "qa",
   "qi",
   "qe",
   "ta",
   "ti",
   "te",
+  "tn",
+  "tp",
 ]);
 
 describe.skipIf(server === null)("storage layout", () => {
@@ -284,11 +290,13 @@ describe.skipIf(server === null)("storage layout", () => {
     await withSubject(async (backend, col) => {
       const id = uid();
       const doc = async () =>
-        col("snapshots").findOne({ _id: id as never }, { projection: { qa: 1, qi: 1, qe: 1 } });
+        col("snapshots").findOne({ _id: id as never }, { projection: { qn: 1, qa: 1, qi: 1, qe: 1 } });
       await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1_700_000_000_000 }));
-      expect(await doc()).toEqual({ _id: id, qa: 1_700_000_000_000, qi: orderKey(id), qe: null });
+      // qa: the effective time, updatedAt + (priority 3 - 1) x agingMs (default).
+      const qa = 1_700_000_000_000 + 2 * DEFAULT_AGING_MS;
+      expect(await doc()).toEqual({ _id: id, qn: "default", qa, qi: orderKey(id), qe: null });
       const claim = await backend.claimTask(id, "t1", "w", 60_000);
-      expect(await doc()).toEqual({ _id: id, qa: 1_700_000_000_000, qi: orderKey(id), qe: claim?.expiresAt });
+      expect(await doc()).toEqual({ _id: id, qn: "default", qa, qi: orderKey(id), qe: claim?.expiresAt });
       await backend.claimTask(id, "other-task", "w", null); // not the position's task: no effect
       expect((await doc())?.qe).toBe(claim?.expiresAt);
       await backend.releaseTaskClaim(id, "t1", "w");

@@ -61,7 +61,7 @@ describe.skipIf(server === null)("server differences (mongo-java-server vs Mongo
       expect(features.partialIndexes).toBe(!standIn);
       const indexes = await client.db(DATABASE).collection(`${subject.prefix}snapshots`).indexes();
       const ready = indexes.find((i) => i.name === INDEX.ready);
-      expect(ready?.key).toEqual({ qa: 1, qi: 1, qe: 1 });
+      expect(ready?.key).toEqual({ qn: 1, qa: 1, qi: 1, qe: 1 });
       if (standIn) {
         expect(ready?.sparse).toBe(true);
       } else {

@@ -137,6 +137,7 @@ export async function createSubject(
       database: DATABASE,
       collectionPrefix: prefix,
       maxPayloadBytes: options.maxPayloadBytes,
+      ...(options.agingMs === undefined ? {} : { agingMs: options.agingMs }),
       ...extra,
     });
   const backend = open();

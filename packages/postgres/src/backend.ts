@@ -15,8 +15,8 @@ import {
   type SnapshotPage,
   type TaskClaim,
   type TaskResult,
-  toBytes,
   type ValidCompletion,
+  type ValidFailure,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
@@ -56,8 +56,10 @@ import {
   RESULTS_BATCH,
   type ReadClaimRow,
   type ReadyRow,
+  storedParts,
   writeView,
 } from "./rows.js";
+import { attemptArrays, failTask, scheduleValues } from "./schedule.js";
 import { applyMigrations, schemaStatements } from "./schema.js";
 import { type Statements, statements } from "./sql.js";
 
@@ -98,7 +100,7 @@ export class PostgresBackend extends BaseBackend {
     this.#options = normalizeOptions(options);
     this.schema = this.#options.schema;
     this.#layout = layoutFor(this.schema);
-    this.#sql = statements(this.#layout);
+    this.#sql = statements(this.#layout, this.agingMs);
     this.#st = preparedStatements(this.#sql, this.#options.prepareStatements);
     this.#claimNext = claimNextStatements(this.#sql, this.#options.prepareStatements);
     if (this.#options.pool.kind === "user") {
@@ -263,6 +265,7 @@ export class PostgresBackend extends BaseBackend {
         ...waitValues(stored.awaiting),
         writableOverPaused(stored.status),
         stored.status === "Cancelled",
+        ...scheduleValues(stored),
       ]);
       if (up.rowCount === 0) {
         state = await this.#lockSnapshot(db, id);
@@ -271,6 +274,9 @@ export class PostgresBackend extends BaseBackend {
       }
       await this.#q(db, this.#st.deleteResults, [id]);
       await this.#insertResults(db, id, stored.results);
+      await this.#q(db, this.#st.deleteAttempts, [id]);
+      if (stored.attempts.length > 0)
+        await this.#q(db, this.#st.insertAttempts, attemptArrays(id, stored.attempts));
     });
   }
 
@@ -342,21 +348,9 @@ export class PostgresBackend extends BaseBackend {
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
     const r = await this.#q<LoadRow>(this.#pool, this.#st.loadSnapshot, [instanceId]);
-    const head = r.rows.find((row) => row.kind === 0);
-    if (head === undefined) throw failures.snapshotNotFound(instanceId);
-    const results: TaskResult[] = [];
-    for (const row of r.rows) {
-      if (row.kind === 1 && row.task_id !== null)
-        results.push({ taskId: row.task_id, output: toBytes(row.data) });
-    }
-    return fromStoredParts({
-      instanceId,
-      header: toBytes(head.data),
-      initialInput: head.extra === null ? null : toBytes(head.extra),
-      results,
-      lastCompletedTaskId: head.last_completed_task_id,
-      updatedAt: Number(head.updated_at),
-    });
+    const parts = storedParts(instanceId, r.rows);
+    if (parts === undefined) throw failures.snapshotNotFound(instanceId);
+    return fromStoredParts(parts);
   }
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
@@ -424,15 +418,30 @@ export class PostgresBackend extends BaseBackend {
     return { ...claimOf(instanceId, taskId, workerId, row), workflowPaused: row.paused };
   }
 
-  protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    const r = await this.#q<ReadyRow>(this.#pool, this.#st.findAvailable, [limit]);
+  protected async doFindAvailableTasks(
+    _workerId: string,
+    limit: number,
+    queues: readonly string[],
+  ): Promise<AvailableTask[]> {
+    const statement = queues.length === 1 ? this.#st.findAvailable : this.#claimNext.findFor(queues.length);
+    const r = await this.#q<ReadyRow>(this.#pool, statement, [limit, queues]);
     return r.rows.map(availableTask);
+  }
+
+  /** One transaction for the call; per failure its refusals, then its writes (failTask). */
+  protected async doFailTasks(items: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
+    return this.#transaction(async (db) => {
+      const outcomes: CompletionOutcome[] = [];
+      for (const f of items) outcomes.push(await failTask(this.#db(db), f));
+      return outcomes;
+    });
   }
 
   protected async doClaimAvailableTasks(
     workerId: string,
     limit: number,
     ttlMs: number | null,
+    queues: readonly string[],
   ): Promise<ClaimedTask[]> {
     const claimed: ClaimedTask[] = [];
     // A candidate read before a concurrent claim committed loses the claim insert, and one whose
@@ -442,7 +451,7 @@ export class PostgresBackend extends BaseBackend {
     for (let attempt = 0; attempt < 5 && claimed.length < limit; attempt++) {
       let rows: ClaimNextRow[];
       try {
-        const [statement, values] = this.#claimNext.call(limit - claimed.length, workerId, ttlMs);
+        const [statement, values] = this.#claimNext.call(limit - claimed.length, workerId, ttlMs, queues);
         rows = (await this.#q<ClaimNextRow>(this.#pool, statement, values)).rows;
       } catch (error) {
         // Claims of earlier rounds are committed: hand them back rather than lose them (with no

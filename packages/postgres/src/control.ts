@@ -152,13 +152,22 @@ export async function consumeEvent(db: Db, instanceId: string, event: EventRef):
 
 /** A discovery row's task: a wait's task carries its event, or timedOut. */
 export function availableTask(
-  row: CarriedColumns & { instance_id: string; task_id: string; definition_hash: string; input: Buffer },
+  row: CarriedColumns & {
+    instance_id: string;
+    task_id: string;
+    definition_hash: string;
+    input: Buffer;
+    taken_over?: boolean;
+  },
 ): AvailableTask {
   const task: AvailableTask = {
     instanceId: row.instance_id,
     taskId: row.task_id,
     input: toBytes(row.input),
     workflowDefinitionHash: row.definition_hash,
+    attempt: Number(row.attempt) + (row.taken_over === true ? 1 : 0),
+    priority: Number(row.priority),
+    queue: row.queue,
   };
   if (row.event_sequence !== null && row.event_name !== null) {
     task.event = { eventName: row.event_name, sequence: Number(row.event_sequence) };

@@ -5,7 +5,11 @@
  *
  *   snapshots     one row per instance: encoded header (bytea), initial input, finished, paused,
  *                 cancelled, ready_task_id, updated_at, claimed_until (the lease claim-next puts on the task it
- *                 claims), and the wait of an AwaitingEvent position (wait_event, wait_task, timeout_at)
+ *                 claims), the wait of an AwaitingEvent position (wait_event, wait_task, timeout_at),
+ *                 the schedule (position_task_id, run_at, priority, queue), ready_key (readyAt +
+ *                 (priority - 3) x agingMs) and the due task (due_task_id, due_at, due_key)
+ *   task_attempts one row per (instance, task) with failed runs: count, last_error, last_failed_at,
+ *                 retry_at, held (retryAt null: not rescheduled)
  *   task_results  one row per (instance, task): the output (bytea)
  *   claims        one row per (instance, task) claim: worker, fencing token, server-clock timestamps
  *   events        one row per pending event: (instance_id, sequence) PK, event_name, payload, sent_at
@@ -27,17 +31,21 @@ export const TABLES = {
   taskResults: "task_results",
   claims: "claims",
   events: "events",
+  attempts: "task_attempts",
   migrations: "sayiir_migrations",
 } as const;
 export const TOKEN_SEQUENCE = "claim_tokens";
-/** The partial index over ready tasks without a lease, that discovery and claim-next read in order. */
+/** The partial index over ready tasks without a lease, (queue, ready_key, instance_id): discovery and claim-next read it in order. */
 export const READY_INDEX = "snapshots_ready_idx";
 /**
  * The partial index over leased rows (a ready task, or a due wait, that claim-next claimed), by
  * lease end: where expired leases are found.
  */
 export const LEASED_INDEX = "snapshots_leased_idx";
-/** The partial index over waits that are not ready, by timeout: the timers discovery reads up to now. */
+/**
+ * The partial index over tasks that become ready at a time (a future runAt or retryAt, a wait's
+ * timeout), without a lease, (queue, due_key, instance_id, due_at): the timers discovery reads up to now.
+ */
 export const TIMER_INDEX = "snapshots_timers_idx";
 /** The index over events by (instance, name, sequence): the oldest pending event of a name. */
 export const EVENTS_INDEX = "events_by_name_idx";
@@ -50,6 +58,7 @@ export interface Layout {
   taskResults: string;
   claims: string;
   events: string;
+  attempts: string;
   migrations: string;
   /** Quoted, qualified sequence name as a regclass literal, for nextval(). */
   tokenSequence: string;
@@ -66,6 +75,7 @@ export function layoutFor(schema: string): Layout {
     taskResults: q(TABLES.taskResults),
     claims: q(TABLES.claims),
     events: q(TABLES.events),
+    attempts: q(TABLES.attempts),
     migrations: q(TABLES.migrations),
     tokenSequence: `${quoteLiteral(q(TOKEN_SEQUENCE))}::regclass`,
     readyIndex: READY_INDEX,

@@ -64,6 +64,10 @@ export const PREPARED = [
   "findAvailable",
   "sendEvent",
   "loadEvents",
+  "recordFailure",
+  "placeFailed",
+  "deleteAttempts",
+  "insertAttempts",
 ] as const satisfies ReadonlyArray<keyof Statements>;
 
 export type PreparedKey = (typeof PREPARED)[number];
@@ -88,18 +92,46 @@ export const PREPARED_CLAIM_LIMIT = 64;
  * LIMIT (built once, then cached); above it (or unprepared), one that takes the limit as $3.
  */
 export function claimNextStatements(sql: Statements, prepare: boolean) {
-  const byLimit = new Map<number, Statement>();
-  const byParam: Statement = { key: "claimNext", text: sql.claimNext("$3") };
+  const byLimit = new Map<string, Statement>();
+  const byParam = new Map<number, Statement>();
   return {
-    /** The statement and its bind values for one call. */
-    call(limit: number, workerId: string, ttlMs: number | null): [Statement, unknown[]] {
-      if (!prepare || limit > PREPARED_CLAIM_LIMIT) return [byParam, [workerId, ttlMs, limit]];
-      let statement = byLimit.get(limit);
-      if (statement === undefined) {
-        statement = prepared("claimNext", sql.claimNext(limit), `claimNext${limit}`);
-        byLimit.set(limit, statement);
+    /**
+     * The statement and its bind values for one call. Several queues: a statement of its own per
+     * queue count (their parts merged in one statement), prepared like one queue's.
+     */
+    call(
+      limit: number,
+      workerId: string,
+      ttlMs: number | null,
+      queues: readonly string[],
+    ): [Statement, unknown[]] {
+      const n = queues.length;
+      if (!prepare || limit > PREPARED_CLAIM_LIMIT) {
+        let statement = byParam.get(n);
+        if (statement === undefined) {
+          statement = { key: "claimNext", text: sql.claimNext("$4", n) };
+          byParam.set(n, statement);
+        }
+        return [statement, [workerId, ttlMs, queues, limit]];
       }
-      return [statement, [workerId, ttlMs]];
+      let statement = byLimit.get(`${limit}:${n}`);
+      if (statement === undefined) {
+        const label = n === 1 ? `claimNext${limit}` : `claimNext${limit}q${n}`;
+        statement = prepared("claimNext", sql.claimNext(limit, n), label);
+        byLimit.set(`${limit}:${n}`, statement);
+      }
+      return [statement, [workerId, ttlMs, queues]];
+    },
+    /** findAvailable for several queues (one queue: the fixed, prepared statement). */
+    findFor(queues: number): Statement {
+      let statement = byParam.get(-queues);
+      if (statement === undefined) {
+        statement = prepare
+          ? prepared("findAvailable", sql.findAvailableFor(queues), `findAvailableq${queues}`)
+          : { key: "findAvailable", text: sql.findAvailableFor(queues) };
+        byParam.set(-queues, statement);
+      }
+      return statement;
     },
   };
 }

@@ -8,14 +8,17 @@ import {
   failures,
   type PersistenceError,
   type TaskClaim,
+  toBytes,
   type ValidCompletion,
 } from "@sayiir/persistence-core";
 import {
   extendRefusal,
   REVOKED_EXPIRY,
   releaseRefusal,
+  type StoredParts,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
+import { attemptOf } from "./schedule.js";
 
 /** How much one statement carries: items, and (past its first item) bytes of values. */
 export interface BatchBound {
@@ -84,6 +87,10 @@ export interface CarriedColumns {
   /** bigint as text. */
   event_sequence: string | null;
   timed_out: boolean | null;
+  priority: number;
+  queue: string;
+  /** count + 1 (claimNext: plus one for a takeover). */
+  attempt: number;
 }
 
 /** A row of claimNext: a candidate, claimed (token set) or not (lost a race, or its row moved on). */
@@ -100,6 +107,8 @@ export interface ReadyRow extends CarriedColumns {
   task_id: string;
   definition_hash: string;
   input: Buffer;
+  /** An expired claim is on the task (claiming it is a takeover, one more attempt). */
+  taken_over: boolean;
 }
 
 /** A row of lockHeader. */
@@ -135,6 +144,8 @@ export interface LoadRow {
   extra: Buffer | null;
   last_completed_task_id: string | null;
   updated_at: string | null;
+  /** kind 2: the attempts of task_id as JSON. */
+  attempts: string | null;
 }
 
 /**
@@ -150,6 +161,29 @@ export interface CompleteRow {
 }
 
 const num = (v: string | null): number | null => (v === null ? null : Number(v));
+
+/** The rows of loadSnapshot as the kit's StoredParts (undefined: no snapshot row, NotFound). */
+export function storedParts(instanceId: string, rows: readonly LoadRow[]): StoredParts | undefined {
+  const head = rows.find((row) => row.kind === 0);
+  if (head === undefined) return undefined;
+  const results: Array<{ taskId: string; output: Uint8Array }> = [];
+  const attempts: Array<ReturnType<typeof attemptOf>> = [];
+  for (const row of rows) {
+    if (row.kind === 1 && row.task_id !== null)
+      results.push({ taskId: row.task_id, output: toBytes(row.data) });
+    if (row.kind === 2 && row.task_id !== null && row.attempts !== null)
+      attempts.push(attemptOf(row.task_id, row.attempts));
+  }
+  return {
+    instanceId,
+    header: toBytes(head.data),
+    initialInput: head.extra === null ? null : toBytes(head.extra),
+    results,
+    lastCompletedTaskId: head.last_completed_task_id,
+    updatedAt: Number(head.updated_at),
+    ...(attempts.length === 0 ? {} : { attempts }),
+  };
+}
 
 /** The claim a claimTask, extendClaim or claimNext row describes. */
 export function claimOf(instanceId: string, taskId: string, workerId: string, row: ClaimRow): TaskClaim {

@@ -104,6 +104,50 @@ CREATE TABLE ${l.events} (
 CREATE INDEX ${quoteIdentifier(EVENTS_INDEX)} ON ${l.events} (instance_id, event_name, sequence);
 `,
   },
+  {
+    version: 4,
+    name: "scheduling: schedule columns, ready and timer indexes led by the queue, task attempts",
+    // The schedule of the ready or awaited task (run_at, priority, queue), the position task, the
+    // ready key and the due task, time and key (a future runAt or retryAt, or a wait's timeout).
+    // Existing rows keep their order (priority 3: ready key = updated_at, a wait's due time and key
+    // = its timeout): one UPDATE rewrites the ready and waiting rows. The ready and timer indexes
+    // are rebuilt led by the queue (another queue's rows are never read). ALTER TABLE and DROP
+    // INDEX take an ACCESS EXCLUSIVE lock on snapshots until the migration commits.
+    sql: (l) => `
+ALTER TABLE ${l.snapshots}
+  ADD COLUMN position_task_id text COLLATE "C",
+  ADD COLUMN run_at bigint,
+  ADD COLUMN priority smallint NOT NULL DEFAULT 3,
+  ADD COLUMN queue text COLLATE "C" NOT NULL DEFAULT 'default',
+  ADD COLUMN ready_key bigint,
+  ADD COLUMN due_task_id text COLLATE "C",
+  ADD COLUMN due_at bigint,
+  ADD COLUMN due_key bigint;
+UPDATE ${l.snapshots} SET
+  position_task_id = coalesce(ready_task_id, wait_task),
+  ready_key = CASE WHEN ready_task_id IS NOT NULL THEN updated_at END,
+  due_task_id = CASE WHEN ready_task_id IS NULL AND timeout_at IS NOT NULL THEN wait_task END,
+  due_at = CASE WHEN ready_task_id IS NULL AND timeout_at IS NOT NULL THEN timeout_at END,
+  due_key = CASE WHEN ready_task_id IS NULL AND timeout_at IS NOT NULL THEN timeout_at END
+WHERE ready_task_id IS NOT NULL OR wait_task IS NOT NULL;
+DROP INDEX ${l.s}.${quoteIdentifier(READY_INDEX)};
+DROP INDEX ${l.s}.${quoteIdentifier(TIMER_INDEX)};
+CREATE INDEX ${quoteIdentifier(READY_INDEX)} ON ${l.snapshots} (queue, ready_key, instance_id)
+  WHERE ready_task_id IS NOT NULL AND claimed_until IS NULL;
+CREATE INDEX ${quoteIdentifier(TIMER_INDEX)} ON ${l.snapshots} (queue, due_key, instance_id, due_at)
+  WHERE due_key IS NOT NULL AND ready_task_id IS NULL AND claimed_until IS NULL;
+CREATE TABLE ${l.attempts} (
+  instance_id    text COLLATE "C" NOT NULL,
+  task_id        text COLLATE "C" NOT NULL,
+  count          integer NOT NULL,
+  last_error     text,
+  last_failed_at bigint,
+  retry_at       bigint,
+  held           boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (instance_id, task_id)
+);
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -18,60 +18,71 @@ const unclaimed = (l: Layout, task: string) => `NOT EXISTS (
         SELECT 1 FROM ${l.claims} c
         WHERE c.instance_id = s.instance_id AND c.task_id = ${task} AND ${live("c")})`;
 
-/** The task a row offers: its ready task, else the task after its wait. */
-export const candidate = (s: string) => `coalesce(${s}.ready_task_id, ${s}.wait_task)`;
+/** The task a row offers: its ready task, else its due task (a future runAt or retryAt, a wait's timeout). */
+export const candidate = (s: string) => `coalesce(${s}.ready_task_id, ${s}.due_task_id)`;
+
+/** The queue parameter of part `i` (1-based) of a statement serving several queues: an element of a text[]. */
+export const queueParam = (param: string, i: number) => `(${param}::text[])[${i}]`;
 
 /**
- * Tasks ready to run, in three parts, each read through a partial index in its own order and
- * merged by (sort_key, instance_id) ("C" order for ties):
+ * Tasks ready to run, per queue in three parts, each read through a partial index in its own
+ * order and merged by (sort_key, instance_id) ("C" order for ties):
  *
- * - `fresh`: ready rows with no lease (claimed_until null), from snapshots_ready_idx in index
- *   order, by updated_at. A claimed row leaves that index when claim-next takes it, so a scan does
- *   not walk past the tasks in flight. A claim taken otherwise (claimTask) leaves no lease; the
- *   anti-join on the claims primary key skips it.
- * - `due`: waits that are not ready (no event pending) and have no lease, whose timeout has passed
- *   (timeout_at <= now), from snapshots_timers_idx in index order, by timeout_at.
- * - `expired`: rows whose lease has run out (claimed_until <= now), from snapshots_leased_idx
- *   (ordered by lease end, so the scan stops at the first lease still running): ready rows by
- *   updated_at, and waits (due ones only) by timeout_at. Their claim may have been renewed since
- *   (the claims table decides, through the same anti-join).
+ * - `fresh`: ready rows of the queue with no lease (claimed_until null), from snapshots_ready_idx
+ *   (queue, ready_key, instance_id) in index order. A claimed row leaves that index when
+ *   claim-next takes it, so a scan does not walk past the tasks in flight. A claim taken otherwise
+ *   (claimTask) leaves no lease; the anti-join on the claims primary key skips it.
+ * - `due`: rows of the queue not ready and with no lease whose due time has passed (due_at <= now:
+ *   a runAt or retryAt, or a wait's timeout), from snapshots_timers_idx (queue, due_key,
+ *   instance_id, due_at) in index order, bounded by due_key <= now + 2 x agingMs (the largest key
+ *   a due task can have).
+ * - `expired`: rows of the queue whose lease has run out (claimed_until <= now), from
+ *   snapshots_leased_idx (ordered by lease end, so the scan stops at the first lease still
+ *   running): ready rows by ready key, due ones by due key. Their claim may have been renewed
+ *   since (the claims table decides, through the same anti-join).
  *
  * The lease is only a hint for finding candidates: the claims table stays the truth. It is
  * never later than the claim's expiry (claim-next and extend set it to it, release and
  * completion clear it), so a task whose claim is gone is always in one of the three parts.
  */
-const fresh = (l: Layout, limit: string, lock: boolean) => `
-    SELECT s.instance_id, s.ready_task_id AS task_id, s.updated_at AS sort_key${lock ? ", s.ctid AS tid" : ""}
+const fresh = (l: Layout, q: string, limit: string, lock: boolean) => `
+    SELECT s.instance_id, s.ready_task_id AS task_id, s.ready_key AS sort_key${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s
-    WHERE s.ready_task_id IS NOT NULL AND s.claimed_until IS NULL
+    WHERE s.queue = ${q} AND s.ready_task_id IS NOT NULL AND s.claimed_until IS NULL
       AND ${unclaimed(l, "s.ready_task_id")}
-    ORDER BY s.updated_at, s.instance_id
+    ORDER BY s.ready_key, s.instance_id
     LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-const due = (l: Layout, limit: string, lock: boolean) => `
-    SELECT s.instance_id, s.wait_task AS task_id, s.timeout_at AS sort_key${lock ? ", s.ctid AS tid" : ""}
+const due = (l: Layout, q: string, limit: string, lock: boolean, agingMs: number) => `
+    SELECT s.instance_id, s.due_task_id AS task_id, s.due_key AS sort_key${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s
-    WHERE s.timeout_at IS NOT NULL AND s.ready_task_id IS NULL AND s.claimed_until IS NULL
-      AND s.timeout_at <= ${nowMs}
-      AND ${unclaimed(l, "s.wait_task")}
-    ORDER BY s.timeout_at, s.instance_id
+    WHERE s.queue = ${q} AND s.due_key IS NOT NULL AND s.ready_task_id IS NULL AND s.claimed_until IS NULL
+      AND s.due_key <= ${nowMs} + ${2 * agingMs} AND s.due_at <= ${nowMs}
+      AND ${unclaimed(l, "s.due_task_id")}
+    ORDER BY s.due_key, s.instance_id
     LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-const expired = (l: Layout, limit: string, lock: boolean) => `
+const expired = (l: Layout, q: string, limit: string, lock: boolean) => `
     SELECT s.instance_id, ${candidate("s")} AS task_id,
-           CASE WHEN s.ready_task_id IS NULL THEN s.timeout_at ELSE s.updated_at END AS sort_key${lock ? ", s.ctid AS tid" : ""}
+           coalesce(s.ready_key, s.due_key) AS sort_key${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s
-    WHERE s.claimed_until IS NOT NULL AND s.claimed_until <= now()
-      AND (s.ready_task_id IS NOT NULL OR s.timeout_at <= ${nowMs})
+    WHERE s.claimed_until IS NOT NULL AND s.claimed_until <= now() AND s.queue = ${q}
+      AND (s.ready_task_id IS NOT NULL OR s.due_at <= ${nowMs})
       AND ${unclaimed(l, candidate("s"))}
     ORDER BY sort_key, s.instance_id
     LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-/** The three parts merged: the `limit` first tasks ready to run without a live claim. */
-const readyCandidates = (l: Layout, limit: string) => `
+
+/** The parts of every queue served (`queues` of them, from the text[] parameter `param`). */
+const parts = (l: Layout, param: string, queues: number, limit: string, lock: boolean, agingMs: number) =>
+  Array.from({ length: queues }, (_, i) => {
+    const q = queueParam(param, i + 1);
+    return [fresh(l, q, limit, lock), due(l, q, limit, lock, agingMs), expired(l, q, limit, lock)];
+  }).flat();
+
+/** The parts merged: the `limit` first tasks ready to run without a live claim. */
+const readyCandidates = (l: Layout, param: string, queues: number, limit: string, agingMs: number) => `
     SELECT * FROM (
-      (${fresh(l, limit, false)})
-      UNION ALL
-      (${due(l, limit, false)})
-      UNION ALL
-      (${expired(l, limit, false)})
+      ${parts(l, param, queues, limit, false, agingMs)
+        .map((part) => `(${part})`)
+        .join("\n      UNION ALL\n      ")}
     ) u
     ORDER BY u.sort_key, u.instance_id
     LIMIT ${limit}`;
@@ -82,14 +93,17 @@ const isWait = "(s.wait_task IS NOT NULL AND s.wait_task = k.task_id)";
 /**
  * What a candidate `k` of snapshot row `s` carries: its input (a wait's task: the oldest pending
  * event's payload, else empty; any other: the last completed task's output, else the initial
- * input, else empty), and for a wait its event (name, sequence) or timed_out. Joins r (the last
- * result) and ev (the oldest pending event of the wait's name, by events_by_name_idx).
+ * input, else empty), and for a wait its event (name, sequence) or timed_out; its priority, queue,
+ * attempt (count + 1) and taken_over (an expired claim is on it). Joins r (the last result), ev
+ * (the oldest pending event of the wait's name, by events_by_name_idx), a (the task's attempts)
+ * and x (its claim row, by primary key: a join, not an EXISTS the planner may hash over claims).
  */
 const carried = `CASE WHEN ${isWait} THEN coalesce(ev.payload, ''::bytea)
              ELSE coalesce(r.output, s.initial_input, ''::bytea) END AS input,
              CASE WHEN ${isWait} THEN s.wait_event END AS event_name,
              ev.sequence::text AS event_sequence,
-             (${isWait} AND ev.sequence IS NULL) AS timed_out`;
+             (${isWait} AND ev.sequence IS NULL) AS timed_out,
+             s.priority, s.queue, coalesce(a.count, 0) + 1 AS attempt, x.instance_id IS NOT NULL AS taken_over`;
 const carriedJoins = (l: Layout) => `
       LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
       LEFT JOIN LATERAL (
@@ -97,20 +111,26 @@ const carriedJoins = (l: Layout) => `
         WHERE e.instance_id = s.instance_id AND e.event_name = s.wait_event
         ORDER BY e.sequence
         LIMIT 1
-      ) ev ON ${isWait}`;
+      ) ev ON ${isWait}
+      LEFT JOIN ${l.attempts} a ON a.instance_id = s.instance_id AND a.task_id = k.task_id
+      LEFT JOIN ${l.claims} x ON x.instance_id = s.instance_id AND x.task_id = k.task_id`;
 
 /** findAvailableTasks and claimAvailableTasks (claim-next). */
-export function discovery(l: Layout) {
-  return {
-    readyCandidates: readyCandidates(l, "$1"),
-
-    findAvailable: `
-      WITH k AS (${readyCandidates(l, "$1")})
+export function discovery(l: Layout, agingMs: number) {
+  /** findAvailable for `queues` queues: $1 = limit, $2 = the queues (text[]). */
+  const findAvailable = (queues: number) => `
+      WITH k AS (${readyCandidates(l, "$2", queues, "$1", agingMs)})
       SELECT k.instance_id, k.task_id, s.definition_hash,
              ${carried}
       FROM k
       JOIN ${l.snapshots} s ON s.instance_id = k.instance_id${carriedJoins(l)}
-      ORDER BY k.sort_key, k.instance_id`,
+      ORDER BY k.sort_key, k.instance_id`;
+  return {
+    readyCandidates: readyCandidates(l, "$2", 1, "$1", agingMs),
+
+    /** One queue (the prepared one); findAvailableFor builds it for several. */
+    findAvailable: findAvailable(1),
+    findAvailableFor: findAvailable,
 
     /**
      * Claim-next in one statement: lock up to `limit` candidate rows of each part (SKIP LOCKED,
@@ -128,16 +148,20 @@ export function discovery(l: Layout) {
      * instance's results or events also writes its snapshot row, so "same row version" implies
      * "same results and events".
      *
-     * $1 = worker id, $2 = ttl ms. The limit is a literal for the sizes the backend prepares
+     * Each queue served has its three parts (one queue: the usual case, three parts), all merged
+     * in one statement. Over an expired claim the claim is a takeover: ta counts one more attempt
+     * (the last error stays).
+     *
+     * $1 = worker id, $2 = ttl ms, $3 = the queues (text[]). The limit is a literal for the sizes the backend prepares
      * (see claimNextStatements in prepared.ts): with LIMIT $n the server's generic plan assumes
      * 10% of the table and is never preferred, so every call would be planned again.
      */
-    claimNext: (limit: number | "$3") => `
-      WITH k1 AS (${fresh(l, String(limit), true)}),
-      k2 AS (${due(l, String(limit), true)}),
-      k3 AS (${expired(l, String(limit), true)}),
+    claimNext: (limit: number | "$4", queues = 1) => {
+      const locked = parts(l, "$3", queues, String(limit), true, agingMs);
+      return `
+      WITH ${locked.map((part, i) => `k${i + 1} AS (${part})`).join(",\n      ")},
       k AS (
-        SELECT * FROM k1 UNION ALL SELECT * FROM k2 UNION ALL SELECT * FROM k3
+        ${locked.map((_, i) => `SELECT * FROM k${i + 1}`).join(" UNION ALL ")}
         ORDER BY sort_key, instance_id
         LIMIT ${limit}
       ),
@@ -164,14 +188,21 @@ export function discovery(l: Layout) {
         UPDATE ${l.snapshots} t SET claimed_until = coalesce(cl.expires_at, 'infinity'::timestamptz)
         FROM cl
         WHERE t.instance_id = cl.instance_id
+      ),
+      ta AS (
+        INSERT INTO ${l.attempts} AS a (instance_id, task_id, count)
+        SELECT cl.instance_id, cl.task_id, 1 FROM cl JOIN v ON v.instance_id = cl.instance_id WHERE v.taken_over
+        ON CONFLICT (instance_id, task_id) DO UPDATE SET count = a.count + 1
       )
       SELECT k.instance_id, k.task_id,
              cl.token::text AS token, ${ms("cl.claimed_at")}::text AS claimed_at, ${ms("cl.expires_at")}::text AS expires_at,
              v.definition_hash, CASE WHEN cl.token IS NULL THEN NULL ELSE v.input END AS input,
-             v.event_name, v.event_sequence, v.timed_out
+             v.event_name, v.event_sequence, v.timed_out, v.priority, v.queue,
+             v.attempt + v.taken_over::int AS attempt
       FROM k
       LEFT JOIN cl ON cl.instance_id = k.instance_id AND cl.task_id = k.task_id
       LEFT JOIN v ON v.instance_id = k.instance_id
-      ORDER BY k.sort_key, k.instance_id`,
+      ORDER BY k.sort_key, k.instance_id`;
+    },
   };
 }

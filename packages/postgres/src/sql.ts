@@ -1,58 +1,70 @@
 import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import type { Layout } from "./layout.js";
 import { candidate, discovery, live, ms } from "./sql-discovery.js";
+import { attemptStatements, placementSql } from "./sql-schedule.js";
 
 /** The expiry of a revoked claim: the epoch (REVOKED_EXPIRY, in ms) as a timestamptz. */
 const revokedExpiry = `to_timestamp(${REVOKED_EXPIRY / 1000})`;
-
-/**
- * The ready task of a snapshot row as written ($ready, $waitEvent, $waitTask: placeholders of the
- * statement): the AtTask task, else the wait's task when an event of its name is pending, else
- * null (a wait with a timeout is then in the timer index). The same rule in every write that sets it.
- */
-const readyTask = (l: Layout, id: string, ready: string, waitEvent: string, waitTask: string) =>
-  `coalesce(${ready}::text, CASE WHEN ${waitEvent}::text IS NOT NULL AND EXISTS (
-          SELECT 1 FROM ${l.events} p WHERE p.instance_id = ${id} AND p.event_name = ${waitEvent}::text
-        ) THEN ${waitTask}::text END)`;
 
 /**
  * Every statement the backend runs, built once per schema and named after the operation it
  * serves; the SQLite adapter names the same statements the same way (see the README, "How the
  * operations work"). Values are always bound parameters.
  */
-export function statements(l: Layout) {
+export function statements(l: Layout, agingMs: number) {
   return {
-    ...snapshotWrites(l),
+    ...snapshotWrites(l, agingMs),
     ...snapshotReads(l),
     ...claimStatements(l),
-    ...control(l),
-    ...events(l),
-    ...discovery(l),
+    ...control(l, agingMs),
+    ...events(l, agingMs),
+    ...discovery(l, agingMs),
     ...completion(l),
+    ...attemptStatements(l, agingMs),
   };
 }
 
 /** saveSnapshot and saveTaskResult: the writes of a snapshot and of one task result, and their checks. */
-function snapshotWrites(l: Layout) {
+function snapshotWrites(l: Layout, agingMs: number) {
   return {
     /**
      * Upsert of the snapshot row; the state guards are in the conflict clause, so they are judged
      * on the locked, latest row, in snapshotRefusal's order: a finished workflow stays finished,
      * over a cancelled one only a Cancelled snapshot is written (a cancel is final, even against a
      * late Completed or Failed), and over a paused one only a Paused or Cancelled one ($13). No row
-     * back: refused. The ready task follows
-     * the rule of readyTask (an awaited event already pending makes the wait ready). The lease
+     * back: refused. Where the task stands follows placementSql (an awaited event already pending
+     * makes the wait ready; a future runAt or retryAt puts it in the timer index). The lease
      * stays while the row offers the same task (its claim still holds it).
      *
      * $1 id, $2 hash, $3 header, $4 initial input, $5 finished, $6 paused, $7 last completed task,
      * $8 AtTask ready task, $9 updated_at, $10 wait event, $11 wait task, $12 timeout_at,
-     * $13 writable over Paused, $14 cancelled.
+     * $13 writable over Paused, $14 cancelled, $15 position task, $16 run_at, $17 priority,
+     * $18 queue, $19 the position task's retryAt, $20 held (its retryAt is null).
      */
     upsertSnapshot: `
+      WITH p AS (${placementSql(
+        l,
+        {
+          id: "$1",
+          ready: "$8",
+          waitEvent: "$10",
+          waitTask: "$11",
+          timeoutAt: "$12",
+          runAt: "$16",
+          priority: "$17",
+          retry: "$19",
+          held: "$20",
+          updatedAt: "$9",
+        },
+        agingMs,
+      )})
       INSERT INTO ${l.snapshots} AS t
         (instance_id, definition_hash, header, initial_input, finished, paused, cancelled,
-         last_completed_task_id, ready_task_id, updated_at, wait_event, wait_task, timeout_at)
-      VALUES ($1, $2, $3, $4, $5, $6, $14, $7, ${readyTask(l, "$1", "$8", "$10", "$11")}, $9, $10, $11, $12)
+         last_completed_task_id, updated_at, wait_event, wait_task, timeout_at,
+         position_task_id, run_at, priority, queue, ready_task_id, ready_key, due_task_id, due_at, due_key)
+      SELECT $1, $2, $3, $4, $5, $6, $14, $7, $9, $10, $11, $12, $15, $16, $17, $18,
+             p.ready_task_id, p.ready_key, p.due_task_id, p.due_at, p.due_key
+      FROM p
       ON CONFLICT (instance_id) DO UPDATE SET
         definition_hash = excluded.definition_hash,
         header = excluded.header,
@@ -61,11 +73,19 @@ function snapshotWrites(l: Layout) {
         paused = excluded.paused,
         cancelled = excluded.cancelled,
         last_completed_task_id = excluded.last_completed_task_id,
-        ready_task_id = excluded.ready_task_id,
         updated_at = excluded.updated_at,
         wait_event = excluded.wait_event,
         wait_task = excluded.wait_task,
         timeout_at = excluded.timeout_at,
+        position_task_id = excluded.position_task_id,
+        run_at = excluded.run_at,
+        priority = excluded.priority,
+        queue = excluded.queue,
+        ready_task_id = excluded.ready_task_id,
+        ready_key = excluded.ready_key,
+        due_task_id = excluded.due_task_id,
+        due_at = excluded.due_at,
+        due_key = excluded.due_key,
         claimed_until = CASE WHEN ${candidate("t")} = ${candidate("excluded")} THEN t.claimed_until END
       WHERE NOT (t.finished AND NOT excluded.finished) AND NOT (t.cancelled AND NOT excluded.cancelled)
         AND NOT (t.paused AND NOT $13::boolean)
@@ -102,15 +122,19 @@ function snapshotWrites(l: Layout) {
 
     /**
      * After a task result: it is the last one, updated_at never goes back, its task is no longer
-     * ready (its lease goes), and a wait for it is over (out of the timer index). SET expressions
-     * read the old row.
+     * ready nor due (its lease goes), and a wait for it is over (out of the timer index). SET
+     * expressions read the old row.
      */
     recordResult: `
       UPDATE ${l.snapshots} SET
         last_completed_task_id = $2,
         updated_at = greatest(updated_at, ${ms("clock_timestamp()")}),
         ready_task_id = CASE WHEN ready_task_id = $2 THEN NULL ELSE ready_task_id END,
-        claimed_until = CASE WHEN coalesce(ready_task_id, wait_task) = $2 THEN NULL ELSE claimed_until END,
+        ready_key = CASE WHEN ready_task_id = $2 THEN NULL ELSE ready_key END,
+        due_task_id = CASE WHEN due_task_id = $2 THEN NULL ELSE due_task_id END,
+        due_at = CASE WHEN due_task_id = $2 THEN NULL ELSE due_at END,
+        due_key = CASE WHEN due_task_id = $2 THEN NULL ELSE due_key END,
+        claimed_until = CASE WHEN coalesce(ready_task_id, due_task_id) = $2 THEN NULL ELSE claimed_until END,
         wait_event = CASE WHEN wait_task = $2 THEN NULL ELSE wait_event END,
         wait_task = CASE WHEN wait_task = $2 THEN NULL ELSE wait_task END,
         timeout_at = CASE WHEN wait_task = $2 THEN NULL ELSE timeout_at END
@@ -123,16 +147,22 @@ function snapshotReads(l: Layout) {
   return {
     /**
      * The whole snapshot in one statement (so one MVCC snapshot): kind 0 is the snapshot row,
-     * kind 1 the task results.
+     * kind 1 the task results, kind 2 the attempts (as JSON).
      */
     loadSnapshot: `
       SELECT 0 AS kind, NULL::text AS task_id, header AS data, initial_input AS extra,
-             last_completed_task_id, updated_at::text AS updated_at
+             last_completed_task_id, updated_at::text AS updated_at, NULL::text AS attempts
       FROM ${l.snapshots} WHERE instance_id = $1
       UNION ALL
-      SELECT 1, r.task_id, r.output, NULL, NULL, NULL
+      SELECT 1, r.task_id, r.output, NULL, NULL, NULL, NULL
       FROM ${l.taskResults} r
-      WHERE r.instance_id = $1 AND EXISTS (SELECT 1 FROM ${l.snapshots} WHERE instance_id = $1)`,
+      WHERE r.instance_id = $1 AND EXISTS (SELECT 1 FROM ${l.snapshots} WHERE instance_id = $1)
+      UNION ALL
+      SELECT 2, a.task_id, NULL, NULL, NULL, NULL,
+             json_build_object('count', a.count, 'lastError', a.last_error, 'lastFailedAt', a.last_failed_at,
+                               'retryAt', a.retry_at, 'held', a.held)::text
+      FROM ${l.attempts} a
+      WHERE a.instance_id = $1 AND EXISTS (SELECT 1 FROM ${l.snapshots} WHERE instance_id = $1)`,
 
     /**
      * Deletes the snapshot and, only if it existed, its results, claims and events. `moved`: the
@@ -146,7 +176,8 @@ function snapshotReads(l: Layout) {
       v AS (SELECT t.ctid AS tid FROM ${l.snapshots} t WHERE t.instance_id = $1),
       r AS (DELETE FROM ${l.taskResults} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d)),
       c AS (DELETE FROM ${l.claims} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d)),
-      e AS (DELETE FROM ${l.events} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d))
+      e AS (DELETE FROM ${l.events} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d)),
+      a AS (DELETE FROM ${l.attempts} WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM d))
       SELECT count(*)::int AS n, NOT EXISTS (SELECT 1 FROM d JOIN v ON v.tid = d.tid) AS moved FROM d`,
 
     /**
@@ -158,6 +189,10 @@ function snapshotReads(l: Layout) {
       WITH r AS (
         DELETE FROM ${l.taskResults} r
         WHERE r.instance_id = $1 AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} t WHERE t.instance_id = $1)
+      ),
+      a AS (
+        DELETE FROM ${l.attempts} a
+        WHERE a.instance_id = $1 AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} t WHERE t.instance_id = $1)
       )
       DELETE FROM ${l.events} e
       WHERE e.instance_id = $1 AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} t WHERE t.instance_id = $1)`,
@@ -258,7 +293,7 @@ function claimStatements(l: Layout) {
 }
 
 /** cancelWorkflow, pauseWorkflow and resumeWorkflow (each in one transaction). */
-function control(l: Layout) {
+function control(l: Layout, agingMs: number) {
   return {
     /** What transitionHeader reads, with the row lock, and the server's clock (epoch ms). */
     lockHeader: `
@@ -270,17 +305,33 @@ function control(l: Layout) {
     hasResult: `SELECT 1 AS found FROM ${l.taskResults} WHERE instance_id = $1 AND task_id = $2`,
 
     /**
-     * The new header and index fields of a transition; the ready task by the rule of readyTask.
+     * The new header and index fields of a transition; where the task stands by placementSql, with
+     * the schedule the row keeps (run_at, priority) and the stored attempts of the position task.
      * The lease goes (pause and cancel take the row out of every index; resume puts it back
      * without one). $1 id, $2 header, $3 finished, $4 paused, $5 AtTask ready task, $6 updated_at,
      * $7 wait event, $8 wait task, $9 timeout_at, $10 cancelled.
      */
     storeTransition: `
-      UPDATE ${l.snapshots} SET
+      UPDATE ${l.snapshots} t SET
         header = $2, finished = $3, paused = $4, cancelled = $10,
-        ready_task_id = ${readyTask(l, "$1", "$5", "$7", "$8")},
-        updated_at = $6, wait_event = $7, wait_task = $8, timeout_at = $9, claimed_until = NULL
-      WHERE instance_id = $1`,
+        updated_at = $6, wait_event = $7, wait_task = $8, timeout_at = $9, claimed_until = NULL,
+        (ready_task_id, ready_key, due_task_id, due_at, due_key) = (${placementSql(
+          l,
+          {
+            id: "$1",
+            ready: "$5",
+            waitEvent: "$7",
+            waitTask: "$8",
+            timeoutAt: "$9",
+            runAt: "t.run_at",
+            priority: "t.priority",
+            retry: `(SELECT a.retry_at FROM ${l.attempts} a WHERE a.instance_id = $1 AND a.task_id = coalesce($5::text, $8::text))`,
+            held: `(SELECT a.held FROM ${l.attempts} a WHERE a.instance_id = $1 AND a.task_id = coalesce($5::text, $8::text))`,
+            updatedAt: "$6",
+          },
+          agingMs,
+        )})
+      WHERE t.instance_id = $1`,
 
     /**
      * cancelWorkflow: every claim of the instance not revoked yet gets the epoch as its expiry
@@ -298,7 +349,11 @@ function control(l: Layout) {
 }
 
 /** sendEvent and loadPendingEvents. */
-function events(l: Layout) {
+function events(l: Layout, agingMs: number) {
+  /** A wait for this event that is not ready yet wakes, unless a failure holds it or its retry is not due. */
+  const wake = `(t.wait_event = $2 AND t.ready_task_id IS NULL AND NOT EXISTS (
+          SELECT 1 FROM ${l.attempts} a WHERE a.instance_id = $1 AND a.task_id = t.wait_task
+            AND (a.held OR a.retry_at > ${ms("clock_timestamp()")})))`;
   return {
     /**
      * sendEvent in one statement: locks the snapshot row (s); unless the workflow is finished,
@@ -323,7 +378,14 @@ function events(l: Layout) {
       ),
       u AS (
         UPDATE ${l.snapshots} t SET
-          ready_task_id = CASE WHEN t.wait_event = $2 AND t.ready_task_id IS NULL THEN t.wait_task ELSE t.ready_task_id END
+          ready_task_id = CASE WHEN ${wake} THEN t.wait_task ELSE t.ready_task_id END,
+          ready_key = CASE WHEN ${wake} THEN coalesce(
+              (SELECT r.retry_at FROM ${l.attempts} r WHERE r.instance_id = $1 AND r.task_id = t.wait_task),
+              t.updated_at
+            ) + (t.priority - 3) * ${agingMs} ELSE t.ready_key END,
+          due_task_id = CASE WHEN ${wake} THEN NULL ELSE t.due_task_id END,
+          due_at = CASE WHEN ${wake} THEN NULL ELSE t.due_at END,
+          due_key = CASE WHEN ${wake} THEN NULL ELSE t.due_key END
         FROM s
         WHERE t.instance_id = $1 AND NOT s.finished
       )
@@ -399,6 +461,10 @@ function completion(l: Layout) {
           last_completed_task_id = x.tasks[1],
           updated_at = greatest(t.updated_at, ${ms("clock_timestamp()")}),
           ready_task_id = CASE WHEN t.ready_task_id = ANY(x.tasks) THEN NULL ELSE t.ready_task_id END,
+          ready_key = CASE WHEN t.ready_task_id = ANY(x.tasks) THEN NULL ELSE t.ready_key END,
+          due_task_id = CASE WHEN t.due_task_id = ANY(x.tasks) THEN NULL ELSE t.due_task_id END,
+          due_at = CASE WHEN t.due_task_id = ANY(x.tasks) THEN NULL ELSE t.due_at END,
+          due_key = CASE WHEN t.due_task_id = ANY(x.tasks) THEN NULL ELSE t.due_key END,
           claimed_until = CASE WHEN ${candidate("t")} = ANY(x.tasks) THEN NULL ELSE t.claimed_until END,
           wait_event = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.wait_event END,
           wait_task = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.wait_task END,

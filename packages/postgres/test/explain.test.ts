@@ -6,6 +6,16 @@ import { layoutFor, quoteIdentifier } from "../src/layout.js";
 import { statements } from "../src/sql.js";
 import { adminPool, closeAdminPools, createSubject, serverName } from "./subject.js";
 
+/** Polls `probe` until it returns a value (up to 5 s). */
+async function eventually<T>(probe: () => Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < 100; i++) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error("timed out");
+}
+
 const servers = inject("postgres");
 afterAll(closeAdminPools);
 
@@ -36,8 +46,10 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
         // three waits due long ago, keyed after every ready row (by timeout_at, or by updated_at for
         // due-b, ready by its event: it leaves the timer index for the ready one).
         await admin.query(
-          `INSERT INTO ${s}.snapshots (instance_id, definition_hash, header, finished, ready_task_id, updated_at, wait_event, wait_task, timeout_at)
-           SELECT 'wait-' || g, 'h', '\\x00'::bytea, false, NULL, 1700000000000 + g, 'e', 't1', 4000000000000 + g FROM generate_series(1, 3000) g`,
+          `INSERT INTO ${s}.snapshots (instance_id, definition_hash, header, finished, ready_task_id, updated_at, wait_event, wait_task, timeout_at,
+             position_task_id, due_task_id, due_at, due_key)
+           SELECT 'wait-' || g, 'h', '\\x00'::bytea, false, NULL, 1700000000000 + g, 'e', 't1', 4000000000000 + g,
+             't1', 't1', 4000000000000 + g, 4000000000000 + g FROM generate_series(1, 3000) g`,
         );
         for (const [i, id] of ["due-a", "due-b", "due-c"].entries()) {
           await backend.saveSnapshot(
@@ -61,12 +73,14 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
         await admin.query(`ANALYZE ${s}.snapshots`);
         await admin.query(`ANALYZE ${s}.claims`);
 
-        const sql = statements(layoutFor(schema));
+        const sql = statements(layoutFor(schema), 60_000);
         const client = await admin.connect();
         try {
           // The fresh part: a Limit straight over the ready index, in index order (no Sort in
           // between). The expired part: a range of the leased index, up to now.
-          const discovery = planText((await client.query(`EXPLAIN ${sql.readyCandidates}`, [10])).rows);
+          const discovery = planText(
+            (await client.query(`EXPLAIN ${sql.readyCandidates}`, [10, ["default"]])).rows,
+          );
           expect(discovery).toMatch(
             new RegExp(`Limit[^\\n]*\\n\\s*->  Index Scan using ${READY_INDEX} on snapshots`),
           );
@@ -77,13 +91,13 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
           );
           expect(discovery).toMatch(
             new RegExp(
-              `Limit[^\\n]*\\n\\s*->  Index Scan using ${TIMER_INDEX} on snapshots[^\\n]*\\n\\s*Index Cond: \\(timeout_at <= `,
+              `Limit[^\\n]*\\n\\s*->  Index Scan using ${TIMER_INDEX} on snapshots[^\\n]*\\n\\s*Index Cond: \\(\\(queue = 'default'::text\\) AND \\(due_key <= `,
             ),
           );
           expect(discovery).not.toMatch(/Seq Scan/);
-          const find = planText((await client.query(`EXPLAIN ${sql.findAvailable}`, [10])).rows);
+          const find = planText((await client.query(`EXPLAIN ${sql.findAvailable}`, [10, ["default"]])).rows);
           const claimNext = planText(
-            (await client.query(`EXPLAIN ${sql.claimNext(10)}`, ["w", 30_000])).rows,
+            (await client.query(`EXPLAIN ${sql.claimNext(10)}`, ["w", 30_000, ["default"]])).rows,
           );
           console.log(
             `[${serverName(server)}] EXPLAIN discovery:\n${discovery}\n\nEXPLAIN findAvailableTasks:\n${find}\n\nEXPLAIN claimAvailableTasks:\n${claimNext}`,
@@ -110,7 +124,12 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
             return planText((await client.query(`EXPLAIN EXECUTE ${name}(${args})`)).rows);
           };
           const plans = {
-            claimNext: await generic("cn", "text, bigint", sql.claimNext(8), "'w', 1000"),
+            claimNext: await generic(
+              "cn",
+              "text, bigint, text[]",
+              sql.claimNext(8),
+              "'w', 1000, '{default}'",
+            ),
             completeTasks: await generic(
               "ct",
               "text[], text[], bigint[], bytea[]",
@@ -161,6 +180,72 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
           "due-c",
         ]);
         expect(all.filter((t) => t.timedOut).map((t) => t.instanceId)).toEqual(["due-a", "due-c"]);
+        await backend.close();
+      } finally {
+        await subject.cleanup?.();
+      }
+    });
+
+    it(`${serverName(server)}: another queue and tasks not due yet cost nothing: queue-led indexes, no Seq Scan`, async () => {
+      const subject = await createSubject({}, {}, server);
+      try {
+        const { backend, schema } = subject;
+        const s = quoteIdentifier(schema);
+        const admin = adminPool(server.url);
+        // 5,000 ready tasks in queue "bulk", and 3,000 tasks of "gpu" sleeping until far ahead
+        // (runAt: in the timer index, not due), bulk-inserted.
+        await admin.query(
+          `INSERT INTO ${s}.snapshots (instance_id, definition_hash, header, finished, ready_task_id, updated_at,
+             position_task_id, queue, ready_key)
+           SELECT 'bulk-' || g, 'h', '\\x00'::bytea, false, 't1', 1700000000000 + g, 't1', 'bulk', 1700000000000 + g
+           FROM generate_series(1, 5000) g`,
+        );
+        await admin.query(
+          `INSERT INTO ${s}.snapshots (instance_id, definition_hash, header, finished, updated_at,
+             position_task_id, queue, run_at, due_task_id, due_at, due_key)
+           SELECT 'sleep-' || g, 'h', '\\x00'::bytea, false, 1700000000000 + g, 't1', 'gpu',
+             4000000000000 + g, 't1', 4000000000000 + g, 4000000000000 + g
+           FROM generate_series(1, 3000) g`,
+        );
+        const now = Date.now();
+        await backend.saveSnapshot(
+          inProgress("gpu-now", {
+            position: { kind: "AtTask", taskId: "t1", queue: "gpu" },
+            updatedAt: now - 10,
+          }),
+        );
+        await backend.saveSnapshot(
+          inProgress("gpu-due", {
+            position: { kind: "AtTask", taskId: "t1", queue: "gpu", runAt: now + 300, priority: 1 },
+          }),
+        );
+        await admin.query(`ANALYZE ${s}.snapshots`);
+        const sql = statements(layoutFor(schema), 60_000);
+        const plans = [
+          planText((await admin.query(`EXPLAIN ${sql.findAvailable}`, [10, ["gpu"]])).rows),
+          planText((await admin.query(`EXPLAIN ${sql.findAvailableFor(2)}`, [10, ["gpu", "default"]])).rows),
+          planText(
+            (await admin.query(`EXPLAIN ${sql.claimNext(10, 2)}`, ["w", 30_000, ["gpu", "default"]])).rows,
+          ),
+        ];
+        for (const plan of plans) {
+          expect(plan).toMatch(/Index Cond: \(queue = /);
+          expect(plan).toContain(READY_INDEX);
+          expect(plan).toContain(TIMER_INDEX);
+          expect(plan).not.toMatch(/Seq Scan on (snapshots|claims|events|task_attempts)/);
+        }
+        expect(
+          (await backend.findAvailableTasks("w", 100, { queues: ["gpu"] })).map((t) => t.instanceId),
+        ).toEqual(["gpu-now"]);
+        const due = await eventually(async () => {
+          const found = await backend.findAvailableTasks("w", 100, { queues: ["gpu", "default"] });
+          return found.length === 2 ? found : undefined;
+        });
+        // gpu-due (priority 1, key runAt - 2 x agingMs) goes before gpu-now (priority 3, key its write).
+        expect(due.map((t) => [t.instanceId, t.priority, t.attempt])).toEqual([
+          ["gpu-due", 1, 1],
+          ["gpu-now", 3, 1],
+        ]);
         await backend.close();
       } finally {
         await subject.cleanup?.();

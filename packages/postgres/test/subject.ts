@@ -75,14 +75,20 @@ function firstServer(): PostgresServer {
  * `faults` among them (see {@link statementCounter} and FaultHooks).
  */
 export async function createSubject(
-  { maxPayloadBytes }: SubjectOptions = {},
+  { maxPayloadBytes, agingMs }: SubjectOptions = {},
   extra: Partial<PostgresBackendOptions> = {},
   server: PostgresServer = firstServer(),
 ): Promise<PostgresSubject> {
   const { url } = server;
   const schema = testSchema();
   const open = () =>
-    new PostgresBackend({ poolConfig: { connectionString: url, max: 6 }, schema, maxPayloadBytes, ...extra });
+    new PostgresBackend({
+      poolConfig: { connectionString: url, max: 6 },
+      schema,
+      maxPayloadBytes,
+      agingMs,
+      ...extra,
+    });
   const backend = open();
   await backend.migrate();
   return {

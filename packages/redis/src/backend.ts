@@ -15,10 +15,11 @@ import {
   type TaskClaim,
   ValidationError,
   type ValidCompletion,
+  type ValidFailure,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import type { Cluster, Redis } from "ioredis";
-import { completeTasks } from "./completion.js";
+import { completeTasks, failTasks } from "./completion.js";
 import type { ShardContext } from "./context.js";
 import { changeWorkflow } from "./control.js";
 import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
@@ -101,6 +102,7 @@ export class RedisBackend extends BaseBackend {
       shardArgs: layout.allShards().map(String),
       // Longer than any wait for a reply.
       recordTtlMs: String(Math.max(60_000, 2 * this.#timeoutMs)),
+      agingMs: this.agingMs,
       call: (name, operation, args, buffers) => this.#call(name, operation, args, buffers),
     };
   }
@@ -295,16 +297,25 @@ export class RedisBackend extends BaseBackend {
     };
   }
 
-  protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
-    return findAvailableTasks(await this.#shards(), limit);
+  protected async doFindAvailableTasks(
+    _workerId: string,
+    limit: number,
+    queues: readonly string[],
+  ): Promise<AvailableTask[]> {
+    return findAvailableTasks(await this.#shards(), limit, queues);
   }
 
   protected async doClaimAvailableTasks(
     workerId: string,
     limit: number,
     ttlMs: number | null,
+    queues: readonly string[],
   ): Promise<ClaimedTask[]> {
-    return claimAvailableTasks(await this.#shards(), workerId, limit, ttlMs);
+    return claimAvailableTasks(await this.#shards(), workerId, limit, ttlMs, queues);
+  }
+
+  protected async doFailTasks(failures: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
+    return failTasks(await this.#shards(), failures);
   }
 
   protected override async doCompleteTasks(

@@ -14,6 +14,8 @@ export interface ShardContext {
   readonly shardArgs: readonly string[];
   /** How long a request record (claim-next, sendEvent) stays, in ms: longer than any wait for its reply. */
   readonly recordTtlMs: string;
+  /** Priority ageing (BaseBackend's agingMs): saveSnapshot turns a priority into a ready-set offset with it. */
+  readonly agingMs: number;
   /** Calls one script for `operation`, bounded by the operation timeout. */
   call(name: ScriptName, operation: string, args: ScriptArg[], buffers?: boolean): Promise<unknown>;
 }

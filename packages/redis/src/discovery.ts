@@ -13,7 +13,8 @@ import {
 } from "./replies.js";
 
 /*
- * findAvailableTasks and claimAvailableTasks over the shards of the ready index. On a standalone
+ * findAvailableTasks and claimAvailableTasks over the ready sets of the queues served (one per
+ * shard and queue), merged by score (readyAt + offset) then instance id. On a standalone
  * server (or with one shard) one script covers every shard and takes the global oldest itself.
  * On a cluster each script covers one shard (one slot): the client peeks at every shard, merges
  * the candidates by age and then works shard by shard.
@@ -34,6 +35,7 @@ async function peekShards(
   operation: string,
   limit: number,
   checked: boolean,
+  queues: readonly string[],
 ): Promise<Candidate[]> {
   const { layout } = ctx;
   const perShard = await Promise.all(
@@ -43,6 +45,7 @@ async function peekShards(
         layout.tagStart(),
         String(limit),
         checked ? "1" : "0",
+        ...queueArgs(queues),
         String(shard),
       ])) as string[];
       return decodeCandidates(flat, shard, checked);
@@ -51,18 +54,25 @@ async function peekShards(
   return perShard.flat().sort(byAge).slice(0, limit);
 }
 
-export async function findAvailableTasks(ctx: ShardContext, limit: number): Promise<AvailableTask[]> {
+/** The queues of a shard script's ARGV: their count, then each. */
+const queueArgs = (queues: readonly string[]): string[] => [String(queues.length), ...queues];
+
+export async function findAvailableTasks(
+  ctx: ShardContext,
+  limit: number,
+  queues: readonly string[],
+): Promise<AvailableTask[]> {
   const { layout } = ctx;
   if (ctx.oneScript) {
     const flat = await ctx.call(
       "peek",
       "findAvailableTasks",
-      [layout.ready(0), layout.tagStart(), String(limit), "2", ...ctx.shardArgs],
+      [layout.ready(0), layout.tagStart(), String(limit), "2", ...queueArgs(queues), ...ctx.shardArgs],
       true,
     );
     return decodeAvailable(flat as Buffer[]);
   }
-  const chosen = await peekShards(ctx, "findAvailableTasks", limit, true);
+  const chosen = await peekShards(ctx, "findAvailableTasks", limit, true, queues);
   if (chosen.length === 0) return [];
   // Inputs only for the chosen ones (they can be MiBs each); a task that stopped being ready
   // between the two steps is left out.
@@ -88,6 +98,7 @@ async function claimNext(
   count: number,
   workerId: string,
   ttlMs: number | null,
+  queues: readonly string[],
 ): Promise<Array<ClaimedTask & Scored>> {
   const req = requestId();
   const flat = await ctx.call(
@@ -101,6 +112,7 @@ async function claimNext(
       ttlMs === null ? "" : String(ttlMs),
       req,
       ctx.recordTtlMs,
+      ...queueArgs(queues),
       ...shards,
     ],
     true,
@@ -113,11 +125,12 @@ export async function claimAvailableTasks(
   workerId: string,
   limit: number,
   ttlMs: number | null,
+  queues: readonly string[],
 ): Promise<ClaimedTask[]> {
   if (ctx.oneScript) {
     // One atomic script over every shard: it takes the global oldest at that instant, so there
     // is no race to lose and nothing to merge.
-    return (await claimNext(ctx, ctx.shardArgs, limit, workerId, ttlMs)).map(withoutScore);
+    return (await claimNext(ctx, ctx.shardArgs, limit, workerId, ttlMs, queues)).map(withoutScore);
   }
   const claimed: Array<ClaimedTask & Scored> = [];
   // A cluster: each round picks the globally oldest candidates (a peek per shard), then claims
@@ -129,7 +142,7 @@ export async function claimAvailableTasks(
   for (let round = 0; round < CLAIM_ROUNDS && claimed.length < limit; round++) {
     let candidates: Candidate[];
     try {
-      candidates = await peekShards(ctx, "claimAvailableTasks", limit - claimed.length, false);
+      candidates = await peekShards(ctx, "claimAvailableTasks", limit - claimed.length, false, queues);
     } catch (error) {
       if (claimed.length > 0) break;
       throw error;
@@ -137,7 +150,7 @@ export async function claimAvailableTasks(
     if (candidates.length === 0) break;
     const settled = await Promise.allSettled(
       [...groupByShard(candidates)].map(([shard, group]) =>
-        claimNext(ctx, [String(shard)], group.length, workerId, ttlMs),
+        claimNext(ctx, [String(shard)], group.length, workerId, ttlMs, queues),
       ),
     );
     let failure: { reason: unknown } | undefined;

@@ -16,13 +16,21 @@
  *   {P:K}:o:<id>     sorted set (score 0, read by ZRANGEBYLEX): one member per pending event,
  *                    "<event name> NUL <seq, 16 digits> NUL <sentAt>", so the oldest pending
  *                    event of a name is the first member from "<name> NUL"
- *   {P:K}:ready      sorted set: instances of shard K whose ready task holds no live claim,
- *                    score = updatedAt (a wait that timed out: its timeoutAt), member = instance id
+ *                    "a:<task id>" = that task's attempts "count|lastFailedAt|retryAt|error"
+ *                    (failTasks and takeovers write it, saveSnapshot replaces it)
+ *   {P:K}:ready      sorted set: instances of shard K in queue "default" whose ready task holds no
+ *                    live claim, member = instance id, score = readyAt + offset, readyAt = updatedAt
+ *                    (a timed-out wait: its timeoutAt; a runAt or retryAt: that), offset = (priority
+ *                    - 3) x agingMs (field z), so the order is effectiveTime's (shifted by 2 x agingMs)
+ *   {P:K}:ready:<q>  the same for queue <q> (one sorted set per shard and queue)
  *   {P:K}:leased     sorted set: instances whose ready task holds a live claim, score = the
  *                    claim's expiry (+inf without ttl); expired ones go back to ready lazily
- *   {P:K}:timers     sorted set: waits for an event with a timeout, none pending, not yet
- *                    ready, score = timeoutAt; discovery and claim-next move the due ones to
- *                    ready (score timeoutAt) first, as they move expired leases back
+ *   {P:K}:timers     sorted set: what of queue "default" is not ready yet but will be at a time:
+ *                    waits for an event with a timeout (none pending), tasks with a future runAt
+ *                    or retryAt (due = the later of the two); score = that time; discovery and
+ *                    claim-next move every due one of the queues they serve to its queue's ready
+ *                    set (score = that time + offset) first, as they move expired leases back
+ *   {P:K}:timers:<q> the same for queue <q> (one timer set per shard and queue)
  *   {P:K}:ids        sorted set: every instance id of shard K (score 0, walked by ZRANGE BYLEX)
  *   {P:K}:floor      string: highest fencing token of any instance deleted from shard K
  *   {P:K}:q:<req>    string: (shard, id, task id) of what one claim-next call claimed, NUL-joined,
@@ -39,6 +47,9 @@
  * The shard of an instance is FNV-1a (32 bit) of its UTF-8 bytes modulo the shard count; every
  * client of one store must use the same prefix and shard count (the layout record enforces it).
  */
+
+/** The queue whose ready set keeps the pre-issue-16 key `{P:K}:ready`. */
+export const DEFAULT_QUEUE = "default";
 
 const encoder = new TextEncoder();
 
@@ -58,6 +69,8 @@ export const FieldPrefix = {
   result: "r:",
   /** The task's claim "token|claimedAt|expiresAt|requestId|workerId", or a tombstone. */
   claim: "c:",
+  /** The task's attempts "count|lastFailedAt|retryAt|error" (see AttemptsFormat in replies.ts). */
+  attempts: "a:",
 } as const;
 
 /** Fields of the instance hash `{P:K}:m:<id>` that hold the snapshot (single letters). */
@@ -90,6 +103,19 @@ export const MetaField = {
   controlRequest: "q",
   /** "sequence|request id" of the event the saveSnapshot that wrote the snapshot consumed (a second run of it answers OK). */
   consumed: "x",
+  /** The queue of the ready or awaited task; absent: "default" (records written before issue 16 have none). */
+  queue: "g",
+  /** Its priority 1..5; absent: 3. */
+  priority: "y",
+  /** Its ready-index offset (priority - 3) x agingMs of the writer, in ms; absent: 0 (priority 3). */
+  offset: "z",
+  /**
+   * When the position task may run (epoch ms: its runAt, or the retryAt of its attempts), or "h"
+   * (held: failed with retryAt null); absent: when it became ready (updatedAt, or a wait's time).
+   */
+  due: "v",
+  /** The position's runAt (epoch ms); absent: none. failTasks reads it: a retry is due at the later of the two. */
+  runAt: "b",
 } as const;
 
 /** Fields of the events hash `{P:K}:e:<id>` besides the payloads (whose fields are 16-digit sequences). */
@@ -106,10 +132,14 @@ export const ShardKey = {
   /** `m:<id>`: the instance hash. */
   instance: "m:",
   ready: "ready",
+  /** `ready:<queue>`: the ready set of a queue other than "default" (which is `ready`). */
+  queueReady: "ready:",
   leased: "leased",
   ids: "ids",
   floor: "floor",
   timers: "timers",
+  /** `timers:<queue>`: the timer set of a queue other than "default" (which is `timers`). */
+  queueTimers: "timers:",
   /** `e:<id>`: the instance's pending events (payloads and the sequence counter). */
   events: "e:",
   /** `o:<id>`: the order of the instance's pending events, by name then sequence. */
@@ -123,6 +153,9 @@ export const RecordField = { shards: "shards" } as const;
 
 /** The hash field of a task's output. */
 export const resultField = (taskId: string): string => `${FieldPrefix.result}${taskId}`;
+
+/** The hash field of a task's attempts. */
+export const attemptsField = (taskId: string): string => `${FieldPrefix.attempts}${taskId}`;
 
 const luaString = (value: string): string => {
   if (!/^[a-z:}]+$/.test(value)) throw new Error(`not a plain name: ${value}`);
@@ -149,6 +182,14 @@ export const L = {
   timeoutAt: luaString(MetaField.timeoutAt),
   controlRequest: luaString(MetaField.controlRequest),
   consumed: luaString(MetaField.consumed),
+  queue: luaString(MetaField.queue),
+  priority: luaString(MetaField.priority),
+  offset: luaString(MetaField.offset),
+  due: luaString(MetaField.due),
+  runAt: luaString(MetaField.runAt),
+  attempts: luaString(FieldPrefix.attempts),
+  queueReady: luaString(ShardKey.queueReady),
+  queueTimers: luaString(ShardKey.queueTimers),
   counter: luaString(EventField.counter),
   /** The length of the instance key's type marker, to get a shard's base from an instance key. */
   instanceLength: String(ShardKey.instance.length),
@@ -211,8 +252,14 @@ export class KeyLayout {
     return `${this.tagStart()}${shard}}:`;
   }
 
+  /** The ready set of the queue "default" of a shard (also the routing key of the shard scripts). */
   ready(shard: number): string {
     return `${this.base(shard)}${ShardKey.ready}`;
+  }
+
+  /** The ready set of one queue of a shard: `ready` for "default", `ready:<queue>` for another. */
+  queueReady(shard: number, queue: string): string {
+    return queue === DEFAULT_QUEUE ? this.ready(shard) : `${this.base(shard)}${ShardKey.queueReady}${queue}`;
   }
 
   leased(shard: number): string {
@@ -227,8 +274,11 @@ export class KeyLayout {
     return `${this.base(shard)}${ShardKey.floor}`;
   }
 
-  timers(shard: number): string {
-    return `${this.base(shard)}${ShardKey.timers}`;
+  /** The timer set of one queue of a shard: `timers` for "default", `timers:<queue>` for another. */
+  timers(shard: number, queue: string = DEFAULT_QUEUE): string {
+    return queue === DEFAULT_QUEUE
+      ? `${this.base(shard)}${ShardKey.timers}`
+      : `${this.base(shard)}${ShardKey.queueTimers}${queue}`;
   }
 
   /** `{P:K}:q:<request id>`: the request record of a claim-next call over shards starting at K. */

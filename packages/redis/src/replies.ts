@@ -5,6 +5,7 @@ import {
   compareIds,
   copyBytes,
   type PendingEvent,
+  type TaskAttempts,
   type TaskClaim,
   type TaskResult,
   toBytes,
@@ -75,11 +76,17 @@ export function toClaim(
 export function decodeInstance(pairs: Buffer[], instanceId: string): WorkflowSnapshot {
   const meta = new Map<string, Buffer>();
   const results: TaskResult[] = [];
+  const attempts: Array<{ taskId: string } & TaskAttempts> = [];
   for (let i = 0; i + 1 < pairs.length; i += 2) {
     const field = str(pairs[i] as Buffer);
     const value = pairs[i + 1] as Buffer;
     if (field.startsWith(FieldPrefix.result)) {
       results.push({ taskId: field.slice(FieldPrefix.result.length), output: bytes(value) });
+    } else if (field.startsWith(FieldPrefix.attempts)) {
+      attempts.push({
+        taskId: field.slice(FieldPrefix.attempts.length),
+        ...decodeAttempts(value.toString("utf8")),
+      });
     } else if (!field.startsWith(FieldPrefix.claim)) {
       meta.set(field, value);
     }
@@ -94,8 +101,31 @@ export function decodeInstance(pairs: Buffer[], instanceId: string): WorkflowSna
     initialInput: initialInput === undefined ? null : bytes(initialInput),
     results,
     lastCompletedTaskId: last === undefined ? null : str(last),
+    ...(attempts.length === 0 ? {} : { attempts }),
     ...(Number.isSafeInteger(updatedAt) && updatedAt >= 0 ? { updatedAt } : {}),
   });
+}
+
+/*
+ * AttemptsFormat: a task's attempts field "count|lastFailedAt|retryAt|error": lastFailedAt ''
+ * = null; retryAt '' = absent, 'n' = null; error '' = null, else '=' followed by the text (last,
+ * so it may hold "|"). The scripts read the count (the attempt number) and bump it (a takeover).
+ */
+export function encodeAttempts(a: TaskAttempts): string {
+  const retry = a.retryAt === undefined ? "" : a.retryAt === null ? "n" : String(a.retryAt);
+  const failed = a.lastFailedAt === null ? "" : String(a.lastFailedAt);
+  return `${a.count}|${failed}|${retry}|${a.lastError === null ? "" : `=${a.lastError}`}`;
+}
+
+export function decodeAttempts(value: string): TaskAttempts {
+  const [count = "0", failed = "", retry = ""] = value.split("|", 3);
+  const rest = value.slice(count.length + failed.length + retry.length + 3);
+  return {
+    count: Number(count),
+    lastError: rest.startsWith("=") ? rest.slice(1) : null,
+    lastFailedAt: failed === "" ? null : Number(failed),
+    ...(retry === "" ? {} : { retryAt: retry === "n" ? null : Number(retry) }),
+  };
 }
 
 export interface Scored {
@@ -156,30 +186,37 @@ export function wakeOf(wake: string): Pick<AvailableTask, "event" | "timedOut"> 
   };
 }
 
-/** A peek reply in mode '2': {id, taskId, score, definitionHash, input, wake, ...}. */
+/** Attempt, priority and queue of a reply (three strings: the scripts' schedule_out). */
+function scheduleOf(attempt: Buffer | string, priority: Buffer | string, queue: Buffer | string) {
+  return { attempt: Number(str(attempt)), priority: Number(str(priority)), queue: str(queue) };
+}
+
+/** A peek reply in mode '2': {id, taskId, score, definitionHash, input, wake, attempt, priority, queue, ...}. */
 export function decodeAvailable(flat: Buffer[]): AvailableTask[] {
   const found: AvailableTask[] = [];
-  for (let i = 0; i + 5 < flat.length; i += 6) {
+  for (let i = 0; i + 8 < flat.length; i += 9) {
     found.push({
       instanceId: str(flat[i] as Buffer),
       taskId: str(flat[i + 1] as Buffer),
       workflowDefinitionHash: str(flat[i + 3] as Buffer),
       input: bytes(flat[i + 4] as Buffer),
+      ...scheduleOf(flat[i + 6] as Buffer, flat[i + 7] as Buffer, flat[i + 8] as Buffer),
       ...wakeOf(str(flat[i + 5] as Buffer)),
     });
   }
   return found;
 }
 
-/** A shard-inputs reply: {id, taskId, definitionHash, input, wake, ...}. */
+/** A shard-inputs reply: {id, taskId, definitionHash, input, wake, attempt, priority, queue, ...}. */
 export function decodeInputs(flat: Buffer[]): AvailableTask[] {
   const found: AvailableTask[] = [];
-  for (let i = 0; i + 4 < flat.length; i += 5) {
+  for (let i = 0; i + 7 < flat.length; i += 8) {
     found.push({
       instanceId: str(flat[i] as Buffer),
       taskId: str(flat[i + 1] as Buffer),
       input: bytes(flat[i + 3] as Buffer),
       workflowDefinitionHash: str(flat[i + 2] as Buffer),
+      ...scheduleOf(flat[i + 5] as Buffer, flat[i + 6] as Buffer, flat[i + 7] as Buffer),
       ...wakeOf(str(flat[i + 4] as Buffer)),
     });
   }
@@ -187,9 +224,9 @@ export function decodeInputs(flat: Buffer[]): AvailableTask[] {
 }
 
 /**
- * Claim-next reply: {json, input, input, ...}, json = flat strings, 7 per task (id, taskId,
- * score, definitionHash, token, claimedAt, expiresAt), then 2 per task after a wait (its place
- * from 1, its wake), the inputs in the task order.
+ * Claim-next reply: {json, input, input, ...}, json = flat strings, 10 per task (id, taskId,
+ * score, definitionHash, token, claimedAt, expiresAt, attempt, priority, queue), then 2 per task
+ * after a wait (its place from 1, its wake), the inputs in the task order.
  */
 export function decodeClaimed(reply: Buffer[], workerId: string): Array<ClaimedTask & Scored> {
   const head = reply[0];
@@ -198,7 +235,7 @@ export function decodeClaimed(reply: Buffer[], workerId: string): Array<ClaimedT
   if (!Array.isArray(fields)) return [];
   const out: Array<ClaimedTask & Scored> = [];
   const count = reply.length - 1;
-  for (let i = 0, k = 1; k <= count && i + 6 < fields.length; i += 7, k++) {
+  for (let i = 0, k = 1; k <= count && i + 9 < fields.length; i += 10, k++) {
     const instanceId = fields[i] as string;
     const taskId = fields[i + 1] as string;
     const expires = fields[i + 6] as string;
@@ -208,6 +245,7 @@ export function decodeClaimed(reply: Buffer[], workerId: string): Array<ClaimedT
       score: Number(fields[i + 2]),
       workflowDefinitionHash: fields[i + 3] as string,
       input: bytes(reply[k] as Buffer),
+      ...scheduleOf(fields[i + 7] as string, fields[i + 8] as string, fields[i + 9] as string),
       claim: {
         instanceId,
         taskId,
@@ -218,7 +256,7 @@ export function decodeClaimed(reply: Buffer[], workerId: string): Array<ClaimedT
       },
     });
   }
-  for (let i = 7 * count; i + 1 < fields.length; i += 2) {
+  for (let i = 10 * count; i + 1 < fields.length; i += 2) {
     const task = out[Number(fields[i]) - 1];
     if (task !== undefined) Object.assign(task, wakeOf(fields[i + 1] as string));
   }

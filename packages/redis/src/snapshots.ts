@@ -1,9 +1,9 @@
 import type { EventRef, Fence, WorkflowSnapshot } from "@sayiir/persistence-core";
 import { positionTaskId } from "@sayiir/persistence-core";
-import { toStoredSnapshot } from "@sayiir/persistence-core/adapter";
+import { type StoredSnapshot, toStoredSnapshot } from "@sayiir/persistence-core/adapter";
 import type { ShardContext } from "./context.js";
-import { resultField } from "./layout.js";
-import { requestId, toArg } from "./replies.js";
+import { attemptsField, DEFAULT_QUEUE, resultField } from "./layout.js";
+import { encodeAttempts, requestId, toArg } from "./replies.js";
 import { refusal, type ScriptArg } from "./scripts/index.js";
 
 /*
@@ -16,6 +16,31 @@ import { refusal, type ScriptArg } from "./scripts/index.js";
 function positionTask(snapshot: WorkflowSnapshot): string | null {
   const state = snapshot.state;
   return state.kind === "InProgress" || state.kind === "Paused" ? positionTaskId(state.position) : null;
+}
+
+/**
+ * The schedule fields of the script (queue, priority, offset, due, runAt), each '' at its default
+ * so a snapshot without a schedule writes none. The offset is (priority - 3) x agingMs: the ready
+ * sets' order is effectiveTime's shifted by 2 x agingMs, so records written before issue 16
+ * (no fields: priority 3) sort right beside new ones. Due: never before the position's runAt nor
+ * the retryAt of the position task's attempts, so the later of the two; 'h' (held) when those
+ * attempts have retryAt null. The runAt is kept too: failTasks makes a retry due at the later of it
+ * and the new retryAt.
+ */
+function scheduleArgs(stored: StoredSnapshot, task: string | null, agingMs: number): string[] {
+  const { runAt, priority, queue } = stored.schedule;
+  const attempts = task === null ? undefined : stored.attempts.find((a) => a.taskId === task);
+  const retryAt = attempts?.retryAt;
+  let due = runAt === null ? "" : String(runAt);
+  if (retryAt === null) due = "h";
+  else if (retryAt !== undefined) due = String(runAt === null ? retryAt : Math.max(runAt, retryAt));
+  return [
+    queue === DEFAULT_QUEUE ? "" : queue,
+    priority === 3 ? "" : String(priority),
+    priority === 3 ? "" : String((priority - 3) * agingMs),
+    due,
+    runAt === null ? "" : String(runAt),
+  ];
 }
 
 export async function saveSnapshot(
@@ -56,8 +81,11 @@ export async function saveSnapshot(
     consume?.eventName ?? "",
     consume === undefined ? "" : String(consume.sequence),
     consume === undefined ? "" : requestId(),
+    ...scheduleArgs(stored, positionTask(snapshot), ctx.agingMs),
   ];
   for (const result of stored.results) args.push(resultField(result.taskId), toArg(result.output));
+  for (const { taskId, ...attempts } of stored.attempts)
+    args.push(attemptsField(taskId), encodeAttempts(attempts));
   const code = await ctx.call("saveSnapshot", "saveSnapshot", args);
   const error = refusal(Number(code), {
     instanceId: id,

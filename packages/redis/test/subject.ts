@@ -101,7 +101,7 @@ export interface RedisSubject extends ConformanceSubject {
  * `faults`, ...; a `keyPrefix` of its own is used as given).
  */
 export async function createSubject(
-  { maxPayloadBytes }: SubjectOptions = {},
+  { maxPayloadBytes, agingMs }: SubjectOptions = {},
   extra: Partial<RedisBackendOptions> = {},
 ): Promise<RedisSubject> {
   const target = targetOf(extra);
@@ -109,6 +109,7 @@ export async function createSubject(
   const options: RedisBackendOptions = {
     ...connection(target),
     ...(maxPayloadBytes === undefined ? {} : { maxPayloadBytes }),
+    ...(agingMs === undefined ? {} : { agingMs }),
     ...extra,
     keyPrefix,
   };

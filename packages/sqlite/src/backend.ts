@@ -7,6 +7,7 @@ import {
   type ClaimedTask,
   type CompletionOutcome,
   type ControlRequest,
+  compareIds,
   type EventRef,
   type Fence,
   failures,
@@ -18,6 +19,7 @@ import {
   type TaskClaim,
   toBytes,
   type ValidCompletion,
+  type ValidFailure,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
@@ -47,6 +49,16 @@ import {
   type SqliteBackendOptions,
 } from "./options.js";
 import { Queries } from "./queries.js";
+import {
+  eventPending,
+  failTask,
+  loadAttempts,
+  placement,
+  placementParams,
+  recordTakeover,
+  replaceAttempts,
+  snapshotRetry,
+} from "./schedule.js";
 import { migrate } from "./schema.js";
 import { type ClaimRow, type ReadyRow, statements } from "./sql.js";
 import { immediate, read } from "./transaction.js";
@@ -152,6 +164,20 @@ export class SqliteBackend extends BaseBackend {
       if (refusal !== null) throw refusal;
       if (consume !== undefined) consumeEvent(this.#q, id, consume);
       if (stored.finished) this.#q.run("deleteEvents", id);
+      const task = stored.readyTaskId ?? stored.awaiting?.nextTaskId ?? null;
+      const placed = placement(
+        {
+          readyTaskId: stored.readyTaskId,
+          awaiting: stored.awaiting,
+          eventPending: eventPending(this.#q, id, stored.awaiting?.eventName),
+          runAt: stored.schedule.runAt,
+          priority: stored.schedule.priority,
+          retry: snapshotRetry(stored.attempts, task),
+          updatedAt: stored.updatedAt,
+        },
+        now,
+        this.agingMs,
+      );
       this.#q.runNamed("upsertSnapshot", {
         id,
         header: stored.header,
@@ -160,10 +186,16 @@ export class SqliteBackend extends BaseBackend {
         input: stored.initialInput,
         last: stored.lastCompletedTaskId,
         updatedAt: stored.updatedAt,
-        ...waitParams(stored.readyTaskId, stored.awaiting),
+        position: stored.positionTaskId ?? stored.awaiting?.nextTaskId ?? null,
+        runAt: stored.schedule.runAt,
+        priority: stored.schedule.priority,
+        queue: stored.schedule.queue,
+        ...waitParams(stored.awaiting),
+        ...placementParams(placed),
       });
       this.#q.run("deleteResults", id);
       for (const result of stored.results) this.#q.run("upsertResult", id, result.taskId, result.output);
+      replaceAttempts(this.#q, id, stored.attempts);
     });
   }
 
@@ -217,8 +249,18 @@ export class SqliteBackend extends BaseBackend {
     );
   }
 
+  /**
+   * The whole batch in one BEGIN IMMEDIATE transaction, like completeTasks: per failure its
+   * refusals, then the attempt recorded, the claim released and the task placed again (failTask).
+   */
+  protected async doFailTasks(failures: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
+    return this.#write((now) =>
+      failures.map((f) => failTask(this.#q, f, this.#view(f.instanceId, f, now), now, this.agingMs)),
+    );
+  }
+
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
-    const { row, results } = read(this.database, () => {
+    const { row, results, attempts } = read(this.database, () => {
       const row = this.#q.get<{
         header: Uint8Array;
         initial_input: Uint8Array | null;
@@ -229,6 +271,7 @@ export class SqliteBackend extends BaseBackend {
       return {
         row,
         results: this.#q.all<{ task_id: string; output: Uint8Array }>("loadResults", instanceId),
+        attempts: loadAttempts(this.#q, instanceId),
       };
     });
     return fromStoredParts({
@@ -238,6 +281,7 @@ export class SqliteBackend extends BaseBackend {
       results: results.map((r) => ({ taskId: r.task_id, output: toBytes(r.output) })),
       lastCompletedTaskId: row.last_completed_task_id,
       updatedAt: row.updated_at,
+      ...(attempts === undefined ? {} : { attempts }),
     });
   }
 
@@ -249,6 +293,7 @@ export class SqliteBackend extends BaseBackend {
       this.#q.run("deleteResults", instanceId);
       this.#q.run("deleteClaims", instanceId);
       this.#q.run("deleteEvents", instanceId);
+      this.#q.run("deleteAttempts", instanceId);
     });
   }
 
@@ -333,14 +378,29 @@ export class SqliteBackend extends BaseBackend {
     });
   }
 
-  #findAvailable(limit: number, now: number): ReadyRow[] {
-    return this.#q.allNamed<ReadyRow>("findAvailable", { now, limit });
+  /**
+   * The ready tasks of the queues served: one findAvailable per queue (each an index walk led by
+   * its queue), merged by (key, instance id) when there are several.
+   */
+  #findAvailable(limit: number, now: number, queues: readonly string[]): ReadyRow[] {
+    const horizon = now + 2 * this.agingMs;
+    const read = (queue: string) =>
+      this.#q.allNamed<ReadyRow>("findAvailable", { queue, now, horizon, limit });
+    if (queues.length === 1) return read(queues[0] as string);
+    return queues
+      .flatMap(read)
+      .sort((a, b) => a.sort_key - b.sort_key || compareIds(a.instance_id, b.instance_id))
+      .slice(0, limit);
   }
 
-  protected async doFindAvailableTasks(_workerId: string, limit: number): Promise<AvailableTask[]> {
+  protected async doFindAvailableTasks(
+    _workerId: string,
+    limit: number,
+    queues: readonly string[],
+  ): Promise<AvailableTask[]> {
     // One read transaction: the rows and the events of the waits among them, as of one moment.
     return read(this.database, () =>
-      this.#findAvailable(limit, Date.now()).map((row) => availableTask(this.#q, row)),
+      this.#findAvailable(limit, Date.now(), queues).map((row) => availableTask(this.#q, row)),
     );
   }
 
@@ -348,31 +408,39 @@ export class SqliteBackend extends BaseBackend {
     workerId: string,
     limit: number,
     ttlMs: number | null,
+    queues: readonly string[],
   ): Promise<ClaimedTask[]> {
     // Find and claim under one write lock: no other connection can claim in between, so every
-    // row found is claimable and no task is handed out twice.
+    // row found is claimable and no task is handed out twice. Over an expired claim it is a
+    // takeover: one more attempt (explicit claimTask does not count one: the fencing group's
+    // takeover keeps the snapshot as it was).
     return this.#write((now) =>
-      this.#findAvailable(limit, now).map((row) => ({
-        ...availableTask(this.#q, row),
-        claim: this.#claimTask(row.instance_id, row.task_id, workerId, ttlMs, now) as TaskClaim,
-      })),
+      this.#findAvailable(limit, now, queues).map((row) => {
+        if (row.taken_over === 1) recordTakeover(this.#q, row.instance_id, row.task_id);
+        return {
+          ...availableTask(this.#q, row),
+          claim: this.#claimTask(row.instance_id, row.task_id, workerId, ttlMs, now) as TaskClaim,
+        };
+      }),
     );
   }
 
   protected async doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
-    this.#write((now) => transition(this.#q, "cancel", instanceId, request, now));
+    this.#write((now) => transition(this.#q, "cancel", instanceId, request, now, this.agingMs));
   }
 
   protected async doPauseWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {
-    this.#write((now) => transition(this.#q, "pause", instanceId, request, now));
+    this.#write((now) => transition(this.#q, "pause", instanceId, request, now, this.agingMs));
   }
 
   protected async doResumeWorkflow(instanceId: string): Promise<void> {
-    this.#write((now) => transition(this.#q, "resume", instanceId, { reason: null, requestedBy: null }, now));
+    this.#write((now) =>
+      transition(this.#q, "resume", instanceId, { reason: null, requestedBy: null }, now, this.agingMs),
+    );
   }
 
   protected async doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
-    return this.#write((now) => sendEvent(this.#q, instanceId, eventName, payload, now));
+    return this.#write((now) => sendEvent(this.#q, instanceId, eventName, payload, now, this.agingMs));
   }
 
   protected async doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {

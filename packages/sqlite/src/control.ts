@@ -22,16 +22,12 @@ import {
 } from "@sayiir/persistence-core/adapter";
 import { type Status, statusOf, storedStatusOf } from "./layout.js";
 import type { Queries, Row } from "./queries.js";
+import { eventPending, placement, placementParams, storedRetry } from "./schedule.js";
 import type { EventRow, HeaderRow, ReadyRow } from "./sql.js";
 
-/**
- * The parameters of the ready rule and the wait columns (upsertSnapshot, storeTransition): the
- * AtTask ready task, and the wait of an InProgress AwaitingEvent position (its task is ready when
- * an event of its name is pending, else it waits in the timer index when it has a timeout).
- */
-export function waitParams(readyTaskId: string | null, awaiting: StoredSnapshot["awaiting"]): Row {
+/** The wait columns (upsertSnapshot, storeTransition): the wait of an InProgress AwaitingEvent position. */
+export function waitParams(awaiting: StoredSnapshot["awaiting"]): Row {
   return {
-    ready: readyTaskId,
     waitEvent: awaiting?.eventName ?? null,
     waitTask: awaiting?.nextTaskId ?? null,
     timeoutAt: awaiting?.timeoutAt ?? null,
@@ -55,6 +51,7 @@ export function transition(
   instanceId: string,
   request: Required<ControlRequest>,
   now: number,
+  agingMs: number,
 ): void {
   const row = q.get<HeaderRow>("lockHeader", instanceId);
   const refusal = controlRefusal(which, instanceId, storedStatus(row?.status));
@@ -71,12 +68,28 @@ export function transition(
     request,
     now,
   );
+  const schedule = q.get<{ run_at: number | null; priority: number }>("lockSchedule", instanceId);
+  const task = next.readyTaskId ?? next.awaiting?.nextTaskId ?? null;
+  const placed = placement(
+    {
+      readyTaskId: next.readyTaskId,
+      awaiting: next.awaiting,
+      eventPending: eventPending(q, instanceId, next.awaiting?.eventName),
+      runAt: schedule?.run_at ?? null,
+      priority: schedule?.priority ?? 3,
+      retry: storedRetry(q, instanceId, task),
+      updatedAt: next.updatedAt,
+    },
+    now,
+    agingMs,
+  );
   q.runNamed("storeTransition", {
     id: instanceId,
     header: next.header,
     status: statusOf[next.status],
     updatedAt: next.updatedAt,
-    ...waitParams(next.readyTaskId, next.awaiting),
+    ...waitParams(next.awaiting),
+    ...placementParams(placed),
   });
   if (which === "cancel") {
     q.run("deleteEvents", instanceId);
@@ -95,13 +108,14 @@ export function sendEvent(
   eventName: string,
   payload: Uint8Array,
   now: number,
+  agingMs: number,
 ): number {
   const row = q.get<{ status: string }>("lockSnapshot", instanceId);
   const refusal = controlRefusal("sendEvent", instanceId, storedStatus(row?.status));
   if (refusal !== null) throw refusal;
   const sequence = q.nextToken();
   q.run("sendEvent", instanceId, sequence, eventName, payload, now);
-  q.run("wakeWait", instanceId, eventName);
+  q.runNamed("wakeWait", { id: instanceId, name: eventName, aging: agingMs, now });
   return sequence;
 }
 
@@ -147,6 +161,9 @@ export function availableTask(q: Queries, row: ReadyRow): AvailableTask {
     taskId: row.task_id,
     input: EMPTY_BYTES,
     workflowDefinitionHash: row.definition_hash,
+    attempt: row.attempt + row.taken_over,
+    priority: row.priority,
+    queue: row.queue,
   };
   if (row.wait_event === null) {
     task.input = toBytes(row.input ?? EMPTY_BYTES);

@@ -9,17 +9,24 @@ import type { StoredStatus } from "@sayiir/persistence-core/adapter";
  *                                                        event sequences
  *   <p>snapshots       (instance_id PK, header, status, definition_hash, initial_input,
  *                       last_completed_task_id, ready_task_id, updated_at,
- *                       wait_event, wait_task, timeout_at)
+ *                       wait_event, wait_task, timeout_at,
+ *                       position_task_id, run_at, priority, queue,
+ *                       ready_key, due_task_id, due_at, due_key)
  *   <p>results         (instance_id, task_id, output)    PK (instance_id, task_id)
  *   <p>claims          (instance_id, task_id, worker_id, token, claimed_at, expires_at)
  *                                                        PK (instance_id, task_id)
  *   <p>events          (instance_id, sequence, event_name, payload, sent_at)
  *                                                        PK (instance_id, sequence)
- *   <p>snapshots_ready  partial index on snapshots (updated_at, instance_id)
- *                       WHERE ready_task_id IS NOT NULL: the ready tasks discovery walks
- *   <p>snapshots_timers partial index on snapshots (timeout_at, instance_id)
- *                       WHERE timeout_at IS NOT NULL AND ready_task_id IS NULL: the waits that
- *                       become ready when their timeout passes, read up to now
+ *   <p>task_attempts   (instance_id, task_id, count, last_error, last_failed_at, retry_at, held)
+ *                                                        PK (instance_id, task_id); held = 1: retryAt
+ *                                                        null (held), else retry_at (null: absent)
+ *   <p>snapshots_ready  partial index on snapshots (queue, ready_key, instance_id)
+ *                       WHERE ready_task_id IS NOT NULL: the ready tasks discovery walks, per queue,
+ *                       by ready key = readyAt + (priority - 3) x agingMs
+ *   <p>snapshots_timers partial index on snapshots (queue, due_key, instance_id, due_at)
+ *                       WHERE due_key IS NOT NULL AND ready_task_id IS NULL: the tasks that become
+ *                       ready at a time (a future runAt or retryAt, a wait's timeout), per queue, by
+ *                       due key = due_at + (priority - 3) x agingMs, read while due_at <= now
  *   <p>events_by_name  index on events (instance_id, event_name, sequence): the oldest pending
  *                       event of a name
  */
@@ -31,6 +38,7 @@ export interface Tables {
   results: string;
   claims: string;
   events: string;
+  attempts: string;
   readyIndex: string;
   timerIndex: string;
   eventsByName: string;
@@ -52,6 +60,7 @@ export function tableNames(prefix: string): Tables {
     results: q("results"),
     claims: q("claims"),
     events: q("events"),
+    attempts: q("task_attempts"),
     readyIndex: q("snapshots_ready"),
     timerIndex: q("snapshots_timers"),
     eventsByName: q("events_by_name"),

@@ -5,7 +5,7 @@ import type { Tables } from "./layout.js";
 import { immediate, isBusy, prepare } from "./transaction.js";
 
 /** The schema version this release writes and reads. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /**
  * Each migration takes the schema from version i to i + 1. Never edit a released one: append.
@@ -89,6 +89,44 @@ export function migrations(t: Tables): string[] {
       PRIMARY KEY (instance_id, sequence)
     ) STRICT;
     CREATE INDEX ${t.eventsByName} ON ${t.events} (instance_id, event_name, sequence);
+    `,
+    // 3: scheduling. The schedule of the ready or awaited task (run_at, priority, queue), the
+    // position task (takeovers count as attempts), the ready key (effective time, see the README)
+    // and the due task, time and key (a future runAt or retryAt, or a wait's timeout). Existing
+    // rows keep their order: priority 3, ready key = updated_at, a wait's timer = its timeout.
+    // The ready and timer indexes are rebuilt led by the queue; then the attempts table.
+    `
+    ALTER TABLE ${t.snapshots} ADD COLUMN position_task_id TEXT COLLATE BINARY;
+    ALTER TABLE ${t.snapshots} ADD COLUMN run_at INTEGER;
+    ALTER TABLE ${t.snapshots} ADD COLUMN priority INTEGER NOT NULL DEFAULT 3;
+    ALTER TABLE ${t.snapshots} ADD COLUMN queue TEXT COLLATE BINARY NOT NULL DEFAULT 'default';
+    ALTER TABLE ${t.snapshots} ADD COLUMN ready_key INTEGER;
+    ALTER TABLE ${t.snapshots} ADD COLUMN due_task_id TEXT COLLATE BINARY;
+    ALTER TABLE ${t.snapshots} ADD COLUMN due_at INTEGER;
+    ALTER TABLE ${t.snapshots} ADD COLUMN due_key INTEGER;
+    UPDATE ${t.snapshots} SET
+      position_task_id = coalesce(ready_task_id, wait_task),
+      ready_key = CASE WHEN ready_task_id IS NOT NULL THEN updated_at END,
+      due_task_id = CASE WHEN ready_task_id IS NULL AND timeout_at IS NOT NULL THEN wait_task END,
+      due_at = CASE WHEN ready_task_id IS NULL AND timeout_at IS NOT NULL THEN timeout_at END,
+      due_key = CASE WHEN ready_task_id IS NULL AND timeout_at IS NOT NULL THEN timeout_at END;
+    DROP INDEX ${t.readyIndex};
+    DROP INDEX ${t.timerIndex};
+    CREATE INDEX ${t.readyIndex} ON ${t.snapshots} (queue, ready_key, instance_id)
+      WHERE ready_task_id IS NOT NULL;
+    CREATE INDEX ${t.timerIndex} ON ${t.snapshots} (queue, due_key, instance_id, due_at)
+      WHERE due_key IS NOT NULL AND ready_task_id IS NULL;
+
+    CREATE TABLE ${t.attempts} (
+      instance_id TEXT COLLATE BINARY NOT NULL,
+      task_id TEXT COLLATE BINARY NOT NULL,
+      count INTEGER NOT NULL,
+      last_error TEXT,
+      last_failed_at INTEGER,
+      retry_at INTEGER,
+      held INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (instance_id, task_id)
+    ) STRICT, WITHOUT ROWID;
     `,
   ];
 }

@@ -14,17 +14,17 @@ export function statements(t: Tables) {
     ...control(t),
     ...events(t),
     ...discovery(t),
+    ...attempts(t),
   } as const;
 }
 
 /**
- * The ready task of a snapshot row as written: the AtTask task (`:ready`), else the wait's task
- * when an event of its name is pending, else null (a wait with a timeout is then in the timer
- * index). The same rule in every write that sets it.
+ * Where a row's task stands, as every write that places it sets it (see schedule.ts, placement):
+ * ready (ready_task_id, ready_key: the ready index), due at a time (due_task_id, due_at, due_key:
+ * the timer index), or neither (all null).
  */
-const readyTask = (t: Tables) => `coalesce(:ready, CASE WHEN :waitEvent IS NOT NULL AND EXISTS (
-          SELECT 1 FROM ${t.events} AS p WHERE p.instance_id = :id AND p.event_name = :waitEvent
-        ) THEN :waitTask END)`;
+const placed = `ready_task_id = :ready, ready_key = :readyKey,
+        due_task_id = :dueTask, due_at = :dueAt, due_key = :dueKey`;
 
 /** saveSnapshot, saveTaskResult and completeTasks: the writes of a snapshot and of one task result. */
 function snapshotWrites(t: Tables) {
@@ -35,15 +35,24 @@ function snapshotWrites(t: Tables) {
     /** saveSnapshot: the snapshot row (the refusals and the consumed event ran before it, under the same lock). */
     upsertSnapshot: `
       INSERT INTO ${t.snapshots}
-        (instance_id, header, status, definition_hash, initial_input, last_completed_task_id, ready_task_id,
-         updated_at, wait_event, wait_task, timeout_at)
-      VALUES (:id, :header, :status, :hash, :input, :last, ${readyTask(t)},
-        :updatedAt, :waitEvent, :waitTask, :timeoutAt)
+        (instance_id, header, status, definition_hash, initial_input, last_completed_task_id, updated_at,
+         wait_event, wait_task, timeout_at, position_task_id, run_at, priority, queue,
+         ready_task_id, ready_key, due_task_id, due_at, due_key)
+      VALUES (:id, :header, :status, :hash, :input, :last, :updatedAt,
+        :waitEvent, :waitTask, :timeoutAt, :position, :runAt, :priority, :queue,
+        :ready, :readyKey, :dueTask, :dueAt, :dueKey)
       ON CONFLICT (instance_id) DO UPDATE SET
         header = excluded.header, status = excluded.status, definition_hash = excluded.definition_hash,
         initial_input = excluded.initial_input, last_completed_task_id = excluded.last_completed_task_id,
-        ready_task_id = excluded.ready_task_id, updated_at = excluded.updated_at,
-        wait_event = excluded.wait_event, wait_task = excluded.wait_task, timeout_at = excluded.timeout_at`,
+        updated_at = excluded.updated_at,
+        wait_event = excluded.wait_event, wait_task = excluded.wait_task, timeout_at = excluded.timeout_at,
+        position_task_id = excluded.position_task_id, run_at = excluded.run_at,
+        priority = excluded.priority, queue = excluded.queue,
+        ready_task_id = excluded.ready_task_id, ready_key = excluded.ready_key,
+        due_task_id = excluded.due_task_id, due_at = excluded.due_at, due_key = excluded.due_key`,
+
+    /** saveSnapshot, resumeWorkflow: is an event of the wait's name pending (by events_by_name)? */
+    eventPending: `SELECT 1 AS found FROM ${t.events} WHERE instance_id = ? AND event_name = ? LIMIT 1`,
 
     /**
      * saveSnapshot with consumeEvent: deletes the event if it is the oldest pending one of its
@@ -64,13 +73,17 @@ function snapshotWrites(t: Tables) {
 
     /**
      * After a task result: it is the last one, updated_at never goes back, its task is no longer
-     * ready, and a wait for it is over (out of the timer index). SET expressions read the old row.
+     * ready nor due, and a wait for it is over (out of the timer index). SET expressions read the old row.
      */
     recordResult: `
       UPDATE ${t.snapshots} SET
         last_completed_task_id = :task,
         updated_at = max(updated_at, :now),
         ready_task_id = CASE WHEN ready_task_id = :task THEN NULL ELSE ready_task_id END,
+        ready_key = CASE WHEN ready_task_id = :task THEN NULL ELSE ready_key END,
+        due_task_id = CASE WHEN due_task_id = :task THEN NULL ELSE due_task_id END,
+        due_at = CASE WHEN due_task_id = :task THEN NULL ELSE due_at END,
+        due_key = CASE WHEN due_task_id = :task THEN NULL ELSE due_key END,
         wait_event = CASE WHEN wait_task = :task THEN NULL ELSE wait_event END,
         wait_task = CASE WHEN wait_task = :task THEN NULL ELSE wait_task END,
         timeout_at = CASE WHEN wait_task = :task THEN NULL ELSE timeout_at END
@@ -132,12 +145,15 @@ function control(t: Tables) {
     /** Does the instance hold a result for this task? */
     hasResult: `SELECT 1 AS found FROM ${t.results} WHERE instance_id = ? AND task_id = ?`,
 
-    /** The new header and index fields of a transition; the ready task by the rule of upsertSnapshot. */
+    /** The new header and index fields of a transition (the schedule columns stay: pause keeps the position). */
     storeTransition: `
       UPDATE ${t.snapshots} SET
-        header = :header, status = :status, ready_task_id = ${readyTask(t)}, updated_at = :updatedAt,
-        wait_event = :waitEvent, wait_task = :waitTask, timeout_at = :timeoutAt
+        header = :header, status = :status, updated_at = :updatedAt,
+        wait_event = :waitEvent, wait_task = :waitTask, timeout_at = :timeoutAt, ${placed}
       WHERE instance_id = :id`,
+
+    /** resumeWorkflow: the schedule the position keeps. */
+    lockSchedule: `SELECT run_at, priority FROM ${t.snapshots} WHERE instance_id = ?`,
 
     /**
      * cancelWorkflow: every claim of the instance not revoked yet gets the epoch as its expiry
@@ -161,10 +177,23 @@ function events(t: Tables) {
     sendEvent: `
       INSERT INTO ${t.events} (instance_id, sequence, event_name, payload, sent_at) VALUES (?, ?, ?, ?, ?)`,
 
-    /** sendEvent: a wait for this name that is not ready yet becomes ready (and leaves the timer index). */
+    /**
+     * sendEvent: a wait for this name that is not ready yet becomes ready (and leaves the timer
+     * index), unless a failure holds it or its retry is not due yet; its readyAt is its task's
+     * retryAt after a failure, else its last write.
+     */
     wakeWait: `
-      UPDATE ${t.snapshots} SET ready_task_id = wait_task
-      WHERE instance_id = ? AND wait_event = ? AND ready_task_id IS NULL`,
+      UPDATE ${t.snapshots} SET ready_task_id = wait_task,
+        ready_key = coalesce(
+          (SELECT r.retry_at FROM ${t.attempts} AS r WHERE r.instance_id = :id AND r.task_id = wait_task),
+          updated_at
+        ) + (priority - 3) * :aging,
+        due_task_id = NULL, due_at = NULL, due_key = NULL
+      WHERE instance_id = :id AND wait_event = :name AND ready_task_id IS NULL
+        AND NOT EXISTS (
+          SELECT 1 FROM ${t.attempts} AS a
+          WHERE a.instance_id = :id AND a.task_id = wait_task AND (a.held = 1 OR a.retry_at > :now)
+        )`,
 
     /** loadPendingEvents: one row with null event columns when the instance has none; no row when it is missing. */
     loadEvents: `
@@ -183,28 +212,41 @@ function discovery(t: Tables) {
           SELECT 1 FROM ${t.claims} AS c
           WHERE c.instance_id = s.instance_id AND c.task_id = ${task} AND ${live}
         )`;
+  const extras = (task: string) => `s.priority AS priority, s.queue AS queue,
+             coalesce(a.count, 0) + 1 AS attempt,
+             EXISTS (SELECT 1 FROM ${t.claims} AS x WHERE x.instance_id = s.instance_id AND x.task_id = ${task})
+               AS taken_over`;
+  const joins = (task: string) => `LEFT JOIN ${t.results} AS r
+        ON s.wait_task IS NULL AND r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
+      LEFT JOIN ${t.attempts} AS a ON a.instance_id = s.instance_id AND a.task_id = ${task}`;
   return {
     /**
-     * findAvailableTasks and claimAvailableTasks: two index walks merged in (key, instance_id)
-     * order (SQLite merges the two ordered arms, no sort): the ready index by updated_at, and the
-     * timer index by timeout_at up to now. Their cost follows the tasks they read (plus the live
-     * claims they skip), never the snapshots that are not ready. A wait's task comes with its
-     * wait_event and no input: the caller reads its oldest pending event (oldestEvent) in the same
-     * transaction; any other task with its input.
+     * findAvailableTasks and claimAvailableTasks, for one queue: two index walks merged in
+     * (key, instance_id) order (SQLite merges the two ordered arms, no sort): the ready index by
+     * ready_key, and the timer index by due_key while due_at <= now (bounded by :horizon = now +
+     * 2 x agingMs, the largest due key a due task can have). Both are led by the queue, so other
+     * queues cost nothing, and their cost follows the tasks they read (plus the live claims and
+     * not-yet-due timers they skip), never the snapshots that are not ready. A wait's task comes
+     * with its wait_event and no input: the caller reads its oldest pending event (oldestEvent)
+     * in the same transaction; any other task with its input. taken_over: an expired claim is
+     * on the task (claiming it is a takeover, one more attempt).
      */
     findAvailable: `
       SELECT s.instance_id AS instance_id, s.ready_task_id AS task_id, s.definition_hash AS definition_hash,
-             s.updated_at AS sort_key, s.wait_event AS wait_event,
-             CASE WHEN s.wait_task IS NULL THEN coalesce(r.output, s.initial_input, x'') END AS input
+             s.ready_key AS sort_key, s.wait_event AS wait_event,
+             CASE WHEN s.wait_task IS NULL THEN coalesce(r.output, s.initial_input, x'') END AS input,
+             ${extras("s.ready_task_id")}
       FROM ${t.snapshots} AS s INDEXED BY ${t.readyIndex}
-      LEFT JOIN ${t.results} AS r
-        ON s.wait_task IS NULL AND r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
-      WHERE s.ready_task_id IS NOT NULL AND ${unclaimed("s.ready_task_id")}
+      ${joins("s.ready_task_id")}
+      WHERE s.queue = :queue AND s.ready_task_id IS NOT NULL AND ${unclaimed("s.ready_task_id")}
       UNION ALL
-      SELECT s.instance_id, s.wait_task, s.definition_hash, s.timeout_at, s.wait_event, NULL
+      SELECT s.instance_id, s.due_task_id, s.definition_hash, s.due_key, s.wait_event,
+             CASE WHEN s.wait_task IS NULL THEN coalesce(r.output, s.initial_input, x'') END,
+             ${extras("s.due_task_id")}
       FROM ${t.snapshots} AS s INDEXED BY ${t.timerIndex}
-      WHERE s.timeout_at IS NOT NULL AND s.ready_task_id IS NULL AND s.timeout_at <= :now
-        AND ${unclaimed("s.wait_task")}
+      ${joins("s.due_task_id")}
+      WHERE s.queue = :queue AND s.due_key IS NOT NULL AND s.ready_task_id IS NULL
+        AND s.due_key <= :horizon AND s.due_at <= :now AND ${unclaimed("s.due_task_id")}
       ORDER BY sort_key, instance_id
       LIMIT :limit`,
 
@@ -212,6 +254,51 @@ function discovery(t: Tables) {
     oldestEvent: `
       SELECT sequence, payload FROM ${t.events} WHERE instance_id = ? AND event_name = ?
       ORDER BY sequence LIMIT 1`,
+  } as const;
+}
+
+/** The attempts of tasks: failTasks, takeovers, and the attempts a snapshot carries. */
+function attempts(t: Tables) {
+  return {
+    /** loadSnapshot: the attempts stored beside the header. */
+    loadAttempts: `
+      SELECT task_id, count, last_error, last_failed_at, retry_at, held FROM ${t.attempts} WHERE instance_id = ?`,
+
+    /** saveSnapshot (replaced by the snapshot's own) and deleteSnapshot. */
+    deleteAttempts: `DELETE FROM ${t.attempts} WHERE instance_id = ?`,
+
+    /** saveSnapshot: one row per task with attempts. */
+    insertAttempt: `
+      INSERT INTO ${t.attempts} (instance_id, task_id, count, last_error, last_failed_at, retry_at, held)
+      VALUES (?, ?, ?, ?, ?, ?, ?)`,
+
+    /** resumeWorkflow: the retry constraint of the position task. */
+    taskAttempt: `SELECT retry_at, held FROM ${t.attempts} WHERE instance_id = ? AND task_id = ?`,
+
+    /** failTasks: one more attempt, its error and time, and when it may run again (held: not rescheduled). */
+    recordFailure: `
+      INSERT INTO ${t.attempts} (instance_id, task_id, count, last_error, last_failed_at, retry_at, held)
+      VALUES (:id, :task, 1, :error, :now, :retryAt, :held)
+      ON CONFLICT (instance_id, task_id) DO UPDATE SET
+        count = count + 1, last_error = excluded.last_error, last_failed_at = excluded.last_failed_at,
+        retry_at = excluded.retry_at, held = excluded.held`,
+
+    /** A takeover of an expired claim on the position task: one more attempt (the last error stays). */
+    recordTakeover: `
+      INSERT INTO ${t.attempts} (instance_id, task_id, count, last_error, last_failed_at, retry_at, held)
+      VALUES (?, ?, 1, NULL, NULL, NULL, 0)
+      ON CONFLICT (instance_id, task_id) DO UPDATE SET count = count + 1`,
+
+    /** failTasks and claimTask: where the row's task stands, and whether the task has a result. */
+    lockPlacement: `
+      SELECT s.status, s.ready_task_id, s.due_task_id, s.position_task_id, s.wait_task, s.wait_event,
+        s.timeout_at, s.run_at, s.priority, s.updated_at,
+        EXISTS (SELECT 1 FROM ${t.results} AS r WHERE r.instance_id = s.instance_id AND r.task_id = :task)
+          AS has_result
+      FROM ${t.snapshots} AS s WHERE s.instance_id = :id`,
+
+    /** failTasks: the failed task placed again (ready, due at its retryAt, or held in no index). */
+    placeTask: `UPDATE ${t.snapshots} SET ${placed} WHERE instance_id = :id`,
   } as const;
 }
 
@@ -230,8 +317,38 @@ export interface ReadyRow {
   instance_id: string;
   task_id: string;
   definition_hash: string;
+  sort_key: number;
   wait_event: string | null;
   input: Uint8Array | null;
+  priority: number;
+  queue: string;
+  attempt: number;
+  taken_over: number;
+}
+
+/** A row of loadAttempts. */
+export interface AttemptRow {
+  task_id: string;
+  count: number;
+  last_error: string | null;
+  last_failed_at: number | null;
+  retry_at: number | null;
+  held: number;
+}
+
+/** A row of lockPlacement. */
+export interface PlacementRow {
+  status: string;
+  ready_task_id: string | null;
+  due_task_id: string | null;
+  position_task_id: string | null;
+  wait_task: string | null;
+  wait_event: string | null;
+  timeout_at: number | null;
+  run_at: number | null;
+  priority: number;
+  updated_at: number;
+  has_result: number;
 }
 
 /** A row of lockHeader. */

@@ -156,10 +156,13 @@ describe("event records and the timer index", () => {
       const rows = Array.isArray(params) ? statement.all(...params) : statement.all(params);
       return rows.map((r) => String(r.detail)).join("\n");
     };
-    const plan = planOf(sql.findAvailable, { now: 0, limit: 10 });
+    const plan = planOf(sql.findAvailable, { queue: "default", now: 0, horizon: 120_000, limit: 10 });
     expect(plan).toContain("MERGE (UNION ALL)");
-    expect(plan).toMatch(/SCAN s USING INDEX sayiir_snapshots_ready/);
-    expect(plan).toMatch(/SEARCH s USING INDEX sayiir_snapshots_timers \(timeout_at>\? AND timeout_at<\?\)/);
+    // Both walks are led by the queue (migration 3): another queue's rows are never read.
+    expect(plan).toMatch(/SEARCH s USING INDEX sayiir_snapshots_ready \(queue=\?\)/);
+    expect(plan).toMatch(
+      /SEARCH s USING INDEX sayiir_snapshots_timers \(queue=\? AND due_key>\? AND due_key<\?\)/,
+    );
     expect(plan).not.toContain("TEMP B-TREE");
     const events = planOf(sql.oldestEvent, ["wf-1", "e"]);
     expect(events).toMatch(
@@ -319,7 +322,7 @@ describe("migration 2", () => {
 
     const backend = new SqliteBackend({ path: db.path });
     cleanups.push(() => backend.close());
-    expect(await backend.migrate()).toEqual({ applied: [2], version: 2 });
+    expect(await backend.migrate()).toEqual({ applied: [2, 3], version: 3 });
     expect(await backend.listSnapshots()).toEqual(["v1-claimed", "v1-done", "v1-ready"]);
     const loaded = await backend.loadSnapshot("v1-ready");
     expect(

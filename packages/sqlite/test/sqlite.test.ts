@@ -114,8 +114,8 @@ describe("migrate", () => {
     cleanups.push(db.remove);
     const backend = new SqliteBackend({ path: db.path });
     cleanups.push(() => backend.close());
-    expect(await backend.migrate()).toEqual({ applied: [1, 2], version: SCHEMA_VERSION });
-    expect(SCHEMA_VERSION).toBe(2);
+    expect(await backend.migrate()).toEqual({ applied: [1, 2, 3], version: SCHEMA_VERSION });
+    expect(SCHEMA_VERSION).toBe(3);
     expect(await backend.migrate()).toEqual({ applied: [], version: SCHEMA_VERSION });
   });
 
@@ -183,7 +183,7 @@ describe("locking and atomicity", () => {
     const sql = statements(tableNames("sayiir_")).findAvailable;
     const plan = raw
       .prepare(`EXPLAIN QUERY PLAN ${sql}`)
-      .all({ now: 0, limit: 10 })
+      .all({ queue: "default", now: 0, horizon: 120_000, limit: 10 })
       .map((r) => String(r.detail))
       .join("\n");
     expect(plan).toContain("sayiir_snapshots_ready");

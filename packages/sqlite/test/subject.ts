@@ -34,11 +34,11 @@ export interface SqliteSubject extends ConformanceSubject {
  * overrides backend options.
  */
 export async function createSubject(
-  { maxPayloadBytes }: SubjectOptions = {},
+  { maxPayloadBytes, agingMs }: SubjectOptions = {},
   extra: Partial<SqliteBackendOptions> = {},
 ): Promise<SqliteSubject> {
   const db = await tempDatabase();
-  const options: SqliteBackendOptions = { path: db.path, maxPayloadBytes, ...extra };
+  const options: SqliteBackendOptions = { path: db.path, maxPayloadBytes, agingMs, ...extra };
   const backend = new SqliteBackend(options);
   await backend.migrate();
   return {

@@ -7,7 +7,7 @@ import { cpus, freemem, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type BackendName, SERVER_KINDS } from "@sayiir/backends";
-import { type DiscoveryResult, runDiscovery } from "./discovery.ts";
+import { DISCOVERY_SHAPES, type DiscoveryResult, runDiscovery } from "./discovery.ts";
 import { type BenchOptions, parseOptions, USAGE } from "./options.ts";
 import { PEER_BACKEND, type PeerName } from "./peers.ts";
 import { type BenchReport, evaluateTargets, printReport, renderSvg } from "./report.ts";
@@ -208,18 +208,20 @@ async function discoveryOf(o: BenchOptions, target: BackendTarget, report: Bench
   const standIn = STAND_INS.has(target.name);
   const sizes =
     target.name === "dynamodb" ? o.storeSizesDynamo : standIn ? o.storeSizesStandIn : o.storeSizes;
-  const r: DiscoveryResult | undefined = await guard("discovery", target.name, () =>
-    runDiscovery(
-      target,
-      { sizes, ready: o.ready, samples: o.samples, preloadConcurrency: o.preloadConcurrency },
-      log,
-    ),
-  );
-  if (!r) return;
-  if (standIn && sizes.at(-1)! < o.storeSizes.at(-1)!) {
-    r.note = `${target.server}: ${sizes.at(-1)!.toLocaleString("en-US")} instead of ${o.storeSizes.at(-1)!.toLocaleString("en-US")} (a Java stand-in: loading through the adapter runs at ${r.points.at(-1)?.load.perSecond ?? "?"} snapshots/s here)`;
+  for (const shape of DISCOVERY_SHAPES) {
+    const r: DiscoveryResult | undefined = await guard(`discovery (${shape})`, target.name, () =>
+      runDiscovery(
+        target,
+        { shape, sizes, ready: o.ready, samples: o.samples, preloadConcurrency: o.preloadConcurrency },
+        log,
+      ),
+    );
+    if (!r) continue;
+    if (standIn && sizes.at(-1)! < o.storeSizes.at(-1)!) {
+      r.note = `${target.server}: ${sizes.at(-1)!.toLocaleString("en-US")} instead of ${o.storeSizes.at(-1)!.toLocaleString("en-US")} (a Java stand-in: loading through the adapter runs at ${r.points.at(-1)?.load.perSecond ?? "?"} snapshots/s here)`;
+    }
+    report.discovery.push(r);
   }
-  report.discovery.push(r);
 }
 
 /** Scenario 4 (snapshot sizes) on one backend. */

@@ -1,12 +1,32 @@
 // Scenario 3: the cost of finding and claiming work as the store fills with snapshots that hold no
-// ready task. The same few ready tasks are present throughout (with the newest updatedAt, so a scan in
-// updatedAt order would have to walk past every non-ready snapshot); only the non-ready count grows.
-import type { PersistentBackend } from "@sayiir/persistence-core";
+// task the measured worker may run. The same few ready tasks are present throughout (with the newest
+// updatedAt, so a scan in updatedAt order would have to walk past every other snapshot); only the
+// count of the others grows. Three shapes of "others": non-ready snapshots (finished, not started,
+// at a completed task), tasks scheduled in 2100 (durable sleeps), and ready tasks in another queue.
+import type { PersistentBackend, WorkflowSnapshot } from "@sayiir/persistence-core";
 import type { BackendTarget, Store } from "./targets.ts";
 import { forEachConcurrent, type Summary, summarize } from "./util.ts";
-import { nonReadySnapshot, type PreloadResult, preload, readySnapshot } from "./workload.ts";
+import {
+  futureSnapshot,
+  nonReadySnapshot,
+  otherQueueSnapshot,
+  type PreloadResult,
+  preload,
+  readySnapshot,
+} from "./workload.ts";
+
+/** What fills the store around the ready tasks. */
+export type DiscoveryShape = "non-ready" | "future" | "other-queue";
+export const DISCOVERY_SHAPES: readonly DiscoveryShape[] = ["non-ready", "future", "other-queue"];
+
+const MAKE: Record<DiscoveryShape, (instanceId: string, i: number) => WorkflowSnapshot> = {
+  "non-ready": nonReadySnapshot,
+  future: futureSnapshot,
+  "other-queue": otherQueueSnapshot,
+};
 
 export interface DiscoveryOptions {
+  shape: DiscoveryShape;
   /** Non-ready snapshots at each measuring point, ascending (e.g. [10_000, 1_000_000]). */
   sizes: number[];
   /** Ready tasks present throughout. */
@@ -25,6 +45,7 @@ export interface DiscoveryPoint {
 
 export interface DiscoveryResult {
   backend: string;
+  shape: DiscoveryShape;
   ready: number;
   points: DiscoveryPoint[];
   /** p50 claim latency at the largest size over the smallest. */
@@ -37,17 +58,22 @@ export interface DiscoveryResult {
 
 const BULK_CHUNK = 5000;
 
-/** Pre-loads non-ready snapshots [offset, offset + count): the target's bulk path if it has one. */
-async function loadNonReady(
+/**
+ * Pre-loads the other snapshots [offset, offset + count): the target's bulk path if it has one
+ * (only for non-ready snapshots: scheduled and queued ones go through the adapter, which alone
+ * knows how it indexes them).
+ */
+async function loadOthers(
   target: BackendTarget,
   store: Store,
   backend: PersistentBackend,
+  shape: DiscoveryShape,
   offset: number,
   count: number,
   concurrency: number,
 ): Promise<PreloadResult> {
-  const make = (i: number) => nonReadySnapshot(`done-${i}`, i);
-  if (!target.bulkLoad) return preload(backend, count, make, concurrency, offset);
+  const make = (i: number) => MAKE[shape](`other-${i}`, i);
+  if (!target.bulkLoad || shape !== "non-ready") return preload(backend, count, make, concurrency, offset);
   const bulk = target.bulkLoad;
   const t0 = performance.now();
   const chunks = Math.ceil(count / BULK_CHUNK);
@@ -106,7 +132,7 @@ export async function runDiscovery(
   o: DiscoveryOptions,
   progress: (message: string) => void,
 ): Promise<DiscoveryResult> {
-  const store = await target.createStore("disc");
+  const store = await target.createStore(`disc-${o.shape}`);
   let backend: PersistentBackend | undefined;
   try {
     backend = await store.open(32);
@@ -116,10 +142,10 @@ export async function runDiscovery(
     let have = 0;
     for (const size of o.sizes) {
       const add = size - have;
-      const load = await loadNonReady(target, store, b, have, add, o.preloadConcurrency);
+      const load = await loadOthers(target, store, b, o.shape, have, add, o.preloadConcurrency);
       have = size;
       progress(
-        `${target.name}: ${size.toLocaleString("en-US")} non-ready snapshots (+${add} at ${load.perSecond}/s)`,
+        `${target.name}: ${size.toLocaleString("en-US")} ${o.shape} snapshots (+${add} at ${load.perSecond}/s)`,
       );
       points.push({ nonReady: size, load, ...(await measure(b, o.samples)) });
     }
@@ -127,11 +153,14 @@ export async function runDiscovery(
     const last = points[points.length - 1]!;
     return {
       backend: target.name,
+      shape: o.shape,
       ready: o.ready,
       points,
       claimRatio: Math.round((last.claim.p50 / first.claim.p50) * 100) / 100,
       findRatio: Math.round((last.find.p50 / first.find.p50) * 100) / 100,
-      loadedWith: target.bulkLoadHow ?? `saveSnapshot through the adapter, ${o.preloadConcurrency} in flight`,
+      loadedWith:
+        (o.shape === "non-ready" ? target.bulkLoadHow : undefined) ??
+        `saveSnapshot through the adapter, ${o.preloadConcurrency} in flight`,
     };
   } finally {
     await backend?.close().catch(() => undefined);

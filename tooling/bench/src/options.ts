@@ -18,7 +18,7 @@ export interface BenchOptions {
   workers: number;
   processes: number;
   batch: number;
-  /** Scenario 3: non-ready snapshots at each measuring point. */
+  /** Scenario 3: other snapshots (non-ready, future-dated, or in another queue) at each measuring point. */
   storeSizes: number[];
   storeSizesStandIn: number[];
   storeSizesDynamo: number[];
@@ -34,7 +34,7 @@ export interface BenchOptions {
 
 export const USAGE = `pnpm bench [options]      (from the repository root; or \`pnpm start\` in tooling/bench)
 
-  --quick                 small sizes for CI: 500 tasks, 1k/3k non-ready snapshots, few samples
+  --quick                 small sizes for CI: 500 tasks, 1k/3k other snapshots, few samples
   --backends LIST         of ${BACKEND_NAMES.join(",")} (default: all; ${Object.keys(BACKEND_ALIASES).join(",")} also accepted)
   --peers LIST            of ${PEER_NAMES.join(",")}, or none (default: all)
   --scenarios LIST        of ${SCENARIOS.join(",")} (default: all)
@@ -43,7 +43,8 @@ export const USAGE = `pnpm bench [options]      (from the repository root; or \`
   --workers W             concurrent workers in all (default 16)
   --processes P           worker processes the workers are spread over (default 2)
   --batch B               claimAvailableTasks limit; pg-boss batchSize (default 8)
-  --store-sizes LIST      scenario 3: non-ready snapshots at each point (default 10000,1000000)
+  --store-sizes LIST      scenario 3: other snapshots at each point, for each shape: non-ready, tasks
+                          scheduled in 2100, ready tasks in another queue (default 10000,1000000)
   --store-sizes-stand-in LIST   the same on mongo-java-server (default 10000,100000)
   --store-sizes-dynamodb LIST   the same on DynamoDB Local (default 10000,100000: it loads 1-1.5k snapshots/s here)
   --ready N               scenario 3: ready tasks present throughout (default 100)

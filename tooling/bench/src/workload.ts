@@ -1,5 +1,5 @@
 // The snapshots the scenarios store, and pre-loading them through the adapter.
-import type { PersistentBackend, WorkflowSnapshot } from "@sayiir/persistence-core";
+import type { PersistentBackend, TaskSchedule, WorkflowSnapshot } from "@sayiir/persistence-core";
 import { forEachConcurrent } from "./util.ts";
 
 export const DEFINITION_HASH = "bench-definition-v1";
@@ -13,13 +13,13 @@ export function readyId(prefix: string, i: number): string {
 }
 
 /** InProgress at TASK_ID, not completed: a ready task. Older updatedAt for smaller i. */
-export function readySnapshot(instanceId: string, i: number): WorkflowSnapshot {
+export function readySnapshot(instanceId: string, i: number, schedule: TaskSchedule = {}): WorkflowSnapshot {
   return {
     instanceId,
     definitionHash: DEFINITION_HASH,
     state: {
       kind: "InProgress",
-      position: { kind: "AtTask", taskId: TASK_ID },
+      position: { kind: "AtTask", taskId: TASK_ID, ...schedule },
       completedTasks: {},
       lastCompletedTaskId: null,
     },
@@ -62,6 +62,21 @@ export function nonReadySnapshot(instanceId: string, i: number): WorkflowSnapsho
         },
       };
   }
+}
+
+/** Far in the future (2100): a task scheduled there is never due while the bench runs. */
+const FAR_FUTURE = Date.UTC(2100, 0, 1);
+/** The queue the other-queue shape fills; the measured workers serve "default" only. */
+export const OTHER_QUEUE = "bench-other";
+
+/** A task that is ready in every respect but its time: AtTask with runAt in 2100 (a durable sleep). */
+export function futureSnapshot(instanceId: string, i: number): WorkflowSnapshot {
+  return readySnapshot(instanceId, i, { runAt: FAR_FUTURE + i });
+}
+
+/** A ready task in another queue than the one the measured worker serves. */
+export function otherQueueSnapshot(instanceId: string, i: number): WorkflowSnapshot {
+  return readySnapshot(instanceId, i, { queue: OTHER_QUEUE });
 }
 
 /** A snapshot of about `bytes` bytes: InProgress at step-2, with step-1's output holding the payload. */

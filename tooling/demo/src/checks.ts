@@ -106,6 +106,8 @@ export async function runChecks(input: ChecksInput): Promise<ChecksResult> {
   const commits = new Map<string, string[]>();
   const records = new Map<string, string[]>();
   const claims = new Map<string, { worker: string; token: number }[]>();
+  /** Claims handed back by failTasks (a retry): the next claim of the task is no takeover. */
+  const handedBack = new Set<string>();
   let refused = 0;
   let tasks = 0;
   let errors = 0;
@@ -122,6 +124,8 @@ export async function runChecks(input: ChecksInput): Promise<ChecksResult> {
       } else if (event.type === "claimed") {
         const k = key(event.instanceId, event.taskId);
         claims.set(k, [...(claims.get(k) ?? []), { worker, token: event.token }]);
+      } else if (event.type === "retrying") {
+        handedBack.add(`${key(event.instanceId, event.taskId)}\u0001${event.token}`);
       } else if (event.type === "lost") {
         refused++;
       } else if (event.type === "error") {
@@ -165,6 +169,7 @@ export async function runChecks(input: ChecksInput): Promise<ChecksResult> {
   for (const [k, list] of claims) {
     list.sort((a, b) => a.token - b.token);
     for (let i = 1; i < list.length; i++) {
+      if (handedBack.has(`${k}\u0001${list[i - 1]!.token}`)) continue;
       if (list[i]!.worker !== list[i - 1]!.worker) {
         takeovers++;
         takenOver.add(`${list[i - 1]!.worker}\u0001${k}`);
@@ -175,7 +180,12 @@ export async function runChecks(input: ChecksInput): Promise<ChecksResult> {
     const open = new Set<string>();
     for (const event of events.get(input.killed) ?? []) {
       if (event.type === "claimed") open.add(key(event.instanceId, event.taskId));
-      if (event.type === "committed" || event.type === "released" || event.type === "lost") {
+      if (
+        event.type === "committed" ||
+        event.type === "released" ||
+        event.type === "lost" ||
+        event.type === "retrying"
+      ) {
         open.delete(key(event.instanceId, event.taskId));
       }
     }

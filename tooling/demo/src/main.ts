@@ -2,7 +2,9 @@
  * `pnpm demo`: several worker processes share durable workflows; one is killed with SIGKILL
  * midway; its leases expire, the others take over, and every workflow still finishes exactly
  * once. Meanwhile a controller cancels one workflow, pauses and resumes another, and sends
- * approvals that a batch of workflows wait for (one never gets its approval and times out).
+ * approvals that a batch of workflows wait for (one never gets its approval and times out). And
+ * scheduling: a step retried with backoff, a durable sleep, a high-priority workflow that overtakes
+ * the backlog, and a second queue served only by a dedicated worker process.
  * SQLite (one file, no server) by default; any backend with --backend and --url.
  */
 import { type ChildProcess, fork } from "node:child_process";
@@ -22,8 +24,9 @@ import {
   taskCount,
   type WorkerEvent,
 } from "@sayiir/worker";
-import { runChecks } from "./checks.ts";
+import { readLog, runChecks } from "./checks.ts";
 import { Controller, createControlWorkflows } from "./control.ts";
+import { GPU_QUEUE, NAP_MS, schedulingChecks, schedulingWorkflows, startScheduling } from "./scheduling.ts";
 import { BACKENDS, DEMO_BACKENDS, serverUrls, storageOf } from "./store.ts";
 import { createView, type WorkerView } from "./view.ts";
 import type { WorkerMessage, WorkerProcessConfig } from "./worker-process.ts";
@@ -142,7 +145,7 @@ const inProcess = args["in-process"] || !admin.capabilities.durable;
 
 const workflows = demoWorkflows({ workMs });
 const { pipeline, fanout } = workflows;
-const definitions = Object.values(workflows);
+const definitions = [...Object.values(workflows), ...Object.values(schedulingWorkflows(workMs))];
 // The same tasks without the simulated work: computes the expected outputs at once.
 const instant = demoWorkflows({ workMs: [0, 0], slowWorkMs: [0, 0] });
 const expected = new Map<string, Uint8Array>();
@@ -167,6 +170,13 @@ const approvalCount = Math.min(12, Math.max(3, Math.round(workflowCount / 25)));
 const plan = await createControlWorkflows(admin, workflows, instant, runId, approvalCount);
 for (const [id, want] of plan.expected) expected.set(id, want);
 tasksTotal += plan.tasks;
+// Scheduling: the retried, napping and routed workflows, then (last) the urgent one.
+const routedCount = Math.min(8, Math.max(2, Math.round(workflowCount / 40)));
+const backlog = [...expected.keys()].filter((id) => !plan.expected.has(id));
+const scheduling = await startScheduling(admin, runId, backlog, routedCount);
+for (const [id, want] of scheduling.expected) expected.set(id, want);
+tasksTotal += scheduling.tasks;
+const GPU_WORKER = "worker-gpu";
 /** Every top-level workflow the run waits for: the expected ones and the one that gets cancelled. */
 const tracked = [...expected.keys(), plan.cancel.id];
 
@@ -182,7 +192,13 @@ console.log(
 console.log(
   `${workerCount} ${inProcess ? "in-process workers" : "worker processes"}, lease ${leaseMs} ms, ` +
     `${args["no-kill"] ? "no kill" : `one SIGKILLed at ${killAfterMs !== undefined ? `${killAfterMs} ms` : `${Math.round(killAt * 100)}% of tasks`}`}` +
-    `; logs in ${runDir}\n`,
+    `; logs in ${runDir}`,
+);
+console.log(
+  `Scheduling: ${scheduling.retry.slice(runId.length + 1)} fails twice and is retried with backoff, ` +
+    `${scheduling.nap.slice(runId.length + 1)} sleeps ${NAP_MS} ms durably, ${scheduling.urgent.slice(runId.length + 1)} ` +
+    `(priority 1) starts after the backlog, ${routedCount} routed workflows render in queue "${GPU_QUEUE}" ` +
+    `on the dedicated ${GPU_WORKER}\n`,
 );
 
 // --- workers --------------------------------------------------------------------------------
@@ -236,10 +252,16 @@ function onEvent(worker: Worker, event: WorkerEvent): void {
       );
       break;
     case "released":
+    case "retrying":
     case "lost":
       worker.open.delete(k);
-      // Released without a commit (its workflow was paused): claiming it again is no takeover.
-      if (event.type === "released" && claimHolders.get(k) === worker.id) claimHolders.delete(k);
+      // Released without a commit (its workflow was paused, or failTasks handed it back for a
+      // retry): claiming it again is no takeover.
+      if (event.type !== "lost" && claimHolders.get(k) === worker.id) claimHolders.delete(k);
+      if (event.type === "retrying")
+        view.log(
+          `  ⟳ ${worker.id}: ${event.instanceId} / ${event.taskId} failed (attempt ${event.attempt}), retry in ${Math.max(0, event.retryAt - Date.now())} ms`,
+        );
       if (event.type === "lost")
         view.log(
           `  ⨯ ${worker.id}: stale claim on ${event.instanceId} / ${event.taskId} refused (${event.during})`,
@@ -259,8 +281,8 @@ function onEvent(worker: Worker, event: WorkerEvent): void {
   worker.view.inFlight = worker.open.size;
 }
 
-function startWorker(index: number): Worker {
-  const id = `worker-${index}`;
+function startWorker(index: number, queues?: string[]): Worker {
+  const id = queues === undefined ? `worker-${index}` : GPU_WORKER;
   const logFile = join(runDir, `${id}.jsonl`);
   logs.set(id, logFile);
   const view: WorkerView = { id, committed: 0, inFlight: 0, takeovers: 0, status: "starting" };
@@ -272,6 +294,7 @@ function startWorker(index: number): Worker {
     batch,
     workMs,
     logFile,
+    ...(queues === undefined ? {} : { queues }),
   };
   if (inProcess) {
     const stop = new AbortController();
@@ -296,6 +319,7 @@ function startWorker(index: number): Worker {
         leaseMs,
         heartbeatMs: config.heartbeatMs,
         batch,
+        ...(queues === undefined ? {} : { queues }),
         signal: stop.signal,
         crash: crash.signal,
         onEvent: (event) => {
@@ -349,6 +373,8 @@ const controller: Controller = new Controller(admin, plan, view_log);
 await controller.start();
 const started = Date.now();
 for (let i = 0; i < workerCount; i++) workers.push(startWorker(i));
+// The dedicated worker of the second queue (never the one killed: nobody else serves its queue).
+workers.push(startWorker(workerCount, [GPU_QUEUE]));
 
 // --- watch, kill one, wait for the end -------------------------------------------------------
 const pending = new Set(tracked);
@@ -380,7 +406,7 @@ while (pending.size > 0) {
   if (shouldKill) {
     // The busiest running worker: it holds claims that must be taken over.
     const victim = workers
-      .filter((w) => w.view.status === "running")
+      .filter((w) => w.view.status === "running" && w.id !== GPU_WORKER)
       .sort((a, b) => b.open.size - a.open.size || a.id.localeCompare(b.id))[0];
     if (victim !== undefined) {
       killed = victim;
@@ -436,6 +462,9 @@ const { checks, figures } = await runChecks({
   wallMs,
   control: plan,
 });
+const loggedEvents = new Map([...logs].map(([worker, file]) => [worker, readLog(file)] as const));
+const scheduled = await schedulingChecks(admin, scheduling, loggedEvents, GPU_WORKER);
+checks.splice(checks.length - 1, 0, ...scheduled);
 if (timedOut)
   checks.unshift({ ok: false, text: `finished within ${timeoutMs} ms, never stalled for ${stallMs} ms` });
 if (!args["no-kill"] && killed === undefined) {

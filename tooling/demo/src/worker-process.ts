@@ -7,6 +7,7 @@
 import { appendFileSync } from "node:fs";
 import type { StoreConfig } from "@sayiir/backends";
 import { demoWorkflows, runWorker, type WorkerEvent } from "@sayiir/worker";
+import { schedulingWorkflows } from "./scheduling.ts";
 import { BACKENDS } from "./store.ts";
 
 export interface WorkerProcessConfig {
@@ -18,6 +19,8 @@ export interface WorkerProcessConfig {
   batch: number;
   workMs: [number, number];
   logFile: string;
+  /** The queues this worker serves (absent: the default queue). */
+  queues?: string[];
 }
 
 export type WorkerMessage = { type: "ready" } | { type: "event"; event: WorkerEvent } | { type: "stopped" };
@@ -38,7 +41,10 @@ process.on("message", (message: { type?: string }) => {
 process.on("disconnect", () => stop.abort());
 
 const backend = await BACKENDS[config.store.backend].open(config.store);
-const workflows = Object.values(demoWorkflows({ workMs: config.workMs }));
+const workflows = [
+  ...Object.values(demoWorkflows({ workMs: config.workMs })),
+  ...Object.values(schedulingWorkflows(config.workMs)),
+];
 send({ type: "ready" });
 await runWorker({
   backend,
@@ -47,6 +53,7 @@ await runWorker({
   leaseMs: config.leaseMs,
   heartbeatMs: config.heartbeatMs,
   batch: config.batch,
+  ...(config.queues === undefined ? {} : { queues: config.queues }),
   signal: stop.signal,
   onEvent: (event) => {
     appendFileSync(config.logFile, `${JSON.stringify({ ...event, t: Date.now() })}\n`);

@@ -36,6 +36,13 @@ async function expectDemoPasses(args: string[]): Promise<void> {
   expect(output).toMatch(/✓ paused \S+ did not advance while paused .* completed after resume/);
   expect(output).toMatch(/✓ \d+ approvals .* each consumed exactly once .* continued with its payload/);
   expect(output).toMatch(/✓ unanswered \S+ timed out and ran its timeout path/);
+  // Scheduling: retries with backoff, a durable sleep, a priority, a second queue.
+  expect(output).toMatch(/✓ retried \S+: charge failed on attempts 1 and 2 .* succeeded on attempt 3/);
+  expect(output).toMatch(/✓ durable sleep in \S+: "after" was first claimed \d+ ms after its runAt/);
+  expect(output).toMatch(/✓ high-priority \S+ \(priority 1\), started after a backlog of \d+ workflows/);
+  expect(output).toMatch(
+    /✓ queue "gpu": \d+ render tasks .* ran on the dedicated worker-gpu, none on a default worker/,
+  );
 }
 
 const namespace = () => `demo_${randomBytes(4).toString("hex")}`;

@@ -140,10 +140,12 @@ export function recordingBackend(
       return claim;
     },
     completeTasks: recordedCompletions(backend, workerId, log),
-    findAvailableTasks: (w, limit) => backend.findAvailableTasks(w, limit),
-    claimAvailableTasks: async (w, limit, ttl) => {
+    // The soak's workflows have no retries: failed runs are passed through unrecorded.
+    failTasks: (failures) => backend.failTasks(failures),
+    findAvailableTasks: (w, limit, options) => backend.findAvailableTasks(w, limit, options),
+    claimAvailableTasks: async (w, limit, ttl, options) => {
       const q = Date.now();
-      const tasks = await backend.claimAvailableTasks(w, limit, ttl);
+      const tasks = await backend.claimAvailableTasks(w, limit, ttl, options);
       const r = Date.now();
       for (const task of tasks) log(claimEvent(task.claim, q, r));
       return tasks;

@@ -6,9 +6,12 @@
 import { BACKEND_NAMES, BackendUnavailable, type Subject } from "@sayiir/backends";
 import type {
   AvailableTask,
+  CompletionOutcome,
   ControlRequest,
+  DiscoveryOptions,
   PersistentBackend,
   RenewedClaim,
+  TaskFailure,
   WorkflowSnapshot,
   WriteOptions,
 } from "@sayiir/persistence-core";
@@ -127,7 +130,8 @@ describe("differential fuzzing against the memory reference", () => {
     expect(ops.map((o) => o.op)).toContain("release");
   });
 
-  // The control and event operations are fuzzed too: a backend that gets one of them wrong is caught.
+  // The control, event and scheduling operations are fuzzed too: a backend that gets one of them
+  // wrong is caught.
   const sloppyControl: Array<[string, () => InMemoryBackend, Array<Op["op"]>]> = [
     [
       "a write past a wait that leaves its event pending",
@@ -160,8 +164,12 @@ describe("differential fuzzing against the memory reference", () => {
       "discovery that ignores timed-out waits",
       () =>
         new (class extends InMemoryBackend {
-          override async findAvailableTasks(w: string, limit: number): Promise<AvailableTask[]> {
-            return (await super.findAvailableTasks(w, limit)).filter((t) => t.timedOut !== true);
+          override async findAvailableTasks(
+            w: string,
+            limit: number,
+            options?: DiscoveryOptions,
+          ): Promise<AvailableTask[]> {
+            return (await super.findAvailableTasks(w, limit, options)).filter((t) => t.timedOut !== true);
           }
         })(),
       ["find"],
@@ -177,6 +185,44 @@ describe("differential fuzzing against the memory reference", () => {
           }
         })(),
       ["cancel"],
+    ],
+    // Scheduling (issue 16): retries, priorities and queues are fuzzed too.
+    [
+      "a retry handed out before its retryAt",
+      () =>
+        new (class extends InMemoryBackend {
+          override async failTasks(failures: readonly TaskFailure[]): Promise<CompletionOutcome[]> {
+            return super.failTasks(
+              failures.map((f) => ({ ...f, retryAt: f.retryAt === null ? null : 1_000 })),
+            );
+          }
+        })(),
+      ["fail", "work"],
+    ],
+    [
+      "discovery that serves every queue",
+      () =>
+        new (class extends InMemoryBackend {
+          override async findAvailableTasks(w: string, limit: number): Promise<AvailableTask[]> {
+            return super.findAvailableTasks(w, limit, { queues: ["default", "bulk:2"] });
+          }
+        })(),
+      ["find"],
+    ],
+    [
+      "discovery that ignores priorities",
+      () =>
+        new (class extends InMemoryBackend {
+          override async findAvailableTasks(
+            w: string,
+            limit: number,
+            options?: DiscoveryOptions,
+          ): Promise<AvailableTask[]> {
+            const all = await super.findAvailableTasks(w, 1000, options);
+            return all.sort((x, y) => (x.instanceId < y.instanceId ? -1 : 1)).slice(0, limit);
+          }
+        })(),
+      ["find"],
     ],
   ];
   for (const [what, make, culprits] of sloppyControl) {

@@ -13,6 +13,7 @@ import {
   childInstanceId,
   entryPosition,
   parseChildId,
+  stageSchedule,
   type TaskAction,
   taskIds,
   type WorkflowDefinition,
@@ -57,7 +58,12 @@ const branch: Handler<"branch"> = async (run, definition, action) => {
   const output = await callTask(() => branchFn(run.task.input, run.context));
   const snapshot = await loadForCommit(run);
   const done = markTaskCompleted(snapshot, run.task.taskId, output);
-  await commit(run, action, updatePosition(done, { kind: "AtTask", taskId: taskIds.notify(stage.id) }));
+  const notify = {
+    kind: "AtTask" as const,
+    taskId: taskIds.notify(stage.id),
+    ...stageSchedule(definition, stage),
+  };
+  await commit(run, action, updatePosition(done, notify));
 };
 
 /** A child's notify: record the branch output in the parent, then complete the child. */
@@ -127,5 +133,5 @@ function advance(
 ): WorkflowSnapshot {
   const next = definition.stages[index + 1];
   if (next === undefined) return markCompleted(snapshot, output, snapshot.updatedAt);
-  return updatePosition(snapshot, entryPosition(next, Date.now()), snapshot.updatedAt);
+  return updatePosition(snapshot, entryPosition(next, Date.now(), definition, index + 1), snapshot.updatedAt);
 }

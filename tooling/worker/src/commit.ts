@@ -96,6 +96,8 @@ export async function commit(run: TaskRun, action: TaskAction, snapshot: Workflo
   }
   worker.stats.committed++;
   const finished = snapshot.state.kind === "Completed";
+  const position = snapshot.state.kind === "InProgress" ? snapshot.state.position : undefined;
+  const runAt = position?.kind === "AtTask" ? position.runAt : undefined;
   worker.emit({
     type: "committed",
     workerId: worker.workerId,
@@ -108,6 +110,7 @@ export async function commit(run: TaskRun, action: TaskAction, snapshot: Workflo
     ms: Date.now() - run.started,
     ...(task.event !== undefined ? { event: task.event } : {}),
     ...(task.timedOut === true ? { timedOut: true } : {}),
+    ...(runAt !== undefined ? { runAt } : {}),
   });
 }
 

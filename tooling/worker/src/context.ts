@@ -13,6 +13,8 @@ export interface WorkerContext {
   readonly heartbeatMs: number;
   /** Tasks in flight at once. */
   readonly batch: number;
+  /** The queues served (undefined: the store's default). */
+  readonly queues: string[] | undefined;
   /** Longest idle sleep (ms). */
   readonly maxIdleMs: number;
   /** Compiled workflows by definition hash. */
@@ -35,7 +37,15 @@ export function workerContext(options: WorkerOptions): WorkerContext {
   const leaseMs = options.leaseMs ?? 1000;
   const compiled = new Map<string, CompiledWorkflow>();
   for (const definition of options.workflows) compiled.set(definition.hash, compileWorkflow(definition));
-  const stats: WorkerStats = { claimed: 0, committed: 0, lost: 0, paused: 0, failed: 0, errors: 0 };
+  const stats: WorkerStats = {
+    claimed: 0,
+    committed: 0,
+    lost: 0,
+    paused: 0,
+    failed: 0,
+    retried: 0,
+    errors: 0,
+  };
   const crashed = () => options.crash?.aborted === true;
   return {
     backend: options.backend,
@@ -43,6 +53,7 @@ export function workerContext(options: WorkerOptions): WorkerContext {
     leaseMs,
     heartbeatMs: options.heartbeatMs ?? Math.max(1, Math.floor(leaseMs / 3)),
     batch: options.batch ?? 4,
+    queues: options.queues,
     maxIdleMs: options.maxIdleMs ?? 200,
     compiled,
     stats,

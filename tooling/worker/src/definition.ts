@@ -7,7 +7,7 @@
  * a timeout task once the wait times out). Each stage's output is the next stage's input. The
  * definition is identified by its `hash`, which is the snapshot's `definitionHash`.
  */
-import type { EventRef, ExecutionPosition } from "@sayiir/persistence-core";
+import type { EventRef, ExecutionPosition, TaskSchedule } from "@sayiir/persistence-core";
 
 /** What a task function gets besides its input bytes. */
 export interface TaskContext {
@@ -19,6 +19,8 @@ export interface TaskContext {
    * cancelled), the workflow was paused (the heartbeat says so), or the worker crashes.
    */
   signal: AbortSignal;
+  /** Which run of the task this is: 1 on the first, n + 1 after n failed runs (failTasks, takeovers). */
+  attempt: number;
   /** The task after a wait: the event it runs on (its input is that event's payload). */
   event?: EventRef;
   /** The task after a wait: true when the wait timed out with no event. */
@@ -30,10 +32,40 @@ export interface TaskContext {
 export type TaskFn = (input: Uint8Array, context: TaskContext) => Uint8Array | Promise<Uint8Array>;
 export type JoinFn = (branchOutputs: Uint8Array[], context: TaskContext) => Uint8Array | Promise<Uint8Array>;
 
+/**
+ * Retries of a step whose function throws: up to `attempts` runs in all; after failed run n the
+ * task runs again at `backoffMs * 2^(n-1)` (capped at `maxBackoffMs`) from then, a durable
+ * schedule (failTasks with retryAt). After the last, the workflow fails.
+ */
+export interface RetryPolicy {
+  attempts: number;
+  backoffMs: number;
+  maxBackoffMs?: number;
+}
+
+/** How a stage's tasks are scheduled: priority 1 (first) .. 5 (last) and queue (see TaskSchedule). */
+export type StageSchedule = Pick<TaskSchedule, "priority" | "queue">;
+
+export interface StepOptions extends StageSchedule {
+  retry?: RetryPolicy;
+}
+
 export interface StepStage {
   kind: "step";
   id: string;
   run: TaskFn;
+  options?: StepOptions;
+}
+
+/**
+ * A durable sleep: the workflow moves to the next stage's first task with runAt = now + ms, so
+ * the store hands it out no earlier, whatever happens to the workers meanwhile. It runs no task
+ * of its own; it must be followed by a step or a fan-out.
+ */
+export interface SleepStage {
+  kind: "sleep";
+  id: string;
+  ms: number;
 }
 
 export interface FanOutStage {
@@ -58,11 +90,13 @@ export interface WaitStage {
   onTimeout: TaskFn;
 }
 
-export type Stage = StepStage | FanOutStage | WaitStage;
+export type Stage = StepStage | FanOutStage | WaitStage | SleepStage;
 
 export interface WorkflowDefinition {
   hash: string;
   stages: Stage[];
+  /** The schedule of every task of the workflow (a step's own options override it). */
+  schedule?: StageSchedule;
 }
 
 /** What the worker does for a task id (derived from the definition). */
@@ -79,8 +113,28 @@ export interface CompiledWorkflow {
   actions: Map<string, TaskAction>;
 }
 
-export function step(id: string, run: TaskFn): StepStage {
-  return { kind: "step", id, run };
+export function step(id: string, run: TaskFn, options?: StepOptions): StepStage {
+  const retry = options?.retry;
+  if (
+    retry !== undefined &&
+    !(Number.isSafeInteger(retry.attempts) && retry.attempts >= 1 && retry.backoffMs >= 0)
+  ) {
+    throw new TypeError(`step ${id}: retry needs attempts >= 1 and backoffMs >= 0`);
+  }
+  return options === undefined ? { kind: "step", id, run } : { kind: "step", id, run, options };
+}
+
+/** A durable sleep of `ms` before the next stage (see SleepStage). */
+export function sleep(id: string, ms: number): SleepStage {
+  if (!(Number.isSafeInteger(ms) && ms >= 0))
+    throw new TypeError(`sleep ${id}: ms must be a non-negative integer`);
+  return { kind: "sleep", id, ms };
+}
+
+/** When failed run `attempt` (1-based) of a step may run again, from `now`. */
+export function retryAt(policy: RetryPolicy, attempt: number, now: number): number {
+  const backoff = policy.backoffMs * 2 ** Math.max(0, attempt - 1);
+  return now + Math.min(policy.maxBackoffMs ?? Number.POSITIVE_INFINITY, backoff);
 }
 
 export function fanOut(id: string, branches: TaskFn[], join: JoinFn): FanOutStage {
@@ -105,9 +159,15 @@ export function waitForEvent(
   return { kind: "waitForEvent", id, eventName, timeoutMs, run, onTimeout };
 }
 
-export function defineWorkflow(hash: string, stages: Stage[]): WorkflowDefinition {
+export function defineWorkflow(hash: string, stages: Stage[], schedule?: StageSchedule): WorkflowDefinition {
   if (stages.length === 0) throw new TypeError(`workflow ${hash}: at least one stage`);
   const ids = new Set<string>();
+  stages.forEach((stage, index) => {
+    const next = stages[index + 1];
+    if (stage.kind === "sleep" && next?.kind !== "step" && next?.kind !== "fanOut") {
+      throw new TypeError(`workflow ${hash}: sleep ${stage.id} must be followed by a step or a fan-out`);
+    }
+  });
   for (const stage of stages) {
     if (stage.id === "" || /[#:]/.test(stage.id)) {
       throw new TypeError(
@@ -120,7 +180,7 @@ export function defineWorkflow(hash: string, stages: Stage[]): WorkflowDefinitio
       throw new TypeError(`workflow ${hash}: fan-out ${stage.id} needs at least one branch`);
     }
   }
-  return { hash, stages };
+  return schedule === undefined ? { hash, stages } : { hash, stages, schedule };
 }
 
 // Task ids. Steps use their stage id; fan-out stage S uses "S:spawn" and "S:join" on the parent
@@ -150,30 +210,61 @@ export function parseChildId(
 
 /** The task id a workflow starts at. */
 export function firstTaskId(definition: WorkflowDefinition): string {
-  return stageEntryTaskId(definition.stages[0]!);
+  return stageEntryTaskId(definition.stages.find((stage) => stage.kind !== "sleep")!);
 }
 
 export function stageEntryTaskId(stage: Stage): string {
   return stage.kind === "fanOut" ? taskIds.spawn(stage.id) : stage.id;
 }
 
+/** The priority and queue of a stage's tasks: the step's own, else the workflow's (absent fields stay absent). */
+export function stageSchedule(
+  definition: WorkflowDefinition | undefined,
+  stage: Stage | undefined,
+): StageSchedule {
+  const own = stage?.kind === "step" ? stage.options : undefined;
+  const priority = own?.priority ?? definition?.schedule?.priority;
+  const queue = own?.queue ?? definition?.schedule?.queue;
+  return { ...(priority === undefined ? {} : { priority }), ...(queue === undefined ? {} : { queue }) };
+}
+
 /**
  * The position a workflow takes when it reaches `stage` at `now`: its first task, or for a wait
- * the AwaitingEvent position whose timeout counts from now.
+ * the AwaitingEvent position whose timeout counts from now; with the stage's priority and queue.
+ * A sleep: the next stage's first task with runAt = now + ms (pass `definition` and the index of
+ * the stage: `entryPosition(definition.stages[i], now, definition, i)`).
  */
-export function entryPosition(stage: Stage, now: number): ExecutionPosition {
-  if (stage.kind !== "waitForEvent") return { kind: "AtTask", taskId: stageEntryTaskId(stage) };
+export function entryPosition(
+  stage: Stage,
+  now: number,
+  definition?: WorkflowDefinition,
+  index?: number,
+): ExecutionPosition {
+  if (stage.kind === "sleep") {
+    const next = index === undefined ? undefined : definition?.stages[index + 1];
+    if (next === undefined || next.kind === "sleep" || next.kind === "waitForEvent") {
+      throw new TypeError(`sleep ${stage.id}: entryPosition needs the definition and the stage's index`);
+    }
+    return {
+      ...entryPosition(next, now, definition, index! + 1),
+      runAt: now + stage.ms,
+    } as ExecutionPosition;
+  }
+  const schedule = stageSchedule(definition, stage);
+  if (stage.kind !== "waitForEvent") return { kind: "AtTask", taskId: stageEntryTaskId(stage), ...schedule };
   return {
     kind: "AwaitingEvent",
     eventName: stage.eventName,
     nextTaskId: stage.id,
     timeoutAt: stage.timeoutMs === null ? null : now + stage.timeoutMs,
+    ...schedule,
   };
 }
 
 export function compileWorkflow(definition: WorkflowDefinition): CompiledWorkflow {
   const actions = new Map<string, TaskAction>();
   definition.stages.forEach((stage, index) => {
+    if (stage.kind === "sleep") return; // no task: the next stage's first task waits for its runAt
     if (stage.kind === "step") {
       actions.set(stage.id, { kind: "step", stage: index });
     } else if (stage.kind === "waitForEvent") {
@@ -208,9 +299,16 @@ export async function evaluate(
   const signal = new AbortController().signal;
   let current = input;
   for (const stage of definition.stages) {
-    const context = { instanceId: "(evaluate)", taskId: stage.id, workerId: "(evaluate)", signal };
+    const context = {
+      instanceId: "(evaluate)",
+      taskId: stage.id,
+      workerId: "(evaluate)",
+      signal,
+      attempt: 1,
+    };
+    if (stage.kind === "sleep") continue;
     if (stage.kind === "step") {
-      current = await stage.run(current, context);
+      current = await evaluateStep(stage, current, context);
     } else if (stage.kind === "waitForEvent") {
       const payload = events[stage.eventName] ?? null;
       const waited = { ...context, stageInput: current };
@@ -227,12 +325,24 @@ export async function evaluate(
   return current;
 }
 
+/** A step with its retries: runs 1.. up to the policy's attempts until one succeeds (the last error is thrown). */
+async function evaluateStep(stage: StepStage, input: Uint8Array, context: TaskContext): Promise<Uint8Array> {
+  const attempts = stage.options?.retry?.attempts ?? 1;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await stage.run(input, { ...context, attempt });
+    } catch (error) {
+      if (attempt >= attempts) throw error;
+    }
+  }
+}
+
 /** Number of tasks a workflow runs (parent and children, system tasks included). */
 export function taskCount(definition: WorkflowDefinition): number {
   let count = 0;
   for (const stage of definition.stages) {
-    // spawn + join on the parent, branch + notify on each child
-    count += stage.kind === "fanOut" ? 2 + 2 * stage.branches.length : 1;
+    // spawn + join on the parent, branch + notify on each child; a sleep runs no task
+    count += stage.kind === "fanOut" ? 2 + 2 * stage.branches.length : stage.kind === "sleep" ? 0 : 1;
   }
   return count;
 }

@@ -45,7 +45,8 @@ export async function startWorkflow(
   const fresh = createSnapshot(instanceId, definition.hash, { initialInput: input });
   const first = definition.stages[0];
   if (first === undefined) throw new TypeError(`workflow ${definition.hash} has no stage`);
-  await backend.saveSnapshot(updatePosition(fresh, entryPosition(first, fresh.createdAt), fresh.createdAt));
+  const position = entryPosition(first, fresh.createdAt, definition, 0);
+  await backend.saveSnapshot(updatePosition(fresh, position, fresh.createdAt));
 }
 
 /**

@@ -10,7 +10,29 @@ export type PausedDuring = "heartbeat" | "load" | "commit";
 
 /** Everything the loop reports, in order, synchronously (write it to a log, count it, forward it). */
 export type WorkerEvent =
-  | { type: "claimed"; workerId: string; instanceId: string; taskId: string; token: number; at: number }
+  | {
+      type: "claimed";
+      workerId: string;
+      instanceId: string;
+      taskId: string;
+      token: number;
+      at: number;
+      /** Which run of the task (1 first; n + 1 after n failed runs or takeovers). */
+      attempt: number;
+      priority: number;
+      queue: string;
+    }
+  | {
+      /** The task function threw and its step retries: failTasks recorded the run; it runs again at retryAt. */
+      type: "retrying";
+      workerId: string;
+      instanceId: string;
+      taskId: string;
+      token: number;
+      attempt: number;
+      retryAt: number;
+      error: string;
+    }
   | {
       type: "committed";
       workerId: string;
@@ -27,6 +49,8 @@ export type WorkerEvent =
       event?: EventRef;
       /** The task after a wait: it ran because the wait timed out. */
       timedOut?: boolean;
+      /** The next task was written with this runAt (a durable sleep): no claim of it before then. */
+      runAt?: number;
     }
   | {
       type: "branch-recorded";
@@ -86,6 +110,8 @@ export interface WorkerOptions {
   heartbeatMs?: number;
   /** Tasks in flight at once (claimed in batches of the free slots). Default 4. */
   batch?: number;
+  /** The queues this worker serves (claimAvailableTasks { queues }). Default: the store's default, ["default"]. */
+  queues?: string[];
   /** Longest idle sleep when nothing is ready (ms); the sleep doubles from 5 ms up to this. Default 200. */
   maxIdleMs?: number;
   /** Stop claiming, let the tasks in flight finish, then resolve. */
@@ -105,5 +131,7 @@ export interface WorkerStats {
   /** Tasks stopped because their workflow was paused (released, to run again after resume). */
   paused: number;
   failed: number;
+  /** Failed runs of a retrying step handed back with a retry time (failTasks). */
+  retried: number;
   errors: number;
 }

@@ -17,6 +17,8 @@ import { sleep } from "./context.ts";
 import {
   type FanOutStage,
   parseChildId,
+  type StageSchedule,
+  stageSchedule,
   type TaskAction,
   taskIds,
   type WorkflowDefinition,
@@ -58,7 +60,11 @@ export async function ensureChild(
     }
     run.checkpoint();
     const fresh = createSnapshot(childId, hash, { initialInput: run.task.input });
-    const position: ExecutionPosition = { kind: "AtTask", taskId: taskIds.branch(stage.id, branch) };
+    const position: ExecutionPosition = {
+      kind: "AtTask",
+      taskId: taskIds.branch(stage.id, branch),
+      ...stageSchedule(run.worker.compiled.get(hash)?.definition, stage),
+    };
     await backend.saveSnapshot(updatePosition(fresh, position, fresh.createdAt), { claim });
     run.worker.emit({ type: "child-created", workerId, instanceId: childId, token: claim.token });
   } finally {
@@ -82,6 +88,7 @@ function branchStep(
   stage: FanOutStage,
   branch: number,
   result: BranchResult,
+  schedule: StageSchedule = {},
 ): BranchStep {
   if (isFinished(parent.state)) return { kind: "already" };
   const state = parent.state as Extract<WorkflowSnapshot["state"], { kind: "InProgress" | "Paused" }>;
@@ -99,7 +106,7 @@ function branchStep(
   const completedBranches = [...position.completedBranches, branchTaskId];
   const joinReady = completedBranches.length === stage.branches.length;
   const nextPosition: ExecutionPosition = joinReady
-    ? { kind: "AtTask", taskId: taskIds.join(stage.id) }
+    ? { kind: "AtTask", taskId: taskIds.join(stage.id), ...schedule }
     : { kind: "AtJoin", joinId: stage.id, completedBranches };
   // Keep lastCompletedTaskId: branch outputs are read by the join, not chained.
   const completedTasks = {
@@ -140,7 +147,9 @@ export async function recordBranch(
     let retry = false;
     try {
       run.checkpoint();
-      const step = branchStep(await backend.loadSnapshot(parentId), stage, branch, result);
+      const parent = await backend.loadSnapshot(parentId);
+      const schedule = stageSchedule(run.worker.compiled.get(parent.definitionHash)?.definition, stage);
+      const step = branchStep(parent, stage, branch, result, schedule);
       if (step.kind === "retry") retry = true;
       else if (step.kind === "already") {
         run.worker.emit({ type: "branch-already-recorded", workerId, parentId, branchTaskId });

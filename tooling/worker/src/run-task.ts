@@ -4,7 +4,7 @@
 import { type ClaimedTask, ClaimLostError, NotFoundError } from "@sayiir/persistence-core";
 import { runAction } from "./actions.ts";
 import { errorText, type WorkerContext } from "./context.ts";
-import type { TaskAction, WorkflowDefinition } from "./definition.ts";
+import { type RetryPolicy, retryAt, type TaskAction, type WorkflowDefinition } from "./definition.ts";
 import { failWorkflow } from "./fan-out.ts";
 import { startHeartbeat } from "./heartbeat.ts";
 import { InputMismatch, TaskAborted, TaskFunctionError, TaskRun } from "./task-run.ts";
@@ -93,7 +93,12 @@ async function handleFailure(
     return true; // released: the task is retried, hopefully with its right input
   }
   const text = errorText(error);
-  if (error instanceof TaskFunctionError) return failTask(run, definition, action, text);
+  if (error instanceof TaskFunctionError) {
+    const stage = definition.stages[action.stage];
+    const retry = action.kind === "step" && stage?.kind === "step" ? stage.options?.retry : undefined;
+    if (retry !== undefined && task.attempt < retry.attempts) return retryTask(run, retry, text);
+    return failTask(run, definition, action, text);
+  }
   // A backend problem: leave the claim to expire so that another attempt happens later.
   worker.emit({ type: "error", workerId, instanceId, taskId, error: text });
   return false;
@@ -128,6 +133,50 @@ async function failTask(
   worker.stats.failed++;
   worker.emit({ type: "failed", workerId, instanceId, taskId, error: text });
   return true;
+}
+
+/**
+ * The task function threw and its step has attempts left: failTasks records the run and hands the
+ * task back with a retry time (a durable backoff: the store holds it until then). failTasks
+ * releases the claim, so there is nothing to release; resolves false.
+ */
+async function retryTask(run: TaskRun, policy: RetryPolicy, text: string): Promise<boolean> {
+  const { worker, task } = run;
+  const { workerId } = worker;
+  const { instanceId, taskId } = task;
+  const when = retryAt(policy, task.attempt, Date.now());
+  let outcome: Error | null | undefined;
+  try {
+    run.checkpoint();
+    [outcome] = await worker.backend.failTasks([{ claim: task.claim, error: text, retryAt: when }]);
+  } catch (error) {
+    if (run.signal.aborted) return false;
+    // A backend problem: the claim expires and the task runs again (a takeover counts as an attempt).
+    worker.emit({ type: "error", workerId, instanceId, taskId, error: `failTasks: ${errorText(error)}` });
+    return false;
+  }
+  if (outcome instanceof ClaimLostError) {
+    run.lost("commit");
+    worker.stats.lost++;
+    worker.emit({ type: "lost", workerId, instanceId, taskId, token: task.claim.token, during: "commit" });
+    return false;
+  }
+  if (outcome !== null && outcome !== undefined) {
+    worker.emit({ type: "error", workerId, instanceId, taskId, error: `failTasks: ${errorText(outcome)}` });
+    return false;
+  }
+  worker.stats.retried++;
+  worker.emit({
+    type: "retrying",
+    workerId,
+    instanceId,
+    taskId,
+    token: task.claim.token,
+    attempt: task.attempt,
+    retryAt: when,
+    error: text,
+  });
+  return false;
 }
 
 /** releaseTaskClaim; a claim that is already gone is fine, other failures are reported. */

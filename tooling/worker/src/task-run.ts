@@ -40,7 +40,13 @@ export class TaskRun {
   /** What the task function gets besides its input (and, after a wait, its event or timeout). */
   get context(): TaskContext {
     const { instanceId, taskId, event, timedOut } = this.task;
-    const context: TaskContext = { instanceId, taskId, workerId: this.worker.workerId, signal: this.signal };
+    const context: TaskContext = {
+      instanceId,
+      taskId,
+      workerId: this.worker.workerId,
+      signal: this.signal,
+      attempt: this.task.attempt ?? 1,
+    };
     if (event !== undefined) context.event = event;
     if (timedOut === true) context.timedOut = true;
     return context;

@@ -51,7 +51,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerStats> {
 /** claimAvailableTasks for the free slots; a failure is reported and claims nothing. */
 async function claimBatch(worker: WorkerContext, free: number): Promise<ClaimedTask[]> {
   try {
-    return await worker.backend.claimAvailableTasks(worker.workerId, free, worker.leaseMs);
+    const options = worker.queues === undefined ? undefined : { queues: worker.queues };
+    return await worker.backend.claimAvailableTasks(worker.workerId, free, worker.leaseMs, options);
   } catch (error) {
     worker.emit({
       type: "error",
@@ -72,6 +73,9 @@ function start(worker: WorkerContext, task: ClaimedTask, inFlight: Set<Promise<v
     taskId: task.taskId,
     token: task.claim.token,
     at: task.claim.claimedAt,
+    attempt: task.attempt,
+    priority: task.priority,
+    queue: task.queue,
   });
   const run = runTask(worker, task).finally(() => inFlight.delete(run));
   inFlight.add(run);

@@ -5,6 +5,8 @@ import {
   completedTasksOf,
   isFinished,
   readyTaskId,
+  scheduleOf,
+  type TaskAttempts,
   type TaskResult,
   type WorkflowSnapshot,
 } from "../snapshot.js";
@@ -43,13 +45,21 @@ export interface StoredSnapshot {
   lastCompletedTaskId: string | null;
   /** The completed tasks' outputs, stored as records of their own (InProgress, Paused, Cancelled). */
   results: TaskResult[];
+  /**
+   * The schedule of the ready or awaited task (defaults filled in): `runAt` (null: at once; a
+   * future one belongs in the timer index), `priority` and `queue`. A task whose attempts say
+   * `retryAt` is not ready before it (null: held, in no index).
+   */
+  schedule: { runAt: number | null; priority: number; queue: string };
+  /** The attempts per task, stored beside the header (failTasks updates them without a header write). */
+  attempts: Array<{ taskId: string } & TaskAttempts>;
   createdAt: number;
   updatedAt: number;
 }
 
 /** Splits a snapshot into its stored fields. Pure; the snapshot is not changed. */
 export function toStoredSnapshot(snapshot: WorkflowSnapshot): StoredSnapshot {
-  const { initialInput, ...rest } = snapshot;
+  const { initialInput, attempts: _attempts, ...rest } = snapshot;
   const state = snapshot.state;
   const inProgress = state.kind === "InProgress";
   const awaited = awaitedTaskId(snapshot);
@@ -70,6 +80,11 @@ export function toStoredSnapshot(snapshot: WorkflowSnapshot): StoredSnapshot {
     lastCompletedTaskId:
       state.kind === "InProgress" || state.kind === "Paused" ? state.lastCompletedTaskId : null,
     results: Object.values(completedTasksOf(state) ?? {}),
+    schedule:
+      state.kind === "InProgress" || state.kind === "Paused"
+        ? scheduleOf(state.position)
+        : { runAt: null, priority: 3, queue: "default" },
+    attempts: Object.entries(snapshot.attempts ?? {}).map(([taskId, a]) => ({ taskId, ...a })),
     createdAt: snapshot.createdAt,
     updatedAt: snapshot.updatedAt,
   };
@@ -85,6 +100,8 @@ export interface StoredParts {
   lastCompletedTaskId: string | null;
   /** The stored updatedAt when the adapter keeps it beside the header (saveTaskResult moves it). */
   updatedAt?: number;
+  /** The attempts stored beside the header (none: empty or absent). */
+  attempts?: Iterable<{ taskId: string } & TaskAttempts>;
 }
 
 /**
@@ -97,9 +114,18 @@ export function fromStoredParts(parts: StoredParts): WorkflowSnapshot {
     results: parts.results,
     lastCompletedTaskId: parts.lastCompletedTaskId,
     ...(parts.updatedAt === undefined ? {} : { updatedAt: parts.updatedAt }),
+    ...(parts.attempts === undefined ? {} : { attempts: attemptsRecord(parts.attempts) }),
   });
   if (parts.initialInput !== null && parts.initialInput !== undefined) {
     snapshot.initialInput = toBytes(parts.initialInput);
   }
   return snapshot;
+}
+
+function attemptsRecord(rows: Iterable<{ taskId: string } & TaskAttempts>): Record<string, TaskAttempts> {
+  const out: Record<string, TaskAttempts> = {};
+  for (const { taskId, ...a } of rows) {
+    Object.defineProperty(out, taskId, { value: a, enumerable: true, writable: true, configurable: true });
+  }
+  return out;
 }

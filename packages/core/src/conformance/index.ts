@@ -10,6 +10,7 @@ import { errorsGroup } from "./groups/errors.js";
 import { eventsGroup } from "./groups/events.js";
 import { expiryGroup } from "./groups/expiry.js";
 import { fencingGroup } from "./groups/fencing.js";
+import { schedulingGroup } from "./groups/scheduling.js";
 import { sizesGroup } from "./groups/sizes.js";
 import { snapshotsGroup } from "./groups/snapshots.js";
 import { taskResultsGroup } from "./groups/task-results.js";
@@ -50,6 +51,7 @@ export {
   eventsGroup,
   expiryGroup,
   fencingGroup,
+  schedulingGroup,
   sizesGroup,
   snapshotsGroup,
   taskResultsGroup,
@@ -67,6 +69,7 @@ export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) 
   completion: completionGroup,
   control: controlGroup,
   events: eventsGroup,
+  scheduling: schedulingGroup,
   discovery: discoveryGroup,
   validation: validationGroup,
   errors: errorsGroup,

@@ -18,6 +18,8 @@ export interface ConformanceSubject {
 export interface SubjectOptions {
   /** When set, the backend must be configured with this maximum payload size. */
   maxPayloadBytes?: number;
+  /** When set, the backend must be configured with this priority ageing (BaseBackendOptions.agingMs). */
+  agingMs?: number;
 }
 
 export interface ConformanceOptions {
@@ -42,6 +44,7 @@ export const GROUP_NAMES = [
   "completion",
   "control",
   "events",
+  "scheduling",
   "discovery",
   "validation",
   "errors",

@@ -40,9 +40,7 @@ for i = 1, #claims, 200 do
 end
 apply()
 call('HDEL', key, ${L.positionTask}, ${L.lastCompletedTaskId})
-call('ZREM', KEYS[2], id)
-call('ZREM', KEYS[3], id)
-call('ZREM', KEYS[4], id)
+unindex(base_of(key, id), key, id)
 call('DEL', KEYS[5], KEYS[6])
 return OK
 `;

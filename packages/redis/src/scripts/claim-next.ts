@@ -6,14 +6,15 @@ export const CLAIM_NEXT = `--[[ claimNext (claimAvailableTasks)
   KEYS[1] the request record "{P:K}:q:<request id>", K = the first shard walked
   ARGV[1] "{P:"   ARGV[2] limit   ARGV[3] worker id   ARGV[4] ttl ms ('' = never expires)
   ARGV[5] request id (hex, one per call)   ARGV[6] request record ttl (ms)
-  ARGV[7..] the shards to walk
-  Claims the oldest unclaimed ready tasks of those shards in one step: pops them from the ready
-  sets (ZPOPMIN takes exactly the picks of each shard, the first entries of its ready set) and
-  puts them in the lease sets. Per task 3 commands on the instance hash: its fields read, the
+  ARGV[7] n = how many queues   ARGV[8..7+n] the queues served   ARGV[8+n..] the shards to walk
+  Claims the first unclaimed ready tasks (by score = readyAt + offset, then id) of those queues
+  in those shards in one step: pops them from the ready sets (ZPOPMIN takes exactly the picks of
+  each set, its first entries) and puts them in the lease sets. A pick whose task's last claim
+  expired (a takeover) counts one more run in the task's attempts (same write as the claim). Per task 3 commands on the instance hash: its fields read, the
   task's claim (and output, and the input when it is an output) read, the claim written. A wait
   (no AtTask position) costs a few more: its fields, its event's order member and payload.
-  Returns {json, input, input, ...}: json = a flat array of strings, 7 per task (id, taskId,
-  score, definitionHash, token, claimedAt, expiresAt), oldest first, then 2 per task that ran a
+  Returns {json, input, input, ...}: json = a flat array of strings, 10 per task (id, taskId,
+  score, definitionHash, token, claimedAt, expiresAt, attempt, priority, queue), first first, then 2 per task that ran a
   wait (its place in the reply from 1, its wake as in peek: 't' or "<seq><event name>"); then the
   inputs in the task order as bulk strings (bytes). Idempotent per request id: what a run claimed is recorded in the
   request record (shard, id, taskId joined by NUL, which ids cannot hold; it expires), and a
@@ -23,13 +24,14 @@ export const CLAIM_NEXT = `--[[ claimNext (claimAvailableTasks)
 ${PRELUDE}${WALK}
 local now_ms, now_us = clock()
 local pre, limit, worker, ttl, req = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local shards = shard_list(7)
+local queues, shards = queues_and_shards(7)
 local meta_out, inputs, wakes = {}, {}, {}
 local nm = 0
-local function emit(id, task, score, def, input, tok, at, exp, wake)
+local function emit(id, task, score, def, input, tok, at, exp, wake, attempt, priority, queue)
   meta_out[nm + 1] = id; meta_out[nm + 2] = task; meta_out[nm + 3] = score; meta_out[nm + 4] = def or ''
   meta_out[nm + 5] = tok; meta_out[nm + 6] = at; meta_out[nm + 7] = exp
-  nm = nm + 7
+  meta_out[nm + 8] = attempt; meta_out[nm + 9] = priority; meta_out[nm + 10] = queue
+  nm = nm + 10
   inputs[#inputs + 1] = input
   if wake and wake ~= '' then wakes[#wakes + 1] = fmt(#inputs); wakes[#wakes + 1] = wake end
 end
@@ -53,7 +55,8 @@ if req ~= '' then
       if own_retry(c, req, worker, now_ms) then
         local ready, score, waiting, member = readiness(base, key, id, now_ms)
         local input, def, wake = offer(base, key, id, waiting and ready == task, member)
-        emit(id, task, score or '0', def, input, c.token, c.at, c.exp, wake)
+        local attempt, priority, queue = schedule_out(key, task)
+        emit(id, task, score or '0', def, input, c.token, c.at, c.exp, wake, attempt, priority, queue)
       end
     end
     return reply()
@@ -81,32 +84,33 @@ for round = 1, 8 do
   local want = limit - claimed
   -- Up to \`want\` of the oldest entries of the shards' ready sets, popped from them.
   local picks = {}
-  if #shards == 1 then
+  if #shards == 1 and #queues == 1 then
     local s = shards[1]
     local base = pre .. s .. ${L.tagEnd}
     if round == 1 then
       expire_leases(base, now_ms)
-      promote_timers(base, now_ms, want)
+      promote_timers(base, queues, now_ms)
     end
-    local page = call('ZPOPMIN', base .. ${L.ready}, want)
+    local page = call('ZPOPMIN', ready_of(base, queues[1]), want)
     for i = 1, #page, 2 do picks[#picks + 1] = { s = s, id = page[i], score = page[i + 1] } end
   else
-    picks = oldest(pre, shards, want, now_ms)
+    picks = oldest(pre, shards, queues, want, now_ms)
     local counts = {}
-    for _, p in ipairs(picks) do counts[p.s] = (counts[p.s] or 0) + 1 end
-    for s, n in pairs(counts) do call('ZPOPMIN', pre .. s .. ${L.tagEnd} .. ${L.ready}, n) end
+    for _, p in ipairs(picks) do counts[p.k] = (counts[p.k] or 0) + 1 end
+    for k, n in pairs(counts) do call('ZPOPMIN', k, n) end
   end
   if #picks == 0 then break end
   -- Each pick is claimed if its task is ready and unclaimed, else put where it belongs.
   for _, p in ipairs(picks) do
     local id = p.id
     local key = pre .. p.s .. ${L.tagEnd} .. ${L.instance} .. id
-    local m = call('HMGET', key, ${L.finished}, ${L.positionTaskId}, ${L.lastCompletedTaskId}, ${L.initialInput}, ${L.definitionHash})
+    local m = call('HMGET', key, ${L.finished}, ${L.positionTaskId}, ${L.lastCompletedTaskId}, ${L.initialInput}, ${L.definitionHash}, ${L.priority}, ${L.queue})
     local task = m[2]
-    -- The task's claim, the input when it is an output, and the task's own output (there is
-    -- none while the index is in step: the check keeps a stray entry from being claimed).
-    local v = task and call('HMGET', key, ${L.claim} .. task, ${L.result} .. (m[3] or ''), ${L.result} .. task)
+    -- The task's claim, the input when it is an output, the task's own output (there is none
+    -- while the index is in step: the check keeps a stray entry from being claimed), its attempts.
+    local v = task and call('HMGET', key, ${L.claim} .. task, ${L.result} .. (m[3] or ''), ${L.result} .. task, ${L.attempts} .. task)
     local raw = v and v[1]
+    local att = v and v[4]
     local input, wake
     if m[1] == '0' and task and not v[3] then
       input = m[3] and v[2]
@@ -114,8 +118,10 @@ for round = 1, 8 do
     elseif m[1] == '0' and not task then
       -- No AtTask position: a wait, ready with its event pending or timed out (else out of step).
       task, raw, input, wake = wait_pick(pre .. p.s .. ${L.tagEnd}, key, id)
+      if task then att = call('HGET', key, ${L.attempts} .. task) end
     end
-    if input and not is_live(parse_claim(raw), now_ms) then
+    local prev = input and parse_claim(raw)
+    if input and not is_live(prev, now_ms) then
       local floor = floors[p.s]
       if floor == nil then
         floor = floor_of(pre .. p.s .. ${L.tagEnd} .. ${L.floor})
@@ -126,8 +132,14 @@ for round = 1, 8 do
       local tok = last_token(raw) + 1
       if floor + 1 > tok then tok = floor + 1 end
       if tok > now_us then tok_s = fmt(tok) end
-      call('HSET', key, ${L.claim} .. task, tok_s .. tail)
-      emit(id, task, p.score, m[5], input, tok_s, at_s, exp, wake)
+      if prev then
+        -- A takeover: the last claim expired without a result, one more run counts.
+        att = bump(att)
+        call('HSET', key, ${L.claim} .. task, tok_s .. tail, ${L.attempts} .. task, att)
+      else
+        call('HSET', key, ${L.claim} .. task, tok_s .. tail)
+      end
+      emit(id, task, p.score, m[5], input, tok_s, at_s, exp, wake, attempt_of(att), m[6] or '3', m[7] or 'default')
       local lease = leases[p.s]
       if lease == nil then
         lease = {}

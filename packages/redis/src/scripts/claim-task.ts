@@ -7,6 +7,8 @@ export const CLAIM_TASK = `--[[ claimTask
   KEYS[4] its lease set
   ARGV[1] task id   ARGV[2] worker id   ARGV[3] ttl ms ('' = never expires)
   ARGV[4] instance id   ARGV[5] request id (hex, one per call)
+  A takeover here does not count a run in the task's attempts (claim-next's does): the fencing
+  conformance group requires a takeover by claimTask to leave the snapshot as it was.
   Returns nil when a live claim exists, else {token, claimedAt, expiresAt}. Idempotent per
   request id: run again (its first reply lost), it returns the claim its first run made.
 ]]

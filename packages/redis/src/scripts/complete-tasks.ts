@@ -11,7 +11,7 @@ export const COMPLETE_TASKS = `--[[ completeTasks
   max(old, now), index) and the release of that claim: it becomes a tombstone
   "token|request id". A refused completion writes nothing. Per completion 2 commands on the
   instance hash (one read, one write); per shard 2 (its finished tasks leave both index sets at
-  once). Repeat-safe per request id: run a second time (its first reply lost, the command sent
+  once; those of one queue's ready set too). Repeat-safe per request id: run a second time (its first reply lost, the command sent
   again), a completion whose claim is gone but whose tombstone is this call's own answers OK
   again, not FENCE_REJECTED.
   Returns one digit per completion: OK, SNAPSHOT_NOT_FOUND, FENCE_REJECTED (unless the live
@@ -22,12 +22,21 @@ local pre, req = ARGV[1], ARGV[2]
 local items = cjson.decode(ARGV[3])
 local now_ms = clock()
 local out, gone = {}, {}
+-- Ids to take out of a set (ready sets of queues, lease sets), by key.
+local function drop(k, id)
+  local ids = gone[k]
+  if ids == nil then
+    ids = {}
+    gone[k] = ids
+  end
+  ids[#ids + 1] = id
+end
 for k = 1, #items / 4 do
   local j = 4 * k - 3
   local s, id, task, tok = items[j], items[j + 1], items[j + 2], items[j + 3]
   local key = pre .. s .. ${L.tagEnd} .. ${L.instance} .. id
   local cfield = ${L.claim} .. task
-  local m = call('HMGET', key, ${L.finished}, ${L.updatedAt}, ${L.positionTaskId}, cfield)
+  local m = call('HMGET', key, ${L.finished}, ${L.updatedAt}, ${L.positionTaskId}, cfield, ${L.queue})
   local code = OK
   if not m[1] then
     code = SNAPSHOT_NOT_FOUND
@@ -47,12 +56,9 @@ for k = 1, #items / 4 do
       call('HSET', key, ${L.result} .. task, ARGV[3 + k], ${L.lastCompletedTaskId}, task, ${L.updatedAt}, fmt(u), cfield, tomb)
       if m[3] == task then
         -- Its position task has a result now: the instance is in neither index set.
-        local ids = gone[s]
-        if ids == nil then
-          ids = {}
-          gone[s] = ids
-        end
-        ids[#ids + 1] = id
+        local base = pre .. s .. ${L.tagEnd}
+        drop(base .. ${L.leased}, id)
+        drop(ready_of(base, m[5]), id)
       else
         reindex(pre .. s .. ${L.tagEnd}, key, id, now_ms)
       end
@@ -60,10 +66,6 @@ for k = 1, #items / 4 do
   end
   out[k] = code
 end
-for s, ids in pairs(gone) do
-  local base = pre .. s .. ${L.tagEnd}
-  call_chunked('ZREM', base .. ${L.leased}, ids)
-  call_chunked('ZREM', base .. ${L.ready}, ids)
-end
+for k, ids in pairs(gone) do call_chunked('ZREM', k, ids) end
 return table.concat(out)
 `;

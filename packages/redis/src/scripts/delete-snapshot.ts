@@ -3,7 +3,7 @@ import { PRELUDE } from "./lua.js";
 
 /** deleteSnapshot: the instance, its outputs, claims and events, out of every index. */
 export const DELETE_SNAPSHOT = `--[[ deleteSnapshot
-  KEYS[1] the instance hash   KEYS[2] the shard's ready set   KEYS[3] its ids set
+  KEYS[1] the instance hash   KEYS[2] the shard's ready set (the instance's queue's is built in Lua)   KEYS[3] its ids set
   KEYS[4] its token floor     KEYS[5] its lease set   KEYS[6] its timer set
   KEYS[7] the instance's events hash   KEYS[8] the instance's event order
   ARGV[1] instance id
@@ -28,10 +28,8 @@ for i = 1, #claims, 200 do
   end
 end
 call('SET', KEYS[4], fmt(hi))
+unindex(base_of(key, ARGV[1]), key, ARGV[1])
 call('DEL', key, KEYS[7], KEYS[8])
-call('ZREM', KEYS[2], ARGV[1])
 call('ZREM', KEYS[3], ARGV[1])
-call('ZREM', KEYS[5], ARGV[1])
-call('ZREM', KEYS[6], ARGV[1])
 return OK
 `;

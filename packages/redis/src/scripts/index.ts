@@ -5,6 +5,7 @@ import { CLAIM_TASK } from "./claim-task.js";
 import { COMPLETE_TASKS } from "./complete-tasks.js";
 import { DELETE_SNAPSHOT } from "./delete-snapshot.js";
 import { EXTEND_CLAIM } from "./extend-claim.js";
+import { FAIL_TASKS } from "./fail-tasks.js";
 import { LOAD_EVENTS } from "./load-events.js";
 import { LOAD_HEADER } from "./load-header.js";
 import { LOAD_SNAPSHOT } from "./load-snapshot.js";
@@ -31,7 +32,7 @@ export { Code, type CodeName, type CodeSubject, refusal } from "./codes.js";
  * An instance is one hash (see layout.ts): the snapshot fields, its task outputs ("r:" .. task)
  * and its claims ("c:" .. task), so finishing a task writes one hash, and neither claiming nor
  * finishing creates a key. Its pending events are two keys of their own (payloads, order).
- * Re-indexing an instance (the PRELUDE's place) may also touch its shard's timer set and read
+ * Re-indexing an instance (the PRELUDE's place) may also touch its queue's timer set and read
  * its event order: keys built from the shard's base inside Lua, in the same slot.
  *
  * The hot path (claim-next, completion) is written for few Redis commands per task: the Redis
@@ -52,6 +53,7 @@ export const SCRIPTS = {
   claimNext: { numberOfKeys: 1, lua: CLAIM_NEXT },
   shardInputs: { numberOfKeys: 1, lua: SHARD_INPUTS },
   completeTasks: { numberOfKeys: 1, lua: COMPLETE_TASKS },
+  failTasks: { numberOfKeys: 1, lua: FAIL_TASKS },
   storeRecord: { numberOfKeys: 1, lua: STORE_RECORD },
   loadHeader: { numberOfKeys: 1, lua: LOAD_HEADER },
   cancelWorkflow: { numberOfKeys: 6, lua: CANCEL_WORKFLOW },

@@ -95,50 +95,98 @@ local function wait_readiness(base, key, id, name, task, timeout, updated, now_m
   if tonumber(timeout) <= now_ms then return task, timeout, false end
   return nil, timeout
 end
--- What an instance could run now, claims aside: its task and ready-index score, whether it is a
--- wait (its timer entry is kept in step too) and, for a wait, the event member it carries (false:
--- it timed out). Only InProgress instances have a position task (p) or a wait (w).
-local function readiness(base, key, id, now_ms)
-  local v = call('HMGET', key, ${L.finished}, ${L.positionTaskId}, ${L.updatedAt}, ${L.awaitedEvent}, ${L.awaitedTask}, ${L.timeoutAt})
-  if v[1] ~= '0' then return nil end
-  if v[2] then
-    if call('HEXISTS', key, ${L.result} .. v[2]) == 1 then return nil end
-    return v[2], v[3]
-  end
-  if not v[4] then return nil end
-  local task, score, member = wait_readiness(base, key, id, v[4], v[5], v[6], v[3], now_ms)
-  return task, score, true, member
+-- The ready set of queue \`q\` of a shard (nil: "default", whose set is the shard's ${L.ready}).
+local function ready_of(base, q)
+  if not q or q == 'default' then return base .. ${L.ready} end
+  return base .. ${L.queueReady} .. q
 end
--- Keeps the instance in step with its shard's indexes, given its readiness: in the ready set
--- (score) when its task holds no live claim, in the lease set (score = claim expiry, +inf
--- without ttl) when it does, in neither when it has no ready task. A wait whose timeout is still
--- to come is in the timer set (score = timeoutAt), any other wait out of it (other instances
--- never enter it).
-local function place(base, key, id, task, score, waiting, now_ms)
-  if waiting then
-    if not task and score then call('ZADD', base .. ${L.timers}, score, id)
-    else call('ZREM', base .. ${L.timers}, id) end
+-- The timer set of queue \`q\` of a shard (nil: "default", whose set is the shard's ${L.timers}).
+local function timers_of(base, q)
+  if not q or q == 'default' then return base .. ${L.timers} end
+  return base .. ${L.queueTimers} .. q
+end
+-- A task with a due field (${L.due}: runAt or retryAt, or 'h' = held) that would be ready at
+-- \`at\`: (task, readyAt) when due by now, (nil, due) when not yet (its timer's score), nil when held.
+local function due_readiness(task, due, at, now_ms)
+  if not due then return task, at end
+  if due == 'h' then return nil end
+  if tonumber(due) > now_ms then return nil, due end
+  return task, due
+end
+-- What an instance could run now, claims aside: its task and readyAt, whether it is a wait, for
+-- a wait the event member it carries (false: it timed out), and its schedule {q = queue (nil:
+-- default), z = ready-set offset, timed = it may be in the timer set}. Only InProgress instances
+-- have a position task (p) or a wait (w).
+local function readiness(base, key, id, now_ms)
+  local v = call('HMGET', key, ${L.finished}, ${L.positionTaskId}, ${L.updatedAt}, ${L.awaitedEvent}, ${L.awaitedTask}, ${L.timeoutAt}, ${L.queue}, ${L.offset}, ${L.due})
+  local sched = { q = v[7], z = tonumber(v[8] or '0'), timed = v[9] ~= nil or v[6] ~= nil }
+  if v[1] ~= '0' then return nil, nil, false, nil, sched end
+  if v[2] then
+    if call('HEXISTS', key, ${L.result} .. v[2]) == 1 then return nil, nil, false, nil, sched end
+    local task, at = due_readiness(v[2], v[9], v[3], now_ms)
+    return task, at, false, nil, sched
   end
+  if not v[4] then return nil, nil, false, nil, sched end
+  local task, score, member = wait_readiness(base, key, id, v[4], v[5], v[6], v[3], now_ms)
+  if task then task, score = due_readiness(task, v[9], score, now_ms) end
+  return task, score, true, member, sched
+end
+-- Keeps the instance in step with its shard's indexes, given its readiness: in its queue's ready
+-- set (score = readyAt + offset) when its task holds no live claim, in the lease set (score =
+-- claim expiry, +inf without ttl) when it does, in neither when it has no ready task. An instance
+-- that will be ready at a known time (a wait's timeout, a runAt, a retryAt) is in the timer set
+-- (score = that time); other timed ones (sched.timed) out of it; the rest never enter it.
+local function place(base, key, id, task, score, waiting, now_ms, sched)
+  if waiting or sched.timed then
+    if not task and score then call('ZADD', timers_of(base, sched.q), score, id)
+    else call('ZREM', timers_of(base, sched.q), id) end
+  end
+  local ready = ready_of(base, sched.q)
   if not task then
-    call('ZREM', base .. ${L.ready}, id)
+    call('ZREM', ready, id)
     call('ZREM', base .. ${L.leased}, id)
     return
   end
   local c = parse_claim(call('HGET', key, ${L.claim} .. task))
   if is_live(c, now_ms) then
-    call('ZREM', base .. ${L.ready}, id)
+    call('ZREM', ready, id)
     local lease = '+inf'
     if c.exp ~= '' then lease = c.exp end
     call('ZADD', base .. ${L.leased}, lease, id)
   else
     call('ZREM', base .. ${L.leased}, id)
-    call('ZADD', base .. ${L.ready}, score, id)
+    if sched.z ~= 0 then score = fmt(tonumber(score) + sched.z) end
+    call('ZADD', ready, score, id)
   end
 end
 -- place, with the readiness read from the instance.
 local function reindex(base, key, id, now_ms)
-  local task, score, waiting = readiness(base, key, id, now_ms)
-  place(base, key, id, task, score, waiting, now_ms)
+  local task, score, waiting, _, sched = readiness(base, key, id, now_ms)
+  place(base, key, id, task, score, waiting, now_ms, sched)
+end
+-- An instance out of every index of its shard (its queue's ready and timer sets, the lease set).
+local function unindex(base, key, id)
+  local q = call('HGET', key, ${L.queue})
+  call('ZREM', ready_of(base, q), id)
+  call('ZREM', base .. ${L.leased}, id)
+  call('ZREM', timers_of(base, q), id)
+end
+-- Attempts "count|lastFailedAt|retryAt|error" (lastFailedAt '' = null; retryAt '' = absent,
+-- 'n' = null; error '' = null, else '=' .. text): the attempt number of the next run, and the
+-- value after one more run that ended without a result (a takeover: the rest stays).
+local function attempt_of(a)
+  if not a then return '1' end
+  return fmt(tonumber(string.match(a, '^(%d+)')) + 1)
+end
+local function bump(a)
+  if not a then return '1|||' end
+  local n, rest = string.match(a, '^(%d+)(|.*)$')
+  return fmt(tonumber(n) + 1) .. rest
+end
+-- Attempt, priority and queue of a ready task, as reply strings.
+local function schedule_out(key, task)
+  local v = call('HMGET', key, ${L.attempts} .. task, ${L.priority}, ${L.queue})
+  return attempt_of(v[1]), v[2] or '3', v[3] or 'default'
 end
 -- Leases that expired by now go back to the ready set (each expiry is handled once).
 local function expire_leases(base, now_ms)
@@ -147,15 +195,21 @@ local function expire_leases(base, now_ms)
     reindex(base, base .. ${L.instance} .. id, id, now_ms)
   end
 end
--- Up to \`limit\` timers that came due by now (the oldest timeoutAt first) leave the timer set
--- for the ready set, score = timeoutAt (or for the lease set when their task holds a live claim;
--- an entry out of step with its instance just leaves).
-local function promote_timers(base, now_ms, limit)
-  local due = call('ZRANGEBYSCORE', base .. ${L.timers}, '-inf', now_ms, 'LIMIT', 0, limit)
-  if #due == 0 then return end
-  call_chunked('ZREM', base .. ${L.timers}, due)
-  for _, id in ipairs(due) do
-    reindex(base, base .. ${L.instance} .. id, id, now_ms)
+-- Every timer of the queues served that came due by now leaves its queue's timer set for its
+-- ready set, score = that time + offset (or for the lease set when its task holds a live claim;
+-- an entry out of step with its instance just leaves). All of them, not a page: a due entry's
+-- ready score (due + offset) may beat any entry already ready, whatever its priority, so the
+-- ready set reads in effective-time order only once none is left behind. Each entry moves once.
+local function promote_timers(base, queues, now_ms)
+  for _, q in ipairs(queues) do
+    local k = timers_of(base, q)
+    local due = call('ZRANGEBYSCORE', k, '-inf', now_ms)
+    if #due > 0 then
+      call_chunked('ZREM', k, due)
+      for _, id in ipairs(due) do
+        reindex(base, base .. ${L.instance} .. id, id, now_ms)
+      end
+    end
   end
 end
 -- Input of the ready task: last completed output, else the initial input, else empty bytes.
@@ -194,12 +248,12 @@ end
 
 /*
  * Shard walk of peek and claim-next over one or several shards. Each shard's expired leases go
- * back to its ready set first, and its timers that came due (up to `limit`) join it; then the
+ * back to its ready set first, and the due timers of the queues served join theirs; then the
  * oldest entries of the ready sets are merged by
  * (updatedAt, instance id in byte order), which is the order of ZRANGE inside one shard, so the
  * picks of one shard are always the first entries of its ready set. An instance whose ready task
  * holds a live claim is in the lease set, not in the ready set, so nothing is walked past:
- * O(log n + limit + expired + due timers) per shard. Lua's "<" on strings follows the server's locale
+ * O(log n + limit + expired + due timers of the queues served) per shard. Lua's "<" on strings follows the server's locale
  * (strcoll), hence the explicit byte comparison (only reached on equal updatedAt).
  */
 export const WALK = `
@@ -212,19 +266,23 @@ local function bytes_less(a, b)
   end
   return #a < #b
 end
--- Up to \`limit\` picks {s = shard, id = id, score = score string}, oldest first.
-local function oldest(pre, shards, limit, now_ms)
+-- Up to \`limit\` picks {s = shard, k = ready set, id = id, score = score string}, first by
+-- (score, id) first, over the ready sets of \`queues\` in \`shards\`.
+local function oldest(pre, shards, queues, limit, now_ms)
   local heads = {}
-  for k, s in ipairs(shards) do
+  for _, s in ipairs(shards) do
     local base = shard_base(pre, s)
     expire_leases(base, now_ms)
-    promote_timers(base, now_ms, limit)
-    heads[k] = { s = s, page = call('ZRANGE', base .. ${L.ready}, 0, limit - 1, 'WITHSCORES'), i = 1 }
+    promote_timers(base, queues, now_ms)
+    for _, q in ipairs(queues) do
+      local k = ready_of(base, q)
+      heads[#heads + 1] = { s = s, k = k, page = call('ZRANGE', k, 0, limit - 1, 'WITHSCORES'), i = 1 }
+    end
   end
   local picks = {}
   if #heads == 1 then
-    local page = heads[1].page
-    for i = 1, #page, 2 do picks[#picks + 1] = { s = heads[1].s, id = page[i], score = page[i + 1] } end
+    local h = heads[1]
+    for i = 1, #h.page, 2 do picks[#picks + 1] = { s = h.s, k = h.k, id = h.page[i], score = h.page[i + 1] } end
     return picks
   end
   while #picks < limit do
@@ -239,15 +297,17 @@ local function oldest(pre, shards, limit, now_ms)
       end
     end
     if best == nil then break end
-    picks[#picks + 1] = { s = best.s, id = best.page[best.i], score = best.page[best.i + 1] }
+    picks[#picks + 1] = { s = best.s, k = best.k, id = best.page[best.i], score = best.page[best.i + 1] }
     best.i = best.i + 2
   end
   return picks
 end
-local function shard_list(from)
-  local shards = {}
-  for i = from, #ARGV do shards[#shards + 1] = ARGV[i] end
-  return shards
+-- ARGV[from] = n, ARGV[from + 1 .. from + n] = the queues served, ARGV[from + n + 1 ..] = the shards.
+local function queues_and_shards(from)
+  local n, queues, shards = tonumber(ARGV[from]), {}, {}
+  for i = from + 1, from + n do queues[#queues + 1] = ARGV[i] end
+  for i = from + n + 1, #ARGV do shards[#shards + 1] = ARGV[i] end
+  return queues, shards
 end
 local function split_nul(s)
   local parts, start = {}, 1

@@ -14,8 +14,6 @@ ${PRELUDE}${CONTROL}
 local state = as_read()
 if state then return state end
 apply()
-call('ZREM', KEYS[2], id)
-call('ZREM', KEYS[3], id)
-call('ZREM', KEYS[4], id)
+unindex(base_of(key, id), key, id)
 return OK
 `;

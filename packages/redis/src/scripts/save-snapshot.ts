@@ -4,7 +4,7 @@ import { PRELUDE } from "./lua.js";
 /** saveSnapshot: the snapshot's fields and outputs, replaced in one step (consuming an event if asked). */
 export const SAVE_SNAPSHOT = `--[[ saveSnapshot
   KEYS[1] the instance hash   KEYS[2] the shard's ready set   KEYS[3] its ids set
-  KEYS[4] its lease set       KEYS[5] its timer set   KEYS[6] the instance's events hash
+  KEYS[4] its lease set       KEYS[5] its timer set of queue "default" (the instance's queue's is built in Lua)   KEYS[6] the instance's events hash
   KEYS[7] the instance's event order
   ARGV[1] instance id         ARGV[2] header (toStoredSnapshot's: no outputs, no initial input)
   ARGV[3] finished ('1'/'0')  ARGV[4] definitionHash
@@ -16,13 +16,17 @@ export const SAVE_SNAPSHOT = `--[[ saveSnapshot
   ARGV[15] awaited event ('' = not awaiting)   ARGV[16] awaited task   ARGV[17] timeoutAt ('' = none)
   ARGV[18] name of the event consumed ('' = none)   ARGV[19] its sequence
   ARGV[20] request id (hex, one per call; with an event consumed)
-  ARGV[21..] ("r:" .. task id, output) pairs
-  Replaces every field of the snapshot and every output; the claims stay. The consumed event is
+  ARGV[21] queue ('' = default)   ARGV[22] priority ('' = 3)   ARGV[23] ready-set offset ('' = 0)
+  ARGV[24] due: the later of the position's runAt and its task's retryAt, 'h' = held ('' = none)
+  ARGV[25] the position's runAt ('' = none; failTasks reads it)
+  ARGV[26..] ("r:" .. task id, output) and ("a:" .. task id, attempts) pairs
+  Replaces every field of the snapshot, every output and every task's attempts; the claims stay. The consumed event is
   deleted with the write, which records "sequence|request id" (so a second run of the same call,
   its first reply lost, answers OK instead of EVENT_NOT_PENDING); a finished write (Completed,
-  Failed, Cancelled) drops every pending event. Index: the ready task in the ready (or lease) set; a wait in the ready set when an
-  event of its name is pending or its timeout has passed, else in the timer set when it has a
-  timeout; anything else (paused, finished) in no set.
+  Failed, Cancelled) drops every pending event. Index: the ready task in its queue's ready (or
+  the lease) set, or in its queue's timer set while its due time is to come (none while held); a wait
+  in the ready set when an event of its name is pending or its timeout has passed, else in the
+  timer set when it has a timeout; anything else (paused, finished) in no set.
   Returns OK, FENCE_REJECTED (the fence is not the live claim), CANNOT_REOPEN (a finished
   workflow would go back to InProgress), CANCELLED_IS_FINAL (a cancelled one would become
   anything but Cancelled, a finished Completed or Failed included), PAUSED_CANNOT_MOVE (a paused
@@ -33,7 +37,7 @@ ${PRELUDE}
 local now_ms = clock()
 local key, id = KEYS[1], ARGV[1]
 if not fence_ok(key, ARGV[11], ARGV[12], now_ms) then return FENCE_REJECTED end
-local m = call('HMGET', key, ${L.finished}, ${L.status}, ${L.timeoutAt})
+local m = call('HMGET', key, ${L.finished}, ${L.status}, ${L.timeoutAt}, ${L.due}, ${L.queue})
 if ARGV[3] == '0' and m[1] == '1' then return CANNOT_REOPEN end
 if m[2] == 'Cancelled' and ARGV[13] ~= 'Cancelled' then return CANCELLED_IS_FINAL end
 if m[2] == 'Paused' and ARGV[13] ~= 'Paused' and ARGV[13] ~= 'Cancelled' then return PAUSED_CANNOT_MOVE end
@@ -53,7 +57,8 @@ end
 call_chunked('HDEL', key, old)
 local fields = { ${L.header}, ARGV[2], ${L.finished}, ARGV[3], ${L.definitionHash}, ARGV[4], ${L.updatedAt}, ARGV[8], ${L.status}, ARGV[13] }
 local optional = { ${L.positionTaskId}, ARGV[5], ${L.lastCompletedTaskId}, ARGV[6], ${L.positionTask}, ARGV[14],
-  ${L.awaitedEvent}, ARGV[15], ${L.awaitedTask}, ARGV[16], ${L.timeoutAt}, ARGV[17] }
+  ${L.awaitedEvent}, ARGV[15], ${L.awaitedTask}, ARGV[16], ${L.timeoutAt}, ARGV[17],
+  ${L.queue}, ARGV[21], ${L.priority}, ARGV[22], ${L.offset}, ARGV[23], ${L.due}, ARGV[24], ${L.runAt}, ARGV[25] }
 for i = 1, #optional, 2 do
   if optional[i + 1] ~= '' then fields[#fields + 1] = optional[i]; fields[#fields + 1] = optional[i + 1] end
 end
@@ -61,7 +66,7 @@ if ARGV[9] == '1' then fields[#fields + 1] = ${L.initialInput}; fields[#fields +
 if consumed then fields[#fields + 1] = ${L.consumed}; fields[#fields + 1] = ARGV[19] .. '|' .. ARGV[20] end
 call('HSET', key, unpack(fields))
 local n = #ARGV
-for i = 21, n, 200 do
+for i = 26, n, 200 do
   local last = i + 199
   if last > n then last = n end
   call('HSET', key, unpack(ARGV, i, last))
@@ -73,17 +78,29 @@ elseif consumed then
   call('ZREM', KEYS[7], consumed)
   call('HDEL', KEYS[6], member_seq(consumed, ARGV[18]))
 end
+local due = ARGV[24]
+if due == '' then due = nil end
+local q = ARGV[21]
+if q == '' then q = nil end
+local sched = { q = q, z = tonumber(ARGV[23] == '' and '0' or ARGV[23]), timed = due ~= nil or ARGV[17] ~= '' }
+-- It moved to another queue: out of the old queue's ready and timer sets.
+if (m[5] or 'default') ~= (q or 'default') then
+  call('ZREM', ready_of(base, m[5]), id)
+  call('ZREM', timers_of(base, m[5]), id)
+end
 if ARGV[7] ~= '' then
-  place(base, key, id, ARGV[7], ARGV[8], false, now_ms)
+  local task, at = due_readiness(ARGV[7], due, ARGV[8], now_ms)
+  place(base, key, id, task, at, false, now_ms, sched)
 elseif ARGV[15] ~= '' then
   local timeout = ARGV[17]
   if timeout == '' then timeout = nil end
   local task, score = wait_readiness(base, key, id, ARGV[15], ARGV[16], timeout, ARGV[8], now_ms)
-  place(base, key, id, task, score, true, now_ms)
+  if task then task, score = due_readiness(task, due, score, now_ms) end
+  place(base, key, id, task, score, true, now_ms, sched)
 else
-  place(base, key, id, nil, nil, false, now_ms)
+  place(base, key, id, nil, nil, false, now_ms, sched)
 end
--- It was a wait with a timeout (so maybe in the timer set) and is none now.
-if m[3] and ARGV[15] == '' then call('ZREM', KEYS[5], id) end
+-- It was timed (a wait with a timeout, a due time: maybe in the timer set) and is not now.
+if (m[3] or m[4]) and not sched.timed then call('ZREM', timers_of(base, q), id) end
 return OK
 `;

@@ -6,7 +6,7 @@ export const SHARD_INPUTS = `--[[ shardInputs (findAvailableTasks on a cluster, 
   KEYS[1] the shard's ready set (routing only)
   ARGV[1] the shard's base "{P:K}:"   ARGV[2..] instance ids
   Returns, for each id still ready and unclaimed, flat {id, taskId, definitionHash, input, wake,
-  ...} (wake as in peek).
+  attempt, priority, queue, ...} (wake as in peek).
 ]]
 ${PRELUDE}
 local now_ms = clock()
@@ -18,7 +18,8 @@ for i = 2, #ARGV do
   local task, _, waiting, member = readiness(base, key, id, now_ms)
   if task and not is_live(parse_claim(call('HGET', key, ${L.claim} .. task)), now_ms) then
     local input, def, wake = offer(base, key, id, waiting, member)
-    for _, v in ipairs({ id, task, def, input, wake }) do out[#out + 1] = v end
+    local attempt, priority, queue = schedule_out(key, task)
+    for _, v in ipairs({ id, task, def, input, wake, attempt, priority, queue }) do out[#out + 1] = v end
   end
 end
 return out

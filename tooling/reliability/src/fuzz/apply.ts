@@ -1,11 +1,11 @@
 // Runs one fuzzed operation on one lane and returns a plain, comparable outcome (a result or an
 // error code), normalised by the lane.
-import type { TaskClaim, WriteOptions } from "@sayiir/persistence-core";
+import type { DiscoveryOptions, TaskClaim, WriteOptions } from "@sayiir/persistence-core";
 import { isPersistenceError } from "@sayiir/persistence-core";
 import { comparable } from "@sayiir/persistence-core/conformance";
 import { type Lane, normTimes } from "./lane.ts";
-import { EVENTS, INSTANCES, type Inst, type Op, WORKERS } from "./ops.ts";
-import { buildSnapshot, outBytes, taskId } from "./snapshots.ts";
+import { EVENTS, INSTANCES, type Inst, type Op, QUEUES, type QueueSel, WORKERS } from "./ops.ts";
+import { buildSnapshot, outBytes, retryAtOf, taskId } from "./snapshots.ts";
 
 const HOUR = 3_600_000;
 
@@ -15,6 +15,12 @@ export function normError(error: unknown): unknown {
     error: "UNTYPED",
     detail: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
   };
+}
+
+/** The discovery options of a fuzzed find or claim-next: none (the default queue), one queue, or both. */
+function discovery(queues: QueueSel): DiscoveryOptions | undefined {
+  if (queues === "omit") return undefined;
+  return { queues: queues === "both" ? [...QUEUES].reverse() : [QUEUES[queues]] };
 }
 
 const byInstanceThenTask = <T extends { instanceId: string; taskId: string }>(x: T, y: T): number =>
@@ -73,9 +79,16 @@ async function applyCore(lane: Lane, op: Op): Promise<unknown> {
     case "extend":
       return lane.normClaim(await b.extendTaskClaim(id(op.inst), taskId(op.task), WORKERS[op.worker], HOUR));
     case "find":
-      return (await b.findAvailableTasks(WORKERS[op.worker], op.limit)).map((t) => lane.normTask(t));
+      return (await b.findAvailableTasks(WORKERS[op.worker], op.limit, discovery(op.queues))).map((t) =>
+        lane.normTask(t),
+      );
     case "claimNext": {
-      const tasks = await b.claimAvailableTasks(WORKERS[op.worker], op.limit, op.ttl ? HOUR : null);
+      const tasks = await b.claimAvailableTasks(
+        WORKERS[op.worker],
+        op.limit,
+        op.ttl ? HOUR : null,
+        discovery(op.queues),
+      );
       return [...tasks]
         .sort(byInstanceThenTask)
         .map((t) => ({ ...lane.normTask(t), claim: lane.normClaim(t.claim) }));
@@ -85,6 +98,16 @@ async function applyCore(lane: Lane, op: Op): Promise<unknown> {
         op.items.map((item) => ({
           claim: lane.completionClaim(item.inst, taskId(item.task), item.fence, WORKERS[item.worker]),
           output: outBytes(item.out, 4),
+        })),
+      );
+      return outcomes.map((o) => (o === null ? "ok" : normError(o)));
+    }
+    case "fail": {
+      const outcomes = await b.failTasks(
+        op.items.map((item, i) => ({
+          claim: lane.completionClaim(item.inst, taskId(item.task), item.fence, WORKERS[item.worker]),
+          error: `boom ${item.error}`,
+          retryAt: retryAtOf(item.retry, i),
         })),
       );
       return outcomes.map((o) => (o === null ? "ok" : normError(o)));
@@ -130,9 +153,19 @@ async function applyControl(lane: Lane, op: Op): Promise<unknown> {
 
 /** Claim-next of one task, then the fenced save that moves its workflow on (and consumes its event). */
 async function work(lane: Lane, op: Extract<Op, { op: "work" }>): Promise<unknown> {
-  const [task] = await lane.backend.claimAvailableTasks(WORKERS[op.worker], 1, op.ttl ? HOUR : null);
+  const [task] = await lane.backend.claimAvailableTasks(
+    WORKERS[op.worker],
+    1,
+    op.ttl ? HOUR : null,
+    discovery(op.queues),
+  );
   if (task === undefined) return { claimed: null };
   const claimed = { ...lane.normTask(task), claim: lane.normClaim(task.claim) };
+  if (op.fails !== "no") {
+    const retryAt = retryAtOf(op.fails, 7);
+    const [outcome] = await lane.backend.failTasks([{ claim: task.claim, error: "worker failed", retryAt }]);
+    return { claimed, failed: outcome === null || outcome === undefined ? "ok" : normError(outcome) };
+  }
   const inst = lane.inst(task.instanceId);
   if (inst === undefined) return { claimed, saved: "not an instance of this run" };
   const consumeEvent =

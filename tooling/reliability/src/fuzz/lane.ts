@@ -4,7 +4,7 @@
 //   order it first appears (per lane), and each backend's tokens must strictly increase per
 //   (instance, task), its event sequences per instance;
 // - claimedAt/expiresAt/sentAt are compared as "t"/null; a snapshot's updatedAt, pausedAt and
-//   cancelledAt are "now" when the store's clock set them (pause, resume, cancel, a result on a
+//   cancelledAt (and an attempt's lastFailedAt) are "now" when the store's clock set them (pause, resume, cancel, a result on a
 //   workflow stamped so), and exact otherwise (the fuzzer's own values are in 2100 or long ago).
 import type {
   AvailableTask,
@@ -197,6 +197,9 @@ export class Lane {
               sequence: this.eventLabel(task.instanceId, task.event.sequence),
             },
       timedOut: task.timedOut === true,
+      attempt: task.attempt,
+      priority: task.priority,
+      queue: task.queue,
     };
   }
 
@@ -212,14 +215,14 @@ export class Lane {
 
 export const bytes = (b: Uint8Array): unknown => (b instanceof Uint8Array ? Array.from(b) : { notBytes: b });
 
+/** The snapshot fields a store's clock may set (an attempt's lastFailedAt is set by failTasks). */
+const CLOCK_KEYS = new Set(["updatedAt", "pausedAt", "cancelledAt", "lastFailedAt"]);
+
 /** A loaded snapshot's comparable form with clock-set timestamps as "now". */
 export function normTimes(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(normTimes);
   if (value === null || typeof value !== "object") return value;
   return Object.fromEntries(
-    Object.entries(value).map(([k, v]) => [
-      k,
-      (k === "updatedAt" || k === "pausedAt" || k === "cancelledAt") && isClockTime(v) ? "now" : normTimes(v),
-    ]),
+    Object.entries(value).map(([k, v]) => [k, CLOCK_KEYS.has(k) && isClockTime(v) ? "now" : normTimes(v)]),
   );
 }

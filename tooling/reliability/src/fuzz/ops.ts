@@ -7,6 +7,8 @@ export const TASKS = ["t0", "t1", "t2"] as const;
 export const WORKERS = ["w0", "w1", "w2"] as const;
 /** The event names a sequence sends and waits for. */
 export const EVENTS = ["approval", "e:1"] as const;
+/** The queues a sequence schedules tasks in ("default" is the one served when none is named). */
+export const QUEUES = ["default", "bulk:2"] as const;
 
 export type Inst = 0 | 1 | 2;
 export type Task = 0 | 1 | 2;
@@ -23,6 +25,26 @@ export type FenceRef = "none" | "latest" | "first" | "bogus";
 export type ConsumeRef = "none" | "carried" | "first" | "latest" | "bogus";
 /** When a wait times out: never, decades ago (due at once), or in 2100 (never during a run). */
 export type Timeout = "none" | "past" | "future";
+/** A runAt or a retryAt: absent/null, decades ago (due at once), or in 2100 (never during a run). */
+export type When = "none" | "past" | "future";
+export type QueueIx = 0 | 1;
+/** The queues a discovery serves: none named (the default queue), one, or both. */
+export type QueueSel = "omit" | QueueIx | "both";
+/** A position's schedule: runAt (AtTask only), priority (0: absent, else 1..5), queue (null: absent). */
+export interface Schedule {
+  runAt: When;
+  priority: 0 | 1 | 2 | 3 | 4 | 5;
+  queue: QueueIx | null;
+}
+/** One failed run for failTasks: the claim it carries, and when the task may run again. */
+export interface FailItem {
+  inst: Inst;
+  task: Task;
+  fence: FenceRef;
+  worker: Worker;
+  retry: When;
+  error: number;
+}
 
 /** A position of an InProgress or Paused shape that a task can be ready at. */
 export type WaitPosition =
@@ -32,7 +54,16 @@ export type WaitPosition =
 export type Shape =
   | { kind: "notStarted" }
   /** `spent`: the position's task is among the done ones (so it is not ready); otherwise it is left out. */
-  | { kind: "atTask"; task: Task; done: Task[]; spent: boolean; input: boolean }
+  /** `attempts`: a count of earlier failed runs of the position's task the save carries (0: none). */
+  | {
+      kind: "atTask";
+      task: Task;
+      done: Task[];
+      spent: boolean;
+      input: boolean;
+      schedule: Schedule;
+      attempts: number;
+    }
   | {
       kind: "awaiting";
       event: EventIx;
@@ -41,6 +72,7 @@ export type Shape =
       done: Task[];
       spent: boolean;
       input: boolean;
+      schedule: Schedule;
     }
   | { kind: "fork"; done: Task[] }
   | { kind: "paused"; position: WaitPosition; done: Task[]; reason: boolean }
@@ -67,8 +99,10 @@ export type Op =
   | { op: "claim"; inst: Inst; task: Task; worker: Worker; ttl: boolean }
   | { op: "release"; inst: Inst; task: Task; worker: Worker }
   | { op: "extend"; inst: Inst; task: Task; worker: Worker }
-  | { op: "find"; worker: Worker; limit: number }
-  | { op: "claimNext"; worker: Worker; limit: number; ttl: boolean }
+  | { op: "find"; worker: Worker; limit: number; queues: QueueSel }
+  | { op: "claimNext"; worker: Worker; limit: number; ttl: boolean; queues: QueueSel }
+  /** failTasks: each item's claim (an earlier one or a bogus token) and its retryAt. */
+  | { op: "fail"; items: FailItem[] }
   | { op: "complete"; items: Array<{ inst: Inst; task: Task; out: number; fence: FenceRef; worker: Worker }> }
   | { op: "race"; inst: Inst; task: Task; ttl: boolean }
   | { op: "cancel"; inst: Inst; reason: boolean }
@@ -80,12 +114,15 @@ export type Op =
   /**
    * What a worker does: claim the next ready task (claim-next, limit 1), then one fenced save of
    * `next` over its instance, consuming per `consume` ("carried": the event the task carries),
-   * then (when the save landed) the release of the claim.
+   * then (when the save landed) the release of the claim. `fails` (not "no"): the run fails
+   * instead, failTasks with that retryAt ("none": null).
    */
   | {
       op: "work";
       worker: Worker;
       ttl: boolean;
+      queues: QueueSel;
+      fails: "no" | When;
       next: Shape;
       age: number;
       consume: ConsumeRef;
@@ -105,6 +142,20 @@ const consumeRef = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom<ConsumeRef>("carried", "first", "latest", "bogus") },
 );
 const timeout = fc.constantFrom<Timeout>("none", "past", "future");
+const when = fc.constantFrom<When>("none", "past", "future");
+const queueSel = fc.constantFrom<QueueSel>("omit", "omit", 0, 1, "both");
+/** Mostly unscheduled (the shapes of before), else a runAt, a priority, a queue. */
+const schedule: fc.Arbitrary<Schedule> = fc.oneof(
+  { weight: 2, arbitrary: fc.constant<Schedule>({ runAt: "none", priority: 0, queue: null }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      runAt: fc.constantFrom<When>("none", "none", "past", "future"),
+      priority: fc.constantFrom<Schedule["priority"]>(0, 1, 2, 3, 4, 5),
+      queue: fc.constantFrom<QueueIx | null>(null, 0, 1, 1),
+    }),
+  },
+);
 const doneTasks = fc.uniqueArray(task, { maxLength: 3 });
 const spent = fc.constantFrom(false, false, false, false, true);
 
@@ -123,6 +174,8 @@ const shape: fc.Arbitrary<Shape> = fc.oneof(
       done: doneTasks,
       spent,
       input: fc.boolean(),
+      schedule,
+      attempts: fc.constantFrom(0, 0, 0, 1, 2),
     }),
   },
   {
@@ -135,6 +188,7 @@ const shape: fc.Arbitrary<Shape> = fc.oneof(
       done: doneTasks,
       spent,
       input: fc.boolean(),
+      schedule,
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("fork" as const), done: doneTasks }) },
@@ -181,6 +235,18 @@ const completeItems = fc.array(
   { minLength: 1, maxLength: 3 },
 );
 
+const failItems = fc.array(
+  fc.record({
+    inst,
+    task,
+    fence: fc.constantFrom<FenceRef>("latest", "latest", "first", "bogus"),
+    worker,
+    retry: when,
+    error: fc.nat(9),
+  }),
+  { minLength: 1, maxLength: 2 },
+);
+
 export const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 5,
@@ -216,7 +282,12 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ op: fc.constant("extend" as const), inst, task, worker }) },
   {
     weight: 2,
-    arbitrary: fc.record({ op: fc.constant("find" as const), worker, limit: fc.integer({ min: 1, max: 4 }) }),
+    arbitrary: fc.record({
+      op: fc.constant("find" as const),
+      worker,
+      limit: fc.integer({ min: 1, max: 4 }),
+      queues: queueSel,
+    }),
   },
   {
     weight: 3,
@@ -225,8 +296,10 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       worker,
       limit: fc.integer({ min: 1, max: 3 }),
       ttl: fc.boolean(),
+      queues: queueSel,
     }),
   },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("fail" as const), items: failItems }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant("race" as const), inst, task, ttl: fc.boolean() }) },
   // Duplicates (same instance and task) are kept on purpose: both sides must refuse them.
   { weight: 2, arbitrary: fc.record({ op: fc.constant("complete" as const), items: completeItems }) },
@@ -249,6 +322,8 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       op: fc.constant("work" as const),
       worker,
       ttl: fc.boolean(),
+      queues: queueSel,
+      fails: fc.constantFrom<"no" | When>("no", "no", "no", "no", "no", "none", "past", "future"),
       next: nextShape,
       age: fc.nat(3),
       consume: fc.constantFrom<ConsumeRef>(

@@ -2,13 +2,46 @@
 // the clock (updatedAt in 2100+, so saveTaskResult's max(old, now) keeps it and discovery order is
 // clock-free; wait timeouts decades ago or in 2100), so results never depend on timing.
 import type { ExecutionPosition, TaskResult, WorkflowSnapshot } from "@sayiir/persistence-core";
-import { atTask, awaiting, finished, inProgress } from "@sayiir/persistence-core/conformance";
-import { EVENTS, type Shape, TASKS, type Task, type Timeout, type WaitPosition } from "./ops.ts";
+import { finished, inProgress } from "@sayiir/persistence-core/conformance";
+import {
+  EVENTS,
+  QUEUES,
+  type Schedule,
+  type Shape,
+  TASKS,
+  type Task,
+  type Timeout,
+  type WaitPosition,
+  type When,
+} from "./ops.ts";
 
 /** 2100-01-01: later than any clock a run sees, so saveTaskResult leaves updatedAt alone. */
 export const FUTURE = 4_102_444_800_000;
 /** A wait timeout decades in the past (due at once by any clock). */
 const PAST_TIMEOUT = 1_000_000;
+/** A runAt decades in the past (due at once); a future one is in 2100, never due during a run. */
+const PAST_RUN_AT = 2_000_000;
+/** A retryAt of failTasks decades in the past (due at once); a future one is in 2100. */
+const PAST_RETRY_AT = 3_000_000;
+/** When a saved earlier failure happened (fixed, long ago). */
+const SAVED_FAILED_AT = 4_000_000;
+
+/** A failTasks retryAt: null, decades ago or in 2100 (`tag` keeps values of one sequence apart). */
+export function retryAtOf(when: When, tag: number): number | null {
+  if (when === "none") return null;
+  return (when === "past" ? PAST_RETRY_AT : FUTURE + 3_000_000) + tag * 1000;
+}
+
+/** The schedule fields of a position (only those the shape sets). */
+function scheduleFields(schedule: Schedule, age: number, withRunAt: boolean) {
+  return {
+    ...(withRunAt && schedule.runAt !== "none"
+      ? { runAt: (schedule.runAt === "past" ? PAST_RUN_AT : FUTURE + 2_000_000) + age * 1000 }
+      : {}),
+    ...(schedule.priority === 0 ? {} : { priority: schedule.priority }),
+    ...(schedule.queue === null ? {} : { queue: QUEUES[schedule.queue] }),
+  };
+}
 
 export function taskId(t: Task): string {
   return TASKS[t];
@@ -51,19 +84,34 @@ export function buildSnapshot(instanceId: string, shape: Shape, age: number): Wo
   switch (shape.kind) {
     case "notStarted":
       return inProgress(instanceId, { updatedAt, definitionHash: `h-${age}` });
-    case "atTask":
-      return atTask(instanceId, taskId(shape.task), {
+    case "atTask": {
+      const snapshot = inProgress(instanceId, {
         updatedAt,
         completed: completed(shape.done, { task: shape.task, spent: shape.spent }),
         definitionHash: `h-${age}`,
+        position: {
+          kind: "AtTask",
+          taskId: taskId(shape.task),
+          ...scheduleFields(shape.schedule, age, true),
+        },
         ...input(shape.input),
       });
+      if (shape.attempts === 0) return snapshot;
+      const attempts = { count: shape.attempts, lastError: `saved ${age}`, lastFailedAt: SAVED_FAILED_AT };
+      return { ...snapshot, attempts: { [taskId(shape.task)]: attempts } };
+    }
     case "awaiting":
-      return awaiting(instanceId, EVENTS[shape.event], taskId(shape.next), {
+      return inProgress(instanceId, {
         updatedAt,
         completed: completed(shape.done, { task: shape.next, spent: shape.spent }),
         definitionHash: `h-${age}`,
-        timeoutAt: timeoutAt(shape.timeout, age),
+        position: {
+          kind: "AwaitingEvent",
+          eventName: EVENTS[shape.event],
+          nextTaskId: taskId(shape.next),
+          timeoutAt: timeoutAt(shape.timeout, age),
+          ...scheduleFields(shape.schedule, age, false),
+        },
         ...input(shape.input),
       });
     case "fork":

@@ -1,0 +1,220 @@
+/*
+ * failTasks: per failure, one transaction (like a completeTasks group): the head's attempts
+ * updated (count + 1, lastError, lastFailedAt = our clock, retryAt) and, when the failed task is
+ * the position's, its index entry moved where homeOf puts it with the new attempts (timer index
+ * at retryAt, ready partition when retryAt has passed; the task after a wait: the timer index at
+ * the later of retryAt and its timeout, at retryAt with an event pending, which takes one Query
+ * more; none when retryAt is null: held), and the claim turned into a tombstone under the fence
+ * condition. Refusals as completeTasks: NotFound, then ClaimLost, then Conflict.
+ */
+import { type AttributeValue, GetItemCommand, TransactWriteItemsCommand } from "@aws-sdk/client-dynamodb";
+import type { CompletionOutcome, ValidFailure } from "@sayiir/persistence-core";
+import { RETRY, resultRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
+import { attemptsCondition } from "./claims.js";
+import { type Context, quote, RACE_ATTEMPTS, tombstoneTtl } from "./context.js";
+import { cancellationReasons, expressions, type Item, isConflictOnly, N, S, str } from "./dynamo.js";
+import { oldestEvents } from "./events.js";
+import {
+  attemptsOf,
+  encodeAttempts,
+  eventCountCondition,
+  FENCE_CONDITION,
+  getHead,
+  type Head,
+  heldView,
+  kindCondition,
+  nonceCondition,
+  parseClaim,
+  type StoredAttempt,
+  TOMBSTONE_UPDATE,
+} from "./items.js";
+import { ATTR, freshId, STATUS } from "./layout.js";
+import { entryAttributes, homeOf, updateExpression } from "./readiness.js";
+
+/** Instances whose failures are recorded at once. */
+const FAILURE_LANES = 16;
+
+export async function failTasks(ctx: Context, items: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
+  const outcomes: CompletionOutcome[] = new Array(items.length).fill(null);
+  const byInstance = new Map<string, number[]>();
+  for (const [index, item] of items.entries()) {
+    const list = byInstance.get(item.instanceId) ?? [];
+    list.push(index);
+    byInstance.set(item.instanceId, list);
+  }
+  const lanes = [...byInstance.values()];
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    for (let i = next++; i < lanes.length; i = next++) {
+      for (const index of lanes[i] as number[])
+        outcomes[index] = await failOne(ctx, items[index] as ValidFailure);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(FAILURE_LANES, lanes.length) }, lane));
+  return outcomes;
+}
+
+/** One failure: read the head and the claim, judge, send; a lost race reads again. */
+async function failOne(ctx: Context, f: ValidFailure): Promise<CompletionOutcome> {
+  const pk = ctx.layout.instancePk(f.instanceId);
+  const fence = { taskId: f.taskId, token: f.token };
+  const nonce = freshId();
+  return retryOnRace(
+    `failTasks on ${quote(f.instanceId)}`,
+    async () => {
+      const [head, claimItem] = await Promise.all([
+        getHead(ctx, f.instanceId),
+        getClaimItem(ctx, pk, f.taskId),
+      ]);
+      const claim = parseClaim(claimItem);
+      // An earlier send of ours that landed unseen: the tombstone carries our nonce.
+      if (
+        claim?.token === f.token &&
+        claim.workerId === undefined &&
+        str(claimItem, ATTR.completedBy) === nonce
+      )
+        return null;
+      const now = ctx.now();
+      const view = {
+        found: head !== undefined,
+        finished: head?.finished ?? false,
+        claim: heldView(claim),
+        now,
+      };
+      const refusal = resultRefusal(f.instanceId, fence, view);
+      if (refusal !== null) return refusal;
+      const wait = (head as Head).awaiting;
+      const eventPending =
+        wait !== undefined && (await oldestEvents(ctx, head as Head, wait.eventName)).length > 0;
+      return (await sendFailure(ctx, head as Head, f, eventPending, now, nonce)) ? null : RETRY;
+    },
+    { attempts: RACE_ATTEMPTS },
+  );
+}
+
+async function getClaimItem(ctx: Context, pk: string, taskId: string): Promise<Item | undefined> {
+  const out = await ctx.send<{ Item?: Item }>(
+    new GetItemCommand({
+      TableName: ctx.tableName,
+      Key: ctx.layout.claimKey(pk, taskId),
+      ConsistentRead: true,
+    }),
+  );
+  return out.Item;
+}
+
+/**
+ * Where the failed position task goes: its home with the new attempts (homeOf): held in none,
+ * else the timer index until retryAt (a wait: until the later of retryAt and its timeout, unless
+ * an event is pending), or the ready partition keyed by retryAt once it has passed.
+ */
+function retryEntry(ctx: Context, head: Head, retryAt: number | null, eventPending: boolean, now: number) {
+  const after = { ...head, readyAt: retryAt ?? undefined, held: retryAt === null };
+  return homeOf(ctx.layout, after, eventPending, now);
+}
+
+/** The head's update: its attempts, and for the position's task its entry, readyAt and hold. */
+function headUpdate(ctx: Context, head: Head, f: ValidFailure, eventPending: boolean, now: number) {
+  const before = attemptsOf(head, f.taskId);
+  const after: StoredAttempt = {
+    taskId: f.taskId,
+    count: (before?.count ?? 0) + 1,
+    lastError: f.error,
+    lastFailedAt: now,
+    retryAt: f.retryAt,
+  };
+  const attempts = encodeAttempts([...head.attempts.filter((a) => a.taskId !== f.taskId), after]) as string;
+  const set = [`#${ATTR.attempts} = :att_new`];
+  const remove: string[] = [];
+  const values: Record<string, AttributeValue> = {
+    ":att_new": S(attempts),
+    ":att": S(head.attemptsJson ?? ""),
+    ":gen": S(head.generation),
+    ":P": S(STATUS.inProgress),
+    ":upd": N(head.updatedAt),
+    ":kind": S(head.kind ?? ""),
+    ":nc_read": S(head.nonce ?? ""),
+    ":evn": N(head.eventCount),
+  };
+  if (head.positionTaskId === f.taskId) {
+    const target = entryAttributes(retryEntry(ctx, head, f.retryAt, eventPending, now));
+    for (const name of [ATTR.readyPk, ATTR.readySk, ATTR.timerPk, ATTR.timerSk]) {
+      const value = target[name];
+      if (value === undefined) remove.push(`#${name}`);
+      else {
+        set.push(`#${name} = :to_${name}`);
+        values[`:to_${name}`] = value;
+      }
+    }
+    if (f.retryAt === null) {
+      set.push(`#${ATTR.held} = :hold`);
+      values[":hold"] = { BOOL: true };
+      remove.push(`#${ATTR.readyAt}`);
+    } else {
+      remove.push(`#${ATTR.held}`);
+      set.push(`#${ATTR.readyAt} = :rat`);
+      values[":rat"] = N(f.retryAt);
+    }
+  }
+  const condition = [
+    `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen AND #${ATTR.status} = :P`,
+    `#${ATTR.updatedAt} = :upd`,
+    kindCondition(head.kind),
+    nonceCondition(head.nonce),
+    eventCountCondition(head.eventCount),
+    attemptsCondition(head),
+  ].join(" AND ");
+  return expressions(
+    { UpdateExpression: updateExpression(set, remove), ConditionExpression: condition },
+    values,
+  );
+}
+
+/** One transaction: the head's update and the claim's tombstone. False: a lost race. */
+async function sendFailure(
+  ctx: Context,
+  head: Head,
+  f: ValidFailure,
+  eventPending: boolean,
+  now: number,
+  nonce: string,
+): Promise<boolean> {
+  const { layout } = ctx;
+  try {
+    await ctx.send(
+      () =>
+        new TransactWriteItemsCommand({
+          ClientRequestToken: freshId(),
+          TransactItems: [
+            {
+              Update: {
+                TableName: ctx.tableName,
+                Key: layout.headKey(head.pk),
+                ...headUpdate(ctx, head, f, eventPending, now),
+              },
+            },
+            {
+              Update: {
+                TableName: ctx.tableName,
+                Key: layout.claimKey(head.pk, f.taskId),
+                ...expressions(
+                  {
+                    UpdateExpression: `${TOMBSTONE_UPDATE}, #${ATTR.completedBy} = :cn`,
+                    ConditionExpression: FENCE_CONDITION,
+                  },
+                  { ":tok": N(f.token), ":now": N(now), ":ttl": N(tombstoneTtl(now)), ":cn": S(nonce) },
+                ),
+              },
+            },
+          ],
+        }),
+    );
+    return true;
+  } catch (error) {
+    const reasons = cancellationReasons(error);
+    if (reasons === undefined || isConflictOnly(error)) throw error;
+    if (!reasons.some((r) => r.Code === "ConditionalCheckFailed" || r.Code === "TransactionConflict"))
+      throw error;
+    return false;
+  }
+}
