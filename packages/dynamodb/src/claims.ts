@@ -87,8 +87,33 @@ export async function tryClaim(
   taskId: string,
   workerId: string,
   ttlMs: number | null,
-  ready?: LeaseTarget,
 ): Promise<TaskClaim | null> {
+  return (await claimOn(ctx, instanceId, taskId, workerId, ttlMs))?.claim ?? null;
+}
+
+/**
+ * Claim-next's claim: tryClaim against the head as read (`ready`). `counted`: the claim took over
+ * a held claim that had ended, so the task's attempt count went up by one in the same write.
+ */
+export async function claimReady(
+  ctx: Context,
+  instanceId: string,
+  taskId: string,
+  workerId: string,
+  ttlMs: number | null,
+  ready: LeaseTarget,
+): Promise<{ claim: TaskClaim; counted: boolean } | null> {
+  return claimOn(ctx, instanceId, taskId, workerId, ttlMs, ready);
+}
+
+async function claimOn(
+  ctx: Context,
+  instanceId: string,
+  taskId: string,
+  workerId: string,
+  ttlMs: number | null,
+  ready?: LeaseTarget,
+): Promise<{ claim: TaskClaim; counted: boolean } | null> {
   const pk = ctx.layout.instancePk(instanceId);
   let current = await getClaim(ctx, pk, taskId);
   return retryOnRace(
@@ -107,13 +132,12 @@ export async function tryClaim(
       // takeover by claimTask does not: the fencing group wants the snapshot left as it was).
       const counted = current?.workerId === undefined ? undefined : ready?.head;
       const outcome = await putClaim(ctx, pk, { instanceId, taskId, claim, current, ready, counted });
-      if (outcome === "landed") return toClaim(instanceId, taskId, workerId, claim);
+      const landed = { claim: toClaim(instanceId, taskId, workerId, claim), counted: counted !== undefined };
+      if (outcome === "landed") return landed;
       if (outcome === "not ready") return null;
       current = outcome.current;
       // An SDK retry of a put that did land (the nonce: two callers can compute the same token).
-      if (current?.token === claim.token && current.nonce === claim.nonce) {
-        return toClaim(instanceId, taskId, workerId, claim);
-      }
+      if (current?.token === claim.token && current.nonce === claim.nonce) return landed;
       return retryUnlessLast(attempt, null);
     },
     { attempts: RACE_ATTEMPTS },
@@ -213,7 +237,10 @@ function leaseUpdate(
       ? `attribute_not_exists(#${ATTR.lastCompleted})`
       : `#${ATTR.lastCompleted} = :last`,
     ...(timedOut ? [eventCountCondition(head.eventCount)] : []),
-    ...(count === undefined ? [] : [attemptsCondition(head)]),
+    // The attempts as read, always: a failTasks that landed since the head was read (a retryAt
+    // that holds the task, one more failed run) changes them, and the attempt reported, the
+    // never-early rule and a takeover's count are all taken from this read.
+    attemptsCondition(head),
   ].join(" AND ");
   return {
     TableName: ctx.tableName,
@@ -224,7 +251,8 @@ function leaseUpdate(
         UpdateExpression: `SET #${ATTR.readyPk} = :kpk, #${ATTR.readySk} = :ksk${count === undefined ? "" : `, #${ATTR.attempts} = :att_new`} REMOVE #${ATTR.timerPk}, #${ATTR.timerSk}`,
       },
       {
-        ...(count === undefined ? {} : { ":att_new": S(count), ":att": S(head.attemptsJson ?? "") }),
+        ...(count === undefined ? {} : { ":att_new": S(count) }),
+        ":att": S(head.attemptsJson ?? ""),
         ":gen": S(head.generation),
         ":pos": S(taskId),
         ":last": S(head.lastCompletedTaskId ?? ""),

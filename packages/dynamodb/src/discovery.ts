@@ -2,14 +2,14 @@
  * findAvailableTasks and claimAvailableTasks (claim-next): the candidates of candidates.ts (ready
  * index, due timers, ended leases) verified on the base table (the indexes are eventually
  * consistent), with what made each ready (its task, the oldest pending event of its wait, or its
- * timeout), then claimed through tryClaim.
+ * timeout), then claimed through claimReady.
  */
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { type AvailableTask, type ClaimedTask, EMPTY_BYTES } from "@sayiir/persistence-core";
 import { fromStoredParts } from "@sayiir/persistence-core/adapter";
 import { type Candidate, candidates } from "./candidates.js";
 import { MissingChunkError, readRef } from "./chunks.js";
-import { leaseEnd, tryClaim } from "./claims.js";
+import { claimReady, leaseEnd } from "./claims.js";
 import { type Context, quietly } from "./context.js";
 import { batchGet, type Item, str } from "./dynamo.js";
 import { oldestEvents, type StoredEvent } from "./events.js";
@@ -25,8 +25,6 @@ interface Verified {
   candidate: Candidate;
   head: Head;
   why: Why;
-  /** The task's claim is held but ended: claiming it is a takeover (one more attempt). */
-  takeover: boolean;
 }
 
 /** A candidate whose head (and claim) passed the first checks. */
@@ -115,8 +113,7 @@ export async function verify(
     const repair = repairLease(ctx, r, live, event !== undefined, now);
     if (repair !== undefined) repairs.push(quietly(() => moveLease(ctx, r.head, repair.to)));
     const why = whyReady(r, event, now);
-    const takeover = r.claim?.workerId !== undefined;
-    if (!live && why !== undefined) out.push({ candidate: r.candidate, head: r.head, why, takeover });
+    if (!live && why !== undefined) out.push({ candidate: r.candidate, head: r.head, why });
   }
   await Promise.all(repairs);
   return out;
@@ -274,9 +271,9 @@ async function claimOne(
   if (input === undefined) return undefined;
   const { candidate, head } = v;
   const target = { head, timedOut: v.why.kind === "timeout" };
-  const claim = await tryClaim(ctx, candidate.instanceId, candidate.taskId, workerId, ttlMs, target);
-  if (claim === null) return undefined;
+  const won = await claimReady(ctx, candidate.instanceId, candidate.taskId, workerId, ttlMs, target);
+  if (won === null) return undefined;
   const task = availableTask(v, input);
-  // A takeover counted one more run of the task.
-  return { ...task, attempt: task.attempt + (v.takeover ? 1 : 0), claim };
+  // A takeover counted one more run of the task (in the write, against the attempts as read).
+  return { ...task, attempt: task.attempt + (won.counted ? 1 : 0), claim: won.claim };
 }

@@ -29,7 +29,7 @@ import {
   TOMBSTONE_UPDATE,
 } from "./items.js";
 import { ATTR, freshId, STATUS } from "./layout.js";
-import { entryAttributes, homeOf, updateExpression } from "./readiness.js";
+import { entryAttributes, homeOf, INDEX_KEYS, replaceAttributes, updateExpression } from "./readiness.js";
 
 /** Instances whose failures are recorded at once. */
 const FAILURE_LANES = 16;
@@ -137,15 +137,13 @@ function headUpdate(ctx: Context, head: Head, f: ValidFailure, eventPending: boo
     ":evn": N(head.eventCount),
   };
   if (head.positionTaskId === f.taskId) {
-    const target = entryAttributes(retryEntry(ctx, head, f.retryAt, eventPending, now));
-    for (const name of [ATTR.readyPk, ATTR.readySk, ATTR.timerPk, ATTR.timerSk]) {
-      const value = target[name];
-      if (value === undefined) remove.push(`#${name}`);
-      else {
-        set.push(`#${name} = :to_${name}`);
-        values[`:to_${name}`] = value;
-      }
-    }
+    const moved = replaceAttributes(
+      entryAttributes(retryEntry(ctx, head, f.retryAt, eventPending, now)),
+      INDEX_KEYS,
+    );
+    set.push(...moved.set);
+    remove.push(...moved.remove);
+    Object.assign(values, moved.values);
     if (f.retryAt === null) {
       set.push(`#${ATTR.held} = :hold`);
       values[":hold"] = { BOOL: true };

@@ -161,11 +161,11 @@ export function positionAttributes(
 }
 
 /** The names of the index and position attributes an update may set or remove. */
+/** The keys of a head's entry in the ready (or leased) and timer indexes. */
+export const INDEX_KEYS = [ATTR.readyPk, ATTR.readySk, ATTR.timerPk, ATTR.timerSk] as const;
+
 const MOVABLE = [
-  ATTR.readyPk,
-  ATTR.readySk,
-  ATTR.timerPk,
-  ATTR.timerSk,
+  ...INDEX_KEYS,
   ATTR.position,
   ATTR.awaitedEvent,
   ATTR.timeoutAt,
@@ -179,7 +179,10 @@ const MOVABLE = [
  * SET and REMOVE clauses (and their values, named :x_<attribute>) that make an item's index and
  * position attributes exactly `attributes`: the ones given are set, the others removed.
  */
-export function replaceAttributes(attributes: Item): {
+export function replaceAttributes(
+  attributes: Item,
+  names: readonly string[] = MOVABLE,
+): {
   set: string[];
   remove: string[];
   values: Record<string, AttributeValue>;
@@ -187,7 +190,7 @@ export function replaceAttributes(attributes: Item): {
   const set: string[] = [];
   const remove: string[] = [];
   const values: Record<string, AttributeValue> = {};
-  for (const name of MOVABLE) {
+  for (const name of names) {
     const value = attributes[name];
     if (value === undefined) remove.push(`#${name}`);
     else {
@@ -226,21 +229,9 @@ export function leasedEntry(
  */
 export async function moveLease(ctx: Context, head: Head, to: IndexEntry): Promise<void> {
   const { layout } = ctx;
-  const target = entryAttributes(to);
-  const set: string[] = [];
-  const remove: string[] = [];
-  const values: Record<string, AttributeValue> = {
-    ":kpk": S(layout.leasedPk(layout.shardOf(head.instanceId), head.queue)),
-    ":ksk": S(head.leaseSk ?? ""),
-  };
-  for (const name of [ATTR.readyPk, ATTR.readySk, ATTR.timerPk, ATTR.timerSk]) {
-    const value = target[name];
-    if (value === undefined) remove.push(`#${name}`);
-    else {
-      set.push(`#${name} = :to_${name}`);
-      values[`:to_${name}`] = value;
-    }
-  }
+  const { set, remove, values } = replaceAttributes(entryAttributes(to), INDEX_KEYS);
+  values[":kpk"] = S(layout.leasedPk(layout.shardOf(head.instanceId), head.queue));
+  values[":ksk"] = S(head.leaseSk ?? "");
   try {
     await ctx.send(
       new UpdateItemCommand({

@@ -12,7 +12,7 @@ import {
 import { describe, expect, it } from "vitest";
 import { CHUNK_BYTES, type DynamoDBBackend, TIMER_INDEX } from "../src/index.js";
 import { beforeNext, injectErrors, intercept, loseResponses, record } from "./faults.js";
-import { freshBackend, freshTable, isChunk, itemsOf } from "./helpers.js";
+import { freshBackend, freshTable, isChunk, itemsOf, rawHead } from "./helpers.js";
 import { server } from "./subject.js";
 
 // What the conformance kit cannot see of events: the event items and the timer index, chunked
@@ -23,17 +23,6 @@ const T0 = 1_800_000_000_000;
 const $metadata = { httpStatusCode: 400 };
 const crash = (what: string) =>
   Object.assign(new Error(`injected: ${what}`), { name: "SimulatedCrash", $metadata });
-
-async function rawHead(backend: DynamoDBBackend, id: string) {
-  const out = await backend.client.send(
-    new GetItemCommand({
-      TableName: backend.tableName,
-      Key: { PK: { S: backend.layout.instancePk(id) }, SK: { S: "H" } },
-      ConsistentRead: true,
-    }),
-  );
-  return out.Item ?? {};
-}
 
 /** Instance ids in the timer index (every shard, due or not). */
 async function timers(backend: DynamoDBBackend): Promise<string[]> {

@@ -1,4 +1,4 @@
-import { DeleteTableCommand, DynamoDBClient, ScanCommand } from "@aws-sdk/client-dynamodb";
+import { DeleteTableCommand, DynamoDBClient, GetItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import type { DynamoDbInfo } from "@sayiir/test-servers";
 import { uniqueTestName } from "@sayiir/test-servers";
 import { onTestFinished } from "vitest";
@@ -53,3 +53,15 @@ export async function itemsOf(backend: DynamoDBBackend): Promise<Array<{ pk: str
 
 export const isChunk = (backend: DynamoDBBackend, item: { pk: string }): boolean =>
   item.pk.startsWith(`${backend.layout.base}C#`);
+
+/** The head item of an instance as stored (a consistent read; {} when there is none). */
+export async function rawHead(backend: DynamoDBBackend, id: string) {
+  const out = await backend.client.send(
+    new GetItemCommand({
+      TableName: backend.tableName,
+      Key: { PK: { S: backend.layout.instancePk(id) }, SK: { S: "H" } },
+      ConsistentRead: true,
+    }),
+  );
+  return out.Item ?? {};
+}

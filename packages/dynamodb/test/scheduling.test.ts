@@ -1,12 +1,11 @@
-import { GetItemCommand, UpdateItemCommand } from "@aws-sdk/client-dynamodb";
+import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import { claimOrFail, inProgress, text, uid } from "@sayiir/persistence-core/conformance";
 import { describe, expect, it } from "vitest";
 import { createContext } from "../src/context.js";
 import { verify } from "../src/discovery.js";
-import type { DynamoDBBackend } from "../src/index.js";
 import { normalizeOptions } from "../src/options.js";
-import { record } from "./faults.js";
-import { freshBackend } from "./helpers.js";
+import { intercept, record } from "./faults.js";
+import { freshBackend, rawHead } from "./helpers.js";
 import { server } from "./subject.js";
 
 // What the conformance kit cannot see of scheduling: the keys of the ready and timer indexes per
@@ -15,17 +14,6 @@ import { server } from "./subject.js";
 const info = server();
 const T0 = 1_800_000_000_000;
 const AGING = 1_000;
-
-async function rawHead(backend: DynamoDBBackend, id: string) {
-  const out = await backend.client.send(
-    new GetItemCommand({
-      TableName: backend.tableName,
-      Key: { PK: { S: backend.layout.instancePk(id) }, SK: { S: "H" } },
-      ConsistentRead: true,
-    }),
-  );
-  return out.Item ?? {};
-}
 
 const commands = (calls: Array<{ command: string }>) => calls.map((c) => c.command.replace("Command", ""));
 
@@ -254,5 +242,29 @@ describe.skipIf(info === null)("scheduling on DynamoDB", () => {
     expect(await verify(ctx, [lagging], ["b"])).toEqual([]);
     expect((await verify(ctx, [lagging], ["a", "b"])).map((v) => v.head.queue)).toEqual(["a"]);
     expect((await backend.claimAvailableTasks("w", 1, 30_000, { queues: ["b"] })).length).toBe(0);
+  });
+
+  it("claim-next that read the head before another worker's failTasks claims nothing (no early run, no stale attempt)", async () => {
+    // Worker B verifies the task (attempts: none); before its claim lands, worker A claims the
+    // task, fails it with a retryAt a minute away. B's claim must not land: the task is held
+    // until then, and B would report attempt 1 for the second run.
+    const keyPrefix = uid("race");
+    const a = await freshBackend({ keyPrefix });
+    const b = await freshBackend({ keyPrefix });
+    const id = uid();
+    await a.saveSnapshot(scheduled(id, {}));
+    let raced = false;
+    intercept(b.client, "initialize", async (call, send) => {
+      if (!raced && call.command === "TransactWriteItemsCommand") {
+        raced = true;
+        const claim = await claimOrFail(a, id, "t1", "worker-a", 60_000);
+        expect(await a.failTasks([{ claim, error: "boom", retryAt: Date.now() + 60_000 }])).toEqual([null]);
+      }
+      return send();
+    });
+    expect(await b.claimAvailableTasks("worker-b", 1, 60_000)).toEqual([]);
+    expect(raced).toBe(true);
+    expect((await a.loadSnapshot(id)).attempts?.t1).toMatchObject({ count: 1, lastError: "boom" });
+    expect(await b.findAvailableTasks("worker-b", 10)).toEqual([]);
   });
 });

@@ -423,14 +423,19 @@ export class PostgresBackend extends BaseBackend {
     limit: number,
     queues: readonly string[],
   ): Promise<AvailableTask[]> {
-    const statement = queues.length === 1 ? this.#st.findAvailable : this.#claimNext.findFor(queues.length);
-    const r = await this.#q<ReadyRow>(this.#pool, statement, [limit, queues]);
+    const [statement, values] = this.#claimNext.find(limit, queues);
+    const r = await this.#q<ReadyRow>(this.#pool, statement, values);
     return r.rows.map(availableTask);
   }
 
-  /** One transaction for the call; per failure its refusals, then its writes (failTask). */
+  /**
+   * One transaction for the call: every row of the batch locked first, in instance order (as
+   * completeTasks does: no deadlock between batches), then per failure its refusals and its
+   * writes (failTask).
+   */
   protected async doFailTasks(items: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
     return this.#transaction(async (db) => {
+      await this.#q(db, this.#st.lockSnapshots, [[...new Set(items.map((f) => f.instanceId))]]);
       const outcomes: CompletionOutcome[] = [];
       for (const f of items) outcomes.push(await failTask(this.#db(db), f));
       return outcomes;

@@ -38,8 +38,8 @@ export const TOKEN_SEQUENCE = "claim_tokens";
 /** The partial index over ready tasks without a lease, (queue, ready_key, instance_id): discovery and claim-next read it in order. */
 export const READY_INDEX = "snapshots_ready_idx";
 /**
- * The partial index over leased rows (a ready task, or a due wait, that claim-next claimed), by
- * lease end: where expired leases are found.
+ * The partial index over leased rows (a ready task, or a due wait, that claim-next claimed),
+ * (queue, claimed_until): where a queue's expired leases are found.
  */
 export const LEASED_INDEX = "snapshots_leased_idx";
 /**

@@ -40,8 +40,9 @@ function prepared(key: string, sql: string, label = key): Statement {
 /**
  * The statements sent under a name (prepared once per connection): those of the task cycle,
  * events and the other fixed ones. After five runs the server may keep a generic plan; for these it reads
- * by the same indexes as the custom one (test/explain.test.ts checks the task cycle's). `findAvailable`
- * keeps being planned per call (its LIMIT is a parameter) but is parsed once. listPage stays
+ * by the same indexes as the custom one (test/explain.test.ts checks the task cycle's). The backend
+ * sends findAvailable, like claim-next, prepared per limit (claimNextStatements); the fixed one
+ * (LIMIT $1) is for limits above PREPARED_CLAIM_LIMIT. listPage stays
  * unnamed: its generic plan could not fold `$1 IS NULL` and would lose the index condition.
  * Claim-next is prepared per limit, see claimNextStatements.
  */
@@ -66,6 +67,7 @@ export const PREPARED = [
   "loadEvents",
   "recordFailure",
   "placeFailed",
+  "lockSnapshots",
   "deleteAttempts",
   "insertAttempts",
 ] as const satisfies ReadonlyArray<keyof Statements>;
@@ -122,16 +124,31 @@ export function claimNextStatements(sql: Statements, prepare: boolean) {
       }
       return [statement, [workerId, ttlMs, queues]];
     },
-    /** findAvailable for several queues (one queue: the fixed, prepared statement). */
-    findFor(queues: number): Statement {
-      let statement = byParam.get(-queues);
-      if (statement === undefined) {
-        statement = prepare
-          ? prepared("findAvailable", sql.findAvailableFor(queues), `findAvailableq${queues}`)
-          : { key: "findAvailable", text: sql.findAvailableFor(queues) };
-        byParam.set(-queues, statement);
+    /**
+     * findAvailable and its bind values: for a limit up to PREPARED_CLAIM_LIMIT, prepared with
+     * that literal LIMIT (a generic plan the server keeps, as for claim-next); above it (or
+     * unprepared), the statement that takes the limit as $1.
+     */
+    find(limit: number, queues: readonly string[]): [Statement, unknown[]] {
+      const n = queues.length;
+      if (!prepare || limit > PREPARED_CLAIM_LIMIT) {
+        let statement = byParam.get(-n);
+        if (statement === undefined) {
+          const text = sql.findAvailableFor(n);
+          statement = prepare
+            ? prepared("findAvailable", text, n === 1 ? "findAvailable" : `findAvailableq${n}`)
+            : { key: "findAvailable", text };
+          byParam.set(-n, statement);
+        }
+        return [statement, [limit, queues]];
       }
-      return statement;
+      let statement = byLimit.get(`find:${limit}:${n}`);
+      if (statement === undefined) {
+        const label = n === 1 ? `findAvailable${limit}` : `findAvailable${limit}q${n}`;
+        statement = prepared("findAvailable", sql.findAvailableAt(limit, n), label);
+        byLimit.set(`find:${limit}:${n}`, statement);
+      }
+      return [statement, [queues]];
     },
   };
 }

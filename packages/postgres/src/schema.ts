@@ -148,6 +148,19 @@ CREATE TABLE ${l.attempts} (
 );
 `,
   },
+  {
+    version: 5,
+    name: "leased index led by the queue",
+    // Discovery's expired part read the leased index by lease end alone and filtered the queue:
+    // every expired lease of another queue (its workers gone) was walked on each call. Led by the
+    // queue, another queue's leases are never read. Same rows, no column change; DROP INDEX takes
+    // an ACCESS EXCLUSIVE lock on snapshots until the migration commits (one index build).
+    sql: (l) => `
+DROP INDEX ${l.s}.${quoteIdentifier(LEASED_INDEX)};
+CREATE INDEX ${quoteIdentifier(LEASED_INDEX)} ON ${l.snapshots} (queue, claimed_until)
+  WHERE claimed_until IS NOT NULL;
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

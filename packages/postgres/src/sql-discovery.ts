@@ -37,8 +37,8 @@ export const queueParam = (param: string, i: number) => `(${param}::text[])[${i}
  *   instance_id, due_at) in index order, bounded by due_key <= now + 2 x agingMs (the largest key
  *   a due task can have).
  * - `expired`: rows of the queue whose lease has run out (claimed_until <= now), from
- *   snapshots_leased_idx (ordered by lease end, so the scan stops at the first lease still
- *   running): ready rows by ready key, due ones by due key. Their claim may have been renewed
+ *   snapshots_leased_idx (queue, claimed_until): the queue's leases by lease end, so the scan
+ *   stops at the first lease still running and never reads another queue's: ready rows by ready key, due ones by due key. Their claim may have been renewed
  *   since (the claims table decides, through the same anti-join).
  *
  * The lease is only a hint for finding candidates: the claims table stays the truth. It is
@@ -64,23 +64,42 @@ const expired = (l: Layout, q: string, limit: string, lock: boolean) => `
     SELECT s.instance_id, ${candidate("s")} AS task_id,
            coalesce(s.ready_key, s.due_key) AS sort_key${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s
-    WHERE s.claimed_until IS NOT NULL AND s.claimed_until <= now() AND s.queue = ${q}
+    WHERE s.queue = ${q} AND s.claimed_until IS NOT NULL AND s.claimed_until <= now()
       AND (s.ready_task_id IS NOT NULL OR s.due_at <= ${nowMs})
       AND ${unclaimed(l, candidate("s"))}
     ORDER BY sort_key, s.instance_id
     LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
 
 /** The parts of every queue served (`queues` of them, from the text[] parameter `param`). */
-const parts = (l: Layout, param: string, queues: number, limit: string, lock: boolean, agingMs: number) =>
+const parts = (
+  l: Layout,
+  param: string,
+  queues: number,
+  limit: string,
+  lock: boolean,
+  agingMs: number,
+  opaque = false,
+) =>
   Array.from({ length: queues }, (_, i) => {
-    const q = queueParam(param, i + 1);
+    const q = opaque ? `(SELECT ${queueParam(param, i + 1)})` : queueParam(param, i + 1);
     return [fresh(l, q, limit, lock), due(l, q, limit, lock, agingMs), expired(l, q, limit, lock)];
   }).flat();
 
-/** The parts merged: the `limit` first tasks ready to run without a live claim. */
-const readyCandidates = (l: Layout, param: string, queues: number, limit: string, agingMs: number) => `
+/**
+ * The parts merged: the `limit` first tasks ready to run without a live claim. `opaque`: each
+ * queue is read through a scalar subquery (an InitPlan), so that a custom plan cannot see its
+ * value either (see findAvailableAt).
+ */
+const readyCandidates = (
+  l: Layout,
+  param: string,
+  queues: number,
+  limit: string,
+  agingMs: number,
+  opaque = false,
+) => `
     SELECT * FROM (
-      ${parts(l, param, queues, limit, false, agingMs)
+      ${parts(l, param, queues, limit, false, agingMs, opaque)
         .map((part) => `(${part})`)
         .join("\n      UNION ALL\n      ")}
     ) u
@@ -117,9 +136,12 @@ const carriedJoins = (l: Layout) => `
 
 /** findAvailableTasks and claimAvailableTasks (claim-next). */
 export function discovery(l: Layout, agingMs: number) {
-  /** findAvailable for `queues` queues: $1 = limit, $2 = the queues (text[]). */
-  const findAvailable = (queues: number) => `
-      WITH k AS (${readyCandidates(l, "$2", queues, "$1", agingMs)})
+  /**
+   * findAvailable for `queues` queues: $1 = limit, $2 = the queues (text[]); with a literal limit
+   * (findAvailableAt), $1 = the queues.
+   */
+  const findAvailable = (queues: number, limit: number | "$1" = "$1") => `
+      WITH k AS (${readyCandidates(l, limit === "$1" ? "$2" : "$1", queues, String(limit), agingMs, limit !== "$1")})
       SELECT k.instance_id, k.task_id, s.definition_hash,
              ${carried}
       FROM k
@@ -130,7 +152,17 @@ export function discovery(l: Layout, agingMs: number) {
 
     /** One queue (the prepared one); findAvailableFor builds it for several. */
     findAvailable: findAvailable(1),
-    findAvailableFor: findAvailable,
+    findAvailableFor: (queues: number) => findAvailable(queues),
+    /**
+     * findAvailable with a literal limit, $1 = the queues (text[]): what the backend sends for the
+     * limits it prepares (see claimNextStatements in prepared.ts). With LIMIT $1 the server's
+     * generic plan assumes 10% of the ready index (hash joins over whole tables) and is never
+     * preferred, so every call was planned again: with many rows in another queue, planning cost
+     * several times the execution (the bench's 4x). With a literal limit, and the queues read
+     * through InitPlans (a custom plan sees no more than the generic one, so it costs the same
+     * plus its planning), the server keeps the generic plan: queue-led index scans, nested loops.
+     */
+    findAvailableAt: (limit: number, queues = 1) => findAvailable(queues, limit),
 
     /**
      * Claim-next in one statement: lock up to `limit` candidate rows of each part (SKIP LOCKED,

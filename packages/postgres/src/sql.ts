@@ -116,6 +116,16 @@ function snapshotWrites(l: Layout, agingMs: number) {
 
     lockSnapshot: `SELECT finished, paused, cancelled FROM ${l.snapshots} WHERE instance_id = $1 FOR UPDATE`,
 
+    /**
+     * failTasks: the batch's snapshot rows locked up front in instance order ("C"), the lock order
+     * of completeTasks and of every other batch, so two batches naming the same instances in
+     * different orders never deadlock. $1 = the instance ids (text[]).
+     */
+    lockSnapshots: `
+      SELECT instance_id FROM ${l.snapshots} WHERE instance_id = ANY($1::text[])
+      ORDER BY instance_id
+      FOR UPDATE`,
+
     upsertResult: `
       INSERT INTO ${l.taskResults} (instance_id, task_id, output) VALUES ($1, $2, $3)
       ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output`,

@@ -260,7 +260,7 @@ function onEvent(worker: Worker, event: WorkerEvent): void {
       if (event.type !== "lost" && claimHolders.get(k) === worker.id) claimHolders.delete(k);
       if (event.type === "retrying")
         view.log(
-          `  ⟳ ${worker.id}: ${event.instanceId} / ${event.taskId} failed (attempt ${event.attempt}), retry in ${Math.max(0, event.retryAt - Date.now())} ms`,
+          `  ⟳ ${worker.id}: ${event.instanceId} / ${event.taskId} failed (attempt ${event.attempt}), retry held until ${new Date(event.retryAt).toISOString().slice(11, 23)}`,
         );
       if (event.type === "lost")
         view.log(

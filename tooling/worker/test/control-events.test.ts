@@ -16,7 +16,7 @@ import {
   type WorkflowDefinition,
   waitForEvent,
 } from "../src/index.ts";
-import { BACKENDS } from "./backends.ts";
+import { type TestStore, testStores } from "./backends.ts";
 
 async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;
@@ -26,41 +26,8 @@ async function waitFor(what: string, check: () => Promise<boolean> | boolean, ti
   }
 }
 
-interface Store {
-  root: PersistentBackend;
-  connect: () => Promise<PersistentBackend>;
-  close: () => Promise<void>;
-}
-
-const STORES: Array<[string, () => Promise<Store>]> = [
-  [
-    "memory",
-    async () => {
-      const store = await BACKENDS.memory.create({});
-      return { root: store.backend, connect: () => store.connect(), close: async () => {} };
-    },
-  ],
-  [
-    "sqlite",
-    async () => {
-      const store = await BACKENDS.sqlite.create({}, { tag: "control" });
-      const opened: PersistentBackend[] = [];
-      return {
-        root: store.backend,
-        connect: async () => {
-          const backend = await store.connect();
-          opened.push(backend);
-          return backend;
-        },
-        close: async () => {
-          for (const backend of opened) await backend.close();
-          await store.backend.close();
-          await store.cleanup();
-        },
-      };
-    },
-  ],
-];
+const STORES = testStores("control");
+type Store = TestStore;
 
 /** Workers over `store` that record their events; `stop()` drains them. */
 async function fleet(store: Store, workflows: WorkflowDefinition[], count: number, leaseMs: number) {

@@ -16,18 +16,7 @@ import {
   type WorkerEvent,
   type WorkflowDefinition,
 } from "../src/index.ts";
-import { BACKENDS } from "./backends.ts";
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await delay(10);
-  }
-}
-
-const completed = (backend: PersistentBackend, id: string) => async () =>
-  (await backend.loadSnapshot(id)).state.kind === "Completed";
+import { completed, type TestStore, testStores, waitFor } from "./backends.ts";
 
 function fleet(backend: PersistentBackend, workflows: WorkflowDefinition[], queues?: string[], batch = 4) {
   const stop = new AbortController();
@@ -52,45 +41,11 @@ function fleet(backend: PersistentBackend, workflows: WorkflowDefinition[], queu
   };
 }
 
-interface Store {
-  backend: PersistentBackend;
-  connect: () => Promise<PersistentBackend>;
-  close: () => Promise<void>;
-}
-
-const STORES: Array<[string, () => Promise<Store>]> = [
-  [
-    "memory",
-    async () => {
-      const store = await BACKENDS.memory.create({});
-      return { backend: store.backend, connect: () => store.connect(), close: async () => {} };
-    },
-  ],
-  [
-    "sqlite",
-    async () => {
-      const store = await BACKENDS.sqlite.create({}, { tag: "scheduling" });
-      const opened: PersistentBackend[] = [];
-      return {
-        backend: store.backend,
-        connect: async () => {
-          const backend = await store.connect();
-          opened.push(backend);
-          return backend;
-        },
-        close: async () => {
-          for (const backend of opened) await backend.close();
-          await store.backend.close();
-          await store.cleanup();
-        },
-      };
-    },
-  ],
-];
+const STORES = testStores("scheduling");
 
 for (const [name, open] of STORES)
   describe(`scheduling in the worker loop (${name})`, () => {
-    let store: Store;
+    let store: TestStore;
     beforeEach(async () => {
       store = await open();
     });
@@ -99,7 +54,7 @@ for (const [name, open] of STORES)
     });
 
     it("a step that fails twice is retried with backoff and succeeds on attempt 3", async () => {
-      const { backend } = store;
+      const backend = store.root;
       const flaky = defineWorkflow("flaky-v1", [
         step(
           "charge",
@@ -135,7 +90,7 @@ for (const [name, open] of STORES)
     });
 
     it("a step that keeps failing fails its workflow after its last attempt", async () => {
-      const { backend } = store;
+      const backend = store.root;
       const broken = defineWorkflow("broken-v1", [
         step(
           "x",
@@ -154,7 +109,7 @@ for (const [name, open] of STORES)
     });
 
     it("a durable sleep: the step after it is not handed out before its runAt", async () => {
-      const { backend } = store;
+      const backend = store.root;
       const napping = defineWorkflow("nap-v1", [
         step("before", (input) => bytes(`${text(input)}>before`)),
         sleep("nap", 300),
@@ -175,7 +130,7 @@ for (const [name, open] of STORES)
     });
 
     it("priorities from the definition: a high-priority workflow overtakes a backlog", async () => {
-      const { backend } = store;
+      const backend = store.root;
       const work = (input: Uint8Array) => bytes(`${text(input)}!`);
       const bulk = defineWorkflow("bulk-v1", [step("a", work), step("b", work)], { priority: 5 });
       const urgent = defineWorkflow("urgent-v1", [step("a", work), step("b", work)], { priority: 1 });
@@ -194,7 +149,7 @@ for (const [name, open] of STORES)
     });
 
     it("queues: a step in another queue runs only on a worker that serves it", async () => {
-      const { backend, connect } = store;
+      const { root: backend, connect } = store;
       const routed = defineWorkflow("routed-v1", [
         step("cpu", (input) => bytes(`${text(input)}>cpu`)),
         step("gpu", (input, context) => bytes(`${text(input)}>gpu@${context.workerId}`), { queue: "gpu" }),

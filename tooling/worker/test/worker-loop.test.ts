@@ -1,5 +1,5 @@
 import { setTimeout as delay } from "node:timers/promises";
-import { bytesEqual, type PersistentBackend } from "@sayiir/persistence-core";
+import { bytesEqual } from "@sayiir/persistence-core";
 import { describe, expect, it } from "vitest";
 import {
   bytes,
@@ -12,18 +12,7 @@ import {
   type WorkerEvent,
   type WorkflowDefinition,
 } from "../src/index.ts";
-import { BACKENDS } from "./backends.ts";
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await delay(10);
-  }
-}
-
-const completed = (backend: PersistentBackend, id: string) => async () =>
-  (await backend.loadSnapshot(id)).state.kind === "Completed";
+import { BACKENDS, completed, waitFor } from "./backends.ts";
 
 /** A fresh in-memory store: `root` is its first client, `connect()` gives more. */
 const memoryStore = async () => {

@@ -37,31 +37,21 @@ for k = 1, #items / 4 do
   local key = pre .. s .. ${L.tagEnd} .. ${L.instance} .. id
   local cfield = ${L.claim} .. task
   local m = call('HMGET', key, ${L.finished}, ${L.updatedAt}, ${L.positionTaskId}, cfield, ${L.queue})
-  local code = OK
-  if not m[1] then
-    code = SNAPSHOT_NOT_FOUND
-  else
-    local raw = m[4]
-    local ctok, cexp
-    if raw then ctok, cexp = string.match(raw, '^(%d+)|%d+|(%d*)|') end
+  local code = item_fence(m[1], m[4], tok, req, now_ms)
+  if code == 'again' then
+    code = OK
+  elseif code == OK then
     local tomb = tok .. '|' .. req
-    if ctok ~= tok or (cexp ~= '' and tonumber(cexp) <= now_ms) then
-      -- Not the live claim, unless its tombstone is this very call's (a second run): OK again.
-      if raw ~= tomb or req == '' then code = FENCE_REJECTED end
-    elseif m[1] == '1' then
-      code = RESULTS_FINAL
+    local u = tonumber(m[2])
+    if now_ms > u then u = now_ms end
+    call('HSET', key, ${L.result} .. task, ARGV[3 + k], ${L.lastCompletedTaskId}, task, ${L.updatedAt}, fmt(u), cfield, tomb)
+    if m[3] == task then
+      -- Its position task has a result now: the instance is in neither index set.
+      local base = pre .. s .. ${L.tagEnd}
+      drop(base .. ${L.leased}, id)
+      drop(ready_of(base, m[5]), id)
     else
-      local u = tonumber(m[2])
-      if now_ms > u then u = now_ms end
-      call('HSET', key, ${L.result} .. task, ARGV[3 + k], ${L.lastCompletedTaskId}, task, ${L.updatedAt}, fmt(u), cfield, tomb)
-      if m[3] == task then
-        -- Its position task has a result now: the instance is in neither index set.
-        local base = pre .. s .. ${L.tagEnd}
-        drop(base .. ${L.leased}, id)
-        drop(ready_of(base, m[5]), id)
-      else
-        reindex(pre .. s .. ${L.tagEnd}, key, id, now_ms)
-      end
+      reindex(pre .. s .. ${L.tagEnd}, key, id, now_ms)
     end
   end
   out[k] = code

@@ -30,35 +30,25 @@ for k = 1, #items / 5 do
   local key = base .. ${L.instance} .. id
   local cfield, afield = ${L.claim} .. task, ${L.attempts} .. task
   local m = call('HMGET', key, ${L.finished}, ${L.positionTaskId}, ${L.awaitedTask}, cfield, afield, ${L.runAt})
-  local code = OK
-  if not m[1] then
-    code = SNAPSHOT_NOT_FOUND
-  else
-    local raw = m[4]
-    local ctok, cexp
-    if raw then ctok, cexp = string.match(raw, '^(%d+)|%d+|(%d*)|') end
+  local code = item_fence(m[1], m[4], tok, req, now_ms)
+  if code == 'again' then
+    code = OK
+  elseif code == OK then
     local tomb = tok .. '|' .. req
-    if ctok ~= tok or (cexp ~= '' and tonumber(cexp) <= now_ms) then
-      -- Not the live claim, unless its tombstone is this very call's (a second run): OK again.
-      if raw ~= tomb or req == '' then code = FENCE_REJECTED end
-    elseif m[1] == '1' then
-      code = RESULTS_FINAL
-    else
-      local count = 1
-      if m[5] then count = tonumber(string.match(m[5], '^(%d+)')) + 1 end
-      local r = retry
-      if r == '' then r = 'n' end
-      local set = { afield, fmt(count) .. '|' .. fmt(now_ms) .. '|' .. r .. '|=' .. ARGV[3 + k], cfield, tomb }
-      if m[2] == task or m[3] == task then
-        set[#set + 1] = ${L.due}
-        local due = retry
-        if retry == '' then due = 'h'
-        elseif m[6] and tonumber(m[6]) > tonumber(retry) then due = m[6] end
-        set[#set + 1] = due
-      end
-      call('HSET', key, unpack(set))
-      reindex(base, key, id, now_ms)
+    local count = 1
+    if m[5] then count = tonumber(string.match(m[5], '^(%d+)')) + 1 end
+    local r = retry
+    if r == '' then r = 'n' end
+    local set = { afield, fmt(count) .. '|' .. fmt(now_ms) .. '|' .. r .. '|=' .. ARGV[3 + k], cfield, tomb }
+    if m[2] == task or m[3] == task then
+      set[#set + 1] = ${L.due}
+      local due = retry
+      if retry == '' then due = 'h'
+      elseif m[6] and tonumber(m[6]) > tonumber(retry) then due = m[6] end
+      set[#set + 1] = due
     end
+    call('HSET', key, unpack(set))
+    reindex(base, key, id, now_ms)
   end
   out[k] = code
 end

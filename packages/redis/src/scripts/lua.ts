@@ -55,6 +55,21 @@ end
 local function own_retry(c, req, worker, now_ms)
   return is_live(c, now_ms) and req ~= '' and c.req == req and c.worker == worker
 end
+-- The fence of one item of completeTasks / failTasks: \`finished\` (the instance's finished flag,
+-- false when there is no instance) and \`raw\` (the task's claim field) against the caller's token
+-- \`tok\`. A dead or other claim is refused unless the field is this very request's tombstone (the
+-- script running a second time, after a lost reply): then 'again', answered OK without writing.
+local function item_fence(finished, raw, tok, req, now_ms)
+  if not finished then return SNAPSHOT_NOT_FOUND end
+  local ctok, cexp
+  if raw then ctok, cexp = string.match(raw, '^(%d+)|%d+|(%d*)|') end
+  if ctok ~= tok or (cexp ~= '' and tonumber(cexp) <= now_ms) then
+    if raw ~= tok .. '|' .. req or req == '' then return FENCE_REJECTED end
+    return 'again'
+  end
+  if finished == '1' then return RESULTS_FINAL end
+  return OK
+end
 -- A new claim over the field's current value \`raw\` (a claim that is not live, a tombstone or
 -- nothing): token = max(last token of this (instance, task) + 1, shard floor + 1, server time in
 -- microseconds), so tokens keep growing after a release, an expiry and a delete.
