@@ -1,6 +1,6 @@
 import type { AvailableTask, ClaimedTask, EventRef, Fence, RenewedClaim, TaskClaim } from "./claims.js";
 import type { PersistenceError } from "./errors.js";
-import type { ControlRequest, WorkflowSnapshot } from "./snapshot.js";
+import type { ControlRequest, NextStep, WorkflowSnapshot } from "./snapshot.js";
 
 /** Option of fenced writes: refused with ClaimLostError unless this claim is still the live one. */
 export interface WriteOptions {
@@ -40,11 +40,23 @@ export interface TaskFailure {
   retryAt: number | null;
 }
 
-/** One task to finish with completeTasks: the caller's claim on it and the task's output. */
+/**
+ * One task to finish with completeTasks: the caller's claim on it and the task's output, and
+ * optionally where the workflow goes next (one fenced write per workflow step).
+ */
 export interface TaskCompletion {
   /** The claim returned by claimTask or claimAvailableTasks (its instance, task, worker and token). */
   claim: Pick<TaskClaim, "instanceId" | "taskId" | "workerId" | "token">;
   output: Uint8Array;
+  /**
+   * Moves the workflow on in the same atomic step: the claimed task must be the one its position
+   * runs (AtTask's task, or the task after a wait); the result is recorded as the last completed
+   * task and the workflow goes to this position (its task ready at once, or at its runAt), or
+   * Completed, or Failed. Other outputs are neither read nor rewritten.
+   */
+  next?: NextStep;
+  /** With `next`, after a wait: the event the task ran on (ClaimedTask.event), consumed in the same step. */
+  consumeEvent?: EventRef;
 }
 
 /**
@@ -143,6 +155,13 @@ export interface PersistentBackend extends AsyncDisposable {
    * one refused (claim lost, instance missing or finished) does not stop the others. The whole
    * batch is validated before any I/O; a bad item throws and nothing is written. A BackendError
    * means the outcome of every item is unknown.
+   *
+   * A completion with `next` also moves its workflow on in that step, exactly as a saveSnapshot
+   * fenced by the claim of the snapshot with the result added and the workflow at `next` would
+   * (consuming `consumeEvent`), without reading or rewriting the other outputs. Refused, in this
+   * order: NotFound, ClaimLost (the fence), Conflict when the workflow is finished, paused, not at
+   * the claimed task, or the event is not the oldest pending one of its name; nothing is written
+   * and the claim stays held.
    */
   completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]>;
   /**

@@ -12,8 +12,23 @@ import type {
   WriteOptions,
 } from "./backend.js";
 import type { AvailableTask, ClaimedTask, EventRef, Fence, RenewedClaim, TaskClaim } from "./claims.js";
-import { BackendError, ErrorCode, isPersistenceError, toBackendError, ValidationError } from "./errors.js";
-import { type ControlRequest, DEFAULT_AGING_MS, type WorkflowSnapshot } from "./snapshot.js";
+import {
+  BackendError,
+  ErrorCode,
+  failures,
+  isPersistenceError,
+  toBackendError,
+  ValidationError,
+} from "./errors.js";
+import {
+  applyStep,
+  type ControlRequest,
+  DEFAULT_AGING_MS,
+  isFinished,
+  type NextStep,
+  positionTaskId,
+  type WorkflowSnapshot,
+} from "./snapshot.js";
 import {
   type ValidCompletion,
   type ValidFailure,
@@ -125,12 +140,13 @@ export abstract class BaseBackend implements PersistentBackend {
   protected async doCompleteTasks(completions: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
     return Promise.all(
       completions.map(async (c): Promise<CompletionOutcome> => {
+        const fence = { instanceId: c.instanceId, taskId: c.taskId, token: c.token };
         try {
-          await this.doSaveTaskResult(c.instanceId, c.taskId, c.output, {
-            instanceId: c.instanceId,
-            taskId: c.taskId,
-            token: c.token,
-          });
+          if (c.next === undefined) await this.doSaveTaskResult(c.instanceId, c.taskId, c.output, fence);
+          else {
+            const refusal = await this.portableStep(c, c.next, fence);
+            if (refusal !== null) return refusal;
+          }
         } catch (error) {
           if (isPersistenceError(error) && error.code !== ErrorCode.Backend) return error;
           throw error;
@@ -269,6 +285,32 @@ export abstract class BaseBackend implements PersistentBackend {
     const ttl = validateTtl(ttlMs);
     const queues = validateQueues(options);
     return this.run("claimAvailableTasks", () => this.doClaimAvailableTasks(workerId, n, ttl, queues));
+  }
+
+  /**
+   * The portable form of a completion with `next`: load, check, then one saveSnapshot of the
+   * stepped snapshot fenced by the claim (consuming the event). It rewrites every output and is
+   * atomic only through the fence: adapters implement the step natively. A refused state is
+   * reported after a fenced rewrite of the snapshot as loaded, so that a lost claim still wins
+   * (ClaimLost before Conflict, as in the contract).
+   */
+  private async portableStep(c: ValidCompletion, next: NextStep, fence: Fence): Promise<CompletionOutcome> {
+    const snapshot = await this.doLoadSnapshot(c.instanceId);
+    const state = snapshot.state;
+    const refusal = isFinished(state)
+      ? failures.resultsFinal(c.instanceId)
+      : state.kind === "Paused"
+        ? failures.pausedCannotMove(c.instanceId)
+        : state.kind === "InProgress" && positionTaskId(state.position) === c.taskId
+          ? null
+          : failures.notAtTask(c.instanceId, c.taskId);
+    if (refusal !== null) {
+      await this.doSaveSnapshot(snapshot, fence, undefined);
+      return refusal;
+    }
+    const now = Math.max(snapshot.updatedAt, Date.now());
+    await this.doSaveSnapshot(applyStep(snapshot, c.taskId, c.output, next, now), fence, c.consumeEvent);
+    return null;
   }
 
   async failTasks(failures: readonly TaskFailure[]): Promise<CompletionOutcome[]> {

@@ -137,6 +137,10 @@ export const failures = {
     new ConflictError(`workflow ${q(instanceId)} is ${state}; only an InProgress workflow can be paused`),
   notPaused: (instanceId: string, state: string) =>
     new ConflictError(`workflow ${q(instanceId)} is ${state}, not Paused; there is nothing to resume`),
+  notAtTask: (instanceId: string, taskId: string) =>
+    new ConflictError(
+      `workflow ${q(instanceId)} is not at task ${q(taskId)}; only the task its position runs can move it on`,
+    ),
   pausedCannotMove: (instanceId: string) =>
     new ConflictError(`workflow ${q(instanceId)} is paused; resume it before moving it on`),
   eventsClosed: (instanceId: string, state: string) =>

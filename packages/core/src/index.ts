@@ -45,6 +45,7 @@ export type {
   ControlRequest,
   ExecutionPosition,
   InProgressState,
+  NextStep,
   PausedState,
   TaskAttempts,
   TaskResult,
@@ -53,6 +54,7 @@ export type {
   WorkflowState,
 } from "./snapshot.js";
 export {
+  applyStep,
   awaitedTaskId,
   completedTasksOf,
   createSnapshot,

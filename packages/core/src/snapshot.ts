@@ -211,6 +211,33 @@ export function markFailed(
   return { ...snapshot, updatedAt: now, state: { kind: "Failed", error } };
 }
 
+/**
+ * Where completeTasks moves a workflow once a task's result is recorded (a completion's `next`):
+ * a new position (its task ready with this output as input, scheduled by the position's runAt,
+ * priority and queue), or Completed with its final output, or Failed with its error.
+ */
+export type NextStep =
+  | ExecutionPosition
+  | { kind: "Completed"; finalOutput: Uint8Array }
+  | { kind: "Failed"; error: string };
+
+/**
+ * The snapshot after one step: `taskId`'s output recorded (it becomes the last completed task)
+ * and the workflow moved to `next`, at `now`. What completeTasks with `next` stores, as one
+ * saveSnapshot would; pure. The caller has checked that the workflow is InProgress at `taskId`.
+ */
+export function applyStep(
+  snapshot: WorkflowSnapshot,
+  taskId: string,
+  output: Uint8Array,
+  next: NextStep,
+  now: number = Date.now(),
+): WorkflowSnapshot {
+  if (next.kind === "Completed") return markCompleted(snapshot, next.finalOutput, now);
+  if (next.kind === "Failed") return markFailed(snapshot, next.error, now);
+  return updatePosition(markTaskCompleted(snapshot, taskId, output, now), next, now);
+}
+
 /** The stored output of a task, or undefined if it has not completed (or the state keeps no results). */
 export function getTaskResult(snapshot: WorkflowSnapshot, taskId: string): Uint8Array | undefined {
   const tasks = completedTasksOf(snapshot.state);

@@ -4,6 +4,7 @@ import {
   type ControlRequest,
   DEFAULT_QUEUE,
   type ExecutionPosition,
+  type NextStep,
   setCompletedTask,
   type TaskAttempts,
   type TaskResult,
@@ -430,6 +431,21 @@ export interface ValidCompletion {
   workerId: string;
   token: number;
   output: Uint8Array;
+  /** Where the workflow goes in the same step (absent: the result only). */
+  next?: NextStep;
+  /** Only with `next`: the event the task ran on, consumed in the same step. */
+  consumeEvent?: EventRef;
+}
+
+/** A completion's `next`: a position (validated like a snapshot's), or Completed / Failed. */
+function validateNext(index: number, value: unknown, maxPayloadBytes: number): NextStep {
+  if (!isPlainObject(value)) {
+    throw new ValidationError(`completions[${index}].next must be a position, Completed or Failed`);
+  }
+  if (value.kind === "Completed" || value.kind === "Failed") {
+    return validateState(value, maxPayloadBytes) as NextStep;
+  }
+  return validatePosition(value);
 }
 
 /**
@@ -463,7 +479,17 @@ export function validateCompletions(value: unknown, maxPayloadBytes: number): Va
       );
     }
     seen.add(key);
-    return { instanceId, taskId, workerId, token, output };
+    const valid: ValidCompletion = { instanceId, taskId, workerId, token, output };
+    if (item.next !== undefined) valid.next = validateNext(index, item.next, maxPayloadBytes);
+    if (item.consumeEvent !== undefined) {
+      if (valid.next === undefined) {
+        throw new ValidationError(
+          `completions[${index}].consumeEvent needs a next step (it moves the workflow on)`,
+        );
+      }
+      valid.consumeEvent = validateEventRef(item.consumeEvent);
+    }
+    return valid;
   });
 }
 

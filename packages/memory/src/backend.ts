@@ -14,6 +14,7 @@ import {
   markCancelled,
   markPaused,
   markResumed,
+  type NextStep,
   type PendingEvent,
   type PersistenceError,
   type RenewedClaim,
@@ -24,6 +25,7 @@ import {
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
+  advanceHeader,
   type ControlOperation,
   consumeRefusal,
   controlRefusal,
@@ -34,6 +36,7 @@ import {
   resultRefusal,
   type StoredSnapshot,
   snapshotRefusal,
+  stepRefusal,
   toStoredSnapshot,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
@@ -191,11 +194,63 @@ export class InMemoryBackend extends BaseBackend {
     completions: readonly ValidCompletion[],
   ): Promise<CompletionOutcome[]> {
     return completions.map((c) => {
-      const refusal = this.#saveTaskResult(c.instanceId, c.taskId, c.output, c);
+      const refusal =
+        c.next === undefined
+          ? this.#saveTaskResult(c.instanceId, c.taskId, c.output, c)
+          : this.#step(c, c.next);
       if (refusal !== null) return refusal;
       this.store.deleteClaim(c.instanceId, c.taskId);
       return null;
     });
+  }
+
+  /**
+   * A completion with `next`: the kit's checks (stepRefusal), then the result, the header and
+   * index fields the kit computes from the stored header (advanceHeader) and the consumed event,
+   * written together. The other results are not touched; a terminal step drops them all.
+   */
+  #step(c: ValidCompletion, next: NextStep): PersistenceError | null {
+    const id = c.instanceId;
+    const stored = this.store.instances.get(id);
+    const event = c.consumeEvent;
+    const refusal = stepRefusal(
+      id,
+      c,
+      {
+        ...this.#writeView(id, c),
+        paused: stored?.status === "Paused",
+        positionTask:
+          stored?.status === "InProgress"
+            ? (stored.positionTaskId ?? stored.awaiting?.nextTaskId ?? null)
+            : null,
+      },
+      event,
+      event === undefined ? undefined : this.store.events.oldest(id, event.eventName)?.sequence,
+    );
+    if (refusal !== null || stored === undefined) return refusal;
+    const view = {
+      instanceId: id,
+      header: stored.header,
+      lastCompletedTaskId: stored.lastCompletedTaskId,
+      hasResult: (taskId: string) => stored.results.has(taskId),
+    };
+    const write = advanceHeader(view, c.taskId, next, Math.max(stored.updatedAt, this.#now()));
+    if (event !== undefined) this.store.events.consumeOldest(id, event.eventName);
+    if (write.keepsResults) stored.results.set(c.taskId, copyBytes(c.output));
+    else stored.results.clear();
+    Object.assign(stored, {
+      header: write.header,
+      status: write.status,
+      finished: write.finished,
+      positionTaskId: write.positionTaskId,
+      awaiting: write.awaiting,
+      schedule: { ...write.schedule },
+      lastCompletedTaskId: write.lastCompletedTaskId,
+      updatedAt: write.updatedAt,
+    });
+    if (stored.finished) this.store.events.drop(id);
+    place(this.store, id, stored);
+    return null;
   }
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {

@@ -11,6 +11,7 @@ import type {
   DiscoveryOptions,
   PersistentBackend,
   RenewedClaim,
+  TaskCompletion,
   TaskFailure,
   WorkflowSnapshot,
   WriteOptions,
@@ -223,6 +224,21 @@ describe("differential fuzzing against the memory reference", () => {
           }
         })(),
       ["find"],
+    ],
+    // One write per step (issue 17): completeTasks with next is fuzzed too.
+    [
+      "a step that drops its next task's runAt",
+      () =>
+        new (class extends InMemoryBackend {
+          override async completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]> {
+            return super.completeTasks(
+              completions.map((c) =>
+                c.next?.kind === "AtTask" ? { ...c, next: { kind: "AtTask", taskId: c.next.taskId } } : c,
+              ),
+            );
+          }
+        })(),
+      ["complete", "work"],
     ],
   ];
   for (const [what, make, culprits] of sloppyControl) {

@@ -1,14 +1,16 @@
 // What the worker does for each kind of task (see TaskAction): run the function, then the fenced
-// commit that records the result and advances the workflow.
+// commit that records the result and advances the workflow. Steps, branches, joins and the task
+// after a wait commit with one completeTasks item carrying the next step (which also releases the
+// claim: their handlers resolve "released"); the fan-out's spawn and notify, which write other
+// instances too, load and save the snapshot.
 import {
   getTaskResult,
   markCompleted,
-  markTaskCompleted,
+  type NextStep,
   nextTaskInput,
   updatePosition,
-  type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
-import { commit, loadForCommit } from "./commit.ts";
+import { commit, commitStep, loadForCommit } from "./commit.ts";
 import {
   childInstanceId,
   entryPosition,
@@ -21,20 +23,20 @@ import {
 import { ensureChild, fanOutStage, recordBranch } from "./fan-out.ts";
 import { callTask, type TaskRun } from "./task-run.ts";
 
+/** Resolves "released" when its commit released the claim (completeTasks), else the caller releases it. */
 type Handler<K extends TaskAction["kind"]> = (
   run: TaskRun,
   definition: WorkflowDefinition,
   action: Extract<TaskAction, { kind: K }>,
-) => Promise<void>;
+) => Promise<"released" | undefined>;
 
-/** A step: run it, commit its output and the next stage (or completion). */
+/** A step: run it, commit its output and the next stage (or completion) in one write. */
 const step: Handler<"step"> = async (run, definition, action) => {
   const stage = definition.stages[action.stage];
   if (stage?.kind !== "step") throw new Error(`bad stage for ${run.task.taskId}`);
   const output = await callTask(() => stage.run(run.task.input, run.context));
-  const snapshot = await loadForCommit(run);
-  const done = markTaskCompleted(snapshot, run.task.taskId, output);
-  await commit(run, action, advance(definition, action.stage, done, output));
+  await commitStep(run, action, output, nextStep(definition, action.stage, output));
+  return "released";
 };
 
 /** A fan-out's spawn: create every child (idempotent), then move the parent to its join. */
@@ -49,6 +51,7 @@ const spawn: Handler<"spawn"> = async (run, definition, action) => {
     action,
     updatePosition(snapshot, { kind: "AtJoin", joinId: stage.id, completedBranches: [] }),
   );
+  return undefined;
 };
 
 /** A branch (in its child instance): run it, commit its output and move the child to notify. */
@@ -56,14 +59,13 @@ const branch: Handler<"branch"> = async (run, definition, action) => {
   const stage = fanOutStage(definition, action.stage);
   const branchFn = stage.branches[action.branch]!;
   const output = await callTask(() => branchFn(run.task.input, run.context));
-  const snapshot = await loadForCommit(run);
-  const done = markTaskCompleted(snapshot, run.task.taskId, output);
   const notify = {
     kind: "AtTask" as const,
     taskId: taskIds.notify(stage.id),
     ...stageSchedule(definition, stage),
   };
-  await commit(run, action, updatePosition(done, notify));
+  await commitStep(run, action, output, notify);
+  return "released";
 };
 
 /** A child's notify: record the branch output in the parent, then complete the child. */
@@ -76,6 +78,7 @@ const notify: Handler<"notify"> = async (run, definition, action) => {
   const snapshot = await loadForCommit(run);
   await recordBranch(run, child.parentId, stage, child.branch, { output: run.task.input });
   await commit(run, action, markCompleted(snapshot, run.task.input));
+  return undefined;
 };
 
 /** A fan-out's join: run it on the recorded branch outputs, commit and move on. */
@@ -89,15 +92,16 @@ const join: Handler<"join"> = async (run, definition, action) => {
     return output;
   });
   const output = await callTask(() => stage.join(outputs, run.context));
-  const done = markTaskCompleted(snapshot, run.task.taskId, output);
-  await commit(run, action, advance(definition, action.stage, done, output));
+  await commitStep(run, action, output, nextStep(definition, action.stage, output));
+  return "released";
 };
 
 /**
  * The task after a wait, ready because its event arrived or its wait timed out: run the stage's
  * function on the event's payload (or its timeout function on the stage input), then one fenced
  * write that records the output, moves on and consumes the event (the event is consumed exactly
- * when the workflow moves past the wait; a worker that dies before consumes nothing).
+ * when the workflow moves past the wait; a worker that dies before consumes nothing). The
+ * snapshot is loaded first for the stage input (the output before the wait) and the input check.
  */
 const afterEvent: Handler<"afterEvent"> = async (run, definition, action) => {
   const stage = definition.stages[action.stage];
@@ -109,29 +113,27 @@ const afterEvent: Handler<"afterEvent"> = async (run, definition, action) => {
     run.task.event !== undefined
       ? await callTask(() => stage.run(run.task.input, context))
       : await callTask(() => stage.onTimeout(stageInput, context));
-  // Loaded again after the function, like every other task: the commit builds on the latest state.
-  const done = markTaskCompleted(await loadForCommit(run), run.task.taskId, output);
-  await commit(run, action, advance(definition, action.stage, done, output));
+  await commitStep(run, action, output, nextStep(definition, action.stage, output));
+  return "released";
 };
 
 const HANDLERS: { [K in TaskAction["kind"]]: Handler<K> } = { step, spawn, branch, notify, join, afterEvent };
 
 /** Runs the task's action to its commit (throws what the action or the backend threw). */
-export function runAction(run: TaskRun, definition: WorkflowDefinition, action: TaskAction): Promise<void> {
+export function runAction(
+  run: TaskRun,
+  definition: WorkflowDefinition,
+  action: TaskAction,
+): Promise<"released" | undefined> {
   return (HANDLERS[action.kind] as Handler<TaskAction["kind"]>)(run, definition, action);
 }
 
 /**
- * After stage `index` produced `output` (already recorded in `snapshot`): the next stage (its
- * first task, or the wait, whose timeout counts from now), or completion.
+ * After stage `index` produced `output`: the next stage's position (its first task, or the wait,
+ * whose timeout counts from now), or completion with that output.
  */
-function advance(
-  definition: WorkflowDefinition,
-  index: number,
-  snapshot: WorkflowSnapshot,
-  output: Uint8Array,
-): WorkflowSnapshot {
+function nextStep(definition: WorkflowDefinition, index: number, output: Uint8Array): NextStep {
   const next = definition.stages[index + 1];
-  if (next === undefined) return markCompleted(snapshot, output, snapshot.updatedAt);
-  return updatePosition(snapshot, entryPosition(next, Date.now(), definition, index + 1), snapshot.updatedAt);
+  if (next === undefined) return { kind: "Completed", finalOutput: output };
+  return entryPosition(next, Date.now(), definition, index + 1);
 }

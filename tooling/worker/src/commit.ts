@@ -1,13 +1,18 @@
-// The fenced commit: load the task's snapshot (checking the workflow is still at this task and the
-// claimed input is the snapshot's), then one saveSnapshot fenced by the claim that records the
-// result and advances the workflow together (and, for the task after a wait, consumes its event).
+// The fenced commits. A step's: one completeTasks with `next` that records the output, moves the
+// workflow on, consumes the event the task ran on and releases the claim, without reading or
+// rewriting the other outputs. The fan-out's system tasks: load the task's snapshot (checking the
+// workflow is still at this task and the claimed input is the snapshot's), then one saveSnapshot
+// fenced by the claim that records the result and advances the workflow together.
 import {
   bytesEqual,
   ClaimLostError,
   ConflictError,
   EMPTY_BYTES,
+  ErrorCode,
   type ExecutionPosition,
+  type NextStep,
   nextTaskInput,
+  type TaskCompletion,
   type WorkflowSnapshot,
   type WriteOptions,
 } from "@sayiir/persistence-core";
@@ -94,10 +99,45 @@ export async function commit(run: TaskRun, action: TaskAction, snapshot: Workflo
     }
     throw error;
   }
+  const state = snapshot.state;
+  committed(run, action, state.kind === "InProgress" ? state.position : state);
+}
+
+/**
+ * The step's commit: one completeTasks item with `next` (and the event the task ran on). The claim
+ * is released by it. ClaimLost marks the claim lost; a Conflict is a paused workflow (the task
+ * stops, to run again after resume) or one that moved on without us (lost).
+ */
+export async function commitStep(
+  run: TaskRun,
+  action: TaskAction,
+  output: Uint8Array,
+  next: NextStep,
+): Promise<void> {
+  const { worker, task } = run;
+  run.checkpoint();
+  const item: TaskCompletion = { claim: task.claim, output, next };
+  if (task.event !== undefined) item.consumeEvent = task.event;
+  const [outcome] = await worker.backend.completeTasks([item]);
+  if (outcome !== null && outcome !== undefined) {
+    if (outcome.code === ErrorCode.Conflict && (await pausedNow(run))) run.paused("commit");
+    else if (outcome.code === ErrorCode.ClaimLost || outcome.code === ErrorCode.Conflict) run.lost("commit");
+    run.checkpoint();
+    throw outcome;
+  }
+  committed(run, action, next);
+}
+
+/** Counts and reports a landed commit; `to` is where the workflow went. */
+function committed(
+  run: TaskRun,
+  action: TaskAction,
+  to: ExecutionPosition | { kind: "Completed" | "Failed" | "Paused" | "Cancelled" },
+): void {
+  const { worker, task } = run;
   worker.stats.committed++;
-  const finished = snapshot.state.kind === "Completed";
-  const position = snapshot.state.kind === "InProgress" ? snapshot.state.position : undefined;
-  const runAt = position?.kind === "AtTask" ? position.runAt : undefined;
+  const finished = to.kind === "Completed";
+  const runAt = to.kind === "AtTask" ? to.runAt : undefined;
   worker.emit({
     type: "committed",
     workerId: worker.workerId,

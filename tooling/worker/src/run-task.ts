@@ -43,8 +43,8 @@ async function execute(run: TaskRun): Promise<boolean> {
     return true;
   }
   try {
-    await runAction(run, workflow.definition, action);
-    return true;
+    // A step's commit released the claim itself (completeTasks): nothing left to release.
+    return (await runAction(run, workflow.definition, action)) !== "released";
   } catch (error) {
     return handleFailure(run, workflow.definition, action, error);
   }

@@ -79,12 +79,12 @@ describe("runWorker", () => {
       step("second", async (input) => bytes(`second(${text(input)})`)),
     ]);
     await startWorkflow(root, wf, "w1", bytes(""));
-    // The stale worker pauses (think: a long GC pause) between loading and writing, without heartbeats.
+    // The stale worker pauses (think: a long GC pause) between its task and its commit, without heartbeats.
     const staleBackend = await store.connect();
-    const save = staleBackend.saveSnapshot.bind(staleBackend);
-    staleBackend.saveSnapshot = async (...args) => {
+    const complete = staleBackend.completeTasks.bind(staleBackend);
+    staleBackend.completeTasks = async (...args) => {
       await staleMayWrite;
-      return save(...args);
+      return complete(...args);
     };
     const staleEvents: WorkerEvent[] = [];
     const stopStale = new AbortController();

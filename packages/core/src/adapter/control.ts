@@ -60,7 +60,7 @@ export function transitionHeader(
 const PLACEHOLDER = new Uint8Array(0);
 
 /** The header's snapshot, with an empty result for every task of its position that has one. */
-function decodeWithoutOutputs(stored: StoredHeaderView): WorkflowSnapshot {
+export function decodeWithoutOutputs(stored: StoredHeaderView): WorkflowSnapshot {
   const probe = decodeSnapshotHeader(stored.header, stored.instanceId, {
     results: [],
     lastCompletedTaskId: null,
@@ -80,7 +80,7 @@ function decodeWithoutOutputs(stored: StoredHeaderView): WorkflowSnapshot {
   });
 }
 
-function withoutInput(snapshot: WorkflowSnapshot): WorkflowSnapshot {
+export function withoutInput(snapshot: WorkflowSnapshot): WorkflowSnapshot {
   const { initialInput: _, ...rest } = snapshot;
   return rest;
 }

@@ -30,6 +30,7 @@ export {
   sleep,
 } from "./retry.js";
 export { connectionSecrets } from "./secrets.js";
+export { advanceHeader, type StepView, type StepWrite, stepRefusal } from "./step.js";
 export {
   fromStoredParts,
   type StoredParts,

@@ -13,6 +13,7 @@ import { fencingGroup } from "./groups/fencing.js";
 import { schedulingGroup } from "./groups/scheduling.js";
 import { sizesGroup } from "./groups/sizes.js";
 import { snapshotsGroup } from "./groups/snapshots.js";
+import { stepsGroup } from "./groups/steps.js";
 import { taskResultsGroup } from "./groups/task-results.js";
 import { validationGroup } from "./groups/validation.js";
 import type { ConformanceOptions, GroupName } from "./types.js";
@@ -54,6 +55,7 @@ export {
   schedulingGroup,
   sizesGroup,
   snapshotsGroup,
+  stepsGroup,
   taskResultsGroup,
   validationGroup,
 };
@@ -70,6 +72,7 @@ export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) 
   control: controlGroup,
   events: eventsGroup,
   scheduling: schedulingGroup,
+  steps: stepsGroup,
   discovery: discoveryGroup,
   validation: validationGroup,
   errors: errorsGroup,

@@ -45,6 +45,7 @@ export const GROUP_NAMES = [
   "control",
   "events",
   "scheduling",
+  "steps",
   "discovery",
   "validation",
   "errors",

@@ -1,11 +1,11 @@
 // Runs one fuzzed operation on one lane and returns a plain, comparable outcome (a result or an
 // error code), normalised by the lane.
-import type { DiscoveryOptions, TaskClaim, WriteOptions } from "@sayiir/persistence-core";
+import type { DiscoveryOptions, TaskClaim, TaskCompletion, WriteOptions } from "@sayiir/persistence-core";
 import { isPersistenceError } from "@sayiir/persistence-core";
 import { comparable } from "@sayiir/persistence-core/conformance";
 import { type Lane, normTimes } from "./lane.ts";
 import { EVENTS, INSTANCES, type Inst, type Op, QUEUES, type QueueSel, WORKERS } from "./ops.ts";
-import { buildSnapshot, outBytes, retryAtOf, taskId } from "./snapshots.ts";
+import { buildSnapshot, nextOf, outBytes, retryAtOf, stepShape, taskId } from "./snapshots.ts";
 
 const HOUR = 3_600_000;
 
@@ -95,11 +95,19 @@ async function applyCore(lane: Lane, op: Op): Promise<unknown> {
     }
     case "complete": {
       const outcomes = await b.completeTasks(
-        op.items.map((item) => ({
-          claim: lane.completionClaim(item.inst, taskId(item.task), item.fence, WORKERS[item.worker]),
-          output: outBytes(item.out, 4),
-        })),
+        op.items.map((item, i): TaskCompletion => {
+          const completion: TaskCompletion = {
+            claim: lane.completionClaim(item.inst, taskId(item.task), item.fence, WORKERS[item.worker]),
+            output: outBytes(item.out, 4),
+          };
+          if (item.step === null) return completion;
+          const consumeEvent = lane.consumeEvent(item.inst, EVENTS[item.event], item.consume);
+          return { ...completion, next: nextOf(item.step, i), ...(consumeEvent ? { consumeEvent } : {}) };
+        }),
       );
+      op.items.forEach((item, i) => {
+        if (item.step !== null && outcomes[i] === null) lane.written.set(id(item.inst), stepShape(item.step));
+      });
       return outcomes.map((o) => (o === null ? "ok" : normError(o)));
     }
     case "fail": {
@@ -170,6 +178,18 @@ async function work(lane: Lane, op: Extract<Op, { op: "work" }>): Promise<unknow
   if (inst === undefined) return { claimed, saved: "not an instance of this run" };
   const consumeEvent =
     op.consume === "carried" ? task.event : lane.consumeEvent(inst, EVENTS[op.event], op.consume);
+  if (op.step !== null) {
+    const [outcome] = await lane.backend.completeTasks([
+      {
+        claim: task.claim,
+        output: outBytes(op.age, 6),
+        next: nextOf(op.step, op.age),
+        ...(consumeEvent ? { consumeEvent } : {}),
+      },
+    ]);
+    if (outcome === null) lane.written.set(task.instanceId, stepShape(op.step));
+    return { claimed, stepped: outcome === null || outcome === undefined ? "ok" : normError(outcome) };
+  }
   try {
     const options: WriteOptions = { claim: task.claim, ...(consumeEvent ? { consumeEvent } : {}) };
     await lane.backend.saveSnapshot(buildSnapshot(task.instanceId, op.next, op.age), options);

@@ -46,6 +46,13 @@ export interface FailItem {
   error: number;
 }
 
+/** Where a completion with `next` moves its workflow (completeTasks' one write per step). */
+export type Step =
+  | { to: "task"; task: Task; schedule: Schedule }
+  | { to: "wait"; event: EventIx; next: Task; timeout: Timeout; schedule: Schedule }
+  | { to: "completed"; out: number }
+  | { to: "failed"; message: string };
+
 /** A position of an InProgress or Paused shape that a task can be ready at. */
 export type WaitPosition =
   | { at: "task"; task: Task }
@@ -103,7 +110,20 @@ export type Op =
   | { op: "claimNext"; worker: Worker; limit: number; ttl: boolean; queues: QueueSel }
   /** failTasks: each item's claim (an earlier one or a bogus token) and its retryAt. */
   | { op: "fail"; items: FailItem[] }
-  | { op: "complete"; items: Array<{ inst: Inst; task: Task; out: number; fence: FenceRef; worker: Worker }> }
+  /** completeTasks; an item with a `step` also moves its workflow on, consuming per `consume`. */
+  | {
+      op: "complete";
+      items: Array<{
+        inst: Inst;
+        task: Task;
+        out: number;
+        fence: FenceRef;
+        worker: Worker;
+        step: Step | null;
+        consume: ConsumeRef;
+        event: EventIx;
+      }>;
+    }
   | { op: "race"; inst: Inst; task: Task; ttl: boolean }
   | { op: "cancel"; inst: Inst; reason: boolean }
   | { op: "pause"; inst: Inst; reason: boolean }
@@ -115,7 +135,8 @@ export type Op =
    * What a worker does: claim the next ready task (claim-next, limit 1), then one fenced save of
    * `next` over its instance, consuming per `consume` ("carried": the event the task carries),
    * then (when the save landed) the release of the claim. `fails` (not "no"): the run fails
-   * instead, failTasks with that retryAt ("none": null).
+   * instead, failTasks with that retryAt ("none": null). `step` (not null): the run commits with
+   * one completeTasks item moving the workflow to it instead of the save and the release.
    */
   | {
       op: "work";
@@ -124,6 +145,7 @@ export type Op =
       queues: QueueSel;
       fails: "no" | When;
       next: Shape;
+      step: Step | null;
       age: number;
       consume: ConsumeRef;
       event: EventIx;
@@ -224,6 +246,20 @@ const nextShape: fc.Arbitrary<Shape> = fc.oneof(
   { weight: 1, arbitrary: shape.filter((s) => s.kind === "completed" || s.kind === "cancelled") },
 );
 
+/** Mostly on to a task or a wait, sometimes finished. */
+const step: fc.Arbitrary<Step> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ to: fc.constant("task" as const), task, schedule }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({ to: fc.constant("wait" as const), event, next: task, timeout, schedule }),
+  },
+  { weight: 1, arbitrary: fc.record({ to: fc.constant("completed" as const), out: fc.nat(255) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ to: fc.constant("failed" as const), message: fc.string({ maxLength: 8 }) }),
+  },
+);
+
 const completeItems = fc.array(
   fc.record({
     inst,
@@ -231,6 +267,9 @@ const completeItems = fc.array(
     out: fc.nat(255),
     fence: fc.constantFrom<FenceRef>("latest", "latest", "first", "bogus"),
     worker,
+    step: fc.option(step, { nil: null, freq: 2 }),
+    consume: consumeRef,
+    event,
   }),
   { minLength: 1, maxLength: 3 },
 );
@@ -325,6 +364,7 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       queues: queueSel,
       fails: fc.constantFrom<"no" | When>("no", "no", "no", "no", "no", "none", "past", "future"),
       next: nextShape,
+      step: fc.option(step, { nil: null, freq: 2 }),
       age: fc.nat(3),
       consume: fc.constantFrom<ConsumeRef>(
         "carried",

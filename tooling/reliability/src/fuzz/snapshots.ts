@@ -1,13 +1,14 @@
 // The snapshots a fuzzed save writes, built from a Shape. Every timestamp is fixed and far from
 // the clock (updatedAt in 2100+, so saveTaskResult's max(old, now) keeps it and discovery order is
 // clock-free; wait timeouts decades ago or in 2100), so results never depend on timing.
-import type { ExecutionPosition, TaskResult, WorkflowSnapshot } from "@sayiir/persistence-core";
+import type { ExecutionPosition, NextStep, TaskResult, WorkflowSnapshot } from "@sayiir/persistence-core";
 import { finished, inProgress } from "@sayiir/persistence-core/conformance";
 import {
   EVENTS,
   QUEUES,
   type Schedule,
   type Shape,
+  type Step,
   TASKS,
   type Task,
   type Timeout,
@@ -157,5 +158,47 @@ export function buildSnapshot(instanceId: string, shape: Shape, age: number): Wo
       };
     case "failed":
       return { ...finished(instanceId, { kind: "Failed", error: shape.message }), updatedAt };
+  }
+}
+
+/** The `next` of a fuzzed completion (the same fixed times as the shapes: runAt, timeoutAt). */
+export function nextOf(step: Step, age: number): NextStep {
+  switch (step.to) {
+    case "task":
+      return { kind: "AtTask", taskId: taskId(step.task), ...scheduleFields(step.schedule, age, true) };
+    case "wait":
+      return {
+        kind: "AwaitingEvent",
+        eventName: EVENTS[step.event],
+        nextTaskId: taskId(step.next),
+        timeoutAt: timeoutAt(step.timeout, age),
+        ...scheduleFields(step.schedule, age, false),
+      };
+    case "completed":
+      return { kind: "Completed", finalOutput: outBytes(step.out, 2) };
+    case "failed":
+      return { kind: "Failed", error: step.message };
+  }
+}
+
+/** The shape a landed step leaves (what the lane remembers of the last write: its wait's name). */
+export function stepShape(step: Step): Shape {
+  const none = { done: [], spent: false, input: false };
+  switch (step.to) {
+    case "task":
+      return { kind: "atTask", task: step.task, schedule: step.schedule, attempts: 0, ...none };
+    case "wait":
+      return {
+        kind: "awaiting",
+        event: step.event,
+        next: step.next,
+        timeout: step.timeout,
+        schedule: step.schedule,
+        ...none,
+      };
+    case "completed":
+      return { kind: "completed", out: step.out };
+    case "failed":
+      return { kind: "failed", message: step.message };
   }
 }
