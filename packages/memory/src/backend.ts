@@ -17,6 +17,7 @@ import {
   type NextStep,
   type PendingEvent,
   type PersistenceError,
+  positionTaskId,
   type RenewedClaim,
   type SnapshotPage,
   type TaskClaim,
@@ -205,6 +206,23 @@ export class InMemoryBackend extends BaseBackend {
   }
 
   /**
+   * The task an InProgress position runs, whether or not it has a result: AtTask's task, or a
+   * wait's next task (the stored `awaiting` is only kept for a wait whose task has none: decoded).
+   */
+  #positionTask(instanceId: string, stored: StoredInstance): string | null {
+    if (stored.positionTaskId !== null) return stored.positionTaskId;
+    if (stored.awaiting !== null) return stored.awaiting.nextTaskId;
+    const header = fromStoredParts({
+      instanceId,
+      header: stored.header,
+      initialInput: null,
+      results: [],
+      lastCompletedTaskId: null,
+    });
+    return header.state.kind === "InProgress" ? positionTaskId(header.state.position) : null;
+  }
+
+  /**
    * A completion with `next`: the kit's checks (stepRefusal), then the result, the header and
    * index fields the kit computes from the stored header (advanceHeader) and the consumed event,
    * written together. The other results are not touched; a terminal step drops them all.
@@ -219,10 +237,7 @@ export class InMemoryBackend extends BaseBackend {
       {
         ...this.#writeView(id, c),
         paused: stored?.status === "Paused",
-        positionTask:
-          stored?.status === "InProgress"
-            ? (stored.positionTaskId ?? stored.awaiting?.nextTaskId ?? null)
-            : null,
+        positionTask: stored?.status === "InProgress" ? this.#positionTask(id, stored) : null,
       },
       event,
       event === undefined ? undefined : this.store.events.oldest(id, event.eventName)?.sequence,

@@ -3,12 +3,15 @@
  * collection, each split into chunk documents well under MongoDB's 16 MB document limit. A blob
  * id is random and never reused, so a new write never overwrites what a reader may be reading.
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { Collection } from "mongodb";
 import { CHUNK_BYTES, type ChunkDoc } from "./layout.js";
 
 /** A blob id: random and never reused. */
 export const newBlobId = (): string => randomUUID();
+
+/** The SHA-256 of an output (stored beside its blob id: see ResultRef). */
+export const digest = (bytes: Uint8Array): Buffer => createHash("sha256").update(bytes).digest();
 
 /** One blob to write, owned by an instance (its chunks carry the instance id, for sweeping). */
 export interface OwnedBlob {

@@ -5,15 +5,25 @@
  * reference into `r` (and, for completeTasks, takes the claim out of `c`), judged on the version
  * it replaces, so the fence check and the write it guards are one atomic step.
  */
-import type { CompletionOutcome, Fence, ValidCompletion, ValidFailure } from "@sayiir/persistence-core";
+import {
+  type CompletionOutcome,
+  ErrorCode,
+  type Fence,
+  isPersistenceError,
+  type PersistenceError,
+  type ValidCompletion,
+  type ValidFailure,
+} from "@sayiir/persistence-core";
 import { RETRY, resultRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
 import { type Failing, failurePlan } from "./attempts.js";
-import { newBlobId } from "./chunks.js";
+import { digest, newBlobId } from "./chunks.js";
 import { type MongoContext, quote, RACE } from "./context.js";
+import { readHeader, type StoredHeader } from "./control.js";
 import { type Completing, completionPlan, writeView } from "./instance.js";
-import { type InstanceDoc, PROJECTION } from "./layout.js";
+import { type InstanceDoc, isSnapshot, PROJECTION } from "./layout.js";
 import { collectBlobs, prunedClaims } from "./maintenance.js";
 import { PendingBlobs } from "./pending-blobs.js";
+import { type Stepping, stepPlan } from "./step.js";
 
 /**
  * saveTaskResult: read, judge (NotFound, the fence, finished), write the output blob, judge the
@@ -28,6 +38,7 @@ export async function saveTaskResult(
   fence: Fence | undefined,
 ): Promise<void> {
   const blobId = newBlobId();
+  const hash = digest(output);
   const pending = new PendingBlobs();
   let written = false;
   try {
@@ -47,7 +58,7 @@ export async function saveTaskResult(
         }
         const previous = (current.r ?? []).find((e) => e.t === taskId);
         const r = (current.r ?? []).filter((e) => e.t !== taskId);
-        r.push({ t: taskId, g: blobId });
+        r.push({ t: taskId, g: blobId, z: output.byteLength, x: hash });
         const now = await ctx.now();
         const u = Math.max(Number(current.u ?? 0), now);
         const c = prunedClaims(current, now);
@@ -66,10 +77,19 @@ export async function saveTaskResult(
 /** The completions of a batch grouped by instance, each with the blob id its output gets. */
 function groupByInstance(
   completions: readonly ValidCompletion[],
-): Map<string, Array<Completing & { index: number }>> {
-  const groups = new Map<string, Array<Completing & { index: number }>>();
+): Map<string, Array<Stepping & { index: number }>> {
+  const groups = new Map<string, Array<Stepping & { index: number }>>();
   for (const [index, c] of completions.entries()) {
-    const item = { taskId: c.taskId, token: c.token, blobId: newBlobId(), index };
+    const item: Stepping & { index: number } = {
+      taskId: c.taskId,
+      token: c.token,
+      blobId: newBlobId(),
+      size: c.output.byteLength,
+      hash: digest(c.output),
+      index,
+    };
+    if (c.next !== undefined) item.next = c.next;
+    if (c.consumeEvent !== undefined) item.consumeEvent = c.consumeEvent;
     const group = groups.get(c.instanceId);
     if (group === undefined) groups.set(c.instanceId, [item]);
     else group.push(item);
@@ -90,18 +110,25 @@ export async function completeTasks(
 ): Promise<CompletionOutcome[]> {
   const outcomes: CompletionOutcome[] = completions.map(() => null);
   const groups = groupByInstance(completions);
+  // A step to Completed or Failed keeps no results: its output is never stored.
   const blobs = [...groups].flatMap(([instanceId, items]) =>
-    items.map((item) => ({
-      instanceId,
-      id: item.blobId,
-      bytes: (completions[item.index] as ValidCompletion).output,
-    })),
+    items
+      .filter((item) => item.next?.kind !== "Completed" && item.next?.kind !== "Failed")
+      .map((item) => ({
+        instanceId,
+        id: item.blobId,
+        bytes: (completions[item.index] as ValidCompletion).output,
+      })),
   );
   const pending = new PendingBlobs();
   const garbage: string[] = [];
+  const written: string[] = [];
+  // A step reads the header too (inline, in the same find; never an output).
+  const steps = completions.some((c) => c.next !== undefined);
+  const projection = steps ? PROJECTION.control : PROJECTION.state;
   try {
     const [read, wrote] = await Promise.allSettled([
-      ctx.snapshots.find({ _id: { $in: [...groups.keys()] } }, { projection: PROJECTION.state }).toArray(),
+      ctx.snapshots.find({ _id: { $in: [...groups.keys()] } }, { projection }).toArray(),
       ctx.chunks.write(blobs),
     ]);
     if (wrote.status === "rejected") throw wrote.reason;
@@ -109,7 +136,10 @@ export async function completeTasks(
     const docs = new Map(read.value.map((doc) => [doc._id, doc]));
     const settled = await Promise.allSettled(
       [...groups].map(async ([instanceId, items]) => {
-        const done = await completeOn(ctx, instanceId, docs.get(instanceId) ?? null, items, pending);
+        const first = docs.get(instanceId) ?? null;
+        const done = items.some((item) => item.next !== undefined)
+          ? await stepOn(ctx, instanceId, first, items, { pending, written })
+          : await completeOn(ctx, instanceId, first, items, pending);
         for (const [k, outcome] of done.outcomes.entries())
           outcomes[(items[k] as { index: number }).index] = outcome;
         garbage.push(...done.replaced);
@@ -119,7 +149,7 @@ export async function completeTasks(
     if (failed !== undefined) throw failed.reason;
     return outcomes;
   } finally {
-    garbage.push(...pending.collectable(blobs.map((blob) => blob.id)));
+    garbage.push(...pending.collectable([...blobs.map((blob) => blob.id), ...written]));
     // The commits are the commit points: failing to collect garbage changes no outcome.
     await collectBlobs(ctx.chunks, garbage);
   }
@@ -149,6 +179,58 @@ function completeOn(
       const accepted = items.filter((_, k) => plan.outcomes[k] === null).map((item) => item.blobId);
       if (await pending.commit(accepted, () => ctx.commit(instanceId, doc, changes))) {
         return { outcomes: plan.outcomes, replaced: plan.replaced };
+      }
+      return RETRY;
+    },
+    RACE,
+  );
+}
+
+/**
+ * The compare-and-set loop of one instance's completions when one of them has `next` (one write
+ * per step): the document is read with its header (the header's blob too when it has one; never
+ * an output), the completions are judged and folded by stepPlan at a clock reading taken after
+ * the outputs are stored, and one compare-and-set commits them. A header over the inline budget
+ * is written as a new blob first (`blobs.written`). A lost compare-and-set re-reads and judges
+ * again.
+ */
+function stepOn(
+  ctx: MongoContext,
+  instanceId: string,
+  first: InstanceDoc | null,
+  items: readonly Stepping[],
+  blobs: { pending: PendingBlobs; written: string[] },
+): Promise<{ outcomes: CompletionOutcome[]; replaced: string[] }> {
+  let previousVersion: string | undefined;
+  return retryOnRace(
+    `completeTasks: ${quote(instanceId)}`,
+    async (attempt) => {
+      const doc = attempt === 0 ? first : await ctx.read(instanceId, PROJECTION.control);
+      let stored: StoredHeader | PersistenceError | undefined;
+      if (isSnapshot(doc)) {
+        stored = await readHeader(ctx, doc).catch((error: unknown) => {
+          if (isPersistenceError(error) && error.code !== ErrorCode.Backend) return error;
+          throw error;
+        });
+        if (stored === undefined) {
+          // Its header blob was replaced meanwhile: re-read. The same version twice is damage.
+          if (doc.v !== previousVersion) {
+            previousVersion = doc.v;
+            return RETRY;
+          }
+        }
+      }
+      const plan = stepPlan(instanceId, doc, stored, items, await ctx.now());
+      if (plan.commit === undefined) return { outcomes: plan.outcomes, replaced: [] };
+      const ids = plan.blobs.map((b) => b.id);
+      if (ids.length > 0) {
+        blobs.written.push(...ids);
+        await ctx.chunks.write(plan.blobs.map((b) => ({ instanceId, ...b })));
+      }
+      const { fields, remove, events } = plan.commit;
+      const commit = () => ctx.commit(instanceId, doc, fields, remove, events);
+      if (await blobs.pending.commit([...plan.kept, ...ids], commit)) {
+        return { outcomes: plan.outcomes, replaced: plan.garbage };
       }
       return RETRY;
     },

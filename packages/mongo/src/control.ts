@@ -48,7 +48,7 @@ export function resumeWorkflow(ctx: MongoContext, instanceId: string): Promise<v
 }
 
 /** The stored header, and the initial input a header of an older release still carries (else undefined). */
-interface StoredHeader {
+export interface StoredHeader {
   header: Uint8Array;
   legacyInput: Uint8Array | undefined;
 }
@@ -59,7 +59,7 @@ interface StoredHeader {
  * carries it (and the document has no `i`/`ig`): the transition stores it as a value of its own,
  * since the new header never carries it.
  */
-async function readHeader(ctx: MongoContext, doc: InstanceDoc): Promise<StoredHeader | undefined> {
+export async function readHeader(ctx: MongoContext, doc: InstanceDoc): Promise<StoredHeader | undefined> {
   const blobs = doc.hg === undefined ? new Map<string, Uint8Array>() : await ctx.chunks.read([doc.hg]);
   if (doc.hg !== undefined && !blobs.has(doc.hg)) return undefined;
   const header = headerBytes(doc, blobs);

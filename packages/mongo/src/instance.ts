@@ -339,6 +339,16 @@ export interface Completing {
   taskId: string;
   token: number;
   blobId: string;
+  /** The output's size and SHA-256 (stored in its result entry: see ResultRef). */
+  size?: number;
+  hash?: Uint8Array;
+}
+
+/** The result entry of a completion (with the output's size and hash when known). */
+export function resultRef(item: Completing): ResultRef {
+  const ref: ResultRef = { t: item.taskId, g: item.blobId };
+  if (item.size !== undefined && item.hash !== undefined) Object.assign(ref, { z: item.size, x: item.hash });
+  return ref;
 }
 
 /** What one compare-and-set of an instance document does for the completions of its tasks. */
@@ -373,7 +383,7 @@ export function completionPlan(
   const done = new Set(accepted.map((item) => item.taskId));
   const results = doc.r ?? [];
   const r: ResultRef[] = results.filter((e) => !done.has(e.t));
-  for (const item of accepted) r.push({ t: item.taskId, g: item.blobId });
+  for (const item of accepted) r.push(resultRef(item));
   return {
     outcomes,
     changes: {

@@ -25,10 +25,18 @@ export function collectionNames(prefix: string): CollectionNames {
   };
 }
 
-/** One entry of a snapshot's results: task id and the blob id (`g`) of its output. */
+/**
+ * One entry of a snapshot's results: task id and the blob id (`g`) of its output, with the
+ * output's size (`z`) and SHA-256 (`x`), so that a saveSnapshot keeps the blob of an output that
+ * did not change instead of writing it again (entries of older releases have neither: rewritten).
+ */
 export interface ResultRef {
   t: string;
   g: string;
+  /** The output's size in bytes. */
+  z?: number;
+  /** The output's SHA-256 (32 bytes). */
+  x?: Uint8Array | { buffer: Uint8Array; position: number };
 }
 
 /** One claim, inside its instance's document. Released claims are removed from the array. */

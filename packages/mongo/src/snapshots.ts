@@ -24,7 +24,7 @@ import {
 } from "@sayiir/persistence-core/adapter";
 import type { Document } from "mongodb";
 import { attemptEntries, scheduleEntry, storedAttempts } from "./attempts.js";
-import { binaryBytes, newBlobId } from "./chunks.js";
+import { binaryBytes, digest, newBlobId } from "./chunks.js";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { consumption, eventBlobsOf, writeView } from "./instance.js";
 import {
@@ -39,15 +39,28 @@ import {
 import { collectBlobs, hasExpiringClaims, prunedClaims } from "./maintenance.js";
 import { PendingBlobs } from "./pending-blobs.js";
 
-/** What one saveSnapshot writes: the document fields, the fields it removes, and its blobs. */
+/**
+ * What one saveSnapshot writes: the document fields (all but the results entries), the fields it
+ * removes, the outputs (each with its size and SHA-256: a stored one that matches is kept, see
+ * resultEntries) and the header and initial-input blobs.
+ */
 export interface SnapshotWrite {
   fields: Partial<InstanceDoc>;
   remove: string[];
+  results: PlannedResult[];
+  /** The header and the initial input when they do not fit inline (always new blobs). */
   blobs: Array<{ id: string; bytes: Uint8Array }>;
   /** Completed, Failed or Cancelled: the write may finish a workflow, never reopen one. */
   finished: boolean;
   /** The status it writes (what snapshotRefusal judges). */
   status: StoredStatus;
+}
+
+/** One output of a snapshot to save, with its size and SHA-256. */
+export interface PlannedResult {
+  taskId: string;
+  bytes: Uint8Array;
+  hash: Uint8Array;
 }
 
 /** The header and initial-input fields of a write, the fields it removes, and its blobs. */
@@ -98,14 +111,13 @@ export function placePayloads(header: Uint8Array, input: Uint8Array | null | und
  */
 export function planSnapshot(snapshot: WorkflowSnapshot): SnapshotWrite {
   const stored = toStoredSnapshot(snapshot);
-  const results = stored.results.map((r) => ({ id: newBlobId(), bytes: r.output, taskId: r.taskId }));
+  const results = stored.results.map((r) => ({ taskId: r.taskId, bytes: r.output, hash: digest(r.output) }));
   const payloads = placePayloads(stored.header, stored.initialInput);
   const fields: Partial<InstanceDoc> = {
     d: stored.definitionHash,
     f: stored.finished,
     s: stored.status,
     p: stored.positionTaskId,
-    r: results.map((b): ResultRef => ({ t: b.taskId, g: b.id })),
     l: stored.lastCompletedTaskId,
     u: stored.updatedAt,
     ...payloads.fields,
@@ -123,10 +135,48 @@ export function planSnapshot(snapshot: WorkflowSnapshot): SnapshotWrite {
   return {
     fields,
     remove,
-    blobs: [...results.map(({ id, bytes }) => ({ id, bytes })), ...payloads.blobs],
+    results,
+    blobs: payloads.blobs,
     finished: stored.finished,
     status: stored.status,
   };
+}
+
+/** Does a stored results entry hold exactly this output (same size and SHA-256)? */
+function holds(ref: ResultRef, result: PlannedResult): boolean {
+  if (ref.z === undefined || ref.x === undefined || Number(ref.z) !== result.bytes.byteLength) return false;
+  try {
+    return Buffer.from(binaryBytes(ref.x)).equals(result.hash);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The results entries of a saveSnapshot over `doc`: an output whose stored entry has the same
+ * size and SHA-256 keeps its blob (not written again, not collected); else the blob this call
+ * wrote for it in an earlier attempt (`ours`); else a new blob, listed in `missing` (to write
+ * before the commit). Outputs are never read to decide this.
+ */
+export function resultEntries(
+  results: readonly PlannedResult[],
+  doc: InstanceDoc | null,
+  ours: ReadonlyMap<string, string>,
+): { entries: ResultRef[]; missing: Array<{ taskId: string; id: string; bytes: Uint8Array }> } {
+  const stored = new Map((isSnapshot(doc) && Array.isArray(doc.r) ? doc.r : []).map((e) => [e.t, e]));
+  const missing: Array<{ taskId: string; id: string; bytes: Uint8Array }> = [];
+  const entries = results.map((result): ResultRef => {
+    const previous = stored.get(result.taskId);
+    const entry = { t: result.taskId, z: result.bytes.byteLength, x: result.hash };
+    if (previous !== undefined && holds(previous, result)) return { ...entry, g: previous.g };
+    let id = ours.get(result.taskId);
+    if (id === undefined) {
+      id = newBlobId();
+      missing.push({ taskId: result.taskId, id, bytes: result.bytes });
+    }
+    return { ...entry, g: id };
+  });
+  return { entries, missing };
 }
 
 /** The blob ids a stored snapshot document refers to: outputs, header, initial input. */
@@ -202,9 +252,11 @@ export async function saveSnapshot(
 ): Promise<void> {
   const id = snapshot.instanceId;
   const plan = planSnapshot(snapshot);
-  const ours = plan.blobs.map((b) => b.id);
+  const payloadIds = plan.blobs.map((b) => b.id);
+  /** The output blobs this call wrote, per task. */
+  const ours = new Map<string, string>();
   const pending = new PendingBlobs();
-  let written = false;
+  let payloadsWritten = plan.blobs.length === 0;
   try {
     await retryOnRace(
       `saveSnapshot: ${quote(id)}`,
@@ -214,10 +266,13 @@ export async function saveSnapshot(
         const refusal = snapshotRefusal(id, fence, writeView(doc, fence, now), plan.status);
         if (refusal !== null) throw refusal;
         const events = consumption(id, doc, consume, plan.finished);
-        if (!written) {
-          // Outputs first: nothing refers to them until the instance document commits.
-          await ctx.chunks.write(plan.blobs.map((b) => ({ instanceId: id, ...b })));
-          written = true;
+        const { entries, missing } = resultEntries(plan.results, doc, ours);
+        if (missing.length > 0 || !payloadsWritten) {
+          // New blobs first: nothing refers to them until the instance document commits.
+          const blobs = [...missing, ...(payloadsWritten ? [] : plan.blobs)];
+          for (const m of missing) ours.set(m.taskId, m.id);
+          payloadsWritten = true;
+          await ctx.chunks.write(blobs.map((b) => ({ instanceId: id, id: b.id, bytes: b.bytes })));
           // Writing large outputs takes time: judge the fence again on a fresh read, so that the
           // claim is judged live within one round trip of the commit.
           if (fence !== undefined) return RETRY;
@@ -225,17 +280,26 @@ export async function saveSnapshot(
         // The commit carries the claims of the version read (they stay), and fails if anything
         // (a claim, a release, a take-over, another write, an event) changed the document since.
         const c = hasExpiringClaims(doc) ? prunedClaims(doc, await ctx.now()) : undefined;
-        const changes = c === undefined ? plan.fields : { ...plan.fields, c };
+        const changes = { ...plan.fields, r: entries, ...(c === undefined ? {} : { c }) };
+        const mine = new Set(ours.values());
+        const referenced = [...entries.map((e) => e.g).filter((g) => mine.has(g)), ...payloadIds];
         const commit = () => ctx.commit(id, doc, changes, plan.remove, events.change);
-        if (!(await pending.commit(ours, commit))) return RETRY;
-        if (isSnapshot(doc)) await collectBlobs(ctx.chunks, [...blobsOf(doc), ...events.garbage]);
+        if (!(await pending.commit(referenced, commit))) return RETRY;
+        if (isSnapshot(doc)) {
+          const kept = new Set(entries.map((e) => e.g));
+          const replaced = blobsOf(doc).filter((g) => !kept.has(g));
+          await collectBlobs(ctx.chunks, [...replaced, ...events.garbage]);
+        }
         return undefined;
       },
       RACE,
     );
   } finally {
     // Blobs no commit refers to, or may refer to (its reply was lost), are this call's garbage.
-    if (written) await collectBlobs(ctx.chunks, pending.collectable(ours));
+    await collectBlobs(
+      ctx.chunks,
+      pending.collectable([...ours.values(), ...(payloadsWritten ? payloadIds : [])]),
+    );
   }
 }
 

@@ -99,7 +99,8 @@ describe.skipIf(server === null)("storage layout", () => {
       }
       for (const doc of await col("snapshots").find().toArray()) {
         for (const name of Object.keys(doc)) expect(SNAPSHOT_FIELDS.has(name), name).toBe(true);
-        for (const entry of doc.r as Document[]) expect(Object.keys(entry).sort()).toEqual(["g", "t"]);
+        for (const entry of doc.r as Document[])
+          expect(Object.keys(entry).sort()).toEqual(["g", "t", "x", "z"]);
         for (const entry of doc.c as Document[]) {
           expect(Object.keys(entry).sort()).toEqual(["c", "e", "k", "t", "w"]);
         }

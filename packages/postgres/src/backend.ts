@@ -62,6 +62,7 @@ import {
 import { attemptArrays, failTask, scheduleValues } from "./schedule.js";
 import { applyMigrations, schemaStatements } from "./schema.js";
 import { type Statements, statements } from "./sql.js";
+import { completeSteps, completionRuns } from "./step.js";
 
 type Queryable = Pick<pg.PoolClient, "query">;
 
@@ -272,8 +273,9 @@ export class PostgresBackend extends BaseBackend {
         refusal = snapshotRefusal(id, undefined, writeView(state, undefined, true), stored.status);
         throw refusal ?? failures.cannotReopen(id);
       }
-      await this.#q(db, this.#st.deleteResults, [id]);
-      await this.#insertResults(db, id, stored.results);
+      const kept = stored.results.map((r) => r.taskId);
+      await this.#q(db, this.#st.deleteOtherResults, [id, textArray(kept)]);
+      await this.#upsertResults(db, id, stored.results);
       await this.#q(db, this.#st.deleteAttempts, [id]);
       if (stored.attempts.length > 0)
         await this.#q(db, this.#st.insertAttempts, attemptArrays(id, stored.attempts));
@@ -285,12 +287,11 @@ export class PostgresBackend extends BaseBackend {
     return (await this.#q<LockRow>(db, this.#st.lockSnapshot, [instanceId])).rows[0];
   }
 
-  /** Multi-row inserts, RESULTS_BATCH rows or bytes at a time. */
-  async #insertResults(db: Queryable, instanceId: string, results: TaskResult[]): Promise<void> {
+  /** The snapshot's results, RESULTS_BATCH rows or bytes per statement; unchanged ones stay as stored. */
+  async #upsertResults(db: Queryable, instanceId: string, results: TaskResult[]): Promise<void> {
     for (const batch of batches(results, RESULTS_BATCH, (r) => r.output.byteLength)) {
-      const values: unknown[] = [instanceId];
-      for (const r of batch) values.push(r.taskId, toBuffer(r.output));
-      await this.#q(db, { key: "insertResults", text: this.#sql.insertResults(batch.length) }, values);
+      const ids = textArray(batch.map((r) => r.taskId));
+      await this.#q(db, this.#st.upsertResults, [instanceId, ids, byteaArray(batch.map((r) => r.output))]);
     }
   }
 
@@ -314,16 +315,19 @@ export class PostgresBackend extends BaseBackend {
   }
 
   /**
-   * The whole batch in one statement (per COMPLETE_BATCH run): each item is the fenced write of
-   * its result and the release of its claim, in one transaction; refused items write nothing and
-   * keep their claims.
+   * Items without `next`: the whole batch in one statement (per COMPLETE_BATCH run), each item the
+   * fenced write of its result and the release of its claim; items with `next`: two statements
+   * per run (step.ts). Runs keep the items' order. Refused items write nothing and keep their claims.
    */
   protected override async doCompleteTasks(
     completions: readonly ValidCompletion[],
   ): Promise<CompletionOutcome[]> {
     const outcomes: CompletionOutcome[] = [];
-    for (const batch of batches(completions, COMPLETE_BATCH, (c) => c.output.byteLength)) {
-      outcomes.push(...(await this.#completeBatch(batch)));
+    for (const run of completionRuns(completions)) {
+      for (const batch of batches(run.items, COMPLETE_BATCH, (c) => c.output.byteLength)) {
+        const done = run.steps ? completeSteps(this.#db(this.#pool), batch) : this.#completeBatch(batch);
+        outcomes.push(...(await done));
+      }
     }
     return outcomes;
   }

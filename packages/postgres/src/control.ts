@@ -54,7 +54,7 @@ export function writableOverPaused(status: StoredStatus): boolean {
  * The state and the position's task of a stored header (outputs are not read: it is decoded
  * without results). A header that does not decode gives a SerializationError naming the instance.
  */
-function storedState(instanceId: string, header: Uint8Array) {
+export function storedState(instanceId: string, header: Uint8Array) {
   const state = decodeSnapshotHeader(header, instanceId, { results: [], lastCompletedTaskId: null }).state;
   const position = state.kind === "InProgress" || state.kind === "Paused" ? state.position : undefined;
   return { status: state.kind, positionTask: position === undefined ? null : positionTaskId(position) };

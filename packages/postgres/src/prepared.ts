@@ -59,7 +59,8 @@ export const PREPARED = [
   "upsertSnapshot",
   "consumeEvent",
   "deleteEvents",
-  "deleteResults",
+  "deleteOtherResults",
+  "upsertResults",
   "loadSnapshot",
   "deleteSnapshot",
   "findAvailable",
@@ -70,6 +71,8 @@ export const PREPARED = [
   "lockSnapshots",
   "deleteAttempts",
   "insertAttempts",
+  "stepRead",
+  "stepWrite",
 ] as const satisfies ReadonlyArray<keyof Statements>;
 
 export type PreparedKey = (typeof PREPARED)[number];

@@ -25,6 +25,11 @@ export interface PlacementArgs {
   retry: string;
   held: string;
   updatedAt: string;
+  /**
+   * An event consumed by the same statement (its sequence, null: none), not counted as pending:
+   * the statement's snapshot still sees it (a completion with `next` consumes and places at once).
+   */
+  consumed?: string;
 }
 
 /**
@@ -56,7 +61,12 @@ export function placementSql(l: Layout, a: PlacementArgs, agingMs: number): stri
               WHEN ${a.ready}::text IS NOT NULL THEN 0
               WHEN ${a.waitTask}::text IS NULL THEN NULL
               WHEN ${a.waitEvent}::text IS NOT NULL AND EXISTS (
-                SELECT 1 FROM ${l.events} p WHERE p.instance_id = ${a.id} AND p.event_name = ${a.waitEvent}::text
+                SELECT 1 FROM ${l.events} p WHERE p.instance_id = ${a.id} AND p.event_name = ${a.waitEvent}::text${
+                  a.consumed === undefined
+                    ? ""
+                    : `
+                  AND (${a.consumed}::bigint IS NULL OR p.sequence <> ${a.consumed}::bigint)`
+                }
               ) THEN 1
               WHEN ${a.timeoutAt}::bigint IS NOT NULL THEN 2
             END AS kind) x

@@ -2,6 +2,7 @@ import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import type { Layout } from "./layout.js";
 import { candidate, discovery, live, ms } from "./sql-discovery.js";
 import { attemptStatements, placementSql } from "./sql-schedule.js";
+import { stepStatements } from "./step.js";
 
 /** The expiry of a revoked claim: the epoch (REVOKED_EXPIRY, in ms) as a timestamptz. */
 const revokedExpiry = `to_timestamp(${REVOKED_EXPIRY / 1000})`;
@@ -20,6 +21,7 @@ export function statements(l: Layout, agingMs: number) {
     ...events(l, agingMs),
     ...discovery(l, agingMs),
     ...completion(l),
+    ...stepStatements(l, agingMs),
     ...attemptStatements(l, agingMs),
   };
 }
@@ -100,13 +102,18 @@ function snapshotWrites(l: Layout, agingMs: number) {
       WHERE e.instance_id = $1 AND e.event_name = $2 AND e.sequence = $3
         AND e.sequence = (SELECT min(o.sequence) FROM ${l.events} o WHERE o.instance_id = $1 AND o.event_name = $2)`,
 
-    deleteResults: `DELETE FROM ${l.taskResults} WHERE instance_id = $1`,
+    /** saveSnapshot: the results of tasks not in $2 (the ids the snapshot keeps; empty: all) go. */
+    deleteOtherResults: `DELETE FROM ${l.taskResults} WHERE instance_id = $1 AND task_id <> ALL($2::text[])`,
 
-    /** Multi-row insert of task results ($1 = instance id, then task id / output pairs). */
-    insertResults: (rows: number) => {
-      const values = Array.from({ length: rows }, (_, i) => `($1, $${2 + 2 * i}, $${3 + 2 * i})`).join(", ");
-      return `INSERT INTO ${l.taskResults} (instance_id, task_id, output) VALUES ${values}`;
-    },
+    /**
+     * saveSnapshot: the results ($2 task ids, $3 outputs), written only where new or changed (an
+     * equal stored output keeps its row version; compared on the server, nothing comes back).
+     */
+    upsertResults: `
+      INSERT INTO ${l.taskResults} AS r (instance_id, task_id, output)
+      SELECT $1, u.task_id, u.output FROM unnest($2::text[], $3::bytea[]) AS u(task_id, output)
+      ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output
+      WHERE r.output IS DISTINCT FROM excluded.output`,
 
     /** Locks the live claim a fenced write names (FOR SHARE: a release or takeover waits for the write). */
     checkFence: `

@@ -136,6 +136,27 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
               sql.completeTasks,
               `'{ready-05,ready-06}', '{t1,t1}', '{1,2}', '{"\\\\x00","\\\\x00"}'`,
             ),
+            stepRead: await generic(
+              "sr",
+              "text[], text[], bigint[], text[], text[]",
+              sql.stepRead,
+              "'{ready-05,ready-06}', '{t1,t1}', '{1,2}', '{t2,t2}', '{e,NULL}'",
+            ),
+            stepWrite: await generic(
+              "sw",
+              `text[], text[], bigint[], bytea[], text[], bytea[], boolean[], text[], text[], bigint[], text[],
+               text[], bigint[], text[], bigint[], bigint[], text[], boolean[], text[], bigint[]`,
+              sql.stepWrite,
+              `'{ready-05,ready-06}', '{t1,t1}', '{1,2}', '{"\\\\x00","\\\\x00"}', '{1,2}',
+               '{"\\\\x00","\\\\x00"}', '{f,f}', '{t1,t1}', '{t2,NULL}', '{1,1}', '{NULL,e}', '{NULL,t2}',
+               '{NULL,NULL}', '{t2,t2}', '{NULL,NULL}', '{3,3}', '{default,default}', '{t,t}', '{e,NULL}', '{5,NULL}'`,
+            ),
+            upsertResults: await generic(
+              "ur",
+              "text, text[], bytea[]",
+              sql.upsertResults,
+              `'ready-05', '{t1,t2}', '{"\\\\x00","\\\\x00"}'`,
+            ),
             release: await generic("rl", "text, text, text", sql.releaseClaim, "'ready-05', 't1', 'w'"),
             extend: await generic(
               "ex",
@@ -150,7 +171,7 @@ describe.skipIf(servers.length === 0)("discovery plan", () => {
               .join("\n\n")}`,
           );
           for (const plan of Object.values(plans)) {
-            expect(plan).not.toMatch(/Seq Scan on (snapshots|claims)/);
+            expect(plan).not.toMatch(/Seq Scan on (snapshots|claims|task_results|events)/);
           }
           expect(plans.claimNext).toMatch(/LockRows[^\n]*\n\s*-> {2}Index Scan using snapshots_ready_idx/);
           expect(plans.claimNext).toMatch(/LockRows[^\n]*\n\s*-> {2}Index Scan using snapshots_timers_idx/);

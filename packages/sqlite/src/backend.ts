@@ -49,6 +49,7 @@ import {
   type SqliteBackendOptions,
 } from "./options.js";
 import { Queries } from "./queries.js";
+import { saveResults } from "./results.js";
 import {
   eventPending,
   failTask,
@@ -61,6 +62,7 @@ import {
 } from "./schedule.js";
 import { migrate } from "./schema.js";
 import { type ClaimRow, type ReadyRow, statements } from "./sql.js";
+import { step } from "./step.js";
 import { immediate, read } from "./transaction.js";
 
 /** A stored claim as the kit's refusals read it (HeldClaimView and StoredClaimView at once). */
@@ -150,7 +152,8 @@ export class SqliteBackend extends BaseBackend {
   /**
    * One transaction: the refusals (snapshotRefusal), the consumed event (consumeEvent), the
    * pending events dropped by a terminal write, then the row (its ready task by the rule of
-   * upsertSnapshot: an awaited event already pending makes the wait ready) and the results.
+   * upsertSnapshot: an awaited event already pending makes the wait ready) and the results that
+   * changed (saveResults: unchanged result rows are not rewritten).
    */
   protected async doSaveSnapshot(
     snapshot: WorkflowSnapshot,
@@ -193,8 +196,7 @@ export class SqliteBackend extends BaseBackend {
         ...waitParams(stored.awaiting),
         ...placementParams(placed),
       });
-      this.#q.run("deleteResults", id);
-      for (const result of stored.results) this.#q.run("upsertResult", id, result.taskId, result.output);
+      saveResults(this.#q, id, stored.results);
       replaceAttempts(this.#q, id, stored.attempts);
     });
   }
@@ -241,6 +243,7 @@ export class SqliteBackend extends BaseBackend {
   ): Promise<CompletionOutcome[]> {
     return this.#write((now) =>
       completions.map((c): CompletionOutcome => {
+        if (c.next !== undefined) return step(this.#q, c, c.next, now, this.agingMs);
         const refusal = this.#saveTaskResult(c.instanceId, c.taskId, c.output, c, now);
         if (refusal !== null) return refusal;
         this.#q.run("releaseClaim", c.instanceId, c.taskId);

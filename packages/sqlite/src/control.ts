@@ -88,6 +88,7 @@ export function transition(
     header: next.header,
     status: statusOf[next.status],
     updatedAt: next.updatedAt,
+    position: next.positionTaskId ?? next.awaiting?.nextTaskId ?? null,
     ...waitParams(next.awaiting),
     ...placementParams(placed),
   });

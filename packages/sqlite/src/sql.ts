@@ -15,6 +15,7 @@ export function statements(t: Tables) {
     ...events(t),
     ...discovery(t),
     ...attempts(t),
+    ...steps(t),
   } as const;
 }
 
@@ -55,7 +56,7 @@ function snapshotWrites(t: Tables) {
     eventPending: `SELECT 1 AS found FROM ${t.events} WHERE instance_id = ? AND event_name = ? LIMIT 1`,
 
     /**
-     * saveSnapshot with consumeEvent: deletes the event if it is the oldest pending one of its
+     * saveSnapshot and a step with consumeEvent: deletes the event if it is the oldest pending one of its
      * name. No row deleted: it is not (consumed already, or an older one is pending).
      */
     consumeEvent: `
@@ -63,13 +64,30 @@ function snapshotWrites(t: Tables) {
       WHERE instance_id = :id AND event_name = :name AND sequence = :sequence
         AND sequence = (SELECT min(o.sequence) FROM ${t.events} AS o WHERE o.instance_id = :id AND o.event_name = :name)`,
 
-    /** saveSnapshot (the old results) and deleteSnapshot. */
+    /** deleteSnapshot, a saveSnapshot without results, and a terminal step: the instance's results. */
     deleteResults: `DELETE FROM ${t.results} WHERE instance_id = ?`,
 
-    /** saveTaskResult, completeTasks, and saveSnapshot (one row per result). */
+    /**
+     * saveSnapshot: the stored results the snapshot no longer has (:keep, a JSON array of the task
+     * ids it has) go; the others stay untouched (read by key, their outputs are not).
+     */
+    deleteOtherResults: `
+      DELETE FROM ${t.results}
+      WHERE instance_id = :id AND task_id NOT IN (SELECT value FROM json_each(:keep))`,
+
+    /** saveTaskResult, completeTasks (with or without a next step): one result row. */
     upsertResult: `
       INSERT INTO ${t.results} (instance_id, task_id, output) VALUES (?, ?, ?)
       ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output`,
+
+    /**
+     * saveSnapshot, one per result: a new result is inserted, a changed one updated, an unchanged
+     * one left alone (no row written, no page dirtied).
+     */
+    saveResult: `
+      INSERT INTO ${t.results} (instance_id, task_id, output) VALUES (?, ?, ?)
+      ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output
+      WHERE output IS NOT excluded.output`,
 
     /**
      * After a task result: it is the last one, updated_at never goes back, its task is no longer
@@ -127,7 +145,7 @@ function claimStatements(t: Tables) {
         worker_id = excluded.worker_id, token = excluded.token,
         claimed_at = excluded.claimed_at, expires_at = excluded.expires_at`,
 
-    /** releaseTaskClaim and completeTasks: the claim row goes. */
+    /** releaseTaskClaim and completeTasks (with or without a next step): the claim row goes. */
     releaseClaim: `DELETE FROM ${t.claims} WHERE instance_id = ? AND task_id = ?`,
 
     /** extendTaskClaim: the new expiry. */
@@ -142,13 +160,16 @@ function control(t: Tables) {
     lockHeader: `
       SELECT header, status, last_completed_task_id FROM ${t.snapshots} WHERE instance_id = ?`,
 
-    /** Does the instance hold a result for this task? */
+    /** Does the instance hold a result for this task? (Control ops; a step reads it in readStep.) */
     hasResult: `SELECT 1 AS found FROM ${t.results} WHERE instance_id = ? AND task_id = ?`,
 
-    /** The new header and index fields of a transition (the schedule columns stay: pause keeps the position). */
+    /**
+     * The new header and index fields of a transition (the schedule columns stay: pause keeps the
+     * position; position_task_id is the new state's, as saveSnapshot would store it).
+     */
     storeTransition: `
       UPDATE ${t.snapshots} SET
-        header = :header, status = :status, updated_at = :updatedAt,
+        header = :header, status = :status, updated_at = :updatedAt, position_task_id = :position,
         wait_event = :waitEvent, wait_task = :waitTask, timeout_at = :timeoutAt, ${placed}
       WHERE instance_id = :id`,
 
@@ -165,7 +186,7 @@ function control(t: Tables) {
       UPDATE ${t.claims} SET expires_at = :revoked
       WHERE instance_id = :id AND (expires_at IS NULL OR expires_at > :revoked)`,
 
-    /** cancelWorkflow, deleteSnapshot and a terminal saveSnapshot: the instance's pending events go. */
+    /** cancelWorkflow, deleteSnapshot, a terminal saveSnapshot or step: the instance's pending events go. */
     deleteEvents: `DELETE FROM ${t.events} WHERE instance_id = ?`,
   } as const;
 }
@@ -302,6 +323,48 @@ function attempts(t: Tables) {
   } as const;
 }
 
+/** completeTasks with a next step. */
+function steps(t: Tables) {
+  return {
+    /**
+     * Everything one step is checked against and placed by, in one statement under the write
+     * lock (no output is read): the row's status, header, last completed task and updated_at; the
+     * claim on :task; the oldest pending event of :consume (null: no event to consume); whether
+     * :task and :next (the next position's task) have a result; whether an event of :wait (the
+     * next wait's name) stays pending once the event :consumed is gone; and :next's retry
+     * constraint. No row: the instance is missing.
+     */
+    readStep: `
+      SELECT s.status, s.header, s.last_completed_task_id, s.updated_at, s.position_task_id,
+        c.token AS claim_token, c.expires_at AS claim_expires_at,
+        (SELECT min(e.sequence) FROM ${t.events} AS e
+          WHERE e.instance_id = s.instance_id AND e.event_name = :consume) AS oldest,
+        EXISTS (SELECT 1 FROM ${t.results} AS r WHERE r.instance_id = s.instance_id AND r.task_id = :task)
+          AS has_task,
+        EXISTS (SELECT 1 FROM ${t.results} AS r WHERE r.instance_id = s.instance_id AND r.task_id = :next)
+          AS has_next,
+        EXISTS (SELECT 1 FROM ${t.events} AS e
+          WHERE e.instance_id = s.instance_id AND e.event_name = :wait AND e.sequence IS NOT :consumed)
+          AS wait_pending,
+        a.retry_at AS next_retry_at, a.held AS next_held
+      FROM ${t.snapshots} AS s
+      LEFT JOIN ${t.claims} AS c ON c.instance_id = s.instance_id AND c.task_id = :task
+      LEFT JOIN ${t.attempts} AS a ON a.instance_id = s.instance_id AND a.task_id = :next
+      WHERE s.instance_id = :id`,
+
+    /**
+     * The header and index fields after a step (the kit's advanceHeader), with the next task's
+     * place by the placement rule. definition_hash and initial_input stay.
+     */
+    storeStep: `
+      UPDATE ${t.snapshots} SET
+        header = :header, status = :status, last_completed_task_id = :last, updated_at = :updatedAt,
+        wait_event = :waitEvent, wait_task = :waitTask, timeout_at = :timeoutAt,
+        position_task_id = :position, run_at = :runAt, priority = :priority, queue = :queue, ${placed}
+      WHERE instance_id = :id`,
+  } as const;
+}
+
 export type StatementName = keyof ReturnType<typeof statements>;
 
 /** A row of readClaim. */
@@ -349,6 +412,23 @@ export interface PlacementRow {
   priority: number;
   updated_at: number;
   has_result: number;
+}
+
+/** A row of readStep. */
+export interface StepRow {
+  status: string;
+  header: Uint8Array;
+  last_completed_task_id: string | null;
+  updated_at: number;
+  position_task_id: string | null;
+  claim_token: number | null;
+  claim_expires_at: number | null;
+  oldest: number | null;
+  has_task: number;
+  has_next: number;
+  wait_pending: number;
+  next_retry_at: number | null;
+  next_held: number | null;
 }
 
 /** A row of lockHeader. */

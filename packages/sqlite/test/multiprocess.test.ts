@@ -1,58 +1,13 @@
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { statSync } from "node:fs";
-import { readdir } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { BackendError } from "@sayiir/persistence-core";
 import { atTask, rejection, text } from "@sayiir/persistence-core/conformance";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SqliteBackend } from "../src/index.js";
+import { ensureBuilt, fixtures, spawnWorkers } from "./processes.js";
 import { tempDatabase } from "./subject.js";
-
-const run = promisify(execFile);
-const here = dirname(fileURLToPath(import.meta.url));
-const packageDir = join(here, "..");
-const worker = join(here, "fixtures", "worker.mjs");
-
-/** The child processes import dist: build it when it is missing or older than src. */
-async function ensureBuilt(): Promise<void> {
-  const built = (() => {
-    try {
-      return statSync(join(packageDir, "dist", "index.js")).mtimeMs;
-    } catch {
-      return 0;
-    }
-  })();
-  const sources = await readdir(join(packageDir, "src"));
-  const newest = Math.max(...sources.map((f) => statSync(join(packageDir, "src", f)).mtimeMs));
-  if (built >= newest) return;
-  await run(
-    process.execPath,
-    [join(packageDir, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"],
-    {
-      cwd: packageDir,
-    },
-  );
-}
-
-function spawnWorkers(
-  path: string,
-  mode: "claim" | "migrate",
-  n: number,
-): Promise<Array<Record<string, unknown>>> {
-  const startAt = Date.now() + 700;
-  return Promise.all(
-    Array.from({ length: n }, async (_, i) => {
-      const { stdout } = await run(process.execPath, [worker, path, `proc-${i}`, mode, String(startAt)], {
-        timeout: 60_000,
-      });
-      return JSON.parse(stdout.trim()) as Record<string, unknown>;
-    }),
-  );
-}
 
 describe("several processes on one database file", () => {
   let remove: (() => Promise<void>) | undefined;
@@ -132,7 +87,7 @@ describe("several processes on one database file", () => {
     const backend = new SqliteBackend({ path: db.path, busyTimeoutMs: 150 });
     await backend.migrate();
     await backend.saveSnapshot(atTask("wf-1", "t1"));
-    const holder = spawn(process.execPath, [join(here, "fixtures", "hold-lock.mjs"), db.path], {
+    const holder = spawn(process.execPath, [join(fixtures, "hold-lock.mjs"), db.path], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     try {

@@ -282,6 +282,20 @@ export function stepsGroup(options: ConformanceOptions): void {
       ).toEqual(["t2", ["t1", "t2", "t3"]]);
     });
 
+    it("the task a wait runs can step even when it already has a result (the position runs it)", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid("waited");
+      await backend.saveSnapshot(
+        awaiting(id, "approval", "t2", { completed: { t1: text("one"), t2: text("early") }, last: "t1" }),
+      );
+      const claim = await claimOrFail(backend, id, "t2", "worker-1");
+      expect(await backend.completeTasks([step(claim, "two", { kind: "AtTask", taskId: "t3" })])).toEqual([
+        null,
+      ]);
+      const [task] = await findIn(backend, id);
+      expect([task?.taskId, dec(task?.input)]).toEqual(["t3", "two"]);
+    });
+
     it("a bad next refuses the whole call before any I/O", async () => {
       const { backend } = await useSubject(options);
       const id = uid("bad");
