@@ -7,58 +7,61 @@ import {
 import type { ShardContext } from "./context.js";
 import { groupByShard, requestId, str, toArg } from "./replies.js";
 import { refusal } from "./scripts/index.js";
+import { stepGroup } from "./step.js";
 
 /*
  * completeTasks and failTasks: one script per call on a standalone server; on a cluster one
  * script per shard the batch touches, sent together. Each item is one atomic step inside its
- * script.
+ * script. Completions with `next` (workflow steps) go to step.ts: a read and a write per group,
+ * sent beside the script of the plain completions.
  */
 
-interface Item<T = ValidCompletion> {
+export interface Item<T = ValidCompletion> {
   c: T;
   /** Its place in the call's outcomes. */
   index: number;
   shard: number;
 }
 
-export function completeTasks(
+export async function completeTasks(
   ctx: ShardContext,
   completions: readonly ValidCompletion[],
 ): Promise<CompletionOutcome[]> {
-  return perShard(ctx, completions, completeGroup);
+  const outcomes: CompletionOutcome[] = new Array(completions.length).fill(null);
+  const plain: Item[] = [];
+  const steps: Item[] = [];
+  for (const [index, c] of completions.entries()) {
+    (c.next === undefined ? plain : steps).push({ c, index, shard: ctx.layout.shardOf(c.instanceId) });
+  }
+  await settleAll([
+    ...(plain.length === 0 ? [] : groups(ctx, plain).map((g) => completeGroup(ctx, g, outcomes))),
+    ...(steps.length === 0 ? [] : groups(ctx, steps).map((g) => stepGroup(ctx, g, outcomes))),
+  ]);
+  return outcomes;
 }
 
-export function failTasks(
+export async function failTasks(
   ctx: ShardContext,
   failures: readonly ValidFailure[],
 ): Promise<CompletionOutcome[]> {
-  return perShard(ctx, failures, failGroup);
+  const outcomes: CompletionOutcome[] = new Array(failures.length).fill(null);
+  const items = failures.map((c, index) => ({ c, index, shard: ctx.layout.shardOf(c.instanceId) }));
+  await settleAll(groups(ctx, items).map((g) => failGroup(ctx, g, outcomes)));
+  return outcomes;
 }
 
-/** One group's script: each item's refusal (or null) goes to its place in `outcomes`. */
-type Group<T> = (
-  ctx: ShardContext,
-  group: readonly Item<T>[],
-  outcomes: CompletionOutcome[],
-) => Promise<void>;
+/** The items of one script each: all of them when one script may cover every shard, else one group per shard. */
+function groups<T extends { shard: number }>(ctx: ShardContext, items: T[]): T[][] {
+  return ctx.oneScript ? [items] : [...groupByShard(items).values()];
+}
 
-async function perShard<T extends { instanceId: string }>(
-  ctx: ShardContext,
-  batch: readonly T[],
-  run: Group<T>,
-): Promise<CompletionOutcome[]> {
-  const items = batch.map((c, index) => ({ c, index, shard: ctx.layout.shardOf(c.instanceId) }));
-  const outcomes: CompletionOutcome[] = new Array(batch.length).fill(null);
-  if (ctx.oneScript) {
-    await run(ctx, items, outcomes);
-    return outcomes;
-  }
-  const groups = [...groupByShard(items).values()];
-  const settled = await Promise.allSettled(groups.map((group) => run(ctx, group, outcomes)));
-  // Every script has answered (or failed) before the call does: nothing is still in flight
-  // when a caller hears of a failure.
+/**
+ * Every script has answered (or failed) before the call does: nothing is still in flight when a
+ * caller hears of a failure.
+ */
+async function settleAll(runs: Promise<void>[]): Promise<void> {
+  const settled = await Promise.allSettled(runs);
   for (const outcome of settled) if (outcome.status === "rejected") throw outcome.reason;
-  return outcomes;
 }
 
 /** One completion script over `group`; each item's refusal (or null) goes to its place in `outcomes`. */

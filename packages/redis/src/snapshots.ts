@@ -9,7 +9,8 @@ import { refusal, type ScriptArg } from "./scripts/index.js";
 /*
  * saveSnapshot: the fields of the kit's toStoredSnapshot (header, status, index fields, initial
  * input, outputs) in one script, which also checks the fence and the stored state, consumes the
- * event the write names and places the instance in the ready, lease or timer set.
+ * event the write names and places the instance in the ready, lease or timer set. The script
+ * compares outputs and attempts with the stored ones and writes only those that changed.
  */
 
 /** The task of the position of an InProgress or Paused snapshot (what cancel, pause and resume read). */
@@ -19,28 +20,36 @@ function positionTask(snapshot: WorkflowSnapshot): string | null {
 }
 
 /**
- * The schedule fields of the script (queue, priority, offset, due, runAt), each '' at its default
- * so a snapshot without a schedule writes none. The offset is (priority - 3) x agingMs: the ready
- * sets' order is effectiveTime's shifted by 2 x agingMs, so records written before issue 16
- * (no fields: priority 3) sort right beside new ones. Due: never before the position's runAt nor
- * the retryAt of the position task's attempts, so the later of the two; 'h' (held) when those
- * attempts have retryAt null. The runAt is kept too: failTasks makes a retry due at the later of it
- * and the new retryAt.
+ * Queue, priority and ready-set offset of a schedule, and its runAt, as script arguments: each
+ * '' at its default, so a snapshot without a schedule writes none. The offset is (priority - 3) x
+ * agingMs: the ready sets' order is effectiveTime's shifted by 2 x agingMs, so records written
+ * before issue 16 (no fields: priority 3) sort right beside new ones.
+ */
+export function scheduleFields(schedule: StoredSnapshot["schedule"], agingMs: number): string[] {
+  const { runAt, priority, queue } = schedule;
+  return [
+    queue === DEFAULT_QUEUE ? "" : queue,
+    priority === 3 ? "" : String(priority),
+    priority === 3 ? "" : String((priority - 3) * agingMs),
+    runAt === null ? "" : String(runAt),
+  ];
+}
+
+/**
+ * The schedule fields of the script (queue, priority, offset, due, runAt). Due: never before the
+ * position's runAt nor the retryAt of the position task's attempts, so the later of the two; 'h'
+ * (held) when those attempts have retryAt null. The runAt is kept too: failTasks makes a retry
+ * due at the later of it and the new retryAt.
  */
 function scheduleArgs(stored: StoredSnapshot, task: string | null, agingMs: number): string[] {
-  const { runAt, priority, queue } = stored.schedule;
+  const runAt = stored.schedule.runAt;
   const attempts = task === null ? undefined : stored.attempts.find((a) => a.taskId === task);
   const retryAt = attempts?.retryAt;
   let due = runAt === null ? "" : String(runAt);
   if (retryAt === null) due = "h";
   else if (retryAt !== undefined) due = String(runAt === null ? retryAt : Math.max(runAt, retryAt));
-  return [
-    queue === DEFAULT_QUEUE ? "" : queue,
-    priority === 3 ? "" : String(priority),
-    priority === 3 ? "" : String((priority - 3) * agingMs),
-    due,
-    runAt === null ? "" : String(runAt),
-  ];
+  const [queue = "", priority = "", offset = "", runAtArg = ""] = scheduleFields(stored.schedule, agingMs);
+  return [queue, priority, offset, due, runAtArg];
 }
 
 export async function saveSnapshot(

@@ -2,6 +2,7 @@ import type { Cluster, Redis } from "ioredis";
 import { CANCEL_WORKFLOW } from "./cancel-workflow.js";
 import { CLAIM_NEXT } from "./claim-next.js";
 import { CLAIM_TASK } from "./claim-task.js";
+import { COMPLETE_STEPS } from "./complete-steps.js";
 import { COMPLETE_TASKS } from "./complete-tasks.js";
 import { DELETE_SNAPSHOT } from "./delete-snapshot.js";
 import { EXTEND_CLAIM } from "./extend-claim.js";
@@ -9,6 +10,7 @@ import { FAIL_TASKS } from "./fail-tasks.js";
 import { LOAD_EVENTS } from "./load-events.js";
 import { LOAD_HEADER } from "./load-header.js";
 import { LOAD_SNAPSHOT } from "./load-snapshot.js";
+import { LOAD_STEPS } from "./load-steps.js";
 import { PAUSE_WORKFLOW } from "./pause-workflow.js";
 import { PEEK } from "./peek.js";
 import { RELEASE_CLAIM } from "./release-claim.js";
@@ -24,7 +26,7 @@ export { Code, type CodeName, type CodeSubject, refusal } from "./codes.js";
 /*
  * Every state change is one Lua script, loaded once and called by SHA (ioredis defineCommand
  * sends EVALSHA and falls back to EVAL on NOSCRIPT). Instance scripts get their keys in KEYS and
- * touch one shard, so one Cluster slot. Shard scripts (peek, claim-next, inputs, completion) get
+ * touch one shard, so one Cluster slot. Shard scripts (peek, claim-next, inputs, completion, steps) get
  * one key of the first shard they touch in KEYS (which routes them to the right node) and build
  * every other key from "{P:" .. shard .. "}:". On a cluster the backend sends them one shard at a
  * time; on a standalone server one call may cover several shards (there is no slot rule there).
@@ -53,6 +55,8 @@ export const SCRIPTS = {
   claimNext: { numberOfKeys: 1, lua: CLAIM_NEXT },
   shardInputs: { numberOfKeys: 1, lua: SHARD_INPUTS },
   completeTasks: { numberOfKeys: 1, lua: COMPLETE_TASKS },
+  loadSteps: { numberOfKeys: 1, lua: LOAD_STEPS },
+  completeSteps: { numberOfKeys: 1, lua: COMPLETE_STEPS },
   failTasks: { numberOfKeys: 1, lua: FAIL_TASKS },
   storeRecord: { numberOfKeys: 1, lua: STORE_RECORD },
   loadHeader: { numberOfKeys: 1, lua: LOAD_HEADER },

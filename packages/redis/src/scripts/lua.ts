@@ -4,8 +4,9 @@ import { LUA_CODES } from "./codes.js";
 /*
  * Lua shared by the scripts. Every script starts with its own comment (KEYS, ARGV, reply), then
  * the parts it uses of these: PRELUDE (result codes, claim helpers, pending events, the index
- * upkeep: ready, lease and timer sets), WALK (the merge of several shards' ready sets) and
- * CONTROL (the as-read check of cancel, pause and resume). Key and field names come from
+ * upkeep: ready, lease and timer sets), WALK (the merge of several shards' ready sets),
+ * CONTROL (the as-read check of cancel, pause and resume) and FILE (where saveSnapshot and a
+ * step of completeTasks file an instance by its new position). Key and field names come from
  * layout.ts (L).
  *
  * Time is Redis's own: TIME inside the script (Redis 7 replicates the effects of scripts, so a
@@ -258,6 +259,39 @@ local function fence_ok(key, task, token, now_ms)
   if token == '' then return true end
   local c = parse_claim(call('HGET', key, ${L.claim} .. task))
   return is_live(c, now_ms) and c.token == token
+end
+`;
+
+/*
+ * Filing an instance after a write that sets its position (after PRELUDE): saveSnapshot and a
+ * step of completeTasks. \`pos\` is the new position's index fields: ready = its ready task (nil:
+ * none), wait = the awaited event (nil: none) with wait_task and timeout (ms string, nil: none),
+ * updated = updatedAt (ms string), q = queue (nil: "default"), z = ready-set offset (number),
+ * due = the due field (ms string or 'h', nil: none). \`old_q\` is the queue the instance was in,
+ * \`was_timed\` whether it may have been in a timer set (it had a timeoutAt or a due field).
+ */
+export const FILE = `
+-- Out of the old queue's sets when it moved; then in its queue's ready (or the lease) set, or in
+-- its queue's timer set while its due time (or a wait's timeout, with no event pending) is to
+-- come, or in none (paused, finished, held, a wait with nothing to wake it).
+local function file_position(base, key, id, old_q, was_timed, pos, now_ms)
+  local sched = { q = pos.q, z = pos.z, timed = pos.due ~= nil or pos.timeout ~= nil }
+  if (old_q or 'default') ~= (pos.q or 'default') then
+    call('ZREM', ready_of(base, old_q), id)
+    call('ZREM', timers_of(base, old_q), id)
+  end
+  if pos.ready then
+    local task, at = due_readiness(pos.ready, pos.due, pos.updated, now_ms)
+    place(base, key, id, task, at, false, now_ms, sched)
+  elseif pos.wait then
+    local task, score = wait_readiness(base, key, id, pos.wait, pos.wait_task, pos.timeout, pos.updated, now_ms)
+    if task then task, score = due_readiness(task, pos.due, score, now_ms) end
+    place(base, key, id, task, score, true, now_ms, sched)
+  else
+    place(base, key, id, nil, nil, false, now_ms, sched)
+  end
+  -- It was timed and is not now.
+  if was_timed and not sched.timed then call('ZREM', timers_of(base, pos.q), id) end
 end
 `;
 

@@ -1,5 +1,5 @@
 import { L } from "../layout.js";
-import { PRELUDE } from "./lua.js";
+import { FILE, PRELUDE } from "./lua.js";
 
 /** saveSnapshot: the snapshot's fields and outputs, replaced in one step (consuming an event if asked). */
 export const SAVE_SNAPSHOT = `--[[ saveSnapshot
@@ -20,7 +20,10 @@ export const SAVE_SNAPSHOT = `--[[ saveSnapshot
   ARGV[24] due: the later of the position's runAt and its task's retryAt, 'h' = held ('' = none)
   ARGV[25] the position's runAt ('' = none; failTasks reads it)
   ARGV[26..] ("r:" .. task id, output) and ("a:" .. task id, attempts) pairs
-  Replaces every field of the snapshot, every output and every task's attempts; the claims stay. The consumed event is
+  Replaces every field of the snapshot, every output and every task's attempts; the claims stay.
+  Outputs and attempts are compared with the stored ones: only those that are new or changed are
+  written, only those the snapshot no longer has are deleted (an unchanged output is read back
+  in the server, never rewritten). The consumed event is
   deleted with the write, which records "sequence|request id" (so a second run of the same call,
   its first reply lost, answers OK instead of EVENT_NOT_PENDING); a finished write (Completed,
   Failed, Cancelled) drops every pending event. Index: the ready task in its queue's ready (or
@@ -33,7 +36,7 @@ export const SAVE_SNAPSHOT = `--[[ saveSnapshot
   one would become anything but Paused or Cancelled) or EVENT_NOT_PENDING (the event is not the
   oldest pending of its name), checked in that order.
 ]]
-${PRELUDE}
+${PRELUDE}${FILE}
 local now_ms = clock()
 local key, id = KEYS[1], ARGV[1]
 if not fence_ok(key, ARGV[11], ARGV[12], now_ms) then return FENCE_REJECTED end
@@ -50,11 +53,7 @@ if ARGV[18] ~= '' then
     return EVENT_NOT_PENDING
   end
 end
-local old = {}
-for _, field in ipairs(call('HKEYS', key)) do
-  if string.sub(field, 1, ${L.claimLength}) ~= ${L.claim} then old[#old + 1] = field end
-end
-call_chunked('HDEL', key, old)
+-- What the write sets: the snapshot's fields and ARGV[26..], ("r:" / "a:" .. task id, value) pairs.
 local fields = { ${L.header}, ARGV[2], ${L.finished}, ARGV[3], ${L.definitionHash}, ARGV[4], ${L.updatedAt}, ARGV[8], ${L.status}, ARGV[13] }
 local optional = { ${L.positionTaskId}, ARGV[5], ${L.lastCompletedTaskId}, ARGV[6], ${L.positionTask}, ARGV[14],
   ${L.awaitedEvent}, ARGV[15], ${L.awaitedTask}, ARGV[16], ${L.timeoutAt}, ARGV[17],
@@ -64,13 +63,41 @@ for i = 1, #optional, 2 do
 end
 if ARGV[9] == '1' then fields[#fields + 1] = ${L.initialInput}; fields[#fields + 1] = ARGV[10] end
 if consumed then fields[#fields + 1] = ${L.consumed}; fields[#fields + 1] = ARGV[19] .. '|' .. ARGV[20] end
-call('HSET', key, unpack(fields))
+local sets, value_at = {}, {}
+for i = 1, #fields, 2 do sets[fields[i]] = true end
 local n = #ARGV
-for i = 26, n, 200 do
-  local last = i + 199
-  if last > n then last = n end
-  call('HSET', key, unpack(ARGV, i, last))
+for i = 26, n, 2 do value_at[ARGV[i]] = i + 1 end
+-- Stored fields the write does not set go; outputs and attempts it sets again are compared.
+local gone, kept = {}, {}
+for _, field in ipairs(call('HKEYS', key)) do
+  if string.sub(field, 1, ${L.claimLength}) ~= ${L.claim} then
+    if value_at[field] then kept[#kept + 1] = field
+    elseif not sets[field] then gone[#gone + 1] = field end
+  end
 end
+call_chunked('HDEL', key, gone)
+-- Read back in chunks of at most 200 fields or 4 MiB of new values (only equal lengths can match).
+local same, i = {}, 1
+while i <= #kept do
+  local last, size = i, #ARGV[value_at[kept[i]]]
+  while last < #kept and last - i < 199 do
+    local more = #ARGV[value_at[kept[last + 1]]]
+    if size + more > 4194304 then break end
+    size = size + more
+    last = last + 1
+  end
+  local values = call('HMGET', key, unpack(kept, i, last))
+  for j = i, last do
+    if values[j - i + 1] == ARGV[value_at[kept[j]]] then same[kept[j]] = true end
+  end
+  i = last + 1
+end
+call('HSET', key, unpack(fields))
+local changed = {}
+for j = 26, n, 2 do
+  if not same[ARGV[j]] then changed[#changed + 1] = ARGV[j]; changed[#changed + 1] = ARGV[j + 1] end
+end
+call_chunked('HSET', key, changed)
 call('ZADD', KEYS[3], 0, id)
 if ARGV[3] == '1' then
   drop_events(base, id)
@@ -78,29 +105,10 @@ elseif consumed then
   call('ZREM', KEYS[7], consumed)
   call('HDEL', KEYS[6], member_seq(consumed, ARGV[18]))
 end
-local due = ARGV[24]
-if due == '' then due = nil end
-local q = ARGV[21]
-if q == '' then q = nil end
-local sched = { q = q, z = tonumber(ARGV[23] == '' and '0' or ARGV[23]), timed = due ~= nil or ARGV[17] ~= '' }
--- It moved to another queue: out of the old queue's ready and timer sets.
-if (m[5] or 'default') ~= (q or 'default') then
-  call('ZREM', ready_of(base, m[5]), id)
-  call('ZREM', timers_of(base, m[5]), id)
-end
-if ARGV[7] ~= '' then
-  local task, at = due_readiness(ARGV[7], due, ARGV[8], now_ms)
-  place(base, key, id, task, at, false, now_ms, sched)
-elseif ARGV[15] ~= '' then
-  local timeout = ARGV[17]
-  if timeout == '' then timeout = nil end
-  local task, score = wait_readiness(base, key, id, ARGV[15], ARGV[16], timeout, ARGV[8], now_ms)
-  if task then task, score = due_readiness(task, due, score, now_ms) end
-  place(base, key, id, task, score, true, now_ms, sched)
-else
-  place(base, key, id, nil, nil, false, now_ms, sched)
-end
--- It was timed (a wait with a timeout, a due time: maybe in the timer set) and is not now.
-if (m[3] or m[4]) and not sched.timed then call('ZREM', timers_of(base, q), id) end
+local function opt(v) if v == '' then return nil end return v end
+file_position(base, key, id, m[5], m[3] or m[4], {
+  ready = opt(ARGV[7]), wait = opt(ARGV[15]), wait_task = ARGV[16], timeout = opt(ARGV[17]),
+  updated = ARGV[8], q = opt(ARGV[21]), z = tonumber(opt(ARGV[23]) or '0'), due = opt(ARGV[24]),
+}, now_ms)
 return OK
 `;
