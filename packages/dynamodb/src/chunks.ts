@@ -1,10 +1,20 @@
+import { createHash } from "node:crypto";
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { copyBytes } from "@sayiir/persistence-core";
 import { B, batchGet, batchWrite, bin, type Item, N, num, S, str } from "./dynamo.js";
 import { ATTR, CHUNK_BYTES, freshId, INLINE_MAX_BYTES, type Layout, VALUE } from "./layout.js";
 
-/** Where a byte value lives: inline in its item, or in `count` chunk items under a fresh id. */
-export type ValueRef = { inline: Uint8Array } | { chunkSetId: string; count: number; length: number };
+/**
+ * Where a byte value lives: inline in its item, or in `count` chunk items under a fresh id (with
+ * the value's SHA-256 when known: values written since it is stored carry it).
+ */
+export type ValueRef =
+  | { inline: Uint8Array }
+  | { chunkSetId: string; count: number; length: number; hash?: string };
+
+/** SHA-256 of a value, base64url: how a save tells a large output is unchanged without reading it. */
+export const valueHash = (bytes: Uint8Array): string =>
+  createHash("sha256").update(bytes).digest("base64url");
 
 /** A chunk set: what deleting a chunked value needs. */
 export type ChunkSet = { chunkSetId: string; count: number };
@@ -12,14 +22,19 @@ export type ChunkSet = { chunkSetId: string; count: number };
 /** A chunk set's items were not all found: the value was replaced (or deleted) under the reader. */
 export class MissingChunkError extends Error {}
 
-/** Attribute names of a ValueRef inside an item: d (inline), c/n/l (chunk set id, count, length). */
+/**
+ * Attribute names of a ValueRef inside an item: d (inline), c/n/l (chunk set id, count, length),
+ * and s (the hash) on unprefixed items (results, events).
+ */
 export function refAttributes(ref: ValueRef, prefix = ""): Item {
   if ("inline" in ref) return { [`${prefix}${VALUE.inline}`]: B(ref.inline) };
-  return {
+  const item: Item = {
     [`${prefix}${VALUE.chunkSet}`]: S(ref.chunkSetId),
     [`${prefix}${VALUE.count}`]: N(ref.count),
     [`${prefix}${VALUE.length}`]: N(ref.length),
   };
+  if (prefix === "" && ref.hash !== undefined) item[VALUE.hash] = S(ref.hash);
+  return item;
 }
 
 export function readRef(item: Item, prefix = ""): ValueRef | undefined {
@@ -29,7 +44,8 @@ export function readRef(item: Item, prefix = ""): ValueRef | undefined {
   const count = num(item, `${prefix}${VALUE.count}`);
   const length = num(item, `${prefix}${VALUE.length}`);
   if (chunkSetId === undefined || count === undefined || length === undefined) return undefined;
-  return { chunkSetId, count, length };
+  const hash = prefix === "" ? str(item, VALUE.hash) : undefined;
+  return hash === undefined ? { chunkSetId, count, length } : { chunkSetId, count, length, hash };
 }
 
 export function chunkSetOf(ref: ValueRef | undefined): ChunkSet | undefined {
@@ -70,7 +86,7 @@ export class Chunks {
     }));
     // Ten chunks (3.5 MB) per request stays well under BatchWriteItem's 16 MB.
     await batchWrite(this.client, this.tableName, requests, 10, 3);
-    return { chunkSetId, count, length: bytes.byteLength };
+    return { chunkSetId, count, length: bytes.byteLength, hash: valueHash(bytes) };
   }
 
   async read(ref: ValueRef): Promise<Uint8Array> {

@@ -9,7 +9,7 @@ import type { AttributeValue, TransactWriteItem } from "@aws-sdk/client-dynamodb
 import type { StoredStatus } from "@sayiir/persistence-core/adapter";
 import { chunkSetOf, refAttributes, type ValueRef } from "./chunks.js";
 import { expressions, type Item, N, S } from "./dynamo.js";
-import { FENCE_CONDITION, kindCondition, TOMBSTONE_UPDATE } from "./items.js";
+import { FENCE_CONDITION, kindCondition, nonceCondition, TOMBSTONE_UPDATE } from "./items.js";
 import { ATTR, type Layout, STATUS, VALUE } from "./layout.js";
 
 /** Items one TransactWriteItems may hold. */
@@ -53,6 +53,11 @@ export interface HeadState {
   positionTaskId: string | undefined;
   /** The stored status as read (absent on older heads: then absent in the condition too). */
   kind?: StoredStatus | undefined;
+  /**
+   * The nonce of the transition or step that last changed the head in place, as read: a result
+   * written against a head a step has moved since is judged again (its position changed).
+   */
+  nonce?: string | undefined;
   /** A wait for an event (its next task is positionTaskId): it ends when that task completes. */
   awaiting?: unknown;
   /** In the timer index. */
@@ -146,8 +151,9 @@ export function completionTransaction(args: TransactionArgs): {
  * transaction's): `last` and updatedAt = max(stored, now); out of the ready index when the
  * position's task completed (and, for a wait, out of the timer index with its wait: its next task
  * has a result), else (back) into the ready partition with the new updatedAt. Conditioned on the
- * head as read: same generation, not finished (a Paused head takes results), same status,
- * updatedAt not past the new one, in the ready and timer indexes exactly when it was read there.
+ * head as read: same generation, not finished (a Paused head takes results), same status and
+ * nonce (no transition or step since), updatedAt not past the new one, in the ready and timer
+ * indexes exactly when it was read there.
  */
 export function headUpdate(
   layout: Layout,
@@ -163,6 +169,7 @@ export function headUpdate(
     ":upd": N(updatedAt),
     ":last": S(lastTaskId),
     ":kind": S(head.kind ?? ""),
+    ":nc_read": S(head.nonce ?? ""),
   };
   let update = `SET #${ATTR.lastCompleted} = :last, #${ATTR.updatedAt} = :upd`;
   const remove: string[] = [];
@@ -184,7 +191,7 @@ export function headUpdate(
     `attribute_exists(#${ATTR.pk}) AND #${ATTR.generation} = :gen AND #${ATTR.status} = :P AND ` +
     `#${ATTR.updatedAt} <= :upd AND ` +
     (head.ready ? `attribute_exists(#${ATTR.readyPk})` : `attribute_not_exists(#${ATTR.readyPk})`) +
-    ` AND ${kindCondition(head.kind)}` +
+    ` AND ${kindCondition(head.kind)} AND ${nonceCondition(head.nonce)}` +
     ` AND ${head.timer === true ? `attribute_exists(#${ATTR.timerPk})` : `attribute_not_exists(#${ATTR.timerPk})`}`;
   return { update, condition, values, updatedAt };
 }
@@ -210,20 +217,24 @@ export function resultItem(
 /** The put of an entry's result item, conditioned on what the item held when read. */
 function resultPut(args: TransactionArgs, entry: Entry): TransactWriteItem {
   const { head, layout, now } = args;
-  const prior = entry.prior;
   return {
     Put: {
       TableName: args.tableName,
       Item: resultItem(layout, head.pk, head.generation, entry.taskId, now, entry.ref),
-      ...(prior.kind === "none"
-        ? expressions({ ConditionExpression: `attribute_not_exists(#${ATTR.pk})` })
-        : prior.kind === "inline"
-          ? expressions({
-              ConditionExpression: `attribute_exists(#${ATTR.pk}) AND attribute_not_exists(#${VALUE.chunkSet})`,
-            })
-          : expressions({ ConditionExpression: `#${VALUE.chunkSet} = :c` }, { ":c": S(prior.chunkSetId) })),
+      ...priorCondition(entry.prior),
     },
   };
+}
+
+/** The condition of a result item's put: it still holds what was read (nothing, inline, that chunk set). */
+export function priorCondition(prior: Prior) {
+  return prior.kind === "none"
+    ? expressions({ ConditionExpression: `attribute_not_exists(#${ATTR.pk})` })
+    : prior.kind === "inline"
+      ? expressions({
+          ConditionExpression: `attribute_exists(#${ATTR.pk}) AND attribute_not_exists(#${VALUE.chunkSet})`,
+        })
+      : expressions({ ConditionExpression: `#${VALUE.chunkSet} = :c` }, { ":c": S(prior.chunkSetId) });
 }
 
 /** The entry's claim turned into a tombstone carrying its nonce, conditioned as a fence is. */

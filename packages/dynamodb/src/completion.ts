@@ -30,6 +30,7 @@ import {
 } from "./dynamo.js";
 import { fenceCheck, getHead, type Head, heldView, parseClaim, parseHead, writeView } from "./items.js";
 import { ATTR, freshId, keyString, names, VALUE } from "./layout.js";
+import { completeStep, type Reread } from "./step.js";
 
 /** Instances whose completions are committed at once by one completeTasks call. */
 const COMPLETION_LANES = 16;
@@ -192,7 +193,7 @@ async function dropUnusedChunks(
 // ---------------------------------------------------------------- completeTasks
 
 /** One completion of a completeTasks call, with what the call learns about it on the way. */
-interface Completing {
+export interface Completing {
   index: number;
   c: ValidCompletion;
   pk: string;
@@ -208,7 +209,7 @@ interface Completing {
 }
 
 /** What one completeTasks call collects across its instances. */
-interface CompletionCall {
+export interface CompletionCall {
   outcomes: CompletionOutcome[];
   /** Completions whose chunk set a result may point at (landed, or sent with an unknown outcome). */
   kept: Set<Completing>;
@@ -223,6 +224,7 @@ interface CompletionCall {
  * result put and its claim's tombstone, conditioned as saveTaskResult's fence is. Instances run
  * in parallel (bounded). Completions are judged on the items read, in saveTaskResult's order, so
  * a refused one is not sent at all; a cancelled transaction is judged again on a fresh read.
+ * A completion with `next` is one step of its own (step.ts): one transaction per completion.
  */
 export async function completeTasks(
   ctx: Context,
@@ -241,17 +243,27 @@ export async function completeTasks(
     const [read, wrote] = await Promise.allSettled([
       readForCompletion(ctx, all),
       settleAll(all, CHUNK_LANES, async (item) => {
-        item.ref = await ctx.chunks.write(item.c.output, item.pk);
+        // A step to Completed or Failed keeps no results: its output is not stored.
+        const kept = item.c.next === undefined || !["Completed", "Failed"].includes(item.c.next.kind);
+        if (kept) item.ref = await ctx.chunks.write(item.c.output, item.pk);
       }),
     ]);
     if (wrote.status === "rejected") throw wrote.reason;
     if (read.status === "rejected") throw read.reason;
     const items = read.value;
+    const reread: Reread = (open, generations) => readForCompletion(ctx, open, generations);
     await settleAll([...groups], COMPLETION_LANES, async ([instanceId, group]) => {
-      const pk = (group[0] as Completing).pk;
-      const head = parseHead(ctx.layout, items.get(keyString(ctx.layout.headKey(pk))), instanceId);
-      for (const item of group) item.claim = items.get(keyString(ctx.layout.claimKey(pk, item.c.taskId)));
-      await completeOn(ctx, { instanceId, head, open: group }, call);
+      // In call order: runs of completions without `next` together, each step on its own (a later
+      // segment of the same instance reads the head and its claims again).
+      for (const [n, segment] of segments(group).entries()) {
+        const read = n === 0 ? items : await readForCompletion(ctx, segment);
+        const pk = (segment[0] as Completing).pk;
+        const head = parseHead(ctx.layout, read.get(keyString(ctx.layout.headKey(pk))), instanceId);
+        for (const item of segment) item.claim = read.get(keyString(ctx.layout.claimKey(pk, item.c.taskId)));
+        const first = segment[0] as Completing;
+        if (first.c.next === undefined) await completeOn(ctx, { instanceId, head, open: segment }, call);
+        else await completeStep(ctx, first, head, call, reread);
+      }
     });
     return call.outcomes;
   } finally {
@@ -262,6 +274,17 @@ export async function completeTasks(
     ].filter((set) => set !== undefined);
     if (garbage.length > 0) await quietly(() => ctx.chunks.delete(garbage));
   }
+}
+
+/** The completions of one instance in call order: runs without `next`, and each step alone. */
+function segments(group: readonly Completing[]): Completing[][] {
+  const out: Completing[][] = [];
+  for (const item of group) {
+    const last = out[out.length - 1];
+    if (item.c.next === undefined && last !== undefined && last[0]?.c.next === undefined) last.push(item);
+    else out.push([item]);
+  }
+  return out;
 }
 
 /** Strongly consistent reads of the heads and claim items (and, given a generation, result items). */

@@ -284,7 +284,7 @@ function transitionUpdate(ctx: Context, op: Transition, head: Head, next: NextSt
 }
 
 /** The condition that the head's index keys (GPK, GSK, TSK) are still as read. */
-function indexCondition(head: Head): string {
+export function indexCondition(head: Head): string {
   const { readyPk, timerSk } = head.indexKeys;
   return [
     readyPk === undefined
@@ -294,7 +294,7 @@ function indexCondition(head: Head): string {
   ].join(" AND ");
 }
 
-function indexValues(head: Head): Record<string, AttributeValue> {
+export function indexValues(head: Head): Record<string, AttributeValue> {
   const { readyPk, readySk, timerSk } = head.indexKeys;
   return {
     ":gpk_read": S(readyPk ?? ""),
@@ -304,7 +304,7 @@ function indexValues(head: Head): Record<string, AttributeValue> {
 }
 
 /** SET a head value (the header, the initial input: inline or chunk pointer) and REMOVE the other form. */
-function valueClauses(
+export function valueClauses(
   h: string,
   ref: ValueRef,
   set: string[],
@@ -362,7 +362,7 @@ function tokenCheck(ctx: Context, claim: ClaimRef): TransactWriteItem {
 }
 
 /** The check that an item (a task's result, a claim) read as absent is still absent. */
-function absentCheck(ctx: Context, key: Key): TransactWriteItem {
+export function absentCheck(ctx: Context, key: Key): TransactWriteItem {
   return {
     ConditionCheck: {
       TableName: ctx.tableName,

@@ -13,7 +13,7 @@ import { type Item, type Key, S } from "./dynamo.js";
  *                                                                            inc, evn, ev/tmo (only while waiting for an event), nc,
  *                                                                            q, pri, rat, hold, att (schedule and attempts),
  *                                                                            GPK/GSK (only while ready), TPK/TSK (only on a timer), LPK/LSK
- *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l
+ *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l/s
  *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: released by completeTasks)
  *   event           <P>I#<h(instanceId)>             E#<inc>#<h(name)>#<seq> en, seq, sat, inc, nc, at, d | c/n/l
  *   delete marker   <P>I#<h(instanceId)>             D                       op, at, ttl (written by deleteSnapshot's commit)
@@ -118,9 +118,11 @@ export const TTL_ATTRIBUTE = ATTR.ttl;
 
 /**
  * A stored byte value (see chunks.ts) is `<prefix>d` (inline bytes) or `<prefix>c`, `<prefix>n`,
- * `<prefix>l` (chunk set id, chunk count, byte length). Results and chunks use no prefix.
+ * `<prefix>l` (chunk set id, chunk count, byte length), and on result and event items also `s`
+ * (the SHA-256 of a chunked value, base64url: what lets a save point at it again unchanged).
+ * Results and chunks use no prefix.
  */
-export const VALUE = { inline: "d", chunkSet: "c", count: "n", length: "l" } as const;
+export const VALUE = { inline: "d", chunkSet: "c", count: "n", length: "l", hash: "s" } as const;
 /** Prefixes of the two values a head stores: the snapshot header and the initial input. */
 export const HEAD_VALUE = { header: "h", input: "i" } as const;
 

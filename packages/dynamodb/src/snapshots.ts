@@ -70,6 +70,15 @@ import {
 } from "./items.js";
 import { ATTR, freshId, HEAD_SK, HEAD_VALUE, keyOf, LIST_INDEX, STATUS } from "./layout.js";
 import { entryAttributes, entryOf, positionAttributes, scheduleOfStored } from "./readiness.js";
+import {
+  type Candidate,
+  candidates,
+  MAX_REUSED,
+  type Reused,
+  reuseCheck,
+  unchanged,
+  unshare,
+} from "./reuse.js";
 
 /** What a saveSnapshot has written so far: undone if it fails before its commit for a known reason. */
 interface PendingSave {
@@ -81,6 +90,12 @@ interface PendingSave {
   committed: boolean;
   /** False while a write whose outcome we cannot know is the last one sent. */
   definite: boolean;
+  /** Unchanged large outputs whose chunk sets the new result items point at (see reuse.ts). */
+  reused: Reused[];
+  /** The generation the reuse was decided on: the commit must replace exactly it. */
+  basis: string | undefined;
+  /** A reused result was replaced since: write those outputs before committing again. */
+  unshare: boolean;
 }
 
 /**
@@ -103,11 +118,18 @@ export async function saveSnapshot(
     resultKeys: [],
     committed: false,
     definite: true,
+    reused: [],
+    basis: undefined,
+    unshare: false,
   };
   try {
-    const values = await writeValues(ctx, stored, pk, save);
-    const { previous, consumed } = await commitHead(ctx, stored, values, { fence, consume }, save);
-    if (previous !== undefined) await quietly(() => dropGeneration(ctx, previous));
+    const head = await getHead(ctx, stored.instanceId);
+    const reusable = await candidates(ctx, stored, head);
+    if (reusable.size > 0) save.basis = head?.generation;
+    const values = await writeValues(ctx, stored, pk, save, reusable);
+    const { previous, consumed } = await commitHead(ctx, stored, values, { fence, consume }, save, head);
+    const kept = new Set(save.reused.map((r) => r.ref.chunkSetId));
+    if (previous !== undefined) await quietly(() => dropGeneration(ctx, previous, kept));
     const set = chunkSetOf(consumed?.ref);
     if (set !== undefined) await quietly(() => ctx.chunks.delete([set]));
     if (stored.finished && previous !== undefined && !previous.finished) await dropEvents(ctx, previous);
@@ -117,12 +139,16 @@ export async function saveSnapshot(
   }
 }
 
-/** Step 1: the header, the initial input and every result, chunked when large. */
+/**
+ * Step 1: the header, the initial input and every result, chunked when large; an unchanged large
+ * output of the current generation is not written again: its new item points at its chunk set.
+ */
 async function writeValues(
   ctx: Context,
   stored: StoredSnapshot,
   pk: string,
   save: PendingSave,
+  reusable: ReadonlyMap<string, Candidate>,
 ): Promise<HeadValues> {
   const now = ctx.now();
   const header = await ctx.chunks.write(stored.header, pk);
@@ -134,6 +160,12 @@ async function writeValues(
   }
   const items: Item[] = [];
   for (const result of stored.results) {
+    const candidate = reusable.get(result.taskId);
+    if (save.reused.length < MAX_REUSED && unchanged(candidate, result.output)) {
+      save.reused.push({ ...candidate, taskId: result.taskId, output: result.output });
+      items.push(resultItem(ctx.layout, pk, save.generation, result.taskId, now, candidate.ref));
+      continue;
+    }
     const ref = await ctx.chunks.write(result.output, pk);
     save.written.push(ref);
     items.push(resultItem(ctx.layout, pk, save.generation, result.taskId, now, ref));
@@ -215,13 +247,16 @@ async function commitHead(
   values: HeadValues,
   options: SaveOptions,
   save: PendingSave,
+  head: Head | undefined,
 ): Promise<{ previous: Head | undefined; consumed: StoredEvent | undefined }> {
   const id = stored.instanceId;
   const pk = ctx.layout.instancePk(id);
-  let previous = await getHead(ctx, id);
+  let previous = head;
   return retryOnRace(
     `saveSnapshot of ${quote(id)}`,
     async () => {
+      if (save.reused.length > 0 && (save.unshare || previous?.generation !== save.basis))
+        await unshare(ctx, pk, save);
       const view = await writeView(ctx, pk, options.fence, previous);
       const refusal = snapshotRefusal(id, options.fence, view, stored.status);
       if (refusal !== null) throw refusal;
@@ -308,6 +343,8 @@ async function putHead(
   if (fence !== undefined) items.push(fenceCheck(ctx, pk, fence, ctx.now()));
   items.push({ Put: put });
   if (consumed !== undefined) items.push(consumeItem(ctx, consumed));
+  const checksAt = items.length;
+  for (const reused of save.reused) items.push(reuseCheck(ctx, reused));
   try {
     save.definite = false;
     if (items.length === 1) await ctx.send(new PutItemCommand(put));
@@ -326,6 +363,7 @@ async function putHead(
     if (reasons === undefined) throw error;
     // Conflicts that outlasted the retries: the transaction did not apply.
     save.definite = true;
+    if (reasons.slice(checksAt).some((r) => r.Code === "ConditionalCheckFailed")) save.unshare = true;
     if (isConflictOnly(error)) throw error;
     const at = fence === undefined ? 0 : 1;
     if (fence !== undefined && reasons[0]?.Code === "ConditionalCheckFailed")
@@ -350,14 +388,19 @@ async function undoSave(ctx: Context, save: PendingSave): Promise<void> {
 
 /**
  * Best effort: deletes the result items of a generation that is no longer current and every
- * chunk set they, its header or its initial input used.
+ * chunk set they, its header or its initial input used, but the sets in `kept` (reused by the
+ * generation that replaced it).
  */
-export async function dropGeneration(ctx: Context, head: Head): Promise<void> {
+export async function dropGeneration(
+  ctx: Context,
+  head: Head,
+  kept: ReadonlySet<string> = new Set(),
+): Promise<void> {
   const items = await resultItems(ctx, head.pk, head.generation);
   const sets: ChunkSet[] = [];
   for (const ref of [...items.map((item) => readRef(item)), head.header, head.input]) {
     const set = chunkSetOf(ref);
-    if (set !== undefined) sets.push(set);
+    if (set !== undefined && !kept.has(set.chunkSetId)) sets.push(set);
   }
   await batchWrite(
     ctx.client,
