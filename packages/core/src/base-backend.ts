@@ -138,30 +138,33 @@ export abstract class BaseBackend implements PersistentBackend {
    * the write) is not an error: the result landed under a live claim.
    */
   protected async doCompleteTasks(completions: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
-    return Promise.all(
-      completions.map(async (c): Promise<CompletionOutcome> => {
-        const fence = { instanceId: c.instanceId, taskId: c.taskId, token: c.token };
-        try {
-          if (c.next === undefined) await this.doSaveTaskResult(c.instanceId, c.taskId, c.output, fence);
-          else {
-            const refusal = await this.portableStep(c, c.next, fence);
-            if (refusal !== null) return refusal;
-          }
-        } catch (error) {
-          if (isPersistenceError(error) && error.code !== ErrorCode.Backend) return error;
-          throw error;
-        }
-        try {
-          await this.doReleaseTaskClaim(c.instanceId, c.taskId, c.workerId);
-        } catch (error) {
-          const gone =
-            isPersistenceError(error) &&
-            (error.code === ErrorCode.NotFound || error.code === ErrorCode.ClaimLost);
-          if (!gone) throw error;
-        }
-        return null;
-      }),
-    );
+    // One completion after the other: completions of one workflow apply in call order.
+    const outcomes: CompletionOutcome[] = [];
+    for (const c of completions) outcomes.push(await this.portableCompletion(c));
+    return outcomes;
+  }
+
+  private async portableCompletion(c: ValidCompletion): Promise<CompletionOutcome> {
+    const fence = { instanceId: c.instanceId, taskId: c.taskId, token: c.token };
+    try {
+      if (c.next === undefined) await this.doSaveTaskResult(c.instanceId, c.taskId, c.output, fence);
+      else {
+        const refusal = await this.portableStep(c, c.next, fence);
+        if (refusal !== null) return refusal;
+      }
+    } catch (error) {
+      if (isPersistenceError(error) && error.code !== ErrorCode.Backend) return error;
+      throw error;
+    }
+    try {
+      await this.doReleaseTaskClaim(c.instanceId, c.taskId, c.workerId);
+    } catch (error) {
+      const gone =
+        isPersistenceError(error) &&
+        (error.code === ErrorCode.NotFound || error.code === ErrorCode.ClaimLost);
+      if (!gone) throw error;
+    }
+    return null;
   }
 
   /** Runs one operation: refused after close, driver errors wrapped, PersistenceErrors untouched. */
@@ -289,24 +292,19 @@ export abstract class BaseBackend implements PersistentBackend {
 
   /**
    * The portable form of a completion with `next`: load, check, then one saveSnapshot of the
-   * stepped snapshot fenced by the claim (consuming the event). It rewrites every output and is
-   * atomic only through the fence: adapters implement the step natively. A refused state is
-   * reported after a fenced rewrite of the snapshot as loaded, so that a lost claim still wins
-   * (ClaimLost before Conflict, as in the contract).
+   * stepped snapshot fenced by the claim (consuming the event). It rewrites every output, takes
+   * its time from this process's clock, and is atomic only through the fence (a result another
+   * worker records between the load and the save is overwritten): adapters implement the step
+   * natively. A refused state writes nothing and is reported as such, even when the claim is
+   * also lost (the portable form cannot read a claim without writing it).
    */
   private async portableStep(c: ValidCompletion, next: NextStep, fence: Fence): Promise<CompletionOutcome> {
     const snapshot = await this.doLoadSnapshot(c.instanceId);
     const state = snapshot.state;
-    const refusal = isFinished(state)
-      ? failures.resultsFinal(c.instanceId)
-      : state.kind === "Paused"
-        ? failures.pausedCannotMove(c.instanceId)
-        : state.kind === "InProgress" && positionTaskId(state.position) === c.taskId
-          ? null
-          : failures.notAtTask(c.instanceId, c.taskId);
-    if (refusal !== null) {
-      await this.doSaveSnapshot(snapshot, fence, undefined);
-      return refusal;
+    if (isFinished(state)) return failures.resultsFinal(c.instanceId);
+    if (state.kind === "Paused") return failures.pausedCannotMove(c.instanceId);
+    if (state.kind !== "InProgress" || positionTaskId(state.position) !== c.taskId) {
+      return failures.notAtTask(c.instanceId, c.taskId);
     }
     const now = Math.max(snapshot.updatedAt, Date.now());
     await this.doSaveSnapshot(applyStep(snapshot, c.taskId, c.output, next, now), fence, c.consumeEvent);

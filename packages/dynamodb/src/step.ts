@@ -124,7 +124,12 @@ export async function completeStep(
       replacing = item.replacing;
       if (await sendStep(ctx, run, plan, call)) return null;
       await refresh(ctx, run, reread);
-      if (!landedUnseen(run)) return RETRY;
+      if (!landedUnseen(run)) {
+        // It did not land: the chunks it wrote for the new header are garbage. Only now (an
+        // earlier send that landed unseen points the head at them).
+        await quietly(() => ctx.chunks.delete(newSets(plan)));
+        return RETRY;
+      }
       // An earlier send of this attempt landed, its reply lost (the adapter resends on a conflict).
       await afterStep(ctx, plan);
       return null;
@@ -281,7 +286,8 @@ async function sendStep(ctx: Context, run: StepRun, plan: StepPlan, call: Comple
     // No cancellation: the outcome is unknown, the chunks stay (cleanup() collects orphans).
     if (reasons === undefined) throw error;
     call.kept.delete(item);
-    await quietly(() => ctx.chunks.delete(newSets(plan)));
+    // The new header's chunks are dropped by the caller once a re-read shows the step did not
+    // land (a resend's cancellation can hide an earlier send that did); thrown: cleanup() collects.
     if (isConflictOnly(error)) throw error;
     if (!reasons.some((r) => r.Code === "ConditionalCheckFailed" || r.Code === "TransactionConflict"))
       throw error;

@@ -28,16 +28,41 @@ export async function completeTasks(
   completions: readonly ValidCompletion[],
 ): Promise<CompletionOutcome[]> {
   const outcomes: CompletionOutcome[] = new Array(completions.length).fill(null);
-  const plain: Item[] = [];
-  const steps: Item[] = [];
-  for (const [index, c] of completions.entries()) {
-    (c.next === undefined ? plain : steps).push({ c, index, shard: ctx.layout.shardOf(c.instanceId) });
+  for (const run of orderedRuns(completions)) {
+    const plain: Item[] = [];
+    const steps: Item[] = [];
+    for (const index of run) {
+      const c = completions[index] as ValidCompletion;
+      (c.next === undefined ? plain : steps).push({ c, index, shard: ctx.layout.shardOf(c.instanceId) });
+    }
+    await settleAll([
+      ...(plain.length === 0 ? [] : groups(ctx, plain).map((g) => completeGroup(ctx, g, outcomes))),
+      ...(steps.length === 0 ? [] : groups(ctx, steps).map((g) => stepGroup(ctx, g, outcomes))),
+    ]);
   }
-  await settleAll([
-    ...(plain.length === 0 ? [] : groups(ctx, plain).map((g) => completeGroup(ctx, g, outcomes))),
-    ...(steps.length === 0 ? [] : groups(ctx, steps).map((g) => stepGroup(ctx, g, outcomes))),
-  ]);
   return outcomes;
+}
+
+/**
+ * The call's items in runs that may be sent together: plain completions and steps go to different
+ * scripts, so an instance that has both in one call is split where the kind changes, and the
+ * runs are applied one after the other (call order, as every backend keeps). Without such an
+ * instance, one run: the two scripts are sent side by side.
+ */
+function orderedRuns(completions: readonly ValidCompletion[]): number[][] {
+  const runs: number[][] = [[]];
+  const kindIn = new Map<string, boolean>(); // instance -> is a step, within the current run
+  for (const [index, c] of completions.entries()) {
+    const step = c.next !== undefined;
+    const seen = kindIn.get(c.instanceId);
+    if (seen !== undefined && seen !== step) {
+      runs.push([]);
+      kindIn.clear();
+    }
+    kindIn.set(c.instanceId, step);
+    (runs[runs.length - 1] as number[]).push(index);
+  }
+  return runs;
 }
 
 export async function failTasks(

@@ -282,6 +282,30 @@ export function stepsGroup(options: ConformanceOptions): void {
       ).toEqual(["t2", ["t1", "t2", "t3"]]);
     });
 
+    it("plain completions and steps of one workflow in one call apply in call order", async () => {
+      const { backend } = await useSubject(options);
+      const p = uid("order");
+      await backend.saveSnapshot(atT2(`${p}-a`));
+      await backend.saveSnapshot(atT2(`${p}-b`));
+      const claims = async (id: string) => [
+        await claimOrFail(backend, id, "t2", "worker-1"),
+        await claimOrFail(backend, id, "side", "worker-1"),
+      ];
+      const [a2, aSide] = await claims(`${p}-a`);
+      const [b2, bSide] = await claims(`${p}-b`);
+      if (a2 === undefined || aSide === undefined || b2 === undefined || bSide === undefined)
+        throw new Error("claims");
+      const outcomes = await backend.completeTasks([
+        // a: the side result first, then the step to Completed (which drops it): both land.
+        { claim: aSide, output: text("side") },
+        step(a2, "two", { kind: "Completed", finalOutput: text("done") }),
+        // b: the step to Completed first; the side result after it is refused (finished).
+        step(b2, "two", { kind: "Completed", finalOutput: text("done") }),
+        { claim: bSide, output: text("side") },
+      ]);
+      expect(outcomes.map((o) => o?.code ?? null)).toEqual([null, null, null, ErrorCode.Conflict]);
+    });
+
     it("the task a wait runs can step even when it already has a result (the position runs it)", async () => {
       const { backend } = await useSubject(options);
       const id = uid("waited");
