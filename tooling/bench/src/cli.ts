@@ -10,9 +10,11 @@ import { type BackendName, SERVER_KINDS } from "@sayiir/backends";
 import { DISCOVERY_SHAPES, type DiscoveryResult, runDiscovery } from "./discovery.ts";
 import { type BenchOptions, parseOptions, USAGE } from "./options.ts";
 import { PEER_BACKEND, type PeerName } from "./peers.ts";
+import { pythonPeer, runPythonPeer } from "./python-peer.ts";
 import { type BenchReport, evaluateTargets, printReport, renderSvg } from "./report.ts";
 import { type ServerKindUsed, type Servers, startServers } from "./servers.ts";
 import { runSnapshots } from "./snapshots.ts";
+import { runSteps, type StepsResult } from "./steps.ts";
 import { type Availability, type BackendTarget, resolveBackends } from "./targets.ts";
 import { runPeer, runThroughput } from "./throughput.ts";
 import { errorMessage } from "./util.ts";
@@ -112,6 +114,8 @@ function newReport(o: BenchOptions, started: Date, servers: Servers): BenchRepor
     skipped: {},
     throughput: [],
     peers: [],
+    steps: [],
+    stepsPeers: [],
     discovery: [],
     snapshots: [],
     targets: [],
@@ -237,6 +241,101 @@ async function snapshotsOf(o: BenchOptions, target: BackendTarget, report: Bench
   if (r) report.snapshots.push(r);
 }
 
+/** Scenario 6 (4-step workflows through the reference worker) on one backend. */
+async function stepsOf(o: BenchOptions, target: BackendTarget, report: BenchReport, guard: Guard) {
+  const standIn = STAND_INS.has(target.name);
+  const workflows = standIn ? Math.min(o.workflows, o.workflowsStandIn) : o.workflows;
+  const r = await guard("steps", target.name, () =>
+    runSteps(target, {
+      workflows,
+      workers: o.workers,
+      processes: o.processes,
+      batch: o.batch,
+      timeoutMs: o.durationS * 1000,
+      preloadConcurrency: o.preloadConcurrency,
+    }),
+  );
+  if (!r) return;
+  if (workflows < o.workflows) {
+    r.note = `${workflows} workflows instead of ${o.workflows} on ${target.server} (a Java stand-in)`;
+  }
+  report.steps.push(r);
+  logSteps(r);
+}
+
+function logSteps(r: StepsResult): void {
+  log(
+    `  ${r.backend}: ${r.stepsPerSecond} steps/s, ${r.workflowsPerSecond} workflows/s (${r.tasks} steps in ${r.ms} ms, ${r.workers} workers x ${r.processes} processes)` +
+      `${r.exactlyOnce ? ", exactly once: ok" : `, EXACTLY-ONCE FAILED: ${r.problems.join("; ")}`}`,
+  );
+}
+
+/** Scenario 6 beside the mature Sayiir engine: ours on PostgreSQL and theirs at 4 and 8 workers, one per process. */
+async function stepsPeerOf(
+  o: BenchOptions,
+  postgres: BackendTarget,
+  servers: Servers,
+  report: BenchReport,
+  guard: Guard,
+) {
+  const peer = await pythonPeer(log);
+  if ("reason" in peer) {
+    report.skipped["sayiir (Python)"] = `not measured: ${peer.reason}`;
+    log(`SKIP sayiir (Python): not measured: ${peer.reason}`);
+  }
+  for (const workers of [4, 8]) {
+    const ours = await guard("steps vs sayiir", `postgres, ${workers} workers`, () =>
+      runSteps(
+        postgres,
+        {
+          workflows: o.workflows,
+          workers,
+          processes: workers,
+          batch: o.batch,
+          timeoutMs: o.durationS * 1000,
+          preloadConcurrency: o.preloadConcurrency,
+        },
+        "peer-comparison",
+      ),
+    );
+    if (ours) {
+      report.steps.push(ours);
+      logSteps(ours);
+    }
+    if ("reason" in peer || !servers.postgres) continue;
+    const theirs = await guard(
+      "steps vs sayiir",
+      `sayiir (Python), ${workers} workers`,
+      () =>
+        runPythonPeer(peer.python, servers.postgres!, {
+          workflows: o.workflows,
+          workers,
+          timeoutMs: o.durationS * 1000,
+        }),
+      false,
+    );
+    if (!theirs) {
+      report.skipped["sayiir (Python)"] = `not measured: ${report.errors.at(-1)?.message ?? "it failed"}`;
+    } else {
+      report.stepsPeers.push(theirs);
+      log(
+        `  sayiir (Python), ${workers} workers: ${theirs.stepsPerSecond} steps/s (${theirs.tasks} steps in ${theirs.ms} ms), ${theirs.duplicates} tasks run twice`,
+      );
+    }
+  }
+}
+
+/** Scenario 6's rows beside scenario 1's completeTasks throughput of the same backend in this run. */
+function relateSteps(report: BenchReport): void {
+  for (const s of report.steps) {
+    if (s.role !== "main") continue;
+    const tp = report.throughput.find((t) => t.backend === s.backend && !t.extra);
+    if (!tp) continue;
+    s.completeTasksPerSecond = tp.tasksPerSecond;
+    s.ratio = Math.round((s.stepsPerSecond / tp.tasksPerSecond) * 100) / 100;
+  }
+}
+
 /** Writes latest.json, latest.svg and latest.md, and prints the tables. */
 function writeOutputs(o: BenchOptions, report: BenchReport): void {
   // A quick run must not overwrite the committed figures of the last full run: it goes to the
@@ -259,11 +358,12 @@ function writeOutputs(o: BenchOptions, report: BenchReport): void {
 
 /** 1 when an exactly-once check failed or a scenario broke, else 0. */
 function exitCode(report: BenchReport): number {
-  const broken = report.throughput.filter((r) => !r.exactlyOnce && !r.extra);
+  const broken = [
+    ...report.throughput.filter((r) => !r.exactlyOnce && !r.extra).map((r) => r.backend),
+    ...report.steps.filter((r) => !r.exactlyOnce).map((r) => `${r.backend} (steps, ${r.workers} workers)`),
+  ];
   if (broken.length > 0) {
-    process.stdout.write(
-      `\nFAILED: exactly-once check failed on ${broken.map((r) => r.backend).join(", ")}\n`,
-    );
+    process.stdout.write(`\nFAILED: exactly-once check failed on ${broken.join(", ")}\n`);
     return 1;
   }
   const fatal = report.errors.filter((e) => e.fatal);
@@ -300,6 +400,13 @@ async function main(): Promise<number> {
       for (const target of available) await throughputOf(o, target, report, guard);
     }
     if (o.scenarios.includes("peers")) await peersOf(o, servers, report, guard);
+    if (o.scenarios.includes("steps")) {
+      for (const target of available) await stepsOf(o, target, report, guard);
+      const postgres = available.find((t) => t.name === "postgres");
+      if (o.pythonPeer && postgres) await stepsPeerOf(o, postgres, servers, report, guard);
+      else if (o.pythonPeer)
+        report.skipped["sayiir (Python)"] = "not measured: no PostgreSQL backend in this run";
+    }
     for (const target of available) {
       if (o.scenarios.includes("discovery")) await discoveryOf(o, target, report, guard);
       if (o.scenarios.includes("snapshots")) await snapshotsOf(o, target, report, guard);
@@ -307,6 +414,7 @@ async function main(): Promise<number> {
   } finally {
     await servers.stop();
   }
+  relateSteps(report);
   report.targets = evaluateTargets(report);
   report.finishedAt = new Date().toISOString();
   report.durationS = Math.round((performance.now() - t0) / 100) / 10;

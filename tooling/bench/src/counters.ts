@@ -2,6 +2,9 @@
 // - PostgreSQL: every `pg.Client#query` in the worker process (ours, pg-boss and graphile-worker all
 //   load the same pg module, so one patch of the prototype counts them all).
 // - DynamoDB: a middleware on the backend's own client counts the HTTP requests.
+// - MongoDB: the driver's command monitoring (`monitorCommands: true` on the bench's clients in a
+//   worker process, see targets.ts) and a count of the `commandStarted` events every MongoClient of
+//   the process emits: the commands the workers send (a transaction's commit is one of them).
 // - Redis: every `Redis#sendCommand` of ioredis in the worker process (ours and BullMQ load the same
 //   ioredis). Separately, `INFO commandstats` on the server before and after the run counts the
 //   commands Redis executed, those inside Lua scripts included: the server's work per task (the
@@ -46,6 +49,26 @@ export async function countRedisCommands(): Promise<void> {
 
 export function redisCommandCount(): number {
   return redisCommands;
+}
+
+let mongoCommands = 0;
+let mongoPatched = false;
+
+/** Starts counting MongoDB commands (`commandStarted` events) of every MongoClient in this process. */
+export async function countMongoCommands(): Promise<void> {
+  if (mongoPatched) return;
+  mongoPatched = true;
+  const { MongoClient } = await import("mongodb");
+  const proto = MongoClient.prototype as unknown as { emit: (event: unknown, ...args: unknown[]) => boolean };
+  const original = proto.emit;
+  proto.emit = function (this: unknown, event: unknown, ...args: unknown[]) {
+    if (event === "commandStarted") mongoCommands++;
+    return original.call(this, event, ...args);
+  };
+}
+
+export function mongoCommandCount(): number {
+  return mongoCommands;
 }
 
 let requests = 0;

@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { BACKEND_ALIASES, BACKEND_NAMES, type BackendName, backendNamed } from "@sayiir/backends";
 import { PEER_NAMES, type PeerName } from "./peers.ts";
 
-export const SCENARIOS = ["throughput", "peers", "discovery", "snapshots"] as const;
+export const SCENARIOS = ["throughput", "peers", "discovery", "snapshots", "steps"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchOptions {
@@ -18,6 +18,12 @@ export interface BenchOptions {
   workers: number;
   processes: number;
   batch: number;
+  /** Scenario 6: 4-step workflows started and run to completion. */
+  workflows: number;
+  /** The same on the Java stand-ins. */
+  workflowsStandIn: number;
+  /** Scenario 6: run the mature Sayiir engine (PyPI sayiir, from a virtualenv) beside ours on PostgreSQL. */
+  pythonPeer: boolean;
   /** Scenario 3: other snapshots (non-ready, future-dated, or in another queue) at each measuring point. */
   storeSizes: number[];
   storeSizesStandIn: number[];
@@ -43,6 +49,10 @@ export const USAGE = `pnpm bench [options]      (from the repository root; or \`
   --workers W             concurrent workers in all (default 16)
   --processes P           worker processes the workers are spread over (default 2)
   --batch B               claimAvailableTasks limit; pg-boss batchSize (default 8)
+  --workflows N           scenario 6: 4-step workflows run to completion (default 2000; --quick 125)
+  --workflows-stand-in N  the same on DynamoDB Local and mongo-java-server (default 250; --quick 40)
+  --python-peer on|off    scenario 6: the mature Sayiir engine (PyPI sayiir 1.0.0, its own Postgres
+                          backend) at 4 and 8 workers beside ours (default on; off with --quick)
   --store-sizes LIST      scenario 3: other snapshots at each point, for each shape: non-ready, tasks
                           scheduled in 2100, ready tasks in another queue (default 10000,1000000)
   --store-sizes-stand-in LIST   the same on mongo-java-server (default 10000,100000)
@@ -94,6 +104,12 @@ function sizes(value: string | undefined, fallback: number[], name: string): num
   return out.sort((a, b) => a - b);
 }
 
+function onOff(value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (value === "on" || value === "off") return value === "on";
+  throw new Error("--python-peer must be on or off");
+}
+
 export function parseOptions(argv: string[]): BenchOptions {
   const { values } = parseArgs({
     args: argv.filter((a) => a !== "--"),
@@ -107,6 +123,9 @@ export function parseOptions(argv: string[]): BenchOptions {
       workers: { type: "string" },
       processes: { type: "string" },
       batch: { type: "string" },
+      workflows: { type: "string" },
+      "workflows-stand-in": { type: "string" },
+      "python-peer": { type: "string" },
       "store-sizes": { type: "string" },
       "store-sizes-stand-in": { type: "string" },
       "store-sizes-dynamodb": { type: "string" },
@@ -130,6 +149,9 @@ export function parseOptions(argv: string[]): BenchOptions {
     workers: int(values.workers, 16, "workers"),
     processes: int(values.processes, 2, "processes"),
     batch: int(values.batch, 8, "batch"),
+    workflows: int(values.workflows, quick ? 125 : 2_000, "workflows"),
+    workflowsStandIn: int(values["workflows-stand-in"], quick ? 40 : 250, "workflows-stand-in"),
+    pythonPeer: onOff(values["python-peer"], !quick),
     storeSizes: sizes(values["store-sizes"], quick ? [1_000, 3_000] : [10_000, 1_000_000], "store-sizes"),
     storeSizesStandIn: sizes(
       values["store-sizes-stand-in"],

@@ -5,11 +5,13 @@ import { fileURLToPath } from "node:url";
 import type { StoreConfig } from "@sayiir/backends";
 import type { PeerConfig, PeerSettings } from "./peers.ts";
 import type { SayiirLoopOptions, SayiirLoopResult } from "./sayiir-workers.ts";
+import type { StepsLoopOptions, StepsLoopResult } from "./steps-workers.ts";
 import { nowMs, sleep } from "./util.ts";
 
 export type WorkerJob =
   | { kind: "sayiir"; store: StoreConfig; loop: SayiirLoopOptions; poolSize: number }
-  | { kind: "peer"; config: PeerConfig; settings: PeerSettings };
+  | { kind: "peer"; config: PeerConfig; settings: PeerSettings }
+  | { kind: "steps"; store: StoreConfig; loop: StepsLoopOptions; poolSize: number };
 
 /**
  * `roundTrips`: statements / requests this process sent while timed (undefined: not counted);
@@ -17,7 +19,8 @@ export type WorkerJob =
  */
 export type WorkerOutcome =
   | { kind: "sayiir"; result: SayiirLoopResult; roundTrips?: number; cpuMs: number }
-  | { kind: "peer"; seen: number[]; roundTrips?: number; cpuMs: number };
+  | { kind: "peer"; seen: number[]; roundTrips?: number; cpuMs: number }
+  | { kind: "steps"; result: StepsLoopResult; roundTrips?: number; cpuMs: number };
 
 export type ParentMessage = { type: "init"; job: WorkerJob } | { type: "go" } | { type: "stop" };
 export type ChildMessage =
@@ -70,7 +73,7 @@ function spawnChild(job: WorkerJob): Child {
 
 export interface ProcessRun {
   startedAt: number;
-  /** When the last task finished: the last worker's end (Sayiir) or the first poll seeing an empty queue (peers). */
+  /** When the last task finished: the last worker's end (Sayiir) or the first poll seeing an empty queue (peers, steps). */
   endedAt: number;
   outcomes: WorkerOutcome[];
 }
@@ -84,8 +87,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 }
 
 /**
- * Runs the jobs in one process each. For peers, `remaining` is polled every few ms after the start
- * and the processes are stopped once it reaches 0.
+ * Runs the jobs in one process each. For peers and scenario 6, `remaining` is polled every few ms
+ * after the start and the processes are stopped once it reaches 0.
  */
 export async function runProcesses(
   jobs: WorkerJob[],

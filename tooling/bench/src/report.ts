@@ -8,7 +8,9 @@ const SHAPE_LABEL: Record<DiscoveryShape, string> = {
   "other-queue": "in another queue",
 };
 
+import type { PythonPeerResult } from "./python-peer.ts";
 import type { SnapshotResult } from "./snapshots.ts";
+import type { StepsResult } from "./steps.ts";
 import type { PeerResult, ThroughputResult } from "./throughput.ts";
 import { fmtMs, fmtNumber } from "./util.ts";
 
@@ -44,6 +46,10 @@ export interface BenchReport {
   peers: PeerResult[];
   discovery: DiscoveryResult[];
   snapshots: SnapshotResult[];
+  /** Scenario 6: workflow steps through the reference worker (main rows, and PostgreSQL at 4 / 8 workers). */
+  steps: StepsResult[];
+  /** Scenario 6's peer: the mature Sayiir engine (Python) on the same PostgreSQL. */
+  stepsPeers: PythonPeerResult[];
   targets: TargetVerdict[];
   /** fatal: false for extra rows (option variants, bench experiments), which do not fail the run. */
   errors: Array<{ scenario: string; backend: string; message: string; fatal: boolean }>;
@@ -72,6 +78,7 @@ export function evaluateTargets(r: BenchReport): TargetVerdict[] {
   vs("redis", "bullmq", 2);
   vs("postgres", "graphile-worker", 1);
   vs("postgres", "pg-boss", 1.5);
+  stepsTargets(r, out);
   for (const d of r.discovery) {
     const first = d.points[0];
     const last = d.points.at(-1);
@@ -84,6 +91,40 @@ export function evaluateTargets(r: BenchReport): TargetVerdict[] {
     });
   }
   return out;
+}
+
+/** Scenario 6: steps/s >= 50% of completeTasks tasks/s per backend; >= 10x the mature engine at 4 and 8 workers. */
+function stepsTargets(r: BenchReport, out: TargetVerdict[]): void {
+  for (const s of r.steps) {
+    if (s.role !== "main") continue;
+    out.push({
+      target: `${s.backend} workflow steps/s / completeTasks tasks/s (same run)`,
+      value: s.ratio ?? null,
+      required: ">= 0.5",
+      met: s.ratio === undefined ? null : s.ratio >= 0.5,
+      note:
+        s.ratio === undefined
+          ? "not measured (scenario 1 not in this run)"
+          : `${fmtNumber(s.stepsPerSecond)} steps/s vs ${fmtNumber(s.completeTasksPerSecond)} tasks/s${s.note ? `; ${s.note}` : ""}`,
+    });
+  }
+  if (!r.options.pythonPeer || !r.steps.some((s) => s.role === "peer-comparison")) return;
+  for (const workers of [4, 8]) {
+    const ours = r.steps.find((s) => s.role === "peer-comparison" && s.workers === workers);
+    const theirs = r.stepsPeers.find((p) => p.workers === workers);
+    const value = ratio(ours?.stepsPerSecond, theirs?.stepsPerSecond);
+    const why = r.skipped["sayiir (Python)"];
+    out.push({
+      target: `postgres workflow steps/s / sayiir 1.0.0 (Python), ${workers} workers`,
+      value,
+      required: ">= 10",
+      met: value === null ? null : value >= 10 && ours?.duplicates === 0,
+      note:
+        value === null
+          ? (why ?? "not measured")
+          : `${fmtNumber(ours?.stepsPerSecond)} vs ${fmtNumber(theirs?.stepsPerSecond)} steps/s; duplicate executions: ours ${ours?.duplicates}, theirs ${theirs?.duplicates}`,
+    });
+  }
 }
 
 function table(header: string[], rows: string[][]): string {
@@ -240,6 +281,8 @@ export function printReport(r: BenchReport, write: (s: string) => void): void {
     write("\n");
   }
 
+  printSteps(r, write);
+
   if (r.targets.length > 0) {
     write(`\n### Targets\n\n`);
     write(
@@ -262,6 +305,74 @@ export function printReport(r: BenchReport, write: (s: string) => void): void {
     );
   }
   write(`\n(${r.durationS} s in all)\n`);
+}
+
+function printSteps(r: BenchReport, write: (s: string) => void): void {
+  if (r.steps.length === 0 && r.stepsPeers.length === 0) return;
+  write(
+    `\n### 6. Workflow steps (4-step pipelines run to completion by the reference worker: one completeTasks item with next per step)\n\n`,
+  );
+  const ours = r.steps.map((s) => [
+    s.role === "main" ? s.backend : `${s.backend} (vs sayiir)`,
+    fmtNumber(s.workflows),
+    `${s.workers} x ${s.processes}`,
+    String(s.batch),
+    fmtNumber(s.stepsPerSecond),
+    fmtNumber(s.workflowsPerSecond),
+    s.completeTasksPerSecond === undefined ? "-" : fmtNumber(s.completeTasksPerSecond),
+    s.ratio === undefined ? "-" : `${s.ratio}x`,
+    s.exactlyOnce ? "yes" : `NO: ${s.problems.join("; ")}`,
+    String(s.duplicates),
+    s.roundTripsPerTask === null ? "-" : fmtNumber(s.roundTripsPerTask, 2),
+    `${fmtMs(s.workerCpuMsPerTask ?? undefined)} / ${fmtMs(s.serverCpuMsPerTask ?? undefined)}`,
+    fmtNumber(s.preload.perSecond),
+  ]);
+  const theirs = r.stepsPeers.map((p) => [
+    `${p.engine}`,
+    fmtNumber(p.workflows),
+    `${p.workers} x ${p.processes}`,
+    "-",
+    fmtNumber(p.stepsPerSecond),
+    fmtNumber(p.workflowsPerSecond),
+    "-",
+    "-",
+    p.notCompleted || p.wrongOutput || p.neverRun
+      ? `NO: ${p.notCompleted} not completed, ${p.wrongOutput} wrong output, ${p.neverRun} never run`
+      : "completed",
+    `${p.duplicates} (${p.extraRuns} extra runs)`,
+    "-",
+    "-",
+    "-",
+  ]);
+  write(
+    table(
+      [
+        "backend",
+        "workflows",
+        "workers x procs",
+        "batch",
+        "steps/s",
+        "workflows/s",
+        "scenario 1 tasks/s (same run)",
+        "steps / scenario 1",
+        "exactly once",
+        "tasks run twice",
+        "requests per step",
+        "CPU ms per step: workers / server",
+        "start/s",
+      ],
+      [...ours, ...theirs],
+    ),
+  );
+  write("\n\n");
+  for (const s of r.steps) {
+    if (s.note) write(`  ${s.backend}: ${s.note}\n`);
+    if (Object.keys(s.events).length > 0)
+      write(`  ${s.backend} (${s.workers} workers) worker events: ${JSON.stringify(s.events)}\n`);
+  }
+  for (const p of r.stepsPeers) write(`  ${p.engine}, ${p.workers} workers: ${p.settings}\n`);
+  const why = r.skipped["sayiir (Python)"];
+  if (why) write(`  sayiir (Python): ${why}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,6 +450,31 @@ export function renderSvg(r: BenchReport): string {
       y,
       width,
       "tasks (jobs) per second, higher is better; blue: Sayiir backends, orange: job queues",
+    );
+    panels.push(p.svg);
+    y += p.height + 10;
+  }
+  const stepBars: Bar[] = [
+    ...r.steps.map((st) => ({
+      label: st.role === "main" ? st.backend : `${st.backend}, ${st.workers} x 1 process`,
+      value: st.stepsPerSecond,
+      color: OURS,
+      text: `${fmtNumber(st.stepsPerSecond)}${st.ratio === undefined ? "" : ` (${st.ratio}x completeTasks)`}`,
+    })),
+    ...r.stepsPeers.map((p) => ({
+      label: `sayiir (Python), ${p.workers} x 1 process`,
+      value: p.stepsPerSecond,
+      color: PEER,
+      text: fmtNumber(p.stepsPerSecond),
+    })),
+  ];
+  if (stepBars.length > 0) {
+    const p = barPanel(
+      "Workflow steps, 4-step pipelines through the reference worker",
+      stepBars,
+      y,
+      width,
+      "steps per second, higher is better; orange: the mature Sayiir engine on the same PostgreSQL",
     );
     panels.push(p.svg);
     y += p.height + 10;

@@ -21,6 +21,14 @@ import type { CompleteMode } from "./sayiir-workers.ts";
 import type { ServerInfo, Servers } from "./servers.ts";
 import { errorMessage } from "./util.ts";
 
+/** Set in worker processes that count MongoDB commands (counters.ts): their clients monitor commands. */
+let mongoMonitoring = false;
+
+/** The MongoDB clients opened from now on in this process emit command monitoring events. */
+export function monitorMongoCommands(): void {
+  mongoMonitoring = true;
+}
+
 /** Long driver timeouts: a scenario may hold a million snapshots and 16 busy workers. */
 const TUNING: Partial<Record<BackendName, (client: ClientOptions) => Record<string, unknown>>> = {
   // NORMAL: commits survive a process crash, not a power loss; the servers of the run are
@@ -29,7 +37,11 @@ const TUNING: Partial<Record<BackendName, (client: ClientOptions) => Record<stri
   redis: () => ({ operationTimeoutMs: 60_000 }),
   postgres: () => ({ statementTimeoutMs: 120_000 }),
   mongo: (client) => ({
-    clientOptions: { maxPoolSize: Math.max(client.poolSize ?? 10, 20), socketTimeoutMS: 300_000 },
+    clientOptions: {
+      maxPoolSize: Math.max(client.poolSize ?? 10, 20),
+      socketTimeoutMS: 300_000,
+      ...(mongoMonitoring ? { monitorCommands: true } : {}),
+    },
   }),
   dynamodb: () => ({ requestTimeoutMs: 60_000 }),
 };

@@ -1,20 +1,23 @@
 // Entry of a worker process (child_process.fork). Protocol with the parent (procs.ts):
 //   parent -> {type:"init", job}   child -> {type:"ready"}   (connections open, nothing consumed yet)
 //   parent -> {type:"go"}          child works; a Sayiir loop ends on its own with {type:"done", result}
-//   parent -> {type:"stop"}        (peers: the parent saw the queue empty) child -> {type:"done", result}
+//   parent -> {type:"stop"}        (peers, steps: the parent saw the work done) child -> {type:"done", result}
 import {
   countDynamoRequests,
+  countMongoCommands,
   countPgStatements,
   countRedisCommands,
   dynamoRequestCount,
+  mongoCommandCount,
   ownCpuMs,
   pgStatementCount,
   redisCommandCount,
 } from "./counters.ts";
 import { preparePeerWorker } from "./peers.ts";
-import type { ChildMessage, ParentMessage, WorkerJob } from "./procs.ts";
+import type { ChildMessage, ParentMessage, WorkerJob, WorkerOutcome } from "./procs.ts";
 import { runSayiirLoop } from "./sayiir-workers.ts";
-import { openStore } from "./targets.ts";
+import { runStepsLoop } from "./steps-workers.ts";
+import { monitorMongoCommands, openStore } from "./targets.ts";
 import { errorMessage } from "./util.ts";
 
 /** Resolves once the message is handed to the channel (large reports must not be cut off by the exit). */
@@ -25,44 +28,61 @@ function send(message: ChildMessage): Promise<void> {
   });
 }
 
-async function main(job: WorkerJob): Promise<void> {
-  let count: (() => number) | undefined;
-  if (
-    (job.kind === "sayiir" && job.store.backend === "postgres") ||
-    (job.kind === "peer" && job.config.peer !== "bullmq")
-  ) {
+/** Starts counting what this process sends to its server; returns the counter (undefined: not counted). */
+async function startCounting(job: WorkerJob): Promise<(() => number) | undefined> {
+  const backend = job.kind === "peer" ? undefined : job.store.backend;
+  if (backend === "postgres" || (job.kind === "peer" && job.config.peer !== "bullmq")) {
     countPgStatements();
-    count = pgStatementCount;
+    return pgStatementCount;
   }
-  if (
-    (job.kind === "sayiir" && job.store.backend === "redis") ||
-    (job.kind === "peer" && job.config.peer === "bullmq")
-  ) {
+  if (backend === "redis" || (job.kind === "peer" && job.config.peer === "bullmq")) {
     await countRedisCommands();
-    count = redisCommandCount;
+    return redisCommandCount;
   }
-  if (job.kind === "sayiir") {
-    const backend = await openStore(job.store, job.poolSize);
-    if (job.store.backend === "dynamodb" && countDynamoRequests((backend as { client?: unknown }).client)) {
-      count = dynamoRequestCount;
-    }
-    // Warm up: open the pool's connections before the clock starts.
-    await Promise.all(
-      Array.from({ length: job.loop.workers }, (_, k) =>
-        backend.loadSnapshot(`warm-up-${process.pid}-${k}`).catch(() => undefined),
-      ),
-    );
+  if (backend === "mongo") {
+    // Command monitoring: the bench's MongoDB clients in this process set monitorCommands.
+    await countMongoCommands();
+    monitorMongoCommands();
+    return mongoCommandCount;
+  }
+  return undefined;
+}
+
+/** Opens the job's store and warms its pool (before the clock starts). */
+async function openWarm(job: Extract<WorkerJob, { kind: "sayiir" | "steps" }>) {
+  const backend = await openStore(job.store, job.poolSize);
+  const dynamo =
+    job.store.backend === "dynamodb" && countDynamoRequests((backend as { client?: unknown }).client);
+  await Promise.all(
+    Array.from({ length: job.loop.workers }, (_, k) =>
+      backend.loadSnapshot(`warm-up-${process.pid}-${k}`).catch(() => undefined),
+    ),
+  );
+  return { backend, dynamo };
+}
+
+async function main(job: WorkerJob): Promise<void> {
+  let count = await startCounting(job);
+  if (job.kind === "sayiir" || job.kind === "steps") {
+    const { backend, dynamo } = await openWarm(job);
+    if (dynamo) count = dynamoRequestCount;
     await waitFor("go");
     const base = count?.() ?? 0;
     const cpu0 = ownCpuMs();
-    const result = await runSayiirLoop(backend, job.loop);
-    const cpuMs = ownCpuMs() - cpu0;
+    let outcome: WorkerOutcome;
+    if (job.kind === "sayiir") {
+      const result = await runSayiirLoop(backend, job.loop);
+      outcome = { kind: "sayiir", result, cpuMs: 0 };
+    } else {
+      const stop = new AbortController();
+      void waitFor("stop").then(() => stop.abort());
+      const result = await runStepsLoop(backend, job.loop, stop.signal);
+      outcome = { kind: "steps", result, cpuMs: 0 };
+    }
+    outcome.cpuMs = ownCpuMs() - cpu0;
     const roundTrips = count ? count() - base : undefined;
     await backend.close();
-    await send({
-      type: "done",
-      result: { kind: "sayiir", result, cpuMs, ...(roundTrips === undefined ? {} : { roundTrips }) },
-    });
+    await send({ type: "done", result: { ...outcome, ...(roundTrips === undefined ? {} : { roundTrips }) } });
     return;
   }
   const worker = await preparePeerWorker(job.config, job.settings);

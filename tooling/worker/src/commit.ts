@@ -104,8 +104,8 @@ export async function commit(run: TaskRun, action: TaskAction, snapshot: Workflo
 }
 
 /**
- * The step's commit: one completeTasks item with `next` (and the event the task ran on). The claim
- * is released by it. ClaimLost marks the claim lost; a Conflict is a paused workflow (the task
+ * The step's commit: one completeTasks item with `next` (and the event the task ran on), sent in
+ * the worker's next batched call (committer.ts). The claim is released by it. ClaimLost marks the claim lost; a Conflict is a paused workflow (the task
  * stops, to run again after resume) or one that moved on without us (lost).
  */
 export async function commitStep(
@@ -118,8 +118,9 @@ export async function commitStep(
   run.checkpoint();
   const item: TaskCompletion = { claim: task.claim, output, next };
   if (task.event !== undefined) item.consumeEvent = task.event;
-  const [outcome] = await worker.backend.completeTasks([item]);
-  if (outcome !== null && outcome !== undefined) {
+  // Shared with the other steps this worker finishes meanwhile: one completeTasks call for all.
+  const outcome = await worker.committer.commit(item);
+  if (outcome !== null) {
     if (outcome.code === ErrorCode.Conflict && (await pausedNow(run))) run.paused("commit");
     else if (outcome.code === ErrorCode.ClaimLost || outcome.code === ErrorCode.Conflict) run.lost("commit");
     run.checkpoint();

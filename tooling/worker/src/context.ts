@@ -1,11 +1,14 @@
 // What every part of one running worker shares: the backend, its settings with their defaults,
 // the compiled workflows, the counters, the stop/crash state and the event sink.
 import type { PersistentBackend } from "@sayiir/persistence-core";
+import { Committer } from "./committer.ts";
 import { type CompiledWorkflow, compileWorkflow } from "./definition.ts";
 import type { WorkerEvent, WorkerOptions, WorkerStats } from "./events.ts";
 
 export interface WorkerContext {
   readonly backend: PersistentBackend;
+  /** The steps' commits, batched into shared completeTasks calls. */
+  readonly committer: Committer;
   readonly workerId: string;
   /** Lease of every claim (ms). */
   readonly leaseMs: number;
@@ -49,6 +52,7 @@ export function workerContext(options: WorkerOptions): WorkerContext {
   const crashed = () => options.crash?.aborted === true;
   return {
     backend: options.backend,
+    committer: new Committer(options.backend),
     workerId: options.workerId,
     leaseMs,
     heartbeatMs: options.heartbeatMs ?? Math.max(1, Math.floor(leaseMs / 3)),
