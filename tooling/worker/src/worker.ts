@@ -26,11 +26,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerStats> {
   while (!worker.stopping()) {
     const free = worker.batch - inFlight.size;
     let claimed: ClaimedTask[] = [];
-    // Claim for several slots at once: with tasks in flight, wait until half the slots are free
-    // (one claim call then fills them all) unless the last claim found nothing.
-    const worthClaiming =
-      free > 0 && (inFlight.size === 0 || free * 2 >= worker.batch || idleMs > FIRST_IDLE_MS);
-    if (worthClaiming) {
+    if (free > 0) {
       claimed = await claimBatch(worker, free);
       if (worker.crashed()) break;
     }
@@ -42,7 +38,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerStats> {
     // Nothing new: wait for a task in flight to finish (its successor may be ready now), and when
     // slots are free, at most the idle backoff (5 ms doubling to maxIdleMs while nothing is ready).
     const waits: Promise<unknown>[] = [...inFlight, crashed, stopped];
-    if (worthClaiming) {
+    if (free > 0) {
       waits.push(sleep(idleMs));
       idleMs = Math.min(worker.maxIdleMs, idleMs * 2);
     }
