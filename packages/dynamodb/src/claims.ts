@@ -101,21 +101,25 @@ export async function claimReady(
   taskId: string,
   workerId: string,
   ttlMs: number | null,
-  ready: LeaseTarget,
+  ready: LeaseTarget & { claim: StoredClaim | undefined },
 ): Promise<{ claim: TaskClaim; counted: boolean } | null> {
   return claimOn(ctx, instanceId, taskId, workerId, ttlMs, ready);
 }
 
+/**
+ * `ready`: claim-next's target, with the claim item as read with the head (no second read: the
+ * put is conditioned on it, and a lost condition returns the claim found, as a re-read would).
+ */
 async function claimOn(
   ctx: Context,
   instanceId: string,
   taskId: string,
   workerId: string,
   ttlMs: number | null,
-  ready?: LeaseTarget,
+  ready?: LeaseTarget & { claim: StoredClaim | undefined },
 ): Promise<{ claim: TaskClaim; counted: boolean } | null> {
   const pk = ctx.layout.instancePk(instanceId);
-  let current = await getClaim(ctx, pk, taskId);
+  let current = ready === undefined ? await getClaim(ctx, pk, taskId) : ready.claim;
   return retryOnRace(
     `claimTask on ${quote(instanceId)}`,
     async (attempt) => {
@@ -178,10 +182,14 @@ async function putClaim(
     Item: item,
     ...expressions(
       {
+        // A counted takeover also needs the holder still there: a release since the claim was
+        // read (claim-next reads it with the head) is no run to count (read again instead).
         ConditionExpression:
           current === undefined
             ? `attribute_not_exists(#${ATTR.pk})`
-            : `#${ATTR.token} = :old AND (attribute_not_exists(#${ATTR.worker}) OR #${ATTR.expiresAt} <= :cut)`,
+            : counted === undefined
+              ? `#${ATTR.token} = :old AND (attribute_not_exists(#${ATTR.worker}) OR #${ATTR.expiresAt} <= :cut)`
+              : `#${ATTR.token} = :old AND attribute_exists(#${ATTR.worker}) AND #${ATTR.expiresAt} <= :cut`,
       },
       current === undefined
         ? {}

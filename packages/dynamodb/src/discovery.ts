@@ -20,10 +20,11 @@ import { homeOf, type IndexEntry, leasedEntry, moveLease } from "./readiness.js"
 /** What made a verified task ready: its position, its wait's oldest pending event, or its timeout. */
 type Why = { kind: "task" } | { kind: "event"; event: StoredEvent } | { kind: "timeout" };
 
-/** A candidate that survived verification, with its head as read and why it is ready. */
+/** A candidate that survived verification, with its head and claim item as read and why it is ready. */
 interface Verified {
   candidate: Candidate;
   head: Head;
+  claim: StoredClaim | undefined;
   why: Why;
 }
 
@@ -38,15 +39,19 @@ interface Read {
  * Ready tasks in index order, verified on the base table (the index is eventually consistent):
  * the head still ready at that task, and no claim another worker must respect.
  */
-async function* verified(
+export async function* verified(
   ctx: Context,
   pageSize: number,
   queues: readonly string[],
+  maxBatch = 50,
 ): AsyncGenerator<Verified[], void, undefined> {
-  const batchSize = Math.min(pageSize, 50);
+  const batchSize = Math.min(pageSize, maxBatch);
   let batch: Candidate[] = [];
   const seen = new Set<string>();
-  for await (const candidate of candidates(ctx, Math.min(Math.max(pageSize, 10), 200), queues)) {
+  // Per partition: twice its share of the page (the shards fill evenly), at least 10; a cursor
+  // whose page runs out reads its next one, so the merge stays exact whatever the spread.
+  const perShard = Math.min(Math.max(Math.ceil((2 * pageSize) / ctx.layout.shards), 10), 200);
+  for await (const candidate of candidates(ctx, perShard, queues)) {
     if (seen.has(candidate.pk)) continue;
     seen.add(candidate.pk);
     batch.push(candidate);
@@ -113,7 +118,7 @@ export async function verify(
     const repair = repairLease(ctx, r, live, event !== undefined, now);
     if (repair !== undefined) repairs.push(quietly(() => moveLease(ctx, r.head, repair.to)));
     const why = whyReady(r, event, now);
-    if (!live && why !== undefined) out.push({ candidate: r.candidate, head: r.head, why });
+    if (!live && why !== undefined) out.push({ candidate: r.candidate, head: r.head, claim: r.claim, why });
   }
   await Promise.all(repairs);
   return out;
@@ -222,46 +227,8 @@ export async function findAvailableTasks(
   return found;
 }
 
-/**
- * Claim-next: verified candidates claimed concurrently, a batch at a time, until `limit`. The
- * claims of one batch are settled one by one: if some fail, the call still returns the tasks it
- * did claim (a claim without ttl would otherwise never be given back) and fails only when it
- * claimed nothing.
- */
-export async function claimAvailableTasks(
-  ctx: Context,
-  workerId: string,
-  limit: number,
-  ttlMs: number | null,
-  queues: readonly string[],
-): Promise<ClaimedTask[]> {
-  const claimed: ClaimedTask[] = [];
-  let failure: { reason: unknown } | undefined;
-  try {
-    for await (const batch of verified(ctx, limit, queues)) {
-      let pending = batch;
-      while (pending.length > 0 && claimed.length < limit) {
-        const take = pending.slice(0, limit - claimed.length);
-        pending = pending.slice(take.length);
-        const got = await Promise.allSettled(take.map((v) => claimOne(ctx, v, workerId, ttlMs)));
-        for (const result of got) {
-          if (result.status === "rejected") failure ??= { reason: result.reason };
-          else if (result.value !== undefined) claimed.push(result.value);
-        }
-        if (failure !== undefined) break;
-      }
-      if (claimed.length >= limit || failure !== undefined) break;
-    }
-  } catch (error) {
-    // Discovery itself failed (after earlier batches may have claimed): same rule.
-    failure ??= { reason: error };
-  }
-  if (failure !== undefined && claimed.length === 0) throw failure.reason;
-  return claimed;
-}
-
 /** Claims one verified task against the head read (the input returned is the one claimed). */
-async function claimOne(
+export async function claimOne(
   ctx: Context,
   v: Verified,
   workerId: string,
@@ -270,10 +237,149 @@ async function claimOne(
   const input = await taskInput(ctx, v);
   if (input === undefined) return undefined;
   const { candidate, head } = v;
-  const target = { head, timedOut: v.why.kind === "timeout" };
+  const target = { head, timedOut: v.why.kind === "timeout", claim: v.claim };
   const won = await claimReady(ctx, candidate.instanceId, candidate.taskId, workerId, ttlMs, target);
   if (won === null) return undefined;
   const task = availableTask(v, input);
   // A takeover counted one more run of the task (in the write, against the attempts as read).
   return { ...task, attempt: task.attempt + (won.counted ? 1 : 0), claim: won.claim };
+}
+
+/*
+ * Claim-next in rounds. The calls of one backend (the workers of one process) that are waiting
+ * share one round: one discovery (the index queries and head reads), whose verified candidates are
+ * handed out in index order, each caller taking the next `limit` still wanted, and claimed
+ * concurrently. A call that arrives while a round runs waits for the next round, which starts
+ * after it arrived (it sees every write that finished before the call). A call alone in its round,
+ * after a round that lost nothing, claims exactly as one caller always did: the first candidates
+ * in discovery order.
+ *
+ * Skipping ahead (only among ready tasks, i.e. verified candidates):
+ *  - within a round, the second caller takes the candidates after the first caller's, which
+ *    the first is claiming at the same moment;
+ *  - after a round lost a claim (another process's worker took the task, or its head changed), the
+ *    next round reads a wider window (4 x what it wants, capped at CONTENDED_WINDOW candidates
+ *    but never below what it wants) and hands it out from a random offset, wrapping around:
+ *    concurrent processes then try different tasks instead of the same head. Tasks before the
+ *    offset stay ready for the next call. A round that loses nothing makes the next one exact.
+ */
+
+/** One claimAvailableTasks call waiting for, or taking part in, a round. */
+interface Caller {
+  workerId: string;
+  limit: number;
+  ttlMs: number | null;
+  claimed: ClaimedTask[];
+  failure?: { reason: unknown };
+  settle: (result: { ok: ClaimedTask[] } | { error: unknown }) => void;
+}
+
+/** The rounds of one backend for one set of queues. */
+interface Rounds {
+  waiting: Caller[];
+  running: boolean;
+  /** The last round lost a claim to another worker: the next one spreads (see above). */
+  contended: boolean;
+}
+
+/** Widest window a contended round reads (4 BatchGetItem requests of 100 keys). */
+const CONTENDED_WINDOW = 200;
+
+const roundsOf = new WeakMap<Context, Map<string, Rounds>>();
+
+/**
+ * Claim-next: joins the next round of this backend for these queues (see above). If some of its
+ * claims fail, the call still returns the tasks it did claim (a claim without ttl would otherwise
+ * never be given back) and fails only when it claimed nothing.
+ */
+export function claimAvailableTasks(
+  ctx: Context,
+  workerId: string,
+  limit: number,
+  ttlMs: number | null,
+  queues: readonly string[],
+): Promise<ClaimedTask[]> {
+  const byQueues = roundsOf.get(ctx) ?? new Map<string, Rounds>();
+  roundsOf.set(ctx, byQueues);
+  const key = JSON.stringify([...queues].sort());
+  const state = byQueues.get(key) ?? { waiting: [], running: false, contended: false };
+  byQueues.set(key, state);
+  return new Promise<ClaimedTask[]>((resolve, reject) => {
+    state.waiting.push({
+      workerId,
+      limit,
+      ttlMs,
+      claimed: [],
+      settle: (result) => ("ok" in result ? resolve(result.ok) : reject(result.error)),
+    });
+    if (!state.running) void drain(ctx, state, queues);
+  });
+}
+
+/** Runs rounds while calls wait; each round settles every one of its callers. */
+async function drain(ctx: Context, rounds: Rounds, queues: readonly string[]): Promise<void> {
+  rounds.running = true;
+  try {
+    while (rounds.waiting.length > 0) {
+      const callers = rounds.waiting.splice(0);
+      try {
+        rounds.contended = await round(ctx, callers, queues, rounds.contended);
+      } catch (error) {
+        for (const c of callers) c.failure ??= { reason: error };
+      }
+      for (const c of callers)
+        c.settle(
+          c.failure !== undefined && c.claimed.length === 0 ? { error: c.failure.reason } : { ok: c.claimed },
+        );
+    }
+  } finally {
+    rounds.running = false;
+  }
+}
+
+/**
+ * One round: discovery for the callers' total, candidates handed out in order (from a random
+ * offset of a wider window when `contended`), claimed concurrently, until every caller has its
+ * `limit`, has failed, or the candidates run out. Returns whether a claim was lost.
+ */
+async function round(
+  ctx: Context,
+  callers: Caller[],
+  queues: readonly string[],
+  contended: boolean,
+): Promise<boolean> {
+  const wanted = callers.reduce((n, c) => n + c.limit, 0);
+  const window = contended ? Math.max(Math.min(wanted * 4, CONTENDED_WINDOW), wanted, 10) : wanted;
+  const open = () => callers.filter((c) => c.failure === undefined && c.claimed.length < c.limit);
+  let lost = false;
+  try {
+    for await (const batch of verified(ctx, window, queues, contended ? CONTENDED_WINDOW : 50)) {
+      const pending = contended ? rotated(batch) : batch;
+      for (let takers = open(); pending.length > 0 && takers.length > 0; takers = open()) {
+        const attempts = takers.flatMap((c) =>
+          pending.splice(0, c.limit - c.claimed.length).map((v) => ({ caller: c, v })),
+        );
+        const got = await Promise.allSettled(
+          attempts.map(({ caller, v }) => claimOne(ctx, v, caller.workerId, caller.ttlMs)),
+        );
+        for (const [i, result] of got.entries()) {
+          const caller = (attempts[i] as { caller: Caller }).caller;
+          if (result.status === "rejected") caller.failure ??= { reason: result.reason };
+          else if (result.value === undefined) lost = true;
+          else caller.claimed.push(result.value);
+        }
+      }
+      if (open().length === 0) break;
+    }
+  } catch (error) {
+    // Discovery itself failed (after earlier batches may have claimed): same rule per caller.
+    for (const c of callers) c.failure ??= { reason: error };
+  }
+  return lost;
+}
+
+/** The batch from a random offset, wrapping around. */
+function rotated<T>(batch: T[]): T[] {
+  const at = Math.floor(Math.random() * batch.length);
+  return [...batch.slice(at), ...batch.slice(0, at)];
 }
