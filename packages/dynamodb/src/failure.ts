@@ -8,7 +8,7 @@
  * condition. Refusals as completeTasks: NotFound, then ClaimLost, then Conflict.
  */
 import { type AttributeValue, GetItemCommand, TransactWriteItemsCommand } from "@aws-sdk/client-dynamodb";
-import type { CompletionOutcome, ValidFailure } from "@sayiir/persistence-core";
+import { type CompletionOutcome, decodeSnapshotHeader, type ValidFailure } from "@sayiir/persistence-core";
 import { RETRY, resultRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
 import { attemptsCondition } from "./claims.js";
 import { type Context, quote, RACE_ATTEMPTS, tombstoneTtl } from "./context.js";
@@ -86,10 +86,30 @@ async function failOne(ctx: Context, f: ValidFailure): Promise<CompletionOutcome
       const wait = (head as Head).awaiting;
       const eventPending =
         wait !== undefined && (await oldestEvents(ctx, head as Head, wait.eventName)).length > 0;
-      return (await sendFailure(ctx, head as Head, f, eventPending, now, nonce)) ? null : RETRY;
+      const due = await dueAt(ctx, head as Head, f);
+      return (await sendFailure(ctx, head as Head, f, { eventPending, due }, now, nonce)) ? null : RETRY;
     },
     { attempts: RACE_ATTEMPTS },
   );
+}
+
+/**
+ * When the failed task may run again: the later of retryAt and its position's runAt (a task can
+ * be claimed with claimTask, and failed, before its runAt). null: held. The runAt is in the header
+ * (inline on the head unless large); the update is conditioned on the head as read.
+ */
+async function dueAt(ctx: Context, head: Head, f: ValidFailure): Promise<number | null> {
+  if (f.retryAt === null) return null;
+  if (head.positionTaskId !== f.taskId || head.awaiting !== undefined || head.header === undefined) {
+    return f.retryAt;
+  }
+  const state = decodeSnapshotHeader(await ctx.chunks.read(head.header), head.instanceId, {
+    results: [],
+    lastCompletedTaskId: null,
+  }).state;
+  const runAt =
+    state.kind === "InProgress" && state.position.kind === "AtTask" ? state.position.runAt : undefined;
+  return runAt === undefined ? f.retryAt : Math.max(f.retryAt, runAt);
 }
 
 async function getClaimItem(ctx: Context, pk: string, taskId: string): Promise<Item | undefined> {
@@ -114,7 +134,13 @@ function retryEntry(ctx: Context, head: Head, retryAt: number | null, eventPendi
 }
 
 /** The head's update: its attempts, and for the position's task its entry, readyAt and hold. */
-function headUpdate(ctx: Context, head: Head, f: ValidFailure, eventPending: boolean, now: number) {
+/** How the failure re-indexes the task: an event pending for its wait, and when it is due (null: held). */
+interface Reindex {
+  eventPending: boolean;
+  due: number | null;
+}
+
+function headUpdate(ctx: Context, head: Head, f: ValidFailure, { eventPending, due }: Reindex, now: number) {
   const before = attemptsOf(head, f.taskId);
   const after: StoredAttempt = {
     taskId: f.taskId,
@@ -138,20 +164,20 @@ function headUpdate(ctx: Context, head: Head, f: ValidFailure, eventPending: boo
   };
   if (head.positionTaskId === f.taskId) {
     const moved = replaceAttributes(
-      entryAttributes(retryEntry(ctx, head, f.retryAt, eventPending, now)),
+      entryAttributes(retryEntry(ctx, head, due, eventPending, now)),
       INDEX_KEYS,
     );
     set.push(...moved.set);
     remove.push(...moved.remove);
     Object.assign(values, moved.values);
-    if (f.retryAt === null) {
+    if (due === null) {
       set.push(`#${ATTR.held} = :hold`);
       values[":hold"] = { BOOL: true };
       remove.push(`#${ATTR.readyAt}`);
     } else {
       remove.push(`#${ATTR.held}`);
       set.push(`#${ATTR.readyAt} = :rat`);
-      values[":rat"] = N(f.retryAt);
+      values[":rat"] = N(due);
     }
   }
   const condition = [
@@ -173,7 +199,7 @@ async function sendFailure(
   ctx: Context,
   head: Head,
   f: ValidFailure,
-  eventPending: boolean,
+  reindex: Reindex,
   now: number,
   nonce: string,
 ): Promise<boolean> {
@@ -188,7 +214,7 @@ async function sendFailure(
               Update: {
                 TableName: ctx.tableName,
                 Key: layout.headKey(head.pk),
-                ...headUpdate(ctx, head, f, eventPending, now),
+                ...headUpdate(ctx, head, f, reindex, now),
               },
             },
             {

@@ -207,6 +207,11 @@ export function schedulingGroup(options: ConformanceOptions): void {
         attempts: { t1: { count: 1, lastError: "x", lastFailedAt: T0, retryAt: null } },
       });
       expect(await find(backend, p)).toEqual([]);
+      // Failed through failTasks before its runAt (claimTask may claim it early) with a past retryAt.
+      await backend.saveSnapshot(scheduled(`${p}-d`, "t1", { runAt: future }));
+      const claim = await claimOrFail(backend, `${p}-d`, "t1", "worker-1");
+      expect(await backend.failTasks([{ claim, error: "early", retryAt: T0 }])).toEqual([null]);
+      expect(await find(backend, p)).toEqual([]);
     });
 
     it("due tasks of another queue never delay a queue's own, and due tasks are served by effective time", async () => {
