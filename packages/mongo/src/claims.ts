@@ -1,9 +1,16 @@
 /*
- * Claims: claim, release, extend, and the fencing-token counter. A claim lives in the `c` array
+ * Claims: claim, release, extend, the fencing-token counter, and claim-next's give-back. A claim lives in the `c` array
  * of its instance's document, so each of these is one compare-and-set of that document.
  */
 import { BackendError, type RenewedClaim, type TaskClaim } from "@sayiir/persistence-core";
-import { extendRefusal, RETRY, releaseRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
+import {
+  backoffDelay,
+  extendRefusal,
+  RETRY,
+  releaseRefusal,
+  retryOnRace,
+  sleep,
+} from "@sayiir/persistence-core/adapter";
 import { takeoverAttempts } from "./attempts.js";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { claimOn, heldClaim, liveClaimOn, statusOf, toTaskClaim, withClaim } from "./instance.js";
@@ -157,4 +164,56 @@ export function extendClaim(
     },
     RACE,
   );
+}
+
+// ---------------------------------------------------------------- claim-next: give back
+
+/** A claim claim-next committed (or may have committed): its instance and entry. */
+export interface Held {
+  instanceId: string;
+  entry: ClaimEntry;
+}
+
+/**
+ * Gives back a claim claim-next took (or may have taken) and will not return. Matches on the
+ * token, so giving back a claim that never landed, or that was taken over since, is a no-op.
+ */
+function giveBack(ctx: MongoContext, instanceId: string, taskId: string, token: number): Promise<void> {
+  return retryOnRace(
+    `giving back the claim on ${quote(instanceId)}/${quote(taskId)}`,
+    async () => {
+      const doc = await ctx.read(instanceId);
+      if (doc === null || claimOn(doc, taskId)?.k !== token) return undefined;
+      return (await removeClaim(ctx, instanceId, doc, taskId)) ? undefined : RETRY;
+    },
+    { ...RACE, attempts: 20 },
+  );
+}
+
+/**
+ * Gives back claims best-effort (a failure is retried a few times). Returns those that could
+ * not be given back and never expire (no ttl): a claim with a ttl frees itself when it expires.
+ */
+export async function giveBackAll(
+  ctx: MongoContext,
+  held: readonly Held[],
+): Promise<{ stuck: Held[]; error: unknown }> {
+  const stuck: Held[] = [];
+  let error: unknown;
+  await Promise.all(
+    held.map(async (claim) => {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        // Not a race but a failure: wait a little longer each time before trying again.
+        if (attempt > 0) await sleep(backoffDelay(attempt * 3, 1, 50));
+        try {
+          await giveBack(ctx, claim.instanceId, claim.entry.t, claim.entry.k);
+          return;
+        } catch (e) {
+          error ??= e;
+        }
+      }
+      if (claim.entry.e === null) stuck.push(claim);
+    }),
+  );
+  return { stuck, error };
 }

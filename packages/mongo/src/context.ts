@@ -75,6 +75,23 @@ export class MongoContext {
   readonly chunks: ChunkStore;
   /** Priority ageing (the backend's agingMs): the ready index's effective-time key and the timers' keys. */
   readonly agingMs: number;
+  /**
+   * Claim-next's state shared by the concurrent calls of this backend (one process): the
+   * instances a call is claiming right now (others skip them), and for instances this backend
+   * claimed recently, the version its claim replaced (a page read before that claim landed still
+   * shows that version: skipped, its compare-and-set could only fail), and whether claims lately
+   * lost to other workers (then calls start at a random window of the page). See discovery.ts.
+   */
+  readonly claimNext = {
+    claiming: new Set<string>(),
+    superseded: new Map<string, string>(),
+    /** The last batch of claims this backend sent lost some to other workers' claims. */
+    contended: false,
+    /** Claim-next calls in flight. */
+    calls: 0,
+    /** Per queue, the first page of the ready range a call is reading (joined by other calls). */
+    heads: new Map<string, Promise<{ docs: InstanceDoc[]; size: number }>>(),
+  };
   #clock: Promise<Clock> | undefined;
   #mode: "server" | "client" | undefined;
   #features: Promise<ServerFeatures> | undefined;
@@ -199,9 +216,24 @@ export class MongoContext {
         throw error;
       }
     }
-    const update = nextUpdate(instanceId, doc, changes, remove, version, events, this.agingMs);
-    const result = await this.snapshots.updateOne({ _id: instanceId, v: doc.v }, update);
+    const { filter, update } = this.casUpdate(instanceId, doc, changes, remove, events);
+    const result = await this.snapshots.updateOne(filter, update);
     return result.matchedCount === 1;
+  }
+
+  /**
+   * The compare-and-set of an existing instance document as a filter and an update (what
+   * `commit` sends), for callers that send several in one bulk write (claim-next).
+   */
+  casUpdate(
+    instanceId: string,
+    doc: InstanceDoc,
+    changes: Partial<InstanceDoc>,
+    remove: readonly string[] = [],
+    events?: EventsChange,
+  ): { filter: { _id: string; v: string }; update: ReturnType<typeof nextUpdate> } {
+    const update = nextUpdate(instanceId, doc, changes, remove, newBlobId(), events, this.agingMs);
+    return { filter: { _id: instanceId, v: doc.v }, update };
   }
 }
 

@@ -5,16 +5,17 @@
  * claims that will not be returned.
  */
 import { type AvailableTask, BackendError, type ClaimedTask, effectiveTime } from "@sayiir/persistence-core";
-import { backoffDelay, RETRY, retryOnRace, sleep } from "@sayiir/persistence-core/adapter";
 import type { Document } from "mongodb";
-import { claimChanges, newClaim, removeClaim, reserveTokens } from "./claims.js";
-import { type MongoContext, quote, RACE } from "./context.js";
-import { availableTask, readInputs } from "./inputs.js";
+import { claimChanges, giveBackAll, type Held, newClaim, reserveTokens } from "./claims.js";
+import { type MongoContext, quote } from "./context.js";
+import { availableTask, type InputItem, needsInline, readInputs } from "./inputs.js";
 import { claimOn, liveClaimOn, runnableTask, toTaskClaim } from "./instance.js";
 import { type ClaimEntry, type InstanceDoc, PROJECTION } from "./layout.js";
 
 /** Attempts per candidate in claim-next before moving on to the next candidate. */
 const CLAIM_NEXT_ATTEMPTS = 4;
+/** Walks of the indexes per claim-next call (a walk that meets a stale page starts again). */
+const WALKS = 4;
 
 // ---------------------------------------------------------------- walk the indexes
 
@@ -63,7 +64,41 @@ class IndexCursor {
    * Reads the next page: entries (after the last one read) whose claim expiry is null or has
    * passed at `now`, and for a timer range whose time has come, in key order.
    */
-  async fill(ctx: MongoContext, now: number, size: number): Promise<void> {
+  async fill(ctx: MongoContext, now: number, size: number, shared = false): Promise<void> {
+    if (shared && this.range.kind === "ready" && this.#after === null) {
+      // Claim-next's first page of a ready range: a read another call of this backend has in
+      // flight is joined instead of sending the same query again (see MongoContext.claimNext).
+      const heads = ctx.claimNext.heads;
+      let head = heads.get(this.range.queue);
+      if (head === undefined) {
+        const read = this.#read(ctx, now, size).then((docs) => ({ docs, size }));
+        head = read;
+        heads.set(this.range.queue, read);
+        const forget = () => {
+          if (heads.get(this.range.queue) === read) heads.delete(this.range.queue);
+        };
+        read.then(forget, forget);
+      }
+      const got = await head;
+      this.#took([...got.docs], got.size);
+      return;
+    }
+    this.#took(await this.#read(ctx, now, size), size);
+  }
+
+  /** Keeps a page read with this size, and where it stopped. */
+  #took(docs: InstanceDoc[], size: number): void {
+    this.buffer = docs;
+    if (this.buffer.length < size) this.done = true;
+    const last = this.buffer[this.buffer.length - 1];
+    if (last !== undefined) {
+      const [t, i] = this.#stored(last);
+      this.#after = { time: t, id: i };
+    }
+  }
+
+  /** The query of the next page. */
+  #read(ctx: MongoContext, now: number, size: number): Promise<InstanceDoc[]> {
     const ready = this.range.kind === "ready";
     const [time, id, expiry] = ready ? ["qa", "qi", "qe"] : ["ta", "ti", "te"];
     const and: Document[] = [{ $or: [{ [expiry]: null }, { [expiry]: { $lte: now } }] }];
@@ -75,18 +110,28 @@ class IndexCursor {
       ? { qn: this.range.queue, qa: { $exists: true }, $and: and }
       : { tn: this.range.queue, tp: this.range.priority, ta: { $exists: true, $lte: now }, $and: and };
     const sort: Record<string, 1> = ready ? { qn: 1, qa: 1, qi: 1 } : { tn: 1, tp: 1, ta: 1, ti: 1 };
-    this.buffer = await ctx.snapshots
-      .find(filter, { projection: PROJECTION.page })
-      .sort(sort)
-      .limit(size)
-      .toArray();
-    if (this.buffer.length < size) this.done = true;
-    const last = this.buffer[this.buffer.length - 1];
-    if (last !== undefined) {
-      const [t, i] = this.#stored(last);
-      this.#after = { time: t, id: i };
-    }
+    return ctx.snapshots.find(filter, { projection: PROJECTION.page }).sort(sort).limit(size).toArray();
   }
+}
+
+/**
+ * Is a timer entry of one of the queues due at `now` and not under a live claim? One query over
+ * the timer index (queue, then every priority up to `now`), instead of one per priority.
+ */
+async function timerDue(ctx: MongoContext, now: number, queues: readonly string[]): Promise<boolean> {
+  const filter: Document = {
+    tn: queues.length === 1 ? queues[0] : { $in: [...queues] },
+    ta: { $exists: true, $lte: now },
+    $or: [{ te: null }, { te: { $lte: now } }],
+  };
+  return (
+    (
+      await ctx.snapshots
+        .find(filter, { projection: { _id: 1 } })
+        .limit(1)
+        .toArray()
+    ).length > 0
+  );
 }
 
 /** The cursor whose next entry comes first (time, then instance id in code point order). */
@@ -119,11 +164,22 @@ async function walkReady(
   queues: readonly string[],
   want: () => number,
   take: (page: InstanceDoc[]) => Promise<void>,
+  skipped: () => number = () => 0,
+  shared = false,
 ): Promise<void> {
   const cursors = rangesOf(queues).map((range) => new IndexCursor(range, ctx.agingMs));
   const seen = new Set<string>();
+  const pageSize = () => Math.min(1_000, want() * 2 + 8 + skipped());
+  // The first page of the ready ranges, and beside it one probe for a due timer in any of the
+  // queues: when there is none (the common case), the timer ranges are not read at all.
+  const ready = cursors.filter((c) => c.range.kind === "ready");
+  const [due] = await Promise.all([
+    timerDue(ctx, now, queues),
+    ...ready.map((c) => c.fill(ctx, now, pageSize(), shared)),
+  ]);
+  if (!due) for (const cursor of cursors) if (cursor.range.kind === "timer") cursor.done = true;
   while (want() > 0) {
-    const size = Math.min(1_000, want() * 2 + 8);
+    const size = pageSize();
     const page: InstanceDoc[] = [];
     while (page.length < size) {
       const empty = cursors.filter((c) => c.buffer.length === 0 && !c.done);
@@ -175,49 +231,15 @@ export async function findAvailableTasks(
 
 // ---------------------------------------------------------------- claim-next: claim
 
-/** A claim claim-next committed (or may have committed): its instance and entry. */
-interface Held {
-  instanceId: string;
-  entry: ClaimEntry;
-}
-
 /**
- * Claims the position's task of one ready document (as read in a page), with a token reserved
- * after that read; on a lost compare-and-set, re-reads and tries again while still ready, and
- * after CLAIM_NEXT_ATTEMPTS moves on (null). `attempted` is told of every claim about to be
- * committed (before the write), so that a commit whose outcome is unknown (the write failed in
- * flight) can still be given back.
+ * A candidate of claim-next: its document as last read (a page of the walk, or the read-back
+ * after a lost compare-and-set), its task, its place in the walk, and the claims tried on it.
  */
-function claimCandidate(
-  ctx: MongoContext,
-  candidate: InstanceDoc,
-  firstToken: number,
-  workerId: string,
-  ttlMs: number | null,
-  served: ReadonlySet<string>,
-  attempted: (entry: ClaimEntry) => void,
-): Promise<ClaimEntry | null> {
-  const instanceId = candidate._id;
-  const taskId = runnableTask(candidate) as string;
-  return retryOnRace(
-    `claimAvailableTasks: ${quote(instanceId)}`,
-    async (attempt) => {
-      const doc = attempt === 0 ? candidate : await ctx.read(instanceId, PROJECTION.page);
-      const token = attempt === 0 ? firstToken : await reserveTokens(ctx, 1);
-      const now = await ctx.now();
-      if (
-        !indexedReady(doc, now, served) ||
-        runnableTask(doc) !== taskId ||
-        liveClaimOn(doc, taskId, now) !== undefined
-      )
-        return null;
-      const entry = newClaim(taskId, workerId, token, now, ttlMs);
-      attempted(entry);
-      if (await ctx.commit(instanceId, doc, claimChanges(doc, taskId, entry, now))) return entry;
-      return attempt + 1 < CLAIM_NEXT_ATTEMPTS ? RETRY : null;
-    },
-    { attempts: CLAIM_NEXT_ATTEMPTS, baseMs: 2, capMs: 50 },
-  );
+interface Candidate {
+  doc: InstanceDoc;
+  taskId: string;
+  seq: number;
+  tries: number;
 }
 
 /**
@@ -233,92 +255,101 @@ const indexedReady = (
   ((doc.qa !== undefined && served.has(String(doc.qn))) ||
     (doc.ta !== undefined && Number(doc.ta) <= now && served.has(String(doc.tn))));
 
-/** What one batch of claim attempts won, and the first failure of one of them. */
-interface BatchOutcome {
-  wins: Held[];
-  rejected: { reason: unknown } | undefined;
+/** Can the candidate's task be claimed on this version of its document at `now`? */
+const claimable = (
+  doc: InstanceDoc | undefined,
+  taskId: string,
+  now: number,
+  served: ReadonlySet<string>,
+): doc is InstanceDoc =>
+  doc !== undefined &&
+  indexedReady(doc, now, served) &&
+  runnableTask(doc) === taskId &&
+  liveClaimOn(doc, taskId, now) === undefined;
+
+/** How many superseded versions the backend remembers (see MongoContext.claimNext). */
+const SUPERSEDED_MAX = 10_000;
+
+/** Remembers that this backend's claim replaced `version` of the instance's document. */
+function superseded(ctx: MongoContext, instanceId: string, version: string): void {
+  const versions = ctx.claimNext.superseded;
+  versions.delete(instanceId);
+  versions.set(instanceId, version);
+  if (versions.size > SUPERSEDED_MAX) {
+    const oldest = versions.keys().next();
+    if (oldest.done !== true) versions.delete(oldest.value);
+  }
 }
 
 /**
- * Tries as many candidates as are still wanted, in parallel (at most `limit` wins), with tokens
- * reserved after the page was read. Every claim about to be committed is put in `open`; those
- * that lost their compare-and-set are taken out again once every attempt has settled.
+ * Tries one claim on each candidate of the batch that is still claimable: tokens reserved after
+ * the candidates were read, every compare-and-set in ONE bulk write (unordered), then ONE read
+ * of the documents (readInputs) that tells which claims landed (the document holds our token)
+ * and gives their inputs. No re-read per candidate: a candidate whose compare-and-set lost is
+ * judged on the document read back; returned for another try when it is still claimable (its
+ * document changed for another reason), dropped when another worker claimed it. Every claim
+ * about to be committed is put in `state.open` and taken out once its outcome is known, so a
+ * failure anywhere leaves it there to be given back.
  */
 async function claimBatch(
   ctx: MongoContext,
-  batch: readonly InstanceDoc[],
-  workerId: string,
-  ttlMs: number | null,
-  served: ReadonlySet<string>,
-  open: Map<number, Held>,
-): Promise<BatchOutcome> {
+  state: ClaimNext,
+  batch: readonly Candidate[],
+): Promise<Candidate[]> {
   const first = await reserveTokens(ctx, batch.length);
-  const outcomes = await Promise.allSettled(
-    batch.map((doc, i) =>
-      claimCandidate(ctx, doc, first + i, workerId, ttlMs, served, (entry) =>
-        open.set(entry.k, { instanceId: doc._id, entry }),
-      ),
-    ),
-  );
-  const wins: Held[] = [];
-  let rejected: { reason: unknown } | undefined;
-  for (const [i, outcome] of outcomes.entries()) {
-    if (outcome.status === "rejected") rejected ??= { reason: outcome.reason };
-    else if (outcome.value !== null)
-      wins.push({ instanceId: (batch[i] as InstanceDoc)._id, entry: outcome.value });
+  const now = await ctx.now();
+  const tries: Array<{ candidate: Candidate; entry: ClaimEntry }> = [];
+  const ops = [];
+  for (const [i, candidate] of batch.entries()) {
+    const { doc, taskId } = candidate;
+    if (!claimable(doc, taskId, now, state.served)) continue;
+    const entry = newClaim(taskId, state.workerId, first + i, now, state.ttlMs);
+    const { filter, update } = ctx.casUpdate(doc._id, doc, claimChanges(doc, taskId, entry, now));
+    ops.push({ updateOne: { filter, update } });
+    tries.push({ candidate: { ...candidate, tries: candidate.tries + 1 }, entry });
+    state.open.set(entry.k, { instanceId: doc._id, entry });
   }
-  if (rejected === undefined) {
-    // Every attempt settled: one that lost its compare-and-set holds nothing.
-    const winning = new Set(wins.map((w) => w.entry.k));
-    for (const token of [...open.keys()]) if (!winning.has(token)) open.delete(token);
-  }
-  return { wins, rejected };
-}
-
-// ---------------------------------------------------------------- claim-next: give back
-
-/**
- * Gives back a claim claim-next took (or may have taken) and will not return. Matches on the
- * token, so giving back a claim that never landed, or that was taken over since, is a no-op.
- */
-function giveBack(ctx: MongoContext, instanceId: string, taskId: string, token: number): Promise<void> {
-  return retryOnRace(
-    `giving back the claim on ${quote(instanceId)}/${quote(taskId)}`,
-    async () => {
-      const doc = await ctx.read(instanceId);
-      if (doc === null || claimOn(doc, taskId)?.k !== token) return undefined;
-      return (await removeClaim(ctx, instanceId, doc, taskId)) ? undefined : RETRY;
-    },
-    { ...RACE, attempts: 20 },
-  );
-}
-
-/**
- * Gives back claims best-effort (a failure is retried a few times). Returns those that could
- * not be given back and never expire (no ttl): a claim with a ttl frees itself when it expires.
- */
-async function giveBackAll(
-  ctx: MongoContext,
-  held: readonly Held[],
-): Promise<{ stuck: Held[]; error: unknown }> {
-  const stuck: Held[] = [];
-  let error: unknown;
-  await Promise.all(
-    held.map(async (claim) => {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        // Not a race but a failure: wait a little longer each time before trying again.
-        if (attempt > 0) await sleep(backoffDelay(attempt * 3, 1, 50));
-        try {
-          await giveBack(ctx, claim.instanceId, claim.entry.t, claim.entry.k);
-          return;
-        } catch (e) {
-          error ??= e;
-        }
+  if (ops.length === 0) return [];
+  await ctx.snapshots.bulkWrite(ops, { ordered: false });
+  const docs = new Map<string, InstanceDoc>();
+  const items = tries.map(({ candidate, entry }) => ({
+    instanceId: candidate.doc._id,
+    taskId: entry.t,
+    token: entry.k,
+    inline: needsInline(candidate.doc, now),
+  }));
+  const inputs = await readInputs(ctx, items, await ctx.now(), docs);
+  const retry: Candidate[] = [];
+  let lost = false;
+  for (const [i, { candidate, entry }] of tries.entries()) {
+    const instanceId = candidate.doc._id;
+    const doc = docs.get(instanceId);
+    state.open.delete(entry.k);
+    if (doc !== undefined && claimOn(doc, entry.t)?.k === entry.k) {
+      // Won. A page of another call of this process read before this claim landed shows the
+      // version it replaced: that call skips it.
+      superseded(ctx, instanceId, candidate.doc.v);
+      const got = inputs.get(instanceId);
+      if (got === undefined) {
+        // The snapshot moved on (or its record is corrupt) between the claim and reading its
+        // input: give the claim back (once the walk is over).
+        state.toGiveBack.push({ instanceId, entry });
+        continue;
       }
-      if (claim.entry.e === null) stuck.push(claim);
-    }),
-  );
-  return { stuck, error };
+      const task = availableTask(items[i] as InputItem, got);
+      state.won.push({ seq: candidate.seq, task: { ...task, claim: toTaskClaim(instanceId, entry) } });
+      state.taken.add(instanceId);
+    } else if (claimable(doc, candidate.taskId, now, state.served)) {
+      if (candidate.tries < CLAIM_NEXT_ATTEMPTS) retry.push({ ...candidate, doc });
+    } else {
+      // Claimed by another worker, or already run and completed: the page is stale.
+      lost = true;
+    }
+  }
+  ctx.claimNext.contended = lost;
+  // The last walk goes on through the pages instead (so [] still means none was left).
+  if (lost && state.walk < WALKS - 1) state.stale = true;
+  return retry;
 }
 
 // ---------------------------------------------------------------- claimAvailableTasks
@@ -330,46 +361,59 @@ interface ClaimNext {
   /** The queues served. */
   readonly served: ReadonlySet<string>;
   readonly ttlMs: number | null;
-  readonly claimed: ClaimedTask[];
+  /** The claims won with their inputs, each with its candidate's place in the walk. */
+  readonly won: Array<{ seq: number; task: ClaimedTask }>;
+  /** The next place in the walk. */
+  seq: number;
+  /** A batch lost candidates to other workers: the rest of the page is stale, walk again. */
+  stale: boolean;
+  /** The walk of the indexes this call is on (0 .. WALKS - 1). */
+  walk: number;
+  /** The instances whose task this call claimed (a later walk never hands one out twice). */
+  readonly taken: Set<string>;
   /**
    * Every claim this call committed (or tried to commit, outcome unknown) and has not put in
-   * `claimed`, by token. Whatever happens, each one is either returned or given back.
+   * `won`, by token. Whatever happens, each one is either returned or given back.
    */
   readonly open: Map<number, Held>;
   /** Claims won whose snapshot moved on before their input was read: given back at the end. */
   readonly toGiveBack: Held[];
 }
 
-/** Claims candidates of one page, batch by batch, and reads the inputs of the claims won. */
+/**
+ * Claims candidates of one page, batch by batch (at most as many as are still wanted), in walk
+ * order: a candidate another call of this backend is claiming right now, or whose version as
+ * read this backend's claim already replaced, is skipped (see README, claim-next); a candidate
+ * whose compare-and-set lost but that is still claimable goes first in the next batch.
+ */
 async function claimPage(ctx: MongoContext, state: ClaimNext, page: InstanceDoc[]): Promise<void> {
-  let rest = page;
-  while (rest.length > 0 && state.claimed.length < state.limit) {
-    const batch = rest.slice(0, state.limit - state.claimed.length);
-    rest = rest.slice(batch.length);
-    const { wins, rejected } = await claimBatch(
-      ctx,
-      batch,
-      state.workerId,
-      state.ttlMs,
-      state.served,
-      state.open,
+  const { claiming, superseded: replaced } = ctx.claimNext;
+  let pending: Candidate[] = page.map((doc) => ({
+    doc,
+    taskId: runnableTask(doc) as string,
+    seq: state.seq++,
+    tries: 0,
+  }));
+  while (pending.length > 0 && state.won.length < state.limit && !state.stale) {
+    const want = state.limit - state.won.length;
+    const open = pending.filter(
+      (c) => !claiming.has(c.doc._id) && replaced.get(c.doc._id) !== c.doc.v && !state.taken.has(c.doc._id),
     );
-    const items = wins.map((w) => ({ instanceId: w.instanceId, taskId: w.entry.t, token: w.entry.k }));
-    const inputs = await readInputs(ctx, items, await ctx.now());
-    for (const win of wins) {
-      const got = inputs.get(win.instanceId);
-      state.open.delete(win.entry.k);
-      if (got === undefined) {
-        // The snapshot moved on (or its record is corrupt) between the claim and reading its
-        // input: give the claim back (once the walk is over).
-        state.toGiveBack.push(win);
-        continue;
-      }
-      const item = { instanceId: win.instanceId, taskId: win.entry.t };
-      state.claimed.push({ ...availableTask(item, got), claim: toTaskClaim(win.instanceId, win.entry) });
+    if (open.length === 0) return;
+    // Under contention (claims of this backend lately lost to other workers' claims), a random
+    // window of the candidates, so that backends do not all race for the same head.
+    const start = ctx.claimNext.contended
+      ? Math.floor(Math.random() * (Math.max(open.length - want, 0) + 1))
+      : 0;
+    const batch = open.slice(start, start + want);
+    const taken = new Set(batch);
+    const rest = open.filter((c) => !taken.has(c));
+    for (const candidate of batch) claiming.add(candidate.doc._id);
+    try {
+      pending = [...(await claimBatch(ctx, state, batch)), ...rest];
+    } finally {
+      for (const candidate of batch) claiming.delete(candidate.doc._id);
     }
-    // The claims this batch won are in `claimed`; now report the failure of another.
-    if (rejected !== undefined) throw rejected.reason;
   }
 }
 
@@ -385,21 +429,42 @@ export async function claimAvailableTasks(
     limit,
     served: new Set(queues),
     ttlMs,
-    claimed: [],
+    won: [],
+    seq: 0,
+    stale: false,
+    walk: 0,
+    taken: new Set(),
     open: new Map(),
     toGiveBack: [],
   };
   let failure: { error: unknown } | undefined;
+  ctx.claimNext.calls++;
   try {
-    await walkReady(
-      ctx,
-      await ctx.now(),
-      queues,
-      () => limit - state.claimed.length,
-      (page) => claimPage(ctx, state, page),
-    );
+    // A walk that met a stale page (its candidates taken by other workers meanwhile) starts
+    // again from the head of the indexes, a few times at most.
+    for (; state.walk < WALKS && state.won.length < limit; state.walk++) {
+      state.stale = false;
+      await walkReady(
+        ctx,
+        await ctx.now(),
+        queues,
+        () => (state.stale ? 0 : limit - state.won.length),
+        (page) => claimPage(ctx, state, page),
+        () => {
+          // Room for what other calls of this backend are claiming or will take from a shared
+          // page, and under contention for a random window (see claimPage).
+          const { claiming, calls, contended } = ctx.claimNext;
+          const want = limit - state.won.length;
+          return claiming.size + (calls - 1) * 2 * want + (contended ? 4 * want : 0);
+        },
+        true,
+      );
+      if (!state.stale) break;
+    }
   } catch (error) {
     failure = { error };
+  } finally {
+    ctx.claimNext.calls--;
   }
   // Claims won but not returned: given back, including those whose commit failed in flight.
   const { stuck, error: giveBackError } = await giveBackAll(ctx, [
@@ -407,8 +472,9 @@ export async function claimAvailableTasks(
     ...state.open.values(),
   ]);
   // Claims already taken are returned even if a later step failed: rejecting would lose them
-  // (a claim without ttl would then block its task forever).
-  if (state.claimed.length > 0) return state.claimed;
+  // (a claim without ttl would then block its task forever). In walk order.
+  const claimed = state.won.sort((x, y) => x.seq - y.seq).map((w) => w.task);
+  if (claimed.length > 0) return claimed;
   if (stuck.length > 0) {
     const names = stuck.map((s) => `${quote(s.instanceId)}/${quote(s.entry.t)} (token ${s.entry.k})`);
     throw new BackendError(
@@ -418,5 +484,5 @@ export async function claimAvailableTasks(
     );
   }
   if (failure !== undefined) throw failure.error;
-  return state.claimed;
+  return claimed;
 }

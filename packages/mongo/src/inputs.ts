@@ -18,6 +18,11 @@ export interface InputItem {
   instanceId: string;
   taskId: string;
   token?: number;
+  /**
+   * The document as last read says the input is an inline payload (see `needsInline`): read it
+   * in full at once instead of reading it again (a hint: a wrong one only costs a read).
+   */
+  inline?: boolean;
 }
 
 /** The input of a task, the definition hash of its workflow, and after a wait why it runs. */
@@ -86,7 +91,7 @@ const outputRef = (doc: InstanceDoc): string | undefined =>
   doc.l === null || doc.l === undefined ? undefined : (doc.r ?? []).find((e) => e.t === doc.l)?.g;
 
 /** Needs the document's inline payloads (header, initial input, or an inline event) to know the input. */
-function needsInline(doc: InstanceDoc, now: number): boolean {
+export function needsInline(doc: InstanceDoc, now: number): boolean {
   if (atWait(doc)) {
     const source = waitSource(doc, now);
     return source !== undefined && "event" in source && source.event.g === undefined;
@@ -116,14 +121,19 @@ async function readDocs(
   now: number,
 ): Promise<Map<string, InstanceDoc>> {
   const byId = new Map<string, InstanceDoc>();
-  const docs = await ctx.snapshots
-    .find({ _id: { $in: items.map((c) => c.instanceId) } }, { projection: PROJECTION.state })
-    .toArray();
-  for (const doc of docs) byId.set(doc._id, doc);
+  const full = new Set(items.filter((item) => item.inline === true).map((item) => item.instanceId));
+  const lean = items.filter((item) => !full.has(item.instanceId)).map((item) => item.instanceId);
+  const reads = await Promise.all([
+    lean.length === 0
+      ? []
+      : ctx.snapshots.find({ _id: { $in: lean } }, { projection: PROJECTION.state }).toArray(),
+    full.size === 0 ? [] : ctx.snapshots.find({ _id: { $in: [...full] } }).toArray(),
+  ]);
+  for (const doc of reads.flat()) byId.set(doc._id, doc);
   const again = items
     .filter((item) => {
       const doc = eligible(byId.get(item.instanceId), item, now);
-      return doc !== undefined && needsInline(doc, now);
+      return !full.has(item.instanceId) && doc !== undefined && needsInline(doc, now);
     })
     .map((item) => item.instanceId);
   if (again.length > 0) {
@@ -177,15 +187,19 @@ function inputOf(
  * Reads the current documents of tasks and their inputs. A task whose snapshot moved on (no
  * longer at that task, completed, finished, paused) is left out, as is one under a live claim
  * that is not the item's own and one whose record cannot be decoded (loadSnapshot reports it).
+ * `docs`, when given, receives every document read (by instance id; a missing one was not found).
  */
 export async function readInputs(
   ctx: MongoContext,
   items: readonly InputItem[],
   now: number,
+  docs?: Map<string, InstanceDoc>,
 ): Promise<Map<string, Input>> {
   const out = new Map<string, Input>();
   if (items.length === 0) return out;
   const byId = await readDocs(ctx, items, now);
+  // The caller may want the documents as read (claim-next judges its lost candidates on them).
+  if (docs !== undefined) for (const [id, doc] of byId) docs.set(id, doc);
   const plan: Array<{ doc: Eligible; item: InputItem }> = [];
   const need: string[] = [];
   for (const item of items) {

@@ -251,7 +251,10 @@ export const PROJECTION = {
   state: { h: 0, i: 0, "e.b": 0 },
   /** A control operation: a mutation that also reads the header. */
   control: { i: 0, "e.b": 0 },
-  /** A page of discovery (what readiness is computed from, and the index keys). */
+  /**
+   * A page of discovery: what readiness is computed from, the index keys, and what tells whether
+   * the input is an inline payload (claim-next then reads the claimed document in full at once).
+   */
   page: {
     _id: 1,
     v: 1,
@@ -261,6 +264,10 @@ export const PROJECTION = {
     p: 1,
     w: 1,
     "r.t": 1,
+    "r.g": 1,
+    l: 1,
+    hg: 1,
+    ig: 1,
     "e.q": 1,
     "e.n": 1,
     u: 1,
