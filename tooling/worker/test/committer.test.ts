@@ -26,15 +26,13 @@ describe("Committer", () => {
     const committer = new Committer(backend);
     const stale = { ...(claims[3] as NonNullable<(typeof claims)[3]>), token: 1 };
     const outcomes = await Promise.all([
-      ...claims
-        .slice(0, 3)
-        .map((claim) =>
-          committer.commit({
-            claim,
-            output: new Uint8Array([1]),
-            next: { kind: "Completed", finalOutput: new Uint8Array([1]) },
-          }),
-        ),
+      ...claims.slice(0, 3).map((claim) =>
+        committer.commit({
+          claim,
+          output: new Uint8Array([1]),
+          next: { kind: "Completed", finalOutput: new Uint8Array([1]) },
+        }),
+      ),
       committer.commit({ claim: stale, output: new Uint8Array([1]), next: { kind: "AtTask", taskId: "t2" } }),
     ]);
     expect(calls).toEqual([4]);
