@@ -239,29 +239,7 @@ type NextState = ReturnType<typeof transitionHeader> & {
  */
 function transitionUpdate(ctx: Context, op: Transition, head: Head, next: NextState, facts: Facts) {
   const state = { ...next, ...facts.schedule };
-  const entry = entryOf(ctx.layout, head.instanceId, state, facts.eventPending, next.now);
-  const moved = replaceAttributes({ ...positionAttributes(state), ...entryAttributes(entry) });
-  const set = [
-    `#${ATTR.kind} = :kind_new`,
-    `#${ATTR.status} = :st`,
-    `#${ATTR.updatedAt} = :upd`,
-    `#${ATTR.nonce} = :nc`,
-    ...moved.set,
-  ];
-  const remove = [...moved.remove];
-  const values: Record<string, AttributeValue> = {
-    ...moved.values,
-    ...indexValues(head),
-    ":kind_new": S(next.status),
-    ":st": S(next.finished ? STATUS.finished : STATUS.inProgress),
-    ":upd": N(next.updatedAt),
-    ":nc": S(next.nonce),
-    ":gen": S(head.generation),
-    ":nc_read": S(head.nonce ?? ""),
-    ":kind": S(head.kind ?? ""),
-    ":P": S(STATUS.inProgress),
-    ":evn": N(head.eventCount),
-  };
+  const { set, remove, values } = stateRewrite(ctx, head, state, facts.eventPending, next);
   valueClauses(HEAD_VALUE.header, next.headerRef, set, remove, values);
   if (next.inputRef !== undefined) valueClauses(HEAD_VALUE.input, next.inputRef, set, remove, values);
   if (op === "cancel") remove.push(`#${ATTR.lastCompleted}`);
@@ -292,6 +270,46 @@ export function indexCondition(head: Head): string {
       : `#${ATTR.readyPk} = :gpk_read AND #${ATTR.readySk} = :gsk_read`,
     timerSk === undefined ? `attribute_not_exists(#${ATTR.timerSk})` : `#${ATTR.timerSk} = :tsk_read`,
   ].join(" AND ");
+}
+
+/**
+ * The head's rewrite to a new state (a control transition, a step): its status, updatedAt and
+ * version (nc), its position, wait and schedule attributes and its index entry, with the values
+ * of the conditions every such write checks (generation, status, kind, version, event count, the
+ * index keys as read). The caller adds its own clauses and builds the condition.
+ */
+export function stateRewrite(
+  ctx: Context,
+  head: Head,
+  state: Parameters<typeof positionAttributes>[0] & Parameters<typeof entryOf>[2],
+  eventPending: boolean,
+  written: { status: string; finished: boolean; updatedAt: number; nonce: string; now: number },
+): { set: string[]; remove: string[]; values: Record<string, AttributeValue> } {
+  const entry = entryOf(ctx.layout, head.instanceId, state, eventPending, written.now);
+  const moved = replaceAttributes({ ...positionAttributes(state), ...entryAttributes(entry) });
+  return {
+    set: [
+      `#${ATTR.kind} = :kind_new`,
+      `#${ATTR.status} = :st`,
+      `#${ATTR.updatedAt} = :upd_new`,
+      `#${ATTR.nonce} = :nc`,
+      ...moved.set,
+    ],
+    remove: [...moved.remove],
+    values: {
+      ...moved.values,
+      ...indexValues(head),
+      ":kind_new": S(written.status),
+      ":st": S(written.finished ? STATUS.finished : STATUS.inProgress),
+      ":upd_new": N(written.updatedAt),
+      ":nc": S(written.nonce),
+      ":gen": S(head.generation),
+      ":nc_read": S(head.nonce ?? ""),
+      ":kind": S(head.kind ?? ""),
+      ":P": S(STATUS.inProgress),
+      ":evn": N(head.eventCount),
+    },
+  };
 }
 
 export function indexValues(head: Head): Record<string, AttributeValue> {

@@ -16,11 +16,7 @@
  * BatchGetItem; the oldest pending event of consumeEvent's name and, for a step to a wait,
  * whether an event of its name is pending take one Query each (none when no event was ever sent).
  */
-import {
-  type AttributeValue,
-  type TransactWriteItem,
-  TransactWriteItemsCommand,
-} from "@aws-sdk/client-dynamodb";
+import { type TransactWriteItem, TransactWriteItemsCommand } from "@aws-sdk/client-dynamodb";
 import {
   failures,
   type NextStep,
@@ -41,7 +37,7 @@ import { attemptsCondition } from "./claims.js";
 import type { Completing, CompletionCall } from "./completion.js";
 import { priorCondition, priorOf, resultItem } from "./completion-plan.js";
 import { type Context, quietly, quote, RACE_ATTEMPTS, tombstoneTtl } from "./context.js";
-import { absentCheck, indexCondition, indexValues, valueClauses } from "./control.js";
+import { absentCheck, indexCondition, stateRewrite, valueClauses } from "./control.js";
 import { cancellationReasons, expressions, type Item, isConflictOnly, N, S, str } from "./dynamo.js";
 import { consumeItem, dropEvents, oldestEvents, type StoredEvent } from "./events.js";
 import {
@@ -55,15 +51,8 @@ import {
   parseHead,
   TOMBSTONE_UPDATE,
 } from "./items.js";
-import { ATTR, freshId, HEAD_VALUE, keyString, STATUS } from "./layout.js";
-import {
-  entryAttributes,
-  entryOf,
-  positionAttributes,
-  replaceAttributes,
-  scheduleOfTask,
-  updateExpression,
-} from "./readiness.js";
+import { ATTR, freshId, HEAD_VALUE, keyString } from "./layout.js";
+import { scheduleOfTask, updateExpression } from "./readiness.js";
 import { dropGeneration } from "./snapshots.js";
 
 /** Reads the head, the claim and (under a generation) the task's result item again. */
@@ -327,32 +316,16 @@ function stepUpdate(ctx: Context, plan: StepPlan, nonce: string) {
   const { head, write } = plan;
   const task = write.readyTaskId ?? write.awaiting?.nextTaskId ?? null;
   const state = { ...write, ...scheduleOfTask(write.schedule, head.attempts, task) };
-  const entry = entryOf(ctx.layout, head.instanceId, state, plan.eventPending, plan.now);
-  const moved = replaceAttributes({ ...positionAttributes(state), ...entryAttributes(entry) });
-  const set = [
-    `#${ATTR.kind} = :kind_new`,
-    `#${ATTR.status} = :st`,
-    `#${ATTR.updatedAt} = :upd_new`,
-    `#${ATTR.nonce} = :nc`,
-    ...moved.set,
-  ];
-  const remove = [...moved.remove];
-  const values: Record<string, AttributeValue> = {
-    ...moved.values,
-    ...indexValues(head),
-    ":kind_new": S(write.status),
-    ":st": S(write.finished ? STATUS.finished : STATUS.inProgress),
-    ":upd_new": N(write.updatedAt),
-    ":nc": S(nonce),
-    ":gen": S(head.generation),
-    ":P": S(STATUS.inProgress),
-    ":kind": S(head.kind ?? ""),
-    ":nc_read": S(head.nonce ?? ""),
-    ":evn": N(head.eventCount),
+  const { set, remove, values } = stateRewrite(ctx, head, state, plan.eventPending, {
+    ...write,
+    nonce,
+    now: plan.now,
+  });
+  Object.assign(values, {
     ":att": S(head.attemptsJson ?? ""),
     ":upd_read": N(head.updatedAt),
     ":last_read": S(head.lastCompletedTaskId ?? ""),
-  };
+  });
   if (write.lastCompletedTaskId === null) remove.push(`#${ATTR.lastCompleted}`);
   else {
     set.push(`#${ATTR.lastCompleted} = :last_new`);

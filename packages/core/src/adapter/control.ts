@@ -44,15 +44,37 @@ export function transitionHeader(
       : transition === "pause"
         ? markPaused(before, request, now)
         : markResumed(before, now);
+  return storedState(after, now);
+}
+
+/** The header (without the initial input) and the index fields of a state written at `now`. */
+export function storedState(
+  after: WorkflowSnapshot,
+  now: number,
+): Pick<
+  StoredSnapshot,
+  | "header"
+  | "status"
+  | "finished"
+  | "paused"
+  | "positionTaskId"
+  | "readyTaskId"
+  | "awaiting"
+  | "lastCompletedTaskId"
+  | "schedule"
+  | "updatedAt"
+> {
   const index = toStoredSnapshot(after);
   return {
     header: encodeSnapshotHeader(withoutInput(after)),
     status: index.status,
     finished: index.finished,
     paused: index.paused,
+    positionTaskId: index.positionTaskId,
     readyTaskId: index.readyTaskId,
     awaiting: index.awaiting,
-    positionTaskId: index.positionTaskId,
+    lastCompletedTaskId: index.lastCompletedTaskId,
+    schedule: index.schedule,
     updatedAt: now,
   };
 }

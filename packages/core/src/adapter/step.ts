@@ -1,10 +1,9 @@
 import type { EventRef, Fence } from "../claims.js";
-import { encodeSnapshotHeader } from "../codec.js";
 import { failures, type PersistenceError } from "../errors.js";
 import { applyStep, type NextStep, setCompletedTask, type WorkflowSnapshot } from "../snapshot.js";
-import { decodeWithoutOutputs, type StoredHeaderView, withoutInput } from "./control.js";
+import { decodeWithoutOutputs, type StoredHeaderView, storedState } from "./control.js";
 import { consumeRefusal, resultRefusal, type WriteView } from "./refusals.js";
-import { type StoredSnapshot, toStoredSnapshot } from "./stored.js";
+import type { StoredSnapshot } from "./stored.js";
 
 /** What completeTasks with `next` is checked against, read inside the adapter's atomic step. */
 export interface StepView extends WriteView {
@@ -76,20 +75,7 @@ export function advanceHeader(
       setCompletedTask(after.state.completedTasks, { taskId: nextTask, output: PLACEHOLDER });
     }
   }
-  const index = toStoredSnapshot(after);
-  return {
-    header: encodeSnapshotHeader(withoutInput(after)),
-    status: index.status,
-    finished: index.finished,
-    paused: index.paused,
-    positionTaskId: index.positionTaskId,
-    readyTaskId: index.readyTaskId,
-    awaiting: index.awaiting,
-    lastCompletedTaskId: index.lastCompletedTaskId,
-    schedule: index.schedule,
-    updatedAt: now,
-    keepsResults: after.state.kind === "InProgress",
-  };
+  return { ...storedState(after, now), keepsResults: after.state.kind === "InProgress" };
 }
 
 const PLACEHOLDER = new Uint8Array(0);
