@@ -17,6 +17,8 @@ import { fmtMs, fmtNumber } from "./util.ts";
 export interface TargetVerdict {
   target: string;
   value: number | null;
+  /** How the value reads: a ratio ("x", the default) or a count with its unit. */
+  unit?: string;
   required: string;
   /** null: not measured in this run. */
   met: boolean | null;
@@ -75,9 +77,26 @@ export function evaluateTargets(r: BenchReport): TargetVerdict[] {
         value === null ? "not measured" : `${fmtNumber(tp(ours))} vs ${fmtNumber(peer(peerName))} per second`,
     });
   };
-  vs("redis", "bullmq", 2);
+  // Issue 17's targets: Redis >= 3x BullMQ, Postgres >= 1x graphile-worker, and >= 1x pg-boss
+  // even without batching (the per-task row).
+  vs("redis", "bullmq", 3);
   vs("postgres", "graphile-worker", 1);
   vs("postgres", "pg-boss", 1.5);
+  const perTask = r.throughput.find((t) => t.extra === true && t.backend.startsWith("postgres, per-task"));
+  if (perTask !== undefined) {
+    const value = ratio(perTask.tasksPerSecond, peer("pg-boss"));
+    out.push({
+      target: "postgres per-task calls / pg-boss",
+      value,
+      required: ">= 1",
+      met: value === null ? null : value >= 1,
+      note:
+        value === null
+          ? "not measured"
+          : `${fmtNumber(perTask.tasksPerSecond)} vs ${fmtNumber(peer("pg-boss"))} per second`,
+    });
+  }
+  standInTargets(r, out);
   stepsTargets(r, out);
   for (const d of r.discovery) {
     const first = d.points[0];
@@ -91,6 +110,39 @@ export function evaluateTargets(r: BenchReport): TargetVerdict[] {
     });
   }
   return out;
+}
+
+/**
+ * The stand-ins under contention (issue 17, 16 workers): DynamoDB Local >= 480 tasks/s (10x the
+ * 48 of 2026-12-04) with <= 4 requests per task; mongo-java-server >= 788 tasks/s (4x 197).
+ */
+function standInTargets(r: BenchReport, out: TargetVerdict[]): void {
+  const main = (name: string) => r.throughput.find((t) => t.backend === name && !t.extra);
+  const floor = (name: string, min: number, why: string) => {
+    const t = main(name);
+    if (t === undefined) return;
+    out.push({
+      target: `${name} throughput (tasks/s)`,
+      value: Math.round(t.tasksPerSecond),
+      unit: " tasks/s",
+      required: `>= ${min}`,
+      met: t.tasksPerSecond >= min,
+      note: `${why}; ${t.workers} workers`,
+    });
+  };
+  floor("dynamodb", 480, "10x the 48 tasks/s of 2026-12-04");
+  floor("mongo", 788, "4x the 197 tasks/s of 2026-12-04");
+  const d = main("dynamodb");
+  if (d !== undefined && d.roundTripsPerTask !== null) {
+    out.push({
+      target: "dynamodb requests per task",
+      value: Math.round(d.roundTripsPerTask * 100) / 100,
+      unit: " requests",
+      required: "<= 4",
+      met: d.roundTripsPerTask <= 4,
+      note: "17.9 on 2026-12-04",
+    });
+  }
 }
 
 /** Scenario 6: steps/s >= 50% of completeTasks tasks/s per backend; >= 10x the mature engine at 4 and 8 workers. */
@@ -290,7 +342,7 @@ export function printReport(r: BenchReport, write: (s: string) => void): void {
         ["target", "value", "required", "verdict", "note"],
         r.targets.map((t) => [
           t.target,
-          t.value === null ? "-" : `${t.value}x`,
+          t.value === null ? "-" : `${t.value}${t.unit ?? "x"}`,
           t.required,
           t.met === null ? "not measured" : t.met ? "met" : "target missed",
           t.note,
