@@ -47,11 +47,8 @@ export function transitionHeader(
   return storedState(after, now);
 }
 
-/** The header (without the initial input) and the index fields of a state written at `now`. */
-export function storedState(
-  after: WorkflowSnapshot,
-  now: number,
-): Pick<
+/** The header and the index fields of a state: what a write that changes the state stores. */
+export type StoredState = Pick<
   StoredSnapshot,
   | "header"
   | "status"
@@ -63,7 +60,10 @@ export function storedState(
   | "lastCompletedTaskId"
   | "schedule"
   | "updatedAt"
-> {
+>;
+
+/** The header (without the initial input) and the index fields of a state written at `now`. */
+export function storedState(after: WorkflowSnapshot, now: number): StoredState {
   const index = toStoredSnapshot(after);
   return {
     header: encodeSnapshotHeader(withoutInput(after)),

@@ -1,9 +1,8 @@
 import type { EventRef, Fence } from "../claims.js";
 import { failures, type PersistenceError } from "../errors.js";
 import { applyStep, type NextStep, setCompletedTask, type WorkflowSnapshot } from "../snapshot.js";
-import { decodeWithoutOutputs, type StoredHeaderView, storedState } from "./control.js";
+import { decodeWithoutOutputs, type StoredHeaderView, type StoredState, storedState } from "./control.js";
 import { consumeRefusal, resultRefusal, type WriteView } from "./refusals.js";
-import type { StoredSnapshot } from "./stored.js";
 
 /** What completeTasks with `next` is checked against, read inside the adapter's atomic step. */
 export interface StepView extends WriteView {
@@ -34,19 +33,7 @@ export function stepRefusal(
 }
 
 /** What to store after one step, besides the task's result (which `keepsResults` says to write). */
-export type StepWrite = Pick<
-  StoredSnapshot,
-  | "header"
-  | "status"
-  | "finished"
-  | "paused"
-  | "positionTaskId"
-  | "readyTaskId"
-  | "awaiting"
-  | "lastCompletedTaskId"
-  | "schedule"
-  | "updatedAt"
-> & {
+export type StepWrite = StoredState & {
   /**
    * InProgress after the step: the task's result is written and the other results stay.
    * false (Completed or Failed): the instance keeps no results, as after a terminal saveSnapshot.
