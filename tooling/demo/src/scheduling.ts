@@ -163,15 +163,24 @@ async function retryCheck(backend: PersistentBackend, plan: SchedulingPlan, logs
   const won = commit === undefined ? undefined : claims.find((c) => c.token === commit.token);
   if (won === undefined) problems.push("no committed run of charge in the logs");
   // A takeover after the demo's kill counts as an attempt too; without one: exactly 2 failures.
+  // The store is the record: the logs of the worker the demo SIGKILLs may miss its last events
+  // (a run it claimed and failed just before it died), so they may show fewer runs, never more.
   const takeovers = claims.length - retries.length - 1;
-  if (retries.length > FAILURES || retries.length + takeovers < FAILURES) {
-    problems.push(`${retries.length} failed runs and ${takeovers} takeovers before the success`);
+  if (retries.length > FAILURES)
+    problems.push(`${retries.length} failed runs logged, at most ${FAILURES} expected`);
+  if (won !== undefined && won.attempt < FAILURES + 1) {
+    problems.push(
+      `the run that succeeded says attempt ${won.attempt}: fewer than ${FAILURES} runs before it`,
+    );
   }
-  if (won !== undefined && won.attempt !== claims.length) {
-    problems.push(`the run that succeeded says attempt ${won.attempt}, after ${claims.length - 1} runs`);
+  if (won !== undefined && claims.length > won.attempt) {
+    problems.push(
+      `the run that succeeded says attempt ${won.attempt}, after ${claims.length - 1} logged runs`,
+    );
   }
   const count = snapshot?.attempts?.charge?.count;
   if (won !== undefined && count !== won.attempt - 1) problems.push(`the store records ${count} failed runs`);
+  const unlogged = won === undefined ? 0 : won.attempt - claims.length;
   for (const retry of retries) {
     const next = claims.find((c) => c.attempt === retry.attempt + 1);
     if (next !== undefined && next.at < retry.retryAt) {
@@ -184,6 +193,7 @@ async function retryCheck(backend: PersistentBackend, plan: SchedulingPlan, logs
       `retried ${short(id)}: charge failed on attempts ${retries.map((r) => r.attempt).join(" and ") || "-"}` +
       ` (durable backoff ${RETRY.backoffMs} ms doubling), succeeded on attempt ${won?.attempt ?? "?"}` +
       `, the store counts ${count ?? 0} failed runs${takeovers > 0 ? ` (${takeovers} takeover)` : ""}` +
+      (unlogged > 0 ? ` (${unlogged} run by the killed worker not in its log)` : "") +
       (problems.length > 0 ? `\n      ${problems.join("\n      ")}` : ""),
   };
 }
