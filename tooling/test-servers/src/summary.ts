@@ -23,7 +23,7 @@ interface VitestJson {
     name?: string;
     status?: string;
     message?: string;
-    assertionResults?: Array<{ status?: string }>;
+    assertionResults?: Array<{ status?: string; fullName?: string; failureMessages?: string[] }>;
   }>;
 }
 
@@ -104,6 +104,13 @@ function countRow(name: string, report: VitestJson, records: ServerRecord[]): Ro
   // assertion to count; count the file itself so it cannot pass silently.
   for (const file of report.testResults ?? []) {
     const failedAssertions = (file.assertionResults ?? []).filter((a) => a.status === "failed").length;
+    // CI shows only the tail of the output: name each failed test here, beside its package, so a
+    // red run says which test failed and why without the full log.
+    for (const a of file.assertionResults ?? []) {
+      if (a.status !== "failed") continue;
+      const why = (a.failureMessages?.[0] ?? "").split("\n")[0]?.slice(0, 300) ?? "";
+      notes.push(`failed: ${relative(REPO_ROOT, file.name ?? "?")} > ${a.fullName ?? "?"}: ${why}`);
+    }
     if (file.status === "failed" && failedAssertions === 0) {
       failed++;
       notes.push(

@@ -58,6 +58,23 @@ export async function eventually<T>(
   }
 }
 
+/**
+ * Reads, and asserts on the answer only if it came back before `until` (a runAt, a timeout, a
+ * claim's expiry, all judged by a clock on this machine). What must hold until then may rightly
+ * stop holding after it, so an answer that came later (a loaded machine) proves nothing either way
+ * and is not judged; any answer before `until` is. Returns whether it was judged.
+ */
+export async function beforeDeadline<T>(
+  until: number,
+  read: () => Promise<T>,
+  assert: (value: T) => void,
+): Promise<boolean> {
+  const value = await read();
+  if (Date.now() >= until) return false;
+  assert(value);
+  return true;
+}
+
 /** Bytes 0..255 in order: catches any encoding that is not byte-exact. */
 export function allByteValues(): Uint8Array {
   return Uint8Array.from({ length: 256 }, (_, i) => i);

@@ -22,6 +22,7 @@ export type { BackendCapabilities } from "../backend.js";
 export { atTask, awaiting, comparable, finished, inProgress } from "./fixtures.js";
 export {
   allByteValues,
+  beforeDeadline,
   claimOrFail,
   eventually,
   expectCode,

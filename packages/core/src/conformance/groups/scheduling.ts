@@ -6,6 +6,7 @@ import { markFailed, type WorkflowSnapshot } from "../../snapshot.js";
 import { compareIds } from "../../validation.js";
 import { atTask, awaiting, comparable, finished, inProgress } from "../fixtures.js";
 import {
+  beforeDeadline,
   claimOrFail,
   eventually,
   expectCode,
@@ -46,10 +47,16 @@ export function schedulingGroup(options: ConformanceOptions): void {
       const p = uid("sleep");
       const runAt = Date.now() + 500;
       await backend.saveSnapshot(scheduled(`${p}-a`, "t1", { runAt }));
-      expect(await find(backend, p)).toEqual([]);
-      expect(
-        (await backend.claimAvailableTasks("worker-1", 100, 60_000)).map((t) => t.instanceId),
-      ).not.toContain(`${p}-a`);
+      await beforeDeadline(
+        runAt,
+        () => find(backend, p),
+        (found) => expect(found).toEqual([]),
+      );
+      await beforeDeadline(
+        runAt,
+        () => backend.claimAvailableTasks("worker-1", 100, 60_000),
+        (claimed) => expect(claimed.map((t) => t.instanceId)).not.toContain(`${p}-a`),
+      );
       const claimed = await eventually("the task to come due", async () => {
         const [t] = (await backend.claimAvailableTasks("worker-1", 100, 60_000)).filter((x) =>
           x.instanceId.startsWith(p),
@@ -140,7 +147,11 @@ export function schedulingGroup(options: ConformanceOptions): void {
       expect(loaded.attempts?.t1?.lastFailedAt).toBeGreaterThanOrEqual(before - 2_000);
       // Released: the holder's claim is gone.
       await expectCode(backend.releaseTaskClaim(id, "t1", "worker-1"), ErrorCode.NotFound);
-      expect(await find(backend, p)).toEqual([]);
+      await beforeDeadline(
+        retryAt,
+        () => find(backend, p),
+        (found) => expect(found).toEqual([]),
+      );
       const again = await eventually("the retry to come due", async () => (await find(backend, p))[0]);
       expect(Date.now()).toBeGreaterThanOrEqual(retryAt - expirySlackMs(backend));
       expect(again).toMatchObject({ taskId: "t1", attempt: 2 });
@@ -242,10 +253,13 @@ export function schedulingGroup(options: ConformanceOptions): void {
         (t) => t.instanceId === id,
       );
       if (task === undefined) throw new Error("no task");
-      expect(
-        await backend.failTasks([{ claim: task.claim, error: "boom", retryAt: Date.now() + 300 }]),
-      ).toEqual([null]);
-      expect(await find(backend, p)).toEqual([]);
+      const retryAt = Date.now() + 300;
+      expect(await backend.failTasks([{ claim: task.claim, error: "boom", retryAt }])).toEqual([null]);
+      await beforeDeadline(
+        retryAt,
+        () => find(backend, p),
+        (found) => expect(found).toEqual([]),
+      );
       const again = await eventually(
         "the retried wait to come back",
         async () => (await find(backend, p))[0],

@@ -4,7 +4,16 @@ import type { AvailableTask, TaskClaim } from "../../claims.js";
 import { ErrorCode, ValidationError } from "../../errors.js";
 import { applyStep, markCompleted, type NextStep, type WorkflowSnapshot } from "../../snapshot.js";
 import { atTask, awaiting, comparable } from "../fixtures.js";
-import { claimOrFail, eventually, expectCode, expirySlackMs, text, uid, useSubject } from "../harness.js";
+import {
+  beforeDeadline,
+  claimOrFail,
+  eventually,
+  expectCode,
+  expirySlackMs,
+  text,
+  uid,
+  useSubject,
+} from "../harness.js";
 import type { ConformanceOptions } from "../types.js";
 
 // completeTasks with `next`: one fenced write per workflow step. The reference for every case is
@@ -134,7 +143,11 @@ export function stepsGroup(options: ConformanceOptions): void {
       const runAt = Date.now() + 400;
       const next: NextStep = { kind: "AtTask", taskId: "t3", runAt, priority: 1, queue: "gpu" };
       expect(await backend.completeTasks([step(claim, "two", next)])).toEqual([null]);
-      expect(await findIn(backend, id, ["gpu"])).toEqual([]);
+      await beforeDeadline(
+        runAt,
+        () => findIn(backend, id, ["gpu"]),
+        (found) => expect(found).toEqual([]),
+      );
       const task = await eventually(
         "the next task to come due",
         async () => (await findIn(backend, id, ["gpu"]))[0],
