@@ -7,11 +7,16 @@
  *                 cancelled, ready_task_id, updated_at, claimed_until (the lease claim-next puts on the task it
  *                 claims), the wait of an AwaitingEvent position (wait_event, wait_task, timeout_at),
  *                 the schedule (position_task_id, run_at, priority, queue), ready_key (readyAt +
- *                 (priority - 3) x agingMs) and the due task (due_task_id, due_at, due_key)
+ *                 (priority - 3) x agingMs), the due task (due_task_id, due_at, due_key) and the
+ *                 claim claim-next took (claim_task, claim_worker, claim_token, claim_at,
+ *                 claim_expires; claim_task null: none)
  *   task_attempts one row per (instance, task) with failed runs: count, last_error, last_failed_at,
  *                 retry_at, held (retryAt null: not rescheduled)
  *   task_results  one row per (instance, task): the output (bytea)
- *   claims        one row per (instance, task) claim: worker, fencing token, server-clock timestamps
+ *   claims        one row per (instance, task) claim taken by claimTask (or by claim-next when the
+ *                 row's claim slot holds another task's claim, or a claims row is there already):
+ *                 worker, fencing token, server-clock timestamps. An (instance, task) has its claim
+ *                 in one place at most: a claims row or the snapshot row's slot.
  *   events        one row per pending event: (instance_id, sequence) PK, event_name, payload, sent_at
  *   claim_tokens  global sequence of fencing tokens and event sequences
  */

@@ -161,6 +161,25 @@ CREATE INDEX ${quoteIdentifier(LEASED_INDEX)} ON ${l.snapshots} (queue, claimed_
   WHERE claimed_until IS NOT NULL;
 `,
   },
+  {
+    version: 6,
+    name: "claim-next claims kept in the snapshot row",
+    // The claim that claim-next takes lives in the snapshot row itself (claim_task, claim_worker,
+    // claim_token, claim_at, claim_expires) instead of a claims row: a task's life writes the row
+    // at claim and at completion, plus its result, and no claims row. Nullable columns without a
+    // default: a catalog change only, no row rewritten, no index built. Existing claims rows stay
+    // where they are and stay claims: every statement reads a claim from either place (a given
+    // (instance, task) has at most one of them), so nothing is moved. ALTER TABLE takes an ACCESS
+    // EXCLUSIVE lock on snapshots until the migration commits (an instant: no scan).
+    sql: (l) => `
+ALTER TABLE ${l.snapshots}
+  ADD COLUMN claim_task text COLLATE "C",
+  ADD COLUMN claim_worker text,
+  ADD COLUMN claim_token bigint,
+  ADD COLUMN claim_at timestamptz,
+  ADD COLUMN claim_expires timestamptz;
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -10,11 +10,21 @@ export const ms = (expr: string) => `floor(extract(epoch FROM ${expr}) * 1000)::
 /** Is the claim row `c` live on the server's clock? */
 export const live = (c: string) => `(${c}.expires_at IS NULL OR ${c}.expires_at > clock_timestamp())`;
 
+/**
+ * Does snapshot row `t` hold, in its own claim slot, a live claim (server clock) on `task`? Null
+ * (not true) when the slot is empty.
+ */
+export const liveInline = (t: string, task: string) =>
+  `(${t}.claim_task = ${task} AND (${t}.claim_expires IS NULL OR ${t}.claim_expires > clock_timestamp()))`;
+
 /** Now on the server, in epoch ms: stable within a statement, so an index condition can use it. */
 const nowMs = ms("now()");
 
-/** No live claim on the row's candidate task (a primary-key probe per candidate). */
-const unclaimed = (l: Layout, task: string) => `NOT EXISTS (
+/**
+ * No live claim on the row's candidate task: none in the row's own claim slot, none in the claims
+ * table (a primary-key probe per candidate).
+ */
+const unclaimed = (l: Layout, task: string) => `${liveInline("s", task)} IS NOT TRUE AND NOT EXISTS (
         SELECT 1 FROM ${l.claims} c
         WHERE c.instance_id = s.instance_id AND c.task_id = ${task} AND ${live("c")})`;
 
@@ -31,7 +41,8 @@ export const queueParam = (param: string, i: number) => `(${param}::text[])[${i}
  * - `fresh`: ready rows of the queue with no lease (claimed_until null), from snapshots_ready_idx
  *   (queue, ready_key, instance_id) in index order. A claimed row leaves that index when
  *   claim-next takes it, so a scan does not walk past the tasks in flight. A claim taken otherwise
- *   (claimTask) leaves no lease; the anti-join on the claims primary key skips it.
+ *   (claimTask) leaves no lease; the test of the row's claim slot and the anti-join on the claims
+ *   primary key skip it.
  * - `due`: rows of the queue not ready and with no lease whose due time has passed (due_at <= now:
  *   a runAt or retryAt, or a wait's timeout), from snapshots_timers_idx (queue, due_key,
  *   instance_id, due_at) in index order, bounded by due_key <= now + 2 x agingMs (the largest key
@@ -39,9 +50,10 @@ export const queueParam = (param: string, i: number) => `(${param}::text[])[${i}
  * - `expired`: rows of the queue whose lease has run out (claimed_until <= now), from
  *   snapshots_leased_idx (queue, claimed_until): the queue's leases by lease end, so the scan
  *   stops at the first lease still running and never reads another queue's: ready rows by ready key, due ones by due key. Their claim may have been renewed
- *   since (the claims table decides, through the same anti-join).
+ *   since (the slot test and the claims anti-join decide, as for the other parts).
  *
- * The lease is only a hint for finding candidates: the claims table stays the truth. It is
+ * The lease is only a hint for finding candidates: the claim (the row's slot, or a claims row)
+ * stays the truth. It is
  * never later than the claim's expiry (claim-next and extend set it to it, release and
  * completion clear it), so a task whose claim is gone is always in one of the three parts.
  */
@@ -122,7 +134,8 @@ const carried = `CASE WHEN ${isWait} THEN coalesce(ev.payload, ''::bytea)
              CASE WHEN ${isWait} THEN s.wait_event END AS event_name,
              ev.sequence::text AS event_sequence,
              (${isWait} AND ev.sequence IS NULL) AS timed_out,
-             s.priority, s.queue, coalesce(a.count, 0) + 1 AS attempt, x.instance_id IS NOT NULL AS taken_over`;
+             s.priority, s.queue, coalesce(a.count, 0) + 1 AS attempt,
+             (x.instance_id IS NOT NULL OR s.claim_task IS NOT DISTINCT FROM k.task_id) AS taken_over`;
 const carriedJoins = (l: Layout) => `
       LEFT JOIN ${l.taskResults} r ON r.instance_id = s.instance_id AND r.task_id = s.last_completed_task_id
       LEFT JOIN LATERAL (
@@ -178,7 +191,15 @@ export function discovery(l: Layout, agingMs: number) {
      * here would be stale. Such a row is not claimed at all (null token, like a lost race), and
      * the caller's next statement, with a new snapshot, sees it whole. Every write that changes an
      * instance's results or events also writes its snapshot row, so "same row version" implies
-     * "same results and events".
+     * "same results and events" (and every claimTask writes the row too, so the same version
+     * means no claims row committed meanwhile either).
+     *
+     * Where the claim goes: into the row's own claim slot (h: claim_task, claim_worker,
+     * claim_token, claim_at, claim_expires, with the lease) when the slot is empty or holds this
+     * task's expired claim and no claims row exists for the task; otherwise (the slot holds another
+     * task's claim, or an expired claims row is there) into the claims table as before (cl). An
+     * (instance, task) thus has its claim in one place at most. The usual task's claim is one row
+     * update, no claims row written.
      *
      * Each queue served has its three parts (one queue: the usual case, three parts), all merged
      * in one statement. Over an expired claim the claim is a takeover: ta counts one more attempt
@@ -199,7 +220,8 @@ export function discovery(l: Layout, agingMs: number) {
       ),
       v AS (
         SELECT k.instance_id, k.task_id, s.definition_hash,
-               ${carried}
+               ${carried},
+               (x.instance_id IS NULL AND (s.claim_task IS NULL OR s.claim_task = k.task_id)) AS inline
         FROM k
         JOIN ${l.snapshots} s ON s.instance_id = k.instance_id AND s.ctid = k.tid${carriedJoins(l)}
       ),
@@ -208,6 +230,7 @@ export function discovery(l: Layout, agingMs: number) {
         INSERT INTO ${l.claims} AS c (instance_id, task_id, worker_id, token, claimed_at, expires_at)
         SELECT v.instance_id, v.task_id, $1, nextval(${l.tokenSequence}), n.t, n.t + $2::bigint * interval '1 millisecond'
         FROM v CROSS JOIN n
+        WHERE NOT v.inline
         ON CONFLICT (instance_id, task_id) DO UPDATE SET
           worker_id = excluded.worker_id,
           token = nextval(${l.tokenSequence}),
@@ -217,22 +240,36 @@ export function discovery(l: Layout, agingMs: number) {
         RETURNING c.instance_id, c.task_id, c.token, c.claimed_at, c.expires_at
       ),
       h AS (
-        UPDATE ${l.snapshots} t SET claimed_until = coalesce(cl.expires_at, 'infinity'::timestamptz)
-        FROM cl
-        WHERE t.instance_id = cl.instance_id
+        UPDATE ${l.snapshots} t SET
+          claim_task = CASE WHEN v.inline THEN v.task_id ELSE t.claim_task END,
+          claim_worker = CASE WHEN v.inline THEN $1 ELSE t.claim_worker END,
+          claim_token = CASE WHEN v.inline THEN nextval(${l.tokenSequence}) ELSE t.claim_token END,
+          claim_at = CASE WHEN v.inline THEN n.t ELSE t.claim_at END,
+          claim_expires = CASE WHEN v.inline THEN n.t + $2::bigint * interval '1 millisecond' ELSE t.claim_expires END,
+          claimed_until = coalesce(
+            CASE WHEN v.inline THEN n.t + $2::bigint * interval '1 millisecond' ELSE cl.expires_at END,
+            'infinity'::timestamptz)
+        FROM v CROSS JOIN n LEFT JOIN cl ON cl.instance_id = v.instance_id
+        WHERE t.instance_id = v.instance_id AND (v.inline OR cl.instance_id IS NOT NULL)
+        RETURNING t.instance_id, t.claim_task, t.claim_token, t.claim_at, t.claim_expires, v.inline
+      ),
+      w AS (
+        SELECT cl.instance_id, cl.task_id, cl.token, cl.claimed_at, cl.expires_at FROM cl
+        UNION ALL
+        SELECT h.instance_id, h.claim_task, h.claim_token, h.claim_at, h.claim_expires FROM h WHERE h.inline
       ),
       ta AS (
         INSERT INTO ${l.attempts} AS a (instance_id, task_id, count)
-        SELECT cl.instance_id, cl.task_id, 1 FROM cl JOIN v ON v.instance_id = cl.instance_id WHERE v.taken_over
+        SELECT w.instance_id, w.task_id, 1 FROM w JOIN v ON v.instance_id = w.instance_id WHERE v.taken_over
         ON CONFLICT (instance_id, task_id) DO UPDATE SET count = a.count + 1
       )
       SELECT k.instance_id, k.task_id,
-             cl.token::text AS token, ${ms("cl.claimed_at")}::text AS claimed_at, ${ms("cl.expires_at")}::text AS expires_at,
-             v.definition_hash, CASE WHEN cl.token IS NULL THEN NULL ELSE v.input END AS input,
+             w.token::text AS token, ${ms("w.claimed_at")}::text AS claimed_at, ${ms("w.expires_at")}::text AS expires_at,
+             v.definition_hash, CASE WHEN w.token IS NULL THEN NULL ELSE v.input END AS input,
              v.event_name, v.event_sequence, v.timed_out, v.priority, v.queue,
              v.attempt + v.taken_over::int AS attempt
       FROM k
-      LEFT JOIN cl ON cl.instance_id = k.instance_id AND cl.task_id = k.task_id
+      LEFT JOIN w ON w.instance_id = k.instance_id AND w.task_id = k.task_id
       LEFT JOIN v ON v.instance_id = k.instance_id
       ORDER BY k.sort_key, k.instance_id`;
     },

@@ -105,7 +105,7 @@ export function attemptStatements(l: Layout, agingMs: number) {
         last_failed_at = excluded.last_failed_at, retry_at = excluded.retry_at, held = excluded.held`,
 
     /**
-     * failTasks, one item: the claim released, and the task, if it is the row's pending one,
+     * failTasks, one item: the claim released (a claims row, or the row's claim slot), and the task, if it is the row's pending one,
      * placed again by placementSql with its new retryAt ($3; null: held in no index), read from
      * the row as it stands (r); its lease goes. The row is written in any case (deleteSnapshot's
      * `moved` sees it). $1 id, $2 task, $3 retryAt.
@@ -131,6 +131,11 @@ export function attemptStatements(l: Layout, agingMs: number) {
       )})
       UPDATE ${l.snapshots} t SET
         claimed_until = CASE WHEN coalesce(t.ready_task_id, t.due_task_id) = $2 THEN NULL ELSE t.claimed_until END,
+        claim_task = CASE WHEN t.claim_task = $2 THEN NULL ELSE t.claim_task END,
+        claim_worker = CASE WHEN t.claim_task = $2 THEN NULL ELSE t.claim_worker END,
+        claim_token = CASE WHEN t.claim_task = $2 THEN NULL ELSE t.claim_token END,
+        claim_at = CASE WHEN t.claim_task = $2 THEN NULL ELSE t.claim_at END,
+        claim_expires = CASE WHEN t.claim_task = $2 THEN NULL ELSE t.claim_expires END,
         ready_task_id = CASE WHEN ${pending} THEN p.ready_task_id ELSE t.ready_task_id END,
         ready_key = CASE WHEN ${pending} THEN p.ready_key ELSE t.ready_key END,
         due_task_id = CASE WHEN ${pending} THEN p.due_task_id ELSE t.due_task_id END,

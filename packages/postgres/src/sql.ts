@@ -1,6 +1,7 @@
 import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import type { Layout } from "./layout.js";
-import { candidate, discovery, live, ms } from "./sql-discovery.js";
+import { claimStatements } from "./sql-claims.js";
+import { candidate, discovery, live, liveInline, ms } from "./sql-discovery.js";
 import { attemptStatements, placementSql } from "./sql-schedule.js";
 import { stepStatements } from "./step.js";
 
@@ -115,11 +116,20 @@ function snapshotWrites(l: Layout, agingMs: number) {
       ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output
       WHERE r.output IS DISTINCT FROM excluded.output`,
 
-    /** Locks the live claim a fenced write names (FOR SHARE: a release or takeover waits for the write). */
+    /**
+     * Is the claim a fenced write names live with its token, in the claims table (locked FOR
+     * SHARE: a release or takeover waits for the write) or in the snapshot row's claim slot (the
+     * caller holds the row's lock already)? A row back: it holds.
+     */
     checkFence: `
-      SELECT 1 FROM ${l.claims} c
-      WHERE c.instance_id = $1 AND c.task_id = $2 AND c.token = $3 AND ${live("c")}
-      FOR SHARE`,
+      WITH c AS (
+        SELECT 1 FROM ${l.claims} c
+        WHERE c.instance_id = $1 AND c.task_id = $2 AND c.token = $3 AND ${live("c")}
+        FOR SHARE
+      )
+      SELECT 1 FROM c
+      UNION ALL
+      SELECT 1 FROM ${l.snapshots} t WHERE t.instance_id = $1 AND t.claim_token = $3 AND ${liveInline("t", "$2")}`,
 
     lockSnapshot: `SELECT finished, paused, cancelled FROM ${l.snapshots} WHERE instance_id = $1 FOR UPDATE`,
 
@@ -223,92 +233,6 @@ function snapshotReads(l: Layout) {
   };
 }
 
-/** claimTask, releaseTaskClaim and extendTaskClaim. */
-function claimStatements(l: Layout) {
-  return {
-    /**
-     * Takes the claim if there is none or the existing one has expired (server clock). A live
-     * claim, the caller's own included, is left alone: no row back. A takeover draws a fresh token
-     * after the row lock is held, so tokens on one (instance, task) only ever grow.
-     */
-    claimTask: `
-      WITH n AS (SELECT clock_timestamp() AS t)
-      INSERT INTO ${l.claims} AS c (instance_id, task_id, worker_id, token, claimed_at, expires_at)
-      SELECT $1, $2, $3, nextval(${l.tokenSequence}), n.t, n.t + $4::bigint * interval '1 millisecond' FROM n
-      ON CONFLICT (instance_id, task_id) DO UPDATE SET
-        worker_id = excluded.worker_id,
-        token = nextval(${l.tokenSequence}),
-        claimed_at = excluded.claimed_at,
-        expires_at = excluded.expires_at
-      WHERE c.expires_at IS NOT NULL AND c.expires_at <= excluded.claimed_at
-      RETURNING c.token::text AS token, ${ms("c.claimed_at")}::text AS claimed_at, ${ms("c.expires_at")}::text AS expires_at`,
-
-    /**
-     * Deletes this worker's claim (live or expired) and ends the lease of the task it held (the
-     * row's ready task, or the task after its wait), so claim-next sees the task at once. The
-     * snapshot row, when it offers this task, is locked first (the `>= 0` subquery runs before any
-     * claim row is touched): the lock order of every write. The lease is only tested in the select
-     * list, so that the planner reads the row by primary key rather than by walking the leased index.
-     */
-    releaseClaim: `
-      WITH s AS (
-        SELECT t.claimed_until IS NOT NULL AS leased FROM ${l.snapshots} t
-        WHERE t.instance_id = $1 AND ${candidate("t")} = $2
-        FOR UPDATE
-      ),
-      d AS (
-        DELETE FROM ${l.claims} c
-        WHERE c.instance_id = $1 AND c.task_id = $2 AND c.worker_id = $3 AND (SELECT count(*) FROM s) >= 0
-        RETURNING 1
-      ),
-      u AS (
-        UPDATE ${l.snapshots} t SET claimed_until = NULL
-        WHERE t.instance_id = $1 AND (SELECT leased FROM s) AND EXISTS (SELECT 1 FROM d)
-      )
-      SELECT count(*)::int AS n FROM d`,
-
-    /**
-     * Renewal: expiry = now + duration for a live claim of this worker on a workflow that is not
-     * cancelled (the heartbeat on a cancelled workflow fails, whether the claim was revoked or
-     * taken after the cancel); a claim without ttl stays so. A lease on the task moves with it
-     * (snapshot row locked first, as in release). `paused`: the instance is Paused, read by the
-     * same statement (false when it is missing). No row back: refused (readClaim tells why).
-     */
-    extendClaim: `
-      WITH s AS (
-        SELECT t.claimed_until IS NOT NULL AS leased FROM ${l.snapshots} t
-        WHERE t.instance_id = $1 AND ${candidate("t")} = $2
-        FOR UPDATE
-      ),
-      c AS (
-        UPDATE ${l.claims} c SET
-          expires_at = CASE WHEN c.expires_at IS NULL THEN NULL ELSE clock_timestamp() + $4::bigint * interval '1 millisecond' END
-        WHERE c.instance_id = $1 AND c.task_id = $2 AND c.worker_id = $3 AND ${live("c")}
-          AND (SELECT count(*) FROM s) >= 0
-          AND NOT EXISTS (SELECT 1 FROM ${l.snapshots} x WHERE x.instance_id = $1 AND x.cancelled)
-        RETURNING c.token, c.claimed_at, c.expires_at
-      ),
-      u AS (
-        UPDATE ${l.snapshots} t SET claimed_until = coalesce(c.expires_at, 'infinity'::timestamptz)
-        FROM c
-        WHERE t.instance_id = $1 AND (SELECT leased FROM s)
-      )
-      SELECT c.token::text AS token, ${ms("c.claimed_at")}::text AS claimed_at, ${ms("c.expires_at")}::text AS expires_at,
-             coalesce((SELECT p.paused FROM ${l.snapshots} p WHERE p.instance_id = $1), false) AS paused
-      FROM c`,
-
-    /**
-     * Who holds the claim (live or not), whether it is live (server clock), and whether its
-     * workflow is cancelled: why a release or an extend was refused, in releaseRefusal's and
-     * extendRefusal's order.
-     */
-    readClaim: `
-      SELECT c.worker_id, ${live("c")} AS live,
-             EXISTS (SELECT 1 FROM ${l.snapshots} x WHERE x.instance_id = $1 AND x.cancelled) AS cancelled
-      FROM ${l.claims} c WHERE c.instance_id = $1 AND c.task_id = $2`,
-  };
-}
-
 /** cancelWorkflow, pauseWorkflow and resumeWorkflow (each in one transaction). */
 function control(l: Layout, agingMs: number) {
   return {
@@ -354,9 +278,15 @@ function control(l: Layout, agingMs: number) {
      * cancelWorkflow: every claim of the instance not revoked yet gets the epoch as its expiry
      * (the kit's REVOKED_EXPIRY), not the clock's now: no later reading of the server's clock,
      * even one stepped back, judges it live again. The rows and their tokens stay: later claims
-     * get larger tokens, and the holder may still release its claim.
+     * get larger tokens, and the holder may still release its claim. The claim in the snapshot
+     * row's slot is revoked the same way.
      */
     revokeClaims: `
+      WITH t AS (
+        UPDATE ${l.snapshots} SET claim_expires = ${revokedExpiry}
+        WHERE instance_id = $1 AND claim_task IS NOT NULL
+          AND (claim_expires IS NULL OR claim_expires > ${revokedExpiry})
+      )
       UPDATE ${l.claims} SET expires_at = ${revokedExpiry}
       WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > ${revokedExpiry})`,
 
@@ -429,15 +359,16 @@ function completion(l: Layout) {
      * - s locks the batch's snapshot rows in instance order before any claim row is touched: the
      *   lock order of every other write and of any other batch, so no deadlock. Locking yields
      *   the latest version of each row, so `finished` is judged on it.
-     * - d deletes the claim of each item whose instance exists and is not finished, if it still
-     *   holds the item's token and is live on the server clock. The delete is the fence check
-     *   and the release in one: a claim released, taken over or expired meanwhile is re-checked
-     *   on its latest version and left alone.
+     * - d releases the claim of each item whose instance exists and is not finished, if it still
+     *   holds the item's token and is live on the server clock: dc deletes it from the claims
+     *   table (the delete is the fence check and the release in one: a claim released, taken over
+     *   or expired meanwhile is re-checked on its latest version and left alone), ds finds it in
+     *   the locked row's claim slot (u empties the slot).
      * - r upserts the results and u updates each snapshot once, for the items d released only:
      *   lastCompletedTaskId = the last of them in input order, updated_at never goes back, the
      *   ready task (and its lease) goes if one of them completed it, and so does a wait for one.
      * - f tells CONFLICT from CLAIM_LOST for items of finished instances: their claim is only
-     *   checked (and share-locked, as a fenced write does), never deleted.
+     *   checked (a claims row share-locked, as a fenced write does), never released.
      *
      * One row per item comes back: found (the instance exists), done (stored and released),
      * fenced (finished instance, and its claim is live with this token).
@@ -453,25 +384,35 @@ function completion(l: Layout) {
           WITH ORDINALITY AS u(instance_id, task_id, token, output, ord)
       ),
       s AS (
-        SELECT t.instance_id, t.finished FROM ${l.snapshots} t
+        SELECT t.instance_id, t.finished, t.claim_task, t.claim_token,
+               (t.claim_expires IS NULL OR t.claim_expires > clock_timestamp()) AS slot_live
+        FROM ${l.snapshots} t
         WHERE t.instance_id = ANY((SELECT $1::text[])::text[])
         ORDER BY t.instance_id
         FOR UPDATE
       ),
-      d AS (
+      dc AS (
         DELETE FROM ${l.claims} c
         USING i, s
         WHERE s.instance_id = i.instance_id AND NOT s.finished
           AND c.instance_id = i.instance_id AND c.task_id = i.task_id AND c.token = i.token AND ${live("c")}
-        RETURNING i.ord, i.instance_id, i.task_id, i.output
+        RETURNING i.ord, i.instance_id, i.task_id, i.output, false AS slot
       ),
+      ds AS (
+        SELECT DISTINCT ON (i.instance_id, i.task_id) i.ord, i.instance_id, i.task_id, i.output, true AS slot
+        FROM i JOIN s ON s.instance_id = i.instance_id
+        WHERE NOT s.finished AND s.claim_task = i.task_id AND s.claim_token = i.token AND s.slot_live
+        ORDER BY i.instance_id, i.task_id, i.ord
+      ),
+      d AS (SELECT * FROM dc UNION ALL SELECT * FROM ds),
       r AS (
         INSERT INTO ${l.taskResults} (instance_id, task_id, output)
         SELECT d.instance_id, d.task_id, d.output FROM d
         ON CONFLICT (instance_id, task_id) DO UPDATE SET output = excluded.output
       ),
       x AS (
-        SELECT d.instance_id, array_agg(d.task_id ORDER BY d.ord DESC) AS tasks FROM d GROUP BY d.instance_id
+        SELECT d.instance_id, array_agg(d.task_id ORDER BY d.ord DESC) AS tasks, bool_or(d.slot) AS slot
+        FROM d GROUP BY d.instance_id
       ),
       u AS (
         UPDATE ${l.snapshots} t SET
@@ -485,16 +426,27 @@ function completion(l: Layout) {
           claimed_until = CASE WHEN ${candidate("t")} = ANY(x.tasks) THEN NULL ELSE t.claimed_until END,
           wait_event = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.wait_event END,
           wait_task = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.wait_task END,
-          timeout_at = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.timeout_at END
+          timeout_at = CASE WHEN t.wait_task = ANY(x.tasks) THEN NULL ELSE t.timeout_at END,
+          claim_task = CASE WHEN x.slot THEN NULL ELSE t.claim_task END,
+          claim_worker = CASE WHEN x.slot THEN NULL ELSE t.claim_worker END,
+          claim_token = CASE WHEN x.slot THEN NULL ELSE t.claim_token END,
+          claim_at = CASE WHEN x.slot THEN NULL ELSE t.claim_at END,
+          claim_expires = CASE WHEN x.slot THEN NULL ELSE t.claim_expires END
         FROM x
         WHERE t.instance_id = x.instance_id
       ),
-      f AS (
+      fc AS (
         SELECT i.ord FROM i
         JOIN s ON s.instance_id = i.instance_id AND s.finished
         JOIN ${l.claims} c ON c.instance_id = i.instance_id AND c.task_id = i.task_id AND c.token = i.token
         WHERE ${live("c")}
         FOR SHARE OF c
+      ),
+      f AS (
+        SELECT fc.ord FROM fc
+        UNION ALL
+        SELECT i.ord FROM i JOIN s ON s.instance_id = i.instance_id AND s.finished
+        WHERE s.claim_task = i.task_id AND s.claim_token = i.token AND s.slot_live
       )
       SELECT i.ord::int AS ord, s.instance_id IS NOT NULL AS found, d.ord IS NOT NULL AS done, f.ord IS NOT NULL AS fenced
       FROM i

@@ -34,7 +34,7 @@ import {
 import { bigintArray, boolArray, byteaArray, textArray } from "./arrays.js";
 import { type Db, storedState, waitValues } from "./control.js";
 import type { Layout } from "./layout.js";
-import { live, ms } from "./sql-discovery.js";
+import { live, liveInline, ms } from "./sql-discovery.js";
 import { placementSql } from "./sql-schedule.js";
 
 /** The statements of a step (statements() in sql.ts includes them). */
@@ -56,10 +56,10 @@ export function stepStatements(l: Layout, agingMs: number) {
       )
       SELECT i.ord::int AS ord, t.xmin::text AS version, t.header, t.finished, t.paused,
              t.last_completed_task_id, t.updated_at::text AS updated_at, ${ms("clock_timestamp()")}::text AS now,
-             EXISTS (
+             (EXISTS (
                SELECT 1 FROM ${l.claims} c
                WHERE c.instance_id = i.instance_id AND c.task_id = i.task_id AND c.token = i.token AND ${live("c")}
-             ) AS holds,
+             ) OR (t.claim_token = i.token AND ${liveInline("t", "i.task_id")}) IS TRUE) AS holds,
              ARRAY(
                SELECT r.task_id FROM ${l.taskResults} r
                WHERE r.instance_id = i.instance_id AND r.task_id = ANY(ARRAY[i.task_id, i.next_task])
@@ -78,7 +78,8 @@ export function stepStatements(l: Layout, agingMs: number) {
      * - s locks the rows in instance order before any claim row (the lock order of every write);
      *   locking yields each row's latest version, whose xmin is compared with the one read.
      * - ok: the items whose row is that version and whose event (if any) is still the oldest of
-     *   its name; d deletes their claims if still live with the token (fence and release in one).
+     *   its name; d releases their claims if still live with the token (fence and release in one):
+     *   a claims row deleted (dc), or the claim in the locked row's slot (ok.slot; u empties it).
      * - ev, gone, r, u: for d's items only, the event consumed (all of them for a terminal step),
      *   the results dropped (terminal) or this one upserted, the row rewritten (lease cleared) with
      *   the task placed by placementSql from the stored attempts of the task (a: retryAt, held),
@@ -102,21 +103,26 @@ export function stepStatements(l: Layout, agingMs: number) {
                                queue, keeps, event_name, event_sequence, ord)
       ),
       s AS (
-        SELECT t.instance_id, t.xmin::text AS version FROM ${l.snapshots} t
+        SELECT t.instance_id, t.xmin::text AS version, t.claim_task, t.claim_token,
+               (t.claim_expires IS NULL OR t.claim_expires > clock_timestamp()) AS slot_live
+        FROM ${l.snapshots} t
         WHERE t.instance_id = ANY((SELECT $1::text[])::text[])
         ORDER BY t.instance_id
         FOR UPDATE
       ),
       ok AS (
-        SELECT i.* FROM i JOIN s ON s.instance_id = i.instance_id AND s.version = i.version
+        SELECT i.*, (s.claim_task = i.task_id AND s.claim_token = i.token AND s.slot_live) IS TRUE AS slot
+        FROM i JOIN s ON s.instance_id = i.instance_id AND s.version = i.version
         WHERE i.event_name IS NULL OR i.event_sequence = (
           SELECT min(o.sequence) FROM ${l.events} o WHERE o.instance_id = i.instance_id AND o.event_name = i.event_name)
       ),
-      d AS (
+      dc AS (
         DELETE FROM ${l.claims} c USING ok
-        WHERE c.instance_id = ok.instance_id AND c.task_id = ok.task_id AND c.token = ok.token AND ${live("c")}
-        RETURNING ok.*
+        WHERE NOT ok.slot
+          AND c.instance_id = ok.instance_id AND c.task_id = ok.task_id AND c.token = ok.token AND ${live("c")}
+        RETURNING ok.ord
       ),
+      d AS (SELECT ok.* FROM ok WHERE ok.slot OR ok.ord IN (SELECT dc.ord FROM dc)),
       ev AS (
         DELETE FROM ${l.events} e USING d
         WHERE e.instance_id = d.instance_id
@@ -138,7 +144,12 @@ export function stepStatements(l: Layout, agingMs: number) {
           position_task_id = d.position_task, run_at = d.run_at, priority = d.priority, queue = d.queue,
           ready_task_id = p.ready_task_id, ready_key = p.ready_key,
           due_task_id = p.due_task_id, due_at = p.due_at, due_key = p.due_key,
-          claimed_until = NULL
+          claimed_until = NULL,
+          claim_task = CASE WHEN d.slot THEN NULL ELSE t.claim_task END,
+          claim_worker = CASE WHEN d.slot THEN NULL ELSE t.claim_worker END,
+          claim_token = CASE WHEN d.slot THEN NULL ELSE t.claim_token END,
+          claim_at = CASE WHEN d.slot THEN NULL ELSE t.claim_at END,
+          claim_expires = CASE WHEN d.slot THEN NULL ELSE t.claim_expires END
         FROM d
         LEFT JOIN ${l.attempts} a ON a.instance_id = d.instance_id AND a.task_id = coalesce(d.ready, d.wait_task)
         CROSS JOIN LATERAL (${placementSql(

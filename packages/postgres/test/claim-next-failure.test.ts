@@ -42,8 +42,17 @@ for (const server of servers.slice(0, 1)) {
         const ids = [uid("a"), uid("b"), uid("c")].sort();
         for (const [i, id] of ids.entries())
           await backend.saveSnapshot(atTask(id, "t1", { updatedAt: 1000 + i }));
-        // The last candidate's claim insert raises: the first two were inserted by the same statement.
-        const drop = await addTrigger(server.url, subject.schema, "claims", ids[2] as string, "raise");
+        // The last candidate's claim (an update of its snapshot row, which holds a claim-next
+        // claim) raises: the first two were claimed by the same statement.
+        const drop = await addTrigger(
+          server.url,
+          subject.schema,
+          "snapshots",
+          ids[2] as string,
+          "raise",
+          "boom",
+          "UPDATE",
+        );
         await expectCode(backend.claimAvailableTasks("w1", 10, null), ErrorCode.Backend);
         await drop();
         expect((await backend.claimAvailableTasks("w2", 10, null)).map((t) => t.instanceId)).toEqual(ids);
@@ -66,9 +75,10 @@ for (const server of servers.slice(0, 1)) {
         await backend.saveSnapshot(atTask(stuck, "t1", { updatedAt: 1000 }));
         await backend.saveSnapshot(atTask(a, "t1", { updatedAt: 1001 }));
         await backend.saveSnapshot(atTask(b, "t1", { updatedAt: 1002 }));
-        // The oldest candidate's claim insert is silently skipped, as if another worker's claim had
-        // won the race: it comes back unclaimed, so the call runs a second round, which fails.
-        await addTrigger(server.url, subject.schema, "claims", stuck, "skip");
+        // The oldest candidate's claim (the update of its snapshot row) is silently skipped, as if
+        // another worker's claim had won the race: it comes back unclaimed, so the call runs a
+        // second round, which fails.
+        await addTrigger(server.url, subject.schema, "snapshots", stuck, "skip", "skip", "UPDATE");
         const got = await backend.claimAvailableTasks("w1", 10, null);
         expect(calls).toBe(2);
         expect(got.map((t) => t.instanceId)).toEqual([a, b]);

@@ -231,7 +231,11 @@ describe.skipIf(servers.length === 0)("control and events on PostgreSQL", () => 
           await backend.cancelWorkflow(id);
           const claims = await adminPool(server.url).query(
             `SELECT task_id, token::float8 AS token, floor(extract(epoch FROM expires_at) * 1000)::float8 AS expires_at
-             FROM ${s}.claims WHERE instance_id = $1 ORDER BY task_id`,
+             FROM ${s}.claims WHERE instance_id = $1
+             UNION ALL
+             SELECT claim_task, claim_token::float8, floor(extract(epoch FROM claim_expires) * 1000)::float8
+             FROM ${s}.snapshots WHERE instance_id = $1 AND claim_task IS NOT NULL
+             ORDER BY task_id`,
             [id],
           );
           expect(claims.rows).toEqual([
@@ -403,7 +407,7 @@ describe.skipIf(servers.length === 0)("control and events on PostgreSQL", () => 
                ('v2-lapsed', 't1', 'old', nextval(${l.tokenSequence}), now() - interval '2 hours', now() - interval '1 minute')`,
           );
           backend = new PostgresBackend({ connectionString: server.url, schema });
-          expect(await backend.migrate()).toEqual({ applied: [3, 4, 5], version: LATEST_VERSION });
+          expect(await backend.migrate()).toEqual({ applied: [3, 4, 5, 6], version: LATEST_VERSION });
           expect(await rowOf(server.url, schema, "v2-done")).toMatchObject({
             finished: true,
             paused: false,

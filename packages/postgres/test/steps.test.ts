@@ -4,6 +4,7 @@ import {
   atTask,
   awaiting,
   claimOrFail,
+  expectCode,
   patternBytes,
   sleep,
   text,
@@ -429,23 +430,43 @@ describe.skipIf(servers.length === 0)("completeTasks with next on PostgreSQL", (
         }
       });
 
-      it("a claimTask takeover between read and write (the row unchanged): ClaimLost at the write, nothing written", async () => {
+      it("a claim expiring between read and write (the row unchanged): ClaimLost at the write, nothing written", async () => {
         const race = interleaving();
-        const { subject, backend, other, close } = await open(race.faults);
+        const { subject, backend, close } = await open(race.faults);
         try {
-          const id = uid("claimtask");
+          const id = uid("expiry");
           await backend.saveSnapshot(atTask(id, "t2", { completed: { t1: text("1") } }));
           const mine = await claimOrFail(backend, id, "t2", "w1", 300);
           const version = await rowVersion(subject, id);
           race.beforeNextWrite(async () => {
             await sleep(450);
-            expect(await other.claimTask(id, "t2", "w2", 60_000)).not.toBeNull();
           });
           const [outcome] = await backend.completeTasks([{ claim: mine, output: text("stale"), next: toT3 }]);
           expect(outcome?.code).toBe(ErrorCode.ClaimLost);
           expect(race.sent).toEqual(["stepRead", "stepWrite"]);
           expect(await rowVersion(subject, id)).toBe(version);
           expect(Object.keys(await resultVersions(subject, id))).toEqual(["t1"]);
+        } finally {
+          await close();
+        }
+      });
+
+      it("a claimTask takeover between read and write (it writes the row): read again, ClaimLost, nothing written", async () => {
+        const race = interleaving();
+        const { subject, backend, other, close } = await open(race.faults);
+        try {
+          const id = uid("claimtask");
+          await backend.saveSnapshot(atTask(id, "t2", { completed: { t1: text("1") } }));
+          const mine = await claimOrFail(backend, id, "t2", "w1", 300);
+          race.beforeNextWrite(async () => {
+            await sleep(450);
+            expect(await other.claimTask(id, "t2", "w2", 60_000)).not.toBeNull();
+          });
+          const [outcome] = await backend.completeTasks([{ claim: mine, output: text("stale"), next: toT3 }]);
+          expect(outcome?.code).toBe(ErrorCode.ClaimLost);
+          expect(race.sent).toEqual(["stepRead", "stepWrite", "stepRead"]);
+          expect(Object.keys(await resultVersions(subject, id))).toEqual(["t1"]);
+          await expectCode(backend.releaseTaskClaim(id, "t2", "w1"), ErrorCode.ClaimLost);
         } finally {
           await close();
         }

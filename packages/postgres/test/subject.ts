@@ -186,13 +186,14 @@ export async function addTrigger(
   instanceId: string,
   action: "raise" | "skip",
   name = action === "raise" ? "boom" : "skip",
+  event: "INSERT" | "UPDATE" = "INSERT",
 ): Promise<() => Promise<void>> {
   const s = quoteIdentifier(schema);
   const body = action === "raise" ? "RAISE EXCEPTION 'injected';" : "RETURN NULL;";
   await adminPool(url).query(`
     CREATE FUNCTION ${s}.${name}() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN ${body} END $$;
-    CREATE TRIGGER ${name} BEFORE INSERT ON ${s}.${quoteIdentifier(table)} FOR EACH ROW
+    CREATE TRIGGER ${name} BEFORE ${event} ON ${s}.${quoteIdentifier(table)} FOR EACH ROW
       WHEN (NEW.instance_id = ${quoteLiteral(instanceId)}) EXECUTE FUNCTION ${s}.${name}()`);
   return async () => {
     await adminPool(url).query(`DROP TRIGGER ${name} ON ${s}.${quoteIdentifier(table)}`);
