@@ -1,6 +1,7 @@
 import type { AvailableTask, ClaimedTask, EventRef, Fence, RenewedClaim, TaskClaim } from "./claims.js";
 import type { PersistenceError } from "./errors.js";
 import type { ControlRequest, NextStep, WorkflowSnapshot } from "./snapshot.js";
+import type { WaitOptions, WakeReason } from "./wake-ups.js";
 
 /** Option of fenced writes: refused with ClaimLostError unless this claim is still the live one. */
 export interface WriteOptions {
@@ -84,6 +85,12 @@ export interface BackendCapabilities {
   shards: number;
   /** How an idle worker learns of new work: "push" (the database notifies) or "poll". */
   wakeUps: "push" | "poll";
+  /**
+   * waitForTasks' own bound, in ms. Poll: the longest gap between two looks at an idle store (a
+   * new task waits at most about this long). Push: how often a waiter looks all the same, so a
+   * lost notification delays a task by at most this long.
+   */
+  wakeBoundMs: number;
 }
 
 export interface ListPageOptions {
@@ -192,6 +199,15 @@ export interface PersistentBackend extends AsyncDisposable {
   sendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number>;
   /** The instance's pending events, oldest first. Missing instance: NotFoundError. */
   loadPendingEvents(instanceId: string): Promise<PendingEvent[]>;
+  /**
+   * Resolves as soon as a task of `queues` (default ["default"]) may be ready: one already is, a
+   * write made one ready (a save, a step, a release, a resume, an event, a retry), or the earliest
+   * runAt, retry, event timeout or claim expiry of those queues came due; at the latest after
+   * `timeoutMs`, early on `signal` ("aborted") or close() ("closed"). A look at the store that
+   * fails rejects (BackendError); a listener that cannot connect makes the wait poll instead.
+   * See `capabilities.wakeUps` and `wakeBoundMs`.
+   */
+  waitForTasks(options: WaitOptions): Promise<WakeReason>;
   /** Releases connections this backend opened; a client passed in by the user stays open. */
   close(): Promise<void>;
 }

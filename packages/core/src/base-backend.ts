@@ -45,7 +45,9 @@ import {
   validateQueues,
   validateSnapshot,
   validateTtl,
+  validateWaitOptions,
 } from "./validation.js";
+import { type WaitOptions, WakeHub, type WakeProbe, type WakeReason, type WakeSource } from "./wake-ups.js";
 
 export interface BaseBackendOptions {
   /** Largest single byte value accepted (default 32 MiB). Larger ones give PayloadTooLargeError. */
@@ -69,6 +71,7 @@ export abstract class BaseBackend implements PersistentBackend {
   abstract readonly capabilities: BackendCapabilities;
   #closed = false;
   #closing: Promise<void> | undefined;
+  #wakes: WakeHub | undefined;
 
   constructor(options: BaseBackendOptions = {}) {
     this.maxPayloadBytes = validateMaxPayloadBytes(options.maxPayloadBytes);
@@ -165,6 +168,44 @@ export abstract class BaseBackend implements PersistentBackend {
       if (!gone) throw error;
     }
     return null;
+  }
+
+  /**
+   * One look for waitForTasks: is a task of `queues` ready, and when does the next one come due
+   * by time alone? The portable form runs a discovery call and knows no due time (a poll finds
+   * it). Adapters answer from their indexes, with the due time, without reading any payload.
+   */
+  protected async doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
+    const found = await this.doFindAvailableTasks("sayiir-wake-probe", 1, [...queues]);
+    return { ready: found.length > 0, nextDueAt: null };
+  }
+
+  /**
+   * Push backends override this: start the one listener of this instance (a dedicated connection),
+   * call `notify(queue)` when a write may have made a task of `queue` ready, `notify(null)` after
+   * reconnecting, and resolve once listening. The returned function stops it.
+   */
+  protected doListenForWakeUps?(notify: (queue: string | null) => void): Promise<() => Promise<void>>;
+
+  /**
+   * For writes this process makes or sees itself (an in-process store, a local emitter): wakes
+   * this instance's waiters of `queue` (null: all) at once, without a round trip.
+   */
+  protected notifyWakeUp(queue: string | null): void {
+    this.#wakes?.notify(queue);
+  }
+
+  #wakeHub(): WakeHub {
+    if (this.#wakes === undefined) {
+      const listen = this.doListenForWakeUps?.bind(this);
+      const source: WakeSource = {
+        probe: (queues) => this.doProbeWakeUp(queues),
+        ...(listen === undefined ? {} : { listen }),
+      };
+      const { wakeUps, wakeBoundMs } = this.capabilities;
+      this.#wakes = new WakeHub(source, { mode: wakeUps, boundMs: wakeBoundMs });
+    }
+    return this.#wakes;
   }
 
   /** Runs one operation: refused after close, driver errors wrapped, PersistenceErrors untouched. */
@@ -351,11 +392,21 @@ export abstract class BaseBackend implements PersistentBackend {
     return this.run("loadPendingEvents", () => this.doLoadPendingEvents(instanceId));
   }
 
+  async waitForTasks(options: WaitOptions): Promise<WakeReason> {
+    const { queues, timeoutMs, signal } = validateWaitOptions(options);
+    return this.run("waitForTasks", () => this.#wakeHub().wait(queues, timeoutMs, signal));
+  }
+
   /** Idempotent: a second close waits for the first and does nothing more. */
   async close(): Promise<void> {
     if (this.#closing === undefined) {
       this.#closed = true;
-      this.#closing = this.doClose().catch((error: unknown) => {
+      // Waits end ("closed") and the listener's connection goes before the backend's own.
+      const wakes = this.#wakes;
+      this.#closing = (async () => {
+        await wakes?.close();
+        await this.doClose();
+      })().catch((error: unknown) => {
         throw toBackendError("close", error, this.secrets());
       });
     }

@@ -86,6 +86,7 @@ export {
   MAX_DURATION_MS,
   MAX_ID_LENGTH,
   MAX_LIMIT,
+  MAX_WAIT_MS,
   validateBytes,
   validateCompletions,
   validateControlRequest,
@@ -102,3 +103,4 @@ export {
   validateSnapshot,
   validateTtl,
 } from "./validation.js";
+export type { WaitOptions, WakeProbe, WakeReason } from "./wake-ups.js";

@@ -140,6 +140,35 @@ export function validateQueues(options: unknown): string[] {
   return [...new Set(queues.map((q) => validateId("queue", q)))];
 }
 
+/** The longest a single waitForTasks may wait (an hour); a worker loops for longer. */
+export const MAX_WAIT_MS = 3_600_000;
+
+export interface ValidWait {
+  queues: string[];
+  timeoutMs: number;
+  signal: AbortSignal | undefined;
+}
+
+/** waitForTasks' options: `timeoutMs` 0 to MAX_WAIT_MS, queues as for discovery, an optional AbortSignal. */
+export function validateWaitOptions(options: unknown): ValidWait {
+  if (!isPlainObject(options)) {
+    throw new ValidationError(`waitForTasks needs { timeoutMs, queues?, signal? }, got ${describe(options)}`);
+  }
+  const { timeoutMs, signal } = options;
+  if (
+    typeof timeoutMs !== "number" ||
+    !Number.isInteger(timeoutMs) ||
+    timeoutMs < 0 ||
+    timeoutMs > MAX_WAIT_MS
+  ) {
+    throw new ValidationError(`timeoutMs must be an integer number of milliseconds from 0 to ${MAX_WAIT_MS}`);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new ValidationError(`signal must be an AbortSignal, got ${describe(signal)}`);
+  }
+  return { queues: validateQueues({ queues: options.queues }), timeoutMs, signal };
+}
+
 function validatePosition(value: unknown): ExecutionPosition {
   if (!isPlainObject(value)) throw new ValidationError("state.position must be an object");
   switch (value.kind) {

@@ -68,6 +68,7 @@ export class DynamoDBBackend extends BaseBackend {
       clockSkewMs: this.#o.skewMs,
       shards: this.#o.shards,
       wakeUps: "poll",
+      wakeBoundMs: 250,
     };
   }
 

@@ -23,6 +23,7 @@ import {
   type TaskClaim,
   type ValidCompletion,
   type ValidFailure,
+  type WakeProbe,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
@@ -41,7 +42,15 @@ import {
   toStoredSnapshot,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
-import { availableEntries, availableTask, openWait, place, positionTask, unplace } from "./discovery.js";
+import {
+  availableEntries,
+  availableTask,
+  openWait,
+  place,
+  positionTask,
+  unplace,
+  wakeProbe,
+} from "./discovery.js";
 import type { IndexEntry } from "./indexes.js";
 import type { MemoryStore, StoredInstance } from "./layout.js";
 import { type InMemoryBackendOptions, storeOf } from "./options.js";
@@ -57,7 +66,9 @@ export class InMemoryBackend extends BaseBackend {
     clock: "client",
     clockSkewMs: 0,
     shards: 1,
-    wakeUps: "poll",
+    // Every backend over a store hears its writes at once (an in-process emitter).
+    wakeUps: "push",
+    wakeBoundMs: 10_000,
   };
   readonly store: MemoryStore;
 
@@ -471,6 +482,20 @@ export class InMemoryBackend extends BaseBackend {
     return this.store.events
       .pending(instanceId)
       .map((event) => ({ ...event, payload: copyBytes(event.payload) }));
+  }
+
+  protected override async doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
+    return wakeProbe(this.store, queues, { now: this.#now(), agingMs: this.agingMs });
+  }
+
+  protected override async doListenForWakeUps(
+    notify: (queue: string | null) => void,
+  ): Promise<() => Promise<void>> {
+    const listener = (queue: string): void => notify(queue);
+    this.store.wakeListeners.add(listener);
+    return async () => {
+      this.store.wakeListeners.delete(listener);
+    };
   }
 
   protected async doClose(): Promise<void> {

@@ -65,6 +65,42 @@ export function place(store: MemoryStore, instanceId: string, stored: StoredInst
   } else {
     store.due.remove(instanceId);
   }
+  // Ready now, or due at a time a waiter may not know yet: its waiters look again.
+  if (ready !== null) store.wake(queue);
+}
+
+/**
+ * What waitForTasks needs to know of these queues: whether a task is claimable now, and the
+ * earliest future moment one comes due by time alone (a due entry's time, or the expiry of a live
+ * claim on an indexed task).
+ */
+export function wakeProbe(
+  store: MemoryStore,
+  queues: readonly string[],
+  { now, agingMs }: { now: number; agingMs: number },
+): { ready: boolean; nextDueAt: number | null } {
+  if (availableEntries(store, queues, { now, agingMs, limit: 1 }).length > 0) {
+    return { ready: true, nextDueAt: null };
+  }
+  let nextDueAt = Number.POSITIVE_INFINITY;
+  for (const list of store.due.lists(queues)) {
+    for (const entry of list) {
+      if (entry.at > now) {
+        nextDueAt = Math.min(nextDueAt, entry.at);
+        break;
+      }
+    }
+  }
+  const served = new Set(queues);
+  for (const [instanceId, tasks] of store.claims) {
+    const entry = store.ready.get(instanceId) ?? store.due.get(instanceId);
+    if (entry === undefined || !served.has(entry.queue)) continue;
+    const expiresAt = tasks.get(entry.taskId)?.expiresAt;
+    if (expiresAt !== undefined && expiresAt !== null && expiresAt > now) {
+      nextDueAt = Math.min(nextDueAt, Math.max(expiresAt, entry.at));
+    }
+  }
+  return { ready: false, nextDueAt: Number.isFinite(nextDueAt) ? nextDueAt : null };
 }
 
 /** Takes the instance out of both indexes. */

@@ -63,6 +63,8 @@ export class MemoryStore {
   readonly due = new QueueIndex();
   /** One counter for the whole store: tokens never repeat, even across deleted instances. */
   lastToken = 0;
+  /** The waitForTasks listeners of the backends over this store (one per backend that waits). */
+  readonly wakeListeners = new Set<(queue: string) => void>();
   #sortedIds: string[] | null = null;
 
   constructor(readonly clock: () => number = Date.now) {}
@@ -95,5 +97,13 @@ export class MemoryStore {
     const tasks = this.claims.get(instanceId);
     tasks?.delete(taskId);
     if (tasks?.size === 0) this.claims.delete(instanceId);
+    // A released claim may leave its indexed task free to claim again.
+    const indexed = this.ready.get(instanceId) ?? this.due.get(instanceId);
+    if (indexed !== undefined) this.wake(indexed.queue);
+  }
+
+  /** Tells the waiters of `queue` that a task of it may be ready (or due sooner) now. */
+  wake(queue: string): void {
+    for (const listener of this.wakeListeners) listener(queue);
   }
 }

@@ -62,7 +62,7 @@ export class MongoBackend extends BaseBackend {
    */
   get capabilities(): BackendCapabilities {
     const clock = this.#ctx.options.clock === "client" ? "client" : (this.#ctx.clockMode ?? "server");
-    return { durable: true, clock, clockSkewMs: 0, shards: 1, wakeUps: "poll" };
+    return { durable: true, clock, clockSkewMs: 0, shards: 1, wakeUps: "poll", wakeBoundMs: 250 };
   }
 
   protected override secrets(): readonly string[] {

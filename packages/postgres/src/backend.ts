@@ -86,6 +86,7 @@ export class PostgresBackend extends BaseBackend {
     clockSkewMs: 0,
     shards: 1,
     wakeUps: "poll",
+    wakeBoundMs: 250,
   };
   readonly schema: string;
   readonly #pool: pg.Pool;

@@ -80,7 +80,7 @@ export class RedisBackend extends BaseBackend {
    * until the first operation has read the store record, the store's own count from then on.
    */
   get capabilities(): BackendCapabilities {
-    return { durable: true, clock: "server", clockSkewMs: 0, shards: this.layout.shards, wakeUps: "poll" };
+    return { durable: true, clock: "server", clockSkewMs: 0, shards: this.layout.shards, wakeUps: "poll", wakeBoundMs: 250 };
   }
 
   /**

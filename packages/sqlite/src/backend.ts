@@ -112,6 +112,7 @@ export class SqliteBackend extends BaseBackend {
       clockSkewMs: 0,
       shards: 1,
       wakeUps: "poll",
+      wakeBoundMs: 250,
     };
   }
 

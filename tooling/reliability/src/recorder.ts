@@ -156,6 +156,7 @@ export function recordingBackend(
     resumeWorkflow: (i) => backend.resumeWorkflow(i),
     sendEvent: (i, name, payload) => backend.sendEvent(i, name, payload),
     loadPendingEvents: (i) => backend.loadPendingEvents(i),
+    waitForTasks: (options) => backend.waitForTasks(options),
     close: async () => {
       await backend.close();
       closeSync(fd);

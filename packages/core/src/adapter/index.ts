@@ -3,6 +3,8 @@
  * refuses in the same order with the same words, retries races with the same backoff and keeps
  * secrets out of messages the same way. For adapter authors; applications need only the main entry.
  */
+
+export { type StopListening, WakeHub, type WakeSource, type WakeTiming } from "../wake-ups.js";
 export { type StoredHeaderView, type Transition, transitionHeader } from "./control.js";
 export { isMigratable, type Migratable, type MigrationReport } from "./migration.js";
 export {

@@ -16,6 +16,7 @@ import { snapshotsGroup } from "./groups/snapshots.js";
 import { stepsGroup } from "./groups/steps.js";
 import { taskResultsGroup } from "./groups/task-results.js";
 import { validationGroup } from "./groups/validation.js";
+import { wakeUpsGroup } from "./groups/wake-ups.js";
 import type { ConformanceOptions, GroupName } from "./types.js";
 
 export type { BackendCapabilities } from "../backend.js";
@@ -59,6 +60,7 @@ export {
   stepsGroup,
   taskResultsGroup,
   validationGroup,
+  wakeUpsGroup,
 };
 
 /** Each group by name, so an adapter can run one group in a test file of its own. */
@@ -74,6 +76,7 @@ export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) 
   events: eventsGroup,
   scheduling: schedulingGroup,
   steps: stepsGroup,
+  "wake-ups": wakeUpsGroup,
   discovery: discoveryGroup,
   validation: validationGroup,
   errors: errorsGroup,

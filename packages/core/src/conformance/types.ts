@@ -46,6 +46,7 @@ export const GROUP_NAMES = [
   "events",
   "scheduling",
   "steps",
+  "wake-ups",
   "discovery",
   "validation",
   "errors",

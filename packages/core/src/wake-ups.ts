@@ -1,0 +1,252 @@
+/**
+ * Waiting for work: what `waitForTasks` shares across every adapter. An adapter gives two
+ * primitives, a probe (is a task of these queues ready, and when does the next one come due?) and,
+ * where its database can push, a listener that calls `notify(queue)` when a write may have made a
+ * task of that queue ready. The hub turns them into waits: every waiter of a backend instance
+ * shares one listener and one probe per set of queues, a push backend re-probes only at its safety
+ * bound, a poll backend probes adaptively (fast right after work was seen, slower while idle, never
+ * slower than its declared bound), and a wait always ends by its timeout, its signal or close().
+ */
+
+/** Why a wait ended. */
+export type WakeReason =
+  /** A task of the waited queues was ready when the wait looked (on entry or at a poll). */
+  | "ready"
+  /** The database (or this process) said a task of the waited queues may have become ready. */
+  | "notified"
+  /** The earliest known runAt, retry, event timeout or claim expiry of those queues came due. */
+  | "due"
+  /** `timeoutMs` passed with none of the above. */
+  | "timeout"
+  /** The caller's AbortSignal fired. */
+  | "aborted"
+  /** The backend was closed. */
+  | "closed";
+
+export interface WaitOptions {
+  /** The queues whose work should end the wait (default: ["default"]), as for claim-next. */
+  queues?: string[];
+  /** The longest the wait lasts, 0 to 3,600,000 ms (0: look once and return). */
+  timeoutMs: number;
+  /** Ends the wait early with "aborted". */
+  signal?: AbortSignal;
+}
+
+/** What one look at the store says about a set of queues. */
+export interface WakeProbe {
+  /** A task of those queues can be claimed now. */
+  ready: boolean;
+  /**
+   * The earliest future moment (epoch ms, by the store's clock) a task of those queues comes due
+   * by time alone: a runAt, a retry, an event wait's timeout, a claim's expiry. null: none known
+   * (a poll backend may answer null and let its polls find it).
+   */
+  nextDueAt: number | null;
+}
+
+/** Stops a listener; resolves once its connection is closed. */
+export type StopListening = () => Promise<void>;
+
+/** What an adapter gives the hub. */
+export interface WakeSource {
+  probe(queues: readonly string[]): Promise<WakeProbe>;
+  /**
+   * Push backends: starts the one listener of this backend instance; `notify(queue)` says a task
+   * of `queue` may have become ready (null: of any queue, as after a reconnect, when notifications
+   * may have been missed). Resolves once listening. Absent on poll backends.
+   */
+  listen?: (notify: (queue: string | null) => void) => Promise<StopListening>;
+}
+
+/** How often the hub looks by itself. */
+export interface WakeTiming {
+  /** "push": the listener says when to look; "poll": the hub looks on a timer. */
+  mode: "push" | "poll";
+  /**
+   * Poll: the longest gap between two looks at an idle store. Push: how often a waiter looks all
+   * the same, so that a lost notification delays a task by at most this long.
+   */
+  boundMs: number;
+}
+
+/** The first gap of an adaptive poll, doubled after every empty look up to the bound. */
+const FIRST_POLL_MS = 10;
+/** A due time is on the store's clock; look just after it rather than just before. */
+const DUE_SLACK_MS = 2;
+/** Looks by waiters of the same queues within this long share one probe. */
+const SHARED_PROBE_MS = 5;
+
+interface Waiter {
+  queues: ReadonlySet<string>;
+  /** The hub's tick when the waiter last had news: a look must start at or after it to count. */
+  since: number;
+  /** Notifications received. */
+  notified: number;
+  /** Set by an abort or close: the wait ends with it. */
+  ended: "aborted" | "closed" | undefined;
+  /** Interrupts the current sleep, if any. */
+  rouse: (() => void) | undefined;
+}
+
+interface SharedProbe {
+  /** The hub's tick when it started: only waiters whose news is not newer may share it. */
+  tick: number;
+  result: Promise<WakeProbe>;
+}
+
+export class WakeHub {
+  readonly #source: WakeSource;
+  readonly #timing: WakeTiming;
+  readonly #waiters = new Set<Waiter>();
+  /** Per set of queues: the probe in flight or just answered, shared by its waiters. */
+  readonly #probes = new Map<string, SharedProbe>();
+  /** Per set of queues: the current gap of the adaptive poll. */
+  readonly #gaps = new Map<string, number>();
+  /** Counts registrations and notifications: orders news against looks at the store. */
+  #tick = 0;
+  #listening: Promise<StopListening> | undefined;
+  #closed = false;
+
+  constructor(source: WakeSource, timing: WakeTiming) {
+    this.#source = source;
+    this.#timing = timing;
+  }
+
+  /**
+   * Says a task of `queue` (null: of any queue) may have become ready: its waiters look again at
+   * once and wake if it is so. Cheap with no waiter.
+   */
+  notify(queue: string | null): void {
+    const tick = ++this.#tick;
+    for (const waiter of this.#waiters) {
+      if (queue !== null && !waiter.queues.has(queue)) continue;
+      waiter.since = tick;
+      waiter.notified++;
+      waiter.rouse?.();
+    }
+    if (queue === null) this.#gaps.clear();
+    else for (const key of this.#gaps.keys()) if (key.split("\u0000").includes(queue)) this.#gaps.delete(key);
+  }
+
+  /**
+   * Waits as `waitForTasks` says; `queues` and `timeoutMs` are already validated. A notification
+   * is checked with a look before the wait ends, so a write that made nothing of these queues
+   * ready (a task scheduled for later, a task another worker already took) only moves the next
+   * due time; the wait goes on.
+   */
+  async wait(
+    queues: readonly string[],
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<WakeReason> {
+    if (this.#closed) return "closed";
+    if (signal?.aborted) return "aborted";
+    const deadline = Date.now() + timeoutMs;
+    const key = [...queues].sort().join("\u0000");
+    const waiter: Waiter = {
+      queues: new Set(queues),
+      since: 0,
+      notified: 0,
+      ended: undefined,
+      rouse: undefined,
+    };
+    const onAbort = (): void => {
+      waiter.ended ??= "aborted";
+      waiter.rouse?.();
+    };
+    // Registered before the first look: a notification that comes while it runs is not lost.
+    waiter.since = ++this.#tick;
+    this.#waiters.add(waiter);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const listening = this.#timing.mode === "push" ? await this.#listen() : false;
+      for (;;) {
+        if (waiter.ended !== undefined) return waiter.ended;
+        const since = waiter.since;
+        const probe = await this.#probe(key, queues, since);
+        if (waiter.ended !== undefined) return waiter.ended;
+        if (probe.ready) {
+          this.#gaps.delete(key);
+          return waiter.notified > 0 ? "notified" : "ready";
+        }
+        if (waiter.since !== since) continue; // news during the look: look again
+        const now = Date.now();
+        if (now >= deadline) return "timeout";
+        const dueIn =
+          probe.nextDueAt === null ? Number.POSITIVE_INFINITY : probe.nextDueAt - now + DUE_SLACK_MS;
+        const lookIn = listening ? this.#timing.boundMs : this.#nextGap(key);
+        const sleepMs = Math.max(0, Math.min(deadline - now, dueIn, lookIn));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, sleepMs);
+          waiter.rouse = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        waiter.rouse = undefined;
+        if (waiter.ended !== undefined) return waiter.ended;
+        if (waiter.since !== since) continue;
+        if (Date.now() >= deadline) return "timeout";
+        if (dueIn <= lookIn) return "due";
+      }
+    } finally {
+      this.#waiters.delete(waiter);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Ends every wait ("closed") and stops the listener. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const waiter of this.#waiters) {
+      waiter.ended ??= "closed";
+      waiter.rouse?.();
+    }
+    const listening = this.#listening;
+    this.#listening = undefined;
+    if (listening !== undefined) await (await listening.catch(() => async () => {}))();
+  }
+
+  /** Starts the shared listener once; false (poll this wait) when it cannot listen right now. */
+  async #listen(): Promise<boolean> {
+    const listen = this.#source.listen;
+    if (listen === undefined) return false;
+    this.#listening ??= listen((queue) => this.notify(queue));
+    // A failed start is not awaited by anyone else: keep it from being an unhandled rejection.
+    this.#listening.catch(() => {});
+    try {
+      await this.#listening;
+      if (this.#closed) return false;
+      return true;
+    } catch {
+      // Not listening (the database is unreachable now): this wait polls, the next one tries again.
+      this.#listening = undefined;
+      return false;
+    }
+  }
+
+  /**
+   * One look at the store for a waiter whose latest news is tick `since`. It shares a look in
+   * flight or just answered for the same queues only if that look started at or after `since`:
+   * an older look may predate the write the news is about.
+   */
+  #probe(key: string, queues: readonly string[], since: number): Promise<WakeProbe> {
+    const shared = this.#probes.get(key);
+    if (shared !== undefined && shared.tick >= since) return shared.result;
+    const entry: SharedProbe = { tick: this.#tick, result: this.#source.probe(queues) };
+    this.#probes.set(key, entry);
+    const forget = (): void => {
+      if (this.#probes.get(key) === entry) this.#probes.delete(key);
+    };
+    // Kept a few ms after its answer for the waiters that arrive together; a failed look is not.
+    entry.result.then(() => setTimeout(forget, SHARED_PROBE_MS).unref?.(), forget);
+    return entry.result;
+  }
+
+  #nextGap(key: string): number {
+    const bound = this.#timing.boundMs;
+    const gap = this.#gaps.get(key) ?? Math.min(FIRST_POLL_MS, bound);
+    this.#gaps.set(key, Math.min(gap * 2, bound));
+    return gap;
+  }
+}
