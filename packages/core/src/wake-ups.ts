@@ -80,8 +80,6 @@ interface Waiter {
   queues: ReadonlySet<string>;
   /** The hub's tick when the waiter last had news: a look must start at or after it to count. */
   since: number;
-  /** Notifications received. */
-  notified: number;
   /** Set by an abort or close: the wait ends with it. */
   ended: "aborted" | "closed" | undefined;
   /** Interrupts the current sleep, if any. */
@@ -121,7 +119,6 @@ export class WakeHub {
     for (const waiter of this.#waiters) {
       if (queue !== null && !waiter.queues.has(queue)) continue;
       waiter.since = tick;
-      waiter.notified++;
       waiter.rouse?.();
     }
     if (queue === null) this.#gaps.clear();
@@ -146,7 +143,6 @@ export class WakeHub {
     const waiter: Waiter = {
       queues: new Set(queues),
       since: 0,
-      notified: 0,
       ended: undefined,
       rouse: undefined,
     };
@@ -160,6 +156,10 @@ export class WakeHub {
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       const listening = this.#timing.mode === "push" ? await this.#listen() : false;
+      // What made this look happen: the entry, a notification or the wait's own timer. A look that
+      // finds a task says so ("ready" unless a notification sent it): a notification of a write
+      // made before the wait began may arrive during the entry look, and is not why it found it.
+      let trigger: "entry" | "notified" | "timer" = "entry";
       for (;;) {
         if (waiter.ended !== undefined) return waiter.ended;
         const since = waiter.since;
@@ -167,9 +167,12 @@ export class WakeHub {
         if (waiter.ended !== undefined) return waiter.ended;
         if (probe.ready) {
           this.#gaps.delete(key);
-          return waiter.notified > 0 ? "notified" : "ready";
+          return trigger === "notified" ? "notified" : "ready";
         }
-        if (waiter.since !== since) continue; // news during the look: look again
+        if (waiter.since !== since) {
+          trigger = "notified"; // news during the look: look again
+          continue;
+        }
         const now = Date.now();
         if (now >= deadline) return "timeout";
         const dueIn =
@@ -185,9 +188,13 @@ export class WakeHub {
         });
         waiter.rouse = undefined;
         if (waiter.ended !== undefined) return waiter.ended;
-        if (waiter.since !== since) continue;
+        if (waiter.since !== since) {
+          trigger = "notified";
+          continue;
+        }
         if (Date.now() >= deadline) return "timeout";
         if (dueIn <= lookIn) return "due";
+        trigger = "timer";
       }
     } finally {
       this.#waiters.delete(waiter);

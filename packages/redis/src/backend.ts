@@ -16,13 +16,14 @@ import {
   ValidationError,
   type ValidCompletion,
   type ValidFailure,
+  type WakeProbe,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import type { Cluster, Redis } from "ioredis";
 import { completeTasks, failTasks } from "./completion.js";
 import type { ShardContext } from "./context.js";
 import { changeWorkflow } from "./control.js";
-import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
+import { claimAvailableTasks, findAvailableTasks, probeWakeUp } from "./discovery.js";
 import { loadPendingEvents, sendEvent } from "./events.js";
 import { decodeCursor, encodeCursor, KeyLayout } from "./layout.js";
 import {
@@ -35,6 +36,7 @@ import { decodeInstance, requestId, toArg, toClaim } from "./replies.js";
 import { type StoreRecordRequest, storeLayout, storeRecordArgs } from "./schema.js";
 import { refusal, type ScriptArg, type ScriptName, Scripts } from "./scripts/index.js";
 import { saveSnapshot } from "./snapshots.js";
+import { listenForWakeUps } from "./wake-ups.js";
 
 /**
  * Persistence backend over Redis (standalone or Cluster) through ioredis. Every state change is
@@ -80,7 +82,15 @@ export class RedisBackend extends BaseBackend {
    * until the first operation has read the store record, the store's own count from then on.
    */
   get capabilities(): BackendCapabilities {
-    return { durable: true, clock: "server", clockSkewMs: 0, shards: this.layout.shards, wakeUps: "poll", wakeBoundMs: 250 };
+    return {
+      durable: true,
+      clock: "server",
+      clockSkewMs: 0,
+      shards: this.layout.shards,
+      // Pub/sub on {P:wake}; a waiter looks again every 10 s all the same (a lost message).
+      wakeUps: "push",
+      wakeBoundMs: 10_000,
+    };
   }
 
   /**
@@ -344,6 +354,26 @@ export class RedisBackend extends BaseBackend {
     return loadPendingEvents(await this.#shards(), instanceId);
   }
 
+  protected override async doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
+    return probeWakeUp(await this.#shards(), queues);
+  }
+
+  /** One subscriber connection of this instance's own (see wake-ups.ts); never the client itself. */
+  protected override async doListenForWakeUps(
+    notify: (queue: string | null) => void,
+  ): Promise<() => Promise<void>> {
+    // The layout read first: the client is connected (a cluster knows its masters) by then.
+    const { layout } = await this.#shards();
+    const listener = await listenForWakeUps({
+      client: this.client,
+      channel: layout.wakeChannel(),
+      connectionName: wakeConnectionName(layout.prefix),
+      timeoutMs: this.#timeoutMs,
+      notify,
+    });
+    return () => listener.stop();
+  }
+
   protected async doClose(): Promise<void> {
     if (!this.#owned) return;
     const client = this.client;
@@ -360,3 +390,7 @@ export class RedisBackend extends BaseBackend {
     await this.#timed("close", ended).catch(() => {});
   }
 }
+
+/** The name of a backend's subscriber connection on the server (no spaces: CLIENT SETNAME's rule). */
+export const wakeConnectionName = (keyPrefix: string): string =>
+  `sayiir-wake:${encodeURIComponent(keyPrefix)}`;

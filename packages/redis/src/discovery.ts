@@ -1,4 +1,4 @@
-import type { AvailableTask, ClaimedTask } from "@sayiir/persistence-core";
+import type { AvailableTask, ClaimedTask, WakeProbe } from "@sayiir/persistence-core";
 import type { ShardContext } from "./context.js";
 import {
   byAge,
@@ -164,4 +164,30 @@ export async function claimAvailableTasks(
     }
   }
   return claimed.sort(byAge).map(withoutScore);
+}
+
+/**
+ * waitForTasks' look (the probeWakeUp script, read-only): one script over every shard on a
+ * standalone server, one per shard on a cluster, merged here (ready anywhere; the earliest due).
+ */
+export async function probeWakeUp(ctx: ShardContext, queues: readonly string[]): Promise<WakeProbe> {
+  const { layout } = ctx;
+  const groups = ctx.oneScript ? [ctx.shardArgs] : ctx.shardArgs.map((shard) => [shard]);
+  const replies = await Promise.all(
+    groups.map(
+      (shards) =>
+        ctx.call("probeWakeUp", "waitForTasks", [
+          layout.ready(Number(shards[0])),
+          layout.tagStart(),
+          ...queueArgs(queues),
+          ...shards,
+        ]) as Promise<[string, string]>,
+    ),
+  );
+  let nextDueAt: number | null = null;
+  for (const [ready, due] of replies) {
+    if (ready === "1") return { ready: true, nextDueAt: null };
+    if (due !== "" && (nextDueAt === null || Number(due) < nextDueAt)) nextDueAt = Number(due);
+  }
+  return { ready: false, nextDueAt };
 }

@@ -1,4 +1,4 @@
-export { RedisBackend } from "./backend.js";
+export { RedisBackend, wakeConnectionName } from "./backend.js";
 export { EventField, FieldPrefix, fnv1a, KeyLayout, MetaField } from "./layout.js";
 export {
   DEFAULT_CLUSTER_SHARDS,

@@ -31,6 +31,8 @@
  *                    claim-next move every due one of the queues they serve to its queue's ready
  *                    set (score = that time + offset) first, as they move expired leases back
  *   {P:K}:timers:<q> the same for queue <q> (one timer set per shard and queue)
+ *   {P:wake}         pub/sub channel (not a key): the scripts that file a task into a ready or
+ *                    timer set publish its queue name there (see wake-ups.ts)
  *   {P:K}:ids        sorted set: every instance id of shard K (score 0, walked by ZRANGE BYLEX)
  *   {P:K}:floor      string: highest fencing token of any instance deleted from shard K
  *   {P:K}:q:<req>    string: (shard, id, task id) of what one claim-next call claimed, NUL-joined,
@@ -148,6 +150,9 @@ export const ShardKey = {
   request: "q:",
 } as const;
 
+/** What follows `{P:` in the wake-up channel `{P:wake}` (no shard number is a word). */
+const WAKE = "wake";
+
 /** The field of the store record `{P:layout}` that holds the shard count. */
 export const RecordField = { shards: "shards" } as const;
 
@@ -208,6 +213,8 @@ export const L = {
   /** What follows the shard number in a shard's base `{P:K}:`. */
   tagEnd: luaString("}:"),
   shards: luaString(RecordField.shards),
+  /** The wake-up channel's tail, after `{P:` (a shard's base with its `K}:` replaced). */
+  wakeTail: luaString(`${WAKE}}`),
 } as const;
 
 export interface InstanceKeys {
@@ -240,6 +247,14 @@ export class KeyLayout {
   /** `{P:layout}`: the record of the shard count (its own slot, apart from every shard). */
   record(): string {
     return `{${this.prefix}:layout}`;
+  }
+
+  /**
+   * `{P:wake}`: the pub/sub channel of the store's wake-ups (a channel, not a key: PUBLISH reaches
+   * every node of a cluster). The scripts build it from a shard's base (lua.ts, `wake`).
+   */
+  wakeChannel(): string {
+    return `${this.tagStart()}${WAKE}}`;
   }
 
   /** `{P:` : what the shard scripts prepend to a shard number (then `}:`) to get its base. */

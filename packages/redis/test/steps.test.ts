@@ -628,8 +628,10 @@ describe.skipIf(!haveServer)("server commands per step (own redis-server, INFO c
       const onLarge = await batch(large);
       // Per batch: the read and the write (one EVALSHA each), each asking Redis's TIME once. Per
       // step: read HMGET + HEXISTS (the next task); write HMGET + HEXISTS + HSET, then the ready
-      // index (HGET of the next task's claim field, ZREM from the lease set, ZADD to ready).
+      // index (HGET of the next task's claim field, ZREM from the lease set, ZADD to ready). Per
+      // script call one PUBLISH of each queue it made a task ready in (wake-ups): here one queue.
       expect(onSmall).toEqual({
+        publish: 1,
         evalsha: 2,
         time: 2,
         hmget: 2 * n,

@@ -22,6 +22,8 @@ export const CLAIM_NEXT = `--[[ claimNext (claimAvailableTasks)
   of claiming more.
 ]]
 ${PRELUDE}${WALK}
+-- A claim path: nothing it files is newly claimable by others (see wake in lua.ts).
+woken = false
 local now_ms, now_us = clock()
 local pre, limit, worker, ttl, req = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local queues, shards = queues_and_shards(7)

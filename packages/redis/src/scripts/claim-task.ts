@@ -13,6 +13,8 @@ export const CLAIM_TASK = `--[[ claimTask
   request id: run again (its first reply lost), it returns the claim its first run made.
 ]]
 ${PRELUDE}
+-- A claim path: nothing it files is newly claimable by others (see wake in lua.ts).
+woken = false
 local now_ms, now_us = clock()
 local raw = call('HGET', KEYS[1], ${L.claim} .. ARGV[1])
 local c = parse_claim(raw)

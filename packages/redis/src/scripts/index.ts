@@ -13,6 +13,7 @@ import { LOAD_SNAPSHOT } from "./load-snapshot.js";
 import { LOAD_STEPS } from "./load-steps.js";
 import { PAUSE_WORKFLOW } from "./pause-workflow.js";
 import { PEEK } from "./peek.js";
+import { PROBE_WAKE_UP } from "./probe-wake-up.js";
 import { RELEASE_CLAIM } from "./release-claim.js";
 import { RESUME_WORKFLOW } from "./resume-workflow.js";
 import { SAVE_SNAPSHOT } from "./save-snapshot.js";
@@ -52,6 +53,7 @@ export const SCRIPTS = {
   releaseClaim: { numberOfKeys: 3, lua: RELEASE_CLAIM },
   extendClaim: { numberOfKeys: 3, lua: EXTEND_CLAIM },
   peek: { numberOfKeys: 1, lua: PEEK },
+  probeWakeUp: { numberOfKeys: 1, lua: PROBE_WAKE_UP },
   claimNext: { numberOfKeys: 1, lua: CLAIM_NEXT },
   shardInputs: { numberOfKeys: 1, lua: SHARD_INPUTS },
   completeTasks: { numberOfKeys: 1, lua: COMPLETE_TASKS },

@@ -147,14 +147,28 @@ local function readiness(base, key, id, now_ms)
   if task then task, score = due_readiness(task, v[9], score, now_ms) end
   return task, score, true, member, sched
 end
+-- Wake-ups (wake-ups.ts): a call that files a task into a ready or timer set, or moves it there,
+-- publishes the task's queue on the channel "{P:wake}" (built from the shard's base "{P:K}:"),
+-- each queue once per call, so idle workers look again. \`changed\`: ZADD CH's count (0: the
+-- entry was there with that score already, nobody needs to look). Claim scripts set woken to
+-- false: taking a task (or promoting a due timer on the way) makes nothing newly claimable.
+local woken = {}
+local function wake(base, q, changed)
+  if changed == 0 or not woken then return end
+  q = q or 'default'
+  if woken[q] then return end
+  woken[q] = true
+  call('PUBLISH', string.sub(base, 1, string.find(base, ':%d+}:$')) .. ${L.wakeTail}, q)
+end
 -- Keeps the instance in step with its shard's indexes, given its readiness: in its queue's ready
 -- set (score = readyAt + offset) when its task holds no live claim, in the lease set (score =
 -- claim expiry, +inf without ttl) when it does, in neither when it has no ready task. An instance
 -- that will be ready at a known time (a wait's timeout, a runAt, a retryAt) is in the timer set
--- (score = that time); other timed ones (sched.timed) out of it; the rest never enter it.
+-- (score = that time); other timed ones (sched.timed) out of it; the rest never enter it. A new
+-- or moved ready or timer entry wakes its queue's listeners.
 local function place(base, key, id, task, score, waiting, now_ms, sched)
   if waiting or sched.timed then
-    if not task and score then call('ZADD', timers_of(base, sched.q), score, id)
+    if not task and score then wake(base, sched.q, call('ZADD', timers_of(base, sched.q), 'CH', score, id))
     else call('ZREM', timers_of(base, sched.q), id) end
   end
   local ready = ready_of(base, sched.q)
@@ -172,7 +186,7 @@ local function place(base, key, id, task, score, waiting, now_ms, sched)
   else
     call('ZREM', base .. ${L.leased}, id)
     if sched.z ~= 0 then score = fmt(tonumber(score) + sched.z) end
-    call('ZADD', ready, score, id)
+    wake(base, sched.q, call('ZADD', ready, 'CH', score, id))
   end
 end
 -- place, with the readiness read from the instance.

@@ -17,6 +17,8 @@ export const PEEK = `--[[ peek (findAvailableTasks; a cluster's claim-next candi
   write goes through these scripts) is re-indexed and replaced.
 ]]
 ${PRELUDE}${WALK}
+-- Discovery: what it re-files was claimable already (see wake in lua.ts).
+woken = false
 local now_ms = clock()
 local pre, limit, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local queues, shards = queues_and_shards(4)
