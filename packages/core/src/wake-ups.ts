@@ -163,7 +163,15 @@ export class WakeHub {
       for (;;) {
         if (waiter.ended !== undefined) return waiter.ended;
         const since = waiter.since;
-        const probe = await this.#probe(key, queues, since);
+        let probe: WakeProbe;
+        try {
+          probe = await this.#probe(key, queues, since);
+        } catch (error) {
+          // A look cut short by close() or an abort (its connection destroyed) ends the wait as
+          // such; any other failed look is the caller's to see.
+          if (waiter.ended !== undefined) return waiter.ended;
+          throw error;
+        }
         if (waiter.ended !== undefined) return waiter.ended;
         if (probe.ready) {
           this.#gaps.delete(key);

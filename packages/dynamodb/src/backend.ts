@@ -11,9 +11,11 @@ import {
   type PendingEvent,
   type RenewedClaim,
   type SnapshotPage,
+  scheduleOf,
   type TaskClaim,
   type ValidCompletion,
   type ValidFailure,
+  type WakeProbe,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import type { MigrationReport } from "@sayiir/persistence-core/adapter";
@@ -35,6 +37,7 @@ import {
 } from "./options.js";
 import { ensureTable } from "./schema.js";
 import { listSnapshotsPage, loadSnapshot, saveSnapshot } from "./snapshots.js";
+import { probeWakeUp } from "./wake-ups.js";
 
 /**
  * Sayiir persistence on one DynamoDB table (single-table design; see the README for the layout).
@@ -67,8 +70,9 @@ export class DynamoDBBackend extends BaseBackend {
       clock: "client",
       clockSkewMs: this.#o.skewMs,
       shards: this.#o.shards,
+      // Waits poll the indexes (wake-ups.ts): at most this long between looks while idle.
       wakeUps: "poll",
-      wakeBoundMs: 250,
+      wakeBoundMs: 200,
     };
   }
 
@@ -102,12 +106,14 @@ export class DynamoDBBackend extends BaseBackend {
     return this.run("cleanup", () => cleanup(this.#ctx, options.graceMs ?? DEFAULT_GRACE_MS));
   }
 
-  protected doSaveSnapshot(
+  protected async doSaveSnapshot(
     snapshot: WorkflowSnapshot,
     fence: Fence | undefined,
     consumeEvent: EventRef | undefined,
   ): Promise<void> {
-    return saveSnapshot(this.#ctx, snapshot, fence, consumeEvent);
+    await saveSnapshot(this.#ctx, snapshot, fence, consumeEvent);
+    // This instance's own waiters need not wait for their next poll.
+    if (snapshot.state.kind === "InProgress") this.notifyWakeUp(scheduleOf(snapshot.state.position).queue);
   }
 
   protected doSaveTaskResult(
@@ -119,8 +125,17 @@ export class DynamoDBBackend extends BaseBackend {
     return saveTaskResult(this.#ctx, instanceId, taskId, output, fence);
   }
 
-  protected override doCompleteTasks(completions: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
-    return completeTasks(this.#ctx, completions);
+  protected override async doCompleteTasks(
+    completions: readonly ValidCompletion[],
+  ): Promise<CompletionOutcome[]> {
+    const outcomes = await completeTasks(this.#ctx, completions);
+    // A step's next task may be ready: this instance's waiters of its queue look at once.
+    for (const [i, c] of completions.entries()) {
+      const next = c.next;
+      if (outcomes[i] !== null || next === undefined) continue;
+      if (next.kind === "AtTask" || next.kind === "AwaitingEvent") this.notifyWakeUp(scheduleOf(next).queue);
+    }
+    return outcomes;
   }
 
   protected doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
@@ -192,6 +207,10 @@ export class DynamoDBBackend extends BaseBackend {
 
   protected doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
     return sendEvent(this.#ctx, instanceId, eventName, payload);
+  }
+
+  protected override doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
+    return probeWakeUp(this.#ctx, queues);
   }
 
   protected doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {

@@ -155,7 +155,7 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
       clockSkewMs: 200,
       shards: 8,
       wakeUps: "poll",
-      wakeBoundMs: 250,
+      wakeBoundMs: 200,
     });
     const tuned = new DynamoDBBackend({
       tableName: TABLE,

@@ -10,9 +10,11 @@ import {
   type PendingEvent,
   type RenewedClaim,
   type SnapshotPage,
+  scheduleOf,
   type TaskClaim,
   type ValidCompletion,
   type ValidFailure,
+  type WakeProbe,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { connectionSecrets, type MigrationReport } from "@sayiir/persistence-core/adapter";
@@ -27,6 +29,7 @@ import type { CollectionNames } from "./layout.js";
 import { type MongoBackendOptions, normalizeOptions } from "./options.js";
 import { migrate, type ServerFeatures } from "./schema.js";
 import { deleteSnapshot, listSnapshotsPage, loadSnapshot, saveSnapshot } from "./snapshots.js";
+import { probeWakeUp } from "./wake-ups.js";
 
 /**
  * Sayiir persistence on MongoDB (official driver). Each instance has one document holding its
@@ -62,7 +65,7 @@ export class MongoBackend extends BaseBackend {
    */
   get capabilities(): BackendCapabilities {
     const clock = this.#ctx.options.clock === "client" ? "client" : (this.#ctx.clockMode ?? "server");
-    return { durable: true, clock, clockSkewMs: 0, shards: 1, wakeUps: "poll", wakeBoundMs: 250 };
+    return { durable: true, clock, clockSkewMs: 0, shards: 1, wakeUps: "poll", wakeBoundMs: 200 };
   }
 
   protected override secrets(): readonly string[] {
@@ -129,12 +132,14 @@ export class MongoBackend extends BaseBackend {
     return this.run("clockMode", async () => (await this.#ctx.clock()).mode);
   }
 
-  protected doSaveSnapshot(
+  protected async doSaveSnapshot(
     snapshot: WorkflowSnapshot,
     fence: Fence | undefined,
     consumeEvent: EventRef | undefined,
   ): Promise<void> {
-    return saveSnapshot(this.#ctx, snapshot, fence, consumeEvent);
+    await saveSnapshot(this.#ctx, snapshot, fence, consumeEvent);
+    // This instance's own waiters need not wait for their next poll.
+    if (snapshot.state.kind === "InProgress") this.notifyWakeUp(scheduleOf(snapshot.state.position).queue);
   }
 
   protected doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
@@ -158,8 +163,17 @@ export class MongoBackend extends BaseBackend {
     return saveTaskResult(this.#ctx, instanceId, taskId, output, fence);
   }
 
-  protected override doCompleteTasks(completions: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
-    return completeTasks(this.#ctx, completions);
+  protected override async doCompleteTasks(
+    completions: readonly ValidCompletion[],
+  ): Promise<CompletionOutcome[]> {
+    const outcomes = await completeTasks(this.#ctx, completions);
+    // A step's next task may be ready: this instance's waiters of its queue look at once.
+    for (const [i, c] of completions.entries()) {
+      const next = c.next;
+      if (outcomes[i] !== null || next === undefined) continue;
+      if (next.kind === "AtTask" || next.kind === "AwaitingEvent") this.notifyWakeUp(scheduleOf(next).queue);
+    }
+    return outcomes;
   }
 
   protected doClaimTask(
@@ -219,6 +233,10 @@ export class MongoBackend extends BaseBackend {
 
   protected doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
     return sendEvent(this.#ctx, instanceId, eventName, payload);
+  }
+
+  protected override doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
+    return probeWakeUp(this.#ctx, queues);
   }
 
   protected doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {

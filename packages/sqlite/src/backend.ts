@@ -1,8 +1,7 @@
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
 import {
   type AvailableTask,
   type BackendCapabilities,
-  BackendError,
   BaseBackend,
   type ClaimedTask,
   type CompletionOutcome,
@@ -20,6 +19,9 @@ import {
   toBytes,
   type ValidCompletion,
   type ValidFailure,
+  type WaitOptions,
+  type WakeProbe,
+  type WakeReason,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
@@ -32,6 +34,7 @@ import {
   toStoredSnapshot,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
+import { configure, inFile, open } from "./connection.js";
 import {
   availableTask,
   consumeEvent,
@@ -42,12 +45,7 @@ import {
   waitParams,
 } from "./control.js";
 import { Status, statusOf, type Tables, tableNames } from "./layout.js";
-import {
-  DEFAULT_BUSY_TIMEOUT_MS,
-  type NormalizedOptions,
-  normalizeOptions,
-  type SqliteBackendOptions,
-} from "./options.js";
+import { DEFAULT_BUSY_TIMEOUT_MS, normalizeOptions, type SqliteBackendOptions } from "./options.js";
 import { Queries } from "./queries.js";
 import { saveResults } from "./results.js";
 import {
@@ -64,6 +62,7 @@ import { migrate } from "./schema.js";
 import { type ClaimRow, type ReadyRow, statements } from "./sql.js";
 import { step } from "./step.js";
 import { immediate, read } from "./transaction.js";
+import { probeWakeUp, SqliteWakeUps } from "./wake-ups.js";
 
 /** A stored claim as the kit's refusals read it (HeldClaimView and StoredClaimView at once). */
 interface StoredClaim {
@@ -72,8 +71,6 @@ interface StoredClaim {
   claimedAt: number;
   expiresAt: number | null;
 }
-
-const quoted = (id: string): string => JSON.stringify(id);
 
 /**
  * A backend on Node's built-in SQLite (`node:sqlite`). Durable in a file, safe for several
@@ -94,6 +91,7 @@ export class SqliteBackend extends BaseBackend {
   readonly #busyTimeoutMs: number;
   readonly #tables: Tables;
   readonly #q: Queries;
+  readonly #wakes: SqliteWakeUps;
 
   constructor(options: SqliteBackendOptions) {
     super(options);
@@ -103,6 +101,7 @@ export class SqliteBackend extends BaseBackend {
     this.#busyTimeoutMs = normalized.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
     this.database = normalized.database ?? open(normalized);
     this.#q = new Queries(this.database, statements(this.#tables));
+    this.#wakes = new SqliteWakeUps(this.database);
     if (!this.#owned && normalized.busyTimeoutMs !== undefined) {
       configure(this.database, normalized.busyTimeoutMs, undefined);
     }
@@ -111,8 +110,10 @@ export class SqliteBackend extends BaseBackend {
       clock: "client",
       clockSkewMs: 0,
       shards: 1,
-      wakeUps: "poll",
-      wakeBoundMs: 250,
+      // In-process writes are heard at once, other processes' within DATA_VERSION_POLL_MS; the
+      // bound is the safety re-probe against anything both missed.
+      wakeUps: "push",
+      wakeBoundMs: 5_000,
     };
   }
 
@@ -124,9 +125,26 @@ export class SqliteBackend extends BaseBackend {
     return this.run("migrate", () => migrate(this.database, this.#tables, this.#busyTimeoutMs));
   }
 
-  /** Inside a write transaction: the clock reading, taken once the write lock is held. */
+  /**
+   * Inside a write transaction: the clock reading, taken once the write lock is held. The queues
+   * the body touched (#touch) are told to this process's waiters once it has committed.
+   */
   #write<T>(body: (now: number) => T): T {
-    return immediate(this.database, () => body(Date.now()));
+    try {
+      const result = immediate(this.database, () => body(Date.now()));
+      this.#wakes.flush();
+      return result;
+    } finally {
+      this.#wakes.discard();
+    }
+  }
+
+  /**
+   * Inside a write transaction that may have made the instance's task ready or moved its due
+   * time: its queue is told after the commit, if a backend of this process waits at all.
+   */
+  #touch(instanceId: string): void {
+    if (this.#wakes.heard) this.#wakes.touched(this.#q.get<{ queue: string }>("queueOf", instanceId)?.queue);
   }
 
   #claim(instanceId: string, taskId: string): StoredClaim | undefined {
@@ -199,6 +217,7 @@ export class SqliteBackend extends BaseBackend {
       });
       saveResults(this.#q, id, stored.results);
       replaceAttempts(this.#q, id, stored.attempts);
+      if (placed.ready !== null || placed.dueTask !== null) this.#wakes.touched(stored.schedule.queue);
     });
   }
 
@@ -244,7 +263,11 @@ export class SqliteBackend extends BaseBackend {
   ): Promise<CompletionOutcome[]> {
     return this.#write((now) =>
       completions.map((c): CompletionOutcome => {
-        if (c.next !== undefined) return step(this.#q, c, c.next, now, this.agingMs);
+        if (c.next !== undefined) {
+          const outcome = step(this.#q, c, c.next, now, this.agingMs);
+          if (outcome === null) this.#touch(c.instanceId);
+          return outcome;
+        }
         const refusal = this.#saveTaskResult(c.instanceId, c.taskId, c.output, c, now);
         if (refusal !== null) return refusal;
         this.#q.run("releaseClaim", c.instanceId, c.taskId);
@@ -259,7 +282,11 @@ export class SqliteBackend extends BaseBackend {
    */
   protected async doFailTasks(failures: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
     return this.#write((now) =>
-      failures.map((f) => failTask(this.#q, f, this.#view(f.instanceId, f, now), now, this.agingMs)),
+      failures.map((f) => {
+        const outcome = failTask(this.#q, f, this.#view(f.instanceId, f, now), now, this.agingMs);
+        if (outcome === null) this.#touch(f.instanceId);
+        return outcome;
+      }),
     );
   }
 
@@ -349,6 +376,7 @@ export class SqliteBackend extends BaseBackend {
       const refusal = releaseRefusal(instanceId, taskId, this.#claim(instanceId, taskId), workerId);
       if (refusal !== null) throw refusal;
       this.#q.run("releaseClaim", instanceId, taskId);
+      this.#touch(instanceId);
     });
   }
 
@@ -438,13 +466,18 @@ export class SqliteBackend extends BaseBackend {
   }
 
   protected async doResumeWorkflow(instanceId: string): Promise<void> {
-    this.#write((now) =>
-      transition(this.#q, "resume", instanceId, { reason: null, requestedBy: null }, now, this.agingMs),
-    );
+    this.#write((now) => {
+      transition(this.#q, "resume", instanceId, { reason: null, requestedBy: null }, now, this.agingMs);
+      this.#touch(instanceId);
+    });
   }
 
   protected async doSendEvent(instanceId: string, eventName: string, payload: Uint8Array): Promise<number> {
-    return this.#write((now) => sendEvent(this.#q, instanceId, eventName, payload, now, this.agingMs));
+    return this.#write((now) => {
+      const sequence = sendEvent(this.#q, instanceId, eventName, payload, now, this.agingMs);
+      this.#touch(instanceId);
+      return sequence;
+    });
   }
 
   protected async doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
@@ -452,48 +485,28 @@ export class SqliteBackend extends BaseBackend {
     return loadPendingEvents(this.#q, instanceId);
   }
 
+  /** Counts the waits in progress: the cross-process watch runs only while there are some. */
+  override async waitForTasks(options: WaitOptions): Promise<WakeReason> {
+    this.#wakes.enter();
+    try {
+      return await super.waitForTasks(options);
+    } finally {
+      this.#wakes.leave();
+    }
+  }
+
+  protected override async doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
+    return probeWakeUp(this.#q, queues, Date.now(), this.agingMs);
+  }
+
+  protected override async doListenForWakeUps(
+    notify: (queue: string | null) => void,
+  ): Promise<() => Promise<void>> {
+    return this.#wakes.listen(notify);
+  }
+
   protected async doClose(): Promise<void> {
     this.#q.clear();
     if (this.#owned) this.database.close();
-  }
-}
-
-/**
- * Is the main database a file rather than `":memory:"`? `location()` (Node 24) says so for a
- * caller's connection too; without it, the path decides.
- */
-function inFile(db: DatabaseSync, path: string | undefined): boolean {
-  const location = (db as { location?: () => string | null }).location;
-  if (typeof location === "function") return location.call(db) !== null;
-  return path !== ":memory:";
-}
-
-function configure(
-  db: DatabaseSync,
-  busyTimeoutMs: number | undefined,
-  synchronous: string | undefined,
-): void {
-  if (busyTimeoutMs !== undefined) db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
-  if (synchronous !== undefined) db.exec(`PRAGMA synchronous = ${synchronous}`);
-}
-
-function open(options: NormalizedOptions): DatabaseSync {
-  let db: DatabaseSync | undefined;
-  try {
-    db = new DatabaseSync(options.path as string);
-    configure(db, options.busyTimeoutMs, options.synchronous);
-    return db;
-  } catch (error) {
-    try {
-      db?.close();
-    } catch {
-      // already closed
-    }
-    throw new BackendError(
-      `could not open SQLite database ${quoted(options.path as string)}: ${String(error)}`,
-      {
-        cause: error,
-      },
-    );
   }
 }

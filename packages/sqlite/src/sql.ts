@@ -1,4 +1,5 @@
 import type { Tables } from "./layout.js";
+import { wakeUps } from "./sql-wake-ups.js";
 
 /**
  * Every statement the backend runs, built once per table prefix and named after the operation
@@ -14,6 +15,7 @@ export function statements(t: Tables) {
     ...control(t),
     ...events(t),
     ...discovery(t),
+    ...wakeUps(t),
     ...attempts(t),
     ...steps(t),
   } as const;

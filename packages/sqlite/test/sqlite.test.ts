@@ -193,7 +193,14 @@ describe("locking and atomicity", () => {
 
 describe("capabilities", () => {
   it("one machine's clock; durable in a file, not in memory", async () => {
-    const file = { durable: true, clock: "client", clockSkewMs: 0, shards: 1, wakeUps: "poll" };
+    const file = {
+      durable: true,
+      clock: "client",
+      clockSkewMs: 0,
+      shards: 1,
+      wakeUps: "push",
+      wakeBoundMs: 5_000,
+    };
     const { backend } = await fileBackend();
     expect(backend.capabilities).toEqual(file);
     const memory = new SqliteBackend({ path: ":memory:" });
