@@ -17,6 +17,7 @@ import {
   type TaskResult,
   type ValidCompletion,
   type ValidFailure,
+  type WakeProbe,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import {
@@ -63,6 +64,7 @@ import { attemptArrays, failTask, scheduleValues } from "./schedule.js";
 import { applyMigrations, schemaStatements } from "./schema.js";
 import { type Statements, statements } from "./sql.js";
 import { completeSteps, completionRuns } from "./step.js";
+import { listenForWakeUps } from "./wake-ups.js";
 
 type Queryable = Pick<pg.PoolClient, "query">;
 
@@ -79,14 +81,17 @@ const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(Strin
  * idempotent and safe to run from many processes at once) before the other operations.
  */
 export class PostgresBackend extends BaseBackend {
-  /** Every expiry is judged on the server's clock, inside the statement that acts on it. */
+  /**
+   * Every expiry is judged on the server's clock, inside the statement that acts on it. Wake-ups
+   * are pushed (LISTEN/NOTIFY); a waiter looks by itself every 10 s, in case one was lost.
+   */
   readonly capabilities: BackendCapabilities = {
     durable: true,
     clock: "server",
     clockSkewMs: 0,
     shards: 1,
-    wakeUps: "poll",
-    wakeBoundMs: 250,
+    wakeUps: "push",
+    wakeBoundMs: 10_000,
   };
   readonly schema: string;
   readonly #pool: pg.Pool;
@@ -505,6 +510,27 @@ export class PostgresBackend extends BaseBackend {
 
   protected async doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {
     return loadPendingEvents(this.#db(this.#pool), instanceId);
+  }
+
+  /** One statement (probeWakeUp, sql-wake.ts) over the ready, timer and leased indexes. */
+  protected override async doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
+    const r = await this.#q<{ ready: boolean; next_due: string | null }>(this.#pool, this.#st.probeWakeUp, [
+      [...queues],
+    ]);
+    const row = r.rows[0];
+    return { ready: row?.ready === true, nextDueAt: row?.next_due == null ? null : Number(row.next_due) };
+  }
+
+  /**
+   * The listener (wake-ups.ts) on a connection of its own, opened with the pool's options: the
+   * options this backend built, or those of the caller's pool (`pool.options`).
+   */
+  protected override doListenForWakeUps(
+    notify: (queue: string | null) => void,
+  ): Promise<() => Promise<void>> {
+    const pool = this.#options.pool;
+    const config = pool.kind === "own" ? pool.config : pool.pool.options;
+    return listenForWakeUps({ config: { ...config }, channel: this.#layout.wakeChannel, notify });
   }
 
   protected async doClose(): Promise<void> {

@@ -21,6 +21,8 @@
  *   claim_tokens  global sequence of fencing tokens and event sequences
  */
 
+import { createHash } from "node:crypto";
+
 /** Quotes an identifier for SQL: `"` doubled, wrapped in `"`. */
 export function quoteIdentifier(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
@@ -55,8 +57,23 @@ export const TIMER_INDEX = "snapshots_timers_idx";
 /** The index over events by (instance, name, sequence): the oldest pending event of a name. */
 export const EVENTS_INDEX = "events_by_name_idx";
 
+/** The prefix of a schema's wake-up channel (see wakeChannelFor). */
+export const WAKE_CHANNEL_PREFIX = "sayiir_wake_";
+
+/**
+ * The NOTIFY channel of a schema's wake-ups: one per schema, its queue as the payload. A channel
+ * name is an identifier (at most 63 bytes): the schema name itself when it fits, else a hash of it.
+ */
+export function wakeChannelFor(schema: string): string {
+  const plain = `${WAKE_CHANNEL_PREFIX}${schema}`;
+  if (Buffer.byteLength(plain, "utf8") <= 63) return plain;
+  return `${WAKE_CHANNEL_PREFIX}${createHash("sha256").update(schema).digest("hex").slice(0, 40)}`;
+}
+
 export interface Layout {
   schema: string;
+  /** The NOTIFY channel of wake-ups (unquoted). */
+  wakeChannel: string;
   /** Quoted schema. */
   s: string;
   snapshots: string;
@@ -75,6 +92,7 @@ export function layoutFor(schema: string): Layout {
   const q = (name: string) => `${s}.${quoteIdentifier(name)}`;
   return {
     schema,
+    wakeChannel: wakeChannelFor(schema),
     s,
     snapshots: q(TABLES.snapshots),
     taskResults: q(TABLES.taskResults),

@@ -73,6 +73,7 @@ export const PREPARED = [
   "insertAttempts",
   "stepRead",
   "stepWrite",
+  "probeWakeUp",
 ] as const satisfies ReadonlyArray<keyof Statements>;
 
 export type PreparedKey = (typeof PREPARED)[number];

@@ -6,6 +6,7 @@
  */
 import type { Layout } from "./layout.js";
 import { candidate, live, liveInline, ms } from "./sql-discovery.js";
+import { notifyWake } from "./sql-wake.js";
 
 /** claimTask, releaseTaskClaim and extendTaskClaim. */
 export function claimStatements(l: Layout) {
@@ -63,12 +64,14 @@ export function claimStatements(l: Layout) {
      * wait), so claim-next sees the task at once. The snapshot row is locked first (the `>= 0`
      * subquery runs before any claim row is touched): the lock order of every write. The lease is
      * only tested in the select list, so that the planner reads the row by primary key rather than
-     * by walking the leased index.
+     * by walking the leased index. A claim released on the task the row offers makes it
+     * claimable: its queue is notified.
      */
     releaseClaim: `
       WITH s AS (
         SELECT t.claimed_until IS NOT NULL AND ${candidate("t")} = $2 AS leased,
-               t.claim_task = $2 AND t.claim_worker = $3 AS slot
+               t.claim_task = $2 AND t.claim_worker = $3 AS slot,
+               ${candidate("t")} = $2 AS offered, t.queue
         FROM ${l.snapshots} t
         WHERE t.instance_id = $1
         FOR UPDATE
@@ -89,7 +92,8 @@ export function claimStatements(l: Layout) {
         WHERE t.instance_id = $1 AND ((SELECT slot FROM s) OR ((SELECT leased FROM s) AND EXISTS (SELECT 1 FROM d)))
         RETURNING (SELECT slot FROM s) AS slot
       )
-      SELECT ((SELECT count(*) FROM d) + (SELECT count(*) FROM u WHERE u.slot))::int AS n`,
+      SELECT x.n, ${notifyWake(l, "x.n > 0 AND (SELECT offered FROM s)", "(SELECT queue FROM s)")} AS woke
+      FROM (SELECT ((SELECT count(*) FROM d) + (SELECT count(*) FROM u WHERE u.slot))::int AS n) x`,
 
     /**
      * Renewal: expiry = now + duration for a live claim of this worker on a workflow that is not

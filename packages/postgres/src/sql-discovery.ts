@@ -18,7 +18,7 @@ export const liveInline = (t: string, task: string) =>
   `(${t}.claim_task = ${task} AND (${t}.claim_expires IS NULL OR ${t}.claim_expires > clock_timestamp()))`;
 
 /** Now on the server, in epoch ms: stable within a statement, so an index condition can use it. */
-const nowMs = ms("now()");
+export const nowMs = ms("now()");
 
 /**
  * No live claim on the row's candidate task: none in the row's own claim slot, none in the claims
@@ -57,14 +57,14 @@ export const queueParam = (param: string, i: number) => `(${param}::text[])[${i}
  * never later than the claim's expiry (claim-next and extend set it to it, release and
  * completion clear it), so a task whose claim is gone is always in one of the three parts.
  */
-const fresh = (l: Layout, q: string, limit: string, lock: boolean) => `
+export const fresh = (l: Layout, q: string, limit: string, lock: boolean) => `
     SELECT s.instance_id, s.ready_task_id AS task_id, s.ready_key AS sort_key${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s
     WHERE s.queue = ${q} AND s.ready_task_id IS NOT NULL AND s.claimed_until IS NULL
       AND ${unclaimed(l, "s.ready_task_id")}
     ORDER BY s.ready_key, s.instance_id
     LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-const due = (l: Layout, q: string, limit: string, lock: boolean, agingMs: number) => `
+export const due = (l: Layout, q: string, limit: string, lock: boolean, agingMs: number) => `
     SELECT s.instance_id, s.due_task_id AS task_id, s.due_key AS sort_key${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s
     WHERE s.queue = ${q} AND s.due_key IS NOT NULL AND s.ready_task_id IS NULL AND s.claimed_until IS NULL
@@ -72,7 +72,7 @@ const due = (l: Layout, q: string, limit: string, lock: boolean, agingMs: number
       AND ${unclaimed(l, "s.due_task_id")}
     ORDER BY s.due_key, s.instance_id
     LIMIT ${limit}${lock ? "\n    FOR UPDATE OF s SKIP LOCKED" : ""}`;
-const expired = (l: Layout, q: string, limit: string, lock: boolean) => `
+export const expired = (l: Layout, q: string, limit: string, lock: boolean) => `
     SELECT s.instance_id, ${candidate("s")} AS task_id,
            coalesce(s.ready_key, s.due_key) AS sort_key${lock ? ", s.ctid AS tid" : ""}
     FROM ${l.snapshots} s

@@ -10,6 +10,7 @@
  */
 import type { Layout } from "./layout.js";
 import { ms } from "./sql-discovery.js";
+import { notifyWake, offers } from "./sql-wake.js";
 
 /** The placement rule's inputs, as SQL expressions (placeholders or columns). */
 export interface PlacementArgs {
@@ -108,7 +109,8 @@ export function attemptStatements(l: Layout, agingMs: number) {
      * failTasks, one item: the claim released (a claims row, or the row's claim slot), and the task, if it is the row's pending one,
      * placed again by placementSql with its new retryAt ($3; null: held in no index), read from
      * the row as it stands (r); its lease goes. The row is written in any case (deleteSnapshot's
-     * `moved` sees it). $1 id, $2 task, $3 retryAt.
+     * `moved` sees it). A row that then offers a task (ready again, or due at its retryAt)
+     * notifies its queue. $1 id, $2 task, $3 retryAt.
      */
     placeFailed: `
       WITH d AS (DELETE FROM ${l.claims} WHERE instance_id = $1 AND task_id = $2),
@@ -142,6 +144,7 @@ export function attemptStatements(l: Layout, agingMs: number) {
         due_at = CASE WHEN ${pending} THEN p.due_at ELSE t.due_at END,
         due_key = CASE WHEN ${pending} THEN p.due_key ELSE t.due_key END
       FROM p
-      WHERE t.instance_id = $1`,
+      WHERE t.instance_id = $1
+      RETURNING ${notifyWake(l, offers("t"), "t.queue")} AS woke`,
   };
 }

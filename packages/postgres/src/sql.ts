@@ -3,6 +3,7 @@ import type { Layout } from "./layout.js";
 import { claimStatements } from "./sql-claims.js";
 import { candidate, discovery, live, liveInline, ms } from "./sql-discovery.js";
 import { attemptStatements, placementSql } from "./sql-schedule.js";
+import { notifyWake, offers, wakeStatements } from "./sql-wake.js";
 import { stepStatements } from "./step.js";
 
 /** The expiry of a revoked claim: the epoch (REVOKED_EXPIRY, in ms) as a timestamptz. */
@@ -24,6 +25,7 @@ export function statements(l: Layout, agingMs: number) {
     ...completion(l),
     ...stepStatements(l, agingMs),
     ...attemptStatements(l, agingMs),
+    ...wakeStatements(l, agingMs),
   };
 }
 
@@ -37,7 +39,8 @@ function snapshotWrites(l: Layout, agingMs: number) {
      * late Completed or Failed), and over a paused one only a Paused or Cancelled one ($13). No row
      * back: refused. Where the task stands follows placementSql (an awaited event already pending
      * makes the wait ready; a future runAt or retryAt puts it in the timer index). The lease
-     * stays while the row offers the same task (its claim still holds it).
+     * stays while the row offers the same task (its claim still holds it). A row that then
+     * offers a task without a lease notifies its queue's waiters (sql-wake.ts).
      *
      * $1 id, $2 hash, $3 header, $4 initial input, $5 finished, $6 paused, $7 last completed task,
      * $8 AtTask ready task, $9 updated_at, $10 wait event, $11 wait task, $12 timeout_at,
@@ -92,7 +95,7 @@ function snapshotWrites(l: Layout, agingMs: number) {
         claimed_until = CASE WHEN ${candidate("t")} = ${candidate("excluded")} THEN t.claimed_until END
       WHERE NOT (t.finished AND NOT excluded.finished) AND NOT (t.cancelled AND NOT excluded.cancelled)
         AND NOT (t.paused AND NOT $13::boolean)
-      RETURNING 1`,
+      RETURNING 1 AS ok, ${notifyWake(l, offers("t"), "t.queue")} AS woke`,
 
     /**
      * saveSnapshot with consumeEvent: deletes the event if it is the oldest pending one of its
@@ -249,8 +252,8 @@ function control(l: Layout, agingMs: number) {
      * The new header and index fields of a transition; where the task stands by placementSql, with
      * the schedule the row keeps (run_at, priority) and the stored attempts of the position task.
      * The lease goes (pause and cancel take the row out of every index; resume puts it back
-     * without one). $1 id, $2 header, $3 finished, $4 paused, $5 AtTask ready task, $6 updated_at,
-     * $7 wait event, $8 wait task, $9 timeout_at, $10 cancelled.
+     * without one, and notifies its queue). $1 id, $2 header, $3 finished, $4 paused, $5 AtTask
+     * ready task, $6 updated_at, $7 wait event, $8 wait task, $9 timeout_at, $10 cancelled.
      */
     storeTransition: `
       UPDATE ${l.snapshots} t SET
@@ -272,7 +275,8 @@ function control(l: Layout, agingMs: number) {
           },
           agingMs,
         )})
-      WHERE t.instance_id = $1`,
+      WHERE t.instance_id = $1
+      RETURNING ${notifyWake(l, offers("t"), "t.queue")} AS woke`,
 
     /**
      * cancelWorkflow: every claim of the instance not revoked yet gets the epoch as its expiry
@@ -307,13 +311,15 @@ function events(l: Layout, agingMs: number) {
      * appends the event (e) with the next value of the token sequence, drawn after the lock so
      * that sequences of one instance increase in commit order, and the server's clock as sent_at;
      * and (u) writes the row: a wait for this name that is not ready yet becomes ready (it leaves
-     * the timer index). The row is written even when nothing in it changes, so that a racing
-     * deleteSnapshot sees it moved and removes the event (see deleteSnapshot). No row back: no
-     * snapshot. A finished workflow gets no event; its header comes back to name its state.
+     * the timer index) and its queue is notified. The row is written even when nothing in it
+     * changes, so that a racing deleteSnapshot sees it moved and removes the event (see
+     * deleteSnapshot). No row back: no snapshot. A finished workflow gets no event; its header
+     * comes back to name its state.
      */
     sendEvent: `
       WITH s AS (
-        SELECT t.finished, CASE WHEN t.finished THEN t.header END AS header
+        SELECT t.finished, CASE WHEN t.finished THEN t.header END AS header,
+               ${wake} AND t.claimed_until IS NULL AS wakes, t.queue
         FROM ${l.snapshots} t WHERE t.instance_id = $1
         FOR UPDATE
       ),
@@ -336,7 +342,9 @@ function events(l: Layout, agingMs: number) {
         FROM s
         WHERE t.instance_id = $1 AND NOT s.finished
       )
-      SELECT s.finished, s.header, (SELECT e.sequence::text FROM e) AS sequence FROM s`,
+      SELECT s.finished, s.header, (SELECT e.sequence::text FROM e) AS sequence,
+             ${notifyWake(l, "s.wakes AND NOT s.finished", "s.queue")} AS woke
+      FROM s`,
 
     /** loadPendingEvents: one row with null event columns when the instance has none; no row when it is missing. */
     loadEvents: `

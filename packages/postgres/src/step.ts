@@ -36,6 +36,7 @@ import { type Db, storedState, waitValues } from "./control.js";
 import type { Layout } from "./layout.js";
 import { live, liveInline, ms } from "./sql-discovery.js";
 import { placementSql } from "./sql-schedule.js";
+import { notifyWake, offers } from "./sql-wake.js";
 
 /** The statements of a step (statements() in sql.ts includes them). */
 export function stepStatements(l: Layout, agingMs: number) {
@@ -83,7 +84,8 @@ export function stepStatements(l: Layout, agingMs: number) {
      * - ev, gone, r, u: for d's items only, the event consumed (all of them for a terminal step),
      *   the results dropped (terminal) or this one upserted, the row rewritten (lease cleared) with
      *   the task placed by placementSql from the stored attempts of the task (a: retryAt, held),
-     *   not counting the event consumed here (this statement's snapshot still sees it).
+     *   not counting the event consumed here (this statement's snapshot still sees it). A row
+     *   that then offers a task notifies its queue (woke: read, so that u's RETURNING runs).
      *
      * One row per item: found (a row), checked (in ok: the version read, its event still the
      * oldest), done (written). Found but not checked: the row changed since the read (read again).
@@ -170,8 +172,9 @@ export function stepStatements(l: Layout, agingMs: number) {
           agingMs,
         )}) p
         WHERE t.instance_id = d.instance_id
+        RETURNING ${notifyWake(l, offers("t"), "t.queue")} AS woke
       )
-      SELECT i.ord::int AS ord, s.instance_id IS NOT NULL AS found,
+      SELECT i.ord::int AS ord, s.instance_id IS NOT NULL AS found, (SELECT count(*) FROM u)::int AS woke,
              EXISTS (SELECT 1 FROM ok WHERE ok.ord = i.ord) AS checked,
              EXISTS (SELECT 1 FROM d WHERE d.ord = i.ord) AS done
       FROM i LEFT JOIN s ON s.instance_id = i.instance_id`,

@@ -31,14 +31,15 @@ describe("options", () => {
 });
 
 describe("capabilities", () => {
-  it("the server's clock, durable, one ready index, polled (declared without I/O)", async () => {
+  it("the server's clock, durable, one ready index, pushed wake-ups with a 10 s bound (declared without I/O)", async () => {
     const backend = new PostgresBackend({ connectionString: "postgres://x" });
     expect(backend.capabilities).toEqual({
       durable: true,
       clock: "server",
       clockSkewMs: 0,
       shards: 1,
-      wakeUps: "poll",
+      wakeUps: "push",
+      wakeBoundMs: 10_000,
     });
     await backend.close();
   });
