@@ -18,6 +18,13 @@ import { runSteps, type StepsResult } from "./steps.ts";
 import { type Availability, type BackendTarget, resolveBackends } from "./targets.ts";
 import { runPeer, runThroughput } from "./throughput.ts";
 import { errorMessage } from "./util.ts";
+import {
+  runWakeups,
+  runWakeupsPeer,
+  WAKE_PEERS,
+  type WakeupsOptions,
+  type WakeupsResult,
+} from "./wakeups.ts";
 
 const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -72,6 +79,8 @@ function serverKinds(o: BenchOptions): ServerKindUsed[] {
     if (kind !== null) kinds.add(kind);
   }
   if (o.scenarios.includes("peers")) for (const p of o.peers) kinds.add(PEER_BACKEND[p]);
+  if (o.scenarios.includes("wakeups"))
+    for (const p of o.peers) if (WAKE_PEERS.includes(p)) kinds.add(PEER_BACKEND[p]);
   return [...kinds];
 }
 
@@ -118,6 +127,7 @@ function newReport(o: BenchOptions, started: Date, servers: Servers): BenchRepor
     stepsPeers: [],
     discovery: [],
     snapshots: [],
+    wakeups: [],
     targets: [],
     errors: [],
   };
@@ -241,6 +251,52 @@ async function snapshotsOf(o: BenchOptions, target: BackendTarget, report: Bench
   if (r) report.snapshots.push(r);
 }
 
+/** Scenario 5 (wake-up latency and idle cost) on one backend. */
+async function wakeupsOf(o: BenchOptions, target: BackendTarget, report: BenchReport, guard: Guard) {
+  const standIn = STAND_INS.has(target.name);
+  const tasks = standIn ? Math.min(o.wakeTasks, o.wakeTasksStandIn) : o.wakeTasks;
+  const r = await guard("wakeups", target.name, () => runWakeups(target, wakeOptions(o, tasks)));
+  if (!r) return;
+  if (tasks < o.wakeTasks)
+    r.note = `${tasks} tasks instead of ${o.wakeTasks} on ${target.server} (a Java stand-in)`;
+  report.wakeups?.push(r);
+  logWakeups(r);
+}
+
+/** Scenario 5 on the peers that wait on their server (graphile-worker, BullMQ), same servers. */
+async function wakeupsPeersOf(o: BenchOptions, servers: Servers, report: BenchReport, guard: Guard) {
+  for (const peer of o.peers.filter((p) => WAKE_PEERS.includes(p))) {
+    const info = PEER_BACKEND[peer] === "redis" ? servers.redis : servers.postgres;
+    if (!info) {
+      report.skipped[`${peer} (wake-ups)`] = `no ${PEER_BACKEND[peer]} server`;
+      continue;
+    }
+    const r = await guard("wakeups", peer, () => runWakeupsPeer(peer, info, wakeOptions(o, o.wakeTasks)));
+    if (!r) continue;
+    report.wakeups?.push(r);
+    logWakeups(r);
+  }
+}
+
+function wakeOptions(o: BenchOptions, tasks: number): WakeupsOptions {
+  return {
+    tasks,
+    workers: o.workers,
+    processes: o.processes,
+    idleS: o.idleSeconds,
+    gapMs: o.wakeGapMs,
+    timeoutMs: o.durationS * 1000,
+  };
+}
+
+function logWakeups(r: WakeupsResult): void {
+  log(
+    `  ${r.system}: wake-up p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms over ${r.latency.samples} tasks; ` +
+      `idle ${r.idleRequestsPerSecondPerProcess ?? "-"} requests/s per process` +
+      `${r.correct ? "" : `; CHECK FAILED: ${r.problems.join("; ")}`}`,
+  );
+}
+
 /** Scenario 6 (4-step workflows through the reference worker) on one backend. */
 async function stepsOf(o: BenchOptions, target: BackendTarget, report: BenchReport, guard: Guard) {
   const standIn = STAND_INS.has(target.name);
@@ -361,6 +417,7 @@ function exitCode(report: BenchReport): number {
   const broken = [
     ...report.throughput.filter((r) => !r.exactlyOnce && !r.extra).map((r) => r.backend),
     ...report.steps.filter((r) => !r.exactlyOnce).map((r) => `${r.backend} (steps, ${r.workers} workers)`),
+    ...(report.wakeups ?? []).filter((r) => !r.correct).map((r) => `${r.system} (wake-ups)`),
   ];
   if (broken.length > 0) {
     process.stdout.write(`\nFAILED: exactly-once check failed on ${broken.join(", ")}\n`);
@@ -410,6 +467,10 @@ async function main(): Promise<number> {
     for (const target of available) {
       if (o.scenarios.includes("discovery")) await discoveryOf(o, target, report, guard);
       if (o.scenarios.includes("snapshots")) await snapshotsOf(o, target, report, guard);
+    }
+    if (o.scenarios.includes("wakeups")) {
+      for (const target of available) await wakeupsOf(o, target, report, guard);
+      await wakeupsPeersOf(o, servers, report, guard);
     }
   } finally {
     await servers.stop();

@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { BACKEND_ALIASES, BACKEND_NAMES, type BackendName, backendNamed } from "@sayiir/backends";
 import { PEER_NAMES, type PeerName } from "./peers.ts";
 
-export const SCENARIOS = ["throughput", "peers", "discovery", "snapshots", "steps"] as const;
+export const SCENARIOS = ["throughput", "peers", "discovery", "snapshots", "wakeups", "steps"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchOptions {
@@ -31,6 +31,14 @@ export interface BenchOptions {
   ready: number;
   /** Latency samples per measuring point (scenario 3) and per size (scenario 4; a quarter for 1 MiB). */
   samples: number;
+  /** Scenario 5: tasks saved one at a time while the workers are idle. */
+  wakeTasks: number;
+  /** The same on the Java stand-ins. */
+  wakeTasksStandIn: number;
+  /** Scenario 5: the idle phase, seconds. */
+  idleSeconds: number;
+  /** Scenario 5: the producer's gap before each save, uniform in [min, max] ms. */
+  wakeGapMs: [number, number];
   /** Upper bound of one throughput run, seconds. */
   durationS: number;
   preloadConcurrency: number;
@@ -59,6 +67,10 @@ export const USAGE = `pnpm bench [options]      (from the repository root; or \`
   --store-sizes-dynamodb LIST   the same on DynamoDB Local (default 10000,100000: it loads 1-1.5k snapshots/s here)
   --ready N               scenario 3: ready tasks present throughout (default 100)
   --samples N             latency samples per point / size (default 200; 1 MiB snapshots: a quarter)
+  --wake-tasks N          scenario 5: tasks saved one at a time to idle workers (default 500; --quick 20)
+  --wake-tasks-stand-in N the same on DynamoDB Local and mongo-java-server (default 200; --quick 10)
+  --idle-seconds S        scenario 5: the idle phase whose requests are counted (default 30; --quick 1)
+  --wake-gap-ms MIN,MAX   scenario 5: the producer's random gap before each save (default 5,50; --quick 5,20)
   --duration S            upper bound of one throughput run in seconds (default 600)
   --preload-concurrency N saves in flight while pre-loading (default 64)
   --out DIR               where latest.json, latest.md and latest.svg go (default tooling/bench/results;
@@ -104,6 +116,14 @@ function sizes(value: string | undefined, fallback: number[], name: string): num
   return out.sort((a, b) => a - b);
 }
 
+function gap(value: string | undefined, fallback: [number, number]): [number, number] {
+  if (value === undefined) return fallback;
+  const [min, max, ...rest] = value.split(",").map((s) => Number(s.trim()));
+  if (rest.length > 0 || !(min !== undefined && max !== undefined && min >= 0 && max >= min))
+    throw new Error("--wake-gap-ms must be MIN,MAX milliseconds with 0 <= MIN <= MAX");
+  return [min, max];
+}
+
 function onOff(value: string | undefined, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (value === "on" || value === "off") return value === "on";
@@ -132,6 +152,10 @@ export function parseOptions(argv: string[]): BenchOptions {
       ready: { type: "string" },
       samples: { type: "string" },
       duration: { type: "string" },
+      "wake-tasks": { type: "string" },
+      "wake-tasks-stand-in": { type: "string" },
+      "idle-seconds": { type: "string" },
+      "wake-gap-ms": { type: "string" },
       "preload-concurrency": { type: "string" },
       out: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
@@ -166,6 +190,10 @@ export function parseOptions(argv: string[]): BenchOptions {
     ready: int(values.ready, quick ? 20 : 100, "ready"),
     samples: int(values.samples, quick ? 20 : 200, "samples"),
     durationS: int(values.duration, 600, "duration"),
+    wakeTasks: int(values["wake-tasks"], quick ? 20 : 500, "wake-tasks"),
+    wakeTasksStandIn: int(values["wake-tasks-stand-in"], quick ? 10 : 200, "wake-tasks-stand-in"),
+    idleSeconds: int(values["idle-seconds"], quick ? 1 : 30, "idle-seconds"),
+    wakeGapMs: gap(values["wake-gap-ms"], quick ? [5, 20] : [5, 50]),
     preloadConcurrency: int(values["preload-concurrency"], 64, "preload-concurrency"),
     outDir: values.out ?? "",
     help: values.help === true,

@@ -13,6 +13,8 @@ import type { SnapshotResult } from "./snapshots.ts";
 import type { StepsResult } from "./steps.ts";
 import type { PeerResult, ThroughputResult } from "./throughput.ts";
 import { fmtMs, fmtNumber } from "./util.ts";
+import type { WakeupsResult } from "./wakeups.ts";
+import { printWakeups, wakeupsTargets } from "./wakeups-report.ts";
 
 export interface TargetVerdict {
   target: string;
@@ -48,6 +50,8 @@ export interface BenchReport {
   peers: PeerResult[];
   discovery: DiscoveryResult[];
   snapshots: SnapshotResult[];
+  /** Scenario 5: wake-up latency and idle cost, ours and the peers (absent in reports before it). */
+  wakeups?: WakeupsResult[];
   /** Scenario 6: workflow steps through the reference worker (main rows, and PostgreSQL at 4 / 8 workers). */
   steps: StepsResult[];
   /** Scenario 6's peer: the mature Sayiir engine (Python) on the same PostgreSQL. */
@@ -97,6 +101,7 @@ export function evaluateTargets(r: BenchReport): TargetVerdict[] {
     });
   }
   standInTargets(r, out);
+  wakeupsTargets(r.wakeups, out);
   stepsTargets(r, out);
   for (const d of r.discovery) {
     const first = d.points[0];
@@ -333,6 +338,7 @@ export function printReport(r: BenchReport, write: (s: string) => void): void {
     write("\n");
   }
 
+  printWakeups(r.wakeups, table, write);
   printSteps(r, write);
 
   if (r.targets.length > 0) {

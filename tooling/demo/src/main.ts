@@ -29,6 +29,7 @@ import { Controller, createControlWorkflows } from "./control.ts";
 import { GPU_QUEUE, NAP_MS, schedulingChecks, schedulingWorkflows, startScheduling } from "./scheduling.ts";
 import { BACKENDS, DEMO_BACKENDS, serverUrls, storageOf } from "./store.ts";
 import { createView, type WorkerView } from "./view.ts";
+import { WAKE_SAMPLES, WakeDemo } from "./wake-ups.ts";
 import type { WorkerMessage, WorkerProcessConfig } from "./worker-process.ts";
 
 const HELP = `Usage: pnpm demo [options]
@@ -222,11 +223,15 @@ let approvalsConsumed = 0;
 let waitsTimedOut = 0;
 const claimHolders = new Map<string, string>(); // (instance, task) -> last claiming worker
 
-function onEvent(worker: Worker, event: WorkerEvent): void {
+const wakes = new WakeDemo();
+
+/** One event of `worker`, reported at `t` (Date.now() in the worker's process). */
+function onEvent(worker: Worker, event: WorkerEvent, t = Date.now()): void {
   const k = "instanceId" in event && "taskId" in event ? `${event.instanceId}\u0000${event.taskId}` : "";
   controller?.onEvent(event);
   switch (event.type) {
     case "claimed": {
+      wakes.claimed(event.instanceId, t);
       worker.open.add(k);
       const previous = claimHolders.get(k);
       if (previous !== undefined && previous !== worker.id) {
@@ -362,7 +367,7 @@ function startWorker(index: number, queues?: string[]): Worker {
   relay(child.stderr);
   child.on("message", (message: WorkerMessage) => {
     if (message.type === "ready") view.status = "running";
-    else if (message.type === "event") onEvent(worker, message.event);
+    else if (message.type === "event") onEvent(worker, message.event, message.t);
   });
   return worker;
 }
@@ -441,6 +446,10 @@ while (pending.size > 0) {
   }
 }
 const wallMs = Date.now() - started;
+// Every worker is idle now: save a few workflows and time how fast a waiting worker claims them.
+const reference = { definition: pipeline, reference: instant.pipeline, expected, log: view_log };
+if (!timedOut) tasksTotal += WAKE_SAMPLES * taskCount(pipeline);
+const woke = timedOut ? undefined : await wakes.run({ admin, runId, ...reference });
 render();
 for (const worker of workers) if (worker !== killed) worker.stop();
 const exitTimer = setTimeout(() => {
@@ -464,7 +473,7 @@ const { checks, figures } = await runChecks({
 });
 const loggedEvents = new Map([...logs].map(([worker, file]) => [worker, readLog(file)] as const));
 const scheduled = await schedulingChecks(admin, scheduling, loggedEvents, GPU_WORKER);
-checks.splice(checks.length - 1, 0, ...scheduled);
+checks.splice(checks.length - 1, 0, ...scheduled, ...(woke === undefined ? [] : [woke]));
 if (timedOut)
   checks.unshift({ ok: false, text: `finished within ${timeoutMs} ms, never stalled for ${stallMs} ms` });
 if (!args["no-kill"] && killed === undefined) {

@@ -23,7 +23,11 @@ export interface WorkerProcessConfig {
   queues?: string[];
 }
 
-export type WorkerMessage = { type: "ready" } | { type: "event"; event: WorkerEvent } | { type: "stopped" };
+/** `t`: Date.now() in this process when the event happened (the demo times wake-ups with it). */
+export type WorkerMessage =
+  | { type: "ready" }
+  | { type: "event"; event: WorkerEvent; t: number }
+  | { type: "stopped" };
 
 const config = JSON.parse(process.env.SAYIIR_DEMO_WORKER ?? "null") as WorkerProcessConfig | null;
 if (config === null || process.send === undefined) {
@@ -56,8 +60,9 @@ await runWorker({
   ...(config.queues === undefined ? {} : { queues: config.queues }),
   signal: stop.signal,
   onEvent: (event) => {
-    appendFileSync(config.logFile, `${JSON.stringify({ ...event, t: Date.now() })}\n`);
-    send({ type: "event", event });
+    const t = Date.now();
+    appendFileSync(config.logFile, `${JSON.stringify({ ...event, t })}\n`);
+    send({ type: "event", event, t });
   },
 });
 await backend.close();

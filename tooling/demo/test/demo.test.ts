@@ -43,6 +43,10 @@ async function expectDemoPasses(args: string[]): Promise<void> {
   expect(output).toMatch(
     /✓ queue "gpu": \d+ render tasks .* ran on the dedicated worker-gpu, none on a default worker/,
   );
+  // Wake-ups: workflows saved while every worker waited were claimed within the backend's bound.
+  expect(output).toMatch(
+    /✓ idle workers woke: 3 workflows saved while every worker waited were first claimed/,
+  );
 }
 
 const namespace = () => `demo_${randomBytes(4).toString("hex")}`;

@@ -18,8 +18,10 @@ export interface WorkerContext {
   readonly batch: number;
   /** The queues served (undefined: the store's default). */
   readonly queues: string[] | undefined;
-  /** Longest idle sleep (ms). */
+  /** Longest backoff after a failed claim or wait (ms). */
   readonly maxIdleMs: number;
+  /** timeoutMs of one idle waitForTasks (ms). */
+  readonly idleWaitMs: number;
   /** Compiled workflows by definition hash. */
   readonly compiled: ReadonlyMap<string, CompiledWorkflow>;
   readonly stats: WorkerStats;
@@ -59,6 +61,7 @@ export function workerContext(options: WorkerOptions): WorkerContext {
     batch: options.batch ?? 4,
     queues: options.queues,
     maxIdleMs: options.maxIdleMs ?? 200,
+    idleWaitMs: options.idleWaitMs ?? 30_000,
     compiled,
     stats,
     crash: options.crash,

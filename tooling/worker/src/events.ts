@@ -112,8 +112,13 @@ export interface WorkerOptions {
   batch?: number;
   /** The queues this worker serves (claimAvailableTasks { queues }). Default: the store's default, ["default"]. */
   queues?: string[];
-  /** Longest idle sleep when nothing is ready (ms); the sleep doubles from 5 ms up to this. Default 200. */
+  /**
+   * Longest backoff after a failed claim or waitForTasks (ms); the backoff doubles from 5 ms up to
+   * this. Default 200. (An idle worker does not sleep: it waits with waitForTasks.)
+   */
   maxIdleMs?: number;
+  /** timeoutMs of each idle waitForTasks (ms); the worker claims again after it. Default 30,000. */
+  idleWaitMs?: number;
   /** Stop claiming, let the tasks in flight finish, then resolve. */
   signal?: AbortSignal;
   /**

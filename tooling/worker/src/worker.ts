@@ -3,14 +3,12 @@
 // claim loop; one task's life is in run-task.ts, the fenced commit in commit.ts, the heartbeat in
 // heartbeat.ts, fan-out/join in fan-out.ts.
 import type { ClaimedTask } from "@sayiir/persistence-core";
-import { errorText, sleep, type WorkerContext, whenAborted, workerContext } from "./context.ts";
+import { errorText, type WorkerContext, whenAborted, workerContext } from "./context.ts";
 import type { WorkerOptions, WorkerStats } from "./events.ts";
+import { backOff, FIRST_BACKOFF_MS, MAX_EMPTY_READY, waitIdle } from "./idle.ts";
 import { runTask } from "./run-task.ts";
 
 export type { LostDuring, PausedDuring, WorkerEvent, WorkerOptions, WorkerStats } from "./events.ts";
-
-/** The first idle sleep (ms); it doubles up to maxIdleMs while nothing is ready. */
-const FIRST_IDLE_MS = 5;
 
 /**
  * Runs the claim loop until `signal` aborts (then drains the tasks in flight) or `crash` aborts
@@ -18,38 +16,54 @@ const FIRST_IDLE_MS = 5;
  */
 export async function runWorker(options: WorkerOptions): Promise<WorkerStats> {
   const worker = workerContext(options);
-  // Resolve when the signals fire, so the idle wait is cut short.
-  const crashed = whenAborted(options.crash);
-  const stopped = whenAborted(options.signal);
+  // Resolves when either signal fires, so a wait or a backoff is cut short.
+  const halt = Promise.race([whenAborted(options.crash), whenAborted(options.signal)]);
   const inFlight = new Set<Promise<void>>();
-  let idleMs = FIRST_IDLE_MS;
+  let backoffMs = FIRST_BACKOFF_MS;
+  // Waits in a row that said "ready" yet the claim found nothing (others were faster, or the
+  // store's look and its claim disagree): past MAX_EMPTY_READY, back off rather than spin.
+  let emptyReady = 0;
   while (!worker.stopping()) {
     const free = worker.batch - inFlight.size;
-    let claimed: ClaimedTask[] = [];
+    let claimed: ClaimedTask[] | undefined = [];
     if (free > 0) {
       claimed = await claimBatch(worker, free);
       if (worker.crashed()) break;
     }
-    for (const task of claimed) start(worker, task, inFlight);
-    if (claimed.length > 0) {
-      idleMs = FIRST_IDLE_MS;
-      continue;
+    if (claimed !== undefined) {
+      for (const task of claimed) start(worker, task, inFlight);
+      // Under load nothing changes: a worker that got tasks claims again at once.
+      if (claimed.length > 0) {
+        backoffMs = FIRST_BACKOFF_MS;
+        emptyReady = 0;
+        continue;
+      }
+      // Every slot busy: the next chance to claim is when a task in flight finishes.
+      if (free === 0) {
+        await Promise.race([...inFlight, halt]);
+        continue;
+      }
+      // Slots free and nothing ready: wait on the store (or a task in flight finishing).
+      if (emptyReady < MAX_EMPTY_READY) {
+        const reason = await waitIdle(worker, inFlight, halt);
+        if (reason !== undefined) {
+          emptyReady = reason === "ready" ? emptyReady + 1 : 0;
+          if (reason !== "ready") backoffMs = FIRST_BACKOFF_MS;
+          continue;
+        }
+      } else emptyReady = 0;
     }
-    // Nothing new: wait for a task in flight to finish (its successor may be ready now), and when
-    // slots are free, at most the idle backoff (5 ms doubling to maxIdleMs while nothing is ready).
-    const waits: Promise<unknown>[] = [...inFlight, crashed, stopped];
-    if (free > 0) {
-      waits.push(sleep(idleMs));
-      idleMs = Math.min(worker.maxIdleMs, idleMs * 2);
-    }
-    await Promise.race(waits);
+    // A claim or a wait failed (or waits keep saying "ready" for nothing): back off, 5 ms doubling
+    // to maxIdleMs, before trying again.
+    await backOff(backoffMs, inFlight, halt);
+    backoffMs = Math.min(worker.maxIdleMs, backoffMs * 2);
   }
   if (!worker.crashed()) await Promise.all(inFlight);
   return worker.stats;
 }
 
-/** claimAvailableTasks for the free slots; a failure is reported and claims nothing. */
-async function claimBatch(worker: WorkerContext, free: number): Promise<ClaimedTask[]> {
+/** claimAvailableTasks for the free slots; a failure is reported and answers undefined. */
+async function claimBatch(worker: WorkerContext, free: number): Promise<ClaimedTask[] | undefined> {
   try {
     const options = worker.queues === undefined ? undefined : { queues: worker.queues };
     return await worker.backend.claimAvailableTasks(worker.workerId, free, worker.leaseMs, options);
@@ -59,7 +73,7 @@ async function claimBatch(worker: WorkerContext, free: number): Promise<ClaimedT
       workerId: worker.workerId,
       error: `claimAvailableTasks: ${errorText(error)}`,
     });
-    return [];
+    return undefined;
   }
 }
 
