@@ -102,5 +102,6 @@ export {
   validateQueues,
   validateSnapshot,
   validateTtl,
+  validateWaitOptions,
 } from "./validation.js";
 export type { WaitOptions, WakeProbe, WakeReason } from "./wake-ups.js";

@@ -42,6 +42,12 @@ export interface WakeProbe {
    * (a poll backend may answer null and let its polls find it).
    */
   nextDueAt: number | null;
+  /**
+   * The store's clock when it looked (epoch ms), when that clock is not this process's (a server
+   * clock): the hub then sleeps `nextDueAt - now` from the look, whatever the skew between the two
+   * clocks. Omitted: the due time is on this process's clock.
+   */
+  now?: number;
 }
 
 /** Stops a listener; resolves once its connection is closed. */
@@ -82,9 +88,14 @@ interface Waiter {
   since: number;
   /** Set by an abort or close: the wait ends with it. */
   ended: "aborted" | "closed" | undefined;
-  /** Interrupts the current sleep, if any. */
+  /** Interrupts the current sleep, if any (news, an abort, close). */
   rouse: (() => void) | undefined;
+  /** Interrupts the current look or listener start, if any (an abort, close). */
+  interrupt: (() => void) | undefined;
 }
+
+/** What a raced look or listener start came to: its value, or why the wait ended first. */
+type Raced<T> = { value: T } | { ended: "aborted" | "closed" | "timeout" };
 
 interface SharedProbe {
   /** The hub's tick when it started: only waiters whose news is not newer may share it. */
@@ -103,6 +114,8 @@ export class WakeHub {
   /** Counts registrations and notifications: orders news against looks at the store. */
   #tick = 0;
   #listening: Promise<StopListening> | undefined;
+  /** When the listener last failed to start: waits poll, and no wait tries again for boundMs. */
+  #listenFailedAt = Number.NEGATIVE_INFINITY;
   #closed = false;
 
   constructor(source: WakeSource, timing: WakeTiming) {
@@ -139,59 +152,66 @@ export class WakeHub {
     if (this.#closed) return "closed";
     if (signal?.aborted) return "aborted";
     const deadline = Date.now() + timeoutMs;
+    // A look is cut short at the deadline, except the one look of a 0 ms wait.
+    const cutAt = timeoutMs === 0 ? Number.POSITIVE_INFINITY : deadline;
     const key = [...queues].sort().join("\u0000");
     const waiter: Waiter = {
       queues: new Set(queues),
       since: 0,
       ended: undefined,
       rouse: undefined,
+      interrupt: undefined,
     };
     const onAbort = (): void => {
       waiter.ended ??= "aborted";
       waiter.rouse?.();
+      waiter.interrupt?.();
     };
     // Registered before the first look: a notification that comes while it runs is not lost.
     waiter.since = ++this.#tick;
     this.#waiters.add(waiter);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      const listening = this.#timing.mode === "push" ? await this.#listen() : false;
-      // What made this look happen: the entry, a notification or the wait's own timer. A look that
-      // finds a task says so ("ready" unless a notification sent it): a notification of a write
-      // made before the wait began may arrive during the entry look, and is not why it found it.
-      let trigger: "entry" | "notified" | "timer" = "entry";
+      let listening = false;
+      if (this.#timing.mode === "push" && timeoutMs > 0) {
+        const started = await this.#race(waiter, cutAt, this.#listen());
+        if ("value" in started) listening = started.value;
+        else if (started.ended !== "timeout") return started.ended;
+      }
+      // What made this look happen. A look that finds a task says so: "ready" from the entry look
+      // or a poll (a notification of a write made before the wait began may arrive during the
+      // entry look, and is not why it found it), "notified" after news, "due" at a due time.
+      let trigger: "entry" | "notified" | "timer" | "due" = "entry";
       for (;;) {
         if (waiter.ended !== undefined) return waiter.ended;
         const since = waiter.since;
-        let probe: WakeProbe;
-        try {
-          probe = await this.#probe(key, queues, since);
-        } catch (error) {
-          // A look cut short by close() or an abort (its connection destroyed) ends the wait as
-          // such; any other failed look is the caller's to see.
-          if (waiter.ended !== undefined) return waiter.ended;
-          throw error;
-        }
-        if (waiter.ended !== undefined) return waiter.ended;
+        const looked = await this.#race(waiter, cutAt, this.#probe(key, queues, since));
+        if ("ended" in looked) return looked.ended;
+        const probe = looked.value;
+        const lookedAt = Date.now();
         if (probe.ready) {
           this.#gaps.delete(key);
-          return trigger === "notified" ? "notified" : "ready";
+          return trigger === "entry" || trigger === "timer" ? "ready" : trigger;
         }
         if (waiter.since !== since) {
           trigger = "notified"; // news during the look: look again
           continue;
         }
-        const now = Date.now();
-        if (now >= deadline) return "timeout";
+        if (lookedAt >= deadline) return "timeout";
         const dueIn =
-          probe.nextDueAt === null ? Number.POSITIVE_INFINITY : probe.nextDueAt - now + DUE_SLACK_MS;
+          probe.nextDueAt === null
+            ? Number.POSITIVE_INFINITY
+            : Math.max(0, probe.nextDueAt - (probe.now ?? lookedAt)) + DUE_SLACK_MS;
         const lookIn = listening ? this.#timing.boundMs : this.#nextGap(key);
-        const sleepMs = Math.max(0, Math.min(deadline - now, dueIn, lookIn));
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, sleepMs);
+        const limits = { timeout: deadline - lookedAt, due: dueIn, timer: lookIn };
+        const cause = (Object.keys(limits) as Array<keyof typeof limits>).reduce((a, b) =>
+          limits[b] < limits[a] ? b : a,
+        );
+        const woken = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), Math.max(0, limits[cause]));
           waiter.rouse = () => {
             clearTimeout(timer);
-            resolve();
+            resolve(true);
           };
         });
         waiter.rouse = undefined;
@@ -200,13 +220,43 @@ export class WakeHub {
           trigger = "notified";
           continue;
         }
-        if (Date.now() >= deadline) return "timeout";
-        if (dueIn <= lookIn) return "due";
-        trigger = "timer";
+        if (woken) continue;
+        // The sleep ran to its end: which limit ended it says what to do (never the clock, which
+        // may read a ms early). A due time is looked at first: a lease renewed meanwhile is not due.
+        if (cause === "timeout") return "timeout";
+        trigger = cause;
       }
     } finally {
       this.#waiters.delete(waiter);
       signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * Races a look or a listener start against the wait's end (an abort, close, the deadline), so a
+   * store that does not answer never holds a wait past its bound. A look left behind runs on with
+   * its failure handled; a failed look that was not left behind rejects.
+   */
+  async #race<T>(waiter: Waiter, cutAt: number, work: Promise<T>): Promise<Raced<T>> {
+    work.catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        work.then((value) => ({ value })),
+        new Promise<Raced<T>>((resolve) => {
+          const end = (): void => resolve({ ended: waiter.ended ?? "timeout" });
+          waiter.interrupt = end;
+          if (waiter.ended !== undefined) end();
+          if (Number.isFinite(cutAt)) timer = setTimeout(end, Math.max(0, cutAt - Date.now()));
+        }),
+      ]);
+    } catch (error) {
+      // A look failed because close() or an abort destroyed its connection: the wait ended so.
+      if (waiter.ended !== undefined) return { ended: waiter.ended };
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      waiter.interrupt = undefined;
     }
   }
 
@@ -216,26 +266,31 @@ export class WakeHub {
     for (const waiter of this.#waiters) {
       waiter.ended ??= "closed";
       waiter.rouse?.();
+      waiter.interrupt?.();
     }
     const listening = this.#listening;
     this.#listening = undefined;
     if (listening !== undefined) await (await listening.catch(() => async () => {}))();
   }
 
-  /** Starts the shared listener once; false (poll this wait) when it cannot listen right now. */
+  /**
+   * Starts the shared listener once; false (poll this wait) when it cannot listen now. After a
+   * failed start, waits poll for boundMs before one tries again (a listener refused for good,
+   * such as a user without the right to subscribe, costs one attempt per bound, not per wait).
+   */
   async #listen(): Promise<boolean> {
     const listen = this.#source.listen;
-    if (listen === undefined) return false;
+    if (listen === undefined || Date.now() - this.#listenFailedAt < this.#timing.boundMs) return false;
     this.#listening ??= listen((queue) => this.notify(queue));
-    // A failed start is not awaited by anyone else: keep it from being an unhandled rejection.
-    this.#listening.catch(() => {});
+    const listening = this.#listening;
     try {
-      await this.#listening;
-      if (this.#closed) return false;
-      return true;
+      await listening;
+      return !this.#closed;
     } catch {
-      // Not listening (the database is unreachable now): this wait polls, the next one tries again.
-      this.#listening = undefined;
+      if (this.#listening === listening) {
+        this.#listening = undefined;
+        this.#listenFailedAt = Date.now();
+      }
       return false;
     }
   }

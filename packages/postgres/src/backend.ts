@@ -514,11 +514,18 @@ export class PostgresBackend extends BaseBackend {
 
   /** One statement (probeWakeUp, sql-wake.ts) over the ready, timer and leased indexes. */
   protected override async doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
-    const r = await this.#q<{ ready: boolean; next_due: string | null }>(this.#pool, this.#st.probeWakeUp, [
-      [...queues],
-    ]);
+    const r = await this.#q<{ ready: boolean; next_due: string | null; now_ms: string }>(
+      this.#pool,
+      this.#st.probeWakeUp,
+      [[...queues]],
+    );
     const row = r.rows[0];
-    return { ready: row?.ready === true, nextDueAt: row?.next_due == null ? null : Number(row.next_due) };
+    // Due times are on the server's clock: the hub sleeps from the server's now (now_ms).
+    return {
+      ready: row?.ready === true,
+      nextDueAt: row?.next_due == null ? null : Number(row.next_due),
+      ...(row === undefined ? {} : { now: Number(row.now_ms) }),
+    };
   }
 
   /**

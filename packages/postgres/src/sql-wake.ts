@@ -88,7 +88,7 @@ export function wakeStatements(l: Layout, agingMs: number) {
              AND s.claimed_until < 'infinity'::timestamptz
            ORDER BY s.claimed_until
            LIMIT 1)
-        ) n)::text END AS next_due
+        ) n)::text END AS next_due, (${nowMs})::text AS now_ms
       FROM r`,
   };
 }

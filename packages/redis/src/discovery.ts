@@ -181,13 +181,16 @@ export async function probeWakeUp(ctx: ShardContext, queues: readonly string[]):
           layout.tagStart(),
           ...queueArgs(queues),
           ...shards,
-        ]) as Promise<[string, string]>,
+        ]) as Promise<[string, string, string]>,
     ),
   );
+  // Due times are on the server's clock: the hub sleeps from the server's now, not this process's.
   let nextDueAt: number | null = null;
-  for (const [ready, due] of replies) {
+  let now = Number.POSITIVE_INFINITY;
+  for (const [ready, due, serverNow] of replies) {
     if (ready === "1") return { ready: true, nextDueAt: null };
     if (due !== "" && (nextDueAt === null || Number(due) < nextDueAt)) nextDueAt = Number(due);
+    now = Math.min(now, Number(serverNow));
   }
-  return { ready: false, nextDueAt };
+  return { ready: false, nextDueAt, ...(Number.isFinite(now) ? { now } : {}) };
 }

@@ -228,8 +228,8 @@ describe.each(kinds.map((target) => ({ target, kind: target.kind })))("wake-ups 
     const other = await connect();
     opened.push(other);
     const admin = await adminOn(target);
-    // The first wait starts the listener.
-    expect(await backend.waitForTasks({ queues: [uid("q")], timeoutMs: 0 })).toBe("timeout");
+    // The first wait starts the listener (a 0 ms wait only looks once: it starts none).
+    expect(await backend.waitForTasks({ queues: [uid("q")], timeoutMs: 100 })).toBe("timeout");
     const first = await theSubscriber(admin, keyPrefix);
     await first.node.client("KILL", "ID", first.id);
     const second = await theSubscriber(admin, keyPrefix, first.id);
@@ -340,4 +340,52 @@ describe.each(kinds.map((target) => ({ target, kind: target.kind })))("wake-ups 
     expect(task?.instanceId).toBe(id);
     expect(await node.zscore(backend.layout.timers(shard, q), id)).toBeNull();
   });
+  it("more expired leases of other queues than one look reads do not hide an expired lease of the waited queue", async () => {
+    const { backend } = await subjectOn(target);
+    const [a, b] = [uid("a"), uid("b")];
+    // Crashed workers everywhere: 20 leases of queue b (nobody serves it), then one of queue a.
+    for (let i = 0; i < 20; i++) await backend.saveSnapshot(queued(uid(), b));
+    expect(await backend.claimAvailableTasks("crashed", 20, 300, { queues: [b] })).toHaveLength(20);
+    await backend.saveSnapshot(queued(uid(), a));
+    expect(await backend.claimAvailableTasks("crashed", 1, 300, { queues: [a] })).toHaveLength(1);
+    await sleep(400);
+    const started = Date.now();
+    expect(await backend.waitForTasks({ queues: [a], timeoutMs: 3_000 })).toBe("ready");
+    expect(Date.now() - started).toBeLessThan(PUSH_BOUND_MS);
+    expect(await backend.claimAvailableTasks("w", 1, 60_000, { queues: [a] })).toHaveLength(1);
+  });
 });
+
+describe.skipIf(targets.standalone === null)(
+  "wake-ups for a user without channel rights (standalone)",
+  () => {
+    it("a user whose ACL allows the keys but no channel still writes, and its waits poll", async () => {
+      const target = targets.standalone as Extract<Target, { kind: "standalone" }>;
+      const admin = (await adminOn(target)) as Redis;
+      const user = uid("nochan");
+      // Redis 7's default for a new user is resetchannels: no PUBLISH, no SUBSCRIBE.
+      await admin.call("ACL", "SETUSER", user, "on", ">secret-pw", "~*", "+@all", "resetchannels");
+      try {
+        const url = new URL(target.url);
+        url.username = user;
+        url.password = "secret-pw";
+        const { backend } = await createSubject({}, { url: url.toString() });
+        opened.push(backend);
+        const q = uid("q");
+        const id = uid();
+        // The save's PUBLISH is refused: the save succeeds all the same (the wake-up is a hint).
+        await backend.saveSnapshot(queued(id, q));
+        expect((await backend.loadSnapshot(id)).state.kind).toBe("InProgress");
+        const [task] = await backend.claimAvailableTasks("w", 1, 60_000, { queues: [q] });
+        expect(task?.instanceId).toBe(id);
+        // Its waits cannot subscribe: they poll, and a task saved meanwhile is found.
+        const waiting = backend.waitForTasks({ queues: [q], timeoutMs: LONG_WAIT_MS });
+        await sleep(SETTLE_MS);
+        await backend.saveSnapshot(queued(uid(), q));
+        expect(await waiting).toBe("ready");
+      } finally {
+        await admin.call("ACL", "DELUSER", user);
+      }
+    });
+  },
+);

@@ -19,6 +19,7 @@ import {
   toBytes,
   type ValidCompletion,
   type ValidFailure,
+  validateWaitOptions,
   type WaitOptions,
   type WakeProbe,
   type WakeReason,
@@ -487,6 +488,7 @@ export class SqliteBackend extends BaseBackend {
 
   /** Counts the waits in progress: the cross-process watch runs only while there are some. */
   override async waitForTasks(options: WaitOptions): Promise<WakeReason> {
+    validateWaitOptions(options); // before the watch reads anything
     this.#wakes.enter();
     try {
       return await super.waitForTasks(options);

@@ -158,7 +158,9 @@ local function wake(base, q, changed)
   q = q or 'default'
   if woken[q] then return end
   woken[q] = true
-  call('PUBLISH', string.sub(base, 1, string.find(base, ':%d+}:$')) .. ${L.wakeTail}, q)
+  -- pcall: a user whose ACL does not allow the channel still writes (a wake-up is a hint, and a
+  -- failing PUBLISH after the writes above would report a failure for a write that landed).
+  redis.pcall('PUBLISH', string.sub(base, 1, string.find(base, ':%d+}:$')) .. ${L.wakeTail}, q)
 end
 -- Keeps the instance in step with its shard's indexes, given its readiness: in its queue's ready
 -- set (score = readyAt + offset) when its task holds no live claim, in the lease set (score =

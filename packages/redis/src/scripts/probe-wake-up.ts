@@ -17,7 +17,7 @@ export const PROBE_WAKE_UP = `--[[ probeWakeUp (waitForTasks)
   those queues has an entry, a timer of theirs is due or a lease of theirs has expired. Else the
   next due time: the earliest timer (runAt, retryAt, a wait's timeout) of those queues and the
   earliest lease expiry of theirs after now (past ${LEASE_SCAN} leases of other queues: that one's).
-  Returns {ready '1'/'0', next due (ms) or ''}.
+  Returns {ready '1'/'0', next due (ms) or '', the server's now (ms)}.
 ]]
 ${PRELUDE}${WALK}
 local now_ms = clock()
@@ -44,9 +44,13 @@ local function look(base)
     end
   end
   local leased = base .. ${L.leased}
-  for _, id in ipairs(call('ZRANGEBYSCORE', leased, '-inf', now_ms, 'LIMIT', 0, ${LEASE_SCAN})) do
+  local expired = call('ZRANGEBYSCORE', leased, '-inf', now_ms, 'LIMIT', 0, ${LEASE_SCAN})
+  for _, id in ipairs(expired) do
     if served_by(base, id) then return '1' end
   end
+  -- More expired leases than one look reads, none of them ours so far: one of ours may be behind
+  -- them. Say ready (a claim-next moves expired leases back where they belong, so this clears).
+  if #expired == ${LEASE_SCAN} then return '1' end
   local later = call('ZRANGEBYSCORE', leased, '(' .. fmt(now_ms), '+inf', 'WITHSCORES', 'LIMIT', 0, ${LEASE_SCAN})
   for i = 1, #later, 2 do
     if later[i + 1] == 'inf' then break end
@@ -58,8 +62,8 @@ local function look(base)
   return nil
 end
 for _, s in ipairs(shards) do
-  if look(shard_base(pre, s)) then return { '1', '' } end
+  if look(shard_base(pre, s)) then return { '1', '', fmt(now_ms) } end
 end
-if next_due == nil then return { '0', '' } end
-return { '0', fmt(next_due) }
+if next_due == nil then return { '0', '', fmt(now_ms) } end
+return { '0', fmt(next_due), fmt(now_ms) }
 `;
