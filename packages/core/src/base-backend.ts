@@ -24,9 +24,11 @@ import {
   applyStep,
   type ControlRequest,
   DEFAULT_AGING_MS,
+  type ExecutionPosition,
   isFinished,
   type NextStep,
   positionTaskId,
+  scheduleOf,
   type WorkflowSnapshot,
 } from "./snapshot.js";
 import {
@@ -187,14 +189,6 @@ export abstract class BaseBackend implements PersistentBackend {
    */
   protected doListenForWakeUps?(notify: (queue: string | null) => void): Promise<() => Promise<void>>;
 
-  /**
-   * For writes this process makes or sees itself (an in-process store, a local emitter): wakes
-   * this instance's waiters of `queue` (null: all) at once, without a round trip.
-   */
-  protected notifyWakeUp(queue: string | null): void {
-    this.#wakes?.notify(queue);
-  }
-
   #wakeHub(): WakeHub {
     if (this.#wakes === undefined) {
       const listen = this.doListenForWakeUps?.bind(this);
@@ -225,7 +219,8 @@ export abstract class BaseBackend implements PersistentBackend {
     if (consume !== undefined && fence === undefined) {
       throw new ValidationError("consumeEvent needs the claim of the task that consumes it ({ claim })");
     }
-    return this.run("saveSnapshot", () => this.doSaveSnapshot(valid, fence, consume));
+    await this.run("saveSnapshot", () => this.doSaveSnapshot(valid, fence, consume));
+    if (valid.state.kind === "InProgress") this.#wakeOwn(valid.state.position);
   }
 
   async saveTaskResult(
@@ -359,7 +354,23 @@ export abstract class BaseBackend implements PersistentBackend {
 
   async completeTasks(completions: readonly TaskCompletion[]): Promise<CompletionOutcome[]> {
     const valid = validateCompletions(completions, this.maxPayloadBytes);
-    return this.run("completeTasks", async () => (valid.length === 0 ? [] : this.doCompleteTasks(valid)));
+    const outcomes = await this.run("completeTasks", async () =>
+      valid.length === 0 ? [] : this.doCompleteTasks(valid),
+    );
+    for (const [i, c] of valid.entries()) {
+      if (outcomes[i] === null && c.next !== undefined) this.#wakeOwn(c.next);
+    }
+    return outcomes;
+  }
+
+  /**
+   * A poll backend's own writes wake its own waiters at once (a push backend's listener hears them
+   * from the database): a save or a step that leaves the workflow at a task of `position`'s queue.
+   */
+  #wakeOwn(position: ExecutionPosition | NextStep): void {
+    if (this.#wakes === undefined || this.capabilities.wakeUps !== "poll") return;
+    if (position.kind === "AtTask" || position.kind === "AwaitingEvent")
+      this.#wakes.notify(scheduleOf(position).queue);
   }
 
   async cancelWorkflow(instanceId: string, request?: ControlRequest): Promise<void> {

@@ -138,8 +138,6 @@ export class MongoBackend extends BaseBackend {
     consumeEvent: EventRef | undefined,
   ): Promise<void> {
     await saveSnapshot(this.#ctx, snapshot, fence, consumeEvent);
-    // This instance's own waiters need not wait for their next poll.
-    if (snapshot.state.kind === "InProgress") this.notifyWakeUp(scheduleOf(snapshot.state.position).queue);
   }
 
   protected doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
@@ -163,17 +161,8 @@ export class MongoBackend extends BaseBackend {
     return saveTaskResult(this.#ctx, instanceId, taskId, output, fence);
   }
 
-  protected override async doCompleteTasks(
-    completions: readonly ValidCompletion[],
-  ): Promise<CompletionOutcome[]> {
-    const outcomes = await completeTasks(this.#ctx, completions);
-    // A step's next task may be ready: this instance's waiters of its queue look at once.
-    for (const [i, c] of completions.entries()) {
-      const next = c.next;
-      if (outcomes[i] !== null || next === undefined) continue;
-      if (next.kind === "AtTask" || next.kind === "AwaitingEvent") this.notifyWakeUp(scheduleOf(next).queue);
-    }
-    return outcomes;
+  protected override doCompleteTasks(completions: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
+    return completeTasks(this.#ctx, completions);
   }
 
   protected doClaimTask(
