@@ -1,5 +1,5 @@
 import type { WakeProbe } from "@sayiir/persistence-core";
-import { inProgress, uid } from "@sayiir/persistence-core/conformance";
+import { queued, uid } from "@sayiir/persistence-core/conformance";
 import { describe, expect, it } from "vitest";
 import type { DynamoDBBackend } from "../src/index.js";
 import { probeRequestsPerQueue } from "../src/wake-ups.js";
@@ -15,13 +15,6 @@ const T0 = 1_800_000_000_000;
 /** The probe a wait runs, called directly. */
 const probe = (backend: DynamoDBBackend, queues: string[]): Promise<WakeProbe> =>
   (backend as unknown as { doProbeWakeUp(q: string[]): Promise<WakeProbe> }).doProbeWakeUp(queues);
-
-function queued(id: string, queue: string, runAt?: number) {
-  return inProgress(id, {
-    updatedAt: T0,
-    position: { kind: "AtTask", taskId: "t1", queue, ...(runAt === undefined ? {} : { runAt }) },
-  });
-}
 
 describe.skipIf(info === null)("DynamoDB wake-ups", () => {
   it("declares poll wake-ups; an idle waiter costs at most 2000 / wakeBoundMs + the ramp's probes over 2 s, each 3 x shards keys-only Queries", async () => {

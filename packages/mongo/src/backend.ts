@@ -10,7 +10,6 @@ import {
   type PendingEvent,
   type RenewedClaim,
   type SnapshotPage,
-  scheduleOf,
   type TaskClaim,
   type ValidCompletion,
   type ValidFailure,

@@ -1,7 +1,7 @@
 // waitForTasks on MongoDB beyond the conformance group: what an idle waiter costs in commands,
 // and what the probe answers (its due times) from the ready and timer indexes.
 import type { WakeProbe } from "@sayiir/persistence-core";
-import { inProgress, uid } from "@sayiir/persistence-core/conformance";
+import { queued, uid } from "@sayiir/persistence-core/conformance";
 import { type Document, MongoClient } from "mongodb";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { MongoBackend } from "../src/index.js";
@@ -10,12 +10,6 @@ import { createSubject, DATABASE, dropPrefix, freshPrefix, server } from "./subj
 /** The probe a wait runs, called directly. */
 const probe = (backend: MongoBackend, queues: string[]): Promise<WakeProbe> =>
   (backend as unknown as { doProbeWakeUp(q: string[]): Promise<WakeProbe> }).doProbeWakeUp(queues);
-
-function queued(id: string, queue: string, runAt?: number, priority = 3) {
-  return inProgress(id, {
-    position: { kind: "AtTask", taskId: "t1", queue, priority, ...(runAt === undefined ? {} : { runAt }) },
-  });
-}
 
 describe.skipIf(server === null)("MongoDB wake-ups", () => {
   it("an idle waiter polls: over 2 s at most 2000 / wakeBoundMs + the ramp's probes, each a few finds of limit 1 and no body", async () => {

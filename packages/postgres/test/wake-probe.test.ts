@@ -1,5 +1,5 @@
-import type { PersistentBackend, WorkflowSnapshot } from "@sayiir/persistence-core";
-import { eventually, inProgress, uid } from "@sayiir/persistence-core/conformance";
+import type { PersistentBackend } from "@sayiir/persistence-core";
+import { eventually, queued, uid } from "@sayiir/persistence-core/conformance";
 import { afterAll, describe, expect, it } from "vitest";
 import { LEASED_INDEX, READY_INDEX, TIMER_INDEX } from "../src/index.js";
 import { layoutFor, quoteIdentifier } from "../src/layout.js";
@@ -19,15 +19,6 @@ import {
  */
 
 afterAll(closeAdminPools);
-
-/** A ready task (or one due at `runAt`) in `queue`. */
-function queued(instanceId: string, queue: string, runAt?: number, priority?: number): WorkflowSnapshot {
-  const schedule = {
-    ...(runAt === undefined ? {} : { runAt }),
-    ...(priority === undefined ? {} : { priority }),
-  };
-  return inProgress(instanceId, { position: { kind: "AtTask", taskId: "t1", queue, ...schedule } });
-}
 
 /** A claim-next claim on the one ready task of `queue`. */
 async function claimOne(backend: PersistentBackend, queue: string, ttlMs: number | null = 60_000) {

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import type { PersistentBackend, WorkflowSnapshot } from "@sayiir/persistence-core";
-import { eventually, inProgress, sleep, text, uid } from "@sayiir/persistence-core/conformance";
+import type { PersistentBackend } from "@sayiir/persistence-core";
+import { eventually, inProgress, queued, sleep, text, uid } from "@sayiir/persistence-core/conformance";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { PostgresBackend } from "../src/index.js";
@@ -16,15 +16,6 @@ import {
 } from "./subject.js";
 
 afterAll(closeAdminPools);
-
-/** A ready task (or one due at `runAt`) in `queue`. */
-function queued(instanceId: string, queue: string, runAt?: number, priority?: number): WorkflowSnapshot {
-  const schedule = {
-    ...(runAt === undefined ? {} : { runAt }),
-    ...(priority === undefined ? {} : { priority }),
-  };
-  return inProgress(instanceId, { position: { kind: "AtTask", taskId: "t1", queue, ...schedule } });
-}
 
 /**
  * A plain connection LISTENing on a schema's channel. `drain()` sends a marker on the channel

@@ -1,5 +1,13 @@
-import type { NextStep, PersistentBackend, WorkflowSnapshot } from "@sayiir/persistence-core";
-import { atTask, eventually, inProgress, sleep, text, uid } from "@sayiir/persistence-core/conformance";
+import type { NextStep, PersistentBackend } from "@sayiir/persistence-core";
+import {
+  atTask,
+  eventually,
+  inProgress,
+  queued,
+  sleep,
+  text,
+  uid,
+} from "@sayiir/persistence-core/conformance";
 import { Cluster, Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { wakeConnectionName } from "../src/backend.js";
@@ -26,11 +34,6 @@ const LONG_WAIT_MS = 20_000;
 const PUSH_BOUND_MS = 1_500;
 /** A wait started this long ago has made its first look. */
 const SETTLE_MS = 150;
-
-const queued = (instanceId: string, queue: string, runAt?: number): WorkflowSnapshot =>
-  inProgress(instanceId, {
-    position: { kind: "AtTask", taskId: "t1", queue, ...(runAt === undefined ? {} : { runAt }) },
-  });
 
 const admins: Array<Redis | Cluster> = [];
 const subjects: RedisSubject[] = [];

@@ -1,6 +1,6 @@
 import { DatabaseSync } from "node:sqlite";
-import type { WakeProbe, WakeReason, WorkflowSnapshot } from "@sayiir/persistence-core";
-import { inProgress } from "@sayiir/persistence-core/conformance";
+import type { WakeProbe, WakeReason } from "@sayiir/persistence-core";
+import { queued } from "@sayiir/persistence-core/conformance";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SqliteBackend, type SqliteBackendOptions } from "../src/index.js";
 import { tableNames } from "../src/layout.js";
@@ -14,12 +14,6 @@ class Probing extends SqliteBackend {
   probe(queues: string[]): Promise<WakeProbe> {
     return this.doProbeWakeUp(queues);
   }
-}
-
-function queued(instanceId: string, queue: string, schedule: { runAt?: number; priority?: number } = {}) {
-  return inProgress(instanceId, {
-    position: { kind: "AtTask", taskId: "t1", queue, ...schedule },
-  }) satisfies WorkflowSnapshot;
 }
 
 /** A wait whose outcome and end time can be read without awaiting it. */
@@ -111,8 +105,8 @@ describe("SQLite wake-ups", () => {
     expect(await backend.probe(["q"])).toEqual({ ready: false, nextDueAt: null });
     const now = Date.now();
     // Priority 1 later, priority 5 sooner: the sooner one is first by time but last by timer key.
-    await backend.saveSnapshot(queued("late", "q", { runAt: now + 50_000, priority: 1 }));
-    await backend.saveSnapshot(queued("soon", "q", { runAt: now + 10_000, priority: 5 }));
+    await backend.saveSnapshot(queued("late", "q", now + 50_000, 1));
+    await backend.saveSnapshot(queued("soon", "q", now + 10_000, 5));
     expect(await backend.probe(["q"])).toEqual({ ready: false, nextDueAt: now + 10_000 });
     expect(await backend.probe(["other"])).toEqual({ ready: false, nextDueAt: null });
     await backend.saveSnapshot(queued("ready", "q2"));

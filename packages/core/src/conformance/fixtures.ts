@@ -72,3 +72,21 @@ export function comparable(snapshot: WorkflowSnapshot): unknown {
     ),
   );
 }
+
+/** A workflow whose task `t1` is ready in `queue` (or due at `runAt`), at `priority` if given. */
+export function queued(
+  instanceId: string,
+  queue: string,
+  runAt?: number,
+  priority?: number,
+): WorkflowSnapshot {
+  return inProgress(instanceId, {
+    position: {
+      kind: "AtTask",
+      taskId: "t1",
+      queue,
+      ...(runAt === undefined ? {} : { runAt }),
+      ...(priority === undefined ? {} : { priority }),
+    },
+  });
+}

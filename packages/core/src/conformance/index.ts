@@ -20,7 +20,7 @@ import { wakeUpsGroup } from "./groups/wake-ups.js";
 import type { ConformanceOptions, GroupName } from "./types.js";
 
 export type { BackendCapabilities } from "../backend.js";
-export { atTask, awaiting, comparable, finished, inProgress } from "./fixtures.js";
+export { atTask, awaiting, comparable, finished, inProgress, queued } from "./fixtures.js";
 export {
   allByteValues,
   beforeDeadline,

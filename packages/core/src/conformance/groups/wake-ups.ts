@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import type { PersistentBackend } from "../../backend.js";
 import { ErrorCode } from "../../errors.js";
-import type { NextStep, WorkflowSnapshot } from "../../snapshot.js";
+import type { NextStep } from "../../snapshot.js";
 import type { WakeReason } from "../../wake-ups.js";
-import { atTask, inProgress } from "../fixtures.js";
+import { atTask, inProgress, queued } from "../fixtures.js";
 import { claimOrFail, expectCode, expirySlackMs, sleep, text, uid, useSubject } from "../harness.js";
 import type { ConformanceOptions } from "../types.js";
 
@@ -13,13 +13,6 @@ const LONG_WAIT_MS = 20_000;
 const SETTLE_MS = 150;
 /** Room for a loaded machine on top of a backend's own bound. */
 const LOAD_SLACK_MS = 1_500;
-
-/** A ready task in `queue`. */
-function queued(instanceId: string, queue: string, runAt?: number): WorkflowSnapshot {
-  return inProgress(instanceId, {
-    position: { kind: "AtTask", taskId: "t1", queue, ...(runAt === undefined ? {} : { runAt }) },
-  });
-}
 
 interface Pending {
   /** Resolves with the reason and how long the wait lasted after the action. */
