@@ -11,6 +11,7 @@ import {
   retryOnRace,
   sleep,
 } from "@sayiir/persistence-core/adapter";
+import type { Document } from "mongodb";
 import { takeoverAttempts } from "./attempts.js";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { claimOn, heldClaim, liveClaimOn, statusOf, toTaskClaim, withClaim } from "./instance.js";
@@ -32,7 +33,12 @@ export function reserveTokens(ctx: MongoContext, count: number): Promise<number>
         const doc = await ctx.meta.findOneAndUpdate(
           { _id: META.token },
           { $inc: { n: count } },
-          { upsert: true, returnDocument: "after" },
+          // The projection is what makes the reply a copy taken inside the update: without
+          // one, mongo-java-server returns its live document and encodes it after releasing
+          // the collection, so a concurrent $inc can show two callers the same counter value
+          // (two claims with one token: a call whose compare-and-set lost would then take the
+          // winner's claim for its own and hand the same task out a second time).
+          { upsert: true, returnDocument: "after", projection: { _id: 0, n: 1 } },
         );
         const last = Number(doc?.n);
         if (!Number.isSafeInteger(last)) throw new BackendError("the token counter holds no integer");
@@ -72,6 +78,29 @@ export function claimChanges(
   const c = withClaim(doc, taskId, entry, now);
   return at === undefined ? { c } : { c, at };
 }
+
+/**
+ * The claim state a claim-next compare-and-set requires beside the version it read: the claim on
+ * `taskId` as read (none, or that very entry, expired, by its token). Judged by the server inside
+ * the write, so a claim another worker committed since is never replaced, even if the version
+ * read was not what the claim decision was taken on (mongo-java-server encodes a document read
+ * without a projection after releasing the collection: a concurrent write can tear it).
+ */
+export function claimFence(doc: InstanceDoc, taskId: string): Document {
+  const seen = claimOn(doc, taskId);
+  return seen === undefined ? { "c.t": { $ne: taskId } } : { c: { $elemMatch: { t: taskId, k: seen.k } } };
+}
+
+/**
+ * Is `stored` (as read back) the claim `entry` a claim-next commit put there: its token, and
+ * beside it its worker and claim time (a token is unique, but a read-back that took another
+ * call's claim for its own would hand one task to two callers).
+ */
+export const sameClaim = (stored: ClaimEntry | undefined, entry: ClaimEntry): boolean =>
+  stored !== undefined &&
+  Number(stored.k) === entry.k &&
+  stored.w === entry.w &&
+  Number(stored.c) === entry.c;
 
 export function claimTask(
   ctx: MongoContext,

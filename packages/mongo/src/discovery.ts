@@ -6,7 +6,15 @@
  */
 import { type AvailableTask, BackendError, type ClaimedTask, effectiveTime } from "@sayiir/persistence-core";
 import type { Document } from "mongodb";
-import { claimChanges, giveBackAll, type Held, newClaim, reserveTokens } from "./claims.js";
+import {
+  claimChanges,
+  claimFence,
+  giveBackAll,
+  type Held,
+  newClaim,
+  reserveTokens,
+  sameClaim,
+} from "./claims.js";
 import { type MongoContext, quote } from "./context.js";
 import { availableTask, type InputItem, needsInline, readInputs } from "./inputs.js";
 import { claimOn, liveClaimOn, runnableTask, toTaskClaim } from "./instance.js";
@@ -305,7 +313,7 @@ async function claimBatch(
     if (!claimable(doc, taskId, now, state.served)) continue;
     const entry = newClaim(taskId, state.workerId, first + i, now, state.ttlMs);
     const { filter, update } = ctx.casUpdate(doc._id, doc, claimChanges(doc, taskId, entry, now));
-    ops.push({ updateOne: { filter, update } });
+    ops.push({ updateOne: { filter: { ...filter, ...claimFence(doc, taskId) }, update } });
     tries.push({ candidate: { ...candidate, tries: candidate.tries + 1 }, entry });
     state.open.set(entry.k, { instanceId: doc._id, entry });
   }
@@ -325,7 +333,7 @@ async function claimBatch(
     const instanceId = candidate.doc._id;
     const doc = docs.get(instanceId);
     state.open.delete(entry.k);
-    if (doc !== undefined && claimOn(doc, entry.t)?.k === entry.k) {
+    if (doc !== undefined && sameClaim(claimOn(doc, entry.t), entry)) {
       // Won. A page of another call of this process read before this claim landed shows the
       // version it replaced: that call skips it.
       superseded(ctx, instanceId, candidate.doc.v);
