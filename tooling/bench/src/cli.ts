@@ -412,7 +412,7 @@ function writeOutputs(o: BenchOptions, report: BenchReport): void {
   );
 }
 
-/** 1 when an exactly-once check failed or a scenario broke, else 0. */
+/** 1 when a correctness check failed (exactly once: scenarios 1 and 6; each task got once: 5) or a scenario broke, else 0. */
 function exitCode(report: BenchReport): number {
   const broken = [
     ...report.throughput.filter((r) => !r.exactlyOnce && !r.extra).map((r) => r.backend),

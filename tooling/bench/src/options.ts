@@ -69,7 +69,7 @@ export const USAGE = `pnpm bench [options]      (from the repository root; or \`
   --samples N             latency samples per point / size (default 200; 1 MiB snapshots: a quarter)
   --wake-tasks N          scenario 5: tasks saved one at a time to idle workers (default 500; --quick 20)
   --wake-tasks-stand-in N the same on DynamoDB Local and mongo-java-server (default 200; --quick 10)
-  --idle-seconds S        scenario 5: the idle phase whose requests are counted (default 30; --quick 1)
+  --idle-seconds S        scenario 5: the idle phase whose requests are counted (default 30; --quick 0.5)
   --wake-gap-ms MIN,MAX   scenario 5: the producer's random gap before each save (default 5,50; --quick 5,20)
   --duration S            upper bound of one throughput run in seconds (default 600)
   --preload-concurrency N saves in flight while pre-loading (default 64)
@@ -106,6 +106,13 @@ function int(value: string | undefined, fallback: number, name: string): number 
   if (value === undefined) return fallback;
   const n = Number(value.replaceAll("_", ""));
   if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+  return n;
+}
+
+function seconds(value: string | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number of seconds`);
   return n;
 }
 
@@ -192,7 +199,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     durationS: int(values.duration, 600, "duration"),
     wakeTasks: int(values["wake-tasks"], quick ? 20 : 500, "wake-tasks"),
     wakeTasksStandIn: int(values["wake-tasks-stand-in"], quick ? 10 : 200, "wake-tasks-stand-in"),
-    idleSeconds: int(values["idle-seconds"], quick ? 1 : 30, "idle-seconds"),
+    idleSeconds: seconds(values["idle-seconds"], quick ? 0.5 : 30, "idle-seconds"),
     wakeGapMs: gap(values["wake-gap-ms"], quick ? [5, 20] : [5, 50]),
     preloadConcurrency: int(values["preload-concurrency"], 64, "preload-concurrency"),
     outDir: values.out ?? "",

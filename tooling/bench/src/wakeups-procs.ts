@@ -3,7 +3,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { PersistentBackend } from "@sayiir/persistence-core";
-import { startSayiirWakeLoop, type WakeClaim } from "./wakeups-loop.ts";
+import { startSayiirDispatchers, type WakeClaim } from "./wakeups-loop.ts";
 import type { WakeChildMessage, WakeJob, WakeParentMessage } from "./wakeups-worker.ts";
 
 export interface Consumers {
@@ -115,9 +115,12 @@ export async function forkConsumers(jobs: WakeJob[]): Promise<Consumers> {
   };
 }
 
-/** All workers in this process on one client (a store that cannot be shared across processes). */
-export function localConsumers(backend: PersistentBackend, workers: number): Consumers {
-  const loop = startSayiirWakeLoop(backend, workers, "p0");
+/**
+ * Every dispatcher in this process on one client (a store that cannot be shared across processes):
+ * one per entry of `slots`, each with that many slots.
+ */
+export function localConsumers(backend: PersistentBackend, slots: readonly number[]): Consumers {
+  const loop = startSayiirDispatchers(backend, slots);
   return {
     count: async () => ({ claims: loop.claims.length, requests: null }),
     async stop() {

@@ -14,7 +14,7 @@ function rowCells(w: WakeupsResult): string[] {
   return [
     w.peer ? `${w.system} (peer)` : w.system,
     w.peer ? w.wakeUps : `${w.wakeUps}${w.wakeBoundMs === null ? "" : `, bound ${w.wakeBoundMs} ms`}`,
-    `${w.workers} x ${w.processes}`,
+    w.setup ?? `${w.workers} x ${w.processes}`,
     String(w.latency.samples),
     `${fmtMs(w.latency.p50)} / ${fmtMs(w.latency.p99)}`,
     fmtMs(w.latency.max),
@@ -43,7 +43,7 @@ export function printWakeups(
       [
         "system",
         "waits by",
-        "workers",
+        "workers: processes x consumer, slots",
         "tasks",
         "p50 / p99 ms",
         "max ms",

@@ -19,11 +19,12 @@ import {
 import type { PeerConfig } from "./peers.ts";
 import { monitorMongoCommands, openStore } from "./targets.ts";
 import { errorMessage } from "./util.ts";
-import { startPeerWakeLoop, startSayiirWakeLoop, type WakeClaim, type WakeLoop } from "./wakeups-loop.ts";
+import { startPeerWakeLoop, startSayiirDispatcher, type WakeClaim, type WakeLoop } from "./wakeups-loop.ts";
 
+/** One process's consumer: `slots` tasks (jobs) at a time; ours one dispatcher named `prefix`. */
 export type WakeJob =
-  | { kind: "sayiir"; store: StoreConfig; workers: number; prefix: string }
-  | { kind: "peer"; config: PeerConfig; workers: number };
+  | { kind: "sayiir"; store: StoreConfig; slots: number; prefix: string }
+  | { kind: "peer"; config: PeerConfig; slots: number };
 
 export type WakeParentMessage =
   | { type: "init"; job: WakeJob }
@@ -71,7 +72,7 @@ let started: (() => void) | undefined;
 async function init(job: WakeJob): Promise<void> {
   requests = await counter(job);
   if (job.kind === "sayiir") {
-    const backend = await openStore(job.store, job.workers + 2);
+    const backend = await openStore(job.store, job.slots + 2);
     if (job.store.backend === "dynamodb" && countDynamoRequests((backend as { client?: unknown }).client))
       requests = dynamoRequestCount;
     await backend.loadSnapshot(`warm-up-${process.pid}`).catch(() => undefined);
@@ -79,7 +80,7 @@ async function init(job: WakeJob): Promise<void> {
       started = resolve;
       void send({ type: "ready" });
     });
-    const running = startSayiirWakeLoop(backend, job.workers, job.prefix);
+    const running = startSayiirDispatcher(backend, job.slots, job.prefix);
     loop = {
       ...running,
       stop: async () => {
@@ -94,7 +95,7 @@ async function init(job: WakeJob): Promise<void> {
     started = resolve;
     void send({ type: "ready" });
   });
-  loop = await startPeerWakeLoop(job.config, job.workers);
+  loop = await startPeerWakeLoop(job.config, job.slots);
   await send({ type: "started" });
 }
 

@@ -1,4 +1,5 @@
-// Scenario 5 (issue 18): wake-up latency and idle cost. W idle workers over P processes; a producer
+// Scenario 5 (issue 18): wake-up latency and idle cost. W idle workers over P processes (ours: one
+// dispatcher per process with W/P slots, as the reference worker and the peers run); a producer
 // saves one ready task at a time at random intervals; per task, the latency from the save's return
 // to the claim's return (the peers: from add's return to the handler's start), both on the
 // machine's monotonic clock (monoMs). Then nothing to do for S seconds: the requests the idle workers' processes send
@@ -37,8 +38,11 @@ export interface WakeupsResult {
   /** Ours: capabilities.wakeBoundMs. */
   wakeBoundMs: number | null;
   tasks: number;
+  /** Slots (concurrent tasks) in all. */
   workers: number;
   processes: number;
+  /** How the workers are arranged, as printed: "2 processes x 1 dispatcher, 8 slots" (absent in older reports). */
+  setup?: string;
   /** Save (add) return to claim return (handler start), ms. */
   latency: Summary;
   idleS: number;
@@ -71,6 +75,15 @@ function splitWorkers(workers: number, processes: number): number[] {
     { length: processes },
     (_, p) => Math.floor(workers / processes) + (p < workers % processes ? 1 : 0),
   ).filter((w) => w > 0);
+}
+
+/** "8", or "9/8" when the workers do not split evenly. */
+function slotsText(split: readonly number[]): string {
+  return split.every((n) => n === split[0]) ? String(split[0]) : split.join("/");
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "es"}`;
 }
 
 async function serverCounter(
@@ -213,20 +226,23 @@ export async function runWakeups(target: BackendTarget, o: WakeupsOptions): Prom
     producer = await store.open(2);
     const { wakeUps, wakeBoundMs, durable } = producer.capabilities;
     // A store that lives in this process (memory) cannot be shared with worker processes.
-    const processes = durable ? Math.max(1, o.processes) : 1;
+    // One dispatcher per process; the in-memory store runs the same dispatchers in this process.
+    const split = splitWorkers(o.workers, Math.max(1, o.processes));
+    const processes = durable ? split.length : 1;
     let consumers: Consumers;
-    if (processes > 1) {
-      const jobs: WakeJob[] = splitWorkers(o.workers, processes).map((workers, p) => ({
+    if (durable) {
+      const jobs: WakeJob[] = split.map((slots, p) => ({
         kind: "sayiir",
         store: store.config,
-        workers,
+        slots,
         prefix: `p${p}`,
       }));
       consumers = await forkConsumers(jobs);
     } else {
       local = await store.open(o.workers + 2);
-      consumers = localConsumers(local, o.workers);
+      consumers = localConsumers(local, split);
     }
+    const dispatchers = durable ? "1 dispatcher" : `${split.length} dispatchers`;
     const kind = target.name === "redis" || target.name === "postgres" ? target.name : undefined;
     server = await serverCounter(kind, store.config.url);
     const backend = producer;
@@ -250,8 +266,9 @@ export async function runWakeups(target: BackendTarget, o: WakeupsOptions): Prom
         tasks: o.tasks,
         workers: o.workers,
         processes,
+        setup: `${plural(processes, "process")} x ${dispatchers}, ${slotsText(split)} slots`,
         idleS: o.idleS,
-        ...(processes < o.processes ? { note: "in-process backend: all workers in one process" } : {}),
+        ...(durable ? {} : { note: "in-process backend: its dispatchers share one process" }),
       },
       m,
       server?.what,
@@ -271,6 +288,12 @@ export const WAKE_PEERS: readonly PeerName[] = ["graphile-worker", "bullmq"];
 const PEER_WAIT: Partial<Record<PeerName, string>> = {
   bullmq: "blocking BZPOPMIN (Worker)",
   "graphile-worker": "LISTEN/NOTIFY (+ 2 s poll)",
+};
+
+/** Each peer's consumer in one process, for the report. */
+const PEER_CONSUMER: Partial<Record<PeerName, string>> = {
+  bullmq: "1 Worker",
+  "graphile-worker": "1 run()",
 };
 
 /** The producer side of a peer: add one job whose data is `{ i }`. */
@@ -308,9 +331,8 @@ export async function runWakeupsPeer(
   let server: ServerCounter | undefined;
   try {
     producer = await peerProducer(peer, config.url, config.name, config.schema);
-    const consumers = await forkConsumers(
-      splitWorkers(o.workers, o.processes).map((workers) => ({ kind: "peer", config, workers })),
-    );
+    const split = splitWorkers(o.workers, Math.max(1, o.processes));
+    const consumers = await forkConsumers(split.map((slots) => ({ kind: "peer", config, slots })));
     server = await serverCounter(peer === "bullmq" ? "redis" : "postgres", config.url);
     const add = producer.add;
     const produce = async (i: number) => {
@@ -327,7 +349,8 @@ export async function runWakeupsPeer(
         wakeBoundMs: null,
         tasks: o.tasks,
         workers: o.workers,
-        processes: o.processes,
+        processes: split.length,
+        setup: `${plural(split.length, "process")} x ${PEER_CONSUMER[peer] ?? "?"}, concurrency ${slotsText(split)}`,
         idleS: o.idleS,
       },
       m,
