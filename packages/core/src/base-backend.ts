@@ -184,10 +184,13 @@ export abstract class BaseBackend implements PersistentBackend {
 
   /**
    * Push backends override this: start the one listener of this instance (a dedicated connection),
-   * call `notify(queue)` when a write may have made a task of `queue` ready, `notify(null)` after
+   * call `notify(queue)` when a write may have made a task of `queue` ready (`notify(queue, true)`
+   * when it is claimable at once, not only due later: the waiters then skip their look), `notify(null)` after
    * reconnecting, and resolve once listening. The returned function stops it.
    */
-  protected doListenForWakeUps?(notify: (queue: string | null) => void): Promise<() => Promise<void>>;
+  protected doListenForWakeUps?(
+    notify: (queue: string | null, readyNow?: boolean) => void,
+  ): Promise<() => Promise<void>>;
 
   #wakeHub(): WakeHub {
     if (this.#wakes === undefined) {

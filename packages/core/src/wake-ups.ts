@@ -61,7 +61,7 @@ export interface WakeSource {
    * of `queue` may have become ready (null: of any queue, as after a reconnect, when notifications
    * may have been missed). Resolves once listening. Absent on poll backends.
    */
-  listen?: (notify: (queue: string | null) => void) => Promise<StopListening>;
+  listen?: (notify: (queue: string | null, readyNow?: boolean) => void) => Promise<StopListening>;
 }
 
 /** How often the hub looks by itself. */
@@ -86,6 +86,8 @@ interface Waiter {
   queues: ReadonlySet<string>;
   /** The hub's tick when the waiter last had news: a look must start at or after it to count. */
   since: number;
+  /** A notification said a task of its queues is claimable now: the wait ends without a look. */
+  readyNews: boolean;
   /** Set by an abort or close: the wait ends with it. */
   ended: "aborted" | "closed" | undefined;
   /** Interrupts the current sleep, if any (news, an abort, close). */
@@ -124,14 +126,18 @@ export class WakeHub {
   }
 
   /**
-   * Says a task of `queue` (null: of any queue) may have become ready: its waiters look again at
-   * once and wake if it is so. Cheap with no waiter.
+   * Says a task of `queue` (null: of any queue) may have become ready, or due at another time: its
+   * waiters look again at once and wake if a task is claimable. `readyNow`: the write that sent it
+   * left a task of `queue` claimable at once (not only due later), so its waiters end without that
+   * look ("notified"), saving the caller a round trip; a task another worker takes first only
+   * costs the caller an empty claim. Cheap with no waiter.
    */
-  notify(queue: string | null): void {
+  notify(queue: string | null, readyNow = false): void {
     const tick = ++this.#tick;
     for (const waiter of this.#waiters) {
       if (queue !== null && !waiter.queues.has(queue)) continue;
       waiter.since = tick;
+      if (readyNow && queue !== null) waiter.readyNews = true;
       waiter.rouse?.();
     }
     if (queue === null) this.#gaps.clear();
@@ -158,6 +164,7 @@ export class WakeHub {
     const waiter: Waiter = {
       queues: new Set(queues),
       since: 0,
+      readyNews: false,
       ended: undefined,
       rouse: undefined,
       interrupt: undefined,
@@ -194,6 +201,7 @@ export class WakeHub {
           return trigger === "entry" || trigger === "timer" ? "ready" : trigger;
         }
         if (waiter.since !== since) {
+          if (waiter.readyNews) return "notified";
           trigger = "notified"; // news during the look: look again
           continue;
         }
@@ -217,6 +225,7 @@ export class WakeHub {
         waiter.rouse = undefined;
         if (waiter.ended !== undefined) return waiter.ended;
         if (waiter.since !== since) {
+          if (waiter.readyNews) return "notified";
           trigger = "notified";
           continue;
         }
@@ -281,7 +290,7 @@ export class WakeHub {
   async #listen(): Promise<boolean> {
     const listen = this.#source.listen;
     if (listen === undefined || Date.now() - this.#listenFailedAt < this.#timing.boundMs) return false;
-    this.#listening ??= listen((queue) => this.notify(queue));
+    this.#listening ??= listen((queue, readyNow) => this.notify(queue, readyNow));
     const listening = this.#listening;
     try {
       await listening;

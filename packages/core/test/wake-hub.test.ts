@@ -106,6 +106,23 @@ describe("WakeHub", () => {
     expect(await hub.wait(["q"], 5_000, undefined)).toBe("ready");
   });
 
+  it("a notification that says a task is claimable now ends the wait without a look", async () => {
+    let looks = 0;
+    const hub = new WakeHub(
+      source(async () => {
+        looks++;
+        return idle;
+      }, listening),
+      { mode: "push", boundMs: 10_000 },
+    );
+    const waiting = hub.wait(["q"], 5_000, undefined);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    hub.notify("other", true);
+    hub.notify("q", true);
+    expect(await waiting).toBe("notified");
+    expect(looks).toBe(1); // the entry look only
+  });
+
   it("a listener that failed to start is tried again only after the bound; meanwhile waits poll", async () => {
     let starts = 0;
     let looks = 0;

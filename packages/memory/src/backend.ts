@@ -489,9 +489,9 @@ export class InMemoryBackend extends BaseBackend {
   }
 
   protected override async doListenForWakeUps(
-    notify: (queue: string | null) => void,
+    notify: (queue: string | null, readyNow?: boolean) => void,
   ): Promise<() => Promise<void>> {
-    const listener = (queue: string): void => notify(queue);
+    const listener = (queue: string, readyNow: boolean): void => notify(queue, readyNow);
     this.store.wakeListeners.add(listener);
     return async () => {
       this.store.wakeListeners.delete(listener);

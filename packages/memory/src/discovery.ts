@@ -66,7 +66,7 @@ export function place(store: MemoryStore, instanceId: string, stored: StoredInst
     store.due.remove(instanceId);
   }
   // Ready now, or due at a time a waiter may not know yet: its waiters look again.
-  if (ready !== null) store.wake(queue);
+  if (ready !== null) store.wake(queue, "readyAt" in ready);
 }
 
 /**

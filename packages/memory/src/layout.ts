@@ -64,7 +64,7 @@ export class MemoryStore {
   /** One counter for the whole store: tokens never repeat, even across deleted instances. */
   lastToken = 0;
   /** The waitForTasks listeners of the backends over this store (one per backend that waits). */
-  readonly wakeListeners = new Set<(queue: string) => void>();
+  readonly wakeListeners = new Set<(queue: string, readyNow: boolean) => void>();
   #sortedIds: string[] | null = null;
 
   constructor(readonly clock: () => number = Date.now) {}
@@ -98,12 +98,13 @@ export class MemoryStore {
     tasks?.delete(taskId);
     if (tasks?.size === 0) this.claims.delete(instanceId);
     // A released claim may leave its indexed task free to claim again.
-    const indexed = this.ready.get(instanceId) ?? this.due.get(instanceId);
-    if (indexed !== undefined) this.wake(indexed.queue);
+    const ready = this.ready.get(instanceId);
+    const indexed = ready ?? this.due.get(instanceId);
+    if (indexed !== undefined) this.wake(indexed.queue, ready !== undefined);
   }
 
-  /** Tells the waiters of `queue` that a task of it may be ready (or due sooner) now. */
-  wake(queue: string): void {
-    for (const listener of this.wakeListeners) listener(queue);
+  /** Tells the waiters of `queue` that a task of it is ready (`readyNow`) or due at another time. */
+  wake(queue: string, readyNow: boolean): void {
+    for (const listener of this.wakeListeners) listener(queue, readyNow);
   }
 }

@@ -533,7 +533,7 @@ export class PostgresBackend extends BaseBackend {
    * options this backend built, or those of the caller's pool (`pool.options`).
    */
   protected override doListenForWakeUps(
-    notify: (queue: string | null) => void,
+    notify: (queue: string | null, readyNow?: boolean) => void,
   ): Promise<() => Promise<void>> {
     const pool = this.#options.pool;
     const config = pool.kind === "own" ? pool.config : pool.pool.options;

@@ -10,7 +10,7 @@
  */
 import type { Layout } from "./layout.js";
 import { ms } from "./sql-discovery.js";
-import { notifyWake, offers } from "./sql-wake.js";
+import { notifyWake, offers, readyNow } from "./sql-wake.js";
 
 /** The placement rule's inputs, as SQL expressions (placeholders or columns). */
 export interface PlacementArgs {
@@ -145,6 +145,6 @@ export function attemptStatements(l: Layout, agingMs: number) {
         due_key = CASE WHEN ${pending} THEN p.due_key ELSE t.due_key END
       FROM p
       WHERE t.instance_id = $1
-      RETURNING ${notifyWake(l, offers("t"), "t.queue")} AS woke`,
+      RETURNING ${notifyWake(l, offers("t"), "t.queue", readyNow("t"))} AS woke`,
   };
 }

@@ -15,14 +15,19 @@ export const offers = (t: string) =>
   `(${t}.claimed_until IS NULL AND (${t}.ready_task_id IS NOT NULL OR ${t}.due_key IS NOT NULL))`;
 
 /**
- * `pg_notify` on the schema's wake-up channel with `queue` as payload when `when` holds (CASE
+ * `pg_notify` on the schema's wake-up channel when `when` holds, its payload '+' and the queue
+ * when `readyNow` holds (a task of it is claimable at once: waiters skip their look), else '~' and
+ * the queue (its due time moved, or the writer cannot tell: waiters look first) (CASE
  * evaluates it only then). It is sent at commit, so a rolled-back write wakes nobody; identical
  * (channel, payload) pairs of one transaction are folded into one notification by the server.
  * Only writes that can make a task ready carry it: NOTIFY serialises committing transactions that
  * sent one (a global lock at commit), so claims, extends and completions without `next` never do.
  */
-export const notifyWake = (l: Layout, when: string, queue: string) =>
-  `CASE WHEN ${when} THEN pg_notify(${quoteLiteral(l.wakeChannel)}, ${queue}) END`;
+export const notifyWake = (l: Layout, when: string, queue: string, readyNow = "FALSE") =>
+  `CASE WHEN ${when} THEN pg_notify(${quoteLiteral(l.wakeChannel)}, CASE WHEN ${readyNow} THEN '+' ELSE '~' END || ${queue}) END`;
+
+/** A row `t` that offers a task offers it at once when it is in the ready index (not only due). */
+export const readyNow = (t: string) => `${t}.ready_task_id IS NOT NULL`;
 
 /**
  * The most timer-index entries a probe reads per queue for its next due time (the window below):

@@ -3,7 +3,7 @@ import type { Layout } from "./layout.js";
 import { claimStatements } from "./sql-claims.js";
 import { candidate, discovery, live, liveInline, ms } from "./sql-discovery.js";
 import { attemptStatements, placementSql } from "./sql-schedule.js";
-import { notifyWake, offers, wakeStatements } from "./sql-wake.js";
+import { notifyWake, offers, readyNow, wakeStatements } from "./sql-wake.js";
 import { stepStatements } from "./step.js";
 
 /** The expiry of a revoked claim: the epoch (REVOKED_EXPIRY, in ms) as a timestamptz. */
@@ -95,7 +95,7 @@ function snapshotWrites(l: Layout, agingMs: number) {
         claimed_until = CASE WHEN ${candidate("t")} = ${candidate("excluded")} THEN t.claimed_until END
       WHERE NOT (t.finished AND NOT excluded.finished) AND NOT (t.cancelled AND NOT excluded.cancelled)
         AND NOT (t.paused AND NOT $13::boolean)
-      RETURNING 1 AS ok, ${notifyWake(l, offers("t"), "t.queue")} AS woke`,
+      RETURNING 1 AS ok, ${notifyWake(l, offers("t"), "t.queue", readyNow("t"))} AS woke`,
 
     /**
      * saveSnapshot with consumeEvent: deletes the event if it is the oldest pending one of its
@@ -276,7 +276,7 @@ function control(l: Layout, agingMs: number) {
           agingMs,
         )})
       WHERE t.instance_id = $1
-      RETURNING ${notifyWake(l, offers("t"), "t.queue")} AS woke`,
+      RETURNING ${notifyWake(l, offers("t"), "t.queue", readyNow("t"))} AS woke`,
 
     /**
      * cancelWorkflow: every claim of the instance not revoked yet gets the epoch as its expiry
@@ -343,7 +343,7 @@ function events(l: Layout, agingMs: number) {
         WHERE t.instance_id = $1 AND NOT s.finished
       )
       SELECT s.finished, s.header, (SELECT e.sequence::text FROM e) AS sequence,
-             ${notifyWake(l, "s.wakes AND NOT s.finished", "s.queue")} AS woke
+             ${notifyWake(l, "s.wakes AND NOT s.finished", "s.queue", "TRUE")} AS woke
       FROM s`,
 
     /** loadPendingEvents: one row with null event columns when the instance has none; no row when it is missing. */

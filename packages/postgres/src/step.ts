@@ -36,7 +36,7 @@ import { type Db, storedState, waitValues } from "./control.js";
 import type { Layout } from "./layout.js";
 import { live, liveInline, ms } from "./sql-discovery.js";
 import { placementSql } from "./sql-schedule.js";
-import { notifyWake, offers } from "./sql-wake.js";
+import { notifyWake, offers, readyNow } from "./sql-wake.js";
 
 /** The statements of a step (statements() in sql.ts includes them). */
 export function stepStatements(l: Layout, agingMs: number) {
@@ -172,7 +172,7 @@ export function stepStatements(l: Layout, agingMs: number) {
           agingMs,
         )}) p
         WHERE t.instance_id = d.instance_id
-        RETURNING ${notifyWake(l, offers("t"), "t.queue")} AS woke
+        RETURNING ${notifyWake(l, offers("t"), "t.queue", readyNow("t"))} AS woke
       )
       SELECT i.ord::int AS ord, s.instance_id IS NOT NULL AS found, (SELECT count(*) FROM u)::int AS woke,
              EXISTS (SELECT 1 FROM ok WHERE ok.ord = i.ord) AS checked,

@@ -1,7 +1,7 @@
 /**
  * The wake-up listener: one dedicated connection per backend instance (not from the pool: a
  * LISTEN belongs to a session, and a pooled connection goes back to other work), on which the
- * schema's channel is LISTENed. Each notification's payload is a queue name, handed to the
+ * schema's channel is LISTENed. Each notification's payload is a kind and a queue name, handed to the
  * shared WakeHub. A dropped connection is opened again with backoff, then `notify(null)` says
  * that notifications may have been missed (every waiter looks again). Errors never escape: a
  * waiter does not depend on the listener to be correct, only to be quick (wakeBoundMs).
@@ -26,7 +26,7 @@ export interface WakeListenerOptions {
   /** The schema's channel (unquoted). */
   channel: string;
   /** A queue name, or null after a reconnect. */
-  notify: (queue: string | null) => void;
+  notify: (queue: string | null, readyNow?: boolean) => void;
 }
 
 /** Starts the listener; resolves once it is LISTENing. The result stops it and ends its connection. */
@@ -59,7 +59,9 @@ class WakeListener {
     client.on("error", lost);
     client.on("end", lost);
     client.on("notification", (message) => {
-      if (message.channel === channel) notify(message.payload ? message.payload : null);
+      // '+queue': a task of it is claimable now; '~queue': look first (sql-wake.ts, notifyWake).
+      const payload = message.payload ?? "";
+      if (message.channel === channel && payload.length > 1) notify(payload.slice(1), payload[0] === "+");
     });
     const suffix = quoteLiteral(WAKE_APPLICATION_SUFFIX);
     const keep = APPLICATION_NAME_BYTES - Buffer.byteLength(WAKE_APPLICATION_SUFFIX);

@@ -18,7 +18,8 @@ import {
 afterAll(closeAdminPools);
 
 /**
- * A plain connection LISTENing on a schema's channel. `drain()` sends a marker on the channel
+ * A plain connection LISTENing on a schema's channel (payloads: '+queue' when a task of it is
+ * claimable at once, '~queue' when its due time moved or the writer cannot tell). `drain()` sends a marker on the channel
  * from another session and returns what came before it: notifications are delivered in commit
  * order, so every write that committed before the marker has been heard (or sent nothing).
  */
@@ -99,12 +100,12 @@ const claimed = async (b: PersistentBackend, q: string, id: string) => {
 };
 
 const PATHS: PathCase[] = [
-  { name: "saveSnapshot of a ready task", setup: async () => {}, act: ready, expected: (q) => [q] },
+  { name: "saveSnapshot of a ready task", setup: async () => {}, act: ready, expected: (q) => [`+${q}`] },
   {
     name: "saveSnapshot of a task with a future runAt (its due time)",
     setup: async () => {},
     act: (b, q, id) => b.saveSnapshot(queued(id, q, Date.now() + 3_600_000)),
-    expected: (q) => [q],
+    expected: (q) => [`~${q}`],
   },
   {
     name: "completeTasks with next (a step) notifies the next task's queue",
@@ -117,13 +118,13 @@ const PATHS: PathCase[] = [
           next: { kind: "AtTask", taskId: "t2", queue: `${q}-next` },
         },
       ]),
-    expected: (q) => [`${q}-next`],
+    expected: (q) => [`+${q}-next`],
   },
   {
     name: "releaseTaskClaim of a claim-next claim",
     setup: claimed,
     act: (b, _q, id) => b.releaseTaskClaim(id, "t1", "w"),
-    expected: (q) => [q],
+    expected: (q) => [`~${q}`],
   },
   {
     name: "releaseTaskClaim of a claimTask claim (claims table, no lease)",
@@ -132,7 +133,7 @@ const PATHS: PathCase[] = [
       return b.claimTask(id, "t1", "w", 60_000);
     },
     act: (b, _q, id) => b.releaseTaskClaim(id, "t1", "w"),
-    expected: (q) => [q],
+    expected: (q) => [`~${q}`],
   },
   {
     name: "resumeWorkflow",
@@ -141,20 +142,20 @@ const PATHS: PathCase[] = [
       await b.pauseWorkflow(id);
     },
     act: (b, _q, id) => b.resumeWorkflow(id),
-    expected: (q) => [q],
+    expected: (q) => [`+${q}`],
   },
   {
     name: "sendEvent that makes a wait ready",
     setup: waiting,
     act: (b, _q, id) => b.sendEvent(id, "go", text("payload")),
-    expected: (q) => [q],
+    expected: (q) => [`+${q}`],
   },
   {
     name: "failTasks with a retryAt (its due time)",
     setup: claimed,
     act: (b, _q, _id, task: Awaited<ReturnType<typeof claimOne>>) =>
       b.failTasks([{ claim: task.claim, error: "boom", retryAt: Date.now() + 3_600_000 }]),
-    expected: (q) => [q],
+    expected: (q) => [`~${q}`],
   },
   // Writes that make nothing ready send nothing (NOTIFY serialises commits: never on claims).
   { name: "claimAvailableTasks: none", setup: ready, act: (b, q) => claimOne(b, q), expected: () => [] },

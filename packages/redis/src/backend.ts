@@ -360,7 +360,7 @@ export class RedisBackend extends BaseBackend {
 
   /** One subscriber connection of this instance's own (see wake-ups.ts); never the client itself. */
   protected override async doListenForWakeUps(
-    notify: (queue: string | null) => void,
+    notify: (queue: string | null, readyNow?: boolean) => void,
   ): Promise<() => Promise<void>> {
     // The layout read first: the client is connected (a cluster knows its masters) by then.
     const { layout } = await this.#shards();

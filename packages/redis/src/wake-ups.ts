@@ -3,7 +3,7 @@ import type { Cluster, Redis, RedisOptions } from "ioredis";
 /*
  * The listener of waitForTasks: ONE subscriber connection per backend instance, subscribed to the
  * store's channel `{P:wake}`, where the scripts that file a task into a ready or timer set publish
- * its queue (lua.ts, `wake`). A message calls notify(queue); every (re)connection after the first
+ * its queue (lua.ts, `wake`). A message calls notify(queue, claimable now?); every (re)connection after the first
  * calls notify(null), since messages published while it was down are lost.
  *
  * The connection is always one of our own, never the backend's client (which may be the user's:
@@ -30,7 +30,7 @@ export interface WakeListenerOptions {
   connectionName: string;
   /** Bounds the first subscription (and stop's goodbye), in ms. */
   timeoutMs: number;
-  notify: (queue: string | null) => void;
+  notify: (queue: string | null, readyNow?: boolean) => void;
 }
 
 const noop = (): void => {};
@@ -121,8 +121,9 @@ export class WakeListener {
     this.#connection = connection;
     // Errors show as reconnections; none may escape as an unhandled 'error' event.
     connection.on("error", noop);
-    connection.on("message", (from: string, queue: string) => {
-      if (from === channel) notify(queue);
+    connection.on("message", (from: string, message: string) => {
+      // '+queue': a task of it is claimable now; '~queue': one's due time moved (lua.ts, wake).
+      if (from === channel && message.length > 1) notify(message.slice(1), message[0] === "+");
     });
     connection.on("ready", () => {
       if (!this.#subscribed || this.#stopped) return;

@@ -100,17 +100,21 @@ async function watch(admin: Redis | Cluster, channel: string): Promise<string[][
     opened.push(raw);
     const got: string[] = [];
     received.push(got);
-    raw.on("message", (from: string, queue: string) => {
-      if (from === channel) got.push(queue);
+    raw.on("message", (from: string, message: string) => {
+      if (from === channel) got.push(message);
     });
     await raw.subscribe(channel);
   }
   return received;
 }
 
-/** How many times each master's subscriber received `queue`. */
+/** How many times each master's subscriber received `queue` ('+queue': ready now, '~queue': due). */
 const counts = (received: string[][], queue: string): number[] =>
-  received.map((got) => got.filter((q) => q === queue).length);
+  received.map((got) => got.filter((m) => m.slice(1) === queue).length);
+
+/** The kinds ('+' ready now, '~' due later) of the messages of `queue` the first master received. */
+const kindsOf = (received: string[][], queue: string): string[] =>
+  (received[0] ?? []).filter((m) => m.slice(1) === queue).map((m) => m[0] ?? "");
 
 /** Waits until every master's subscriber holds `n` messages of `queue` (one more fails at once). */
 async function expectPublished(received: string[][], queue: string, n: number, what: string): Promise<void> {
@@ -124,7 +128,7 @@ async function expectPublished(received: string[][], queue: string, n: number, w
 /** A marker published by hand and seen by every subscriber: every earlier message has arrived. */
 async function flush(admin: Redis | Cluster, channel: string, received: string[][]): Promise<void> {
   const marker = uid("marker");
-  await mastersOf(admin)[0]?.publish(channel, marker);
+  await mastersOf(admin)[0]?.publish(channel, `+${marker}`);
   await expectPublished(received, marker, 1, "the marker");
 }
 
@@ -224,6 +228,14 @@ describe.each(kinds.map((target) => ({ target, kind: target.kind })))("wake-ups 
     ] as const) {
       expect({ queue, counts: counts(received, queue) }).toEqual({ queue, counts: received.map(() => n) });
     }
+    // Ready now ('+': waiters claim without a look first) or only due later ('~': they look).
+    expect(kindsOf(received, q.save)).toEqual(["+"]);
+    expect(kindsOf(received, q.later)).toEqual(["~"]);
+    expect(kindsOf(received, q.step)).toEqual(["+"]);
+    expect(kindsOf(received, q.release)).toEqual(["+", "+"]);
+    expect(kindsOf(received, q.resume)).toEqual(["+", "+"]);
+    expect(kindsOf(received, q.event)).toEqual(["+"]);
+    expect(kindsOf(received, q.retry)).toEqual(["+", "~"]);
   });
 
   it("the subscriber connection cut: a write after the cut still wakes a waiter, and a write made while it was cut wakes it on reconnect", async () => {

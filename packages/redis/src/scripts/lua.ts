@@ -149,13 +149,15 @@ local function readiness(base, key, id, now_ms)
 end
 -- Wake-ups (wake-ups.ts): a call that files a task into a ready or timer set, or moves it there,
 -- publishes the task's queue on the channel "{P:wake}" (built from the shard's base "{P:K}:"),
--- each queue once per call, so idle workers look again. \`changed\`: ZADD CH's count (0: the
--- entry was there with that score already, nobody needs to look). Claim scripts set woken to
--- false: taking a task (or promoting a due timer on the way) makes nothing newly claimable.
+-- each queue once per call and kind, so idle workers look again: '+' and the queue when the task
+-- is in a ready set (claimable now: its waiters need not look first), '~' and the queue when it is
+-- in a timer set (its due time moved). \`changed\`: ZADD CH's count (0: the entry was there with
+-- that score already, nobody needs to look). Claim scripts set woken to false: taking a task (or
+-- promoting a due timer on the way) makes nothing newly claimable.
 local woken = {}
-local function wake(base, q, changed)
+local function wake(base, q, changed, kind)
   if changed == 0 or not woken then return end
-  q = q or 'default'
+  q = kind .. (q or 'default')
   if woken[q] then return end
   woken[q] = true
   -- pcall: a user whose ACL does not allow the channel still writes (a wake-up is a hint, and a
@@ -170,7 +172,7 @@ end
 -- or moved ready or timer entry wakes its queue's listeners.
 local function place(base, key, id, task, score, waiting, now_ms, sched)
   if waiting or sched.timed then
-    if not task and score then wake(base, sched.q, call('ZADD', timers_of(base, sched.q), 'CH', score, id))
+    if not task and score then wake(base, sched.q, call('ZADD', timers_of(base, sched.q), 'CH', score, id), '~')
     else call('ZREM', timers_of(base, sched.q), id) end
   end
   local ready = ready_of(base, sched.q)
@@ -188,7 +190,7 @@ local function place(base, key, id, task, score, waiting, now_ms, sched)
   else
     call('ZREM', base .. ${L.leased}, id)
     if sched.z ~= 0 then score = fmt(tonumber(score) + sched.z) end
-    wake(base, sched.q, call('ZADD', ready, 'CH', score, id))
+    wake(base, sched.q, call('ZADD', ready, 'CH', score, id), '+')
   end
 end
 -- place, with the readiness read from the instance.
