@@ -17,6 +17,14 @@ import {
 } from "@sayiir/backends";
 import type { PersistentBackend, WorkflowSnapshot } from "@sayiir/persistence-core";
 import { POSTGRES_BULK_LOAD_HOW, postgresBulkLoad } from "./bulk-load.ts";
+import {
+  countMongoCommands,
+  countPgStatements,
+  countRedisCommands,
+  mongoCommandCount,
+  pgStatementCount,
+  redisCommandCount,
+} from "./counters.ts";
 import type { CompleteMode } from "./sayiir-workers.ts";
 import type { ServerInfo, Servers } from "./servers.ts";
 import { errorMessage } from "./util.ts";
@@ -27,6 +35,31 @@ let mongoMonitoring = false;
 /** The MongoDB clients opened from now on in this process emit command monitoring events. */
 export function monitorMongoCommands(): void {
   mongoMonitoring = true;
+}
+
+/**
+ * Starts counting what this process sends to its server (the statements, commands or MongoDB
+ * commands of every client it opens from now on); returns the counter, or undefined when the
+ * server's requests are not counted here (memory, SQLite; DynamoDB is counted by its own client).
+ */
+export async function startRequestCounter(
+  server: "postgres" | "redis" | "mongo" | string | undefined,
+): Promise<(() => number) | undefined> {
+  if (server === "postgres") {
+    countPgStatements();
+    return pgStatementCount;
+  }
+  if (server === "redis") {
+    await countRedisCommands();
+    return redisCommandCount;
+  }
+  if (server === "mongo") {
+    // Command monitoring: the bench's MongoDB clients in this process set monitorCommands.
+    await countMongoCommands();
+    monitorMongoCommands();
+    return mongoCommandCount;
+  }
+  return undefined;
 }
 
 /** Long driver timeouts: a scenario may hold a million snapshots and 16 busy workers. */

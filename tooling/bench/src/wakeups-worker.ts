@@ -6,18 +6,9 @@
 // `requests`: what this process has sent to its server so far (the counters of scenario 1,
 // counters.ts), null where nothing is counted (SQLite).
 import type { StoreConfig } from "@sayiir/backends";
-import {
-  countDynamoRequests,
-  countMongoCommands,
-  countPgStatements,
-  countRedisCommands,
-  dynamoRequestCount,
-  mongoCommandCount,
-  pgStatementCount,
-  redisCommandCount,
-} from "./counters.ts";
+import { countDynamoRequests, dynamoRequestCount } from "./counters.ts";
 import type { PeerConfig } from "./peers.ts";
-import { monitorMongoCommands, openStore } from "./targets.ts";
+import { openStore, startRequestCounter } from "./targets.ts";
 import { errorMessage } from "./util.ts";
 import { startPeerWakeLoop, startSayiirDispatcher, type WakeClaim, type WakeLoop } from "./wakeups-loop.ts";
 
@@ -47,22 +38,8 @@ function send(message: WakeChildMessage): Promise<void> {
 
 /** Starts the counter of what this process sends to its server (as scenario 1's worker.ts does). */
 async function counter(job: WakeJob): Promise<(() => number) | undefined> {
-  const backend =
-    job.kind === "peer" ? (job.config.peer === "bullmq" ? "redis" : "postgres") : job.store.backend;
-  if (backend === "postgres") {
-    countPgStatements();
-    return pgStatementCount;
-  }
-  if (backend === "redis") {
-    await countRedisCommands();
-    return redisCommandCount;
-  }
-  if (backend === "mongo") {
-    await countMongoCommands();
-    monitorMongoCommands();
-    return mongoCommandCount;
-  }
-  return undefined;
+  if (job.kind === "peer") return startRequestCounter(job.config.peer === "bullmq" ? "redis" : "postgres");
+  return startRequestCounter(job.store.backend);
 }
 
 let loop: WakeLoop | undefined;

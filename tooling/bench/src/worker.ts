@@ -2,22 +2,12 @@
 //   parent -> {type:"init", job}   child -> {type:"ready"}   (connections open, nothing consumed yet)
 //   parent -> {type:"go"}          child works; a Sayiir loop ends on its own with {type:"done", result}
 //   parent -> {type:"stop"}        (peers, steps: the parent saw the work done) child -> {type:"done", result}
-import {
-  countDynamoRequests,
-  countMongoCommands,
-  countPgStatements,
-  countRedisCommands,
-  dynamoRequestCount,
-  mongoCommandCount,
-  ownCpuMs,
-  pgStatementCount,
-  redisCommandCount,
-} from "./counters.ts";
+import { countDynamoRequests, dynamoRequestCount, ownCpuMs } from "./counters.ts";
 import { preparePeerWorker } from "./peers.ts";
 import type { ChildMessage, ParentMessage, WorkerJob, WorkerOutcome } from "./procs.ts";
 import { runSayiirLoop } from "./sayiir-workers.ts";
 import { runStepsLoop } from "./steps-workers.ts";
-import { monitorMongoCommands, openStore } from "./targets.ts";
+import { openStore, startRequestCounter } from "./targets.ts";
 import { errorMessage } from "./util.ts";
 
 /** Resolves once the message is handed to the channel (large reports must not be cut off by the exit). */
@@ -30,22 +20,8 @@ function send(message: ChildMessage): Promise<void> {
 
 /** Starts counting what this process sends to its server; returns the counter (undefined: not counted). */
 async function startCounting(job: WorkerJob): Promise<(() => number) | undefined> {
-  const backend = job.kind === "peer" ? undefined : job.store.backend;
-  if (backend === "postgres" || (job.kind === "peer" && job.config.peer !== "bullmq")) {
-    countPgStatements();
-    return pgStatementCount;
-  }
-  if (backend === "redis" || (job.kind === "peer" && job.config.peer === "bullmq")) {
-    await countRedisCommands();
-    return redisCommandCount;
-  }
-  if (backend === "mongo") {
-    // Command monitoring: the bench's MongoDB clients in this process set monitorCommands.
-    await countMongoCommands();
-    monitorMongoCommands();
-    return mongoCommandCount;
-  }
-  return undefined;
+  if (job.kind === "peer") return startRequestCounter(job.config.peer === "bullmq" ? "redis" : "postgres");
+  return startRequestCounter(job.store.backend);
 }
 
 /** Opens the job's store and warms its pool (before the clock starts). */
