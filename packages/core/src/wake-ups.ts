@@ -25,7 +25,7 @@ export type WakeReason =
 
 export interface WaitOptions {
   /** The queues whose work should end the wait (default: ["default"]), as for claim-next. */
-  queues?: string[];
+  queues?: readonly string[];
   /** The longest the wait lasts, 0 to 3,600,000 ms (0: look once and return). */
   timeoutMs: number;
   /** Ends the wait early with "aborted". */

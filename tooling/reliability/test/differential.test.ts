@@ -173,7 +173,7 @@ describe("differential fuzzing against the memory reference", () => {
             return (await super.findAvailableTasks(w, limit, options)).filter((t) => t.timedOut !== true);
           }
         })(),
-      ["find"],
+      ["find", "wait"],
     ],
     [
       "a cancel that keeps the claims alive",
@@ -208,7 +208,7 @@ describe("differential fuzzing against the memory reference", () => {
             return super.findAvailableTasks(w, limit, { queues: ["default", "bulk:2"] });
           }
         })(),
-      ["find"],
+      ["find", "wait"],
     ],
     [
       "discovery that ignores priorities",
@@ -223,7 +223,7 @@ describe("differential fuzzing against the memory reference", () => {
             return all.sort((x, y) => (x.instanceId < y.instanceId ? -1 : 1)).slice(0, limit);
           }
         })(),
-      ["find"],
+      ["find", "wait"],
     ],
     // One write per step (issue 17): completeTasks with next is fuzzed too.
     [

@@ -82,6 +82,15 @@ async function applyCore(lane: Lane, op: Op): Promise<unknown> {
       return (await b.findAvailableTasks(WORKERS[op.worker], op.limit, discovery(op.queues))).map((t) =>
         lane.normTask(t),
       );
+    case "wait": {
+      // One look. It must never miss a claimable task (a lost wake-up): when one is claimable it
+      // says "ready". Its answer is not compared when none is: a poll backend's look may say
+      // "ready" of a task a live claim holds outside its lease index, which costs the caller one
+      // empty claim, not a task.
+      const reason = await b.waitForTasks({ timeoutMs: 0, ...discovery(op.queues) });
+      const claimable = (await b.findAvailableTasks(WORKERS[0], 1, discovery(op.queues))).length > 0;
+      return claimable ? reason : "none claimable";
+    }
     case "claimNext": {
       const tasks = await b.claimAvailableTasks(
         WORKERS[op.worker],

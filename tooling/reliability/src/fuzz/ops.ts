@@ -107,6 +107,8 @@ export type Op =
   | { op: "release"; inst: Inst; task: Task; worker: Worker }
   | { op: "extend"; inst: Inst; task: Task; worker: Worker }
   | { op: "find"; worker: Worker; limit: number; queues: QueueSel }
+  /** waitForTasks with timeoutMs 0: one look, "ready" whenever a task of the queues is claimable. */
+  | { op: "wait"; queues: QueueSel }
   | { op: "claimNext"; worker: Worker; limit: number; ttl: boolean; queues: QueueSel }
   /** failTasks: each item's claim (an earlier one or a bogus token) and its retryAt. */
   | { op: "fail"; items: FailItem[] }
@@ -328,6 +330,7 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       queues: queueSel,
     }),
   },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("wait" as const), queues: queueSel }) },
   {
     weight: 3,
     arbitrary: fc.record({
