@@ -93,6 +93,14 @@ export interface BackendCapabilities {
   wakeBoundMs: number;
 }
 
+/** What purgeFinished removes: finished workflows whose finish time is before `finishedBefore`. */
+export interface PurgeOptions {
+  /** Epoch ms, on the store's clock: workflows that finished strictly before this time. */
+  finishedBefore: number;
+  /** The most workflows removed by this call, 1 to 10,000 (call again until it returns 0). */
+  limit: number;
+}
+
 export interface ListPageOptions {
   /** Opaque cursor from the previous page; omit for the first page. */
   cursor?: string | null;
@@ -125,6 +133,28 @@ export interface PersistentBackend extends AsyncDisposable {
   loadSnapshot(instanceId: string): Promise<WorkflowSnapshot>;
   /** Removes the snapshot, its task results and its claims. */
   deleteSnapshot(instanceId: string): Promise<void>;
+  /**
+   * One task's output as loadSnapshot would show it, without reading the snapshot or any other
+   * output: the bytes of `completedTasks[taskId]` of an InProgress, Paused or Cancelled workflow,
+   * null when that task has no result (and always for Completed and Failed, whose state carries
+   * only the final output or error). Missing instance: NotFoundError.
+   */
+  loadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null>;
+  /**
+   * Deletes up to `limit` Completed, Failed or Cancelled workflows that finished before
+   * `finishedBefore` (the store's clock), each with its results, claims and events, oldest
+   * finish first, and returns how many it deleted. The store keeps the time a workflow first
+   * became finished; saving it again finished keeps that time. Reads an index on the finish
+   * time: unfinished workflows cost it nothing.
+   */
+  purgeFinished(options: PurgeOptions): Promise<number>;
+  /**
+   * The claim records of one instance that are neither released nor revoked, live or expired (an
+   * expired one not yet taken over is stuck work), by task id. Claims are their own records:
+   * a missing instance has none ([]), never NotFoundError. For operators (the CLI); a worker
+   * never needs it.
+   */
+  loadTaskClaims(instanceId: string): Promise<TaskClaim[]>;
   /** Every stored instance id. Prefer listSnapshotsPage on large stores. */
   listSnapshots(): Promise<string[]>;
   /** One page of instance ids; every id stored for the whole walk appears exactly once. */

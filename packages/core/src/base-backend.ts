@@ -5,6 +5,7 @@ import type {
   ListPageOptions,
   PendingEvent,
   PersistentBackend,
+  PurgeOptions,
   SnapshotPage,
   TaskCompletion,
   TaskFailure,
@@ -44,6 +45,7 @@ import {
   validateId,
   validateLimit,
   validateMaxPayloadBytes,
+  validatePurgeOptions,
   validateQueues,
   validateSnapshot,
   validateTtl,
@@ -100,6 +102,12 @@ export abstract class BaseBackend implements PersistentBackend {
   ): Promise<void>;
   protected abstract doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot>;
   protected abstract doDeleteSnapshot(instanceId: string): Promise<void>;
+  /** The output as loadSnapshot would show it (null: none), reading only that output. */
+  protected abstract doLoadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null>;
+  /** Deletes up to `limit` workflows finished before `finishedBefore` (store clock), through the finish-time index. */
+  protected abstract doPurgeFinished(finishedBefore: number, limit: number): Promise<number>;
+  /** Claims neither released nor revoked, by task id; [] for an unknown instance. */
+  protected abstract doLoadTaskClaims(instanceId: string): Promise<TaskClaim[]>;
   protected abstract doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage>;
   protected abstract doClaimTask(
     instanceId: string,
@@ -248,6 +256,22 @@ export abstract class BaseBackend implements PersistentBackend {
   async deleteSnapshot(instanceId: string): Promise<void> {
     validateId("instanceId", instanceId);
     return this.run("deleteSnapshot", () => this.doDeleteSnapshot(instanceId));
+  }
+
+  async loadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null> {
+    validateId("instanceId", instanceId);
+    validateId("taskId", taskId);
+    return this.run("loadTaskResult", () => this.doLoadTaskResult(instanceId, taskId));
+  }
+
+  async purgeFinished(options: PurgeOptions): Promise<number> {
+    const { finishedBefore, limit } = validatePurgeOptions(options);
+    return this.run("purgeFinished", () => this.doPurgeFinished(finishedBefore, limit));
+  }
+
+  async loadTaskClaims(instanceId: string): Promise<TaskClaim[]> {
+    validateId("instanceId", instanceId);
+    return this.run("loadTaskClaims", () => this.doLoadTaskClaims(instanceId));
   }
 
   async listSnapshots(): Promise<string[]> {

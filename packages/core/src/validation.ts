@@ -57,6 +57,17 @@ export function validateLimit(value: unknown): number {
   return value;
 }
 
+/** purgeFinished's options: an epoch-ms cut-off and a limit, checked before any I/O. */
+export function validatePurgeOptions(value: unknown): { finishedBefore: number; limit: number } {
+  if (typeof value !== "object" || value === null) {
+    throw new ValidationError("purgeFinished needs { finishedBefore, limit }");
+  }
+  const options = value as Record<string, unknown>;
+  const finishedBefore = validateTimestamp("finishedBefore", options.finishedBefore);
+  const limit = validateLimit(options.limit);
+  return { finishedBefore, limit };
+}
+
 export function validateDuration(name: string, value: unknown): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_DURATION_MS) {
     throw new ValidationError(

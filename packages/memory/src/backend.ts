@@ -132,7 +132,7 @@ export class InMemoryBackend extends BaseBackend {
     };
     if (!this.store.instances.has(id)) this.store.idsChanged();
     this.store.instances.set(id, stored);
-    if (stored.finished) this.store.events.drop(id);
+    this.#recordFinish(id, stored);
     place(this.store, id, stored);
   }
 
@@ -274,9 +274,20 @@ export class InMemoryBackend extends BaseBackend {
       lastCompletedTaskId: write.lastCompletedTaskId,
       updatedAt: write.updatedAt,
     });
-    if (stored.finished) this.store.events.drop(id);
+    this.#recordFinish(id, stored);
     place(this.store, id, stored);
     return null;
+  }
+
+  /**
+   * After a write: a finished instance drops its pending events (nothing can consume them) and
+   * enters the finish-time index at its first finish; an unfinished one leaves it.
+   */
+  #recordFinish(instanceId: string, stored: StoredInstance): void {
+    if (stored.finished) {
+      this.store.events.drop(instanceId);
+      this.store.finished.add(instanceId, this.#now());
+    } else this.store.finished.remove(instanceId);
   }
 
   protected async doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
@@ -290,9 +301,35 @@ export class InMemoryBackend extends BaseBackend {
       throw failures.snapshotNotFound(instanceId);
     }
     this.store.idsChanged();
-    this.store.claims.delete(instanceId);
     this.store.events.delete(instanceId);
+    this.store.finished.remove(instanceId);
     unplace(this.store, instanceId);
+    // Claims go, but the store-wide token counter keeps every later token larger.
+    this.store.claims.delete(instanceId);
+  }
+
+  protected async doLoadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null> {
+    const stored = this.store.instances.get(instanceId);
+    if (stored === undefined) throw failures.snapshotNotFound(instanceId);
+    // Completed and Failed states carry no results (loadSnapshot shows none).
+    if (stored.finished && stored.status !== "Cancelled") return null;
+    const output = stored.results.get(taskId);
+    return output === undefined ? null : copyBytes(output);
+  }
+
+  protected async doPurgeFinished(finishedBefore: number, limit: number): Promise<number> {
+    const ids = this.store.finished.before(finishedBefore, limit);
+    for (const id of ids) await this.doDeleteSnapshot(id);
+    return ids.length;
+  }
+
+  /** Claims revoked by a cancel keep their record (and token) with the epoch as expiry: not listed. */
+  protected async doLoadTaskClaims(instanceId: string): Promise<TaskClaim[]> {
+    const claims = [...(this.store.claims.get(instanceId)?.values() ?? [])];
+    return claims
+      .filter((claim) => claim.expiresAt !== REVOKED_EXPIRY)
+      .sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0))
+      .map((claim) => ({ ...claim }));
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {

@@ -2,6 +2,7 @@ import type { TaskAttempts, TaskClaim } from "@sayiir/persistence-core";
 import type { StoredSnapshot, StoredStatus } from "@sayiir/persistence-core/adapter";
 import { EventQueues } from "./events.js";
 import { QueueIndex } from "./indexes.js";
+import { FinishIndex } from "./retention.js";
 
 /*
  * What the memory backend keeps, the in-memory counterpart of a database's tables:
@@ -16,6 +17,8 @@ import { QueueIndex } from "./indexes.js";
  *   due         the due index: one entry per task that must not run before a time (its runAt, its
  *               retryAt, or a wait's timeoutAt with no event pending), by (that time, instance
  *               id), in one list per queue and priority; discovery reads it up to now
+ *   finished    the finish-time index: every finished instance by (first finish time, id), for
+ *               purgeFinished (src/retention.ts)
  *   lastToken   the fencing-token counter of the whole store
  *
  * An instance is in at most one of the two indexes. A Paused, Cancelled, Completed or Failed
@@ -61,6 +64,7 @@ export class MemoryStore {
   readonly events = new EventQueues();
   readonly ready = new QueueIndex();
   readonly due = new QueueIndex();
+  readonly finished = new FinishIndex();
   /** One counter for the whole store: tokens never repeat, even across deleted instances. */
   lastToken = 0;
   /** The waitForTasks listeners of the backends over this store (one per backend that waits). */

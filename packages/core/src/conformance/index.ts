@@ -10,10 +10,13 @@ import { errorsGroup } from "./groups/errors.js";
 import { eventsGroup } from "./groups/events.js";
 import { expiryGroup } from "./groups/expiry.js";
 import { fencingGroup } from "./groups/fencing.js";
+import { purgeGroup } from "./groups/purge.js";
 import { schedulingGroup } from "./groups/scheduling.js";
 import { sizesGroup } from "./groups/sizes.js";
 import { snapshotsGroup } from "./groups/snapshots.js";
 import { stepsGroup } from "./groups/steps.js";
+import { taskClaimsGroup } from "./groups/task-claims.js";
+import { taskResultReadsGroup } from "./groups/task-result-reads.js";
 import { taskResultsGroup } from "./groups/task-results.js";
 import { validationGroup } from "./groups/validation.js";
 import { wakeUpsGroup } from "./groups/wake-ups.js";
@@ -54,10 +57,13 @@ export {
   eventsGroup,
   expiryGroup,
   fencingGroup,
+  purgeGroup,
   schedulingGroup,
   sizesGroup,
   snapshotsGroup,
   stepsGroup,
+  taskClaimsGroup,
+  taskResultReadsGroup,
   taskResultsGroup,
   validationGroup,
   wakeUpsGroup,
@@ -67,7 +73,9 @@ export {
 export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) => void> = {
   snapshots: snapshotsGroup,
   "task results": taskResultsGroup,
+  "task-result reads": taskResultReadsGroup,
   claims: claimsGroup,
+  "task claims": taskClaimsGroup,
   expiry: expiryGroup,
   fencing: fencingGroup,
   "claim-next": claimNextGroup,
@@ -77,6 +85,7 @@ export const conformanceGroups: Record<GroupName, (options: ConformanceOptions) 
   scheduling: schedulingGroup,
   steps: stepsGroup,
   "wake-ups": wakeUpsGroup,
+  purge: purgeGroup,
   discovery: discoveryGroup,
   validation: validationGroup,
   errors: errorsGroup,

@@ -37,7 +37,9 @@ export interface ConformanceOptions {
 export const GROUP_NAMES = [
   "snapshots",
   "task results",
+  "task-result reads",
   "claims",
+  "task claims",
   "expiry",
   "fencing",
   "claim-next",
@@ -47,6 +49,7 @@ export const GROUP_NAMES = [
   "scheduling",
   "steps",
   "wake-ups",
+  "purge",
   "discovery",
   "validation",
   "errors",
