@@ -91,6 +91,11 @@ export interface BackendCapabilities {
    * lost notification delays a task by at most this long.
    */
   wakeBoundMs: number;
+  /**
+   * The database, as OpenTelemetry's `db.system.name` names it ("postgresql", "redis",
+   * "mongodb", "aws.dynamodb", "sqlite"; "memory" for the in-process store). Telemetry reads it.
+   */
+  dbSystem?: string;
 }
 
 /** What purgeFinished removes: finished workflows whose finish time is before `finishedBefore`. */

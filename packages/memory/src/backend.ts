@@ -69,6 +69,7 @@ export class InMemoryBackend extends BaseBackend {
     // Every backend over a store hears its writes at once (an in-process emitter).
     wakeUps: "push",
     wakeBoundMs: 10_000,
+    dbSystem: "memory",
   };
   readonly store: MemoryStore;
 
