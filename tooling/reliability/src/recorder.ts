@@ -3,6 +3,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import type {
   ListPageOptions,
+  PurgeOptions,
   PersistentBackend,
   RenewedClaim,
   TaskClaim,
@@ -104,6 +105,9 @@ export function recordingBackend(
     saveTaskResult: (i: string, t: string, output: Uint8Array, options?: TaskResultWriteOptions) =>
       write("result", i, fenceOf(options?.claim, t), () => backend.saveTaskResult(i, t, output, options)),
     loadSnapshot: (i: string) => backend.loadSnapshot(i),
+    loadTaskResult: (i: string, t: string) => backend.loadTaskResult(i, t),
+    purgeFinished: (o: PurgeOptions) => backend.purgeFinished(o),
+    loadTaskClaims: (i: string) => backend.loadTaskClaims(i),
     deleteSnapshot: (i: string) => backend.deleteSnapshot(i),
     listSnapshots: () => backend.listSnapshots(),
     listSnapshotsPage: (o: ListPageOptions) => backend.listSnapshotsPage(o),

@@ -10,7 +10,9 @@ import type {
   ControlRequest,
   DiscoveryOptions,
   PersistentBackend,
+  PurgeOptions,
   RenewedClaim,
+  TaskClaim,
   TaskCompletion,
   TaskFailure,
   WorkflowSnapshot,
@@ -239,6 +241,41 @@ describe("differential fuzzing against the memory reference", () => {
           }
         })(),
       ["complete", "work"],
+    ],
+    // Operating a store (issue 19): result reads, claim listings and purges are fuzzed too.
+    [
+      "a purge that skips cancelled workflows",
+      () =>
+        new (class extends InMemoryBackend {
+          override async purgeFinished(options: PurgeOptions): Promise<number> {
+            const cancelled = [...this.store.instances].filter(([, s]) => s.status === "Cancelled");
+            for (const [id] of cancelled) this.store.finished.remove(id);
+            return super.purgeFinished(options);
+          }
+        })(),
+      ["purge"],
+    ],
+    [
+      "a result read that ignores a workflow's completion",
+      () =>
+        new (class extends InMemoryBackend {
+          override async loadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null> {
+            const stored = this.store.instances.get(instanceId);
+            if (stored?.status === "Completed") return new Uint8Array([1]);
+            return super.loadTaskResult(instanceId, taskId);
+          }
+        })(),
+      ["taskResult"],
+    ],
+    [
+      "a claim listing that shows revoked claims",
+      () =>
+        new (class extends InMemoryBackend {
+          override async loadTaskClaims(instanceId: string): Promise<TaskClaim[]> {
+            return [...(this.store.claims.get(instanceId)?.values() ?? [])].map((c) => ({ ...c }));
+          }
+        })(),
+      ["claims"],
     ],
   ];
   for (const [what, make, culprits] of sloppyControl) {

@@ -3,7 +3,7 @@
 import type { DiscoveryOptions, TaskClaim, TaskCompletion, WriteOptions } from "@sayiir/persistence-core";
 import { isPersistenceError } from "@sayiir/persistence-core";
 import { comparable } from "@sayiir/persistence-core/conformance";
-import { type Lane, normTimes } from "./lane.ts";
+import { bytes, type Lane, normTimes } from "./lane.ts";
 import { EVENTS, INSTANCES, type Inst, type Op, QUEUES, type QueueSel, WORKERS } from "./ops.ts";
 import { buildSnapshot, nextOf, outBytes, retryAtOf, stepShape, taskId } from "./snapshots.ts";
 
@@ -163,6 +163,40 @@ async function applyControl(lane: Lane, op: Op): Promise<unknown> {
     }
     case "work":
       return work(lane, op);
+    default:
+      return applyOperations(lane, op);
+  }
+}
+
+/** The cut-offs of a fuzzed purge: 2000-01-01 and 2100-01-01, far from any finish time of a run. */
+const PURGE_BEFORE = { past: Date.UTC(2000, 0, 1), future: Date.UTC(2100, 0, 1) } as const;
+
+/** The operations for operating a store: result reads, claim listings, retention. */
+async function applyOperations(lane: Lane, op: Op): Promise<unknown> {
+  const b = lane.backend;
+  const id = (i: Inst) => lane.ids(i);
+  switch (op.op) {
+    case "taskResult": {
+      const output = await b.loadTaskResult(id(op.inst), taskId(op.task));
+      return output === null ? null : bytes(output);
+    }
+    case "claims":
+      return (await b.loadTaskClaims(id(op.inst))).map((claim) => lane.normClaim(claim));
+    case "purge": {
+      const purged = await b.purgeFinished({ finishedBefore: PURGE_BEFORE[op.before], limit: 3 });
+      // Forget what is gone, as after a delete: a re-created instance numbers its events afresh.
+      for (const i of [0, 1, 2] as const) {
+        const gone = await b.loadSnapshot(id(i)).then(
+          () => false,
+          () => true,
+        );
+        if (gone) {
+          lane.forgetEvents(id(i));
+          lane.written.delete(id(i));
+        }
+      }
+      return { purged };
+    }
     default:
       throw new Error(`${op.op} is not applied here`);
   }

@@ -153,7 +153,17 @@ export type Op =
       event: EventIx;
     }
   /** A heartbeat: extendTaskClaim of the last claim made on the instance, by its holder. */
-  | { op: "heartbeat"; inst: Inst };
+  | { op: "heartbeat"; inst: Inst }
+  /** loadTaskResult: one output, as loadSnapshot would show it. */
+  | { op: "taskResult"; inst: Inst; task: Task }
+  /** loadTaskClaims: the instance's claims, neither released nor revoked. */
+  | { op: "claims"; inst: Inst }
+  /**
+   * purgeFinished with a cut-off no finish time of a run is near: decades ago (purges nothing) or
+   * in 2100 (every finished workflow). The limit covers all three instances, so which ones go does
+   * not depend on finish times a millisecond apart.
+   */
+  | { op: "purge"; before: "past" | "future" };
 
 const inst = fc.constantFrom<Inst>(0, 1, 2);
 const task = fc.constantFrom<Task>(0, 1, 2);
@@ -382,6 +392,15 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 3, arbitrary: fc.record({ op: fc.constant("heartbeat" as const), inst }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("taskResult" as const), inst, task }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("claims" as const), inst }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant("purge" as const),
+      before: fc.constantFrom<"past" | "future">("past", "future", "future"),
+    }),
+  },
 );
 
 /**
