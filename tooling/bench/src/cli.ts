@@ -8,6 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type BackendName, SERVER_KINDS } from "@sayiir/backends";
 import { DISCOVERY_SHAPES, type DiscoveryResult, runDiscovery } from "./discovery.ts";
+import { runOperations } from "./operations.ts";
 import { type BenchOptions, parseOptions, USAGE } from "./options.ts";
 import { PEER_BACKEND, type PeerName } from "./peers.ts";
 import { pythonPeer, runPythonPeer } from "./python-peer.ts";
@@ -128,6 +129,7 @@ function newReport(o: BenchOptions, started: Date, servers: Servers): BenchRepor
     discovery: [],
     snapshots: [],
     wakeups: [],
+    operations: [],
     targets: [],
     errors: [],
   };
@@ -249,6 +251,25 @@ async function snapshotsOf(o: BenchOptions, target: BackendTarget, report: Bench
     ]),
   );
   if (r) report.snapshots.push(r);
+}
+
+/** Scenario 7 (operating a store: result reads, purges) on one backend. */
+async function operationsOf(o: BenchOptions, target: BackendTarget, report: BenchReport, guard: Guard) {
+  const standIn = STAND_INS.has(target.name);
+  const r = await guard("operations", target.name, () =>
+    runOperations(
+      target,
+      {
+        bigOutputBytes: o.bigOutputBytes,
+        purgeSizes: standIn ? o.purgeSizesStandIn : o.purgeSizes,
+        samples: o.samples,
+        purgeCalls: o.quick ? 5 : 20,
+        preloadConcurrency: o.preloadConcurrency,
+      },
+      log,
+    ),
+  );
+  if (r) report.operations?.push(r);
 }
 
 /** Scenario 5 (wake-up latency and idle cost) on one backend. */
@@ -467,6 +488,7 @@ async function main(): Promise<number> {
     for (const target of available) {
       if (o.scenarios.includes("discovery")) await discoveryOf(o, target, report, guard);
       if (o.scenarios.includes("snapshots")) await snapshotsOf(o, target, report, guard);
+      if (o.scenarios.includes("operations")) await operationsOf(o, target, report, guard);
     }
     if (o.scenarios.includes("wakeups")) {
       for (const target of available) await wakeupsOf(o, target, report, guard);

@@ -3,7 +3,15 @@ import { parseArgs } from "node:util";
 import { BACKEND_ALIASES, BACKEND_NAMES, type BackendName, backendNamed } from "@sayiir/backends";
 import { PEER_NAMES, type PeerName } from "./peers.ts";
 
-export const SCENARIOS = ["throughput", "peers", "discovery", "snapshots", "wakeups", "steps"] as const;
+export const SCENARIOS = [
+  "throughput",
+  "peers",
+  "discovery",
+  "snapshots",
+  "wakeups",
+  "steps",
+  "operations",
+] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchOptions {
@@ -39,6 +47,12 @@ export interface BenchOptions {
   idleSeconds: number;
   /** Scenario 5: the producer's gap before each save, uniform in [min, max] ms. */
   wakeGapMs: [number, number];
+  /** Scenario 7: unfinished workflows at each purge measuring point. */
+  purgeSizes: number[];
+  /** The same on the Java stand-ins. */
+  purgeSizesStandIn: number[];
+  /** Scenario 7: bytes of each of the four big outputs beside the 1 KiB one read. */
+  bigOutputBytes: number;
   /** Upper bound of one throughput run, seconds. */
   durationS: number;
   preloadConcurrency: number;
@@ -58,6 +72,8 @@ export const USAGE = `pnpm bench [options]      (from the repository root; or \`
   --processes P           worker processes the workers are spread over (default 2)
   --batch B               claimAvailableTasks limit; pg-boss batchSize (default 8)
   --workflows N           scenario 6: 4-step workflows run to completion (default 2000; --quick 125)
+  --purge-sizes LIST      scenario 7: unfinished workflows at each purge point (default 1000,100000; --quick 100,1000)
+  --purge-sizes-stand-in LIST   the same on DynamoDB Local and mongo-java-server (default 1000,10000)
   --workflows-stand-in N  the same on DynamoDB Local and mongo-java-server (default 250; --quick 40)
   --python-peer on|off    scenario 6: the mature Sayiir engine (PyPI sayiir 1.0.0, its own Postgres
                           backend) at 4 and 8 workers beside ours (default on; off with --quick)
@@ -154,6 +170,8 @@ export function parseOptions(argv: string[]): BenchOptions {
       "workflows-stand-in": { type: "string" },
       "python-peer": { type: "string" },
       "store-sizes": { type: "string" },
+      "purge-sizes": { type: "string" },
+      "purge-sizes-stand-in": { type: "string" },
       "store-sizes-stand-in": { type: "string" },
       "store-sizes-dynamodb": { type: "string" },
       ready: { type: "string" },
@@ -194,6 +212,13 @@ export function parseOptions(argv: string[]): BenchOptions {
       quick ? [1_000, 3_000] : [10_000, 100_000],
       "store-sizes-dynamodb",
     ),
+    purgeSizes: sizes(values["purge-sizes"], quick ? [100, 1_000] : [1_000, 100_000], "purge-sizes"),
+    purgeSizesStandIn: sizes(
+      values["purge-sizes-stand-in"],
+      quick ? [100, 1_000] : [1_000, 10_000],
+      "purge-sizes-stand-in",
+    ),
+    bigOutputBytes: quick ? 256 * 1024 : 10 * 1024 * 1024,
     ready: int(values.ready, quick ? 20 : 100, "ready"),
     samples: int(values.samples, quick ? 20 : 200, "samples"),
     durationS: int(values.duration, 600, "duration"),

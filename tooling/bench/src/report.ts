@@ -1,5 +1,6 @@
 // The results: targets, the printed tables (Markdown, so they paste into the README) and the SVG chart.
 import type { DiscoveryResult, DiscoveryShape } from "./discovery.ts";
+import type { OperationsResult } from "./operations.ts";
 
 /** How scenario 3's shapes read in tables and targets. */
 const SHAPE_LABEL: Record<DiscoveryShape, string> = {
@@ -52,6 +53,8 @@ export interface BenchReport {
   snapshots: SnapshotResult[];
   /** Scenario 5: wake-up latency and idle cost, ours and the peers (absent in reports before it). */
   wakeups?: WakeupsResult[];
+  /** Scenario 7: operating a store (absent in reports before it). */
+  operations?: OperationsResult[];
   /** Scenario 6: workflow steps through the reference worker (main rows, and PostgreSQL at 4 / 8 workers). */
   steps: StepsResult[];
   /** Scenario 6's peer: the mature Sayiir engine (Python) on the same PostgreSQL. */
@@ -114,7 +117,36 @@ export function evaluateTargets(r: BenchReport): TargetVerdict[] {
       note: `${fmtMs(first?.claim.p50)} ms -> ${fmtMs(last?.claim.p50)} ms${d.note ? `; ${d.note}` : ""}`,
     });
   }
+  operationsTargets(r.operations, out);
   return out;
+}
+
+/** Scenario 7: neither a result read nor a purge pays for what it does not touch. */
+function operationsTargets(results: OperationsResult[] | undefined, out: TargetVerdict[]): void {
+  for (const op of results ?? []) {
+    out.push({
+      target: `${op.backend} loadTaskResult(1 KiB) p50 beside ${fmtBytes(op.read.besideBytes)} / beside none`,
+      value: op.read.ratio,
+      required: "<= 1.5",
+      met: Number.isFinite(op.read.ratio) ? op.read.ratio <= 1.5 : null,
+      note: `${fmtMs(op.read.small.p50)} ms -> ${fmtMs(op.read.big.p50)} ms (loadSnapshot of it: ${fmtMs(op.read.snapshot.p50)} ms)`,
+    });
+    const first = op.purge.points[0];
+    const last = op.purge.points.at(-1);
+    out.push({
+      target: `${op.backend} purgeFinished(100) p50 at ${fmtNumber(last?.unfinished)} / at ${fmtNumber(first?.unfinished)} unfinished`,
+      value: op.purge.ratio,
+      required: "<= 1.5",
+      met: Number.isFinite(op.purge.ratio) ? op.purge.ratio <= 1.5 : null,
+      note: `${fmtMs(first?.call.p50)} ms -> ${fmtMs(last?.call.p50)} ms`,
+    });
+  }
+}
+
+function fmtBytes(bytes: number): string {
+  return bytes >= 1024 * 1024
+    ? `${Math.round(bytes / (1024 * 1024))} MiB`
+    : `${Math.round(bytes / 1024)} KiB`;
 }
 
 /**
@@ -340,6 +372,7 @@ export function printReport(r: BenchReport, write: (s: string) => void): void {
 
   printWakeups(r.wakeups, table, write);
   printSteps(r, write);
+  printOperations(r.operations, write);
 
   if (r.targets.length > 0) {
     write(`\n### Targets\n\n`);
@@ -363,6 +396,40 @@ export function printReport(r: BenchReport, write: (s: string) => void): void {
     );
   }
   write(`\n(${r.durationS} s in all)\n`);
+}
+
+function printOperations(results: OperationsResult[] | undefined, write: (s: string) => void): void {
+  if (results === undefined || results.length === 0) return;
+  write(
+    `\n### 7. Operating a store (p50 / p99 ms): loadTaskResult of a 1 KiB output beside none and beside 4 big ones; purgeFinished(100) as unfinished workflows accumulate\n\n`,
+  );
+  write(
+    table(
+      [
+        "backend",
+        "read 1 KiB",
+        "beside big",
+        "(loadSnapshot)",
+        "read ratio",
+        "unfinished",
+        "purge(100)",
+        "purge ratio",
+      ],
+      results.flatMap((op) =>
+        op.purge.points.map((pt, i) => [
+          i === 0 ? op.backend : "",
+          i === 0 ? pair(op.read.small.p50, op.read.small.p99) : "",
+          i === 0 ? `${pair(op.read.big.p50, op.read.big.p99)} (${fmtBytes(op.read.besideBytes)})` : "",
+          i === 0 ? fmtMs(op.read.snapshot.p50) : "",
+          i === 0 ? `${op.read.ratio}x` : "",
+          fmtNumber(pt.unfinished),
+          pair(pt.call.p50, pt.call.p99),
+          i === op.purge.points.length - 1 ? `${op.purge.ratio}x` : "",
+        ]),
+      ),
+    ),
+  );
+  write("\n");
 }
 
 function printSteps(r: BenchReport, write: (s: string) => void): void {
