@@ -155,7 +155,8 @@ export interface PersistentBackend extends AsyncDisposable {
   purgeFinished(options: PurgeOptions): Promise<number>;
   /**
    * The claim records of one instance that are neither released nor revoked, live or expired (an
-   * expired one not yet taken over is stuck work), by task id. Claims are their own records:
+   * expired one not yet taken over is stuck work), by task id in code-point order (compareIds, as
+   * listSnapshotsPage orders instance ids). Claims are their own records:
    * a missing instance has none ([]), never NotFoundError. For operators (the CLI); a worker
    * never needs it.
    */

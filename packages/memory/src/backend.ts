@@ -6,6 +6,7 @@ import {
   type ClaimedTask,
   type CompletionOutcome,
   type ControlRequest,
+  compareIds,
   copyBytes,
   type EventRef,
   type Fence,
@@ -329,7 +330,7 @@ export class InMemoryBackend extends BaseBackend {
     const claims = [...(this.store.claims.get(instanceId)?.values() ?? [])];
     return claims
       .filter((claim) => claim.expiresAt !== REVOKED_EXPIRY)
-      .sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0))
+      .sort((a, b) => compareIds(a.taskId, b.taskId))
       .map((claim) => ({ ...claim }));
   }
 

@@ -49,6 +49,7 @@ import { Status, statusOf, type Tables, tableNames } from "./layout.js";
 import { DEFAULT_BUSY_TIMEOUT_MS, normalizeOptions, type SqliteBackendOptions } from "./options.js";
 import { Queries } from "./queries.js";
 import { saveResults } from "./results.js";
+import { deleteInstance, loadTaskClaims, loadTaskResult, purgeFinished } from "./retention.js";
 import {
   eventPending,
   failTask,
@@ -115,6 +116,7 @@ export class SqliteBackend extends BaseBackend {
       // bound is the safety re-probe against anything both missed.
       wakeUps: "push",
       wakeBoundMs: 5_000,
+      dbSystem: "sqlite",
     };
   }
 
@@ -215,6 +217,7 @@ export class SqliteBackend extends BaseBackend {
         queue: stored.schedule.queue,
         ...waitParams(stored.awaiting),
         ...placementParams(placed),
+        finishedAt: stored.finished ? now : null,
       });
       saveResults(this.#q, id, stored.results);
       replaceAttempts(this.#q, id, stored.attempts);
@@ -319,14 +322,22 @@ export class SqliteBackend extends BaseBackend {
 
   protected async doDeleteSnapshot(instanceId: string): Promise<void> {
     this.#write(() => {
-      if (this.#q.run("deleteSnapshot", instanceId) === 0) {
-        throw failures.snapshotNotFound(instanceId);
-      }
-      this.#q.run("deleteResults", instanceId);
-      this.#q.run("deleteClaims", instanceId);
-      this.#q.run("deleteEvents", instanceId);
-      this.#q.run("deleteAttempts", instanceId);
+      if (!deleteInstance(this.#q, instanceId)) throw failures.snapshotNotFound(instanceId);
     });
+  }
+
+  protected async doLoadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null> {
+    // One SELECT is one consistent read: existence, state and the one result row (retention.ts).
+    return loadTaskResult(this.#q, instanceId, taskId);
+  }
+
+  protected async doPurgeFinished(finishedBefore: number, limit: number): Promise<number> {
+    return purgeFinished(this.#q, (batch) => this.#write(batch), finishedBefore, limit);
+  }
+
+  protected async doLoadTaskClaims(instanceId: string): Promise<TaskClaim[]> {
+    // One SELECT is one consistent read.
+    return loadTaskClaims(this.#q, instanceId);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {

@@ -91,6 +91,7 @@ export function transition(
     position: next.positionTaskId ?? next.awaiting?.nextTaskId ?? null,
     ...waitParams(next.awaiting),
     ...placementParams(placed),
+    finishedAt: which === "cancel" ? now : null,
   });
   if (which === "cancel") {
     q.run("deleteEvents", instanceId);

@@ -11,7 +11,7 @@ import type { StoredStatus } from "@sayiir/persistence-core/adapter";
  *                       last_completed_task_id, ready_task_id, updated_at,
  *                       wait_event, wait_task, timeout_at,
  *                       position_task_id, run_at, priority, queue,
- *                       ready_key, due_task_id, due_at, due_key)
+ *                       ready_key, due_task_id, due_at, due_key, finished_at)
  *   <p>results         (instance_id, task_id, output)    PK (instance_id, task_id)
  *   <p>claims          (instance_id, task_id, worker_id, token, claimed_at, expires_at)
  *                                                        PK (instance_id, task_id)
@@ -29,6 +29,10 @@ import type { StoredStatus } from "@sayiir/persistence-core/adapter";
  *                       due key = due_at + (priority - 3) x agingMs, read while due_at <= now
  *   <p>events_by_name  index on events (instance_id, event_name, sequence): the oldest pending
  *                       event of a name
+ *   <p>snapshots_finished partial index on snapshots (finished_at, instance_id)
+ *                       WHERE finished_at IS NOT NULL: the finished workflows purgeFinished walks,
+ *                       oldest finish first (finished_at: this machine's clock when a write first
+ *                       made the workflow Completed, Failed or Cancelled; see retention.ts)
  */
 
 export interface Tables {
@@ -42,6 +46,7 @@ export interface Tables {
   readyIndex: string;
   timerIndex: string;
   eventsByName: string;
+  finishedIndex: string;
   /** Migration 2 builds the new snapshots table under this name, then renames it. */
   snapshotsRebuild: string;
 }
@@ -64,6 +69,7 @@ export function tableNames(prefix: string): Tables {
     readyIndex: q("snapshots_ready"),
     timerIndex: q("snapshots_timers"),
     eventsByName: q("events_by_name"),
+    finishedIndex: q("snapshots_finished"),
     snapshotsRebuild: q("snapshots_rebuild"),
   };
 }

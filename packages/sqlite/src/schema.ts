@@ -5,7 +5,7 @@ import type { Tables } from "./layout.js";
 import { immediate, isBusy, prepare } from "./transaction.js";
 
 /** The schema version this release writes and reads. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /**
  * Each migration takes the schema from version i to i + 1. Never edit a released one: append.
@@ -127,6 +127,17 @@ export function migrations(t: Tables): string[] {
       held INTEGER NOT NULL DEFAULT 0,
       PRIMARY KEY (instance_id, task_id)
     ) STRICT, WITHOUT ROWID;
+    `,
+    // 4: retention. The finish time purgeFinished reads (see retention.ts), with a partial index
+    // holding only finished rows. No earlier release recorded when a workflow finished: a row
+    // already Completed, Failed or Cancelled gets its updated_at, the best estimate there is (the
+    // snapshot's own updatedAt, or the store's clock at its last result or control write).
+    `
+    ALTER TABLE ${t.snapshots} ADD COLUMN finished_at INTEGER;
+    UPDATE ${t.snapshots} SET finished_at = updated_at
+      WHERE status IN ('completed', 'failed', 'cancelled');
+    CREATE INDEX ${t.finishedIndex} ON ${t.snapshots} (finished_at, instance_id)
+      WHERE finished_at IS NOT NULL;
     `,
   ];
 }

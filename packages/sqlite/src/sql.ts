@@ -1,4 +1,5 @@
 import type { Tables } from "./layout.js";
+import { retention } from "./retention.js";
 import { wakeUps } from "./sql-wake-ups.js";
 
 /**
@@ -18,6 +19,7 @@ export function statements(t: Tables) {
     ...wakeUps(t),
     ...attempts(t),
     ...steps(t),
+    ...retention(t),
   } as const;
 }
 
@@ -35,15 +37,20 @@ function snapshotWrites(t: Tables) {
     /** saveSnapshot, saveTaskResult, completeTasks, sendEvent, extendTaskClaim: the stored status, read under the write lock. */
     lockSnapshot: `SELECT status FROM ${t.snapshots} WHERE instance_id = ?`,
 
-    /** saveSnapshot: the snapshot row (the refusals and the consumed event ran before it, under the same lock). */
+    /**
+     * saveSnapshot: the snapshot row (the refusals and the consumed event ran before it, under the
+     * same lock). :finishedAt is the write clock when the snapshot is finished, else null; a row
+     * finished already keeps its first finish time (the refusals let a finished row be saved
+     * only finished again).
+     */
     upsertSnapshot: `
       INSERT INTO ${t.snapshots}
         (instance_id, header, status, definition_hash, initial_input, last_completed_task_id, updated_at,
          wait_event, wait_task, timeout_at, position_task_id, run_at, priority, queue,
-         ready_task_id, ready_key, due_task_id, due_at, due_key)
+         ready_task_id, ready_key, due_task_id, due_at, due_key, finished_at)
       VALUES (:id, :header, :status, :hash, :input, :last, :updatedAt,
         :waitEvent, :waitTask, :timeoutAt, :position, :runAt, :priority, :queue,
-        :ready, :readyKey, :dueTask, :dueAt, :dueKey)
+        :ready, :readyKey, :dueTask, :dueAt, :dueKey, :finishedAt)
       ON CONFLICT (instance_id) DO UPDATE SET
         header = excluded.header, status = excluded.status, definition_hash = excluded.definition_hash,
         initial_input = excluded.initial_input, last_completed_task_id = excluded.last_completed_task_id,
@@ -52,7 +59,9 @@ function snapshotWrites(t: Tables) {
         position_task_id = excluded.position_task_id, run_at = excluded.run_at,
         priority = excluded.priority, queue = excluded.queue,
         ready_task_id = excluded.ready_task_id, ready_key = excluded.ready_key,
-        due_task_id = excluded.due_task_id, due_at = excluded.due_at, due_key = excluded.due_key`,
+        due_task_id = excluded.due_task_id, due_at = excluded.due_at, due_key = excluded.due_key,
+        finished_at = CASE WHEN excluded.finished_at IS NULL THEN NULL
+          ELSE coalesce(finished_at, excluded.finished_at) END`,
 
     /** saveSnapshot, resumeWorkflow: is an event of the wait's name pending (by events_by_name)? */
     eventPending: `SELECT 1 AS found FROM ${t.events} WHERE instance_id = ? AND event_name = ? LIMIT 1`,
@@ -167,12 +176,14 @@ function control(t: Tables) {
 
     /**
      * The new header and index fields of a transition (the schedule columns stay: pause keeps the
-     * position; position_task_id is the new state's, as saveSnapshot would store it).
+     * position; position_task_id is the new state's, as saveSnapshot would store it). A cancel
+     * passes its clock as :finishedAt (pause and resume null): the workflow's finish time.
      */
     storeTransition: `
       UPDATE ${t.snapshots} SET
         header = :header, status = :status, updated_at = :updatedAt, position_task_id = :position,
-        wait_event = :waitEvent, wait_task = :waitTask, timeout_at = :timeoutAt, ${placed}
+        wait_event = :waitEvent, wait_task = :waitTask, timeout_at = :timeoutAt, ${placed},
+        finished_at = coalesce(finished_at, :finishedAt)
       WHERE instance_id = :id`,
 
     /** resumeWorkflow: the schedule the position keeps. */
@@ -356,13 +367,15 @@ function steps(t: Tables) {
 
     /**
      * The header and index fields after a step (the kit's advanceHeader), with the next task's
-     * place by the placement rule. definition_hash and initial_input stay.
+     * place by the placement rule. definition_hash and initial_input stay. A step to Completed or
+     * Failed passes its clock as :finishedAt (else null): the workflow's finish time.
      */
     storeStep: `
       UPDATE ${t.snapshots} SET
         header = :header, status = :status, last_completed_task_id = :last, updated_at = :updatedAt,
         wait_event = :waitEvent, wait_task = :waitTask, timeout_at = :timeoutAt,
-        position_task_id = :position, run_at = :runAt, priority = :priority, queue = :queue, ${placed}
+        position_task_id = :position, run_at = :runAt, priority = :priority, queue = :queue, ${placed},
+        finished_at = coalesce(finished_at, :finishedAt)
       WHERE instance_id = :id`,
   } as const;
 }

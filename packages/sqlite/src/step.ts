@@ -167,6 +167,7 @@ export function step(
     queue: write.schedule.queue,
     ...waitParams(write.awaiting),
     ...placementParams(placed),
+    finishedAt: write.status === "Completed" || write.status === "Failed" ? clock : null,
   });
   q.run("releaseClaim", id, c.taskId);
   return null;

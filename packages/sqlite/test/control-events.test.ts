@@ -322,7 +322,7 @@ describe("migration 2", () => {
 
     const backend = new SqliteBackend({ path: db.path });
     cleanups.push(() => backend.close());
-    expect(await backend.migrate()).toEqual({ applied: [2, 3], version: 3 });
+    expect(await backend.migrate()).toEqual({ applied: [2, 3, 4], version: 4 });
     expect(await backend.listSnapshots()).toEqual(["v1-claimed", "v1-done", "v1-ready"]);
     const loaded = await backend.loadSnapshot("v1-ready");
     expect(

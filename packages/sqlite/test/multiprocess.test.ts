@@ -58,7 +58,7 @@ describe("several processes on one database file", () => {
 
     const raw = new DatabaseSync(db.path);
     try {
-      expect(raw.prepare(`SELECT version FROM "sayiir_schema_version"`).all()).toEqual([{ version: 3 }]);
+      expect(raw.prepare(`SELECT version FROM "sayiir_schema_version"`).all()).toEqual([{ version: 4 }]);
       expect(raw.prepare("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
       const names = raw
         .prepare(`SELECT name FROM sqlite_schema WHERE name LIKE 'sayiir\\_%' ESCAPE '\\' ORDER BY name`)
@@ -71,6 +71,7 @@ describe("several processes on one database file", () => {
         "sayiir_results",
         "sayiir_schema_version",
         "sayiir_snapshots",
+        "sayiir_snapshots_finished",
         "sayiir_snapshots_ready",
         "sayiir_snapshots_timers",
         "sayiir_task_attempts",

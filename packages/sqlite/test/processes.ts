@@ -38,7 +38,7 @@ export async function ensureBuilt(): Promise<void> {
  */
 export function spawnWorkers(
   path: string,
-  mode: "claim" | "migrate" | "step" | "save",
+  mode: "claim" | "migrate" | "step" | "save" | "purge",
   n: number,
 ): Promise<Array<Record<string, unknown>>> {
   const startAt = Date.now() + 700;

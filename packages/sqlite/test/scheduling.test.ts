@@ -106,7 +106,7 @@ describe("scheduling on SQLite", () => {
     insert.run("r-1", header(atTask("r-1", "t1")), "t1", 1_000, null, null, null);
     insert.run("w-1", header(awaiting("w-1", "e", "t1", { timeoutAt: 1_500 })), null, 10, "e", "t1", 1_500);
     cleanups.push(() => v2.close());
-    expect(await v2.migrate()).toEqual({ applied: [3], version: 3 });
+    expect(await v2.migrate()).toEqual({ applied: [3, 4], version: 4 });
     expect((await v2.findAvailableTasks("w", 10)).map((x) => [x.instanceId, x.attempt, x.queue])).toEqual([
       ["r-1", 1, "default"],
       ["w-1", 1, "default"],

@@ -114,8 +114,8 @@ describe("migrate", () => {
     cleanups.push(db.remove);
     const backend = new SqliteBackend({ path: db.path });
     cleanups.push(() => backend.close());
-    expect(await backend.migrate()).toEqual({ applied: [1, 2, 3], version: SCHEMA_VERSION });
-    expect(SCHEMA_VERSION).toBe(3);
+    expect(await backend.migrate()).toEqual({ applied: [1, 2, 3, 4], version: SCHEMA_VERSION });
+    expect(SCHEMA_VERSION).toBe(4);
     expect(await backend.migrate()).toEqual({ applied: [], version: SCHEMA_VERSION });
   });
 
@@ -200,6 +200,7 @@ describe("capabilities", () => {
       shards: 1,
       wakeUps: "push",
       wakeBoundMs: 5_000,
+      dbSystem: "sqlite",
     };
     const { backend } = await fileBackend();
     expect(backend.capabilities).toEqual(file);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { TaskClaim } from "../../claims.js";
 import { ErrorCode } from "../../errors.js";
+import { compareIds } from "../../validation.js";
 import { atTask, queued } from "../fixtures.js";
 import {
   claimOrFail,
@@ -35,7 +36,7 @@ export function taskClaimsGroup(options: ConformanceOptions): void {
       await backend.saveSnapshot(atTask(other, "t1"));
       await claimOrFail(backend, other, "t1", "w-other");
       expect((await backend.loadTaskClaims(id)).map(held)).toEqual(
-        [forever, leased, next.claim].map(held).sort((a, b) => (a.taskId < b.taskId ? -1 : 1)),
+        [forever, leased, next.claim].map(held).sort((a, b) => compareIds(a.taskId, b.taskId)),
       );
     });
 
