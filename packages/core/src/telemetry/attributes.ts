@@ -9,7 +9,9 @@ export const ATTR = {
   dbSystem: "db.system.name",
   dbOperation: "db.operation.name",
   dbNamespace: "db.namespace",
-  batchSize: "db.operation.batch.size",
+  /** Set from 2 items on, as the conventions say (a batch of one is not a batch); sayiir.batch.size always. */
+  dbBatchSize: "db.operation.batch.size",
+  batchSize: "sayiir.batch.size",
   errorType: "error.type",
   instanceId: "sayiir.instance.id",
   taskId: "sayiir.task.id",

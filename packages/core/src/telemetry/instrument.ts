@@ -74,6 +74,7 @@ class InstrumentedBackend implements PersistentBackend {
       [ATTR.instanceId]: field(snapshot, "instanceId"),
       [ATTR.workflowState]: field(field(snapshot, "state"), "kind"),
       [ATTR.taskId]: field(options?.claim, "taskId"),
+      [ATTR.workerId]: field(options?.claim, "workerId"),
       [ATTR.claimToken]: fenceToken(options?.claim),
       [ATTR.eventName]: field(options?.consumeEvent, "eventName"),
       [ATTR.eventSequence]: field(options?.consumeEvent, "sequence"),
@@ -245,6 +246,7 @@ class InstrumentedBackend implements PersistentBackend {
     const list = Array.isArray(items) ? items : [];
     const a = attrs({
       [ATTR.batchSize]: list.length,
+      [ATTR.dbBatchSize]: list.length >= 2 ? list.length : undefined,
       ...claimList(list.map((item) => field(item, "claim"))),
     });
     // One completion moving its workflow on says where to (the kind only: a final output is bytes).
