@@ -25,14 +25,16 @@ import type { ShardContext } from "./context.js";
 import { changeWorkflow } from "./control.js";
 import { claimAvailableTasks, findAvailableTasks, probeWakeUp } from "./discovery.js";
 import { loadPendingEvents, sendEvent } from "./events.js";
-import { decodeCursor, encodeCursor, KeyLayout } from "./layout.js";
+import { decodeCursor, encodeCursor, KeyLayout, RecordField } from "./layout.js";
 import {
   DEFAULT_CLUSTER_SHARDS,
   DEFAULT_STANDALONE_SHARDS,
   normalizeOptions,
   type RedisBackendOptions,
 } from "./options.js";
+import { loadTaskClaims, loadTaskResult } from "./reads.js";
 import { decodeInstance, requestId, toArg, toClaim } from "./replies.js";
+import { indexFinishedInstances, purgeFinished } from "./retention.js";
 import { type StoreRecordRequest, storeLayout, storeRecordArgs } from "./schema.js";
 import { refusal, type ScriptArg, type ScriptName, Scripts } from "./scripts/index.js";
 import { saveSnapshot } from "./snapshots.js";
@@ -57,6 +59,9 @@ export class RedisBackend extends BaseBackend {
   /** True once the shard count is checked against the store record. */
   #layoutKnown = false;
   #layoutLoading: Promise<ShardContext> | undefined;
+  /** True once the store record says the finish-time index holds every finished instance. */
+  #finishIndexed = false;
+  #finishIndexing: Promise<void> | undefined;
 
   constructor(options: RedisBackendOptions) {
     super(options);
@@ -90,6 +95,7 @@ export class RedisBackend extends BaseBackend {
       // Pub/sub on {P:wake}; a waiter looks again every 10 s all the same (a lost message).
       wakeUps: "push",
       wakeBoundMs: 10_000,
+      dbSystem: "redis",
     };
   }
 
@@ -213,6 +219,40 @@ export class RedisBackend extends BaseBackend {
     ]);
     const error = refusal(Number(code), { instanceId });
     if (error !== null) throw error;
+  }
+
+  protected async doLoadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null> {
+    return loadTaskResult(await this.#shards(), instanceId, taskId);
+  }
+
+  protected async doLoadTaskClaims(instanceId: string): Promise<TaskClaim[]> {
+    return loadTaskClaims(await this.#shards(), instanceId);
+  }
+
+  protected async doPurgeFinished(finishedBefore: number, limit: number): Promise<number> {
+    const ctx = await this.#shards();
+    await this.#finishIndex(ctx);
+    return purgeFinished(ctx, finishedBefore, limit);
+  }
+
+  /**
+   * The finish-time index migration (retention.ts), before this backend's first purge unless the
+   * store record says it is done; recorded done after (field finishIndex of `{P:layout}`).
+   */
+  #finishIndex(ctx: ShardContext): Promise<void> | undefined {
+    if (this.#finishIndexed) return undefined;
+    this.#finishIndexing ??= (async () => {
+      const record = ctx.layout.record();
+      const done = await this.#timed("purgeFinished", this.client.hget(record, RecordField.finishIndex));
+      if (done !== "1") {
+        await indexFinishedInstances(ctx);
+        await this.#timed("purgeFinished", this.client.hset(record, RecordField.finishIndex, "1"));
+      }
+      this.#finishIndexed = true;
+    })().finally(() => {
+      this.#finishIndexing = undefined;
+    });
+    return this.#finishIndexing;
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {

@@ -34,6 +34,9 @@
  *   {P:wake}         pub/sub channel (not a key): the scripts that file a task into a ready or
  *                    timer set publish its queue name there (see wake-ups.ts)
  *   {P:K}:ids        sorted set: every instance id of shard K (score 0, walked by ZRANGE BYLEX)
+ *   {P:K}:done       sorted set: the finish-time index of shard K, every Completed, Failed or
+ *                    Cancelled instance, score = its finish time (field `e`, epoch ms by Redis's
+ *                    clock), member = its id; purgeFinished reads it oldest first (retention.ts)
  *   {P:K}:floor      string: highest fencing token of any instance deleted from shard K
  *   {P:K}:q:<req>    string: (shard, id, task id) of what one claim-next call claimed, NUL-joined,
  *                    so a second run of the same call returns them (expires; built in Lua only);
@@ -118,6 +121,11 @@ export const MetaField = {
   due: "v",
   /** The position's runAt (epoch ms); absent: none. failTasks reads it: a retry is due at the later of the two. */
   runAt: "b",
+  /**
+   * The finish time (epoch ms, Redis's clock): written by the script that first makes the
+   * instance Completed, Failed or Cancelled, kept by later terminal saves; absent while unfinished.
+   */
+  finishedAt: "e",
 } as const;
 
 /** Fields of the events hash `{P:K}:e:<id>` besides the payloads (whose fields are 16-digit sequences). */
@@ -138,6 +146,8 @@ export const ShardKey = {
   queueReady: "ready:",
   leased: "leased",
   ids: "ids",
+  /** The finish-time index of the shard. */
+  finished: "done",
   floor: "floor",
   timers: "timers",
   /** `timers:<queue>`: the timer set of a queue other than "default" (which is `timers`). */
@@ -154,7 +164,11 @@ export const ShardKey = {
 const WAKE = "wake";
 
 /** The field of the store record `{P:layout}` that holds the shard count. */
-export const RecordField = { shards: "shards" } as const;
+export const RecordField = {
+  shards: "shards",
+  /** "1" once every instance finished before the finish-time index existed is in it (retention.ts). */
+  finishIndex: "finishIndex",
+} as const;
 
 /** The hash field of a task's output. */
 export const resultField = (taskId: string): string => `${FieldPrefix.result}${taskId}`;
@@ -192,6 +206,7 @@ export const L = {
   offset: luaString(MetaField.offset),
   due: luaString(MetaField.due),
   runAt: luaString(MetaField.runAt),
+  finishedAt: luaString(MetaField.finishedAt),
   attempts: luaString(FieldPrefix.attempts),
   queueReady: luaString(ShardKey.queueReady),
   queueTimers: luaString(ShardKey.queueTimers),
@@ -206,6 +221,8 @@ export const L = {
   instance: luaString(ShardKey.instance),
   ready: luaString(ShardKey.ready),
   leased: luaString(ShardKey.leased),
+  done: luaString(ShardKey.finished),
+  ids: luaString(ShardKey.ids),
   floor: luaString(ShardKey.floor),
   timers: luaString(ShardKey.timers),
   events: luaString(ShardKey.events),
@@ -283,6 +300,11 @@ export class KeyLayout {
 
   ids(shard: number): string {
     return `${this.base(shard)}${ShardKey.ids}`;
+  }
+
+  /** `{P:K}:done`: the finish-time index of a shard. */
+  finished(shard: number): string {
+    return `${this.base(shard)}${ShardKey.finished}`;
   }
 
   floor(shard: number): string {

@@ -52,6 +52,8 @@ describe.skipIf(info === null)("cluster: one slot per script", () => {
           `${backend.layout.tagStart()}${k.shard}}:m:${id}`,
           `${backend.layout.tagStart()}${k.shard}}:floor`,
           `${backend.layout.tagStart()}${k.shard}}:timers`,
+          backend.layout.finished(k.shard),
+          `${k.base}done`,
           `${k.base}q:0123abcd`,
           `${k.base}e:${id}`,
           `${k.base}o:${id}`,
@@ -109,6 +111,14 @@ describe.skipIf(info === null)("cluster: one slot per script", () => {
       expect((await backend.listSnapshots()).sort()).toEqual(ids.slice(50).sort());
       const loaded = await Promise.all(ids.slice(50, 100).map((id) => backend.loadSnapshot(id)));
       expect(loaded.map((s) => s.instanceId)).toEqual(ids.slice(50, 100));
+      // Retention: cancel (the finish-time index), the two reads, a purge over every shard.
+      await Promise.all(ids.slice(50, 80).map((id) => backend.cancelWorkflow(id)));
+      const results = await Promise.all(ids.slice(50, 80).map((id) => backend.loadTaskResult(id, "side")));
+      expect(results.map((r) => new TextDecoder().decode(r ?? undefined))).toEqual(ids.slice(50, 80));
+      await Promise.all(ids.slice(50, 80).map((id) => backend.loadTaskClaims(id)));
+      const cutOff = Date.now() + 5_000;
+      expect(await backend.purgeFinished({ finishedBefore: cutOff, limit: 10_000 })).toBe(30);
+      expect((await backend.listSnapshots()).sort()).toEqual(ids.slice(80).sort());
     } finally {
       await backend.close();
     }

@@ -1,5 +1,6 @@
 import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import { L } from "../layout.js";
+import { FINISH } from "./finish.js";
 import { CONTROL, PRELUDE } from "./lua.js";
 
 /** cancelWorkflow: Cancelled, every claim revoked, out of every index, events dropped. */
@@ -12,10 +13,12 @@ export const CANCEL_WORKFLOW = `--[[ cancelWorkflow
   clock stepping back revives it; the record, its holder and its token stay, so later tokens
   keep growing, the holder's fenced writes and extends fail, and the holder may still release
   it). Deletes the position and lastCompletedTaskId fields, takes the
-  instance out of the ready, lease and timer sets and drops its pending events.
+  instance out of the ready, lease and timer sets and drops its pending events. The workflow
+  finishes here: its finish time ${L.finishedAt} = Redis's now (unless it has one: a finish is
+  recorded once), filed in the shard's finish-time index.
   Returns OK, SNAPSHOT_NOT_FOUND or CHANGED (read again).
 ]]
-${PRELUDE}${CONTROL}
+${PRELUDE}${CONTROL}${FINISH}
 local state = as_read()
 if state then return state end
 local now_ms = clock()
@@ -40,7 +43,9 @@ for i = 1, #claims, 200 do
 end
 apply()
 call('HDEL', key, ${L.positionTask}, ${L.lastCompletedTaskId})
-unindex(base_of(key, id), key, id)
+local base = base_of(key, id)
+unindex(base, key, id)
+if call('HSETNX', key, ${L.finishedAt}, fmt(now_ms)) == 1 then index_finish(base, id, fmt(now_ms)) end
 call('DEL', KEYS[5], KEYS[6])
 return OK
 `;

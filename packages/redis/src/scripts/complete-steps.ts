@@ -1,4 +1,5 @@
 import { L } from "../layout.js";
+import { FINISH } from "./finish.js";
 import { FILE, PRELUDE } from "./lua.js";
 
 /** Fields per step in the JSON argument of completeSteps (see its comment). */
@@ -31,13 +32,15 @@ export const COMPLETE_STEPS = `--[[ completeSteps (completeTasks with next)
   released to the tombstone "token|request id", and the instance filed (FILE) by its ready task
   or wait. Completed or Failed: every field but the claims, attempts, definition hash and
   initial input deleted (every output with them), then header, status, f = 1, u and the
-  tombstone; the events dropped; out of every set. Other outputs are never read: the instance
+  tombstone, and the finish time ${L.finishedAt} = Redis's now (the step is what finishes the
+  workflow: a finished one was refused above), filed in the shard's finish-time index; the
+  events dropped; out of every set. Other outputs are never read: the instance
   hash is read by HMGET of named fields, HEXISTS of the next task's output, and HKEYS (field
   names) when the workflow finishes.
   Returns one code per step, joined by ',': OK, SNAPSHOT_NOT_FOUND, FENCE_REJECTED,
   RESULTS_FINAL, CHANGED or EVENT_NOT_PENDING, checked in that order.
 ]]
-${PRELUDE}${FILE}
+${PRELUDE}${FILE}${FINISH}
 local pre, req = ARGV[1], ARGV[2]
 local items = cjson.decode(ARGV[3])
 local now_ms = clock()
@@ -112,11 +115,14 @@ local function finish(key, base, id, m, f, k, tomb)
     end
   end
   call_chunked('HDEL', key, gone)
-  local set = { ${L.header}, ARGV[3 + 2 * k], ${L.status}, f[11], ${L.finished}, '1', ${L.updatedAt}, fmt(u), ${L.claim} .. f[3], tomb }
+  local at = fmt(now_ms)
+  local set = { ${L.header}, ARGV[3 + 2 * k], ${L.status}, f[11], ${L.finished}, '1', ${L.updatedAt}, fmt(u),
+    ${L.claim} .. f[3], tomb, ${L.finishedAt}, at }
   if f[23] ~= '' and call('HEXISTS', key, ${L.initialInput}) == 0 then
     set[#set + 1] = ${L.initialInput}; set[#set + 1] = ARGV[tonumber(f[23])]
   end
   call('HSET', key, unpack(set))
+  index_finish(base, id, at)
   drop_events(base, id)
   file_position(base, key, id, m[5], m[6] or m[7], { updated = fmt(u), z = 0 }, now_ms)
 end

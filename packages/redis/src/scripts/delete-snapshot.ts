@@ -1,4 +1,4 @@
-import { L } from "../layout.js";
+import { FINISH } from "./finish.js";
 import { PRELUDE } from "./lua.js";
 
 /** deleteSnapshot: the instance, its outputs, claims and events, out of every index. */
@@ -8,28 +8,14 @@ export const DELETE_SNAPSHOT = `--[[ deleteSnapshot
   KEYS[7] the instance's events hash   KEYS[8] the instance's event order
   ARGV[1] instance id
   The highest token of the instance (in its claims and tombstones) is kept in the shard's floor,
-  so a re-created instance never issues a token that an old claim already holds.
+  so a re-created instance never issues a token that an old claim already holds. The instance
+  also leaves the shard's finish-time index (built in Lua from the shard's base, like the
+  queue's sets): see drop_instance (finish.ts), which purgeFinished shares.
   Returns OK or SNAPSHOT_NOT_FOUND.
 ]]
-${PRELUDE}
+${PRELUDE}${FINISH}
 local key = KEYS[1]
 if not exists(key) then return SNAPSHOT_NOT_FOUND end
-local hi = floor_of(KEYS[4])
-local claims = {}
-for _, field in ipairs(call('HKEYS', key)) do
-  if string.sub(field, 1, ${L.claimLength}) == ${L.claim} then claims[#claims + 1] = field end
-end
-for i = 1, #claims, 200 do
-  local last = i + 199
-  if last > #claims then last = #claims end
-  for _, v in ipairs(call('HMGET', key, unpack(claims, i, last))) do
-    local n = last_token(v)
-    if n > hi then hi = n end
-  end
-end
-call('SET', KEYS[4], fmt(hi))
-unindex(base_of(key, ARGV[1]), key, ARGV[1])
-call('DEL', key, KEYS[7], KEYS[8])
-call('ZREM', KEYS[3], ARGV[1])
+drop_instance(base_of(key, ARGV[1]), key, ARGV[1])
 return OK
 `;

@@ -7,13 +7,17 @@ import { COMPLETE_TASKS } from "./complete-tasks.js";
 import { DELETE_SNAPSHOT } from "./delete-snapshot.js";
 import { EXTEND_CLAIM } from "./extend-claim.js";
 import { FAIL_TASKS } from "./fail-tasks.js";
+import { INDEX_FINISHED } from "./index-finished.js";
 import { LOAD_EVENTS } from "./load-events.js";
 import { LOAD_HEADER } from "./load-header.js";
 import { LOAD_SNAPSHOT } from "./load-snapshot.js";
 import { LOAD_STEPS } from "./load-steps.js";
+import { LOAD_TASK_CLAIMS } from "./load-task-claims.js";
+import { LOAD_TASK_RESULT } from "./load-task-result.js";
 import { PAUSE_WORKFLOW } from "./pause-workflow.js";
 import { PEEK } from "./peek.js";
 import { PROBE_WAKE_UP } from "./probe-wake-up.js";
+import { PEEK_FINISHED, PURGE_FINISHED } from "./purge-finished.js";
 import { RELEASE_CLAIM } from "./release-claim.js";
 import { RESUME_WORKFLOW } from "./resume-workflow.js";
 import { SAVE_SNAPSHOT } from "./save-snapshot.js";
@@ -67,6 +71,11 @@ export const SCRIPTS = {
   resumeWorkflow: { numberOfKeys: 5, lua: RESUME_WORKFLOW },
   sendEvent: { numberOfKeys: 7, lua: SEND_EVENT },
   loadEvents: { numberOfKeys: 3, lua: LOAD_EVENTS },
+  loadTaskResult: { numberOfKeys: 1, lua: LOAD_TASK_RESULT },
+  loadTaskClaims: { numberOfKeys: 1, lua: LOAD_TASK_CLAIMS },
+  peekFinished: { numberOfKeys: 1, lua: PEEK_FINISHED },
+  purgeFinished: { numberOfKeys: 1, lua: PURGE_FINISHED },
+  indexFinished: { numberOfKeys: 1, lua: INDEX_FINISHED },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -1,4 +1,5 @@
 import { L } from "../layout.js";
+import { FINISH } from "./finish.js";
 import { FILE, PRELUDE } from "./lua.js";
 
 /** saveSnapshot: the snapshot's fields and outputs, replaced in one step (consuming an event if asked). */
@@ -30,17 +31,21 @@ export const SAVE_SNAPSHOT = `--[[ saveSnapshot
   the lease) set, or in its queue's timer set while its due time is to come (none while held); a wait
   in the ready set when an event of its name is pending or its timeout has passed, else in the
   timer set when it has a timeout; anything else (paused, finished) in no set.
+  Finish time: a finished write keeps the stored one (field ${L.finishedAt}) when the instance was
+  finished already, else records Redis's now (the instance finishes with this write); an
+  instance finished before finish times were kept gets its stored updatedAt, as the migration
+  gives it (retention.ts). It is filed in the shard's finish-time index at that time.
   Returns OK, FENCE_REJECTED (the fence is not the live claim), CANNOT_REOPEN (a finished
   workflow would go back to InProgress), CANCELLED_IS_FINAL (a cancelled one would become
   anything but Cancelled, a finished Completed or Failed included), PAUSED_CANNOT_MOVE (a paused
   one would become anything but Paused or Cancelled) or EVENT_NOT_PENDING (the event is not the
   oldest pending of its name), checked in that order.
 ]]
-${PRELUDE}${FILE}
+${PRELUDE}${FILE}${FINISH}
 local now_ms = clock()
 local key, id = KEYS[1], ARGV[1]
 if not fence_ok(key, ARGV[11], ARGV[12], now_ms) then return FENCE_REJECTED end
-local m = call('HMGET', key, ${L.finished}, ${L.status}, ${L.timeoutAt}, ${L.due}, ${L.queue})
+local m = call('HMGET', key, ${L.finished}, ${L.status}, ${L.timeoutAt}, ${L.due}, ${L.queue}, ${L.finishedAt}, ${L.updatedAt})
 if ARGV[3] == '0' and m[1] == '1' then return CANNOT_REOPEN end
 if m[2] == 'Cancelled' and ARGV[13] ~= 'Cancelled' then return CANCELLED_IS_FINAL end
 if m[2] == 'Paused' and ARGV[13] ~= 'Paused' and ARGV[13] ~= 'Cancelled' then return PAUSED_CANNOT_MOVE end
@@ -63,6 +68,11 @@ for i = 1, #optional, 2 do
 end
 if ARGV[9] == '1' then fields[#fields + 1] = ${L.initialInput}; fields[#fields + 1] = ARGV[10] end
 if consumed then fields[#fields + 1] = ${L.consumed}; fields[#fields + 1] = ARGV[19] .. '|' .. ARGV[20] end
+local finished_at
+if ARGV[3] == '1' then
+  if m[1] ~= '1' then finished_at = fmt(now_ms) else finished_at = m[6] or m[7] or '0' end
+  fields[#fields + 1] = ${L.finishedAt}; fields[#fields + 1] = finished_at
+end
 local sets, value_at = {}, {}
 for i = 1, #fields, 2 do sets[fields[i]] = true end
 local n = #ARGV
@@ -100,6 +110,7 @@ end
 call_chunked('HSET', key, changed)
 call('ZADD', KEYS[3], 0, id)
 if ARGV[3] == '1' then
+  index_finish(base, id, finished_at)
   drop_events(base, id)
 elseif consumed then
   call('ZREM', KEYS[7], consumed)
