@@ -34,8 +34,10 @@ import {
   type NormalizedOptions,
   normalizeOptions,
 } from "./options.js";
+import { backfillFinishTimes, purgeFinished } from "./retention.js";
 import { ensureTable } from "./schema.js";
 import { listSnapshotsPage, loadSnapshot, saveSnapshot } from "./snapshots.js";
+import { loadTaskClaims, loadTaskResult } from "./task-reads.js";
 import { probeWakeUp } from "./wake-ups.js";
 
 /**
@@ -72,6 +74,7 @@ export class DynamoDBBackend extends BaseBackend {
       // Waits poll the indexes (wake-ups.ts): at most this long between looks while idle.
       wakeUps: "poll",
       wakeBoundMs: 200,
+      dbSystem: "aws.dynamodb",
     };
   }
 
@@ -86,12 +89,18 @@ export class DynamoDBBackend extends BaseBackend {
   }
 
   /**
-   * Creates the table and its indexes if missing and waits until they are ACTIVE. Idempotent.
-   * Version 1 is the table with the ready and list indexes, version 2 adds the timer index;
-   * `applied` lists the versions this call brought (creating the table: [1, 2]).
+   * Creates the table and its indexes if missing and waits until they are ACTIVE, then gives the
+   * finished heads of this key prefix that have none a finish time (their updatedAt; once: a
+   * mark records it). Idempotent. Version 1 is the table with the ready and list indexes, version
+   * 2 adds the timer index, version 3 the finished index; `applied` lists the versions this call
+   * brought (creating the table: [1, 2, 3]).
    */
   async migrate(): Promise<MigrationReport> {
-    return this.run("migrate", () => ensureTable(this.client, this.tableName));
+    return this.run("migrate", async () => {
+      const report = await ensureTable(this.client, this.tableName);
+      await backfillFinishTimes(this.#ctx);
+      return report;
+    });
   }
 
   /**
@@ -132,6 +141,18 @@ export class DynamoDBBackend extends BaseBackend {
 
   protected doDeleteSnapshot(instanceId: string): Promise<void> {
     return deleteSnapshot(this.#ctx, instanceId);
+  }
+
+  protected doLoadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null> {
+    return loadTaskResult(this.#ctx, instanceId, taskId);
+  }
+
+  protected doPurgeFinished(finishedBefore: number, limit: number): Promise<number> {
+    return purgeFinished(this.#ctx, finishedBefore, limit);
+  }
+
+  protected doLoadTaskClaims(instanceId: string): Promise<TaskClaim[]> {
+    return loadTaskClaims(this.#ctx, instanceId);
   }
 
   protected doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {

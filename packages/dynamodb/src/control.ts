@@ -67,6 +67,7 @@ import {
   scheduleOfTask,
   updateExpression,
 } from "./readiness.js";
+import { finishClauses } from "./retention.js";
 
 const NO_REQUEST: Required<ControlRequest> = { reason: null, requestedBy: null };
 
@@ -287,6 +288,10 @@ export function stateRewrite(
 ): { set: string[]; remove: string[]; values: Record<string, AttributeValue> } {
   const entry = entryOf(ctx.layout, head.instanceId, state, eventPending, written.now);
   const moved = replaceAttributes({ ...positionAttributes(state), ...entryAttributes(entry) });
+  // Every caller conditions on an in-progress head: a finishing rewrite is the first finish.
+  const finish = written.finished
+    ? finishClauses(ctx.layout, head.instanceId, written.now)
+    : { set: [], values: {} };
   return {
     set: [
       `#${ATTR.kind} = :kind_new`,
@@ -294,10 +299,12 @@ export function stateRewrite(
       `#${ATTR.updatedAt} = :upd_new`,
       `#${ATTR.nonce} = :nc`,
       ...moved.set,
+      ...finish.set,
     ],
     remove: [...moved.remove],
     values: {
       ...moved.values,
+      ...finish.values,
       ...indexValues(head),
       ":kind_new": S(written.status),
       ":st": S(written.finished ? STATUS.finished : STATUS.inProgress),

@@ -38,13 +38,29 @@ import { dropGeneration } from "./snapshots.js";
  * (a failure in between leaves the instance with its claims released, never the reverse).
  */
 export async function deleteSnapshot(ctx: Context, instanceId: string): Promise<void> {
-  const pk = ctx.layout.instancePk(instanceId);
+  const head = await getHead(ctx, instanceId);
+  if (head === undefined || !(await deleteInstance(ctx, head, () => true)))
+    throw failures.snapshotNotFound(instanceId);
+}
+
+/**
+ * Deletes the instance whose head was read as `first` (as deleteSnapshot describes), then its
+ * results, chunks and events, as long as `eligible` holds for the head as read again after a
+ * race (deleteSnapshot: always; purgeFinished: still finished before its cut-off). True when this
+ * call deleted it; false when the head is gone (deleted by someone else: not ours to count) or
+ * no longer eligible.
+ */
+export async function deleteInstance(
+  ctx: Context,
+  first: Head,
+  eligible: (head: Head) => boolean,
+): Promise<boolean> {
+  const pk = first.pk;
   const op = freshId();
-  let head = await getHead(ctx, instanceId);
-  if (head === undefined) throw failures.snapshotNotFound(instanceId);
-  let target = head;
-  await retryOnRace(
-    `deleteSnapshot of ${quote(instanceId)}`,
+  let head: Head | undefined = first;
+  let target = first;
+  const deleted = await retryOnRace(
+    `deleting ${quote(first.instanceId)}`,
     async () => {
       target = head as Head;
       const claims = await claimItems(ctx, pk);
@@ -52,18 +68,19 @@ export async function deleteSnapshot(ctx: Context, instanceId: string): Promise<
         claims.length > MAX_TRANSACTION_ITEMS - 2
           ? await deleteHeadAfterClaims(ctx, target, claims)
           : await deleteInOneTransaction(ctx, target, claims, op);
-      if (outcome === "deleted") return outcome;
+      if (outcome === "deleted") return true;
       if (outcome !== "retry") head = outcome.head;
       if (head === undefined) {
         // Deleted by a concurrent call (or by an attempt of ours: see deleteInOneTransaction):
         // either way, no claim read while the head existed stays live.
         if (outcome !== "retry" && outcome.tombstone) await tombstoneAll(ctx, claims);
-        throw failures.snapshotNotFound(instanceId);
+        return false;
       }
-      return RETRY;
+      return eligible(head) ? RETRY : false;
     },
     { attempts: RACE_ATTEMPTS },
   );
+  if (!deleted) return false;
   // Committed. Its results and chunks are garbage, and the marker has served (else: TTL, cleanup()).
   await quietly(async () => {
     await ctx.send(
@@ -76,6 +93,7 @@ export async function deleteSnapshot(ctx: Context, instanceId: string): Promise<
   });
   await quietly(() => dropGeneration(ctx, target));
   await dropEvents(ctx, target);
+  return true;
 }
 
 /** What one delete attempt found: done, a head that changed (re-read), or a claim race. */

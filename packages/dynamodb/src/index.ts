@@ -2,6 +2,7 @@ export type { MigrationReport } from "@sayiir/persistence-core/adapter";
 export { DynamoDBBackend } from "./backend.js";
 export {
   CHUNK_BYTES,
+  FINISHED_INDEX,
   INLINE_MAX_BYTES,
   Layout,
   LIST_INDEX,

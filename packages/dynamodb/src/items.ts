@@ -31,6 +31,8 @@ export interface Head {
   generation: string;
   /** Completed, Failed or Cancelled. */
   finished: boolean;
+  /** When it first finished (absent while unfinished, and on finished heads no migration reached). */
+  finishedAt: number | undefined;
   /** The stored status (absent on heads written before it was stored: see statusOf). */
   kind: StoredStatus | undefined;
   paused: boolean;
@@ -134,6 +136,7 @@ export function parseHead(layout: Layout, item: Item | undefined, instanceId: st
     instanceId: iid,
     generation: str(item, ATTR.generation) ?? "",
     finished: str(item, ATTR.status) === STATUS.finished,
+    finishedAt: num(item, ATTR.finishedAt),
     kind,
     paused: kind === "Paused",
     incarnation: str(item, ATTR.incarnation),

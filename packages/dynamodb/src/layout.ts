@@ -12,12 +12,14 @@ import { type Item, type Key, S } from "./dynamo.js";
  *   head            <P>I#<h(instanceId)>             H                       iid, gen, st, kind, hd | hc/hn/hl, id | ic/in/il, pos, last, upd, def,
  *                                                                            inc, evn, ev/tmo (only while waiting for an event), nc,
  *                                                                            q, pri, rat, hold, att (schedule and attempts),
- *                                                                            GPK/GSK (only while ready), TPK/TSK (only on a timer), LPK/LSK
+ *                                                                            GPK/GSK (only while ready), TPK/TSK (only on a timer), LPK/LSK,
+ *                                                                            fin/FPK/FSK (only once finished)
  *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l/s
  *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: released by completeTasks)
  *   event           <P>I#<h(instanceId)>             E#<inc>#<h(name)>#<seq> en, seq, sat, inc, nc, at, d | c/n/l
  *   delete marker   <P>I#<h(instanceId)>             D                       op, at, ttl (written by deleteSnapshot's commit)
  *   chunk           <P>C#<chunkSetId>#<index>        C                       own, at, d
+ *   migration mark  <P>M                             <name of the pass>      at (a data migration of this key prefix that completed)
  *
  * <P> is the key prefix, length-prefixed so that two prefixes can never produce the same key.
  * GSI "ready": GPK = <P>Q#<shard> for the queue "default", <P>Q#<h(queue)>#<shard> for any other
@@ -33,6 +35,9 @@ import { type Item, type Key, S } from "./dynamo.js";
  *              waits for an event with a timeout and no event pending (due: timeoutAt), tasks with a
  *              future runAt or retryAt (due: that time). Sparse; claim-next moves a due one to the
  *              leased partition of "ready".
+ * GSI "finished": FPK = <P>F#<shard>, FSK = zero-padded finish time + "#" + instance id (truncated).
+ *              Sparse: only finished heads carry the keys (written with `fin`, the finish time, by
+ *              the write that first finishes the workflow); purgeFinished reads it oldest first.
  * Events live under the head's incarnation `inc` (fresh when the head is created): the events of
  * a deleted instance are never seen by one re-created under the same id.
  */
@@ -47,6 +52,10 @@ export const ATTR = {
   listSk: "LSK",
   timerPk: "TPK",
   timerSk: "TSK",
+  finishedPk: "FPK",
+  finishedSk: "FSK",
+  /** Head: when the workflow first finished (epoch ms, the backend's clock); absent while unfinished. */
+  finishedAt: "fin",
   /** Head and claim: the exact instance id. */
   instanceId: "iid",
   /** Result and claim: the exact task id. */
@@ -135,6 +144,7 @@ export const names = (...attributes: string[]): string => attributes.map((a) => 
 export const READY_INDEX = "ready";
 export const LIST_INDEX = "list";
 export const TIMER_INDEX = "timer";
+export const FINISHED_INDEX = "finished";
 export const HEAD_SK = "H";
 export const CHUNK_SK = "C";
 /** Sort key of the marker a deleteSnapshot leaves (with a TTL) to recognise its own retried commit. */
@@ -342,6 +352,25 @@ export class Layout {
   parseTimerSk(sk: string): { due: number; priority: number } {
     const due = this.timeOfSk(sk);
     return sk[16] === "." ? { due, priority: Number(sk[17]) } : { due, priority: 3 };
+  }
+
+  /** Partition of the finished index (finished heads, by finish time). */
+  finishedPk(shard: number): string {
+    return `${this.base}F#${shard}`;
+  }
+
+  finishedSk(finishedAt: number, instanceId: string): string {
+    return this.timeSk(finishedAt, instanceId);
+  }
+
+  /** The upper bound (exclusive) of the finished keys of finishes strictly before `before`. */
+  finishedCut(before: number): string {
+    return String(before).padStart(16, "0");
+  }
+
+  /** The key of the mark a completed data migration (`name`) of this key prefix leaves. */
+  migrationKey(name: string): Key {
+    return key(`${this.base}M`, name);
   }
 
   listPk(shard: number): string {

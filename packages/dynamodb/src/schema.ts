@@ -9,19 +9,25 @@ import {
   UpdateTimeToLiveCommand,
 } from "@aws-sdk/client-dynamodb";
 import { type MigrationReport, sleep } from "@sayiir/persistence-core/adapter";
-import { ATTR, LIST_INDEX, READY_INDEX, TIMER_INDEX, TTL_ATTRIBUTE } from "./layout.js";
+import { ATTR, FINISHED_INDEX, LIST_INDEX, READY_INDEX, TIMER_INDEX, TTL_ATTRIBUTE } from "./layout.js";
 
 /*
  * The schema: one table with global secondary indexes and TTL on ATTR.ttl. Version 1 is the table
  * with the ready and list indexes; version 2 adds the timer index (waits for an event with a
- * timeout). DynamoDB stores no schema version: the table and its indexes are the version.
+ * timeout); version 3 the finished index (purgeFinished; its data pass is retention.ts
+ * backfillFinishTimes). DynamoDB stores no schema version: the table and its indexes are the version.
  */
 
 /** The schema version migrate() brings a table to. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** The version that brought each index. */
-const INDEX_VERSION: Record<string, number> = { [READY_INDEX]: 1, [LIST_INDEX]: 1, [TIMER_INDEX]: 2 };
+const INDEX_VERSION: Record<string, number> = {
+  [READY_INDEX]: 1,
+  [LIST_INDEX]: 1,
+  [TIMER_INDEX]: 2,
+  [FINISHED_INDEX]: 3,
+};
 
 const INDEXES: GlobalSecondaryIndex[] = [
   {
@@ -54,6 +60,15 @@ const INDEXES: GlobalSecondaryIndex[] = [
       NonKeyAttributes: [ATTR.instanceId, ATTR.position, ATTR.timeoutAt],
     },
   },
+  {
+    // Sparse: only finished heads carry FPK/FSK (see layout.ts).
+    IndexName: FINISHED_INDEX,
+    KeySchema: [
+      { AttributeName: ATTR.finishedPk, KeyType: "HASH" },
+      { AttributeName: ATTR.finishedSk, KeyType: "RANGE" },
+    ],
+    Projection: { ProjectionType: "INCLUDE", NonKeyAttributes: [ATTR.instanceId] },
+  },
 ];
 
 /** The table definition migrate() creates (also useful for infrastructure-as-code). */
@@ -70,6 +85,8 @@ export function tableDefinition(tableName: string): CreateTableCommandInput {
       ATTR.listSk,
       ATTR.timerPk,
       ATTR.timerSk,
+      ATTR.finishedPk,
+      ATTR.finishedSk,
     ].map((name) => ({ AttributeName: name, AttributeType: "S" })),
     KeySchema: [
       { AttributeName: ATTR.pk, KeyType: "HASH" },
@@ -103,7 +120,8 @@ async function waitActive(client: DynamoDBClient, tableName: string, timeoutMs: 
  * Creates the table and its indexes if missing (on-demand billing), adds a missing index (one at
  * a time: DynamoDB allows one index creation per update), enables TTL, and waits until everything
  * is ACTIVE. Safe when many processes run it at once. Reports the versions this call brought:
- * creating the table, all of them ([1, 2]); adding the timer index to a version-1 table, [2].
+ * creating the table, all of them ([1, 2, 3]); adding the timer and finished indexes to a
+ * version-1 table, [2, 3].
  */
 export async function ensureTable(
   client: DynamoDBClient,

@@ -70,6 +70,7 @@ import {
 } from "./items.js";
 import { ATTR, freshId, HEAD_SK, HEAD_VALUE, keyOf, LIST_INDEX, STATUS } from "./layout.js";
 import { entryAttributes, entryOf, positionAttributes, scheduleOfStored } from "./readiness.js";
+import { finishAttributes, finishTimeOfSave } from "./retention.js";
 import {
   type Candidate,
   candidates,
@@ -189,7 +190,7 @@ interface HeadValues {
  * The new head item: its status, values and position; the incarnation, event count and
  * transition nonce of the head it replaces (its events stay pending); in the ready index when a
  * task is ready (or a wait's event is pending), in the timer index when a wait has a timeout, in
- * the list index always.
+ * the finished index once finished, in the list index always.
  */
 function headItem(
   ctx: Context,
@@ -218,6 +219,9 @@ function headItem(
     ...positionAttributes({ ...stored, ...schedule }),
     ...entryAttributes(entryOf(layout, id, { ...stored, ...schedule }, eventPending, ctx.now())),
   };
+  // The first finish stamps the time; a terminal -> terminal save keeps the one it replaces.
+  if (stored.finished)
+    Object.assign(item, finishAttributes(layout, id, finishTimeOfSave(previous, ctx.now())));
   const attempts = encodeAttempts(stored.attempts);
   if (attempts !== undefined) item[ATTR.attempts] = S(attempts);
   if (previous !== undefined && previous.eventCount > 0) item[ATTR.eventCount] = N(previous.eventCount);

@@ -9,7 +9,14 @@ import { BackendError, ErrorCode } from "@sayiir/persistence-core";
 import { atTask, awaiting, eventually, rejection, text, uid } from "@sayiir/persistence-core/conformance";
 import { uniqueTestName } from "@sayiir/test-servers";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { DynamoDBBackend, LIST_INDEX, READY_INDEX, TIMER_INDEX, tableDefinition } from "../src/index.js";
+import {
+  DynamoDBBackend,
+  FINISHED_INDEX,
+  LIST_INDEX,
+  READY_INDEX,
+  TIMER_INDEX,
+  tableDefinition,
+} from "../src/index.js";
 import { freshBackend } from "./helpers.js";
 import { backendOptions, clientConfig, ensureTable, server, TABLE } from "./subject.js";
 
@@ -41,7 +48,7 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
     expect(destroyed).toBe(true);
   });
 
-  it("migrate() creates the table with its three indexes (on-demand), is idempotent and safe to race", async () => {
+  it("migrate() creates the table with its four indexes (on-demand), is idempotent and safe to race", async () => {
     const tableName = uniqueTestName("sayiir_migrate");
     const backends = Array.from({ length: 3 }, () => new DynamoDBBackend(backendOptions(ddb, { tableName })));
     onTestFinished(async () => {
@@ -49,39 +56,41 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
       await Promise.all(backends.map((b) => b.close()));
     });
     const reports = await Promise.all(backends.map((b) => b.migrate()));
-    // Exactly one of the racing calls created the table (schema versions 1 and 2); a later call applies nothing.
-    expect(reports.map((r) => r.version)).toEqual([2, 2, 2]);
-    expect(reports.filter((r) => r.applied.length > 0).map((r) => r.applied)).toEqual([[1, 2]]);
-    expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 2 });
+    // Exactly one of the racing calls created the table (schema versions 1 to 3); a later call applies nothing.
+    expect(reports.map((r) => r.version)).toEqual([3, 3, 3]);
+    expect(reports.filter((r) => r.applied.length > 0).map((r) => r.applied)).toEqual([[1, 2, 3]]);
+    expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 3 });
     const { Table } = await (backends[0] as DynamoDBBackend).client.send(
       new DescribeTableCommand({ TableName: tableName }),
     );
     expect(Table?.TableStatus).toBe("ACTIVE");
     expect(Table?.BillingModeSummary?.BillingMode ?? "PAY_PER_REQUEST").toBe("PAY_PER_REQUEST");
     expect((Table?.GlobalSecondaryIndexes ?? []).map((i) => i.IndexName).sort()).toEqual(
-      [LIST_INDEX, READY_INDEX, TIMER_INDEX].sort(),
+      [FINISHED_INDEX, LIST_INDEX, READY_INDEX, TIMER_INDEX].sort(),
     );
     const id = uid();
     await backends[1]?.saveSnapshot(atTask(id, "t1"));
     expect(await backends[2]?.listSnapshots()).toEqual([id]);
   });
 
-  it("migrate() brings a version-1 table (no timer index) to version 2, keeping its data", async () => {
+  it("migrate() brings a version-1 table (no timer or finished index) to version 3, keeping its data", async () => {
     const tableName = uniqueTestName("sayiir_v1");
     const backend = new DynamoDBBackend(backendOptions(ddb, { tableName }));
     onTestFinished(async () => {
       await backend.client.send(new DeleteTableCommand({ TableName: tableName }));
       await backend.close();
     });
-    // The version-1 table: the definition without the timer index and its key attributes.
-    const v2 = tableDefinition(tableName);
+    // The version-1 table: the definition without the timer and finished indexes and their keys.
+    const v3 = tableDefinition(tableName);
     await backend.client.send(
       new CreateTableCommand({
-        ...v2,
-        AttributeDefinitions: v2.AttributeDefinitions?.filter(
-          (a) => !["TPK", "TSK"].includes(a.AttributeName ?? ""),
+        ...v3,
+        AttributeDefinitions: v3.AttributeDefinitions?.filter(
+          (a) => !["TPK", "TSK", "FPK", "FSK"].includes(a.AttributeName ?? ""),
         ),
-        GlobalSecondaryIndexes: v2.GlobalSecondaryIndexes?.filter((i) => i.IndexName !== TIMER_INDEX),
+        GlobalSecondaryIndexes: v3.GlobalSecondaryIndexes?.filter(
+          (i) => i.IndexName !== TIMER_INDEX && i.IndexName !== FINISHED_INDEX,
+        ),
       }),
     );
     const id = uid();
@@ -91,8 +100,8 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
         .then(() => true)
         .catch(() => undefined),
     );
-    expect(await backend.migrate()).toEqual({ applied: [2], version: 2 });
-    expect(await backend.migrate()).toEqual({ applied: [], version: 2 });
+    expect(await backend.migrate()).toEqual({ applied: [2, 3], version: 3 });
+    expect(await backend.migrate()).toEqual({ applied: [], version: 3 });
     expect(Array.from((await backend.loadSnapshot(id)).initialInput ?? [])).toEqual(Array.from(text("kept")));
     const waiting = uid();
     await backend.saveSnapshot(awaiting(waiting, "e", "t2", { timeoutAt: 1_000 }));
@@ -156,6 +165,7 @@ describe.skipIf(info === null)("client ownership, migrate, key prefixes, failure
       shards: 8,
       wakeUps: "poll",
       wakeBoundMs: 200,
+      dbSystem: "aws.dynamodb",
     });
     const tuned = new DynamoDBBackend({
       tableName: TABLE,
