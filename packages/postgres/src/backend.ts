@@ -42,6 +42,7 @@ import {
 import { type Layout, layoutFor } from "./layout.js";
 import { type NormalizedOptions, normalizeOptions, type PostgresBackendOptions } from "./options.js";
 import { claimNextStatements, type FixedKey, preparedStatements, type Statement } from "./prepared.js";
+import { loadTaskClaims, loadTaskResult, purgeFinished } from "./retention.js";
 import {
   batches,
   type ClaimNextRow,
@@ -92,6 +93,7 @@ export class PostgresBackend extends BaseBackend {
     shards: 1,
     wakeUps: "push",
     wakeBoundMs: 10_000,
+    dbSystem: "postgresql",
   };
   readonly schema: string;
   readonly #pool: pg.Pool;
@@ -368,6 +370,21 @@ export class PostgresBackend extends BaseBackend {
     const row = r.rows[0];
     if (row === undefined || row.n === 0) throw failures.snapshotNotFound(instanceId);
     if (row.moved) await this.#q(this.#pool, this.#st.deleteOrphans, [instanceId]);
+  }
+
+  /** One statement: the row's state flags and the one result row, never the header or other outputs. */
+  protected async doLoadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null> {
+    return loadTaskResult(this.#db(this.#pool), instanceId, taskId);
+  }
+
+  /** One transaction: the oldest finished rows locked (SKIP LOCKED), then deleted (retention.ts). */
+  protected async doPurgeFinished(finishedBefore: number, limit: number): Promise<number> {
+    return this.#transaction((db) => purgeFinished(this.#db(db), finishedBefore, limit));
+  }
+
+  /** One statement over both places a claim lives: the claims table and the row's claim slot. */
+  protected async doLoadTaskClaims(instanceId: string): Promise<TaskClaim[]> {
+    return loadTaskClaims(this.#db(this.#pool), instanceId);
   }
 
   protected async doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {

@@ -9,7 +9,8 @@
  *                 the schedule (position_task_id, run_at, priority, queue), ready_key (readyAt +
  *                 (priority - 3) x agingMs), the due task (due_task_id, due_at, due_key) and the
  *                 claim claim-next took (claim_task, claim_worker, claim_token, claim_at,
- *                 claim_expires; claim_task null: none)
+ *                 claim_expires; claim_task null: none) and finished_at (when the workflow first
+ *                 became finished, server-clock epoch ms; null while unfinished)
  *   task_attempts one row per (instance, task) with failed runs: count, last_error, last_failed_at,
  *                 retry_at, held (retryAt null: not rescheduled)
  *   task_results  one row per (instance, task): the output (bytea)
@@ -54,6 +55,11 @@ export const LEASED_INDEX = "snapshots_leased_idx";
  * timeout), without a lease, (queue, due_key, instance_id, due_at): the timers discovery reads up to now.
  */
 export const TIMER_INDEX = "snapshots_timers_idx";
+/**
+ * The partial index over finished rows by (finished_at, instance_id): purgeFinished reads the
+ * oldest finishes first, and unfinished rows are not in it.
+ */
+export const FINISHED_INDEX = "snapshots_finished_idx";
 /** The index over events by (instance, name, sequence): the oldest pending event of a name. */
 export const EVENTS_INDEX = "events_by_name_idx";
 

@@ -74,6 +74,10 @@ export const PREPARED = [
   "stepRead",
   "stepWrite",
   "probeWakeUp",
+  "purgeSelect",
+  "purgeDelete",
+  "loadTaskResult",
+  "loadTaskClaims",
 ] as const satisfies ReadonlyArray<keyof Statements>;
 
 export type PreparedKey = (typeof PREPARED)[number];

@@ -2,6 +2,7 @@ import type { MigrationReport } from "@sayiir/persistence-core/adapter";
 import type { Layout } from "./layout.js";
 import {
   EVENTS_INDEX,
+  FINISHED_INDEX,
   LEASED_INDEX,
   quoteIdentifier,
   READY_INDEX,
@@ -178,6 +179,22 @@ ALTER TABLE ${l.snapshots}
   ADD COLUMN claim_token bigint,
   ADD COLUMN claim_at timestamptz,
   ADD COLUMN claim_expires timestamptz;
+`,
+  },
+  {
+    version: 7,
+    name: "finish time of finished workflows and its index (purgeFinished)",
+    // finished_at: when the workflow first became finished (server-clock epoch ms), written by
+    // every write that finishes it. The store never recorded it before: a row finished already
+    // gets its updated_at, the time of its last write: the best estimate there is (after a
+    // terminal re-save, later than the finish). The UPDATE rewrites every finished row once and
+    // the index build reads the table, under the ACCESS EXCLUSIVE lock of ALTER TABLE until the
+    // migration commits: every statement on snapshots waits meanwhile.
+    sql: (l) => `
+ALTER TABLE ${l.snapshots} ADD COLUMN finished_at bigint;
+UPDATE ${l.snapshots} SET finished_at = updated_at WHERE finished;
+CREATE INDEX ${quoteIdentifier(FINISHED_INDEX)} ON ${l.snapshots} (finished_at, instance_id)
+  WHERE finished_at IS NOT NULL;
 `,
   },
 ];

@@ -2,6 +2,7 @@ import { REVOKED_EXPIRY } from "@sayiir/persistence-core/adapter";
 import type { Layout } from "./layout.js";
 import { claimStatements } from "./sql-claims.js";
 import { candidate, discovery, live, liveInline, ms } from "./sql-discovery.js";
+import { finishedAt, retentionStatements } from "./sql-retention.js";
 import { attemptStatements, placementSql } from "./sql-schedule.js";
 import { notifyWake, offers, readyNow, wakeStatements } from "./sql-wake.js";
 import { stepStatements } from "./step.js";
@@ -26,6 +27,7 @@ export function statements(l: Layout, agingMs: number) {
     ...stepStatements(l, agingMs),
     ...attemptStatements(l, agingMs),
     ...wakeStatements(l, agingMs),
+    ...retentionStatements(l),
   };
 }
 
@@ -40,7 +42,8 @@ function snapshotWrites(l: Layout, agingMs: number) {
      * back: refused. Where the task stands follows placementSql (an awaited event already pending
      * makes the wait ready; a future runAt or retryAt puts it in the timer index). The lease
      * stays while the row offers the same task (its claim still holds it). A row that then
-     * offers a task without a lease notifies its queue's waiters (sql-wake.ts).
+     * offers a task without a lease notifies its queue's waiters (sql-wake.ts). A write that
+     * makes the workflow finished records its finish time (finishedAt); a finished one keeps it.
      *
      * $1 id, $2 hash, $3 header, $4 initial input, $5 finished, $6 paused, $7 last completed task,
      * $8 AtTask ready task, $9 updated_at, $10 wait event, $11 wait task, $12 timeout_at,
@@ -67,9 +70,10 @@ function snapshotWrites(l: Layout, agingMs: number) {
       INSERT INTO ${l.snapshots} AS t
         (instance_id, definition_hash, header, initial_input, finished, paused, cancelled,
          last_completed_task_id, updated_at, wait_event, wait_task, timeout_at,
-         position_task_id, run_at, priority, queue, ready_task_id, ready_key, due_task_id, due_at, due_key)
+         position_task_id, run_at, priority, queue, ready_task_id, ready_key, due_task_id, due_at, due_key,
+         finished_at)
       SELECT $1, $2, $3, $4, $5, $6, $14, $7, $9, $10, $11, $12, $15, $16, $17, $18,
-             p.ready_task_id, p.ready_key, p.due_task_id, p.due_at, p.due_key
+             p.ready_task_id, p.ready_key, p.due_task_id, p.due_at, p.due_key, ${finishedAt("$5::boolean", "NULL::bigint")}
       FROM p
       ON CONFLICT (instance_id) DO UPDATE SET
         definition_hash = excluded.definition_hash,
@@ -92,6 +96,7 @@ function snapshotWrites(l: Layout, agingMs: number) {
         due_task_id = excluded.due_task_id,
         due_at = excluded.due_at,
         due_key = excluded.due_key,
+        finished_at = ${finishedAt("excluded.finished", "t.finished_at")},
         claimed_until = CASE WHEN ${candidate("t")} = ${candidate("excluded")} THEN t.claimed_until END
       WHERE NOT (t.finished AND NOT excluded.finished) AND NOT (t.cancelled AND NOT excluded.cancelled)
         AND NOT (t.paused AND NOT $13::boolean)
@@ -252,12 +257,14 @@ function control(l: Layout, agingMs: number) {
      * The new header and index fields of a transition; where the task stands by placementSql, with
      * the schedule the row keeps (run_at, priority) and the stored attempts of the position task.
      * The lease goes (pause and cancel take the row out of every index; resume puts it back
-     * without one, and notifies its queue). $1 id, $2 header, $3 finished, $4 paused, $5 AtTask
-     * ready task, $6 updated_at, $7 wait event, $8 wait task, $9 timeout_at, $10 cancelled.
+     * without one, and notifies its queue). A cancel records the finish time (finishedAt). $1 id,
+     * $2 header, $3 finished, $4 paused, $5 AtTask ready task, $6 updated_at, $7 wait event,
+     * $8 wait task, $9 timeout_at, $10 cancelled.
      */
     storeTransition: `
       UPDATE ${l.snapshots} t SET
         header = $2, finished = $3, paused = $4, cancelled = $10,
+        finished_at = ${finishedAt("$3::boolean", "t.finished_at")},
         updated_at = $6, wait_event = $7, wait_task = $8, timeout_at = $9, claimed_until = NULL,
         (ready_task_id, ready_key, due_task_id, due_at, due_key) = (${placementSql(
           l,

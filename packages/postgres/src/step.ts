@@ -35,6 +35,7 @@ import { bigintArray, boolArray, byteaArray, textArray } from "./arrays.js";
 import { type Db, storedState, waitValues } from "./control.js";
 import type { Layout } from "./layout.js";
 import { live, liveInline, ms } from "./sql-discovery.js";
+import { finishedAt } from "./sql-retention.js";
 import { placementSql } from "./sql-schedule.js";
 import { notifyWake, offers, readyNow } from "./sql-wake.js";
 
@@ -85,7 +86,8 @@ export function stepStatements(l: Layout, agingMs: number) {
      *   the results dropped (terminal) or this one upserted, the row rewritten (lease cleared) with
      *   the task placed by placementSql from the stored attempts of the task (a: retryAt, held),
      *   not counting the event consumed here (this statement's snapshot still sees it). A row
-     *   that then offers a task notifies its queue (woke: read, so that u's RETURNING runs).
+     *   that then offers a task notifies its queue (woke: read, so that u's RETURNING runs). A
+     *   Completed or Failed step records the finish time (finishedAt).
      *
      * One row per item: found (a row), checked (in ok: the version read, its event still the
      * oldest), done (written). Found but not checked: the row changed since the read (read again).
@@ -141,6 +143,7 @@ export function stepStatements(l: Layout, agingMs: number) {
       u AS (
         UPDATE ${l.snapshots} t SET
           header = d.header, finished = d.finished, paused = false, cancelled = false,
+          finished_at = ${finishedAt("d.finished", "t.finished_at")},
           last_completed_task_id = d.last_task, updated_at = d.updated_at,
           wait_event = d.wait_event, wait_task = d.wait_task, timeout_at = d.timeout_at,
           position_task_id = d.position_task, run_at = d.run_at, priority = d.priority, queue = d.queue,

@@ -156,7 +156,7 @@ describe.skipIf(servers.length === 0)("leases of claim-next", () => {
                ('v1-3', 't1', 'old', nextval(${l.tokenSequence}), now() - interval '1 hour', now() - interval '1 minute')`,
           );
           backend = new PostgresBackend({ connectionString: server.url, schema });
-          expect(await backend.migrate()).toEqual({ applied: [2, 3, 4, 5, 6], version: LATEST_VERSION });
+          expect(await backend.migrate()).toEqual({ applied: [2, 3, 4, 5, 6, 7], version: LATEST_VERSION });
           expect(await offered(backend)).toEqual(["v1-3/t1", "v1-4/t1", "v1-5/t1", "v1-6/t1"]);
           const got = await backend.claimAvailableTasks("new", 10, 60_000);
           expect(got.map((t) => t.instanceId)).toEqual(["v1-3", "v1-4", "v1-5", "v1-6"]);

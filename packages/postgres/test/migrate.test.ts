@@ -31,7 +31,7 @@ describe("options", () => {
 });
 
 describe("capabilities", () => {
-  it("the server's clock, durable, one ready index, pushed wake-ups with a 10 s bound (declared without I/O)", async () => {
+  it("the server's clock, durable, one ready index, pushed wake-ups with a 10 s bound, db.system postgresql (declared without I/O)", async () => {
     const backend = new PostgresBackend({ connectionString: "postgres://x" });
     expect(backend.capabilities).toEqual({
       durable: true,
@@ -40,6 +40,7 @@ describe("capabilities", () => {
       shards: 1,
       wakeUps: "push",
       wakeBoundMs: 10_000,
+      dbSystem: "postgresql",
     });
     await backend.close();
   });
