@@ -13,11 +13,15 @@ import {
   type TaskClaim,
   type ValidCompletion,
   type ValidFailure,
+  validateWaitOptions,
+  type WaitOptions,
   type WakeProbe,
+  type WakeReason,
   type WorkflowSnapshot,
 } from "@sayiir/persistence-core";
 import { connectionSecrets, type MigrationReport } from "@sayiir/persistence-core/adapter";
 import { MongoClient } from "mongodb";
+import { ChangeStreamWakeUps, type WakeUpMode } from "./change-stream.js";
 import { claimTask, extendClaim, releaseClaim } from "./claims.js";
 import { completeTasks, failTasks, saveTaskResult } from "./completion.js";
 import { MongoContext, noServerClock } from "./context.js";
@@ -26,6 +30,7 @@ import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
 import { loadPendingEvents, sendEvent } from "./events.js";
 import type { CollectionNames } from "./layout.js";
 import { type MongoBackendOptions, normalizeOptions } from "./options.js";
+import { loadTaskClaims, loadTaskResult, purgeFinished } from "./retention.js";
 import { migrate, type ServerFeatures } from "./schema.js";
 import { deleteSnapshot, listSnapshotsPage, loadSnapshot, saveSnapshot } from "./snapshots.js";
 import { probeWakeUp } from "./wake-ups.js";
@@ -45,6 +50,8 @@ export class MongoBackend extends BaseBackend {
   readonly #secrets: string[];
   #reconnecting: Promise<void> | undefined;
   #closing = false;
+  /** Change stream or poll for waitForTasks (see change-stream.ts). */
+  readonly #wakeUps: ChangeStreamWakeUps;
 
   constructor(options: MongoBackendOptions) {
     super(options);
@@ -54,17 +61,30 @@ export class MongoBackend extends BaseBackend {
     this.#ownsClient = client === undefined;
     this.#client = client ?? new MongoClient(url as string, clientOptions);
     this.#ctx = new MongoContext(this.#client, normalized, this.agingMs);
+    this.#wakeUps = new ChangeStreamWakeUps(this.#ctx.snapshots, normalized.changeStreams);
   }
 
   /**
-   * Durable; one ready index (no shards); idle workers poll. Claim expiry is judged on the
+   * Durable; one ready index (no shards); idle workers follow a change stream where the server
+   * runs one, else poll. Claim expiry is judged on the
    * server's clock (sampled, see the README) unless `clock: "client"` is set or the server
    * reports no time ("auto" says "server" until the first operation has probed it). Either way
    * the adapter adds no skew budget of its own: clockSkewMs is 0.
    */
   get capabilities(): BackendCapabilities {
     const clock = this.#ctx.options.clock === "client" ? "client" : (this.#ctx.clockMode ?? "server");
-    return { durable: true, clock, clockSkewMs: 0, shards: 1, wakeUps: "poll", wakeBoundMs: 200 };
+    return {
+      durable: true,
+      clock,
+      clockSkewMs: 0,
+      shards: 1,
+      // A change stream wakes waiters (re-probed every 10 s all the same), else a poll at 200 ms:
+      // which one is known once migrate() or the first wait asked the server (see wakeUpMode()).
+      ...(this.#wakeUps.mode === "push"
+        ? { wakeUps: "push" as const, wakeBoundMs: 10_000 }
+        : { wakeUps: "poll" as const, wakeBoundMs: 200 }),
+      dbSystem: "mongodb",
+    };
   }
 
   protected override secrets(): readonly string[] {
@@ -117,6 +137,7 @@ export class MongoBackend extends BaseBackend {
       const { features, report } = await migrate(ctx.db, ctx.names, ctx.meta, prefix, this.agingMs);
       ctx.knowFeatures(features);
       if (ctx.options.clock === "server" && !features.serverClock) throw noServerClock();
+      await this.#wakeUps.detect();
       return report;
     });
   }
@@ -149,6 +170,18 @@ export class MongoBackend extends BaseBackend {
 
   protected doListSnapshotsPage(cursor: string | null, limit: number): Promise<SnapshotPage> {
     return listSnapshotsPage(this.#ctx, cursor, limit);
+  }
+
+  protected doLoadTaskResult(instanceId: string, taskId: string): Promise<Uint8Array | null> {
+    return loadTaskResult(this.#ctx, instanceId, taskId);
+  }
+
+  protected doPurgeFinished(finishedBefore: number, limit: number): Promise<number> {
+    return purgeFinished(this.#ctx, finishedBefore, limit);
+  }
+
+  protected doLoadTaskClaims(instanceId: string): Promise<TaskClaim[]> {
+    return loadTaskClaims(this.#ctx, instanceId);
   }
 
   protected doSaveTaskResult(
@@ -223,8 +256,32 @@ export class MongoBackend extends BaseBackend {
     return sendEvent(this.#ctx, instanceId, eventName, payload);
   }
 
+  /**
+   * How waits learn of other clients' writes, and why: a change stream ("push") or the poll.
+   * Asks the server once if neither migrate() nor a wait has yet.
+   */
+  async wakeUpMode(): Promise<WakeUpMode> {
+    return this.run("wakeUpMode", () => this.#wakeUps.detect());
+  }
+
+  /** The first wait asks the server first (unless migrate() did): the hub reads the mode once. */
+  override async waitForTasks(options: WaitOptions): Promise<WakeReason> {
+    if (!this.#wakeUps.known) {
+      validateWaitOptions(options);
+      await this.run("waitForTasks", () => this.#wakeUps.detect());
+    }
+    return super.waitForTasks(options);
+  }
+
   protected override doProbeWakeUp(queues: readonly string[]): Promise<WakeProbe> {
     return probeWakeUp(this.#ctx, queues);
+  }
+
+  /** Push only (the hub calls it when capabilities say "push"): the one change stream. */
+  protected override doListenForWakeUps(
+    notify: (queue: string | null, readyNow?: boolean) => void,
+  ): Promise<() => Promise<void>> {
+    return this.#wakeUps.listen(notify);
   }
 
   protected doLoadPendingEvents(instanceId: string): Promise<PendingEvent[]> {

@@ -9,7 +9,7 @@ import type { RaceRetryOptions } from "@sayiir/persistence-core/adapter";
 import type { Collection, Db, Document, MongoClient } from "mongodb";
 import { ChunkStore, newBlobId } from "./chunks.js";
 import { type Clock, clientClock, ServerClock } from "./clock.js";
-import { type EventsChange, nextUpdate } from "./instance.js";
+import { type EventsChange, finishChange, nextUpdate } from "./instance.js";
 import {
   type ChunkDoc,
   type CollectionNames,
@@ -188,7 +188,9 @@ export class MongoContext {
    * The commit point of every mutation: one compare-and-set of the instance document against
    * the version that was read (`doc.v`). False: the document changed since (re-read and retry).
    * A new document is inserted (false on a duplicate key: someone else created it first; a new
-   * document has no events, so `events` applies only to an existing one).
+   * document has no events, so `events` applies only to an existing one). The commit that first
+   * makes a snapshot finished also stamps its finish time `fa` on this clock (see finishChange):
+   * every write that can finish a workflow (saveSnapshot, a step, cancel) commits here.
    */
   async commit(
     instanceId: string,
@@ -196,6 +198,20 @@ export class MongoContext {
     changes: Partial<InstanceDoc>,
     remove: readonly string[] = [],
     events?: EventsChange,
+  ): Promise<boolean> {
+    const finish = finishChange(doc, changes);
+    if (finish === "start")
+      return this.#commit(instanceId, doc, { ...changes, fa: await this.now() }, remove, events);
+    if (finish === "clear") return this.#commit(instanceId, doc, changes, [...remove, "fa"], events);
+    return this.#commit(instanceId, doc, changes, remove, events);
+  }
+
+  async #commit(
+    instanceId: string,
+    doc: InstanceDoc | null,
+    changes: Partial<InstanceDoc>,
+    remove: readonly string[],
+    events: EventsChange | undefined,
   ): Promise<boolean> {
     const version = newBlobId();
     if (doc === null) {

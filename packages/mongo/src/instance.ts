@@ -293,6 +293,24 @@ export function nextUpdate(
   return update;
 }
 
+/**
+ * What a commit of `changes` over `doc` (as read) does to the finish time `fa`: "start" when it
+ * first makes the snapshot finished (a new document, a placeholder or an unfinished snapshot),
+ * "clear" when it leaves unfinished a snapshot that was finished (no write does today: finished
+ * workflows are never reopened; but the field must not outlive the state), undefined: unchanged
+ * (a finished write over a finished snapshot keeps its first finish time; a commit that does not
+ * set `f`, a claim, an event, never finishes anything).
+ */
+export function finishChange(
+  doc: Pick<InstanceDoc, "d" | "f" | "fa"> | null,
+  changes: Pick<InstanceDoc, "f">,
+): "start" | "clear" | undefined {
+  if (changes.f === undefined) return undefined;
+  const wasFinished = typeof doc?.d === "string" && doc.f === true;
+  if (changes.f === true) return wasFinished ? undefined : "start";
+  return wasFinished || doc?.fa !== undefined ? "clear" : undefined;
+}
+
 /** The blob ids of a document's pending events. */
 export function eventBlobsOf(doc: Pick<InstanceDoc, "e">): string[] {
   return (doc.e ?? []).flatMap((event) => (event.g === undefined ? [] : [event.g]));

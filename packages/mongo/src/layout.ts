@@ -145,6 +145,12 @@ export interface InstanceDoc {
   ig?: string;
   /** Finished (Completed, Failed or Cancelled). */
   f?: boolean;
+  /**
+   * The finish time, epoch ms on the backend's clock: set by the commit that first makes the
+   * snapshot finished (kept by later finished writes), absent while it is unfinished. What
+   * purgeFinished reads, through the finish index (see retention.ts).
+   */
+  fa?: number;
   /** Status (toStoredSnapshot's); absent on documents of older releases (then: `f`, or InProgress). */
   s?: StoredStatus;
   /** Task id of an AtTask position, else null. */
@@ -214,6 +220,8 @@ export const INDEX = {
   blobInstance: "sayiir_blob_instance",
   /** The timer index (version 3): queue, priority, due time, instance id, claim expiry. */
   timers: "sayiir_timers_queue",
+  /** The finish index (version 4): finish time, instance id; only finished snapshots have `fa`. */
+  finished: "sayiir_finished",
 } as const;
 
 /** The ready and timer indexes of versions 1 and 2 (not led by the queue): dropped by version 3. */
@@ -290,8 +298,10 @@ export const PROJECTION = {
   events: { _id: 1, v: 1, d: 1, e: 1 },
   /** deleteSnapshot: the blobs to collect after the delete. */
   blobs: { r: 1, hg: 1, ig: 1, "e.g": 1 },
-  /** listSnapshotsPage. */
+  /** listSnapshotsPage, and purgeFinished's pick. */
   id: { _id: 1 },
+  /** loadTaskClaims. */
+  claims: { _id: 1, c: 1 },
 } as const;
 
 /**

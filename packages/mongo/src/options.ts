@@ -28,6 +28,12 @@ export interface MongoBackendOptions extends BaseBackendOptions {
   /** How often the server clock is sampled again, in ms (default 10,000). */
   clockRefreshMs?: number;
   /**
+   * How waitForTasks learns of other clients' writes: "auto" (default) follows a change stream
+   * where the server runs one (a replica set or a sharded cluster; asked once, by migrate() or
+   * the first wait), else polls; "off" always polls (e.g. where change streams are not allowed).
+   */
+  changeStreams?: "auto" | "off";
+  /**
    * Testing only, never in production: a hook around every driver call on the backend's
    * collections, through which the adapter's tests inject failures and races (see FaultHooks).
    */
@@ -42,6 +48,7 @@ export interface NormalizedOptions {
   collectionPrefix: string;
   clock: ClockMode;
   clockRefreshMs: number;
+  changeStreams: "auto" | "off";
   faults: FaultHooks | undefined;
 }
 
@@ -83,6 +90,10 @@ export function normalizeOptions(options: MongoBackendOptions): NormalizedOption
   if (!Number.isSafeInteger(clockRefreshMs) || clockRefreshMs < 1) {
     throw new ValidationError("clockRefreshMs must be a positive integer");
   }
+  const changeStreams = options.changeStreams ?? "auto";
+  if (changeStreams !== "auto" && changeStreams !== "off") {
+    throw new ValidationError('changeStreams must be "auto" or "off"');
+  }
   const faults = options.faults;
   if (faults !== undefined && typeof faults?.driverCall !== "function") {
     throw new ValidationError("faults must be an object with a driverCall function");
@@ -95,6 +106,7 @@ export function normalizeOptions(options: MongoBackendOptions): NormalizedOption
     collectionPrefix: prefix,
     clock,
     clockRefreshMs,
+    changeStreams,
     faults,
   };
 }

@@ -3,17 +3,18 @@
  * and the probes of what the connected server can do. Schema versions are numbered from 1 and
  * forward-only; version 1 is the ready index and the two blob indexes, version 2 the timer index,
  * version 3 the ready and timer indexes led by the queue (the old two are dropped, and the index
- * fields of documents written before are filled in: queue "default", priority 3).
+ * fields of documents written before are filled in: queue "default", priority 3), version 4 the
+ * finish index (finished documents written before get their updatedAt as finish time).
  */
 import { randomUUID } from "node:crypto";
 import { type MigrationReport, RETRY, retryOnRace } from "@sayiir/persistence-core/adapter";
 import { type Collection, type Db, type Document, MongoServerError } from "mongodb";
 import type { ServerTimeSample } from "./clock.js";
-import { type CollectionNames, INDEX, META, type MetaDoc, OLD_INDEXES } from "./layout.js";
+import { type CollectionNames, INDEX, type InstanceDoc, META, type MetaDoc, OLD_INDEXES } from "./layout.js";
 import { isDuplicateKey } from "./pending-blobs.js";
 
 /** The schema version this release migrates to. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /** What the connected server can do, found by probing it (never by its name or version). */
 export interface ServerFeatures {
@@ -112,7 +113,7 @@ const onlyWith = (features: ServerFeatures, name: string, field: string) =>
     : { name, sparse: true };
 
 /**
- * Creates the indexes of versions 1 to 3 (and so the collections). Idempotent and safe when many
+ * Creates the indexes of versions 1 to 4 (and so the collections). Idempotent and safe when many
  * processes run it at once: createIndex with identical options is a no-op.
  */
 async function createIndexes(db: Db, names: CollectionNames, features: ServerFeatures): Promise<void> {
@@ -127,6 +128,41 @@ async function createIndexes(db: Db, names: CollectionNames, features: ServerFea
   // Tasks with a due time (runAt, timeoutAt, retryAt) per queue and priority, by due time.
   const timers = { tn: 1, tp: 1, ta: 1, ti: 1, te: 1 } as const;
   await createIndex(db, names.snapshots, timers, onlyWith(features, INDEX.timers, "ta"));
+  // Version 4. Finished snapshots by finish time, then id (purgeFinished's order): `fa` exists
+  // only on finished snapshots, so the partial (or sparse) index holds nothing else.
+  await createIndex(db, names.snapshots, { fa: 1, _id: 1 }, onlyWith(features, INDEX.finished, "fa"));
+}
+
+/** Finished documents per round of the version 4 step. */
+const FINISH_BATCH = 1_000;
+
+/**
+ * Version 4 over documents written before it: a finished snapshot without a finish time gets its
+ * updatedAt (the best estimate there is; the migration's own time if it has none). One guarded
+ * update per document (still finished, still without `fa`), so running it twice, or beside a
+ * commit that stamps `fa` itself, changes nothing more; each round's documents leave the filter,
+ * so the rounds end. Not one pipeline updateMany (`$set: { fa: "$u" }`): mongo-java-server 1.47
+ * refuses update pipelines.
+ */
+async function fillFinishTimes(db: Db, names: CollectionNames): Promise<void> {
+  const snapshots = db.collection<InstanceDoc>(names.snapshots);
+  const unstamped = { d: { $exists: true }, f: true, fa: { $exists: false } };
+  for (;;) {
+    const docs = await snapshots
+      .find(unstamped, { projection: { _id: 1, u: 1 } })
+      .limit(FINISH_BATCH)
+      .toArray();
+    if (docs.length === 0) return;
+    const now = Date.now();
+    await snapshots.bulkWrite(
+      docs.map((doc) => {
+        const u = Number(doc.u);
+        const fa = Number.isSafeInteger(u) && u >= 0 ? u : now;
+        return { updateOne: { filter: { _id: doc._id, ...unstamped }, update: { $set: { fa } } } };
+      }),
+      { ordered: false },
+    );
+  }
 }
 
 /**
@@ -183,7 +219,7 @@ async function recordVersion(meta: Collection<MetaDoc>, version: number): Promis
 /**
  * Probes the server, creates the indexes and records the schema version. Idempotent and safe
  * when many processes run it at once (each probe uses a collection of its own). The report
- * names the versions after the one recorded before (1, 2 and 3 on a new store, 3 on a store at
+ * names the versions after the one recorded before (1 to 4 on a new store, 3 and 4 on a store at
  * version 2) as applied by the one call that recorded them.
  */
 export async function migrate(
@@ -197,6 +233,7 @@ export async function migrate(
   await createIndexes(db, names, features);
   const recorded = Number((await meta.findOne({ _id: META.schema }))?.n ?? 0);
   if (recorded < 3) await upgradeToQueues(db, names, agingMs);
+  if (recorded < 4) await fillFinishTimes(db, names);
   const before = await recordVersion(meta, SCHEMA_VERSION);
   const applied: number[] = [];
   for (let version = before + 1; version <= SCHEMA_VERSION; version++) applied.push(version);

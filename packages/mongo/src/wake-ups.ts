@@ -1,7 +1,7 @@
 /*
- * waitForTasks' probe. Waits poll (the hub looks adaptively, never less often than wakeBoundMs);
- * change streams, which need a replica set, are not used (see the README, "Wake-ups"). Per queue
- * the probe first asks, from the two indexes claim-next walks and without reading any document
+ * waitForTasks' probe: the look the hub takes on entry, after a change stream's notification
+ * (change-stream.ts), at a due time and every wakeBoundMs, or, where the server runs no change
+ * streams, on its adaptive poll (see the README, "Wake-ups"). Per queue the probe first asks, from the two indexes claim-next walks and without reading any document
  * body (projection: _id, limit 1), whether a task is claimable now:
  *   - the ready index (qn, qa, qi, qe): an entry whose claim expiry qe is null or has passed;
  *   - the timer index (tn, tp, ta, ti, te): an entry due (ta <= now) under no live claim.

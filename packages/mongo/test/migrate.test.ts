@@ -16,13 +16,13 @@ describe.skipIf(server === null)("migrate", () => {
     const client = new MongoClient(url);
     try {
       const reports = await Promise.all(backends.map((b) => b.migrate()));
-      // Every call ends at version 3; exactly one of them applied versions 1, 2 and 3.
-      expect(reports.map((r) => r.version)).toEqual(backends.map(() => 3));
-      expect(reports.flatMap((r) => r.applied)).toEqual([1, 2, 3]);
+      // Every call ends at version 4; exactly one of them applied versions 1 to 4.
+      expect(reports.map((r) => r.version)).toEqual(backends.map(() => 4));
+      expect(reports.flatMap((r) => r.applied)).toEqual([1, 2, 3, 4]);
       // What each one found on the server is the same.
       const features = await Promise.all(backends.map((b) => b.serverFeatures()));
       expect(new Set(features.map((f) => JSON.stringify(f))).size).toBe(1);
-      expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 3 });
+      expect(await backends[0]?.migrate()).toEqual({ applied: [], version: 4 });
       const db = client.db(DATABASE);
       const names = (await db.listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
       // Probe collections are dropped again; only the adapter's collections remain (meta holds
@@ -37,6 +37,7 @@ describe.skipIf(server === null)("migrate", () => {
       const snapshots = await byName("snapshots");
       expect(snapshots[INDEX.ready]).toMatchObject({ key: { qn: 1, qa: 1, qi: 1, qe: 1 } });
       expect(snapshots[INDEX.timers]).toMatchObject({ key: { tn: 1, tp: 1, ta: 1, ti: 1, te: 1 } });
+      expect(snapshots[INDEX.finished]).toMatchObject({ key: { fa: 1, _id: 1 } });
       // The indexes of versions 1 and 2 (not led by the queue) are not there.
       for (const name of OLD_INDEXES) expect(snapshots[name]).toBeUndefined();
     } finally {
@@ -46,7 +47,7 @@ describe.skipIf(server === null)("migrate", () => {
     }
   });
 
-  it("a store at version 1 migrates to version 3: the timer index is added, data kept, applied [2, 3] once", async () => {
+  it("a store at version 1 migrates to version 4: the timer index is added, data kept, applied [2, 3, 4] once", async () => {
     const url = server?.url ?? "";
     const prefix = freshPrefix();
     const backend = new MongoBackend({ url, database: DATABASE, collectionPrefix: prefix });
@@ -62,8 +63,8 @@ describe.skipIf(server === null)("migrate", () => {
         .collection<{ _id: string; n: number }>(`${prefix}meta`)
         .updateOne({ _id: "schema" }, { $set: { n: 1 } });
       const [first, second] = await Promise.all([backend.migrate(), backend.migrate()]);
-      expect([first, second].flatMap((r) => r?.applied ?? [])).toEqual([2, 3]);
-      expect([first?.version, second?.version]).toEqual([3, 3]);
+      expect([first, second].flatMap((r) => r?.applied ?? [])).toEqual([2, 3, 4]);
+      expect([first?.version, second?.version]).toEqual([4, 4]);
       const timers = (await db.collection(`${prefix}snapshots`).indexes()).find(
         (i) => i.name === INDEX.timers,
       );
@@ -82,7 +83,7 @@ describe.skipIf(server === null)("migrate", () => {
     }
   });
 
-  it("a store at version 2 migrates to version 3: old index entries get queue and key, old indexes dropped, applied [3] once", async () => {
+  it("a store at version 2 migrates to version 4: old index entries get queue and key, old indexes dropped, applied [3, 4] once", async () => {
     const url = server?.url ?? "";
     const prefix = freshPrefix();
     const agingMs = 1_000;
@@ -111,8 +112,8 @@ describe.skipIf(server === null)("migrate", () => {
         [],
       );
       const [first, second] = await Promise.all([backend.migrate(), backend.migrate()]);
-      expect([first, second].flatMap((r) => r?.applied ?? [])).toEqual([3]);
-      expect([first?.version, second?.version]).toEqual([3, 3]);
+      expect([first, second].flatMap((r) => r?.applied ?? [])).toEqual([3, 4]);
+      expect([first?.version, second?.version]).toEqual([4, 4]);
       const names = (await snapshots.indexes()).map((i) => i.name);
       expect(names).toEqual(expect.arrayContaining([INDEX.ready, INDEX.timers]));
       for (const name of OLD_INDEXES) expect(names).not.toContain(name);

@@ -52,6 +52,30 @@ describe.skipIf(server === null)("server differences (mongo-java-server vs Mongo
     }
   });
 
+  it("projecting one array entry: MongoDB's positional `r.$` gives the matched entry, mongo-java-server's the first; `$elemMatch` (what loadTaskResult uses) agrees on both", async () => {
+    const prefix = freshPrefix();
+    try {
+      type Doc = { _id: string; r: Array<{ t: string; g: string }> };
+      const collection = client.db(DATABASE).collection<Doc>(`${prefix}probe`);
+      const r = [
+        { t: "t1", g: "g1" },
+        { t: "t2", g: "g2" },
+      ];
+      await collection.insertOne({ _id: "x", r });
+      const positional = await collection.findOne({ _id: "x", "r.t": "t2" }, { projection: { "r.$": 1 } });
+      expect(positional?.r).toEqual(standIn ? [r[0]] : [r[1]]);
+      const elemMatch = await collection.findOne(
+        { _id: "x" },
+        { projection: { r: { $elemMatch: { t: "t2" } } } },
+      );
+      expect(elemMatch?.r).toEqual([r[1]]);
+      const none = await collection.findOne({ _id: "x" }, { projection: { r: { $elemMatch: { t: "t3" } } } });
+      expect(none).toEqual({ _id: "x" });
+    } finally {
+      await dropPrefix(client, prefix);
+    }
+  });
+
   it("partial indexes: MongoDB honours them (partial ready index); mongo-java-server indexes every document (sparse ready index)", async () => {
     const subject = await createSubject();
     try {
