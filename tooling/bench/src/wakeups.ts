@@ -224,6 +224,9 @@ export async function runWakeups(target: BackendTarget, o: WakeupsOptions): Prom
   let server: ServerCounter | undefined;
   try {
     producer = await store.open(2);
+    // A backend that learns its mode from the server (MongoDB: a change stream or not) knows it
+    // after its first wait: a look of 0 ms, then the capabilities are the ones its workers use.
+    await producer.waitForTasks({ timeoutMs: 0 });
     const { wakeUps, wakeBoundMs, durable } = producer.capabilities;
     // A store that lives in this process (memory) cannot be shared with worker processes.
     // One dispatcher per process; the in-memory store runs the same dispatchers in this process.
