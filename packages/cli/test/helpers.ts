@@ -1,10 +1,10 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type DynamoDbInfo, uniqueTestName } from "@sayiir/test-servers";
-import { inject } from "vitest";
+import { afterAll, inject } from "vitest";
 
 export const BIN = resolve(dirname(fileURLToPath(import.meta.url)), "..", "dist", "bin.js");
 
@@ -49,6 +49,10 @@ export function serverUrl(kind: Exclude<Kind, "sqlite">): string | null {
 }
 
 let tmp: string | undefined;
+// Each test file gets its own folder for SQLite stores and checkpoints, removed after its tests.
+afterAll(() => {
+  if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });
+});
 function tempDir(): string {
   tmp ??= mkdtempSync(join(tmpdir(), "sayiir-cli-"));
   return tmp;
