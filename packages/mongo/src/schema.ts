@@ -140,16 +140,20 @@ const FINISH_BATCH = 1_000;
  * Version 4 over documents written before it: a finished snapshot without a finish time gets its
  * updatedAt (the best estimate there is; the migration's own time if it has none). One guarded
  * update per document (still finished, still without `fa`), so running it twice, or beside a
- * commit that stamps `fa` itself, changes nothing more; each round's documents leave the filter,
- * so the rounds end. Not one pipeline updateMany (`$set: { fa: "$u" }`): mongo-java-server 1.47
+ * commit that stamps `fa` itself, changes nothing more. Not one pipeline updateMany (`$set: { fa: "$u" }`): mongo-java-server 1.47
  * refuses update pipelines.
  */
 async function fillFinishTimes(db: Db, names: CollectionNames): Promise<void> {
   const snapshots = db.collection<InstanceDoc>(names.snapshots);
   const unstamped = { d: { $exists: true }, f: true, fa: { $exists: false } };
+  // One pass in _id order (the _id index), each round after the last id of the one before: a
+  // round that started from the beginning again would re-read every document stamped so far.
+  let after: InstanceDoc["_id"] | undefined;
   for (;;) {
+    const filter = after === undefined ? unstamped : { ...unstamped, _id: { $gt: after } };
     const docs = await snapshots
-      .find(unstamped, { projection: { _id: 1, u: 1 } })
+      .find(filter, { projection: { _id: 1, u: 1 } })
+      .sort({ _id: 1 })
       .limit(FINISH_BATCH)
       .toArray();
     if (docs.length === 0) return;
@@ -162,6 +166,7 @@ async function fillFinishTimes(db: Db, names: CollectionNames): Promise<void> {
       }),
       { ordered: false },
     );
+    after = docs[docs.length - 1]?._id;
   }
 }
 
