@@ -3,8 +3,8 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import type {
   ListPageOptions,
-  PurgeOptions,
   PersistentBackend,
+  PurgeOptions,
   RenewedClaim,
   TaskClaim,
   TaskResultWriteOptions,
