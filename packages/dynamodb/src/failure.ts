@@ -87,7 +87,9 @@ async function failOne(ctx: Context, f: ValidFailure): Promise<CompletionOutcome
       const eventPending =
         wait !== undefined && (await oldestEvents(ctx, head as Head, wait.eventName)).length > 0;
       const due = await dueAt(ctx, head as Head, f);
-      return (await sendFailure(ctx, head as Head, f, { eventPending, due }, now, nonce)) ? null : RETRY;
+      const position = await isPositionTask(ctx, head as Head, f.taskId);
+      const reindex = { eventPending, due, position };
+      return (await sendFailure(ctx, head as Head, f, reindex, now, nonce)) ? null : RETRY;
     },
     { attempts: RACE_ATTEMPTS },
   );
@@ -110,6 +112,27 @@ async function dueAt(ctx: Context, head: Head, f: ValidFailure): Promise<number 
   const runAt =
     state.kind === "InProgress" && state.position.kind === "AtTask" ? state.position.runAt : undefined;
   return runAt === undefined ? f.retryAt : Math.max(f.retryAt, runAt);
+}
+
+/**
+ * Does the failure re-index the task: is it the task the position runs, still without a result?
+ * An AtTask whose task already has a result is in no index (a save put it there), and failing a
+ * claim on it (claimTask) must not make it ready. The head's update is conditioned on its
+ * updatedAt, which a result written meanwhile changes: the read cannot go stale unseen.
+ */
+async function isPositionTask(ctx: Context, head: Head, taskId: string): Promise<boolean> {
+  if (head.positionTaskId !== taskId) return false;
+  if (head.awaiting !== undefined) return true; // a wait's task is awaited only while it has no result
+  const out = await ctx.send<{ Item?: Item }>(
+    new GetItemCommand({
+      TableName: ctx.tableName,
+      Key: ctx.layout.resultKey(head.pk, head.generation, taskId),
+      ConsistentRead: true,
+      ProjectionExpression: "#pk",
+      ExpressionAttributeNames: { "#pk": ATTR.pk },
+    }),
+  );
+  return out.Item === undefined;
 }
 
 async function getClaimItem(ctx: Context, pk: string, taskId: string): Promise<Item | undefined> {
@@ -138,9 +161,17 @@ function retryEntry(ctx: Context, head: Head, retryAt: number | null, eventPendi
 interface Reindex {
   eventPending: boolean;
   due: number | null;
+  /** The failed task is the position's and has no result: its index entry moves. */
+  position: boolean;
 }
 
-function headUpdate(ctx: Context, head: Head, f: ValidFailure, { eventPending, due }: Reindex, now: number) {
+function headUpdate(
+  ctx: Context,
+  head: Head,
+  f: ValidFailure,
+  { eventPending, due, position }: Reindex,
+  now: number,
+) {
   const before = attemptsOf(head, f.taskId);
   const after: StoredAttempt = {
     taskId: f.taskId,
@@ -162,7 +193,7 @@ function headUpdate(ctx: Context, head: Head, f: ValidFailure, { eventPending, d
     ":nc_read": S(head.nonce ?? ""),
     ":evn": N(head.eventCount),
   };
-  if (head.positionTaskId === f.taskId) {
+  if (position) {
     const moved = replaceAttributes(
       entryAttributes(retryEntry(ctx, head, due, eventPending, now)),
       INDEX_KEYS,

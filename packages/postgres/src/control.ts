@@ -165,7 +165,9 @@ export function availableTask(
     taskId: row.task_id,
     input: toBytes(row.input),
     workflowDefinitionHash: row.definition_hash,
-    attempt: Number(row.attempt) + (row.taken_over === true ? 1 : 0),
+    // Claim-next's statement counts a takeover in `attempt` itself; discovery's row says only
+    // that an expired claim is on the task, which is not an attempt until it is taken over.
+    attempt: Number(row.attempt),
     priority: Number(row.priority),
     queue: row.queue,
   };

@@ -444,7 +444,11 @@ export class SqliteBackend extends BaseBackend {
   ): Promise<AvailableTask[]> {
     // One read transaction: the rows and the events of the waits among them, as of one moment.
     return read(this.database, () =>
-      this.#findAvailable(limit, Date.now(), queues).map((row) => availableTask(this.#q, row)),
+      // An expired claim on a task is counted as an attempt when it is taken over (claim-next),
+      // not when discovery merely sees it: the attempt shown is the count so far + 1.
+      this.#findAvailable(limit, Date.now(), queues).map((row) =>
+        availableTask(this.#q, { ...row, taken_over: 0 }),
+      ),
     );
   }
 

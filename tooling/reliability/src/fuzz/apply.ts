@@ -4,10 +4,37 @@ import type { DiscoveryOptions, TaskClaim, TaskCompletion, WriteOptions } from "
 import { isPersistenceError } from "@sayiir/persistence-core";
 import { comparable } from "@sayiir/persistence-core/conformance";
 import { bytes, type Lane, normTimes } from "./lane.ts";
-import { EVENTS, INSTANCES, type Inst, type Op, QUEUES, type QueueSel, WORKERS } from "./ops.ts";
+import {
+  EVENTS,
+  INSTANCES,
+  type Inst,
+  type Lease,
+  type Op,
+  QUEUES,
+  type QueueSel,
+  type Renewal,
+  WORKERS,
+} from "./ops.ts";
 import { buildSnapshot, nextOf, outBytes, retryAtOf, stepShape, taskId } from "./snapshots.ts";
 
 const HOUR = 3_600_000;
+
+/**
+ * The times of one step, the same on both lanes (clock.ts): `soon` for soon runAt/retryAt/timeouts,
+ * `shortMs` for short leases and renewals.
+ */
+export interface StepTime {
+  soon: number;
+  shortMs: number;
+}
+
+function ttlOf(lease: Lease, at: StepTime): number | null {
+  return lease === "none" ? null : lease === "short" ? at.shortMs : HOUR;
+}
+
+function renewalOf(renew: Renewal, at: StepTime): number {
+  return renew === "short" ? at.shortMs : HOUR;
+}
 
 export function normError(error: unknown): unknown {
   if (isPersistenceError(error)) return { error: error.code };
@@ -39,12 +66,12 @@ function saveOptions(lane: Lane, op: Extract<Op, { op: "save" }>): WriteOptions 
 }
 
 /** The operations of Part 1 (snapshots, results, claims, discovery, completion). */
-async function applyCore(lane: Lane, op: Op): Promise<unknown> {
+async function applyCore(lane: Lane, op: Op, at: StepTime): Promise<unknown> {
   const b = lane.backend;
   const id = (i: Inst) => lane.ids(i);
   switch (op.op) {
     case "save":
-      await b.saveSnapshot(buildSnapshot(id(op.inst), op.shape, op.age), saveOptions(lane, op));
+      await b.saveSnapshot(buildSnapshot(id(op.inst), op.shape, op.age, at.soon), saveOptions(lane, op));
       lane.written.set(id(op.inst), op.shape);
       return "ok";
     case "result": {
@@ -71,13 +98,15 @@ async function applyCore(lane: Lane, op: Op): Promise<unknown> {
     }
     case "claim":
       return lane.normClaim(
-        await b.claimTask(id(op.inst), taskId(op.task), WORKERS[op.worker], op.ttl ? HOUR : null),
+        await b.claimTask(id(op.inst), taskId(op.task), WORKERS[op.worker], ttlOf(op.ttl, at)),
       );
     case "release":
       await b.releaseTaskClaim(id(op.inst), taskId(op.task), WORKERS[op.worker]);
       return "ok";
     case "extend":
-      return lane.normClaim(await b.extendTaskClaim(id(op.inst), taskId(op.task), WORKERS[op.worker], HOUR));
+      return lane.normClaim(
+        await b.extendTaskClaim(id(op.inst), taskId(op.task), WORKERS[op.worker], renewalOf(op.renew, at)),
+      );
     case "find":
       return (await b.findAvailableTasks(WORKERS[op.worker], op.limit, discovery(op.queues))).map((t) =>
         lane.normTask(t),
@@ -95,7 +124,7 @@ async function applyCore(lane: Lane, op: Op): Promise<unknown> {
       const tasks = await b.claimAvailableTasks(
         WORKERS[op.worker],
         op.limit,
-        op.ttl ? HOUR : null,
+        ttlOf(op.ttl, at),
         discovery(op.queues),
       );
       return [...tasks]
@@ -111,7 +140,11 @@ async function applyCore(lane: Lane, op: Op): Promise<unknown> {
           };
           if (item.step === null) return completion;
           const consumeEvent = lane.consumeEvent(item.inst, EVENTS[item.event], item.consume);
-          return { ...completion, next: nextOf(item.step, i), ...(consumeEvent ? { consumeEvent } : {}) };
+          return {
+            ...completion,
+            next: nextOf(item.step, i, at.soon),
+            ...(consumeEvent ? { consumeEvent } : {}),
+          };
         }),
       );
       op.items.forEach((item, i) => {
@@ -124,18 +157,18 @@ async function applyCore(lane: Lane, op: Op): Promise<unknown> {
         op.items.map((item, i) => ({
           claim: lane.completionClaim(item.inst, taskId(item.task), item.fence, WORKERS[item.worker]),
           error: `boom ${item.error}`,
-          retryAt: retryAtOf(item.retry, i),
+          retryAt: retryAtOf(item.retry, i, at.soon),
         })),
       );
       return outcomes.map((o) => (o === null ? "ok" : normError(o)));
     }
     default:
-      return applyControl(lane, op);
+      return applyControl(lane, op, at);
   }
 }
 
 /** The operations of workflow control and events. */
-async function applyControl(lane: Lane, op: Op): Promise<unknown> {
+async function applyControl(lane: Lane, op: Op, at: StepTime): Promise<unknown> {
   const b = lane.backend;
   const id = (i: Inst) => lane.ids(i);
   switch (op.op) {
@@ -159,10 +192,10 @@ async function applyControl(lane: Lane, op: Op): Promise<unknown> {
       const claim = lane.lastClaim.get(id(op.inst));
       const [taskId_, workerId] =
         claim === undefined ? [taskId(0), WORKERS[0]] : [claim.taskId, claim.workerId];
-      return lane.normClaim(await b.extendTaskClaim(id(op.inst), taskId_, workerId, HOUR));
+      return lane.normClaim(await b.extendTaskClaim(id(op.inst), taskId_, workerId, renewalOf(op.renew, at)));
     }
     case "work":
-      return work(lane, op);
+      return work(lane, op, at);
     default:
       return applyOperations(lane, op);
   }
@@ -182,6 +215,9 @@ async function applyOperations(lane: Lane, op: Op): Promise<unknown> {
     }
     case "claims":
       return (await b.loadTaskClaims(id(op.inst))).map((claim) => lane.normClaim(claim));
+    case "elapse":
+      // The runner sleeps (clock.ts); nothing is called.
+      return "ok";
     case "purge": {
       const purged = await b.purgeFinished({ finishedBefore: PURGE_BEFORE[op.before], limit: 3 });
       // Forget what is gone, as after a delete: a re-created instance numbers its events afresh.
@@ -203,17 +239,17 @@ async function applyOperations(lane: Lane, op: Op): Promise<unknown> {
 }
 
 /** Claim-next of one task, then the fenced save that moves its workflow on (and consumes its event). */
-async function work(lane: Lane, op: Extract<Op, { op: "work" }>): Promise<unknown> {
+async function work(lane: Lane, op: Extract<Op, { op: "work" }>, at: StepTime): Promise<unknown> {
   const [task] = await lane.backend.claimAvailableTasks(
     WORKERS[op.worker],
     1,
-    op.ttl ? HOUR : null,
+    ttlOf(op.ttl, at),
     discovery(op.queues),
   );
   if (task === undefined) return { claimed: null };
   const claimed = { ...lane.normTask(task), claim: lane.normClaim(task.claim) };
   if (op.fails !== "no") {
-    const retryAt = retryAtOf(op.fails, 7);
+    const retryAt = retryAtOf(op.fails, 7, at.soon);
     const [outcome] = await lane.backend.failTasks([{ claim: task.claim, error: "worker failed", retryAt }]);
     return { claimed, failed: outcome === null || outcome === undefined ? "ok" : normError(outcome) };
   }
@@ -226,7 +262,7 @@ async function work(lane: Lane, op: Extract<Op, { op: "work" }>): Promise<unknow
       {
         claim: task.claim,
         output: outBytes(op.age, 6),
-        next: nextOf(op.step, op.age),
+        next: nextOf(op.step, op.age, at.soon),
         ...(consumeEvent ? { consumeEvent } : {}),
       },
     ]);
@@ -235,7 +271,7 @@ async function work(lane: Lane, op: Extract<Op, { op: "work" }>): Promise<unknow
   }
   try {
     const options: WriteOptions = { claim: task.claim, ...(consumeEvent ? { consumeEvent } : {}) };
-    await lane.backend.saveSnapshot(buildSnapshot(task.instanceId, op.next, op.age), options);
+    await lane.backend.saveSnapshot(buildSnapshot(task.instanceId, op.next, op.age, at.soon), options);
     lane.written.set(task.instanceId, op.next);
   } catch (error) {
     return { claimed, saved: normError(error) };
@@ -249,9 +285,9 @@ async function work(lane: Lane, op: Extract<Op, { op: "work" }>): Promise<unknow
 }
 
 /** Runs one operation on one lane; returns a plain, comparable outcome. */
-export async function apply(lane: Lane, op: Op): Promise<unknown> {
+export async function apply(lane: Lane, op: Op, at: StepTime): Promise<unknown> {
   try {
-    return await applyCore(lane, op);
+    return await applyCore(lane, op, at);
   } catch (error) {
     return normError(error);
   }
@@ -265,8 +301,9 @@ export async function runRace(
   subject: Lane,
   model: Lane,
   op: Extract<Op, { op: "race" }>,
+  at: StepTime,
 ): Promise<[unknown, unknown]> {
-  const ttl = op.ttl ? HOUR : null;
+  const ttl = ttlOf(op.ttl, at);
   const settled = await Promise.allSettled(
     WORKERS.map((w, i) =>
       subject.clients[i % subject.clients.length]!.claimTask(subject.ids(op.inst), taskId(op.task), w, ttl),

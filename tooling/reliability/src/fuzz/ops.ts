@@ -23,10 +23,17 @@ export type FenceRef = "none" | "latest" | "first" | "bogus";
  * backend issues.
  */
 export type ConsumeRef = "none" | "carried" | "first" | "latest" | "bogus";
-/** When a wait times out: never, decades ago (due at once), or in 2100 (never during a run). */
-export type Timeout = "none" | "past" | "future";
-/** A runAt or a retryAt: absent/null, decades ago (due at once), or in 2100 (never during a run). */
-export type When = "none" | "past" | "future";
+/**
+ * When a wait times out: never, decades ago (due at once), soon (a short time after the step: due
+ * once an `elapse` has passed it, see clock.ts), or in 2100 (never during a run).
+ */
+export type Timeout = "none" | "past" | "soon" | "future";
+/** A runAt or a retryAt: absent/null, decades ago (due at once), soon (see Timeout), or in 2100. */
+export type When = "none" | "past" | "soon" | "future";
+/** A claim's ttl: none (never expires), short (expires once an `elapse` has passed it), one hour. */
+export type Lease = "none" | "short" | "long";
+/** How long an extend renews a claim for: short (see Lease) or one hour. */
+export type Renewal = "short" | "long";
 export type QueueIx = 0 | 1;
 /** The queues a discovery serves: none named (the default queue), one, or both. */
 export type QueueSel = "omit" | QueueIx | "both";
@@ -103,13 +110,13 @@ export type Op =
   | { op: "load"; inst: Inst }
   | { op: "delete"; inst: Inst }
   | { op: "list" }
-  | { op: "claim"; inst: Inst; task: Task; worker: Worker; ttl: boolean }
+  | { op: "claim"; inst: Inst; task: Task; worker: Worker; ttl: Lease }
   | { op: "release"; inst: Inst; task: Task; worker: Worker }
-  | { op: "extend"; inst: Inst; task: Task; worker: Worker }
+  | { op: "extend"; inst: Inst; task: Task; worker: Worker; renew: Renewal }
   | { op: "find"; worker: Worker; limit: number; queues: QueueSel }
   /** waitForTasks with timeoutMs 0: one look, "ready" whenever a task of the queues is claimable. */
   | { op: "wait"; queues: QueueSel }
-  | { op: "claimNext"; worker: Worker; limit: number; ttl: boolean; queues: QueueSel }
+  | { op: "claimNext"; worker: Worker; limit: number; ttl: Lease; queues: QueueSel }
   /** failTasks: each item's claim (an earlier one or a bogus token) and its retryAt. */
   | { op: "fail"; items: FailItem[] }
   /** completeTasks; an item with a `step` also moves its workflow on, consuming per `consume`. */
@@ -126,7 +133,7 @@ export type Op =
         event: EventIx;
       }>;
     }
-  | { op: "race"; inst: Inst; task: Task; ttl: boolean }
+  | { op: "race"; inst: Inst; task: Task; ttl: Lease }
   | { op: "cancel"; inst: Inst; reason: boolean }
   | { op: "pause"; inst: Inst; reason: boolean }
   | { op: "resume"; inst: Inst }
@@ -143,7 +150,7 @@ export type Op =
   | {
       op: "work";
       worker: Worker;
-      ttl: boolean;
+      ttl: Lease;
       queues: QueueSel;
       fails: "no" | When;
       next: Shape;
@@ -153,7 +160,7 @@ export type Op =
       event: EventIx;
     }
   /** A heartbeat: extendTaskClaim of the last claim made on the instance, by its holder. */
-  | { op: "heartbeat"; inst: Inst }
+  | { op: "heartbeat"; inst: Inst; renew: Renewal }
   /** loadTaskResult: one output, as loadSnapshot would show it. */
   | { op: "taskResult"; inst: Inst; task: Task }
   /** loadTaskClaims: the instance's claims, neither released nor revoked. */
@@ -163,7 +170,12 @@ export type Op =
    * in 2100 (every finished workflow). The limit covers all three instances, so which ones go does
    * not depend on finish times a millisecond apart.
    */
-  | { op: "purge"; before: "past" | "future" };
+  | { op: "purge"; before: "past" | "future" }
+  /**
+   * Time passes: the runner sleeps until every short lease and every soon time set since the
+   * last elapse has passed on every clock (clock.ts). Nothing is called; nothing is compared.
+   */
+  | { op: "elapse" };
 
 const inst = fc.constantFrom<Inst>(0, 1, 2);
 const task = fc.constantFrom<Task>(0, 1, 2);
@@ -175,8 +187,11 @@ const consumeRef = fc.oneof(
   { weight: 6, arbitrary: fc.constant<ConsumeRef>("none") },
   { weight: 4, arbitrary: fc.constantFrom<ConsumeRef>("carried", "first", "latest", "bogus") },
 );
-const timeout = fc.constantFrom<Timeout>("none", "past", "future");
-const when = fc.constantFrom<When>("none", "past", "future");
+const timeout = fc.constantFrom<Timeout>("none", "past", "soon", "future");
+const when = fc.constantFrom<When>("none", "past", "soon", "future");
+/** Of the claims with a ttl, two in three are short (an hour in an untimed sequence). */
+const lease = fc.constantFrom<Lease>("none", "none", "short", "short", "long");
+const renewal = fc.constantFrom<Renewal>("short", "long");
 const queueSel = fc.constantFrom<QueueSel>("omit", "omit", 0, 1, "both");
 /** Mostly unscheduled (the shapes of before), else a runAt, a priority, a queue. */
 const schedule: fc.Arbitrary<Schedule> = fc.oneof(
@@ -184,7 +199,7 @@ const schedule: fc.Arbitrary<Schedule> = fc.oneof(
   {
     weight: 3,
     arbitrary: fc.record({
-      runAt: fc.constantFrom<When>("none", "none", "past", "future"),
+      runAt: fc.constantFrom<When>("none", "none", "past", "soon", "future"),
       priority: fc.constantFrom<Schedule["priority"]>(0, 1, 2, 3, 4, 5),
       queue: fc.constantFrom<QueueIx | null>(null, 0, 1, 1),
     }),
@@ -327,10 +342,13 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant("list" as const) }) },
   {
     weight: 3,
-    arbitrary: fc.record({ op: fc.constant("claim" as const), inst, task, worker, ttl: fc.boolean() }),
+    arbitrary: fc.record({ op: fc.constant("claim" as const), inst, task, worker, ttl: lease }),
   },
   { weight: 2, arbitrary: fc.record({ op: fc.constant("release" as const), inst, task, worker }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant("extend" as const), inst, task, worker }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ op: fc.constant("extend" as const), inst, task, worker, renew: renewal }),
+  },
   {
     weight: 2,
     arbitrary: fc.record({
@@ -347,12 +365,12 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       op: fc.constant("claimNext" as const),
       worker,
       limit: fc.integer({ min: 1, max: 3 }),
-      ttl: fc.boolean(),
+      ttl: lease,
       queues: queueSel,
     }),
   },
   { weight: 2, arbitrary: fc.record({ op: fc.constant("fail" as const), items: failItems }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant("race" as const), inst, task, ttl: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("race" as const), inst, task, ttl: lease }) },
   // Duplicates (same instance and task) are kept on purpose: both sides must refuse them.
   { weight: 2, arbitrary: fc.record({ op: fc.constant("complete" as const), items: completeItems }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant("cancel" as const), inst, reason: fc.boolean() }) },
@@ -373,9 +391,9 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
     arbitrary: fc.record({
       op: fc.constant("work" as const),
       worker,
-      ttl: fc.boolean(),
+      ttl: lease,
       queues: queueSel,
-      fails: fc.constantFrom<"no" | When>("no", "no", "no", "no", "no", "none", "past", "future"),
+      fails: fc.constantFrom<"no" | When>("no", "no", "no", "no", "no", "none", "past", "soon", "future"),
       next: nextShape,
       step: fc.option(step, { nil: null, freq: 2 }),
       age: fc.nat(3),
@@ -391,7 +409,7 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       event,
     }),
   },
-  { weight: 3, arbitrary: fc.record({ op: fc.constant("heartbeat" as const), inst }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant("heartbeat" as const), inst, renew: renewal }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant("taskResult" as const), inst, task }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant("claims" as const), inst }) },
   {
@@ -401,6 +419,9 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
       before: fc.constantFrom<"past" | "future">("past", "future", "future"),
     }),
   },
+  // Kept in timed sequences only (a third). Each elapse that has a deadline to pass sleeps up to a
+  // short lease (plus the clock skew), which the time budget pays.
+  { weight: 4, arbitrary: fc.constant<Op>({ op: "elapse" }) },
 );
 
 /**
@@ -422,9 +443,32 @@ const setupArb: fc.Arbitrary<Op[]> = fc
   .tuple(...([0, 1, 2] as const).map((i) => fc.option(setupSave(i), { nil: null, freq: 5 })))
   .map((saves) => saves.filter((save) => save !== null));
 
+/**
+ * The same operation without time: short leases and renewals last an hour, soon times are in
+ * 2100, an elapse is dropped. A sequence spends real time only when it is timed.
+ */
+function untimed(op: Op): Op | null {
+  if (op.op === "elapse") return null;
+  const text = JSON.stringify(op);
+  if (!text.includes('"short"') && !text.includes('"soon"')) return op;
+  return JSON.parse(text.replaceAll('"short"', '"long"').replaceAll('"soon"', '"future"')) as Op;
+}
+
+/**
+ * A third of the sequences are timed (short leases, soon times, elapses): each of their elapses
+ * sleeps up to a short lease, which the per-backend time budget pays. The others run at full
+ * speed. Shrinking goes towards untimed, so a minimal sequence is timed only when time matters.
+ */
 export const sequenceArb: fc.Arbitrary<Op[]> = fc
-  .tuple(setupArb, fc.array(opArb, { minLength: 1, maxLength: 37, size: "medium" }))
-  .map(([setup, ops]) => [...setup, ...ops]);
+  .tuple(
+    fc.constantFrom(false, false, true),
+    setupArb,
+    fc.array(opArb, { minLength: 1, maxLength: 37, size: "medium" }),
+  )
+  .map(([timed, setup, ops]) => {
+    const all = [...setup, ...ops];
+    return timed ? all : all.flatMap((op) => untimed(op) ?? []);
+  });
 
 export function describeOps(ops: Op[]): string {
   return ops.map((o, i) => `${i}: ${JSON.stringify(o)}`).join("\n");

@@ -1,7 +1,7 @@
 // Runs a fuzzed sequence on the backend under test and on the memory reference, step by step,
-// and compares every outcome.
-import { setTimeout as sleep } from "node:timers/promises";
-import { apply, runRace } from "./apply.ts";
+// and compares every outcome; time passes by the rules of clock.ts.
+import { apply, runRace, type StepTime } from "./apply.ts";
+import type { FuzzClock } from "./clock.ts";
 import type { Lane } from "./lane.ts";
 import { INSTANCES, type Inst, type Op } from "./ops.ts";
 
@@ -40,24 +40,58 @@ function stampsClock(op: Op, outcome: unknown, stamped: Set<Inst>): boolean {
   }
 }
 
-/** Runs a sequence on both lanes; returns the first divergence, or a token violation, or null. */
-export async function runSequence(subject: Lane, model: Lane, ops: Op[]): Promise<Mismatch | string | null> {
+/** A divergence in a step that ran past a pending deadline's guard (clock.ts): no verdict. */
+export interface Inconclusive {
+  inconclusive: Mismatch;
+}
+
+export type SequenceResult = Mismatch | Inconclusive | string | null;
+
+/**
+ * Runs a sequence on both lanes; returns the first divergence, or a token violation, or an
+ * inconclusive divergence, or null.
+ */
+export async function runSequence(
+  subject: Lane,
+  model: Lane,
+  ops: Op[],
+  clock: FuzzClock,
+): Promise<SequenceResult> {
   const stamped = new Set<Inst>();
+  clock.begin();
   for (let step = 0; step < ops.length; step++) {
     const op = ops[step]!;
+    if (op.op === "elapse") {
+      await clock.elapse(false);
+      continue;
+    }
+    if (clock.mustElapse()) await clock.elapse(true);
+    const start = clock.time.now();
+    const at: StepTime = { soon: clock.soon(start), shortMs: clock.timing.shortMs };
     let got: unknown;
     let want: unknown;
-    if (op.op === "race") [got, want] = await runRace(subject, model, op);
+    if (op.op === "race") [got, want] = await runRace(subject, model, op, at);
     else {
-      got = await apply(subject, op);
-      want = await apply(model, op);
+      got = await apply(subject, op, at);
+      want = await apply(model, op, at);
     }
-    if (!deepEqual(got, want)) return { step, op, subject: got, model: want };
+    const ambiguous = clock.stepped(op, start, clock.time.now());
+    if (!deepEqual(got, want)) {
+      const mismatch = { step, op, subject: got, model: want };
+      if (!ambiguous) return mismatch;
+      clock.stats.inconclusive++;
+      return { inconclusive: mismatch };
+    }
+    clock.compared(op, want);
     const violations = [...subject.violations, ...model.violations];
     if (violations.length > 0) return `${subject.name}: ${violations.join("; ")}`;
-    if (stampsClock(op, want, stamped)) await sleep(2);
+    if (stampsClock(op, want, stamped)) await clock.time.sleep(2);
   }
   return null;
+}
+
+export function isInconclusive(result: SequenceResult): result is Inconclusive {
+  return result !== null && typeof result === "object" && "inconclusive" in result;
 }
 
 export function deepEqual(a: unknown, b: unknown): boolean {

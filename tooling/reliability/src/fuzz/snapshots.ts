@@ -1,6 +1,7 @@
-// The snapshots a fuzzed save writes, built from a Shape. Every timestamp is fixed and far from
-// the clock (updatedAt in 2100+, so saveTaskResult's max(old, now) keeps it and discovery order is
-// clock-free; wait timeouts decades ago or in 2100), so results never depend on timing.
+// The snapshots a fuzzed save writes, built from a Shape. updatedAt is fixed in 2100+ (so
+// saveTaskResult's max(old, now) keeps it and discovery order is clock-free); a runAt, retryAt or
+// wait timeout is decades ago, in 2100, or "soon": the step's `soon` (clock.ts: a short time
+// ahead, the same value on both lanes, passed on every clock once an elapse has run).
 import type { ExecutionPosition, NextStep, TaskResult, WorkflowSnapshot } from "@sayiir/persistence-core";
 import { finished, inProgress } from "@sayiir/persistence-core/conformance";
 import {
@@ -27,18 +28,31 @@ const PAST_RETRY_AT = 3_000_000;
 /** When a saved earlier failure happened (fixed, long ago). */
 const SAVED_FAILED_AT = 4_000_000;
 
-/** A failTasks retryAt: null, decades ago or in 2100 (`tag` keeps values of one sequence apart). */
-export function retryAtOf(when: When, tag: number): number | null {
+/** How far past the step's `soon` a soon time may be (so that soon times of one step differ). */
+export const SOON_SPREAD_MS = 80;
+
+/** A soon time: the step's `soon` plus a few ms per `tag`, so one step's soon times differ. */
+function soonAt(soon: number, tag: number): number {
+  return soon + (tag % 8) * 10;
+}
+
+/** A failTasks retryAt: null, decades ago, soon or in 2100 (`tag` keeps values of one sequence apart). */
+export function retryAtOf(when: When, tag: number, soon: number): number | null {
   if (when === "none") return null;
+  if (when === "soon") return soonAt(soon, tag);
   return (when === "past" ? PAST_RETRY_AT : FUTURE + 3_000_000) + tag * 1000;
 }
 
+/** A runAt: decades ago, soon or in 2100. */
+function runAtOf(when: Exclude<When, "none">, age: number, soon: number): number {
+  if (when === "soon") return soonAt(soon, age);
+  return (when === "past" ? PAST_RUN_AT : FUTURE + 2_000_000) + age * 1000;
+}
+
 /** The schedule fields of a position (only those the shape sets). */
-function scheduleFields(schedule: Schedule, age: number, withRunAt: boolean) {
+function scheduleFields(schedule: Schedule, age: number, withRunAt: boolean, soon: number) {
   return {
-    ...(withRunAt && schedule.runAt !== "none"
-      ? { runAt: (schedule.runAt === "past" ? PAST_RUN_AT : FUTURE + 2_000_000) + age * 1000 }
-      : {}),
+    ...(withRunAt && schedule.runAt !== "none" ? { runAt: runAtOf(schedule.runAt, age, soon) } : {}),
     ...(schedule.priority === 0 ? {} : { priority: schedule.priority }),
     ...(schedule.queue === null ? {} : { queue: QUEUES[schedule.queue] }),
   };
@@ -52,18 +66,19 @@ export function outBytes(n: number, tag: number): Uint8Array {
   return Uint8Array.of(n, tag, 255 - n);
 }
 
-function timeoutAt(timeout: Timeout, age: number): number | null {
+function timeoutAt(timeout: Timeout, age: number, soon: number): number | null {
   if (timeout === "none") return null;
+  if (timeout === "soon") return soonAt(soon, age + 4);
   return (timeout === "past" ? PAST_TIMEOUT : FUTURE + 1_000_000) + age * 1000;
 }
 
-function positionOf(position: WaitPosition, age: number): ExecutionPosition {
+function positionOf(position: WaitPosition, age: number, soon: number): ExecutionPosition {
   if (position.at === "task") return { kind: "AtTask", taskId: taskId(position.task) };
   return {
     kind: "AwaitingEvent",
     eventName: EVENTS[position.event],
     nextTaskId: taskId(position.next),
-    timeoutAt: timeoutAt(position.timeout, age),
+    timeoutAt: timeoutAt(position.timeout, age, soon),
   };
 }
 
@@ -73,7 +88,8 @@ function completedOf(done: Task[], age: number): Record<string, TaskResult> {
   return tasks;
 }
 
-export function buildSnapshot(instanceId: string, shape: Shape, age: number): WorkflowSnapshot {
+/** The snapshot a save of `shape` writes; `soon`: the step's soon time (clock.ts). */
+export function buildSnapshot(instanceId: string, shape: Shape, age: number, soon: number): WorkflowSnapshot {
   const updatedAt = FUTURE + age * 1000;
   const completed = (done: Task[], position?: { task: Task; spent: boolean }) =>
     Object.fromEntries(
@@ -93,7 +109,7 @@ export function buildSnapshot(instanceId: string, shape: Shape, age: number): Wo
         position: {
           kind: "AtTask",
           taskId: taskId(shape.task),
-          ...scheduleFields(shape.schedule, age, true),
+          ...scheduleFields(shape.schedule, age, true, soon),
         },
         ...input(shape.input),
       });
@@ -110,8 +126,8 @@ export function buildSnapshot(instanceId: string, shape: Shape, age: number): Wo
           kind: "AwaitingEvent",
           eventName: EVENTS[shape.event],
           nextTaskId: taskId(shape.next),
-          timeoutAt: timeoutAt(shape.timeout, age),
-          ...scheduleFields(shape.schedule, age, false),
+          timeoutAt: timeoutAt(shape.timeout, age, soon),
+          ...scheduleFields(shape.schedule, age, false, soon),
         },
         ...input(shape.input),
       });
@@ -131,7 +147,7 @@ export function buildSnapshot(instanceId: string, shape: Shape, age: number): Wo
           reason: shape.reason ? `why ${age}` : null,
           requestedBy: shape.reason ? "ops" : null,
           pausedAt: updatedAt - 500,
-          position: positionOf(shape.position, age),
+          position: positionOf(shape.position, age, soon),
           completedTasks: completedOf(shape.done, age),
           lastCompletedTaskId: last === undefined ? null : taskId(last),
         },
@@ -161,18 +177,18 @@ export function buildSnapshot(instanceId: string, shape: Shape, age: number): Wo
   }
 }
 
-/** The `next` of a fuzzed completion (the same fixed times as the shapes: runAt, timeoutAt). */
-export function nextOf(step: Step, age: number): NextStep {
+/** The `next` of a fuzzed completion (the same times as the shapes: runAt, timeoutAt). */
+export function nextOf(step: Step, age: number, soon: number): NextStep {
   switch (step.to) {
     case "task":
-      return { kind: "AtTask", taskId: taskId(step.task), ...scheduleFields(step.schedule, age, true) };
+      return { kind: "AtTask", taskId: taskId(step.task), ...scheduleFields(step.schedule, age, true, soon) };
     case "wait":
       return {
         kind: "AwaitingEvent",
         eventName: EVENTS[step.event],
         nextTaskId: taskId(step.next),
-        timeoutAt: timeoutAt(step.timeout, age),
-        ...scheduleFields(step.schedule, age, false),
+        timeoutAt: timeoutAt(step.timeout, age, soon),
+        ...scheduleFields(step.schedule, age, false, soon),
       };
     case "completed":
       return { kind: "Completed", finalOutput: outBytes(step.out, 2) };

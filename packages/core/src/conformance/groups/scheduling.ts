@@ -342,5 +342,38 @@ export function schedulingGroup(options: ConformanceOptions): void {
       expect((await backend.loadSnapshot(id)).attempts).toBeUndefined();
       expect(await backend.failTasks([])).toEqual([]);
     });
+
+    // Found by the differential fuzzer with short leases (issue 20): SQLite and PostgreSQL counted
+    // the lapsed claim in discovery already.
+    it("discovery shows attempt 1 over a lapsed claim nobody took over; the takeover's claim-next says 2", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1"));
+      const ttl = 300;
+      const [first] = await backend.claimAvailableTasks("crashed", 1, ttl);
+      expect(first?.attempt).toBe(1);
+      await sleep(ttl + expirySlackMs(backend));
+      const seen = await eventually("the lapsed claim's task in discovery", async () => {
+        const [task] = await backend.findAvailableTasks("w", 10);
+        return task?.instanceId === id ? task : undefined;
+      });
+      expect(seen.attempt).toBe(1);
+      const [taken] = await backend.claimAvailableTasks("taker", 1, 60_000);
+      expect({ id: taken?.instanceId, attempt: taken?.attempt }).toEqual({ id, attempt: 2 });
+    });
+
+    // Found by the differential fuzzer (issue 20): DynamoDB made such a task ready again.
+    it("failTasks on a claim of a task that already has its result does not make the task ready", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1", { completed: { t1: text("done") } }));
+      const claim = await claimOrFail(backend, id, "t1", "w", 60_000);
+      expect(await backend.failTasks([{ claim, error: "late", retryAt: Date.now() - 1_000 }])).toEqual([
+        null,
+      ]);
+      expect(await backend.findAvailableTasks("w", 10)).toEqual([]);
+      expect(await backend.claimAvailableTasks("w", 10, 60_000)).toEqual([]);
+      expect((await backend.loadSnapshot(id)).attempts?.t1?.count).toBe(1);
+    });
   });
 }

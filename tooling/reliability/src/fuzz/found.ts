@@ -1,0 +1,98 @@
+// Minimal sequences the fuzzer found diverging on a real backend, kept as fixed regression cases:
+// differential.test.ts replays each on every backend at every run. `knownBug`: the backends on
+// which it still diverges (run as it.fails: green while the bug stands, red once it is fixed, to
+// be taken out of the list then).
+import type { BackendName } from "@sayiir/backends";
+import type { Op, Schedule, Shape } from "./ops.ts";
+
+export interface FoundSequence {
+  what: string;
+  ops: Op[];
+  knownBug: BackendName[];
+}
+
+const unscheduled: Schedule = { runAt: "none", priority: 0, queue: null };
+const atTask0: Shape = {
+  kind: "atTask",
+  task: 0,
+  done: [],
+  spent: false,
+  input: false,
+  schedule: unscheduled,
+  attempts: 0,
+};
+
+export const FOUND: FoundSequence[] = [
+  {
+    // 2026-12-05 (issue 20), seed -762178127: a step back to the same task leaves its position's
+    // task with a result, so the task is in no index; failTasks on it (retryAt in the past) must
+    // keep it there, while DynamoDB put it into the due index and served it again (attempt 2).
+    what: "failTasks on a task whose position already has its result",
+    ops: [
+      {
+        op: "save",
+        inst: 2,
+        shape: atTask0,
+        age: 0,
+        fence: "none",
+        fenceTask: 0,
+        consume: "none",
+        event: 0,
+      },
+      {
+        op: "work",
+        worker: 0,
+        ttl: "none",
+        queues: "omit",
+        fails: "no",
+        next: atTask0,
+        step: { to: "task", task: 0, schedule: unscheduled },
+        age: 0,
+        consume: "carried",
+        event: 0,
+      },
+      { op: "find", worker: 0, limit: 1, queues: "omit" },
+      { op: "claim", inst: 2, task: 0, worker: 0, ttl: "none" },
+      { op: "fail", items: [{ inst: 2, task: 0, fence: "latest", worker: 0, retry: "past", error: 0 }] },
+      { op: "load", inst: 2 },
+      { op: "find", worker: 0, limit: 1, queues: "omit" },
+    ],
+    knownBug: [],
+  },
+  {
+    // 2026-12-05 (issue 20), SAYIIR_FUZZ_RUNS=200, seed 1737464267: a claim-next's short lease
+    // lapses; findAvailableTasks must show the task with attempt 1 (no takeover has happened:
+    // only the claim-next that takes it over counts one), while SQLite already showed attempt 2;
+    // replayed on every backend, PostgreSQL does the same (redis, mongo, dynamodb agree with the
+    // reference). Both add their `taken_over` flag to the attempt in find as in claim-next.
+    what: "find over a lapsed claim that nobody took over yet",
+    ops: [
+      {
+        op: "save",
+        inst: 1,
+        shape: {
+          kind: "awaiting",
+          event: 0,
+          next: 0,
+          timeout: "none",
+          done: [],
+          spent: false,
+          input: false,
+          schedule: unscheduled,
+        },
+        age: 0,
+        fence: "none",
+        fenceTask: 0,
+        consume: "none",
+        event: 0,
+      },
+      { op: "send", inst: 1, event: 0, payload: 0 },
+      { op: "claimNext", worker: 0, limit: 1, ttl: "short", queues: "omit" },
+      { op: "elapse" },
+      { op: "find", worker: 0, limit: 1, queues: "omit" },
+      { op: "claimNext", worker: 1, limit: 1, ttl: "long", queues: "omit" },
+      { op: "load", inst: 1 },
+    ],
+    knownBug: [],
+  },
+];
