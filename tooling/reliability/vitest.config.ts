@@ -1,6 +1,6 @@
 import { defineAdapterConfig } from "@sayiir/test-servers/vitest-config";
 
 export default defineAdapterConfig({
-  servers: ["redis", "postgres", "mongodb", "dynamodb"],
+  servers: ["redis", "redis-cluster", "postgres", "mongodb", "dynamodb"],
   testTimeout: 120_000,
 });

@@ -3,7 +3,7 @@
 // nowhere else.
 import { randomBytes } from "node:crypto";
 import type { PersistentBackend } from "@sayiir/persistence-core";
-import type { BackendName, ServerKind } from "./names.ts";
+import type { BackendName, ServerName } from "./names.ts";
 import type { ClientOptions, RegistryProfile, StoreConfig, Subject } from "./types.ts";
 
 /** Where a storage goes: an existing one (`storage`) or a fresh one named `fresh`. */
@@ -26,8 +26,9 @@ export interface DropContext {
 }
 
 export interface Driver {
+  /** The adapter's kind (the Redis Cluster's driver is "redis": tuning and modules go by kind). */
   name: BackendName;
-  server: ServerKind | null;
+  server: ServerName | null;
   /** The adapter package and its backend class. */
   specifier: string;
   className: string;

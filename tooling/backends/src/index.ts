@@ -5,8 +5,12 @@ export {
   backendNamed,
   isBackendName,
   parseBackendName,
+  parseTargetName,
+  REDIS_CLUSTER,
   SERVER_KINDS,
   type ServerKind,
+  type ServerName,
+  type TargetName,
 } from "./names.ts";
 export { BackendUnavailable, createRegistry } from "./registry.ts";
 export type {

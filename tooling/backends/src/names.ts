@@ -17,6 +17,23 @@ export const SERVER_KINDS: Readonly<Record<BackendName, ServerKind | null>> = {
   dynamodb: "dynamodb",
 };
 
+/**
+ * The Redis adapter on a Redis Cluster: the registry opens it by this name, but it is no adapter
+ * kind of its own, so it is not a BackendName (tools that loop over BACKEND_NAMES, the fuzzer, the
+ * fault proxy, the demo, do not get it unless they name it). Its server is given as seed nodes
+ * "host:port,host:port" (SAYIIR_TEST_REDIS_CLUSTER_NODES).
+ */
+export const REDIS_CLUSTER = "redis-cluster";
+/** What the registry opens by name: a backend, or the Redis adapter on a cluster. */
+export type TargetName = BackendName | typeof REDIS_CLUSTER;
+/** The servers the registry knows: the backends' and the Redis Cluster's. */
+export type ServerName = ServerKind | typeof REDIS_CLUSTER;
+
+/** Parses a backend name (or alias), or "redis-cluster". */
+export function parseTargetName(name: string): TargetName {
+  return name === REDIS_CLUSTER ? REDIS_CLUSTER : parseBackendName(name);
+}
+
 /** Other spellings the tools accepted before (the bench said "mongodb", the server kind). */
 export const BACKEND_ALIASES: Readonly<Record<string, BackendName>> = { mongodb: "mongo" };
 

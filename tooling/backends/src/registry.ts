@@ -10,8 +10,9 @@ import { memory } from "./drivers/memory.ts";
 import { mongo } from "./drivers/mongo.ts";
 import { postgres } from "./drivers/postgres.ts";
 import { redis } from "./drivers/redis.ts";
+import { redisCluster } from "./drivers/redis-cluster.ts";
 import { sqlite } from "./drivers/sqlite.ts";
-import { BACKEND_NAMES, type BackendName } from "./names.ts";
+import { BACKEND_NAMES, REDIS_CLUSTER, type TargetName } from "./names.ts";
 import type {
   BackendEntry,
   ClientOptions,
@@ -28,12 +29,21 @@ export class BackendUnavailable extends Error {
   override name = "BackendUnavailable";
 }
 
-const DRIVERS: Readonly<Record<BackendName, Driver>> = { memory, sqlite, redis, postgres, mongo, dynamodb };
+const DRIVERS: Readonly<Record<TargetName, Driver>> = {
+  memory,
+  sqlite,
+  redis,
+  postgres,
+  mongo,
+  dynamodb,
+  [REDIS_CLUSTER]: redisCluster,
+};
 
 /** The registry as one tool uses it (see RegistryProfile). */
 export function createRegistry(profile: RegistryProfile = {}): Registry {
   const tool = new Tool(profile);
-  const entries = BACKEND_NAMES.map((name): [BackendName, BackendEntry] => {
+  const names: readonly TargetName[] = [...BACKEND_NAMES, REDIS_CLUSTER];
+  const entries = names.map((name): [TargetName, BackendEntry] => {
     const driver = DRIVERS[name];
     return [
       name,
@@ -49,7 +59,7 @@ export function createRegistry(profile: RegistryProfile = {}): Registry {
       },
     ];
   });
-  return Object.freeze(Object.fromEntries(entries) as Record<BackendName, BackendEntry>);
+  return Object.freeze(Object.fromEntries(entries) as Record<TargetName, BackendEntry>);
 }
 
 /** One tool's use of the drivers: its profile, and the migrations it ran in this process. */

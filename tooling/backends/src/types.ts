@@ -1,7 +1,7 @@
 // The registry's shapes: what a tool asks for (profile, create and client options), what it gets
 // (a subject over an isolated storage), and the serialisable description of that storage.
 import type { PersistentBackend } from "@sayiir/persistence-core";
-import type { BackendName, ServerKind } from "./names.ts";
+import type { BackendName, ServerName, TargetName } from "./names.ts";
 import type { ServerUrls } from "./urls.ts";
 
 /** A network address (of the fault proxy). */
@@ -95,9 +95,9 @@ export interface Subject {
 
 /** One backend of the registry. */
 export interface BackendEntry {
-  name: BackendName;
+  name: TargetName;
   /** The server it needs (null: none). */
-  server: ServerKind | null;
+  server: ServerName | null;
   /** Resolves when it can run here: its server is in `urls` and its adapter loads (else BackendUnavailable). */
   available: (urls: ServerUrls) => Promise<void>;
   /** A fresh migrated storage (or `options.storage`) with a first client. */
@@ -106,4 +106,5 @@ export interface BackendEntry {
   open: (config: StoreConfig, options?: ClientOptions) => Promise<PersistentBackend>;
 }
 
-export type Registry = Readonly<Record<BackendName, BackendEntry>>;
+/** Every backend by name, and the Redis adapter on a cluster ("redis-cluster"). */
+export type Registry = Readonly<Record<TargetName, BackendEntry>>;

@@ -1,13 +1,17 @@
 // Where the servers are: from vitest's inject() (the tools pass them in), from the SAYIIR_TEST_*
 // variables (child processes, command lines), and the address a fault proxy forwards to.
-import { type BackendName, SERVER_KINDS, type ServerKind } from "./names.ts";
+import { type BackendName, SERVER_KINDS, type ServerKind, type ServerName } from "./names.ts";
 
-/** Server URLs by server kind (DynamoDB: its http endpoint). Missing or null: no such server. */
-export type ServerUrls = Partial<Record<ServerKind, string | null>>;
+/**
+ * Server URLs by server kind (DynamoDB: its http endpoint; the Redis Cluster: its seed nodes
+ * "host:port,host:port"). Missing or null: no such server.
+ */
+export type ServerUrls = Partial<Record<ServerName, string | null>>;
 
 /** The variables the test tooling honours, by server kind. */
-export const URL_VARIABLES: Readonly<Record<ServerKind, string>> = {
+export const URL_VARIABLES: Readonly<Record<ServerName, string>> = {
   redis: "SAYIIR_TEST_REDIS_URL",
+  "redis-cluster": "SAYIIR_TEST_REDIS_CLUSTER_NODES",
   postgres: "SAYIIR_TEST_POSTGRES_URL",
   mongodb: "SAYIIR_TEST_MONGODB_URL",
   dynamodb: "SAYIIR_TEST_DYNAMODB_ENDPOINT",
@@ -17,6 +21,7 @@ export const URL_VARIABLES: Readonly<Record<ServerKind, string>> = {
 export function urlsFromEnv(env: NodeJS.ProcessEnv = process.env): ServerUrls {
   return {
     redis: env[URL_VARIABLES.redis] ?? null,
+    "redis-cluster": env[URL_VARIABLES["redis-cluster"]] ?? null,
     postgres: env[URL_VARIABLES.postgres] ?? null,
     mongodb: env[URL_VARIABLES.mongodb] ?? null,
     dynamodb: env[URL_VARIABLES.dynamodb] ?? null,
@@ -26,7 +31,7 @@ export function urlsFromEnv(env: NodeJS.ProcessEnv = process.env): ServerUrls {
 /** The environment that hands `urls` to a child process (see urlsFromEnv). */
 export function envOfUrls(urls: ServerUrls): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [kind, variable] of Object.entries(URL_VARIABLES) as Array<[ServerKind, string]>) {
+  for (const [kind, variable] of Object.entries(URL_VARIABLES) as Array<[ServerName, string]>) {
     const url = urls[kind];
     if (url) env[variable] = url;
   }
