@@ -116,13 +116,16 @@ async function dueAt(ctx: Context, head: Head, f: ValidFailure): Promise<number 
 
 /**
  * Does the failure re-index the task: is it the task the position runs, still without a result?
- * An AtTask whose task already has a result is in no index (a save put it there), and failing a
+ * An AtTask whose task already has a result is in no index (a save put it nowhere), and failing a
  * claim on it (claimTask) must not make it ready. The head's update is conditioned on its
  * updatedAt, which a result written meanwhile changes: the read cannot go stale unseen.
  */
 async function isPositionTask(ctx: Context, head: Head, taskId: string): Promise<boolean> {
   if (head.positionTaskId !== taskId) return false;
   if (head.awaiting !== undefined) return true; // a wait's task is awaited only while it has no result
+  // In an index (ready, leased, timer) or held after a failure: only a task without a result is
+  // (a save indexes nothing else), so the usual failure, of a claim-next claim, reads nothing more.
+  if (head.ready || head.timer || head.leaseSk !== undefined || head.held) return true;
   const out = await ctx.send<{ Item?: Item }>(
     new GetItemCommand({
       TableName: ctx.tableName,
