@@ -2,15 +2,18 @@
  * Discovery's candidates, per queue served: the shards of the sparse ready index (by discovery
  * key), the shards of the timer index from its start up to now (by due time, merged with the key
  * of that due time and the priority its sort key carries), and the leases that have ended (by
- * the key of their write, priority 3: an approximation only for crash recovery), merged by key
+ * the key their task had before it was leased, read from its head), merged by key
  * (time, then instance id in code point order). They are only candidates: the indexes are
  * eventually consistent, so discovery.ts verifies each one on the base table.
  */
 import { type AttributeValue, QueryCommand, type QueryCommandOutput } from "@aws-sdk/client-dynamodb";
 import { compareIds } from "@sayiir/persistence-core";
 import type { Context } from "./context.js";
-import { expressions, type Item, num, queryAll, S, str } from "./dynamo.js";
+import { expressions, type Item, N, num, queryAll, S, str } from "./dynamo.js";
+import { oldestEvents } from "./events.js";
+import { getHead } from "./items.js";
 import { ATTR, type Layout, READY_INDEX, TIMER_INDEX } from "./layout.js";
+import { homeOf } from "./readiness.js";
 
 /** Where a candidate was found: the ready partition, the leased partition, or the timer index. */
 export type Source = "ready" | "leased" | "timer";
@@ -34,6 +37,8 @@ type Page = Pick<QueryCommandOutput, "Items" | "LastEvaluatedKey">;
 /** A candidate's discovery key, from the index item of its source. */
 function timeOf(layout: Layout, source: Source, item: Item): number | undefined {
   if (source === "leased") {
+    const exact = num(item, HOME_KEY);
+    if (exact !== undefined) return exact;
     const updatedAt = num(item, ATTR.updatedAt);
     return updatedAt === undefined ? undefined : layout.discoveryKey(updatedAt, 3);
   }
@@ -150,9 +155,33 @@ function timerShard(ctx: Context, queue: string, shard: number, pageSize: number
   );
 }
 
+/** Not a table attribute: the discovery key endedLeases computes for a leased item. */
+const HOME_KEY = "sayiir:home-key";
+
+/**
+ * The discovery key an ended lease's task had before it was leased: that of the entry its head
+ * goes back to (its runAt or retryAt, a wait's timeout, its priority), read from the head (and the
+ * wait's events). The index item carries only updatedAt: ordering by it would serve a timed-out
+ * wait or an urgent task later than its turn. Ended leases are few (crashed workers): one read each.
+ */
+async function homeKey(ctx: Context, item: Item, now: number): Promise<number | undefined> {
+  const instanceId = str(item, ATTR.instanceId);
+  if (instanceId === undefined) return undefined;
+  const head = await getHead(ctx, instanceId);
+  if (head === undefined) return undefined;
+  const wait = head.awaiting;
+  const eventPending = wait !== undefined && (await oldestEvents(ctx, head, wait.eventName)).length > 0;
+  const entry = homeOf(ctx.layout, head, eventPending, now);
+  if (entry === undefined) return undefined;
+  if (entry.index === "ready") return ctx.layout.timeOfSk(entry.sk);
+  const { due, priority } = ctx.layout.parseTimerSk(entry.sk);
+  return ctx.layout.discoveryKey(due, priority);
+}
+
 /**
  * Leases that have ended (expiresAt + skew budget passed on our clock) are ready again: all of
- * them, from every shard's leased partition, in (updatedAt, instance id) order, as one cursor.
+ * them, from every shard's leased partition, in the order of the discovery key their task had
+ * before it was leased (homeKey; updatedAt at priority 3 when the head says nothing), as one cursor.
  */
 function endedLeases(ctx: Context, queues: readonly string[], now: number): ShardCursor {
   const cut = ctx.layout.leaseSk(now + 1, "");
@@ -174,14 +203,20 @@ function endedLeases(ctx: Context, queues: readonly string[], now: number): Shar
         ),
       );
       const items = lists.flat();
+      await Promise.all(
+        items.map(async (item) => {
+          const exact = await homeKey(ctx, item, now);
+          if (exact !== undefined) item[HOME_KEY] = N(exact);
+        }),
+      );
       const key = (item: Item) => ({
-        updatedAt: num(item, ATTR.updatedAt) ?? 0,
+        time: timeOf(ctx.layout, "leased", item) ?? 0,
         instanceId: str(item, ATTR.instanceId) ?? "",
       });
       items.sort((a, b) => {
         const x = key(a);
         const y = key(b);
-        return x.updatedAt - y.updatedAt || compareIds(x.instanceId, y.instanceId);
+        return x.time - y.time || compareIds(x.instanceId, y.instanceId);
       });
       return { Items: items };
     },

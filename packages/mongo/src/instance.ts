@@ -70,13 +70,14 @@ const expiry = (claim: ClaimEntry): number | null =>
   claim.x !== undefined ? REVOKED_EXPIRY : claim.e === null ? null : Number(claim.e);
 
 /**
- * The claims with every live one revoked at `now`: its expiry set to the epoch (REVOKED_EXPIRY),
- * so that no clock, however far behind, judges it live again, and `x = now` (when it was revoked:
- * what pruning counts from); its entry and token kept, so later claims get larger tokens and the
- * holder may still release it.
+ * The claims with every one not yet revoked revoked at `now`, live or expired (an expired claim
+ * nobody took over is revoked too: after a cancel no claim of the instance is listed): its expiry
+ * set to the epoch (REVOKED_EXPIRY), so that no clock, however far behind, judges it live again,
+ * and `x = now` (when it was revoked: what pruning counts from); its entry and token kept, so later
+ * claims get larger tokens and the holder may still release it.
  */
 export function revokedClaims(doc: InstanceDoc, now: number): ClaimEntry[] {
-  return (doc.c ?? []).map((c): ClaimEntry => (isLive(c, now) ? { ...c, e: REVOKED_EXPIRY, x: now } : c));
+  return (doc.c ?? []).map((c): ClaimEntry => (c.x === undefined ? { ...c, e: REVOKED_EXPIRY, x: now } : c));
 }
 
 /**

@@ -9,7 +9,7 @@ export const CANCEL_WORKFLOW = `--[[ cancelWorkflow
   KEYS[4] its timer set       KEYS[5] the instance's events hash   KEYS[6] its event order
   ARGV: see CONTROL (lua.ts); the new header is the kit's transitionHeader("cancel").
   Applies the new header when the instance is as read, then revokes every claim of the
-  instance: a live claim's expiry becomes the epoch (the kit's REVOKED_EXPIRY, ${REVOKED_EXPIRY}: no
+  instance: a claim's expiry, live or lapsed, becomes the epoch (the kit's REVOKED_EXPIRY, ${REVOKED_EXPIRY}: no
   clock stepping back revives it; the record, its holder and its token stay, so later tokens
   keep growing, the holder's fenced writes and extends fail, and the holder may still release
   it). Deletes the position and lastCompletedTaskId fields, takes the
@@ -34,7 +34,8 @@ for i = 1, #claims, 200 do
   local revoked = {}
   for j = 1, last - i + 1 do
     local c = parse_claim(values[j])
-    if is_live(c, now_ms) then
+    -- Live or lapsed: a claim nobody took over is revoked too (none is listed after a cancel).
+    if c and c.exp ~= revoked_at then
       c.exp = revoked_at
       revoked[#revoked + 1] = claims[i + j - 1]; revoked[#revoked + 1] = format_claim(c)
     end

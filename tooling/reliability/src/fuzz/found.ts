@@ -95,4 +95,67 @@ export const FOUND: FoundSequence[] = [
     ],
     knownBug: [],
   },
+  {
+    // 2026-12-05 (issue 20, 5,000-sequence run), seed -1436271816: a claim-next claim that lapsed
+    // before a cancel was not revoked by the cancel on MongoDB, so loadTaskClaims still listed it.
+    what: "a cancel revokes a lapsed claim too",
+    ops: [
+      {
+        op: "save",
+        inst: 0,
+        shape: atTask0,
+        age: 0,
+        fence: "none",
+        fenceTask: 0,
+        consume: "none",
+        event: 0,
+      },
+      { op: "claimNext", worker: 0, limit: 1, ttl: "short", queues: "omit" },
+      { op: "elapse" },
+      { op: "cancel", inst: 0, reason: false },
+      { op: "claims", inst: 0 },
+    ],
+    knownBug: [],
+  },
+  {
+    // 2026-12-05 (issue 20, 5,000-sequence run), seed 1511610800: DynamoDB served the ended lease
+    // of a fresh task before the ended lease of a wait that had timed out decades ago (it ordered
+    // ended leases by their updatedAt, not by the key their task had before it was leased).
+    what: "ended leases are served in the order their tasks had",
+    ops: [
+      {
+        op: "save",
+        inst: 0,
+        shape: atTask0,
+        age: 0,
+        fence: "none",
+        fenceTask: 0,
+        consume: "none",
+        event: 0,
+      },
+      {
+        op: "save",
+        inst: 2,
+        shape: {
+          kind: "awaiting",
+          event: 0,
+          next: 0,
+          timeout: "past",
+          done: [],
+          spent: false,
+          input: false,
+          schedule: unscheduled,
+        },
+        age: 0,
+        fence: "none",
+        fenceTask: 0,
+        consume: "none",
+        event: 0,
+      },
+      { op: "claimNext", worker: 0, limit: 2, ttl: "short", queues: "omit" },
+      { op: "elapse" },
+      { op: "claimNext", worker: 1, limit: 1, ttl: "none", queues: "omit" },
+    ],
+    knownBug: [],
+  },
 ];

@@ -78,6 +78,10 @@ export function taskClaimsGroup(options: ConformanceOptions): void {
       await backend.saveSnapshot(atTask(id, "t1"));
       await claimOrFail(backend, id, "t1", "w");
       await claimOrFail(backend, id, "t2", "w");
+      // A claim that lapsed before the cancel is revoked too (found by the fuzzer: Redis, MongoDB).
+      const lapsed = await claimOrFail(backend, id, "t3", "w", 200);
+      await sleep(200 + expirySlackMs(backend));
+      expect((await backend.loadTaskClaims(id)).map((c) => c.taskId)).toContain(lapsed.taskId);
       await backend.cancelWorkflow(id);
       expect(await backend.loadTaskClaims(id)).toEqual([]);
       const deleted = uid();
