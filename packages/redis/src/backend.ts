@@ -74,7 +74,7 @@ export class RedisBackend extends BaseBackend {
     this.#wantedShards = normalized.shards;
     const shards = normalized.shards ?? (this.#cluster ? DEFAULT_CLUSTER_SHARDS : DEFAULT_STANDALONE_SHARDS);
     this.#context = this.#contextFor(new KeyLayout(normalized.keyPrefix, shards));
-    this.#scripts = new Scripts(this.client, normalized.faults);
+    this.#scripts = new Scripts(this.client, normalized.faults, normalized.replicaAcks);
     if (this.#owned) {
       // Connection errors surface through the commands that fail; keep them off the process's
       // unhandled 'error' event.

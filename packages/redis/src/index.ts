@@ -7,3 +7,4 @@ export {
   DEFAULT_STANDALONE_SHARDS,
   type RedisBackendOptions,
 } from "./options.js";
+export type { ReplicaAcks } from "./replica-acks.js";

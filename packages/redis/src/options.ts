@@ -1,6 +1,7 @@
 import { type BaseBackendOptions, ValidationError } from "@sayiir/persistence-core";
 import { connectionSecrets } from "@sayiir/persistence-core/adapter";
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
+import { normalizeReplicaAcks, type ReplicaAcks } from "./replica-acks.js";
 import type { FaultHooks } from "./scripts/index.js";
 
 export interface RedisBackendOptions extends BaseBackendOptions {
@@ -31,6 +32,13 @@ export interface RedisBackendOptions extends BaseBackendOptions {
    * times out fails with BackendError; like any timed-out write its outcome is unknown.
    */
   operationTimeoutMs?: number;
+  /**
+   * After every write script, `WAIT replicas timeoutMs` on the connection (the node) that ran it; a
+   * write fewer replicas acknowledged fails with BackendError ("may be lost on failover") instead
+   * of succeeding. Default: off (a write is acknowledged by the master alone). Not strong
+   * consistency: see "Replica acknowledgements" in the README.
+   */
+  replicaAcks?: ReplicaAcks;
   /** @internal For this package's tests only (see FaultHooks); not a stable API. */
   faults?: FaultHooks;
 }
@@ -40,6 +48,7 @@ export interface NormalizedOptions {
   /** The shard count given in the options, if any. */
   shards: number | undefined;
   operationTimeoutMs: number;
+  replicaAcks: ReplicaAcks | undefined;
   /** The client, and whether the backend owns it (then close() quits it). */
   client: Redis | Cluster;
   owned: boolean;
@@ -114,6 +123,7 @@ export function normalizeOptions(options: RedisBackendOptions): NormalizedOption
     DEFAULT_OPERATION_TIMEOUT_MS,
     3_600_000,
   );
+  const replicaAcks = normalizeReplicaAcks(options.replicaAcks, operationTimeoutMs);
   const sources = [options.url, options.redis, options.cluster, options.client].filter(
     (s) => s !== undefined,
   );
@@ -166,5 +176,14 @@ export function normalizeOptions(options: RedisBackendOptions): NormalizedOption
       "the ioredis keyPrefix option is not supported: use the backend's keyPrefix option",
     );
   }
-  return { keyPrefix, shards, operationTimeoutMs, client, owned, secrets, faults: options.faults };
+  return {
+    keyPrefix,
+    shards,
+    operationTimeoutMs,
+    replicaAcks,
+    client,
+    owned,
+    secrets,
+    faults: options.faults,
+  };
 }

@@ -1,4 +1,4 @@
-// Redis: a standalone server and a 3-master Redis Cluster.
+// Redis: a standalone server and a 3-master Redis Cluster (redis-replicas.ts: one with replicas).
 // Local servers are Debian's `redis-server` (apt-get install redis-server, done by install.ts), each
 // on a free 127.0.0.1 port with no persistence and a throw-away dir.
 import { mkdirSync } from "node:fs";
@@ -23,7 +23,7 @@ import {
 import { parseInfo, redisCommand } from "./resp.ts";
 import { pollUntil } from "./wait.ts";
 
-const HOST = "127.0.0.1";
+export const HOST = "127.0.0.1";
 const START_TIMEOUT_MS = 20_000;
 
 export interface RedisVersion {
@@ -59,7 +59,7 @@ export async function readRedisVersion(url: string): Promise<RedisVersion> {
   }
 }
 
-function redisServerBinary(): string | undefined {
+export function redisServerBinary(): string | undefined {
   return (
     process.env.SAYIIR_TEST_REDIS_SERVER_BIN ?? findExecutable("redis-server", ["/usr/bin", "/usr/sbin"])
   );
@@ -141,22 +141,27 @@ async function startLocalRedis(bin: string): Promise<Started<ServerInfo>> {
   }
 }
 
-interface RedisNode {
+export interface RedisNode {
   port: number;
   process: ManagedProcess;
   control: ServerControl;
 }
 
-/** Starts one redis-server in `parentDir/<port>`; retries on another port if the bind fails. */
-async function startRedisNode(
+/**
+ * Starts one redis-server in `parentDir/<port>`; retries on another port if the bind fails. With
+ * `fixedPort`: on that port only, in its existing directory (a restart, e.g. of a cluster node
+ * that must find its nodes.conf again).
+ */
+export async function startRedisNode(
   bin: string,
   parentDir: string,
   extraArgs: string[],
   portOffsets: number[] = [],
+  fixedPort?: number,
 ): Promise<RedisNode> {
   let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort(portOffsets);
+  for (let attempt = 0; attempt < (fixedPort === undefined ? 3 : 1); attempt++) {
+    const port = fixedPort ?? (await freePort(portOffsets));
     const dir = join(parentDir, String(port));
     mkdirSync(dir, { recursive: true });
     const proc = startProcess({
@@ -272,7 +277,7 @@ interface ClusterState {
 }
 
 /** Polls `CLUSTER INFO` on every node until each says cluster_state:ok with all slots assigned. */
-async function waitForClusterOk(
+export async function waitForClusterOk(
   nodes: Array<{ host: string; port: number }>,
   timeoutMs: number,
   abortIf?: () => string | undefined,

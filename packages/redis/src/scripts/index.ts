@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from "ioredis";
+import { callWithAcks, needsAcks, type ReplicaAcks } from "../replica-acks.js";
 import { CANCEL_WORKFLOW } from "./cancel-workflow.js";
 import { CLAIM_NEXT } from "./claim-next.js";
 import { CLAIM_TASK } from "./claim-task.js";
@@ -105,20 +106,29 @@ type Command = (...args: ScriptArg[]) => Promise<unknown>;
 /** The scripts, defined on one client (defining one again replaces it; the SHA stays the same). */
 export class Scripts {
   readonly #client: Record<string, Command>;
+  readonly #redis: Redis | Cluster;
   readonly #faults: FaultHooks | undefined;
+  readonly #acks: ReplicaAcks | undefined;
 
-  constructor(client: Redis | Cluster, faults?: FaultHooks) {
+  constructor(client: Redis | Cluster, faults?: FaultHooks, acks?: ReplicaAcks) {
     for (const [name, script] of Object.entries(SCRIPTS)) {
       client.defineCommand(commandName(name as ScriptName), script);
     }
     this.#client = client as unknown as Record<string, Command>;
+    this.#redis = client;
     this.#faults = faults;
+    this.#acks = acks;
   }
 
   /** Calls one script (KEYS then ARGV). `buffers`: bulk strings come back as Buffers. */
   call(name: ScriptName, args: ScriptArg[], buffers = false): Promise<unknown> {
     const command = `${commandName(name)}${buffers ? "Buffer" : ""}`;
-    const run = () => (this.#client[command] as Command).call(this.#client, ...args);
+    const acks = this.#acks;
+    // Option replicaAcks: a write script and its WAIT (see replica-acks.ts).
+    const run =
+      acks !== undefined && needsAcks(name)
+        ? () => callWithAcks(this.#redis, command, name, args, acks)
+        : () => (this.#client[command] as Command).call(this.#client, ...args);
     const around = this.#faults?.aroundScript;
     return around === undefined ? run() : around(name, args, run);
   }
