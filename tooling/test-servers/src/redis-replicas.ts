@@ -6,8 +6,8 @@
 import type { ServerControl } from "./index.ts";
 import { log, since } from "./log.ts";
 import { CLUSTER_BUS_OFFSET } from "./ports.ts";
-import { findExecutable, makeTempDir, removeTempDir, run, stopProcess } from "./process.ts";
-import { HOST, type RedisNode, redisServerBinary, startRedisNode } from "./redis.ts";
+import { findExecutable, makeTempDir, removeTempDir, stopProcess } from "./process.ts";
+import { createCluster, HOST, type RedisNode, redisServerBinary, startRedisNode } from "./redis.ts";
 import { parseInfo, redisCommand } from "./resp.ts";
 import { pollUntil } from "./wait.ts";
 
@@ -105,26 +105,8 @@ export async function startReplicaCluster(options: { nodeTimeoutMs?: number } = 
       "--repl-diskless-sync-delay",
       "0",
     ];
-    const results = await Promise.allSettled(
-      [0, 1, 2, 3, 4, 5].map(() => startRedisNode(bin, dir, args, [CLUSTER_BUS_OFFSET])),
-    );
-    for (const r of results) if (r.status === "fulfilled") nodes.push(r.value);
-    const failed = results.find((r) => r.status === "rejected");
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    const addresses = nodes.map((n) => ({ host: HOST, port: n.port }));
     // redis-cli makes the first three masters and gives each one replica among the last three.
-    await run(
-      cli,
-      [
-        "--cluster",
-        "create",
-        ...addresses.map((a) => `${a.host}:${a.port}`),
-        "--cluster-replicas",
-        "1",
-        "--cluster-yes",
-      ],
-      { timeoutMs: 30_000 },
-    );
+    const addresses = await createCluster({ bin, cli, dir, args, nodes, count: 6, replicas: 1 });
     const live = () => addresses.filter((a) => !dead.has(a.port));
     const topology = async (askPort?: number) =>
       parseClusterNodes(await redisCommand(HOST, askPort ?? live()[0]!.port, ["CLUSTER", "NODES"]));

@@ -302,6 +302,44 @@ export async function waitForClusterOk(
   );
 }
 
+/**
+ * Starts `count` cluster-enabled nodes in `dir` (pushed into `nodes` as they come up, so the
+ * caller can stop them whatever happens) and joins them with `redis-cli --cluster create`, which
+ * makes the first count / (replicas + 1) masters and gives each `replicas` replicas. Returns their
+ * addresses; the caller waits for the state it needs.
+ */
+export async function createCluster(o: {
+  bin: string;
+  cli: string;
+  dir: string;
+  args: string[];
+  nodes: RedisNode[];
+  count: number;
+  replicas: number;
+}): Promise<Array<{ host: string; port: number }>> {
+  // Ports are picked one after the other (so they differ), the servers then start in parallel.
+  const results = await Promise.allSettled(
+    Array.from({ length: o.count }, () => startRedisNode(o.bin, o.dir, o.args, [CLUSTER_BUS_OFFSET])),
+  );
+  for (const r of results) if (r.status === "fulfilled") o.nodes.push(r.value);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  const addresses = o.nodes.map((n) => ({ host: HOST, port: n.port }));
+  await run(
+    o.cli,
+    [
+      "--cluster",
+      "create",
+      ...addresses.map((a) => `${a.host}:${a.port}`),
+      "--cluster-replicas",
+      String(o.replicas),
+      "--cluster-yes",
+    ],
+    { timeoutMs: 30_000 },
+  );
+  return addresses;
+}
+
 async function startLocalCluster(bin: string, cli: string): Promise<Started<RedisClusterInfo>> {
   const started = performance.now();
   const dir = makeTempDir("redis-cluster");
@@ -311,7 +349,6 @@ async function startLocalCluster(bin: string, cli: string): Promise<Started<Redi
     removeTempDir(dir);
   };
   try {
-    // Ports are picked one after the other (so they differ), the servers then start in parallel.
     const clusterArgs = [
       "--cluster-enabled",
       "yes",
@@ -320,26 +357,7 @@ async function startLocalCluster(bin: string, cli: string): Promise<Started<Redi
       "--cluster-node-timeout",
       "5000",
     ];
-    const results = await Promise.allSettled(
-      [0, 1, 2].map(() => startRedisNode(bin, dir, clusterArgs, [CLUSTER_BUS_OFFSET])),
-    );
-    for (const r of results) if (r.status === "fulfilled") nodes.push(r.value);
-    const failed = results.find((r) => r.status === "rejected");
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-
-    const addresses = nodes.map((n) => ({ host: HOST, port: n.port }));
-    await run(
-      cli,
-      [
-        "--cluster",
-        "create",
-        ...addresses.map((a) => `${a.host}:${a.port}`),
-        "--cluster-replicas",
-        "0",
-        "--cluster-yes",
-      ],
-      { timeoutMs: 30_000 },
-    );
+    const addresses = await createCluster({ bin, cli, dir, args: clusterArgs, nodes, count: 3, replicas: 0 });
     const state = await waitForClusterOk(addresses, 30_000, () =>
       nodes.map((n) => deathReason(n.process)).find(Boolean),
     );
