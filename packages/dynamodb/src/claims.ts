@@ -423,14 +423,35 @@ export async function extendTaskClaim(
         expiresAt,
         paused,
       });
-      if (lost === null)
+      if (lost === null) {
+        if (expiresAt < claim.expiresAt) await rekeyShortenedLease(ctx, instanceId, taskId, expiresAt);
         return { ...toClaim(instanceId, taskId, workerId, { ...claim, expiresAt }), workflowPaused: paused };
+      }
       if ("claim" in lost) current = lost.claim;
       else state = await watchedState(ctx, pk, instanceId);
       return RETRY;
     },
     { attempts: RACE_ATTEMPTS },
   );
+}
+
+/**
+ * A renewal that shortened a claim-next lease (a heartbeat with a shorter duration than the lease
+ * had left) re-keys the head in the leased partition: discovery finds ended leases by that key,
+ * and a key still at the old, later end would hide a crashed worker's task until then. A longer
+ * renewal leaves the key early, which costs only a verification read. Conditional on the lease
+ * as read (moveLease): a head moved meanwhile is left alone.
+ */
+async function rekeyShortenedLease(
+  ctx: Context,
+  instanceId: string,
+  taskId: string,
+  expiresAt: number,
+): Promise<void> {
+  const head = await getHead(ctx, instanceId);
+  if (head?.leaseSk === undefined || head.positionTaskId !== taskId) return;
+  const to = leasedEntry(ctx.layout, instanceId, head.queue, leaseEnd(ctx, expiresAt));
+  if (to !== undefined && to.sk < head.leaseSk) await moveLease(ctx, head, to);
 }
 
 /**

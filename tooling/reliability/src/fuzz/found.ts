@@ -158,4 +158,27 @@ export const FOUND: FoundSequence[] = [
     ],
     knownBug: [],
   },
+  {
+    // 2026-12-05 (issue 20, 5,000-sequence rerun), seed 1626231429: a claim-next lease of an hour,
+    // renewed for 400 ms, then lapsed: DynamoDB kept the head keyed at the hour in the leased
+    // partition, so nobody could take the task over until then.
+    what: "a lease shortened by a renewal ends at the renewal's end",
+    ops: [
+      {
+        op: "save",
+        inst: 0,
+        shape: atTask0,
+        age: 0,
+        fence: "none",
+        fenceTask: 0,
+        consume: "none",
+        event: 0,
+      },
+      { op: "claimNext", worker: 0, limit: 1, ttl: "long", queues: "omit" },
+      { op: "heartbeat", inst: 0, renew: "short" },
+      { op: "elapse" },
+      { op: "claimNext", worker: 1, limit: 1, ttl: "none", queues: "omit" },
+    ],
+    knownBug: [],
+  },
 ];

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode } from "../../errors.js";
+import { atTask } from "../fixtures.js";
 import { beforeDeadline, eventually, expirySlackMs, rejection, sleep, uid, useSubject } from "../harness.js";
 import type { ConformanceOptions } from "../types.js";
 
@@ -86,6 +87,24 @@ export function expiryGroup(options: ConformanceOptions): void {
       expect(await rejection(backend.releaseTaskClaim(id, "t1", "worker-1"))).toMatchObject({
         code: ErrorCode.NotFound,
       });
+    });
+
+    // Found by the differential fuzzer (issue 20): DynamoDB kept a claim-next lease keyed at its
+    // first end, so a task whose holder shortened its lease and crashed waited for that first end.
+    it("a claim-next lease shortened by a renewal can be taken over when the renewed lease ends", async () => {
+      const { backend } = await useSubject(options);
+      const id = uid();
+      await backend.saveSnapshot(atTask(id, "t1"));
+      const [held] = await backend.claimAvailableTasks("crashed", 1, 60_000);
+      expect(held?.instanceId).toBe(id);
+      await backend.extendTaskClaim(id, "t1", "crashed", 300);
+      await sleep(300 + expirySlackMs(backend));
+      const taken = await eventually("the takeover of the shortened lease", async () => {
+        const [task] = await backend.claimAvailableTasks("taker", 1, 60_000);
+        return task;
+      });
+      expect({ id: taken.instanceId, attempt: taken.attempt }).toEqual({ id, attempt: 2 });
+      expect(taken.claim.token).toBeGreaterThan(held?.claim.token ?? 0);
     });
   });
 }
