@@ -45,6 +45,63 @@ describe("claim clock", () => {
     expect(await clock.now()).toBe(5_800);
   });
 
+  it("server clock: a sample less precise than the one in use is turned down (a reply that sat in a busy event loop)", async () => {
+    // The server's clock is monotonic time + 10,000 exactly; each sample says when it was asked and
+    // when its reply was handled, and the server stamped localTime 5 ms after it was asked.
+    let mono = 0;
+    const replies: Array<{ sentAt: number; receivedAt: number }> = [
+      { sentAt: 0, receivedAt: 10 }, // precise: bound 5 ms
+      { sentAt: 20_000, receivedAt: 20_600 }, // the reply waited 595 ms: bound 300 ms, taken it is 295 ms off
+      { sentAt: 40_000, receivedAt: 40_006 }, // precise again: bound 3 ms
+    ];
+    const clock = new ServerClock(
+      async () => {
+        const r = replies.shift() as { sentAt: number; receivedAt: number };
+        return { serverMs: 10_000 + r.sentAt + 5, ...r };
+      },
+      { refreshMs: 10_000, monotonic: () => mono },
+    );
+    mono = 10;
+    expect(await clock.now()).toBe(10_010);
+    mono = 20_600; // stale: resamples in the background; the imprecise sample must not be taken
+    expect(await clock.now()).toBe(30_600);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(await clock.now()).toBe(30_600);
+    expect(clock.uncertaintyMs).toBe(5);
+    // Aged 40 s, the first sample's bound is 5 + 40 ms: the precise third sample replaces it.
+    mono = 40_006;
+    await clock.now();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(clock.uncertaintyMs).toBe(3);
+    expect(await clock.now()).toBe(50_008); // the server's 50,006, within the bound
+  });
+
+  it("server clock: an imprecise estimate resamples every second (not every refreshMs) and takes a precise reply", async () => {
+    let mono = 0;
+    let calls = 0;
+    const clock = new ServerClock(
+      async () => {
+        calls++;
+        // The first reply waited 100 ms (bound 50 ms); later ones are precise.
+        const sentAt = mono;
+        const receivedAt = calls === 1 ? mono + 100 : mono + 2;
+        return { serverMs: 7_000 + sentAt + 1, sentAt, receivedAt };
+      },
+      { refreshMs: 60_000, monotonic: () => mono },
+    );
+    await clock.now();
+    expect(clock.uncertaintyMs).toBe(50);
+    mono = 900; // within a second: no resample yet although refreshMs is a minute
+    await clock.now();
+    expect(calls).toBe(1);
+    mono = 1_200; // past a second with a bound over PRECISE_MS: resample, and take the precise reply
+    await clock.now();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(calls).toBe(2);
+    expect(clock.uncertaintyMs).toBe(1);
+    expect(await clock.now()).toBe(7_000 + 1_200);
+  });
+
   it("client clock: Date.now() of this process", async () => {
     const clock = clientClock(() => 42);
     expect(clock.mode).toBe("client");

@@ -129,7 +129,7 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 func explain(model porcupine.Model, part []porcupine.Operation, timeout time.Duration, htmlDir string) *Violation {
 	meta := part[0].Metadata.(Meta)
-	v := &Violation{Instance: meta.Instance, Task: meta.Task, Blocked: []Blocked{}}
+	v := &Violation{Instance: meta.Instance, Task: meta.Task, Prefix: []string{}, Blocked: []Blocked{}}
 	sorted := append([]porcupine.Operation(nil), part...)
 	sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Call < sorted[b].Call })
 	for _, op := range sorted {

@@ -211,7 +211,8 @@ export function describeViolation(v: LinearizabilityViolation): string {
   return [
     `${v.instance} / ${v.task}`,
     ...v.blocked.map((b) => `  cannot come next: ${b.op}: ${b.reason}`),
-    `  after ${v.prefix.length} operations the lease is: ${v.state}`,
+    // No prefix when the detailed re-check timed out (older checkers sent null).
+    `  after ${v.prefix?.length ?? 0} operations the lease is: ${v.state}`,
     ...v.operations.map((op) => `    ${op}`),
   ].join("\n");
 }

@@ -10,7 +10,8 @@
 // soak/outcomes.ts (the checks), soak/logs.ts.
 //
 // Long run from the command line (servers from SAYIIR_TEST_*_URL, the cluster's nodes from
-// SAYIIR_TEST_REDIS_CLUSTER_NODES):
+// SAYIIR_TEST_REDIS_CLUSTER_NODES, e.g. from `./dev serve <kind>`); it prints the report as JSON,
+// with the verdict of the linearizability check of its history, and exits 1 on any violation:
 //   node src/soak.ts --backend sqlite --seconds 600
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,7 +19,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { envOfUrls, parseTargetName, type ServerUrls, type TargetName, urlsFromEnv } from "@sayiir/backends";
-import { soakHistory, writeHistory } from "./linearizability.ts";
+import { checkSoakHistory, describeViolation, soakHistory, writeHistory } from "./linearizability.ts";
 import { BACKENDS } from "./registry.ts";
 import { analyze } from "./soak/analysis.ts";
 import { Controller } from "./soak/controller.ts";
@@ -218,15 +219,26 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
       "lease-ms": { type: "string" },
     },
   });
+  const backend = parseTargetName(values.backend);
+  // The history always goes to a file: the independent check (porcupine) reads it after the run.
+  const history = values.history ?? join(tmpdir(), `sayiir-soak-history-${backend}-${Date.now()}.jsonl`);
   const report = await runSoak({
-    backend: parseTargetName(values.backend),
+    backend,
     urls: urlsFromEnv(),
     seconds: Number(values.seconds),
     workers: Number(values.workers),
     ...(values["per-second"] === undefined ? {} : { workflowsPerSecond: Number(values["per-second"]) }),
     ...(values["lease-ms"] === undefined ? {} : { leaseMs: Number(values["lease-ms"]) }),
-    ...(values.history === undefined ? {} : { historyFile: values.history }),
+    historyFile: history,
   });
-  console.info(JSON.stringify(report, null, 2));
-  process.exit(report.violations.length === 0 ? 0 : 1);
+  const lin = await checkSoakHistory(history, `crash soak ${backend}`);
+  const linearizability =
+    lin === null
+      ? { verdict: "not checked (no go command)" }
+      : { verdict: lin.verdict, operations: lin.operations, keys: lin.partitions, runMs: lin.runMs };
+  for (const v of lin?.violations ?? []) console.error(describeViolation(v));
+  console.info(JSON.stringify({ ...report, linearizability, history }, null, 2));
+  const clean = report.violations.length === 0 && (lin === null || lin.verdict === "ok");
+  if (clean && values.history === undefined) await rm(history, { force: true });
+  process.exit(clean ? 0 : 1);
 }

@@ -3,14 +3,15 @@
 // For trying the CLI and the demo against a real database without installing one yourself.
 import type { ObtainSpec } from "./acquire.ts";
 import { dynamodbSpec } from "./dynamodb.ts";
-import type { ServerInfo, ServerKind } from "./index.ts";
+import type { RedisClusterInfo, ServerInfo, ServerKind } from "./index.ts";
 import { mongodbSpec } from "./mongodb.ts";
 import { postgresSpec } from "./postgres.ts";
-import { redisSpec } from "./redis.ts";
+import { redisClusterSpec, redisSpec } from "./redis.ts";
 
 const SPECS: Partial<Record<ServerKind, ObtainSpec<ServerInfo>>> = {
   postgres: postgresSpec,
   redis: redisSpec,
+  "redis-cluster": redisClusterSpec,
   mongodb: mongodbSpec,
   dynamodb: dynamodbSpec,
 };
@@ -29,7 +30,11 @@ if (plan === undefined || !plan.available) {
 const server = await plan.start();
 // The URL carries the fixed password of this throw-away test server (tooling/test-servers/src/config.ts).
 console.log(`${server.info.server} ${server.info.version} is up (data removed when it stops):`);
-console.log(server.info.url);
+const nodes = (server.info as Partial<RedisClusterInfo>).nodes?.map((n) => `${n.host}:${n.port}`);
+// A cluster is reached through its nodes: the list for SAYIIR_TEST_REDIS_CLUSTER_NODES, the URL for the CLI.
+if (nodes !== undefined)
+  console.log(`nodes: ${nodes.join(",")}\nCLI URL: redis+cluster://${nodes.join(",")}`);
+else console.log(server.info.url);
 console.log("Ctrl-C stops it.");
 let stopping = false;
 const stop = async () => {
