@@ -62,6 +62,8 @@ export interface HeadState {
   awaiting?: unknown;
   /** In the timer index. */
   timer?: boolean;
+  /** In the leased partition of the ready index (claimed by claim-next): its lease sort key. */
+  leaseSk?: string | undefined;
   /** Its schedule (absent: "default", 3, ready at its write). */
   queue?: string;
   priority?: number;
@@ -104,7 +106,7 @@ interface TransactionArgs {
 
 /**
  * The transaction of one group: the head updated as saveTaskResult updates it (`last` = the last
- * entry's task; out of the ready index when the position's task completes, else re-keyed with the
+ * entry's task; out of the ready index when the position's task completes, else re-keyed (unless leased) with the
  * new updatedAt), each result put (conditioned on the result item read), and each claim turned
  * into a tombstone, conditioned as a fence is (that token, held, not expired on our clock).
  * Returns the head state the transaction leaves, for the next group of the same instance.
@@ -141,6 +143,7 @@ export function completionTransaction(args: TransactionArgs): {
       ...head,
       updatedAt: update.updatedAt,
       ready: head.ready && !positionDone,
+      leaseSk: positionDone ? undefined : head.leaseSk,
       ...(waitDone ? { awaiting: undefined, timer: false } : positionDone ? { timer: false } : {}),
     },
   };
@@ -150,7 +153,8 @@ export function completionTransaction(args: TransactionArgs): {
  * The head's update when `lastTaskId` completes (saveTaskResult's, and each completeTasks
  * transaction's): `last` and updatedAt = max(stored, now); out of the ready index when the
  * position's task completed (and, for a wait, out of the timer index with its wait: its next task
- * has a result), else (back) into the ready partition with the new updatedAt. Conditioned on the
+ * has a result), else re-keyed in the ready partition with the new updatedAt (a leased head stays
+ * in the leased partition). Conditioned on the
  * head as read: same generation, not finished (a Paused head takes results), same status and
  * nonce (no transition or step since), updatedAt not past the new one, in the ready and timer
  * indexes exactly when it was read there.
@@ -174,8 +178,11 @@ export function headUpdate(
   let update = `SET #${ATTR.lastCompleted} = :last, #${ATTR.updatedAt} = :upd`;
   const remove: string[] = [];
   if (head.ready && positionDone) remove.push(`#${ATTR.readyPk}`, `#${ATTR.readySk}`);
-  else if (head.ready) {
-    // (Back) into the ready partition: a lease key would not carry the new updatedAt.
+  else if (head.ready && head.leaseSk === undefined) {
+    // Re-keyed in the ready partition with the new updatedAt. A leased head stays where claim-next
+    // put it: its lease still runs, and once it ends discovery orders it by the key its head gives
+    // (candidates.ts: homeKey), never by the time of this write (moving it to the ready partition
+    // served a timed-out wait by this write's time instead of its timeout: found by the fuzzer).
     update += `, #${ATTR.readyPk} = :gpk, #${ATTR.readySk} = :gsk`;
     values[":gpk"] = S(layout.readyPk(layout.shardOf(head.instanceId), head.queue));
     values[":gsk"] = S(layout.readySk(head.readyAt ?? updatedAt, head.priority ?? 3, head.instanceId));

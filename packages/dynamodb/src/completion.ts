@@ -404,7 +404,7 @@ async function sendBatch(
     ...tx.after,
     awaiting: waitDone ? undefined : head.awaiting,
     timer: waitDone ? false : head.timer,
-    leaseSk: undefined,
+    leaseSk: tx.after.leaseSk,
     lastCompletedTaskId: batch[batch.length - 1]?.c.taskId,
   };
   return true;

@@ -181,4 +181,56 @@ export const FOUND: FoundSequence[] = [
     ],
     knownBug: [],
   },
+  {
+    // 2026-12-05 (issue 20, 5,000-sequence run after the fixes above), seed 1424880925: a result
+    // written unfenced for another task of a workflow whose timed-out wait was leased by claim-next
+    // re-keyed that lease on DynamoDB as if its task had come due at the write, so once the lease
+    // lapsed a wait that timed out later was found first.
+    what: "a result written beside a leased timed-out wait keeps the wait's order",
+    ops: [
+      {
+        op: "save",
+        inst: 0,
+        shape: {
+          kind: "awaiting",
+          event: 0,
+          next: 0,
+          timeout: "past",
+          done: [],
+          spent: false,
+          input: false,
+          schedule: unscheduled,
+        },
+        age: 0,
+        fence: "none",
+        fenceTask: 0,
+        consume: "none",
+        event: 0,
+      },
+      {
+        op: "save",
+        inst: 2,
+        shape: {
+          kind: "awaiting",
+          event: 0,
+          next: 0,
+          timeout: "soon",
+          done: [],
+          spent: false,
+          input: false,
+          schedule: unscheduled,
+        },
+        age: 0,
+        fence: "none",
+        fenceTask: 0,
+        consume: "none",
+        event: 0,
+      },
+      { op: "claimNext", worker: 0, limit: 1, ttl: "short", queues: "omit" },
+      { op: "result", inst: 0, task: 2, out: 0, fence: "none" },
+      { op: "elapse" },
+      { op: "find", worker: 0, limit: 1, queues: "omit" },
+    ],
+    knownBug: [],
+  },
 ];

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode } from "../../errors.js";
-import { atTask } from "../fixtures.js";
+import { atTask, awaiting } from "../fixtures.js";
 import { beforeDeadline, eventually, expirySlackMs, rejection, sleep, uid, useSubject } from "../harness.js";
 import type { ConformanceOptions } from "../types.js";
 
@@ -105,6 +105,29 @@ export function expiryGroup(options: ConformanceOptions): void {
       });
       expect({ id: taken.instanceId, attempt: taken.attempt }).toEqual({ id, attempt: 2 });
       expect(taken.claim.token).toBeGreaterThan(held?.claim.token ?? 0);
+    });
+
+    // Found by the differential fuzzer (issue 20): on DynamoDB a result written for another task
+    // moved a leased head back among the ready tasks keyed by the time of that write, so once the
+    // lease ended a wait that had timed out long ago was served after tasks that came due later.
+    it("an ended claim-next lease keeps its task's order when a result of another task was written meanwhile", async () => {
+      const { backend } = await useSubject(options);
+      const wait = uid("timed-out");
+      const later = uid("later");
+      await backend.saveSnapshot(awaiting(wait, "approval", "t1", { timeoutAt: 1_000 }));
+      await backend.saveSnapshot(atTask(later, "t1", { updatedAt: 1_700_000_000_000 }));
+      const [held] = await backend.claimAvailableTasks("crashed", 1, 300);
+      expect(held?.instanceId).toBe(wait);
+      await backend.saveTaskResult(wait, "side", new TextEncoder().encode("side effect"));
+      await sleep(300 + expirySlackMs(backend));
+      const found = await eventually("the ended lease to be found", async () => {
+        const tasks = await backend.findAvailableTasks("taker", 2);
+        return tasks.length === 2 ? tasks : undefined;
+      });
+      expect(found.map((t) => [t.instanceId, t.timedOut === true])).toEqual([
+        [wait, true],
+        [later, false],
+      ]);
     });
   });
 }
