@@ -317,17 +317,21 @@ export async function releaseTaskClaim(
     const pending = wait !== undefined && (await oldestEvents(ctx, head, wait.eventName)).length > 0;
     await moveLease(ctx, head, homeOf(ctx.layout, head, pending, ctx.now()));
   }
+  // Marks this call's tombstone: a concurrent release of the same claim (the same worker, the same
+  // token) leaves another nonce, and that one must answer NotFound, not success.
+  const nonce = freshId();
   await retryOnRace(
     `releaseTaskClaim on ${quote(instanceId)}`,
     async () => {
       const refusal = releaseRefusal(instanceId, taskId, heldView(current), workerId);
       if (refusal !== null) throw refusal;
       const claim = current as StoredClaim;
-      const lost = await tombstone(ctx, pk, taskId, claim.token, workerId);
+      const lost = await tombstone(ctx, pk, taskId, claim.token, workerId, nonce);
       if (lost === null) return undefined;
       current = lost.current;
-      // An SDK retry of an update that did land: the tombstone of our own token.
-      if (current?.token === claim.token && current.workerId === undefined) return undefined;
+      // An SDK retry of our own update that did land: the tombstone of our token, with our nonce.
+      if (current?.token === claim.token && current.workerId === undefined && lost.releasedBy === nonce)
+        return undefined;
       return RETRY;
     },
     { attempts: RACE_ATTEMPTS },
@@ -341,7 +345,8 @@ async function tombstone(
   taskId: string,
   token: number,
   workerId: string,
-): Promise<{ current: StoredClaim | undefined } | null> {
+  nonce: string,
+): Promise<{ current: StoredClaim | undefined; releasedBy: string | undefined } | null> {
   try {
     await ctx.send(
       new UpdateItemCommand({
@@ -349,10 +354,10 @@ async function tombstone(
         Key: ctx.layout.claimKey(pk, taskId),
         ...expressions(
           {
-            UpdateExpression: TOMBSTONE_UPDATE,
+            UpdateExpression: `${TOMBSTONE_UPDATE}, #${ATTR.completedBy} = :cn`,
             ConditionExpression: `#${ATTR.token} = :tok AND #${ATTR.worker} = :w`,
           },
-          { ":tok": N(token), ":w": S(workerId), ":ttl": N(tombstoneTtl(ctx.now())) },
+          { ":tok": N(token), ":w": S(workerId), ":ttl": N(tombstoneTtl(ctx.now())), ":cn": S(nonce) },
         ),
         ReturnValuesOnConditionCheckFailure: "ALL_OLD",
       }),
@@ -360,7 +365,7 @@ async function tombstone(
     return null;
   } catch (error) {
     if (!isConditionFailed(error)) throw error;
-    return { current: parseClaim(error.Item) };
+    return { current: parseClaim(error.Item), releasedBy: str(error.Item, ATTR.completedBy) };
   }
 }
 

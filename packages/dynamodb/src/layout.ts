@@ -15,7 +15,7 @@ import { type Item, type Key, S } from "./dynamo.js";
  *                                                                            GPK/GSK (only while ready), TPK/TSK (only on a timer), LPK/LSK,
  *                                                                            fin/FPK/FSK (only once finished)
  *   task result     <P>I#<h(instanceId)>             R#<gen>#<h(taskId)>     tid, gen, at, d | c/n/l/s
- *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: released by completeTasks)
+ *   claim           <P>I#<h(instanceId)>             L#<h(taskId)>           iid, tid, tok, w, ca, exp, nc (w/ca/exp/nc absent: released; cn: the nonce of the call that released it)
  *   event           <P>I#<h(instanceId)>             E#<inc>#<h(name)>#<seq> en, seq, sat, inc, nc, at, d | c/n/l
  *   delete marker   <P>I#<h(instanceId)>             D                       op, at, ttl (written by deleteSnapshot's commit)
  *   chunk           <P>C#<chunkSetId>#<index>        C                       own, at, d

@@ -113,6 +113,25 @@ export function claimsGroup(options: ConformanceOptions): void {
       });
     });
 
+    // Found by the 30-minute crash soak's linearizability check (issue 20): DynamoDB answered both
+    // of two concurrent releases of one claim by its holder with success, taking the other's
+    // tombstone for its own retried write.
+    it("two concurrent releases of one claim by its holder: one succeeds, the other gets NotFoundError", async () => {
+      const { backend } = await useSubject(options);
+      for (let round = 0; round < 5; round++) {
+        const id = uid();
+        await backend.claimTask(id, "t1", "worker-1", 30_000);
+        const outcomes = await Promise.allSettled([
+          backend.releaseTaskClaim(id, "t1", "worker-1"),
+          backend.releaseTaskClaim(id, "t1", "worker-1"),
+        ]);
+        const codes = outcomes.map((o) =>
+          o.status === "fulfilled" ? "released" : ((o.reason as { code?: string }).code ?? String(o.reason)),
+        );
+        expect(codes.sort()).toEqual([ErrorCode.NotFound, "released"].sort());
+      }
+    });
+
     it("extend by another worker gives ClaimLostError; extend of a missing claim gives NotFoundError", async () => {
       const { backend } = await useSubject(options);
       const id = uid();
