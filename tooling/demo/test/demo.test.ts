@@ -37,7 +37,9 @@ async function expectDemoPasses(args: string[]): Promise<void> {
   expect(output).toMatch(/✓ \d+ approvals .* each consumed exactly once .* continued with its payload/);
   expect(output).toMatch(/✓ unanswered \S+ timed out and ran its timeout path/);
   // Scheduling: retries with backoff, a durable sleep, a priority, a second queue.
-  expect(output).toMatch(/✓ retried \S+: charge failed on attempts 1 and 2 .* succeeded on attempt 3/);
+  // Attempt 3 unless the SIGKILLed worker held the retried task then: its takeover is one more
+  // attempt, and the demo's own check accounts for it ("the store counts 3 failed runs (1 takeover)").
+  expect(output).toMatch(/✓ retried \S+: charge failed on attempts 1 and 2 .* succeeded on attempt [34]\b/);
   expect(output).toMatch(/✓ durable sleep in \S+: "after" was first claimed \d+ ms after its runAt/);
   expect(output).toMatch(/✓ high-priority \S+ \(priority 1\), started after a backlog of \d+ workflows/);
   expect(output).toMatch(

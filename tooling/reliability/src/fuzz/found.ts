@@ -3,7 +3,7 @@
 // which it still diverges (run as it.fails: green while the bug stands, red once it is fixed, to
 // be taken out of the list then).
 import type { BackendName } from "@sayiir/backends";
-import type { Op, Schedule, Shape } from "./ops.ts";
+import type { Inst, Op, Schedule, Shape } from "./ops.ts";
 
 export interface FoundSequence {
   what: string;
@@ -22,6 +22,30 @@ const atTask0: Shape = {
   attempts: 0,
 };
 
+/** A wait for event 0 before task 0, with its timeout in the past (timed out) or soon. */
+const waitShape = (timeout: "past" | "soon"): Shape => ({
+  kind: "awaiting",
+  event: 0,
+  next: 0,
+  timeout,
+  done: [],
+  spent: false,
+  input: false,
+  schedule: unscheduled,
+});
+
+/** An unfenced save of a fresh state of instance `inst`. */
+const save = (inst: Inst, shape: Shape): Op => ({
+  op: "save",
+  inst,
+  shape,
+  age: 0,
+  fence: "none",
+  fenceTask: 0,
+  consume: "none",
+  event: 0,
+});
+
 export const FOUND: FoundSequence[] = [
   {
     // 2026-12-05 (issue 20), seed -762178127: a step back to the same task leaves its position's
@@ -29,16 +53,7 @@ export const FOUND: FoundSequence[] = [
     // keep it there, while DynamoDB put it into the due index and served it again (attempt 2).
     what: "failTasks on a task whose position already has its result",
     ops: [
-      {
-        op: "save",
-        inst: 2,
-        shape: atTask0,
-        age: 0,
-        fence: "none",
-        fenceTask: 0,
-        consume: "none",
-        event: 0,
-      },
+      save(2, atTask0),
       {
         op: "work",
         worker: 0,
@@ -100,16 +115,7 @@ export const FOUND: FoundSequence[] = [
     // before a cancel was not revoked by the cancel on MongoDB, so loadTaskClaims still listed it.
     what: "a cancel revokes a lapsed claim too",
     ops: [
-      {
-        op: "save",
-        inst: 0,
-        shape: atTask0,
-        age: 0,
-        fence: "none",
-        fenceTask: 0,
-        consume: "none",
-        event: 0,
-      },
+      save(0, atTask0),
       { op: "claimNext", worker: 0, limit: 1, ttl: "short", queues: "omit" },
       { op: "elapse" },
       { op: "cancel", inst: 0, reason: false },
@@ -123,35 +129,8 @@ export const FOUND: FoundSequence[] = [
     // ended leases by their updatedAt, not by the key their task had before it was leased).
     what: "ended leases are served in the order their tasks had",
     ops: [
-      {
-        op: "save",
-        inst: 0,
-        shape: atTask0,
-        age: 0,
-        fence: "none",
-        fenceTask: 0,
-        consume: "none",
-        event: 0,
-      },
-      {
-        op: "save",
-        inst: 2,
-        shape: {
-          kind: "awaiting",
-          event: 0,
-          next: 0,
-          timeout: "past",
-          done: [],
-          spent: false,
-          input: false,
-          schedule: unscheduled,
-        },
-        age: 0,
-        fence: "none",
-        fenceTask: 0,
-        consume: "none",
-        event: 0,
-      },
+      save(0, atTask0),
+      save(2, waitShape("past")),
       { op: "claimNext", worker: 0, limit: 2, ttl: "short", queues: "omit" },
       { op: "elapse" },
       { op: "claimNext", worker: 1, limit: 1, ttl: "none", queues: "omit" },
@@ -164,16 +143,7 @@ export const FOUND: FoundSequence[] = [
     // partition, so nobody could take the task over until then.
     what: "a lease shortened by a renewal ends at the renewal's end",
     ops: [
-      {
-        op: "save",
-        inst: 0,
-        shape: atTask0,
-        age: 0,
-        fence: "none",
-        fenceTask: 0,
-        consume: "none",
-        event: 0,
-      },
+      save(0, atTask0),
       { op: "claimNext", worker: 0, limit: 1, ttl: "long", queues: "omit" },
       { op: "heartbeat", inst: 0, renew: "short" },
       { op: "elapse" },
@@ -188,44 +158,8 @@ export const FOUND: FoundSequence[] = [
     // lapsed a wait that timed out later was found first.
     what: "a result written beside a leased timed-out wait keeps the wait's order",
     ops: [
-      {
-        op: "save",
-        inst: 0,
-        shape: {
-          kind: "awaiting",
-          event: 0,
-          next: 0,
-          timeout: "past",
-          done: [],
-          spent: false,
-          input: false,
-          schedule: unscheduled,
-        },
-        age: 0,
-        fence: "none",
-        fenceTask: 0,
-        consume: "none",
-        event: 0,
-      },
-      {
-        op: "save",
-        inst: 2,
-        shape: {
-          kind: "awaiting",
-          event: 0,
-          next: 0,
-          timeout: "soon",
-          done: [],
-          spent: false,
-          input: false,
-          schedule: unscheduled,
-        },
-        age: 0,
-        fence: "none",
-        fenceTask: 0,
-        consume: "none",
-        event: 0,
-      },
+      save(0, waitShape("past")),
+      save(2, waitShape("soon")),
       { op: "claimNext", worker: 0, limit: 1, ttl: "short", queues: "omit" },
       { op: "result", inst: 0, task: 2, out: 0, fence: "none" },
       { op: "elapse" },
