@@ -32,6 +32,19 @@ const DELETE = markers(SCRIPTS.deleteSnapshot.lua);
 const COMPLETE = markers(SCRIPTS.completeTasks.lua);
 const SEND_EVENT = markers(SCRIPTS.sendEvent.lua);
 
+/** How many bytes a proxy keeps to find a marker split across reads (longer than any script body). */
+const RECENT_BYTES = 64 * 1024;
+
+/**
+ * Whether `marker` occurs in `seen` with at least its last byte in the newest `chunkLength` bytes:
+ * a command sent before the proxy was armed, already wholly seen, never matches.
+ */
+function endsInChunk(seen: Buffer, chunkLength: number, marker: string): boolean {
+  const length = Buffer.byteLength(marker);
+  const from = Math.max(0, seen.length - chunkLength - length + 1);
+  return seen.indexOf(marker, from) !== -1;
+}
+
 /** Arming shared by the proxies of one test (one per cluster node): the first to see the marker drops. */
 interface Arming {
   markers: string[] | null;
@@ -82,9 +95,14 @@ class ReplyDropper {
     upstream.on("error", closeBoth);
     client.on("close", closeBoth);
     upstream.on("close", closeBoth);
+    // The bytes seen last on this connection: a command can arrive split over two reads (a loaded
+    // host, a full socket buffer), so a marker is looked for across the boundary too.
+    let recent = Buffer.alloc(0);
     client.on("data", (chunk: Buffer) => {
       upstream.write(chunk);
-      if (this.arming.markers?.some((marker) => chunk.includes(marker))) {
+      const seen = Buffer.concat([recent, chunk]);
+      recent = seen.subarray(Math.max(0, seen.length - RECENT_BYTES));
+      if (this.arming.markers?.some((marker) => endsInChunk(seen, chunk.length, marker))) {
         // From now on nothing comes back on this connection, and it closes once the server has
         // surely run the command (a reply already under way for an earlier command is lost too).
         this.arming.markers = null;
