@@ -2,7 +2,7 @@
  * Claims: claim, release, extend, the fencing-token counter, and claim-next's give-back. A claim lives in the `c` array
  * of its instance's document, so each of these is one compare-and-set of that document.
  */
-import { BackendError, type RenewedClaim, type TaskClaim } from "@sayiir/persistence-core";
+import { BackendError, ErrorCode, type RenewedClaim, type TaskClaim } from "@sayiir/persistence-core";
 import {
   backoffDelay,
   extendRefusal,
@@ -14,7 +14,16 @@ import {
 import type { Document } from "mongodb";
 import { takeoverAttempts } from "./attempts.js";
 import { type MongoContext, quote, RACE } from "./context.js";
-import { claimOn, heldClaim, liveClaimOn, statusOf, toTaskClaim, withClaim } from "./instance.js";
+import {
+  claimOn,
+  heldClaim,
+  isExpired,
+  liveClaimOn,
+  markedLapsed,
+  statusOf,
+  toTaskClaim,
+  withClaim,
+} from "./instance.js";
 import { type ClaimEntry, type InstanceDoc, isSnapshot, META } from "./layout.js";
 import { isDuplicateKey } from "./pending-blobs.js";
 
@@ -180,7 +189,16 @@ export function extendClaim(
       const now = await ctx.now();
       const held = heldClaim(doc, taskId);
       const refusal = extendRefusal(instanceId, taskId, held, workerId, now, statusOf(doc));
-      if (refusal !== null) throw refusal;
+      if (refusal !== null) {
+        // Refused because the holder's own claim expired: make that durable before answering.
+        const claim = claimOn(doc, taskId);
+        const lapsed =
+          refusal.code === ErrorCode.ClaimLost && claim?.w === workerId && isExpired(claim, now)
+            ? new Set([taskId])
+            : new Set<string>();
+        if (!(await markLapsed(ctx, instanceId, doc, lapsed, now))) return RETRY;
+        throw refusal;
+      }
       const claim = claimOn(doc, taskId) as ClaimEntry;
       const workflowPaused = isSnapshot(doc) && doc.s === "Paused";
       // A claim without ttl stays without ttl (and never expires).
@@ -193,6 +211,25 @@ export function extendClaim(
     },
     RACE,
   );
+}
+
+/**
+ * Makes refusals by expiry durable: one compare-and-set of the version judged that marks the
+ * claims on `lapsed` lapsed (`d`, see ClaimEntry). Without it a call of the same holder judged
+ * live on that version before the claim's end, and still in flight (a slow heartbeat, a fenced
+ * write), could commit after the refusal was answered: renewing a claim its holder was told is
+ * lost, and letting its next fenced write land. True when there is nothing to mark or the mark
+ * landed; false when the version changed meanwhile (judge again: the in-flight call won).
+ */
+export async function markLapsed(
+  ctx: MongoContext,
+  instanceId: string,
+  doc: InstanceDoc | null,
+  lapsed: ReadonlySet<string>,
+  now: number,
+): Promise<boolean> {
+  if (doc === null || lapsed.size === 0) return true;
+  return ctx.commit(instanceId, doc, { c: markedLapsed(doc.c ?? [], lapsed, now) });
 }
 
 // ---------------------------------------------------------------- claim-next: give back

@@ -17,9 +17,10 @@ import {
 import { RETRY, resultRefusal, retryOnRace } from "@sayiir/persistence-core/adapter";
 import { type Failing, failurePlan } from "./attempts.js";
 import { digest, newBlobId } from "./chunks.js";
+import { markLapsed } from "./claims.js";
 import { type MongoContext, quote, RACE } from "./context.js";
 import { readHeader, type StoredHeader } from "./control.js";
-import { type Completing, completionPlan, writeView } from "./instance.js";
+import { type Completing, completionPlan, lapsedClaims, withLapsed, writeView } from "./instance.js";
 import { type InstanceDoc, isSnapshot, PROJECTION } from "./layout.js";
 import { collectBlobs, prunedClaims } from "./maintenance.js";
 import { PendingBlobs } from "./pending-blobs.js";
@@ -48,7 +49,13 @@ export async function saveTaskResult(
         const doc = await ctx.read(instanceId);
         const judged = fence === undefined ? 0 : await ctx.now();
         const refusal = resultRefusal(instanceId, fence, writeView(doc, fence, judged));
-        if (refusal !== null) throw refusal;
+        if (refusal !== null) {
+          // A refusal because the fence's claim expired is made durable first (see markLapsed).
+          const lapsed =
+            fence === undefined ? new Set<string>() : lapsedClaims(doc, [fence], [refusal], judged);
+          if (!(await markLapsed(ctx, instanceId, doc, lapsed, judged))) return RETRY;
+          throw refusal;
+        }
         const current = doc as InstanceDoc;
         if (!written) {
           await ctx.chunks.write([{ instanceId, id: blobId, bytes: output }]);
@@ -173,9 +180,15 @@ function completeOn(
     `completeTasks: ${quote(instanceId)}`,
     async (attempt) => {
       const doc = attempt === 0 ? first : await ctx.read(instanceId);
-      const plan = completionPlan(instanceId, doc, items, await ctx.now());
-      if (plan.changes === undefined) return { outcomes: plan.outcomes, replaced: [] };
-      const changes = plan.changes;
+      const now = await ctx.now();
+      const plan = completionPlan(instanceId, doc, items, now);
+      // Refusals because a claim expired are made durable by this commit (see markLapsed).
+      const lapsed = lapsedClaims(doc, items, plan.outcomes, now);
+      if (plan.changes === undefined) {
+        if (!(await markLapsed(ctx, instanceId, doc, lapsed, now))) return RETRY;
+        return { outcomes: plan.outcomes, replaced: [] };
+      }
+      const changes = withLapsed(plan.changes, doc, lapsed, now);
       const accepted = items.filter((_, k) => plan.outcomes[k] === null).map((item) => item.blobId);
       if (await pending.commit(accepted, () => ctx.commit(instanceId, doc, changes))) {
         return { outcomes: plan.outcomes, replaced: plan.replaced };
@@ -220,14 +233,21 @@ function stepOn(
           }
         }
       }
-      const plan = stepPlan(instanceId, doc, stored, items, await ctx.now());
-      if (plan.commit === undefined) return { outcomes: plan.outcomes, replaced: [] };
+      const now = await ctx.now();
+      const plan = stepPlan(instanceId, doc, stored, items, now);
+      // Refusals because a claim expired are made durable by this commit (see markLapsed).
+      const lapsed = lapsedClaims(doc, items, plan.outcomes, now);
+      if (plan.commit === undefined) {
+        if (!(await markLapsed(ctx, instanceId, doc, lapsed, now))) return RETRY;
+        return { outcomes: plan.outcomes, replaced: [] };
+      }
       const ids = plan.blobs.map((b) => b.id);
       if (ids.length > 0) {
         blobs.written.push(...ids);
         await ctx.chunks.write(plan.blobs.map((b) => ({ instanceId, ...b })));
       }
-      const { fields, remove, events } = plan.commit;
+      const { remove, events } = plan.commit;
+      const fields = withLapsed(plan.commit.fields, doc, lapsed, now);
       const commit = () => ctx.commit(instanceId, doc, fields, remove, events);
       if (await blobs.pending.commit([...plan.kept, ...ids], commit)) {
         return { outcomes: plan.outcomes, replaced: plan.garbage };
@@ -292,9 +312,15 @@ function failOn(
     `failTasks: ${quote(instanceId)}`,
     async (attempt) => {
       const doc = attempt === 0 ? first : await ctx.read(instanceId);
-      const plan = failurePlan(instanceId, doc, items, await ctx.now());
-      if (plan.changes === undefined) return plan.outcomes;
-      return (await ctx.commit(instanceId, doc, plan.changes)) ? plan.outcomes : RETRY;
+      const now = await ctx.now();
+      const plan = failurePlan(instanceId, doc, items, now);
+      // Refusals because a claim expired are made durable by this commit (see markLapsed).
+      const lapsed = lapsedClaims(doc, items, plan.outcomes, now);
+      if (plan.changes === undefined)
+        return (await markLapsed(ctx, instanceId, doc, lapsed, now)) ? plan.outcomes : RETRY;
+      return (await ctx.commit(instanceId, doc, withLapsed(plan.changes, doc, lapsed, now)))
+        ? plan.outcomes
+        : RETRY;
     },
     RACE,
   );

@@ -12,7 +12,7 @@ import type {
   PersistenceError,
   TaskClaim,
 } from "@sayiir/persistence-core";
-import { DEFAULT_AGING_MS, effectiveTime } from "@sayiir/persistence-core";
+import { DEFAULT_AGING_MS, ErrorCode, effectiveTime } from "@sayiir/persistence-core";
 import {
   consumeRefusal,
   type HeldClaimView,
@@ -40,7 +40,7 @@ import { isStale } from "./maintenance.js";
  * epoch (REVOKED_EXPIRY), and it carries its revocation moment `x`.
  */
 export const isLive = (claim: ClaimEntry, now: number): boolean =>
-  claim.x === undefined && (claim.e === null || claim.e > now);
+  claim.x === undefined && claim.d === undefined && (claim.e === null || claim.e > now);
 
 /** The claim on `taskId`, live or expired, if any. */
 export function claimOn(doc: InstanceDoc | null, taskId: string): ClaimEntry | undefined {
@@ -65,9 +65,9 @@ export function heldClaim(doc: InstanceDoc | null, taskId: string): HeldClaimVie
   return claim === undefined ? undefined : { workerId: claim.w, expiresAt: expiry(claim) };
 }
 
-/** The expiry the kit judges: a revoked claim is expired on every clock (the epoch). */
+/** The expiry the kit judges: a revoked or lapsed claim is expired on every clock (the epoch). */
 const expiry = (claim: ClaimEntry): number | null =>
-  claim.x !== undefined ? REVOKED_EXPIRY : claim.e === null ? null : Number(claim.e);
+  claim.x !== undefined || claim.d !== undefined ? REVOKED_EXPIRY : claim.e === null ? null : Number(claim.e);
 
 /**
  * The claims with every one not yet revoked revoked at `now`, live or expired (an expired claim
@@ -78,6 +78,55 @@ const expiry = (claim: ClaimEntry): number | null =>
  */
 export function revokedClaims(doc: InstanceDoc, now: number): ClaimEntry[] {
   return (doc.c ?? []).map((c): ClaimEntry => (c.x === undefined ? { ...c, e: REVOKED_EXPIRY, x: now } : c));
+}
+
+/**
+ * The tasks whose claim a refusal should mark lapsed (`d`, see ClaimEntry): each item refused
+ * with ClaimLostError whose claim on this version is still the one it names (its token), expired
+ * at `now` and not yet revoked or lapsed. A claim taken over needs no mark: the takeover changed
+ * the version already.
+ */
+export function lapsedClaims(
+  doc: InstanceDoc | null,
+  items: readonly Fence[],
+  outcomes: readonly CompletionOutcome[],
+  now: number,
+): Set<string> {
+  const lapsed = new Set<string>();
+  for (const [i, item] of items.entries()) {
+    if (outcomes[i]?.code !== ErrorCode.ClaimLost) continue;
+    const claim = claimOn(doc, item.taskId);
+    if (claim !== undefined && Number(claim.k) === item.token && isExpired(claim, now))
+      lapsed.add(item.taskId);
+  }
+  return lapsed;
+}
+
+/** Is this claim expired at `now` by its own expiry (not revoked, not lapsed, with a ttl)? */
+export const isExpired = (claim: ClaimEntry, now: number): boolean =>
+  claim.x === undefined && claim.d === undefined && claim.e !== null && Number(claim.e) <= now;
+
+/** The claims with those on `lapsed` marked lapsed at `now` (entry, token and expiry kept). */
+export function markedLapsed(
+  claims: readonly ClaimEntry[],
+  lapsed: ReadonlySet<string>,
+  now: number,
+): ClaimEntry[] {
+  return claims.map((c): ClaimEntry => (lapsed.has(c.t) && c.d === undefined ? { ...c, d: now } : c));
+}
+
+/**
+ * A commit's changes with the claims on `lapsed` marked lapsed too (the commit's claims, or the
+ * document's when it leaves them as they are), so that the commit carries its refusals' marks.
+ */
+export function withLapsed<T extends Partial<InstanceDoc>>(
+  changes: T,
+  doc: InstanceDoc | null,
+  lapsed: ReadonlySet<string>,
+  now: number,
+): T {
+  if (lapsed.size === 0) return changes;
+  return { ...changes, c: markedLapsed(changes.c ?? doc?.c ?? [], lapsed, now) };
 }
 
 /**

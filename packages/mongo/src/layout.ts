@@ -57,6 +57,15 @@ export interface ClaimEntry {
    * clocks of other processes say. The entry and its token stay; pruning counts from `x`.
    */
   x?: number;
+  /**
+   * Lapsed: the claim was expired and a call of its holder was refused for it (ClaimLostError) at
+   * this moment, epoch ms (the backend's clock). That refusal committed this mark on the version
+   * it judged, so a call of the same holder judged live on that version and still in flight (a
+   * slow heartbeat, a fenced write) fails its compare-and-set and is refused too, instead of
+   * landing after the refusal; and from then on the claim is expired on every clock, as a revoked
+   * one is. Unlike a revoked claim it is still listed (with its expiry) until released or taken.
+   */
+  d?: number;
 }
 
 /**

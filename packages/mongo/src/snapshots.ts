@@ -25,8 +25,9 @@ import {
 import type { Document } from "mongodb";
 import { attemptEntries, scheduleEntry, storedAttempts } from "./attempts.js";
 import { binaryBytes, digest, newBlobId } from "./chunks.js";
+import { markLapsed } from "./claims.js";
 import { type MongoContext, quote, RACE } from "./context.js";
-import { consumption, eventBlobsOf, writeView } from "./instance.js";
+import { consumption, eventBlobsOf, lapsedClaims, writeView } from "./instance.js";
 import {
   decodeCursor,
   encodeCursor,
@@ -264,7 +265,12 @@ export async function saveSnapshot(
         const doc = await ctx.read(id);
         const now = fence === undefined ? 0 : await ctx.now();
         const refusal = snapshotRefusal(id, fence, writeView(doc, fence, now), plan.status);
-        if (refusal !== null) throw refusal;
+        if (refusal !== null) {
+          // A refusal because the fence's claim expired is made durable first (see markLapsed).
+          const lapsed = fence === undefined ? new Set<string>() : lapsedClaims(doc, [fence], [refusal], now);
+          if (!(await markLapsed(ctx, id, doc, lapsed, now))) return RETRY;
+          throw refusal;
+        }
         const events = consumption(id, doc, consume, plan.finished);
         const { entries, missing } = resultEntries(plan.results, doc, ours);
         if (missing.length > 0 || !payloadsWritten) {
