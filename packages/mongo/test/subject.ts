@@ -131,21 +131,26 @@ export async function createSubject(
 ): Promise<MongoSubject> {
   const { url } = requireServer();
   const prefix = freshPrefix();
-  const open = () =>
+  const open = (own: Partial<MongoBackendOptions> = {}) =>
     new MongoBackend({
       url,
       database: DATABASE,
       collectionPrefix: prefix,
       maxPayloadBytes: options.maxPayloadBytes,
       ...(options.agingMs === undefined ? {} : { agingMs: options.agingMs }),
+      ...own,
       ...extra,
     });
-  const backend = open();
+  // The first backend goes through a fault seam (unless `extra` brings its own): the kit's
+  // beforeNextWrite holds its next commit (the compare-and-set of an instance document).
+  const seam = faultSeam();
+  const backend = extra.faults === undefined ? open({ faults: seam }) : open();
   await backend.migrate();
   return {
     prefix,
     backend,
     connect: async () => open(),
+    beforeNextWrite: (hook) => beforeNextCommit(seam, `${prefix}snapshots`, hook),
     corruptSnapshot: async (instanceId) => {
       const client = new MongoClient(url);
       try {

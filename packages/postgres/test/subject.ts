@@ -81,21 +81,39 @@ export async function createSubject(
 ): Promise<PostgresSubject> {
   const { url } = server;
   const schema = testSchema();
-  const open = () =>
+  const open = (own: Partial<PostgresBackendOptions> = {}) =>
     new PostgresBackend({
       poolConfig: { connectionString: url, max: 6 },
       schema,
       maxPayloadBytes,
       agingMs,
+      ...own,
       ...extra,
     });
-  const backend = open();
+  // The first backend's statements go through a hook (unless `extra` brings its own `faults`):
+  // the kit's beforeNextWrite holds its next write (a transaction, or a statement that writes).
+  const held = { hook: null as null | (() => Promise<void>), fired: false };
+  const seam: FaultHooks = {
+    beforeQuery: async (statement) => {
+      const hook = held.hook;
+      if (hook === null || !HELD.has(statement)) return;
+      held.hook = null;
+      await hook();
+      held.fired = true;
+    },
+  };
+  const backend = open({ faults: seam });
   await backend.migrate();
   return {
     schema,
     server,
     backend,
     connect: async () => open(),
+    beforeNextWrite: (hook) => {
+      held.hook = hook;
+      held.fired = false;
+      return { fired: () => held.fired };
+    },
     corruptSnapshot: async (instanceId) => {
       await adminPool(url).query(
         `UPDATE ${quoteIdentifier(schema)}.snapshots SET header = $2 WHERE instance_id = $1`,
@@ -105,6 +123,9 @@ export async function createSubject(
     cleanup: async () => dropSchema(url, schema),
   };
 }
+
+/** The statements beforeNextWrite holds: those a renewal or a fenced write starts with. */
+const HELD = new Set(["BEGIN", "extendClaim", "completeTasks", "recordResult", "upsertResult", "checkFence"]);
 
 export function conformanceTargets(): ConformanceOptions[] {
   return servers.map((server) => ({

@@ -94,6 +94,20 @@ export interface RedisSubject extends ConformanceSubject {
   cleanup: () => Promise<void>;
 }
 
+/** The scripts that only read (beforeNextWrite lets them through). */
+const READS = new Set<ScriptName>([
+  "loadSnapshot",
+  "loadHeader",
+  "loadEvents",
+  "loadSteps",
+  "loadTaskClaims",
+  "loadTaskResult",
+  "peek",
+  "probeWakeUp",
+  "shardInputs",
+  "peekFinished",
+]);
+
 /**
  * A fresh subject: a key prefix of its own on the target, a backend over it, and connect() for
  * another backend (another client) on the same prefix. The target is `extra`'s `url` or
@@ -113,11 +127,29 @@ export async function createSubject(
     ...extra,
     keyPrefix,
   };
-  const backend = new RedisBackend(options);
+  // The first backend's scripts go through a hook (unless `extra` brings its own `faults`): the
+  // kit's beforeNextWrite holds its next script that writes.
+  const held = { hook: null as null | (() => Promise<void>), fired: false };
+  const seam: FaultHooks = {
+    aroundScript: async (name, _args, run) => {
+      const hook = held.hook;
+      if (hook === null || READS.has(name)) return run();
+      held.hook = null;
+      await hook();
+      held.fired = true;
+      return run();
+    },
+  };
+  const backend = new RedisBackend(extra.faults === undefined ? { ...options, faults: seam } : options);
   return {
     backend,
     keyPrefix,
     connect: async () => new RedisBackend(options),
+    beforeNextWrite: (hook) => {
+      held.hook = hook;
+      held.fired = false;
+      return { fired: () => held.fired };
+    },
     corruptSnapshot: async (instanceId) => {
       await sharedAdmin(target).hset(backend.layout.instance(instanceId).meta, "h", "not a snapshot");
     },

@@ -11,6 +11,14 @@ export interface ConformanceSubject {
   connect: () => Promise<PersistentBackend>;
   /** Overwrites the stored record of a snapshot with bytes that do not decode. */
   corruptSnapshot?: (instanceId: string) => Promise<void>;
+  /**
+   * Holds the next write request `backend` sends (after its call judged what it read) until
+   * `hook` has run, then sends it: a call in flight while another client acts. Built on the
+   * store's fault seam (a driver hook, a client middleware). The cases that need it are skipped
+   * without it; a store that judges inside the write itself (a script, a transaction) passes them
+   * trivially and need not give it.
+   */
+  beforeNextWrite?: (hook: () => Promise<void>) => { fired: () => boolean };
   /** Drops the isolated storage; called after the test closed every backend it opened. */
   cleanup?: () => Promise<void>;
 }

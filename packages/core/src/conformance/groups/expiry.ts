@@ -3,6 +3,7 @@ import { ErrorCode } from "../../errors.js";
 import { atTask, awaiting } from "../fixtures.js";
 import { beforeDeadline, eventually, expirySlackMs, rejection, sleep, uid, useSubject } from "../harness.js";
 import type { ConformanceOptions } from "../types.js";
+import { inFlightCases } from "./in-flight.js";
 
 export function expiryGroup(options: ConformanceOptions): void {
   describe("expiry", () => {
@@ -129,5 +130,7 @@ export function expiryGroup(options: ConformanceOptions): void {
         [later, false],
       ]);
     });
+
+    inFlightCases(options);
   });
 }
