@@ -26,6 +26,7 @@ import { deleteSnapshot } from "./deletion.js";
 import { claimAvailableTasks, findAvailableTasks } from "./discovery.js";
 import { loadPendingEvents, sendEvent } from "./events.js";
 import { failTasks } from "./failure.js";
+import { durableRefusal, durableRefusals } from "./lapse.js";
 import { Layout } from "./layout.js";
 import { cleanup, DEFAULT_GRACE_MS } from "./maintenance.js";
 import {
@@ -119,7 +120,10 @@ export class DynamoDBBackend extends BaseBackend {
     fence: Fence | undefined,
     consumeEvent: EventRef | undefined,
   ): Promise<void> {
-    await saveSnapshot(this.#ctx, snapshot, fence, consumeEvent);
+    const ctx = this.#ctx;
+    await durableRefusal(ctx, snapshot.instanceId, fence, () =>
+      saveSnapshot(ctx, snapshot, fence, consumeEvent),
+    );
   }
 
   protected doSaveTaskResult(
@@ -128,11 +132,15 @@ export class DynamoDBBackend extends BaseBackend {
     output: Uint8Array,
     fence: Fence | undefined,
   ): Promise<void> {
-    return saveTaskResult(this.#ctx, instanceId, taskId, output, fence);
+    const ctx = this.#ctx;
+    return durableRefusal(ctx, instanceId, fence, () =>
+      saveTaskResult(ctx, instanceId, taskId, output, fence),
+    );
   }
 
   protected override doCompleteTasks(completions: readonly ValidCompletion[]): Promise<CompletionOutcome[]> {
-    return completeTasks(this.#ctx, completions);
+    const ctx = this.#ctx;
+    return durableRefusals(ctx, completions, (items) => completeTasks(ctx, items));
   }
 
   protected doLoadSnapshot(instanceId: string): Promise<WorkflowSnapshot> {
@@ -199,7 +207,8 @@ export class DynamoDBBackend extends BaseBackend {
   }
 
   protected doFailTasks(failures: readonly ValidFailure[]): Promise<CompletionOutcome[]> {
-    return failTasks(this.#ctx, failures);
+    const ctx = this.#ctx;
+    return durableRefusals(ctx, failures, (items) => failTasks(ctx, items));
   }
 
   protected doCancelWorkflow(instanceId: string, request: Required<ControlRequest>): Promise<void> {

@@ -45,6 +45,7 @@ import {
   type StoredClaim,
   TOMBSTONE_UPDATE,
 } from "./items.js";
+import { isExpiredHold, markLapsed } from "./lapse.js";
 import { ATTR, freshId, names } from "./layout.js";
 import { homeOf, leasedEntry, moveLease } from "./readiness.js";
 
@@ -413,7 +414,14 @@ export async function extendTaskClaim(
     async () => {
       const now = ctx.now();
       const refusal = extendRefusal(instanceId, taskId, heldView(current), workerId, now, state);
-      if (refusal !== null) throw refusal;
+      if (refusal !== null) {
+        // Refused because the holder's own claim expired: made durable first (see lapse.ts).
+        if (current === undefined || !isExpiredHold(current, workerId, now)) throw refusal;
+        const marked = await markLapsed(ctx, pk, taskId, current, now);
+        if (marked === true) throw refusal;
+        current = marked.current;
+        return RETRY;
+      }
       const claim = current as StoredClaim;
       const paused = state === PAUSED;
       if (claim.expiresAt === undefined)
@@ -486,7 +494,9 @@ async function renew(
         ...expressions(
           {
             UpdateExpression: `SET #${ATTR.expiresAt} = :exp`,
-            ConditionExpression: `#${ATTR.token} = :tok AND #${ATTR.worker} = :w AND #${ATTR.expiresAt} > :now`,
+            ConditionExpression:
+              `#${ATTR.token} = :tok AND #${ATTR.worker} = :w AND #${ATTR.expiresAt} > :now AND ` +
+              `attribute_not_exists(#${ATTR.lapsed})`,
           },
           { ":exp": N(r.expiresAt), ":tok": N(r.token), ":w": S(r.workerId), ":now": N(r.now) },
         ),

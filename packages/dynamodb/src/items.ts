@@ -15,6 +15,7 @@ import {
 import {
   fromStoredParts,
   type HeldClaimView,
+  REVOKED_EXPIRY,
   type StoredStatus,
   type WriteView,
 } from "@sayiir/persistence-core/adapter";
@@ -108,15 +109,20 @@ export interface StoredClaim {
   expiresAt: number | undefined;
   /** Random per claim attempt: tells our own landed write from another caller's identical one. */
   nonce: string | undefined;
+  /** When a refusal of its holder marked it lapsed (see lapse.ts), if one did. */
+  lapsed?: number | undefined;
 }
 
-/** The claim's fence condition: that token, held, not expired on the writer's clock (`:tok`, `:now`). */
+/**
+ * The claim's fence condition: that token, held, not lapsed, not expired on the writer's clock
+ * (`:tok`, `:now`).
+ */
 export const FENCE_CONDITION =
-  `#${ATTR.token} = :tok AND attribute_exists(#${ATTR.worker}) AND ` +
+  `#${ATTR.token} = :tok AND attribute_exists(#${ATTR.worker}) AND attribute_not_exists(#${ATTR.lapsed}) AND ` +
   `(attribute_not_exists(#${ATTR.expiresAt}) OR #${ATTR.expiresAt} > :now)`;
 
 /** Turns a claim item into a tombstone: no holder, the token kept, deleted by TTL (`:ttl`). */
-export const TOMBSTONE_UPDATE = `REMOVE ${names(ATTR.worker, ATTR.claimedAt, ATTR.expiresAt, ATTR.nonce)} SET #${ATTR.ttl} = :ttl`;
+export const TOMBSTONE_UPDATE = `REMOVE ${names(ATTR.worker, ATTR.claimedAt, ATTR.expiresAt, ATTR.nonce, ATTR.lapsed)} SET #${ATTR.ttl} = :ttl`;
 
 /** Parses a head item; one that names another instance id (a hash collision) is an error. */
 export function parseHead(layout: Layout, item: Item | undefined, instanceId: string): Head | undefined {
@@ -226,6 +232,7 @@ export function parseClaim(item: Item | undefined): StoredClaim | undefined {
     claimedAt: num(item, ATTR.claimedAt),
     expiresAt: num(item, ATTR.expiresAt),
     nonce: str(item, ATTR.nonce),
+    lapsed: num(item, ATTR.lapsed),
   };
 }
 
@@ -248,7 +255,9 @@ export function heldView(
   claim: StoredClaim | undefined,
 ): (NonNullable<HeldClaimView> & { token: number }) | undefined {
   if (claim === undefined || claim.workerId === undefined) return undefined;
-  return { token: claim.token, workerId: claim.workerId, expiresAt: claim.expiresAt ?? null };
+  // A lapsed claim is expired on every clock, as a revoked one (its holder was told so).
+  const expiresAt = claim.lapsed !== undefined ? REVOKED_EXPIRY : (claim.expiresAt ?? null);
+  return { token: claim.token, workerId: claim.workerId, expiresAt };
 }
 
 /**
@@ -256,8 +265,9 @@ export function heldView(
  * that is they judge liveness at `now - skew budget` (the holder judges it at `now`).
  */
 export function liveForOthers(ctx: Context, claim: StoredClaim | undefined, now: number): boolean {
-  const view = heldView(claim);
-  return view !== undefined && isClaimLive(view, now - ctx.options.skewMs);
+  // By its expiry, lapsed or not: what a takeover's condition requires (expiresAt <= :cut).
+  if (claim === undefined || claim.workerId === undefined) return false;
+  return isClaimLive({ expiresAt: claim.expiresAt ?? null }, now - ctx.options.skewMs);
 }
 
 /** The fenced task's claim as stored now, and the clock read after it: what fenceHolds judges. */

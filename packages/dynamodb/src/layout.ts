@@ -112,6 +112,13 @@ export const ATTR = {
    * cancel, pause or resume that last changed it in place (kept by saves): with `gen`, its version.
    */
   nonce: "nc",
+  /**
+   * Claim: lapsed (epoch ms, the holder's clock): the claim had expired and a call of its holder
+   * was refused for it; that refusal wrote this first (see lapse.ts). Every fenced write and
+   * renewal requires it absent, so a call of the holder judged live before the claim's end and
+   * still in flight cannot land after the refusal. Removed with the holder (release, takeover).
+   */
+  lapsed: "lp",
   /** Claim tombstone: the nonce of the completeTasks completion that released it. */
   completedBy: "cn",
   /** Delete marker: the id of the deleteSnapshot call that committed. */

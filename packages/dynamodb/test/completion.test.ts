@@ -76,7 +76,7 @@ describe("completeTasks transactions", () => {
     const claim = items[2]?.Update;
     expect(claim?.Key?.SK).toEqual({ S: layout.claimSk("t2") });
     expect(claim?.ConditionExpression).toBe(
-      "#tok = :tok AND attribute_exists(#w) AND (attribute_not_exists(#exp) OR #exp > :now)",
+      "#tok = :tok AND attribute_exists(#w) AND attribute_not_exists(#lp) AND (attribute_not_exists(#exp) OR #exp > :now)",
     );
     expect(claim?.ExpressionAttributeValues).toMatchObject({
       ":tok": { N: "42" },

@@ -1,4 +1,3 @@
-import { GetItemCommand } from "@aws-sdk/client-dynamodb";
 import {
   ErrorCode,
   markCancelled,
@@ -11,7 +10,7 @@ import { atTask, claimOrFail, expectCode, inProgress, text, uid } from "@sayiir/
 import { describe, expect, it } from "vitest";
 import type { DynamoDBBackend } from "../src/index.js";
 import { beforeNext, intercept, loseResponses } from "./faults.js";
-import { freshBackend } from "./helpers.js";
+import { freshBackend, rawItem } from "./helpers.js";
 import { server } from "./subject.js";
 
 // Races of cancel, pause and resume with the other writers, which the conformance kit (one call
@@ -20,17 +19,6 @@ import { server } from "./subject.js";
 // reply was lost. Each case runs two backends on one key prefix and stops the first one's
 // request (test/faults.ts) while the second one writes.
 const info = server();
-
-async function rawItem(backend: DynamoDBBackend, id: string, sk: string) {
-  const out = await backend.client.send(
-    new GetItemCommand({
-      TableName: backend.tableName,
-      Key: { PK: { S: backend.layout.instancePk(id) }, SK: { S: sk } },
-      ConsistentRead: true,
-    }),
-  );
-  return out.Item ?? {};
-}
 
 /** Two backends on one key prefix: `a` is the one whose requests the test stops. */
 async function twoBackends(): Promise<{ a: DynamoDBBackend; b: DynamoDBBackend }> {

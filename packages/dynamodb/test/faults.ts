@@ -138,10 +138,28 @@ export function beforeNext(
   command: string,
   hook: () => Promise<void>,
 ): { fired: () => boolean } {
+  return beforeNextOf(client, [command], hook);
+}
+
+/** The commands that write. */
+export const WRITES = [
+  "TransactWriteItemsCommand",
+  "PutItemCommand",
+  "UpdateItemCommand",
+  "DeleteItemCommand",
+  "BatchWriteItemCommand",
+];
+
+/** Runs `hook` once, before the next call of any of `commands` is sent. */
+export function beforeNextOf(
+  client: DynamoDBClient,
+  commands: readonly string[],
+  hook: () => Promise<void>,
+): { fired: () => boolean } {
   let armed = true;
   let fired = false;
   intercept(client, "initialize", async (call, send) => {
-    if (armed && call.command === command) {
+    if (armed && commands.includes(call.command)) {
       armed = false;
       await hook();
       fired = true;

@@ -55,11 +55,16 @@ export const isChunk = (backend: DynamoDBBackend, item: { pk: string }): boolean
   item.pk.startsWith(`${backend.layout.base}C#`);
 
 /** The head item of an instance as stored (a consistent read; {} when there is none). */
-export async function rawHead(backend: DynamoDBBackend, id: string) {
+export function rawHead(backend: DynamoDBBackend, id: string) {
+  return rawItem(backend, id, "H");
+}
+
+/** One stored item of an instance, by sort key, as DynamoDB holds it (empty: none). */
+export async function rawItem(backend: DynamoDBBackend, id: string, sk: string) {
   const out = await backend.client.send(
     new GetItemCommand({
       TableName: backend.tableName,
-      Key: { PK: { S: backend.layout.instancePk(id) }, SK: { S: "H" } },
+      Key: { PK: { S: backend.layout.instancePk(id) }, SK: { S: sk } },
       ConsistentRead: true,
     }),
   );

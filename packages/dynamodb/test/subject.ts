@@ -7,6 +7,7 @@ import type {
 import { type DynamoDbInfo, dynamoDbClientConfig, uniqueTestName } from "@sayiir/test-servers";
 import { inject } from "vitest";
 import { DynamoDBBackend, type DynamoDBBackendOptions } from "../src/index.js";
+import { beforeNextOf, WRITES } from "./faults.js";
 
 /** Why the suites are skipped when there is no server. */
 export const NO_SERVER = "no DynamoDB server: set SAYIIR_TEST_DYNAMODB_ENDPOINT or install DynamoDB Local";
@@ -82,6 +83,8 @@ export async function createSubject(
     backend,
     keyPrefix,
     connect: async () => open(),
+    // The first backend's next write request (a transaction, a put, an update) waits for `hook`.
+    beforeNextWrite: (hook) => beforeNextOf(backend.client, WRITES, hook),
     // Keeps the shared table small on a long-lived server: drop what the test stored.
     cleanup: async () => {
       const sweeper = open();
