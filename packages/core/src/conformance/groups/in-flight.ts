@@ -74,7 +74,11 @@ export function inFlightCases(options: ConformanceOptions): void {
         );
         const stored = await holder.loadSnapshot(id);
         expect(stored.state.kind === "InProgress" && stored.state.completedTasks.t1).toBeFalsy();
-        // Its holder may still release it, and another worker claim the task.
+        // It is still listed, with the expiry it was refused by; its holder may still release it,
+        // and another worker claim the task.
+        expect(await holder.loadTaskClaims(id)).toEqual([
+          expect.objectContaining({ token: claim.token, workerId: "holder", expiresAt: claim.expiresAt }),
+        ]);
         await holder.releaseTaskClaim(id, "t1", "holder");
         expect(await holder.claimTask(id, "t1", "next", 60_000)).not.toBeNull();
       });
