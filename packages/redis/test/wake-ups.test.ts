@@ -210,6 +210,12 @@ describe.each(kinds.map((target) => ({ target, kind: target.kind })))("wake-ups 
         claims.map((c) => ({ claim: c.claim, output: text("x"), next: batchNext })),
       ),
     ).toEqual([null, null, null]);
+    // Each master's subscriber hears the batch at least once. Waited for, not taken from the flush:
+    // on a cluster, messages published on different nodes reach a subscriber in no set order, so
+    // the marker (published on one master) can overtake a batch message from another (seen in CI).
+    await eventually(`the batch's message of ${q.batch} on every master`, async () =>
+      counts(received, q.batch).every((count) => count >= 1) ? true : undefined,
+    );
     await flush(admin, backend.layout.wakeChannel(), received);
     const shardsTouched = new Set(batch.map((id) => backend.layout.shardOf(id))).size;
     for (const count of counts(received, q.batch)) {
